@@ -1,0 +1,85 @@
+/* config.h — run configuration: INI file (parsed with libinih) + --set overrides.
+ *
+ * Every key has a type, a default and a one-line meaning in one table (src/config.c); --help
+ * prints that table, the effective config is written back from it. Unknown sections/keys and
+ * bad values are NEST_ERR_CONFIG with a one-line message naming file, line and key, e.g.
+ *   inputs/x.ini:12: [optim] lr = 'fast': not a number
+ *   --set optim.lrr=0.1: unknown key 'lrr' in section [optim]
+ * Parsing depends only on the file's bytes, so every rank decides identically. */
+#ifndef NEST_CONFIG_H
+#define NEST_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "nest/status.h"
+
+#define NEST_PATH_LEN 1024
+
+typedef struct nest_config {
+  /* [run] */
+  char name[128];              /* run name; "" = config file's basename */
+  char out_dir[NEST_PATH_LEN]; /* parent of run directories: "outputs" */
+  char run_dir[NEST_PATH_LEN]; /* explicit run directory; "" = out_dir/name-YYYYmmdd-HHMMSS */
+  uint64_t seed;               /* 1 */
+  int threads;                 /* OpenMP/BLAS threads per rank; 0 = cores in affinity mask */
+  int log_every;               /* steps between progress lines; 0 = about 10 per epoch */
+  int hash_every;              /* steps between cross-rank weight/mask hash checks; 0 = off */
+  /* [data] */
+  char dir[NEST_PATH_LEN];          /* base directory for relative data paths; "" = cwd */
+  char train[NEST_PATH_LEN];        /* training data file */
+  char train_labels[NEST_PATH_LEN]; /* IDX label file for train ("" for CSV / HDF5) */
+  char test[NEST_PATH_LEN];         /* test data file ("" = none) */
+  char test_labels[NEST_PATH_LEN];  /* IDX label file for test */
+  char format[16];                  /* auto | idx | csv | h5 */
+  double val_split;                 /* fraction of train held out for validation: 0.1 */
+  int csv_label_col;                /* 0-based; -1 = last column */
+  char csv_delim[4];                /* one character; "," */
+  int csv_header;                   /* 0/1 */
+  char csv_drop_cols[256];          /* comma-separated 0-based columns to ignore */
+  int64_t max_train;                /* > 0: use only the first N training samples */
+  int64_t max_test;                 /* > 0: use only the first N test samples */
+  /* [model] */
+  char arch[256];    /* lenet300 | lenet5 | alexnet | vgg16 | mlp:784-300-100-10 */
+  double width;      /* width ratio r for hidden widths / channels: 1.0 */
+  double density;    /* initial connection density d in (0, 1]: 1.0 */
+  char init[16];     /* he | xavier */
+  int batchnorm;     /* 0/1: batch norm after each hidden conv/dense layer */
+  int sync_bn;       /* 0/1: batch statistics summed over ranks (results independent of P) */
+  double dropout;    /* dropout rate after hidden dense layers of alexnet/vgg16 (0 = off) */
+  /* [train] */
+  int epochs;        /* 20 */
+  int batch;         /* global batch size over all ranks: 128 */
+  int eval_every;    /* epochs between validation/test evaluations: 1 */
+  /* [optim] */
+  double lr;            /* base learning rate: 0.05 */
+  double momentum;      /* 0.9 */
+  int nesterov;         /* 0/1 */
+  double weight_decay;  /* L2 on weights (not biases / BN): 5e-4 */
+  char schedule[16];    /* const | step | cosine */
+  double warmup_epochs; /* linear warm-up from 0: 0 */
+  double step_epochs;   /* step schedule: multiply by step_gamma every step_epochs */
+  double step_gamma;    /* 0.1 */
+  double min_lr;        /* floor of cosine: 0 */
+} nest_config;
+
+void nest_config_defaults(nest_config *c);
+/* Parse an INI file over the current values. Missing file, syntax error, unknown section or
+ * key, bad value: NEST_ERR_CONFIG "FILE:LINE: ...". */
+nest_status nest_config_load(nest_config *c, const char *path);
+/* Apply one "section.key=value" override; origin names it in messages (e.g. "--set"). */
+nest_status nest_config_set(nest_config *c, const char *assignment, const char *origin);
+/* Cross-key checks (e.g. density in (0,1], batch > 0, train file given). */
+nest_status nest_config_validate(const nest_config *c);
+/* Write every key = value (with its meaning as a comment) to path, atomically (tmp+rename). */
+nest_status nest_config_write(const nest_config *c, const char *path);
+/* The key table as help text: section.key, type, default, meaning. */
+void nest_config_print_help(FILE *f);
+
+/* Command line of nest_mpi: CONFIG.ini [--set section.key=value ...] [--help].
+ * On --help sets *help = 1 and returns NEST_OK without requiring a config.
+ * Errors are NEST_ERR_ARG (usage) or NEST_ERR_CONFIG (the file / an override). */
+nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help);
+/* One-paragraph usage text. */
+void nest_cli_print_usage(FILE *f, const char *prog);
+
+#endif

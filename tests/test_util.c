@@ -1,0 +1,76 @@
+/* test_util.c — helpers shared by the test executables (see test_util.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nest/rng.h"
+
+static char tmpdir[512];
+
+static void rm_tmpdir(void) {
+  if (tmpdir[0]) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmpdir);
+  }
+}
+
+const char *nest_test_tmpdir(void) {
+  if (!tmpdir[0]) {
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/nest_test_XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+      perror("mkdtemp");
+      abort();
+    }
+    atexit(rm_tmpdir);
+  }
+  return tmpdir;
+}
+
+const char *nest_test_path(const char *dir, const char *name) {
+  static char bufs[8][1024];
+  static int next;
+  char *b = bufs[next++ & 7];
+  snprintf(b, 1024, "%s/%s", dir, name);
+  return b;
+}
+
+const char *nest_test_data(const char *relpath) {
+  static char bufs[8][1024];
+  static int next;
+  char *b = bufs[next++ & 7];
+  snprintf(b, 1024, "%s/%s", NEST_DATA_DIR, relpath);
+  if (access(b, R_OK) != 0) {
+    printf("SKIP: %s not found (real data lives in ../shared/data beside the checkout)\n", b);
+    return NULL;
+  }
+  return b;
+}
+
+void nest_test_fill_normal(float *x, size_t n, uint64_t seed, float scale) {
+  nest_rng r;
+  nest_rng_init(&r, seed, NEST_RNG_TEST, 0, 0);
+  for (size_t i = 0; i < n; ++i) x[i] = scale * nest_rng_normal(&r);
+}
+
+int nest_test_write_file(const char *path, const void *data, size_t bytes) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  size_t w = fwrite(data, 1, bytes, f);
+  return (fclose(f) == 0 && w == bytes) ? 0 : -1;
+}
+
+double nest_test_max_rel_diff(const float *a, const double *b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = fabs((double)a[i] - b[i]) / fmax(1.0, fabs(b[i]));
+    if (d > m || isnan(d)) m = isnan(d) ? INFINITY : d;
+  }
+  return m;
+}

@@ -1,0 +1,22 @@
+/* test_util.h — small helpers shared by the test executables. */
+#ifndef NEST_TEST_UTIL_H
+#define NEST_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at exit. */
+const char *nest_test_tmpdir(void);
+/* Path join into a static rotating buffer: nest_test_path(dir, "x.h5"). */
+const char *nest_test_path(const char *dir, const char *name);
+/* Real data under ../shared/data (NEST_DATA_DIR): full path if the file exists, else NULL
+ * after printing "SKIP: <why>" (callers then cmocka skip()). */
+const char *nest_test_data(const char *relpath);
+/* Fill with N(0, scale^2) from a counter RNG keyed by seed. */
+void nest_test_fill_normal(float *x, size_t n, uint64_t seed, float scale);
+/* Write bytes to a file (for crafting bad inputs); returns 0 on success. */
+int nest_test_write_file(const char *path, const void *data, size_t bytes);
+/* Max |a - b| / max(1, |b|) over n elements. */
+double nest_test_max_rel_diff(const float *a, const double *b, size_t n);
+
+#endif
