@@ -1,0 +1,98 @@
+/* net.h — a network: a chain of layers whose trainable tensors live in flat arenas.
+ *
+ * Arenas (one contiguous float array each, same layout, length nparams):
+ *   params  — values, every layer's tensors back to back (offsets in nest_param.offset)
+ *   grads   — dL/dparams of the current step (dense: dormant positions included)
+ *   mom     — optimizer momentum
+ *   masks   — 1 active / 0 dormant; all ones for non-maskable tensors (biases, BN)
+ * plus `buffers` (non-trained state such as BN running statistics). One allreduce sums
+ * `grads`; one checkpoint dataset per arena stores the whole state. The network keeps
+ * params == params ⊙ masks (dormant weights exactly 0) at all times.
+ *
+ * Activations: act[i] is the input of layer i ([max_batch, in_i]), act[nlayers] the logits
+ * ([max_batch, nclasses]); dact[i] = dL/dact[i]. Everything is allocated at create time —
+ * nothing in forward/backward allocates.
+ *
+ * Changing the architecture (growth/pruning of neurons) = build a new net from new specs at a
+ * sync point (identical on every rank) and copy the surviving values across. */
+#ifndef NEST_NET_H
+#define NEST_NET_H
+
+#include <stdint.h>
+#include "nest/layer.h"
+#include "nest/status.h"
+
+/* One layer of an architecture, before shapes are known. */
+typedef struct {
+  nest_layer_kind kind;
+  char name[NEST_NAME_LEN];
+  nest_layer_hparams hp;
+} nest_layer_spec;
+
+/* A trainable tensor of the net: (layer, slot) and where it sits in the arenas. */
+typedef struct {
+  nest_layer *layer;
+  int slot;              /* index into layer->param[] */
+  const nest_param *param;
+} nest_tensor_ref;
+
+typedef struct nest_net {
+  int nlayers;
+  nest_layer **layers;
+  nest_shape in_shape;
+  int nclasses;
+  int max_batch;  /* rows the activation buffers hold */
+  int nthreads;   /* OpenMP threads the scratch is sized for */
+
+  size_t nparams; /* arena length */
+  float *params, *grads, *mom, *masks;
+  size_t nbuf;
+  float *buffers;
+
+  int ntensors;
+  nest_tensor_ref *tensors;
+
+  float **act, **dact; /* [nlayers + 1] */
+  float *act_mem, *scratch_mem;
+} nest_net;
+
+/* Build the layers from specs, check shapes, lay out and allocate the arenas (zeroed, masks
+ * all ones). The last layer must output nclasses features. */
+nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape in, int nclasses,
+                            int max_batch, int nthreads, nest_net **out);
+void nest_net_destroy(nest_net **net);
+
+/* Seed connectivity and initial values, identical on every rank for the same seed:
+ * masks — each weight active with probability `density` (counter RNG keyed by layer), then
+ *   repaired so every neuron / feature map has at least one active input and one active
+ *   output connection (ALGORITHMS.md §1); density >= 1 gives all ones.
+ * values — He (std sqrt(2 / fan_in_active)) or Xavier (std sqrt(2 / (fan_in_active +
+ *   fan_out_active))) normal, where fan_*_active = fan * actual density of the tensor, so a
+ *   sparse seed starts with the same signal variance as a dense one; biases 0, BN gamma 1.
+ * init_override: -1 keeps each tensor's declared init, else NEST_INIT_HE / NEST_INIT_XAVIER
+ * for every maskable tensor. Buffers get their init values; momentum and grads 0. */
+nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init_override);
+
+/* Forward pass over ctx->n rows of x ([n, in]); returns the logits (net->act[nlayers]). */
+nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
+                             const float **logits);
+/* Backward pass from dL/dlogits ([n, nclasses]); overwrites net->grads. Call after forward
+ * with the same ctx. */
+nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits);
+
+/* params *= masks, momentum *= masks (restores the invariant after masks change). */
+void nest_net_apply_masks(nest_net *net);
+/* Active / total weights over maskable tensors (what "active parameters" reports), and the
+ * total count of all trainable parameters (weights, biases, BN) that are active. */
+void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total_weights,
+                    int64_t *active_params);
+/* Forward FLOPs per sample with masks (2 x active MACs for dense/conv layers). */
+double nest_net_flops(const nest_net *net);
+/* 64-bit hash of params, masks and buffers (cross-rank identity checks). */
+uint64_t nest_net_hash(const nest_net *net);
+/* Find a layer by name (NULL if none). */
+nest_layer *nest_net_find_layer(const nest_net *net, const char *name);
+/* One line per layer ("fc1 dense 784 -> 300, 235200 weights, 100.0% active") to f. */
+void nest_net_describe(const nest_net *net, void *file);
+
+#endif

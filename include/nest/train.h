@@ -1,0 +1,77 @@
+/* train.h — the data-parallel training loop: one place that owns all run state.
+ *
+ * Each step: every rank gathers its slice of the global batch (shard.h), runs forward, the
+ * fused softmax-cross-entropy with scale 1/global_batch, backward into the grads arena, then
+ * ONE allreduce of the whole grads arena, then the masked SGD update — so every rank applies
+ * the same update to the same weights. Loss/accuracy are accumulated locally and reduced at
+ * log points. Local errors (I/O, NaN) are agreed with nest_comm_agree at those sync points.
+ *
+ * All state a resume needs lives here: config, net arenas (params, masks, momentum, buffers),
+ * epoch and step counters; the RNG is counter-based, so (seed, epoch, step) replays exactly. */
+#ifndef NEST_TRAIN_H
+#define NEST_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nest/comm.h"
+#include "nest/config.h"
+#include "nest/data.h"
+#include "nest/net.h"
+#include "nest/optim.h"
+
+typedef struct nest_trainer {
+  nest_config cfg;
+  nest_comm *comm; /* not owned */
+  int rank, nranks, nthreads;
+
+  nest_dataset *train, *test; /* owned; test may be NULL */
+  int64_t *train_idx, n_train; /* training subset of `train` */
+  int64_t *val_idx, n_val;     /* validation subset of `train` */
+  int64_t *test_idx, n_test;   /* 0..n-1 of `test` */
+
+  nest_net *net;
+  nest_optim optim;
+  int max_local; /* rows a rank handles per step at most: ceil(batch / nranks) */
+
+  /* Per-step buffers, allocated once. */
+  float *x, *dlogits;
+  int32_t *y;
+  int64_t *ids, *perm;
+
+  /* Progress. */
+  int64_t epoch, step; /* completed epochs; global optimizer steps taken */
+  int64_t steps_per_epoch;
+
+  /* Output (rank 0 writes; run_dir known on every rank). */
+  char run_dir[NEST_PATH_LEN];
+  FILE *metrics;
+  int quiet; /* 1: no progress lines (tests) */
+} nest_trainer;
+
+typedef struct {
+  double loss, acc; /* mean loss, accuracy in [0, 1] */
+  int64_t n;
+} nest_eval;
+
+/* Load data per cfg (identically on every rank), split, normalise, build and init the net,
+ * create the run directory (rank 0) and agree on it. */
+nest_status nest_trainer_create(const nest_config *cfg, nest_comm *comm, nest_trainer **out);
+/* Same with datasets supplied by the caller (ownership passes to the trainer; test may be
+ * NULL). Used by tests and benchmarks. */
+nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *comm,
+                                          nest_dataset *train, nest_dataset *test,
+                                          nest_trainer **out);
+void nest_trainer_destroy(nest_trainer **t);
+
+/* One optimizer step: global batch `step_in_epoch` of the epoch's permutation `perm`
+ * (length n_train). Adds local loss sum / correct count / rows to the accumulators. */
+nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t step_in_epoch,
+                              double lr, double *loss_sum, int64_t *correct, int64_t *rows);
+/* Loss and accuracy of the current net over ds[idx[0..n)], sharded over ranks, reduced. */
+nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
+                                  int64_t n, nest_eval *out);
+/* Train cfg.train.epochs epochs with logging, evaluation, metrics and the final summary. */
+nest_status nest_trainer_run(nest_trainer *t);
+
+#endif

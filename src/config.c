@@ -1,0 +1,1057 @@
+/* config.c — the run configuration: one key table drives defaults, INI parsing (libinih),
+ * --set overrides, validation, writing the effective config back, --help, and the command
+ * line of nest_mpi.
+ *
+ * Dialect (pinned here, whatever the library's defaults; see docs/config.md):
+ *   - "[section]" headers, "key = value" lines; ';' or '#' at the start of a line is a comment;
+ *     ';' after whitespace ends the value (inline comment); leading/trailing blanks are stripped.
+ *   - Values are never quoted. Strings that an INI line cannot hold verbatim (control characters,
+ *     a leading quote or ';', " ;" inside, leading/trailing blanks) are rejected on input, so
+ *     whatever is accepted is written back byte-exactly: write -> load is the identity.
+ *   - A key given twice in one file is an error (the first one would silently be dead);
+ *     overriding is what --set is for. A section may be opened more than once.
+ *   - Keys and section names are case-sensitive; enum words too; bool words are not.
+ *   - Parsing depends only on the file's bytes (C locale for numbers), so ranks agree. */
+#define _POSIX_C_SOURCE 200809L
+#include "nest/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+/* ---- the key table ---- */
+
+typedef enum {
+  KT_STRING, /* char[N], NUL-terminated */
+  KT_INT,    /* int */
+  KT_INT64,  /* int64_t */
+  KT_UINT64, /* uint64_t */
+  KT_DOUBLE, /* double, finite */
+  KT_BOOL,   /* int, 0 or 1 */
+  KT_ENUM,   /* char[N] holding one of the '|'-separated allowed words */
+  KT_CHAR    /* char[N] holding exactly one character (CSV delimiter) */
+} key_type;
+
+static const char *const type_names[] = {"string", "int",  "int64", "uint64",
+                                         "double", "bool", "enum",  "char"};
+
+typedef struct {
+  const char *section;
+  const char *key; /* also the nest_config field name */
+  key_type type;
+  size_t offset, size;
+  const char *def;     /* default as text: parsed by the same code as a file value */
+  const char *allowed; /* KT_ENUM: "a|b|c" */
+  const char *meaning; /* one line */
+} key_def;
+
+#define FIELD_(f) offsetof(nest_config, f), sizeof(((nest_config *)0)->f)
+#define KEY(sec, f, type, def, meaning)                                                            \
+  { #sec, #f, type, FIELD_(f), def, NULL, meaning }
+#define ENUM(sec, f, def, allowed, meaning)                                                        \
+  { #sec, #f, KT_ENUM, FIELD_(f), def, allowed, meaning }
+
+/* Adding a key: one line here (plus the field in config.h and a line in docs/config.md). */
+/* clang-format off */
+static const key_def keys[] = {
+    KEY(run, name, KT_STRING, "", "run name; empty = the config file's basename"),
+    KEY(run, out_dir, KT_STRING, "outputs", "parent directory of run directories"),
+    KEY(run, run_dir, KT_STRING, "", "explicit run directory; empty = out_dir/NAME-YYYYmmdd-HHMMSS"),
+    KEY(run, seed, KT_UINT64, "1", "seed of every random choice"),
+    KEY(run, threads, KT_INT, "0", "OpenMP/BLAS threads per rank; 0 = cores in the affinity mask"),
+    KEY(run, log_every, KT_INT, "0", "steps between progress lines; 0 = about 10 per epoch"),
+    KEY(run, hash_every, KT_INT, "0", "steps between cross-rank weight/mask hash checks; 0 = off"),
+
+    KEY(data, dir, KT_STRING, "", "base directory for relative data paths; empty = current directory"),
+    KEY(data, train, KT_STRING, "", "training data file; required"),
+    KEY(data, train_labels, KT_STRING, "", "IDX label file for data.train (empty for CSV / HDF5)"),
+    KEY(data, test, KT_STRING, "", "test data file; empty = no test set"),
+    KEY(data, test_labels, KT_STRING, "", "IDX label file for data.test"),
+    ENUM(data, format, "auto", "auto|idx|csv|h5", "data file format; auto = detect"),
+    KEY(data, val_split, KT_DOUBLE, "0.1", "fraction of the training set held out for validation, in [0, 1)"),
+    KEY(data, csv_label_col, KT_INT, "0", "CSV: 0-based label column; -1 = last column"),
+    KEY(data, csv_delim, KT_CHAR, ",", "CSV: field delimiter: one character, or tab, space, comma, semicolon"),
+    KEY(data, csv_header, KT_BOOL, "0", "CSV: the first line is a header (skipped)"),
+    KEY(data, csv_drop_cols, KT_STRING, "", "CSV: comma-separated 0-based columns to ignore"),
+    KEY(data, max_train, KT_INT64, "0", "use only the first N training samples; 0 = all"),
+    KEY(data, max_test, KT_INT64, "0", "use only the first N test samples; 0 = all"),
+
+    KEY(model, arch, KT_STRING, "lenet300", "lenet300, lenet5, alexnet, vgg16 or mlp:N-N-...-N (layer sizes)"),
+    KEY(model, width, KT_DOUBLE, "1.0", "width ratio applied to hidden widths / channels; > 0"),
+    KEY(model, density, KT_DOUBLE, "1.0", "initial connection density, in (0, 1]"),
+    ENUM(model, init, "he", "he|xavier", "weight initialisation"),
+    KEY(model, batchnorm, KT_BOOL, "0", "batch norm after each hidden conv/dense layer"),
+    KEY(model, sync_bn, KT_BOOL, "1", "batch-norm statistics summed over ranks (results independent of P)"),
+    KEY(model, dropout, KT_DOUBLE, "0", "dropout rate after hidden dense layers of alexnet/vgg16, in [0, 1)"),
+
+    KEY(train, epochs, KT_INT, "20", "training epochs"),
+    KEY(train, batch, KT_INT, "128", "global batch size, summed over all ranks"),
+    KEY(train, eval_every, KT_INT, "1", "epochs between validation/test evaluations"),
+
+    KEY(optim, lr, KT_DOUBLE, "0.05", "base learning rate"),
+    KEY(optim, momentum, KT_DOUBLE, "0.9", "SGD momentum, in [0, 1)"),
+    KEY(optim, nesterov, KT_BOOL, "0", "Nesterov momentum"),
+    KEY(optim, weight_decay, KT_DOUBLE, "5e-4", "L2 penalty on weights (not biases or batch norm)"),
+    ENUM(optim, schedule, "cosine", "const|step|cosine", "learning-rate schedule after warm-up"),
+    KEY(optim, warmup_epochs, KT_DOUBLE, "0", "epochs of linear warm-up from 0 to optim.lr"),
+    KEY(optim, step_epochs, KT_DOUBLE, "10", "step schedule: epochs between multiplications by step_gamma"),
+    KEY(optim, step_gamma, KT_DOUBLE, "0.1", "step schedule: factor, in (0, 1]"),
+    KEY(optim, min_lr, KT_DOUBLE, "0", "cosine schedule: floor of the learning rate"),
+};
+/* clang-format on */
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+/* The longest line the loader accepts. libinih's default (200) is shorter than a path
+ * (NEST_PATH_LEN), and it would silently split a longer line in two. */
+#define CONFIG_MAX_LINE 4096
+
+static void *field_ptr(nest_config *c, const key_def *k) { return (char *)c + k->offset; }
+static const void *field_cptr(const nest_config *c, const key_def *k) {
+  return (const char *)c + k->offset;
+}
+
+/* ---- small string helpers ---- */
+
+/* A copy of s for quoting in a message: at most n-1 bytes, "..." marks a cut. */
+static const char *shorten(const char *s, size_t len, char *buf, size_t n) {
+  if (len < n) {
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+  } else {
+    memcpy(buf, s, n - 4);
+    memcpy(buf + n - 4, "...", 4);
+  }
+  return buf;
+}
+#define SHORT_LEN 72
+
+static int is_blank(int ch) {
+  return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f';
+}
+
+static int words_match(const char *word, size_t wlen, const char *s) {
+  return strlen(s) == wlen && memcmp(word, s, wlen) == 0;
+}
+
+/* Edit distance of two short strings (for "did you mean" hints); large if either is long. */
+static size_t edit_distance(const char *a, size_t na, const char *b, size_t nb) {
+  enum { MAXW = 40 };
+  if (na >= MAXW || nb >= MAXW) return SIZE_MAX;
+  size_t row[MAXW + 1];
+  for (size_t j = 0; j <= nb; ++j) row[j] = j;
+  for (size_t i = 1; i <= na; ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= nb; ++j) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[nb];
+}
+
+/* ---- table lookups ---- */
+
+static int section_known(const char *s, size_t len) {
+  for (size_t i = 0; i < NKEYS; ++i)
+    if (words_match(s, len, keys[i].section)) return 1;
+  return 0;
+}
+
+static const key_def *find_key(const char *sec, size_t slen, const char *key, size_t klen) {
+  for (size_t i = 0; i < NKEYS; ++i)
+    if (words_match(sec, slen, keys[i].section) && words_match(key, klen, keys[i].key))
+      return &keys[i];
+  return NULL;
+}
+
+/* " (did you mean [optim]?)" or "" */
+static const char *section_hint(const char *s, size_t len, char *buf, size_t n) {
+  const char *best = NULL;
+  size_t bestd = 3;
+  for (size_t i = 0; i < NKEYS; ++i) {
+    size_t d = edit_distance(s, len, keys[i].section, strlen(keys[i].section));
+    if (d < bestd) bestd = d, best = keys[i].section;
+  }
+  if (best)
+    snprintf(buf, n, " (did you mean [%s]?)", best);
+  else
+    buf[0] = '\0';
+  return buf;
+}
+
+/* " (it is in [optim])", " (did you mean 'lr'?)" or "" */
+static const char *key_hint(const char *sec, size_t slen, const char *key, size_t klen, char *buf,
+                            size_t n) {
+  for (size_t i = 0; i < NKEYS; ++i)
+    if (words_match(key, klen, keys[i].key)) {
+      snprintf(buf, n, " (it is in [%s])", keys[i].section);
+      return buf;
+    }
+  const char *best = NULL;
+  size_t bestd = klen > 3 ? 3 : 2;
+  for (size_t i = 0; i < NKEYS; ++i) {
+    if (!words_match(sec, slen, keys[i].section)) continue;
+    size_t d = edit_distance(key, klen, keys[i].key, strlen(keys[i].key));
+    if (d < bestd) bestd = d, best = keys[i].key;
+  }
+  if (best)
+    snprintf(buf, n, " (did you mean '%s'?)", best);
+  else
+    buf[0] = '\0';
+  return buf;
+}
+
+/* ---- value parsing (text -> field) ---- */
+
+static int fail(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *why, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, n, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* strtoll & co. skip leading blanks; we want the whole text to be the number. */
+static int parse_ll(const char *s, long long *out, char *why, size_t n) {
+  if (is_blank((unsigned char)s[0])) return fail(why, n, "%s", "not an integer");
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || *end) return fail(why, n, "%s", "not an integer");
+  if (errno == ERANGE) return fail(why, n, "%s", "out of range for a 64-bit integer");
+  *out = v;
+  return 0;
+}
+
+static int parse_double(const char *s, double *out, char *why, size_t n) {
+  if (is_blank((unsigned char)s[0])) return fail(why, n, "%s", "not a number");
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (end == s || *end) return fail(why, n, "%s", "not a number");
+  if (isnan(v) || isinf(v)) {
+    /* strtod says ERANGE for 1e999 but not for a literal "inf"/"nan". */
+    if (errno == ERANGE) return fail(why, n, "%s", "out of range for a double");
+    return fail(why, n, "%s", "not a finite number");
+  }
+  *out = v; /* underflow (ERANGE with a tiny result) is accepted: the value round-trips */
+  return 0;
+}
+
+/* Why a string cannot be held verbatim by an INI line, or NULL if it can. */
+static const char *string_problem(const char *s) {
+  size_t len = strlen(s);
+  for (size_t i = 0; i < len; ++i) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch < 0x20 || ch == 0x7f) return "contains a control character";
+  }
+  if (len && (is_blank((unsigned char)s[0]) || is_blank((unsigned char)s[len - 1])))
+    return "has leading or trailing blanks, which an INI file strips";
+  if (s[0] == '"' || s[0] == '\'')
+    return "values are not quoted: write 'key = value' ('key =' for an empty value)";
+  if (s[0] == ';') return "starts with ';', which an INI file reads as a comment";
+  for (size_t i = 1; i < len; ++i)
+    if (s[i] == ';' && is_blank((unsigned char)s[i - 1]))
+      return "contains ';' after a blank, which an INI file reads as a comment";
+  return NULL;
+}
+
+/* Names for CSV delimiters that a bare INI value cannot hold (or that read better). */
+static const struct {
+  const char *word;
+  char ch;
+} delim_words[] = {{"tab", '\t'}, {"space", ' '}, {"comma", ','}, {"semicolon", ';'}};
+
+/* Parse `text` for key k into `field` (only on success). On failure, a reason into why. */
+static int parse_value(const key_def *k, const char *text, void *field, char *why, size_t n) {
+  char full[96];
+  snprintf(full, sizeof full, "%s.%s", k->section, k->key);
+  if (!text[0] && k->type != KT_STRING) {
+    if (k->type == KT_CHAR)
+      return fail(why, n, "empty value for %s (write tab, space or semicolon for those characters)",
+                  full);
+    return fail(why, n, "empty value for %s", full);
+  }
+  switch (k->type) {
+  case KT_STRING: {
+    size_t len = strlen(text);
+    if (len >= k->size) {
+      snprintf(why, n, "too long (%zu bytes; at most %zu)", len, k->size - 1);
+      return -1;
+    }
+    const char *p = string_problem(text);
+    if (p) return fail(why, n, "%s", p);
+    memset(field, 0, k->size); /* canonical bytes: structs compare equal with memcmp */
+    memcpy(field, text, len);
+    return 0;
+  }
+  case KT_BOOL: {
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; ++i) {
+      int v = strcasecmp(text, yes[i]) == 0 ? 1 : strcasecmp(text, no[i]) == 0 ? 0 : -1;
+      if (v >= 0) {
+        memcpy(field, &v, sizeof v);
+        return 0;
+      }
+    }
+    return fail(why, n, "%s", "not a bool (use 0/1, true/false, yes/no or on/off)");
+  }
+  case KT_INT: {
+    long long v = 0;
+    if (parse_ll(text, &v, why, n)) return -1;
+    if (v < INT_MIN || v > INT_MAX) {
+      snprintf(why, n, "out of range (must be between %d and %d)", INT_MIN, INT_MAX);
+      return -1;
+    }
+    int x = (int)v;
+    memcpy(field, &x, sizeof x);
+    return 0;
+  }
+  case KT_INT64: {
+    long long v = 0;
+    if (parse_ll(text, &v, why, n)) return -1;
+    int64_t x = (int64_t)v;
+    memcpy(field, &x, sizeof x);
+    return 0;
+  }
+  case KT_UINT64: {
+    /* strtoull would quietly wrap "-1" to 2^64-1. */
+    if (is_blank((unsigned char)text[0]) || text[0] == '-')
+      return fail(why, n, "%s", "not an unsigned integer");
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end) return fail(why, n, "%s", "not an unsigned integer");
+    if (errno == ERANGE)
+      return fail(why, n, "%s", "out of range (must be between 0 and 18446744073709551615)");
+    uint64_t x = (uint64_t)v;
+    memcpy(field, &x, sizeof x);
+    return 0;
+  }
+  case KT_DOUBLE: {
+    double v = 0;
+    if (parse_double(text, &v, why, n)) return -1;
+    memcpy(field, &v, sizeof v);
+    return 0;
+  }
+  case KT_ENUM: {
+    for (const char *w = k->allowed; *w;) {
+      size_t wl = strcspn(w, "|");
+      if (words_match(w, wl, text) && wl < k->size) {
+        memset(field, 0, k->size);
+        memcpy(field, text, wl);
+        return 0;
+      }
+      w += wl + (w[wl] == '|');
+    }
+    return fail(why, n, "not one of %s", k->allowed);
+  }
+  case KT_CHAR: {
+    char ch = 0;
+    for (size_t i = 0; i < sizeof delim_words / sizeof delim_words[0]; ++i)
+      if (strcmp(text, delim_words[i].word) == 0) ch = delim_words[i].ch;
+    if (!ch) {
+      if (text[1] || (unsigned char)text[0] < 0x21 || (unsigned char)text[0] > 0x7e)
+        return fail(why, n, "%s",
+                    "expected one printable character or tab, space, comma, semicolon");
+      ch = text[0];
+    }
+    memset(field, 0, k->size);
+    ((char *)field)[0] = ch;
+    return 0;
+  }
+  }
+  return fail(why, n, "%s", "internal: bad key type");
+}
+
+/* ---- value formatting (field -> text) ---- */
+
+/* The shortest %.Ng that reads back to exactly v (so 0.05 is written "0.05", not
+ * "0.050000000000000003"); %.17g always does. */
+static void format_double(double v, char *buf, size_t n) {
+  for (int prec = 15; prec <= 17; ++prec) {
+    snprintf(buf, n, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v && signbit(strtod(buf, NULL)) == signbit(v)) return;
+  }
+}
+
+/* Text for the field's value; -1 if it cannot be formatted (unterminated string). */
+static int format_value(const key_def *k, const nest_config *c, char *buf, size_t n) {
+  const void *f = field_cptr(c, k);
+  switch (k->type) {
+  case KT_STRING:
+  case KT_ENUM:
+  case KT_CHAR: {
+    size_t len = strnlen((const char *)f, k->size);
+    if (len == k->size || len >= n) return -1;
+    if (k->type == KT_CHAR)
+      for (size_t i = 0; i < sizeof delim_words / sizeof delim_words[0]; ++i)
+        if (len == 1 && ((const char *)f)[0] == delim_words[i].ch && delim_words[i].ch != ',') {
+          snprintf(buf, n, "%s", delim_words[i].word);
+          return 0;
+        }
+    memcpy(buf, f, len);
+    buf[len] = '\0';
+    return 0;
+  }
+  case KT_INT:
+  case KT_BOOL: {
+    int v;
+    memcpy(&v, f, sizeof v);
+    snprintf(buf, n, "%d", v);
+    return 0;
+  }
+  case KT_INT64: {
+    int64_t v;
+    memcpy(&v, f, sizeof v);
+    snprintf(buf, n, "%" PRId64, v);
+    return 0;
+  }
+  case KT_UINT64: {
+    uint64_t v;
+    memcpy(&v, f, sizeof v);
+    snprintf(buf, n, "%" PRIu64, v);
+    return 0;
+  }
+  case KT_DOUBLE: {
+    double v = 0;
+    memcpy(&v, f, sizeof v);
+    format_double(v, buf, n);
+    return 0;
+  }
+  }
+  return -1;
+}
+
+/* ---- defaults ---- */
+
+void nest_config_defaults(nest_config *c) {
+  NEST_ASSERT(c != NULL);
+  memset(c, 0, sizeof *c);
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    /* A table typo (wrong type for the field, bad default) is a bug: fail loudly. */
+    switch (k->type) {
+    case KT_INT:
+    case KT_BOOL:
+      NEST_ASSERT(k->size == sizeof(int));
+      break;
+    case KT_INT64:
+    case KT_UINT64:
+    case KT_DOUBLE:
+      NEST_ASSERT(k->size == 8);
+      break;
+    case KT_STRING:
+    case KT_ENUM:
+    case KT_CHAR:
+      NEST_ASSERT(k->size >= 2 && k->size <= NEST_PATH_LEN);
+      break;
+    }
+    char why[160];
+    NEST_ASSERT(parse_value(k, k->def, field_ptr(c, k), why, sizeof why) == 0);
+  }
+}
+
+/* ---- loading a file ---- */
+
+typedef struct {
+  const char *path;
+  FILE *f;
+  nest_config *c;   /* = &work */
+  nest_config work; /* parsed into a copy, committed only on success */
+  char *line;       /* the line most recently handed to inih (getline buffer) */
+  size_t cap;
+  int lineno;
+  int failed;       /* an error was recorded (NEST_ERR) by the reader or the handler */
+  nest_status code; /* its code */
+  int seen[NKEYS];  /* line of each key's first occurrence in this file; 0 = not seen */
+} load_ctx;
+
+static int load_fail(load_ctx *x, nest_status code) {
+  x->failed = 1;
+  x->code = code;
+  return 0;
+}
+
+/* An fgets-like reader that also counts lines (this inih build passes no line numbers to the
+ * handler), refuses over-long lines instead of letting inih split them, refuses NUL bytes, and
+ * checks "[section]" headers so an unknown section is reported at its own line even if empty. */
+static char *load_reader(char *str, int num, void *stream) {
+  load_ctx *x = stream;
+  if (x->failed) return NULL;
+  errno = 0;
+  ssize_t n = getline(&x->line, &x->cap, x->f);
+  if (n < 0) {
+    if (ferror(x->f)) {
+      NEST_ERR(NEST_ERR_CONFIG, "%s: cannot read: %s", x->path, strerror(errno ? errno : EIO));
+      load_fail(x, NEST_ERR_CONFIG);
+    } else if (errno == ENOMEM) {
+      NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory reading line %d", x->path, x->lineno + 1);
+      load_fail(x, NEST_ERR_NOMEM);
+    }
+    return NULL;
+  }
+  x->lineno++;
+  if (memchr(x->line, '\0', (size_t)n)) {
+    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: NUL byte in line (not a text file?)", x->path, x->lineno);
+    load_fail(x, NEST_ERR_CONFIG);
+    return NULL;
+  }
+  if (num < 2 || (size_t)n + 1 > (size_t)num) {
+    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: line too long (%zd bytes; the limit is %d)", x->path,
+             x->lineno, n, num - 2);
+    load_fail(x, NEST_ERR_CONFIG);
+    return NULL;
+  }
+  /* Mirror inih's section syntax: '[' after blanks (and a BOM on line 1), name up to ']'. */
+  const char *p = x->line;
+  if (x->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
+  while (is_blank((unsigned char)*p)) ++p;
+  if (*p == '[') {
+    const char *close = strchr(p + 1, ']');
+    if (close && !section_known(p + 1, (size_t)(close - p - 1))) {
+      char sb[SHORT_LEN], hb[64];
+      size_t len = (size_t)(close - p - 1);
+      NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown section [%s]%s", x->path, x->lineno,
+               shorten(p + 1, len, sb, sizeof sb), section_hint(p + 1, len, hb, sizeof hb));
+      load_fail(x, NEST_ERR_CONFIG);
+      return NULL;
+    }
+  }
+  memcpy(str, x->line, (size_t)n + 1);
+  return str;
+}
+
+static int load_handler(void *user, const char *section, const char *name, const char *value) {
+  load_ctx *x = user;
+  char nb[SHORT_LEN], sb[SHORT_LEN], vb[SHORT_LEN], hb[96];
+  size_t slen = strlen(section), nlen = strlen(name);
+  if (!value) value = "";
+  if (!slen) {
+    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: key '%s' before any [section]", x->path, x->lineno,
+             shorten(name, nlen, nb, sizeof nb));
+    return load_fail(x, NEST_ERR_CONFIG);
+  }
+  if (!section_known(section, slen)) { /* normally caught by load_reader */
+    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown section [%s]", x->path, x->lineno,
+             shorten(section, slen, sb, sizeof sb));
+    return load_fail(x, NEST_ERR_CONFIG);
+  }
+  const key_def *k = find_key(section, slen, name, nlen);
+  if (!k) {
+    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown key '%s' in section [%s]%s", x->path, x->lineno,
+             shorten(name, nlen, nb, sizeof nb), section,
+             key_hint(section, slen, name, nlen, hb, sizeof hb));
+    return load_fail(x, NEST_ERR_CONFIG);
+  }
+  size_t idx = (size_t)(k - keys);
+  if (x->seen[idx]) {
+    NEST_ERR(NEST_ERR_CONFIG,
+             "%s:%d: duplicate key '%s' in section [%s] (first given on line %d; use --set to "
+             "override)",
+             x->path, x->lineno, k->key, k->section, x->seen[idx]);
+    return load_fail(x, NEST_ERR_CONFIG);
+  }
+  char why[160];
+  if (parse_value(k, value, field_ptr(x->c, k), why, sizeof why)) {
+    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: [%s] %s = '%s': %s", x->path, x->lineno, k->section, k->key,
+             shorten(value, strlen(value), vb, sizeof vb), why);
+    return load_fail(x, NEST_ERR_CONFIG);
+  }
+  x->seen[idx] = x->lineno;
+  return 1;
+}
+
+/* Pin inih's run-time options (this build exposes them as globals) to our dialect for the
+ * duration of one parse, and restore them after: config loading is single-threaded. */
+typedef struct {
+  int max_line;
+  bool multiline, inline_comments, stop_first, no_value, bom, use_stack;
+  char *inline_prefixes, *start_prefixes;
+} inih_options;
+
+static inih_options inih_pin(void) {
+  static char inline_prefixes[] = ";", start_prefixes[] = ";#";
+  inih_options old = {ini_max_line,
+                      ini_allow_multiline,
+                      ini_allow_inline_comments,
+                      ini_stop_on_first_error,
+                      ini_allow_no_value,
+                      ini_allow_bom,
+                      ini_use_stack,
+                      ini_inline_comment_prefixes,
+                      ini_start_comment_prefixes};
+  ini_max_line = CONFIG_MAX_LINE;
+  /* Multi-line values would turn an indented "key = v" line into a continuation of the
+   * previous key's value; indentation is common in hand-written files. */
+  ini_allow_multiline = false;
+  ini_allow_inline_comments = true;
+  ini_stop_on_first_error = true;
+  ini_allow_no_value = false;
+  ini_allow_bom = true;
+  ini_use_stack = true; /* the line buffer is a VLA of ini_max_line bytes */
+  ini_inline_comment_prefixes = inline_prefixes;
+  ini_start_comment_prefixes = start_prefixes;
+  return old;
+}
+
+static void inih_restore(const inih_options *o) {
+  ini_max_line = o->max_line;
+  ini_allow_multiline = o->multiline;
+  ini_allow_inline_comments = o->inline_comments;
+  ini_stop_on_first_error = o->stop_first;
+  ini_allow_no_value = o->no_value;
+  ini_allow_bom = o->bom;
+  ini_use_stack = o->use_stack;
+  ini_inline_comment_prefixes = o->inline_prefixes;
+  ini_start_comment_prefixes = o->start_prefixes;
+}
+
+nest_status nest_config_load(nest_config *c, const char *path) {
+  if (!c || !path) return NEST_ERR(NEST_ERR_ARG, "nest_config_load: NULL argument");
+  load_ctx *x = calloc(1, sizeof *x); /* ~8 KB: keep it off the stack */
+  if (!x) return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", path);
+  /* Parse into a copy and commit only on success: a bad file leaves *c untouched. */
+  x->work = *c;
+  x->c = &x->work;
+  x->path = path;
+  x->f = fopen(path, "r");
+  if (!x->f) {
+    int e = errno;
+    free(x);
+    return NEST_ERR(NEST_ERR_CONFIG, "%s: cannot open: %s", path, strerror(e));
+  }
+  inih_options old = inih_pin();
+  /* ini_parse_stream instead of ini_parse: the reader gives us line numbers (see above). */
+  int rc = ini_parse_stream(load_reader, x, load_handler, x);
+  inih_restore(&old);
+  fclose(x->f);
+  nest_status st = NEST_OK;
+  if (x->failed) {
+    st = x->code; /* message already recorded */
+  } else if (rc == -2) {
+    st = NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory while parsing", path);
+  } else if (rc != 0) {
+    char lb[SHORT_LEN];
+    const char *text = "";
+    size_t len = 0;
+    if (rc == x->lineno && x->line) { /* quote the offending line, trimmed */
+      text = x->line;
+      while (is_blank((unsigned char)*text)) ++text;
+      len = strlen(text);
+      while (len && is_blank((unsigned char)text[len - 1])) --len;
+    }
+    st = NEST_ERR(NEST_ERR_CONFIG,
+                  "%s:%d: syntax error: expected '[section]' or 'key = value', got '%s'", path, rc,
+                  shorten(text, len, lb, sizeof lb));
+  } else {
+    *c = *x->c;
+  }
+  free(x->line);
+  free(x);
+  return st;
+}
+
+/* ---- --set ---- */
+
+nest_status nest_config_set(nest_config *c, const char *assignment, const char *origin) {
+  if (!c || !assignment) return NEST_ERR(NEST_ERR_ARG, "nest_config_set: NULL argument");
+  if (!origin) origin = "--set";
+  char ab[SHORT_LEN * 2], nb[SHORT_LEN], hb[96];
+  const char *shown = shorten(assignment, strlen(assignment), ab, sizeof ab);
+  const char *eq = strchr(assignment, '=');
+  const char *dot = memchr(assignment, '.', eq ? (size_t)(eq - assignment) : strlen(assignment));
+  if (!eq || !dot)
+    return NEST_ERR(NEST_ERR_CONFIG, "%s %s: expected section.key=value", origin, shown);
+  /* Blanks around the names and the value are ignored, as in a file. */
+  const char *s = assignment, *se = dot, *kb = dot + 1, *ke = eq;
+  while (s < se && is_blank((unsigned char)*s)) ++s;
+  while (se > s && is_blank((unsigned char)se[-1])) --se;
+  while (kb < ke && is_blank((unsigned char)*kb)) ++kb;
+  while (ke > kb && is_blank((unsigned char)ke[-1])) --ke;
+  size_t slen = (size_t)(se - s), klen = (size_t)(ke - kb);
+  if (!section_known(s, slen))
+    return NEST_ERR(NEST_ERR_CONFIG, "%s %s: unknown section [%s]%s", origin, shown,
+                    shorten(s, slen, nb, sizeof nb), section_hint(s, slen, hb, sizeof hb));
+  const key_def *k = find_key(s, slen, kb, klen);
+  if (!k) {
+    char sec[SHORT_LEN];
+    shorten(s, slen, sec, sizeof sec);
+    return NEST_ERR(NEST_ERR_CONFIG, "%s %s: unknown key '%s' in section [%s]%s", origin, shown,
+                    shorten(kb, klen, nb, sizeof nb), sec,
+                    key_hint(s, slen, kb, klen, hb, sizeof hb));
+  }
+  const char *v = eq + 1, *ve = v + strlen(v);
+  while (v < ve && is_blank((unsigned char)*v)) ++v;
+  while (ve > v && is_blank((unsigned char)ve[-1])) --ve;
+  size_t vlen = (size_t)(ve - v);
+  char *value = malloc(vlen + 1);
+  if (!value) return NEST_ERR(NEST_ERR_NOMEM, "%s %s: out of memory", origin, shown);
+  memcpy(value, v, vlen);
+  value[vlen] = '\0';
+  char why[160];
+  int bad = parse_value(k, value, field_ptr(c, k), why, sizeof why);
+  free(value);
+  if (bad) return NEST_ERR(NEST_ERR_CONFIG, "%s %s: %s", origin, shown, why);
+  return NEST_OK;
+}
+
+/* ---- validation ---- */
+
+/* lenet300 | lenet5 | alexnet | vgg16 | mlp:N-N[-N...] with positive int sizes. */
+static int arch_syntax_ok(const char *a) {
+  static const char *const named[] = {"lenet300", "lenet5", "alexnet", "vgg16"};
+  for (size_t i = 0; i < sizeof named / sizeof named[0]; ++i)
+    if (strcmp(a, named[i]) == 0) return 1;
+  if (strncmp(a, "mlp:", 4) != 0) return 0;
+  int count = 0;
+  const char *p = a + 4;
+  for (;;) {
+    if (!isdigit((unsigned char)*p)) return 0;
+    long long v = 0;
+    while (isdigit((unsigned char)*p)) {
+      v = v * 10 + (*p++ - '0');
+      if (v > INT_MAX) return 0;
+    }
+    if (v <= 0) return 0;
+    ++count;
+    if (*p == '\0') break;
+    if (*p++ != '-') return 0;
+  }
+  return count >= 2;
+}
+
+#define RULE(cond, name, valtext, rule)                                                            \
+  do {                                                                                             \
+    if (!(cond)) return NEST_ERR(NEST_ERR_CONFIG, "%s = %s: must be %s", name, valtext, rule);     \
+  } while (0)
+
+nest_status nest_config_validate(const nest_config *c) {
+  if (!c) return NEST_ERR(NEST_ERR_ARG, "nest_config_validate: NULL argument");
+  char text[NEST_PATH_LEN + 64], vb[SHORT_LEN], scratch[NEST_PATH_LEN], why[160];
+  /* Every field must hold a value its own parser accepts (catches unterminated strings,
+   * bools other than 0/1, unknown enum words, non-finite doubles set by code). */
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (format_value(k, c, text, sizeof text))
+      return NEST_ERR(NEST_ERR_CONFIG, "%s.%s: not a terminated string of at most %zu bytes",
+                      k->section, k->key, k->size - 1);
+    /* (a bool holding 2 is formatted "2", which is not a bool word) */
+    if (parse_value(k, text, scratch, why, sizeof why))
+      return NEST_ERR(NEST_ERR_CONFIG, "%s.%s = '%s': %s", k->section, k->key,
+                      shorten(text, strlen(text), vb, sizeof vb), why);
+  }
+  char d[40];
+#define DTXT(v) (format_double((v), d, sizeof d), d)
+#define ITXT(v) (snprintf(d, sizeof d, "%lld", (long long)(v)), d)
+  if (!c->train[0])
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "data.train is required: set it in the config or with --set data.train=PATH");
+  RULE(c->threads >= 0, "run.threads", ITXT(c->threads), ">= 0 (0 = all cores in the mask)");
+  RULE(c->log_every >= 0, "run.log_every", ITXT(c->log_every), ">= 0");
+  RULE(c->hash_every >= 0, "run.hash_every", ITXT(c->hash_every), ">= 0");
+  RULE(c->val_split >= 0 && c->val_split < 1, "data.val_split", DTXT(c->val_split), "in [0, 1)");
+  RULE(c->csv_label_col >= -1, "data.csv_label_col", ITXT(c->csv_label_col),
+       ">= 0, or -1 for the last column");
+  RULE(c->max_train >= 0, "data.max_train", ITXT(c->max_train), ">= 0 (0 = all)");
+  RULE(c->max_test >= 0, "data.max_test", ITXT(c->max_test), ">= 0 (0 = all)");
+  if (!arch_syntax_ok(c->arch))
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "model.arch = '%s': expected lenet300, lenet5, alexnet, vgg16 or "
+                    "mlp:N-N-...-N (at least 2 positive sizes)",
+                    shorten(c->arch, strlen(c->arch), vb, sizeof vb));
+  RULE(c->width > 0, "model.width", DTXT(c->width), "> 0");
+  RULE(c->density > 0 && c->density <= 1, "model.density", DTXT(c->density), "in (0, 1]");
+  RULE(c->dropout >= 0 && c->dropout < 1, "model.dropout", DTXT(c->dropout), "in [0, 1)");
+  RULE(c->epochs >= 0, "train.epochs", ITXT(c->epochs), ">= 0");
+  RULE(c->batch >= 1, "train.batch", ITXT(c->batch), ">= 1");
+  RULE(c->eval_every >= 1, "train.eval_every", ITXT(c->eval_every), ">= 1");
+  RULE(c->lr > 0, "optim.lr", DTXT(c->lr), "> 0");
+  RULE(c->momentum >= 0 && c->momentum < 1, "optim.momentum", DTXT(c->momentum), "in [0, 1)");
+  RULE(c->weight_decay >= 0, "optim.weight_decay", DTXT(c->weight_decay), ">= 0");
+  RULE(c->warmup_epochs >= 0, "optim.warmup_epochs", DTXT(c->warmup_epochs), ">= 0");
+  if (strcmp(c->schedule, "step") == 0)
+    RULE(c->step_epochs > 0, "optim.step_epochs", DTXT(c->step_epochs),
+         "> 0 when optim.schedule = step");
+  RULE(c->step_gamma > 0 && c->step_gamma <= 1, "optim.step_gamma", DTXT(c->step_gamma),
+       "in (0, 1]");
+  RULE(c->min_lr >= 0, "optim.min_lr", DTXT(c->min_lr), ">= 0");
+#undef DTXT
+#undef ITXT
+  return NEST_OK;
+}
+
+/* ---- writing the effective config ---- */
+
+static void print_default(FILE *f, const key_def *k) {
+  if (!k->def[0])
+    fputs("\"\"", f);
+  else
+    fputs(k->def, f);
+}
+
+/* A key's meaning, plus "; one of: a, b, c" for an enum ("a|b|c" in the table). */
+static const char *full_meaning(const key_def *k, char *buf, size_t n) {
+  if (k->type != KT_ENUM) return k->meaning;
+  size_t used = (size_t)snprintf(buf, n, "%s; one of:", k->meaning);
+  for (const char *w = k->allowed; *w && used < n;) {
+    size_t wl = strcspn(w, "|");
+    used += (size_t)snprintf(buf + used, n - used, " %.*s%s", (int)wl, w, w[wl] ? "," : "");
+    w += wl + (w[wl] == '|');
+  }
+  return buf;
+}
+
+/* fsync the directory holding path so the rename itself survives a crash (best effort). */
+static void sync_parent_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+  if (!dir) return;
+  int fd = open(dir, O_RDONLY);
+  if (fd >= 0) {
+    (void)fsync(fd);
+    close(fd);
+  }
+  free(dir);
+}
+
+nest_status nest_config_write(const nest_config *c, const char *path) {
+  if (!c || !path || !path[0]) return NEST_ERR(NEST_ERR_ARG, "nest_config_write: bad argument");
+  char text[NEST_PATH_LEN + 64], scratch[NEST_PATH_LEN], why[160], vb[SHORT_LEN];
+  /* Refuse before touching the disk if some value would not load back identically. */
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (format_value(k, c, text, sizeof text))
+      return NEST_ERR(NEST_ERR_CONFIG, "%s: cannot write %s.%s: not a terminated string", path,
+                      k->section, k->key);
+    memset(scratch, 0, sizeof scratch);
+    int bad = parse_value(k, text, scratch, why, sizeof why);
+    const void *f = field_cptr(c, k);
+    if (!bad) {
+      int same = (k->type == KT_STRING || k->type == KT_ENUM || k->type == KT_CHAR)
+                     ? strcmp(scratch, f) == 0
+                     : memcmp(scratch, f, k->size) == 0;
+      if (!same) snprintf(why, sizeof why, "would not read back identically"), bad = 1;
+    }
+    if (bad)
+      return NEST_ERR(NEST_ERR_CONFIG, "%s: cannot write %s.%s = '%s': %s", path, k->section,
+                      k->key, shorten(text, strlen(text), vb, sizeof vb), why);
+  }
+
+  size_t plen = strlen(path);
+  char *tmp = malloc(plen + 5);
+  if (!tmp) return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", path);
+  memcpy(tmp, path, plen);
+  memcpy(tmp + plen, ".tmp", 5);
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    int e = errno;
+    free(tmp);
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", path, strerror(e));
+  }
+  fputs("; nest configuration: every key with its effective value.\n"
+        "; Values are unquoted; ';' after a blank starts a comment.\n",
+        f);
+  const char *section = NULL;
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (!section || strcmp(section, k->section) != 0) {
+      section = k->section;
+      fprintf(f, "\n[%s]\n", section);
+    }
+    char mb[256];
+    fprintf(f, "; %s (default: ", full_meaning(k, mb, sizeof mb));
+    print_default(f, k);
+    fputs(")\n", f);
+    format_value(k, c, text, sizeof text); /* checked above */
+    fprintf(f, "%s =%s%s\n", k->key, text[0] ? " " : "", text);
+  }
+  int e = 0;
+  if (fflush(f) != 0 || ferror(f)) e = errno ? errno : EIO;
+  if (!e && fsync(fileno(f)) != 0) e = errno;
+  if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
+  if (!e && rename(tmp, path) != 0) e = errno;
+  if (e) {
+    unlink(tmp);
+    free(tmp);
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+  }
+  free(tmp);
+  sync_parent_dir(path);
+  return NEST_OK;
+}
+
+/* ---- help ---- */
+
+/* Wrap help text to the terminal when printing to one (meanings then fit on one line in a
+ * wide terminal), else to 79 columns so files and pipes get stable output. */
+static int help_width(FILE *f) {
+  int fd = fileno(f);
+  struct winsize ws;
+  if (fd >= 0 && isatty(fd) && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 60)
+    return ws.ws_col > 140 ? 139 : ws.ws_col - 1;
+  return 79;
+}
+
+/* Print words of s starting at column `col`, wrapping to `indent` at `width`. */
+static void print_wrapped(FILE *f, const char *s, int col, int indent, int width) {
+  while (*s) {
+    while (*s == ' ') ++s;
+    int wl = (int)strcspn(s, " ");
+    if (!wl) break;
+    if (col > indent && col + 1 + wl > width) {
+      fprintf(f, "\n%*s", indent, "");
+      col = indent;
+    } else if (col > indent) {
+      fputc(' ', f);
+      ++col;
+    }
+    fprintf(f, "%.*s", wl, s);
+    col += wl;
+    s += wl;
+  }
+  fputc('\n', f);
+}
+
+void nest_config_print_help(FILE *f) {
+  if (!f) return;
+  int wkey = 3, wtype = 4, wdef = 7;
+  for (size_t i = 0; i < NKEYS; ++i) {
+    int kl = (int)(strlen(keys[i].section) + 1 + strlen(keys[i].key));
+    int tl = (int)strlen(type_names[keys[i].type]);
+    int dl = keys[i].def[0] ? (int)strlen(keys[i].def) : 2;
+    if (kl > wkey) wkey = kl;
+    if (tl > wtype) wtype = tl;
+    if (dl > wdef) wdef = dl;
+  }
+  int indent = 2 + wkey + 2 + wtype + 2 + wdef + 2, width = help_width(f);
+  fputs("Configuration keys. In CONFIG.ini write 'key = value' under '[section]';\n"
+        "values are unquoted and ';' after a blank starts a comment. On the command\n"
+        "line, --set section.key=value overrides the file.\n"
+        "Bools: 0/1, true/false, yes/no, on/off.\n\n",
+        f);
+  fprintf(f, "  %-*s  %-*s  %-*s  %s\n", wkey, "KEY", wtype, "TYPE", wdef, "DEFAULT", "MEANING");
+  const char *section = NULL;
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (!section || strcmp(section, k->section) != 0) {
+      section = k->section;
+      fprintf(f, "[%s]\n", section);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", k->section, k->key);
+    fprintf(f, "  %-*s  %-*s  %-*s  ", wkey, name, wtype, type_names[k->type], wdef,
+            k->def[0] ? k->def : "\"\"");
+    char mb[256];
+    print_wrapped(f, full_meaning(k, mb, sizeof mb), indent, indent, width);
+  }
+}
+
+/* ---- command line ---- */
+
+void nest_cli_print_usage(FILE *f, const char *prog) {
+  if (!f) return;
+  if (!prog || !prog[0]) prog = "nest_mpi";
+  fprintf(f,
+          "usage: %s CONFIG.ini [--set section.key=value ...] [--help]\n"
+          "\n"
+          "Trains a sparse network data-parallel over the MPI ranks, growing and\n"
+          "pruning it, as configured by CONFIG.ini (sections [run] [data] [model]\n"
+          "[train] [optim]).\n"
+          "Each --set section.key=value (or --set=section.key=value) overrides one key\n"
+          "after the file is read, in command-line order, e.g. --set optim.lr=0.1.\n"
+          "--help (-h) lists every key with its type, default and meaning.\n",
+          prog);
+}
+
+static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help) {
+  if (!c || !help || argc < 0 || (argc > 0 && !argv))
+    return NEST_ERR(NEST_ERR_ARG, "nest_cli_parse: bad argument");
+  *help = 0;
+  /* --help wins over everything else, including a missing or broken config. */
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strcmp(argv[i], "--set") == 0) {
+      ++i;
+      continue;
+    }
+    if (is_help(argv[i])) {
+      *help = 1;
+      return NEST_OK;
+    }
+  }
+  const char *config = NULL;
+  int nsets = 0, options_done = 0;
+  /* First pass: syntax only, so usage errors are reported before any file is read. */
+  for (int i = 1; i < argc; ++i) {
+    const char *a = argv[i];
+    if (!options_done && strcmp(a, "--") == 0) {
+      options_done = 1;
+    } else if (!options_done && strcmp(a, "--set") == 0) {
+      if (i + 1 >= argc || argv[i + 1][0] == '\0')
+        return NEST_ERR(NEST_ERR_ARG,
+                        "missing value after --set (expected --set section.key=value)");
+      ++i, ++nsets;
+    } else if (!options_done && strncmp(a, "--set=", 6) == 0) {
+      if (!a[6])
+        return NEST_ERR(NEST_ERR_ARG,
+                        "missing value after --set= (expected --set=section.key=value)");
+      ++nsets;
+    } else if (!options_done && a[0] == '-' && a[1] != '\0') {
+      char ab[SHORT_LEN];
+      return NEST_ERR(NEST_ERR_ARG, "unknown option '%s' (see --help)",
+                      shorten(a, strlen(a), ab, sizeof ab));
+    } else if (config) {
+      char b1[SHORT_LEN], b2[SHORT_LEN];
+      return NEST_ERR(NEST_ERR_ARG, "more than one config file: '%s' and '%s' (see --help)",
+                      shorten(config, strlen(config), b1, sizeof b1),
+                      shorten(a, strlen(a), b2, sizeof b2));
+    } else {
+      config = a;
+    }
+  }
+  if (!config)
+    return NEST_ERR(
+        NEST_ERR_ARG,
+        "missing CONFIG.ini (usage: %s CONFIG.ini [--set section.key=value ...]; see --help)",
+        argc > 0 && argv[0] ? argv[0] : "nest_mpi");
+  /* Defaults < file < --set in command-line order. */
+  nest_config_defaults(c);
+  NEST_CALL(nest_config_load(c, config));
+  options_done = 0;
+  for (int i = 1; i < argc && nsets > 0; ++i) {
+    const char *a = argv[i];
+    if (options_done) break;
+    if (strcmp(a, "--") == 0)
+      options_done = 1;
+    else if (strcmp(a, "--set") == 0)
+      NEST_CALL(nest_config_set(c, argv[++i], "--set"));
+    else if (strncmp(a, "--set=", 6) == 0)
+      NEST_CALL(nest_config_set(c, a + 6, "--set"));
+  }
+  NEST_CALL(nest_config_validate(c));
+  return NEST_OK;
+}

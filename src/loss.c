@@ -1,0 +1,30 @@
+/* loss.c — softmax cross-entropy with a numerically stable log-sum-exp (max subtracted). */
+#include "nest/loss.h"
+
+#include <math.h>
+#include <stddef.h>
+
+void nest_loss_softmax_xent(const float *logits, const int32_t *labels, int n, int k, float scale,
+                            float *dlogits, double *loss_sum, int64_t *correct) {
+  double loss = 0;
+  int64_t hits = 0;
+  for (int i = 0; i < n; ++i) {
+    const float *z = logits + (size_t)i * k;
+    int arg = 0;
+    float mx = z[0];
+    for (int j = 1; j < k; ++j)
+      if (z[j] > mx) mx = z[j], arg = j;
+    double sum = 0;
+    for (int j = 0; j < k; ++j) sum += exp((double)z[j] - mx);
+    double lse = mx + log(sum);
+    loss += lse - z[labels[i]];
+    hits += arg == labels[i];
+    if (dlogits) {
+      float *d = dlogits + (size_t)i * k;
+      for (int j = 0; j < k; ++j)
+        d[j] = scale * (float)(exp((double)z[j] - lse) - (j == labels[i] ? 1.0 : 0.0));
+    }
+  }
+  *loss_sum += loss;
+  *correct += hits;
+}

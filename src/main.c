@@ -1,0 +1,121 @@
+/* main.c — nest_mpi: parse the command line, set up threads, train, report.
+ *
+ * The only place that turns a nest_status into an exit code. Every rank parses the same
+ * config and agrees on every error, so all ranks exit with the same code and rank 0 prints
+ * one line: "nest_mpi: error: <what went wrong, naming the file>". */
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nest/comm.h"
+#include "nest/config.h"
+#include "nest/train.h"
+
+/* OpenBLAS extensions (declared in its cblas.h, repeated here for clarity). */
+int openblas_get_parallel(void);
+void openblas_set_num_threads(int);
+
+static void report(int rank, nest_status st) {
+  if (rank != 0) return;
+  fprintf(stderr, "nest_mpi: error: %s\n", nest_error_message());
+  const char *trace = getenv("NEST_TRACE");
+  if (trace && *trace && strcmp(trace, "0") != 0)
+    fprintf(stderr, "nest_mpi: (%s error raised at %s; propagated %s)\n", nest_status_name(st),
+            nest_error_origin(), nest_error_backtrace());
+  fflush(stderr);
+}
+
+/* Threads per rank: run.threads, or the cores this rank is bound to, capped so that
+ * ranks-per-node x threads <= cores (oversubscribing makes OpenMP barriers spin). */
+static int choose_threads(int requested, int local_ranks) {
+  cpu_set_t set;
+  int bound = 1;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) bound = CPU_COUNT(&set);
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  int cap = (int)(online / (local_ranks > 0 ? local_ranks : 1));
+  if (cap < 1) cap = 1;
+  if (requested > 0) return requested;
+  return bound < cap ? (bound > 0 ? bound : 1) : cap;
+}
+
+/* The config file's base name without extension: the default run name. */
+static void default_name(int argc, char **argv, char *name, size_t cap) {
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--set") == 0) {
+      ++i;
+      continue;
+    }
+    if (argv[i][0] == '-') continue;
+    const char *b = strrchr(argv[i], '/');
+    b = b ? b + 1 : argv[i];
+    snprintf(name, cap, "%s", b);
+    char *dot = strrchr(name, '.');
+    if (dot && dot != name) *dot = '\0';
+    /* The name becomes a directory name and a config value: keep it plain. */
+    for (char *c = name; *c; ++c)
+      if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            *c == '-' || *c == '_' || *c == '.'))
+        *c = '_';
+    return;
+  }
+}
+
+int main(int argc, char **argv) {
+  nest_comm *comm = NULL;
+  if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) {
+    fprintf(stderr, "nest_mpi: error: %s\n", nest_error_message());
+    return 1;
+  }
+  const int rank = nest_comm_rank(comm);
+  int help = 0;
+  nest_config cfg;
+  nest_status st = nest_cli_parse(argc, argv, &cfg, &help);
+  st = nest_comm_agree(comm, st);
+  if (st != NEST_OK) {
+    report(rank, st);
+    if (rank == 0 && st == NEST_ERR_ARG) nest_cli_print_usage(stderr, "nest_mpi");
+    nest_comm_destroy(&comm);
+    return (int)st;
+  }
+  if (help) {
+    if (rank == 0) {
+      nest_cli_print_usage(stdout, "nest_mpi");
+      printf("\n");
+      nest_config_print_help(stdout);
+    }
+    nest_comm_destroy(&comm);
+    return 0;
+  }
+  if (!cfg.name[0]) default_name(argc, argv, cfg.name, sizeof cfg.name);
+
+  const int threads = choose_threads(cfg.threads, nest_comm_local_size(comm));
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  const int blas_mode = openblas_get_parallel(); /* 0 sequential, 1 pthreads, 2 OpenMP */
+  if (rank == 0 && blas_mode == 1 && threads > 1)
+    fprintf(stderr,
+            "nest_mpi: warning: OpenBLAS is the pthreads build; with OpenMP threads it runs "
+            "several times slower. Install libopenblas-openmp-dev (update-alternatives "
+            "--config libblas.so.3-x86_64-linux-gnu) or set run.threads = 1.\n");
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (rank == 0 && (long)threads * nest_comm_local_size(comm) > online)
+    fprintf(stderr,
+            "nest_mpi: warning: %d ranks x %d threads on a node with %ld cores: oversubscribed, "
+            "expect slow training\n",
+            nest_comm_local_size(comm), threads, online);
+
+  nest_trainer *t = NULL;
+  st = nest_trainer_create(&cfg, comm, &t);
+  if (st == NEST_OK) st = nest_trainer_run(t);
+  /* Every error path above is agreed across ranks; this agree is a last safety net. */
+  st = nest_comm_agree(comm, st);
+  if (st != NEST_OK) report(rank, st);
+  nest_trainer_destroy(&t);
+  nest_comm_destroy(&comm);
+  return (int)st;
+}

@@ -1,0 +1,409 @@
+/* net.c — network construction over flat arenas, seed masks and init, forward/backward,
+ * counting and hashing. See net.h for the layout. */
+#include "nest/net.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nest/rng.h"
+
+/* Round up to a multiple of 16 floats so every tensor starts 64-byte aligned. */
+static size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
+
+nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape in, int nclasses,
+                            int max_batch, int nthreads, nest_net **out) {
+  *out = NULL;
+  if (nspecs <= 0) return NEST_ERR(NEST_ERR_CONFIG, "network has no layers");
+  if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "max_batch must be positive");
+  nest_status st = NEST_OK;
+  nest_net *net;
+  NEST_CALL(nest_calloc((void **)&net, 1, sizeof *net, "network"));
+  net->in_shape = in;
+  net->nclasses = nclasses;
+  net->max_batch = max_batch;
+  net->nthreads = nthreads > 0 ? nthreads : 1;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->layers, nspecs, sizeof *net->layers, "layers"),
+                 fail);
+
+  /* 1. Create layers in order; each setup() derives its output shape from its input. */
+  nest_shape shape = in;
+  for (int i = 0; i < nspecs; ++i) {
+    const nest_layer_ops *ops = nest_layer_ops_of(specs[i].kind);
+    if (!ops) {
+      st = NEST_ERR(NEST_ERR_CONFIG, "%s: unknown layer kind %d", specs[i].name, specs[i].kind);
+      goto fail;
+    }
+    NEST_CALL_GOTO(st, nest_layer_create(ops, specs[i].name, shape, &specs[i].hp, max_batch,
+                                         net->nthreads, &net->layers[i]),
+                   fail);
+    net->layers[i]->index = i;
+    net->nlayers = i + 1;
+    shape = net->layers[i]->out;
+  }
+  if (nest_shape_size(shape) != (size_t)nclasses) {
+    st = NEST_ERR(NEST_ERR_CONFIG, "%s: network outputs %zu values but the data has %d classes",
+                  net->layers[nspecs - 1]->name, nest_shape_size(shape), nclasses);
+    goto fail;
+  }
+
+  /* 2. Lay out the arenas: offsets for every declared tensor and buffer. */
+  size_t off = 0, boff = 0, scratch = 0, acts = pad16((size_t)max_batch * nest_shape_size(in));
+  int ntensors = 0;
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer *l = net->layers[i];
+    for (int s = 0; s < l->nparams; ++s) {
+      l->param[s].offset = off;
+      off += pad16(l->param[s].count);
+      ++ntensors;
+    }
+    for (int s = 0; s < l->nbuffers; ++s) {
+      l->buffer[s].offset = boff;
+      boff += pad16(l->buffer[s].count);
+    }
+    scratch += pad16(l->ws_floats) + pad16(l->cache_floats);
+    acts += pad16((size_t)max_batch * nest_shape_size(l->out));
+  }
+  net->nparams = off;
+  net->nbuf = boff;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->tensors, ntensors ? ntensors : 1,
+                                 sizeof *net->tensors, "tensor list"),
+                 fail);
+  float **arenas[4] = {&net->params, &net->grads, &net->mom, &net->masks};
+  for (int a = 0; a < 4; ++a) {
+    NEST_CALL_GOTO(st, nest_malloc_aligned((void **)arenas[a], (off ? off : 1) * sizeof(float),
+                                           "parameter arena"),
+                   fail);
+    memset(*arenas[a], 0, (off ? off : 1) * sizeof(float));
+  }
+  for (size_t i = 0; i < off; ++i) net->masks[i] = 1.0f;
+  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->buffers, (boff ? boff : 1) * sizeof(float),
+                                         "buffer arena"),
+                 fail);
+  /* Zero the padding too: hashes and checkpoints read whole arenas. */
+  memset(net->buffers, 0, (boff ? boff : 1) * sizeof(float));
+  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->scratch_mem,
+                                         (scratch ? scratch : 1) * sizeof(float), "layer scratch"),
+                 fail);
+  /* Activations and their gradients share one allocation: act then dact. */
+  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->act_mem, 2 * acts * sizeof(float),
+                                         "activations"),
+                 fail);
+  memset(net->act_mem, 0, 2 * acts * sizeof(float));
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->act, net->nlayers + 1, sizeof(float *), "act"),
+                 fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->dact, net->nlayers + 1, sizeof(float *), "dact"),
+                 fail);
+
+  /* 3. Bind layer pointers into the arenas. */
+  float *sp = net->scratch_mem, *ap = net->act_mem, *dp = net->act_mem + acts;
+  size_t in_sz = pad16((size_t)max_batch * nest_shape_size(in));
+  net->act[0] = ap;
+  net->dact[0] = dp;
+  ap += in_sz;
+  dp += in_sz;
+  ntensors = 0;
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer *l = net->layers[i];
+    for (int s = 0; s < l->nparams; ++s) {
+      size_t o = l->param[s].offset;
+      l->p[s] = net->params + o;
+      l->g[s] = net->grads + o;
+      l->m[s] = net->masks + o;
+      net->tensors[ntensors++] = (nest_tensor_ref){l, s, &l->param[s]};
+    }
+    for (int s = 0; s < l->nbuffers; ++s) l->buf[s] = net->buffers + l->buffer[s].offset;
+    l->ws = l->ws_floats ? sp : NULL;
+    sp += pad16(l->ws_floats);
+    l->cache = l->cache_floats ? sp : NULL;
+    sp += pad16(l->cache_floats);
+    size_t osz = pad16((size_t)max_batch * nest_shape_size(l->out));
+    net->act[i + 1] = ap;
+    net->dact[i + 1] = dp;
+    ap += osz;
+    dp += osz;
+  }
+  net->ntensors = ntensors;
+  *out = net;
+  return NEST_OK;
+fail:
+  nest_net_destroy(&net);
+  return st;
+}
+
+void nest_net_destroy(nest_net **np) {
+  if (!np || !*np) return;
+  nest_net *net = *np;
+  for (int i = 0; i < net->nlayers; ++i) nest_layer_destroy(&net->layers[i]);
+  free(net->layers);
+  free(net->tensors);
+  nest_free_aligned(net->params);
+  nest_free_aligned(net->grads);
+  nest_free_aligned(net->mom);
+  nest_free_aligned(net->masks);
+  nest_free_aligned(net->buffers);
+  nest_free_aligned(net->scratch_mem);
+  nest_free_aligned(net->act_mem);
+  free(net->act);
+  free(net->dact);
+  free(net);
+  *np = NULL;
+}
+
+/* ---- seed masks ------------------------------------------------------------------------ */
+
+/* Input groups of a weight tensor: the elements that connect one input neuron / feature map.
+ * dense W [units, D] after an input of shape (c, h, w): group g = channel g's h*w columns
+ * (a flattened feature map is one "neuron" for connectivity), so groups = c, each spanning
+ * h*w consecutive columns of every row. conv W [out, in_c, kh, kw]: group = input channel. */
+typedef struct {
+  int rows;      /* output neurons / maps */
+  int row_len;   /* elements per row */
+  int groups;    /* input neurons / maps */
+  int glen;      /* consecutive elements of one group inside a row */
+} conn_layout;
+
+static conn_layout layout_of(const nest_layer *l, const nest_param *p) {
+  conn_layout c;
+  c.rows = p->dims[0];
+  c.row_len = (int)(p->count / (size_t)p->dims[0]);
+  if (p->ndims == 4) {
+    c.groups = p->dims[1];
+    c.glen = p->dims[2] * p->dims[3];
+  } else {
+    c.groups = l->in.c;
+    c.glen = l->in.h * l->in.w;
+  }
+  return c;
+}
+
+static uint32_t mask_key(uint64_t seed, int layer, int slot, size_t i) {
+  return nest_rng_at(seed, NEST_RNG_MASK, (uint64_t)layer, (uint64_t)slot, i);
+}
+
+/* Activate the element with the smallest key among those listed (deterministic repair). */
+static void seed_mask(nest_layer *l, int slot, uint64_t seed, double density, int first) {
+  const nest_param *p = &l->param[slot];
+  float *m = l->m[slot];
+  if (density >= 1.0) {
+    for (size_t i = 0; i < p->count; ++i) m[i] = 1.0f;
+    return;
+  }
+  const double thresh = density * 4294967296.0;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)p->count; ++i)
+    m[i] = (double)mask_key(seed, l->index, slot, (size_t)i) < thresh ? 1.0f : 0.0f;
+
+  conn_layout c = layout_of(l, p);
+  /* Every output neuron needs an active input. */
+  for (int r = 0; r < c.rows; ++r) {
+    float *row = m + (size_t)r * c.row_len;
+    int any = 0;
+    for (int j = 0; j < c.row_len && !any; ++j) any = row[j] != 0.0f;
+    if (any) continue;
+    size_t best = 0;
+    uint32_t bk = UINT32_MAX;
+    for (int j = 0; j < c.row_len; ++j) {
+      uint32_t k = mask_key(seed, l->index, slot, (size_t)r * c.row_len + j);
+      if (k < bk) bk = k, best = (size_t)j;
+    }
+    row[best] = 1.0f;
+  }
+  /* Every input neuron needs an active output — except raw inputs (pixels are not neurons). */
+  if (first) return;
+  for (int g = 0; g < c.groups; ++g) {
+    int any = 0;
+    for (int r = 0; r < c.rows && !any; ++r)
+      for (int t = 0; t < c.glen && !any; ++t)
+        any = m[(size_t)r * c.row_len + (size_t)g * c.glen + t] != 0.0f;
+    if (any) continue;
+    size_t best = 0;
+    uint32_t bk = UINT32_MAX;
+    for (int r = 0; r < c.rows; ++r)
+      for (int t = 0; t < c.glen; ++t) {
+        size_t idx = (size_t)r * c.row_len + (size_t)g * c.glen + t;
+        uint32_t k = mask_key(seed, l->index, slot, idx);
+        if (k < bk) bk = k, best = idx;
+      }
+    m[best] = 1.0f;
+  }
+}
+
+/* Normal draw for element i from two stateless uniforms (Box-Muller): order-independent. */
+static float normal_at(uint64_t seed, int layer, int slot, size_t i) {
+  uint32_t a = nest_rng_at(seed, NEST_RNG_INIT, (uint64_t)layer, (uint64_t)slot, 2 * i);
+  uint32_t b = nest_rng_at(seed, NEST_RNG_INIT, (uint64_t)layer, (uint64_t)slot, 2 * i + 1);
+  double u1 = ((double)(a >> 8) + 1.0) / 16777216.0, u2 = (double)(b >> 8) / 16777216.0;
+  return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init_override) {
+  if (!(density > 0.0 && density <= 1.0))
+    return NEST_ERR(NEST_ERR_CONFIG, "density %g must be in (0, 1]", density);
+  int first_weight_layer = -1;
+  for (int t = 0; t < net->ntensors; ++t) {
+    nest_layer *l = net->tensors[t].layer;
+    int s = net->tensors[t].slot;
+    const nest_param *p = &l->param[s];
+    float *w = l->p[s];
+    if (p->maskable) {
+      if (first_weight_layer < 0) first_weight_layer = l->index;
+      seed_mask(l, s, seed, density, l->index == first_weight_layer);
+    } else {
+      for (size_t i = 0; i < p->count; ++i) l->m[s][i] = 1.0f;
+    }
+    nest_init_kind kind = p->init;
+    if (p->maskable && init_override >= 0) kind = (nest_init_kind)init_override;
+    double active = 0;
+    for (size_t i = 0; i < p->count; ++i) active += l->m[s][i];
+    double dens = p->count ? active / (double)p->count : 1.0;
+    if (dens <= 0) dens = 1.0;
+    double std = 0;
+    if (kind == NEST_INIT_HE) std = sqrt(2.0 / (p->fan_in * dens));
+    if (kind == NEST_INIT_XAVIER) std = sqrt(2.0 / ((p->fan_in + p->fan_out) * dens));
+    switch (kind) {
+      case NEST_INIT_ZERO: memset(w, 0, p->count * sizeof(float)); break;
+      case NEST_INIT_ONE:
+        for (size_t i = 0; i < p->count; ++i) w[i] = 1.0f;
+        break;
+      default:
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < (long)p->count; ++i)
+          w[i] = l->m[s][i] * (float)std * normal_at(seed, l->index, s, (size_t)i);
+    }
+  }
+  memset(net->mom, 0, net->nparams * sizeof(float));
+  memset(net->grads, 0, net->nparams * sizeof(float));
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer *l = net->layers[i];
+    for (int s = 0; s < l->nbuffers; ++s)
+      for (size_t j = 0; j < l->buffer[s].count; ++j) l->buf[s][j] = l->buffer[s].init_value;
+  }
+  nest_net_apply_masks(net);
+  return NEST_OK;
+}
+
+/* ---- passes ------------------------------------------------------------------------------ */
+
+nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
+                             const float **logits) {
+  NEST_ASSERT(ctx->n >= 0 && ctx->n <= net->max_batch);
+  size_t in_sz = (size_t)ctx->n * nest_shape_size(net->in_shape);
+  if (x != net->act[0]) memcpy(net->act[0], x, in_sz * sizeof(float));
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer *l = net->layers[i];
+    NEST_CALL(l->ops->forward(l, ctx, net->act[i], net->act[i + 1]));
+  }
+  if (logits) *logits = net->act[net->nlayers];
+  return NEST_OK;
+}
+
+nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits) {
+  size_t out_sz = (size_t)ctx->n * (size_t)net->nclasses;
+  float *top = net->dact[net->nlayers];
+  if (dlogits != top) memcpy(top, dlogits, out_sz * sizeof(float));
+  for (int i = net->nlayers - 1; i >= 0; --i) {
+    nest_layer *l = net->layers[i];
+    /* The first layer's dx is never needed: pass NULL to skip that GEMM. */
+    NEST_CALL(l->ops->backward(l, ctx, net->act[i], net->act[i + 1], net->dact[i + 1],
+                               i > 0 ? net->dact[i] : NULL));
+  }
+  return NEST_OK;
+}
+
+void nest_net_apply_masks(nest_net *net) {
+  float *p = net->params, *v = net->mom;
+  const float *m = net->masks;
+  const long n = (long)net->nparams;
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < n; ++i) {
+    p[i] *= m[i];
+    v[i] *= m[i];
+  }
+}
+
+void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total_weights,
+                    int64_t *active_params) {
+  int64_t aw = 0, tw = 0, ap = 0;
+  for (int t = 0; t < net->ntensors; ++t) {
+    const nest_tensor_ref *r = &net->tensors[t];
+    const float *m = r->layer->m[r->slot];
+    int64_t a = 0;
+    for (size_t i = 0; i < r->param->count; ++i) a += m[i] != 0.0f;
+    if (r->param->maskable) {
+      aw += a;
+      tw += (int64_t)r->param->count;
+    }
+    ap += a;
+  }
+  if (active_weights) *active_weights = aw;
+  if (total_weights) *total_weights = tw;
+  if (active_params) *active_params = ap;
+}
+
+double nest_net_flops(const nest_net *net) {
+  double flops = 0;
+  for (int i = 0; i < net->nlayers; ++i) {
+    const nest_layer *l = net->layers[i];
+    if (l->kind != NEST_LAYER_DENSE && l->kind != NEST_LAYER_CONV2D) continue;
+    double active = 0;
+    for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
+    /* Each active weight is used once per output position (1 for dense). */
+    double positions = (double)l->out.h * l->out.w;
+    flops += 2.0 * active * positions;
+  }
+  return flops;
+}
+
+/* Hash 64-bit words with a multiply-xorshift; chunk hashes combined in chunk order so the
+ * result does not depend on the thread count. */
+static uint64_t hash_words(const void *data, size_t bytes, uint64_t h) {
+  const unsigned char *b = data;
+  size_t nchunks = (bytes + (1u << 20) - 1) >> 20;
+  for (size_t c = 0; c < nchunks; ++c) {
+    size_t lo = c << 20, hi = lo + (1u << 20) < bytes ? lo + (1u << 20) : bytes;
+    uint64_t x = 0x9E3779B97F4A7C15ull ^ (uint64_t)c;
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+      uint64_t w;
+      memcpy(&w, b + i, 8);
+      x = (x ^ w) * 0xBF58476D1CE4E5B9ull;
+      x ^= x >> 31;
+    }
+    for (; i < hi; ++i) x = (x ^ b[i]) * 0x100000001B3ull;
+    h = (h ^ x) * 0x94D049BB133111EBull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+uint64_t nest_net_hash(const nest_net *net) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  h = hash_words(net->params, net->nparams * sizeof(float), h);
+  h = hash_words(net->masks, net->nparams * sizeof(float), h);
+  h = hash_words(net->buffers, net->nbuf * sizeof(float), h);
+  return h;
+}
+
+nest_layer *nest_net_find_layer(const nest_net *net, const char *name) {
+  for (int i = 0; i < net->nlayers; ++i)
+    if (strcmp(net->layers[i]->name, name) == 0) return net->layers[i];
+  return NULL;
+}
+
+void nest_net_describe(const nest_net *net, void *file) {
+  FILE *f = file;
+  for (int i = 0; i < net->nlayers; ++i) {
+    const nest_layer *l = net->layers[i];
+    fprintf(f, "  %-8s %-9s %4dx%-3dx%-3d -> %4dx%-3dx%-3d", l->name, l->ops->kind, l->in.c,
+            l->in.h, l->in.w, l->out.c, l->out.h, l->out.w);
+    if (l->kind == NEST_LAYER_DENSE || l->kind == NEST_LAYER_CONV2D) {
+      size_t active = 0;
+      for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
+      fprintf(f, "  %10zu / %-10zu weights active (%5.1f%%)", active, l->param[0].count,
+              100.0 * (double)active / (double)l->param[0].count);
+    }
+    fputc('\n', f);
+  }
+}

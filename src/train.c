@@ -1,0 +1,500 @@
+/* train.c — data-parallel training: setup (data, split, normalisation, net, run directory),
+ * the step, evaluation, logging and metrics. See train.h for the protocol. */
+#define _GNU_SOURCE
+#include "nest/train.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nest/arch.h"
+#include "nest/loss.h"
+#include "nest/shard.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+/* data.dir + relative path; a path that does not fit is an error, never silently cut. */
+static nest_status resolve(const char *dir, const char *path, char *out, size_t cap) {
+  int n;
+  if (!path[0] || path[0] == '/' || !dir[0])
+    n = snprintf(out, cap, "%s", path);
+  else
+    n = snprintf(out, cap, "%s/%s", dir, path);
+  if (n < 0 || (size_t)n >= cap)
+    return NEST_ERR(NEST_ERR_CONFIG, "data path '%s/%s' is longer than %zu characters", dir, path,
+                    cap - 1);
+  return NEST_OK;
+}
+
+static nest_status mkdir_p(const char *path) {
+  char buf[NEST_PATH_LEN];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; ++p) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0775) != 0 && errno != EEXIST)
+      return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0775) != 0 && errno != EEXIST)
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
+  return NEST_OK;
+}
+
+static void fmt_duration(double s, char *out, size_t cap) {
+  if (!(s >= 0) || s > 1e7) {
+    snprintf(out, cap, "--");
+    return;
+  }
+  long t = lround(s);
+  if (t >= 3600)
+    snprintf(out, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    snprintf(out, cap, "%ldm%02lds", t / 60, t % 60);
+  else
+    snprintf(out, cap, "%lds", t);
+}
+
+static nest_status comm_allreduce_f64(void *comm, double *buf, size_t n) {
+  return nest_comm_allreduce_f64((nest_comm *)comm, buf, n);
+}
+
+static nest_status load_set(const nest_config *c, const char *path, const char *labels,
+                            int64_t max, const nest_dataset *ref, nest_dataset **out) {
+  char p[NEST_PATH_LEN], lp[NEST_PATH_LEN];
+  NEST_CALL(resolve(c->dir, path, p, sizeof p));
+  NEST_CALL(resolve(c->dir, labels, lp, sizeof lp));
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = p;
+  o.labels_path = lp[0] ? lp : NULL;
+  o.format = c->format;
+  o.csv_label_col = c->csv_label_col;
+  o.csv_delim = c->csv_delim[0];
+  o.csv_header = c->csv_header;
+  o.csv_drop_cols = c->csv_drop_cols;
+  o.max_samples = max;
+  return nest_dataset_load(&o, ref, out);
+}
+
+/* ---- setup -------------------------------------------------------------------------------- */
+
+static nest_status make_run_dir(nest_trainer *t) {
+  nest_status st = NEST_OK;
+  const nest_config *c = &t->cfg;
+  /* No run directory at all (tests, benchmarks): both out_dir and run_dir empty. */
+  if (!c->run_dir[0] && !c->out_dir[0]) {
+    t->run_dir[0] = '\0';
+    return NEST_OK;
+  }
+  if (t->rank == 0) {
+    if (c->run_dir[0]) {
+      snprintf(t->run_dir, sizeof t->run_dir, "%s", c->run_dir);
+    } else {
+      char stamp[32];
+      time_t now = time(NULL);
+      struct tm tmv;
+      localtime_r(&now, &tmv);
+      strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tmv);
+      int n = snprintf(t->run_dir, sizeof t->run_dir, "%.900s/%.100s-%s", c->out_dir,
+                       c->name[0] ? c->name : "run", stamp);
+      if (n < 0 || (size_t)n >= sizeof t->run_dir || strlen(c->out_dir) > 900)
+        st = NEST_ERR(NEST_ERR_CONFIG, "run.out_dir '%s' is too long", c->out_dir);
+    }
+    if (st == NEST_OK) st = mkdir_p(t->run_dir);
+    char path[NEST_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/metrics.csv", t->run_dir);
+    if (st == NEST_OK && access(path, F_OK) == 0)
+      st = NEST_ERR(NEST_ERR_IO,
+                    "%s already holds a run (metrics.csv): choose another run.run_dir, nothing "
+                    "was overwritten",
+                    t->run_dir);
+    if (st == NEST_OK) {
+      snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
+      st = nest_config_write(&t->cfg, path);
+    }
+    if (st == NEST_OK) {
+      snprintf(path, sizeof path, "%s/metrics.csv", t->run_dir);
+      t->metrics = fopen(path, "w");
+      if (!t->metrics)
+        st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+      else
+        fprintf(t->metrics,
+                "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,"
+                "active_weights,total_weights,density,images_per_s,elapsed_s\n");
+    }
+  }
+  NEST_CALL(nest_comm_agree(t->comm, st));
+  NEST_CALL(nest_comm_bcast(t->comm, t->run_dir, sizeof t->run_dir, 0));
+  return NEST_OK;
+}
+
+static nest_status setup(nest_trainer *t) {
+  const nest_config *c = &t->cfg;
+  /* Split and normalise with training statistics only. */
+  NEST_CALL(nest_dataset_split(t->train->n, c->val_split, c->seed, &t->train_idx, &t->n_train,
+                               &t->val_idx, &t->n_val));
+  if (t->n_train < 1)
+    return NEST_ERR(NEST_ERR_CONFIG, "%s: no training samples left after data.val_split = %g",
+                    t->train->path, c->val_split);
+  nest_norm norm = {0};
+  NEST_CALL(nest_norm_compute(t->train, t->train_idx, t->n_train, &norm));
+  nest_status st = nest_dataset_set_norm(t->train, &norm);
+  if (st == NEST_OK && t->test) {
+    if (nest_dataset_dim(t->test) != nest_dataset_dim(t->train))
+      st = NEST_ERR(NEST_ERR_FORMAT, "%s: samples have %lld features but training data has %lld",
+                    t->test->path, (long long)nest_dataset_dim(t->test),
+                    (long long)nest_dataset_dim(t->train));
+    else
+      st = nest_dataset_set_norm(t->test, &norm);
+  }
+  nest_norm_free(&norm);
+  NEST_CALL(st);
+  if (t->test) {
+    t->n_test = t->test->n;
+    NEST_CALL(nest_malloc((void **)&t->test_idx, sizeof(int64_t) * (size_t)t->n_test, "test ids"));
+    for (int64_t i = 0; i < t->n_test; ++i) t->test_idx[i] = i;
+  }
+
+  /* Network. */
+  nest_layer_spec *specs = NULL;
+  int nspecs = 0;
+  nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout};
+  NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
+  t->max_local = (c->batch + t->nranks - 1) / t->nranks;
+  st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses, t->max_local,
+                       t->nthreads, &t->net);
+  free(specs);
+  NEST_CALL(st);
+  int init = strcmp(c->init, "xavier") == 0 ? NEST_INIT_XAVIER : NEST_INIT_HE;
+  NEST_CALL(nest_net_init(t->net, c->seed, c->density, init));
+
+  t->optim = (nest_optim){.lr = c->lr,
+                          .momentum = c->momentum,
+                          .weight_decay = c->weight_decay,
+                          .nesterov = c->nesterov,
+                          .schedule = (nest_schedule)nest_schedule_parse(c->schedule),
+                          .warmup_epochs = c->warmup_epochs,
+                          .step_epochs = c->step_epochs,
+                          .step_gamma = c->step_gamma,
+                          .min_lr = c->min_lr,
+                          .total_epochs = c->epochs};
+  if ((int)t->optim.schedule < 0)
+    return NEST_ERR(NEST_ERR_CONFIG, "optim.schedule '%s' is unknown", c->schedule);
+
+  size_t d = (size_t)nest_dataset_dim(t->train);
+  NEST_CALL(nest_malloc_aligned((void **)&t->x, sizeof(float) * d * (size_t)t->max_local, "batch"));
+  NEST_CALL(nest_malloc_aligned((void **)&t->dlogits,
+                                sizeof(float) * (size_t)t->train->nclasses * (size_t)t->max_local,
+                                "dlogits"));
+  NEST_CALL(nest_malloc((void **)&t->y, sizeof(int32_t) * (size_t)t->max_local, "labels"));
+  NEST_CALL(nest_malloc((void **)&t->ids, sizeof(int64_t) * (size_t)t->max_local, "sample ids"));
+  NEST_CALL(nest_malloc((void **)&t->perm, sizeof(int64_t) * (size_t)t->n_train, "permutation"));
+  t->steps_per_epoch = nest_shard_steps(t->n_train, c->batch);
+  return NEST_OK;
+}
+
+static nest_status trainer_alloc(const nest_config *cfg, nest_comm *comm, nest_trainer **out) {
+  nest_trainer *t;
+  NEST_CALL(nest_calloc((void **)&t, 1, sizeof *t, "trainer"));
+  t->cfg = *cfg;
+  t->comm = comm;
+  t->rank = nest_comm_rank(comm);
+  t->nranks = nest_comm_size(comm);
+  t->nthreads = omp_get_max_threads();
+  *out = t;
+  return NEST_OK;
+}
+
+nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *comm,
+                                          nest_dataset *train, nest_dataset *test,
+                                          nest_trainer **out) {
+  *out = NULL;
+  nest_trainer *t;
+  nest_status st = trainer_alloc(cfg, comm, &t);
+  if (st != NEST_OK) {
+    nest_dataset_destroy(&train);
+    nest_dataset_destroy(&test);
+    return st;
+  }
+  t->train = train;
+  t->test = test;
+  /* Setup depends only on shared data and config, so ranks decide alike; agree anyway, since an
+   * allocation can fail on one rank only and the others must not wait for it. */
+  st = setup(t);
+  NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
+  NEST_CALL_GOTO(st, make_run_dir(t), fail);
+  *out = t;
+  return NEST_OK;
+fail:
+  nest_trainer_destroy(&t);
+  return st;
+}
+
+nest_status nest_trainer_create(const nest_config *cfg, nest_comm *comm, nest_trainer **out) {
+  *out = NULL;
+  nest_dataset *train = NULL, *test = NULL;
+  /* A file may be readable on one node and not another: agree on the outcome. */
+  nest_status st = load_set(cfg, cfg->train, cfg->train_labels, cfg->max_train, NULL, &train);
+  NEST_CALL(nest_comm_agree(comm, st));
+  if (cfg->test[0]) {
+    st = load_set(cfg, cfg->test, cfg->test_labels, cfg->max_test, train, &test);
+    st = nest_comm_agree(comm, st);
+    if (st != NEST_OK) {
+      nest_dataset_destroy(&train);
+      nest_error_trace(__FILE__, __LINE__);
+      return st;
+    }
+  }
+  return nest_trainer_create_with_data(cfg, comm, train, test, out);
+}
+
+void nest_trainer_destroy(nest_trainer **tp) {
+  if (!tp || !*tp) return;
+  nest_trainer *t = *tp;
+  if (t->metrics) fclose(t->metrics);
+  nest_net_destroy(&t->net);
+  nest_dataset_destroy(&t->train);
+  nest_dataset_destroy(&t->test);
+  free(t->train_idx);
+  free(t->val_idx);
+  free(t->test_idx);
+  nest_free_aligned(t->x);
+  nest_free_aligned(t->dlogits);
+  free(t->y);
+  free(t->ids);
+  free(t->perm);
+  free(t);
+  *tp = NULL;
+}
+
+/* ---- step and evaluation --------------------------------------------------------------- */
+
+static nest_ctx make_ctx(nest_trainer *t, int n, int train, int64_t global_n) {
+  nest_ctx ctx = {.n = n,
+                  .train = train,
+                  .nthreads = t->nthreads,
+                  .seed = t->cfg.seed,
+                  .step = t->step,
+                  .sample_ids = t->ids,
+                  .allreduce = (train && t->cfg.sync_bn) ? comm_allreduce_f64 : NULL,
+                  .comm = t->comm,
+                  .global_n = global_n};
+  return ctx;
+}
+
+nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, double lr,
+                              double *loss_sum, int64_t *correct, int64_t *rows) {
+  int64_t begin;
+  int count;
+  const int batch = t->cfg.batch;
+  nest_shard_slice(t->n_train, batch, s, t->rank, t->nranks, &begin, &count);
+  const int global_rows = nest_shard_batch_rows(t->n_train, batch, s);
+  for (int i = 0; i < count; ++i) t->ids[i] = perm[begin + i];
+  nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
+
+  nest_ctx ctx = make_ctx(t, count, 1, global_rows);
+  const float *logits;
+  NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
+  /* scale 1/global_rows: the allreduce SUM of per-rank gradients is the mean-loss gradient. */
+  nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
+                         t->dlogits, loss_sum, correct);
+  *rows += count;
+  NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
+  /* One fused allreduce for every gradient of the step. */
+  NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->grads, t->net->nparams));
+  nest_optim_step(t->net, &t->optim, lr, t->nthreads);
+  t->step++;
+  return NEST_OK;
+}
+
+nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
+                                  int64_t n, nest_eval *out) {
+  double acc[3] = {0, 0, 0}; /* loss sum, correct, rows */
+  int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
+  for (int64_t b = lo; b < hi; b += t->max_local) {
+    int count = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
+    for (int i = 0; i < count; ++i) t->ids[i] = idx[b + i];
+    nest_dataset_gather(ds, t->ids, count, t->x, t->y);
+    nest_ctx ctx = make_ctx(t, count, 0, 0);
+    const float *logits;
+    NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
+    int64_t hits = 0;
+    nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 0.0f, NULL, &acc[0], &hits);
+    acc[1] += (double)hits;
+    acc[2] += count;
+  }
+  NEST_CALL(nest_comm_allreduce_f64(t->comm, acc, 3));
+  out->n = (int64_t)acc[2];
+  out->loss = acc[2] > 0 ? acc[0] / acc[2] : NAN;
+  out->acc = acc[2] > 0 ? acc[1] / acc[2] : NAN;
+  return NEST_OK;
+}
+
+/* Without sync BN each rank's running statistics drift apart: average them. */
+static nest_status sync_buffers(nest_trainer *t) {
+  if (t->cfg.sync_bn || t->nranks == 1 || t->net->nbuf == 0) return NEST_OK;
+  NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->buffers, t->net->nbuf));
+  for (size_t i = 0; i < t->net->nbuf; ++i) t->net->buffers[i] /= (float)t->nranks;
+  return NEST_OK;
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static void csv_num(FILE *f, double v) {
+  if (isnan(v))
+    fputs(",", f);
+  else
+    fprintf(f, ",%.6g", v);
+}
+
+nest_status nest_trainer_run(nest_trainer *t) {
+  const nest_config *c = &t->cfg;
+  const int64_t spe = t->steps_per_epoch;
+  const int log_every = c->log_every > 0 ? c->log_every : (int)(spe >= 10 ? spe / 10 : 1);
+  const int64_t total_steps = spe * c->epochs;
+  int64_t aw, tw;
+  nest_net_count(t->net, &aw, &tw, NULL);
+  if (t->rank == 0 && !t->quiet) {
+    printf("nest: %s on %lld training / %lld validation / %lld test samples, %d ranks x %d "
+           "threads, global batch %d\n",
+           c->arch, (long long)t->n_train, (long long)t->n_val, (long long)t->n_test, t->nranks,
+           t->nthreads, c->batch);
+    nest_net_describe(t->net, stdout);
+    printf("nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "
+           "directory %s\n",
+           (long long)aw, (long long)tw, 100.0 * (double)aw / (double)tw,
+           nest_net_flops(t->net) / 1e6, t->run_dir);
+    fflush(stdout);
+  }
+  const double t_start = nest_comm_wtime();
+  double t_win = t_start;
+  nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
+  for (; t->epoch < c->epochs; ++t->epoch) {
+    const int64_t e = t->epoch;
+    double t_epoch = nest_comm_wtime();
+    nest_shard_permute(c->seed, e, t->train_idx, t->n_train, t->perm);
+    double ep_acc[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss sum, correct, rows */
+    double lr = 0;
+    for (int64_t s = 0; s < spe; ++s) {
+      lr = nest_optim_lr(&t->optim, (double)e + (double)s / (double)spe);
+      double loss = 0;
+      int64_t hits = 0, rows = 0;
+      NEST_CALL(nest_trainer_step(t, t->perm, s, lr, &loss, &hits, &rows));
+      win[0] += loss;
+      win[1] += (double)hits;
+      win[2] += (double)rows;
+      if ((s + 1) % log_every == 0 || s + 1 == spe) {
+        /* Sync point: the reduced loss is identical on every rank, so is the NaN verdict. */
+        NEST_CALL(nest_comm_allreduce_f64(t->comm, win, 3));
+        double mean = win[0] / win[2];
+        if (!isfinite(mean))
+          return NEST_ERR(NEST_ERR_NUMERIC,
+                          "training loss is %g at epoch %lld step %lld: the run diverged; lower "
+                          "optim.lr (now %g) or add optim.warmup_epochs",
+                          mean, (long long)e + 1, (long long)s + 1, c->lr);
+        double now = nest_comm_wtime();
+        double ips = win[2] / (now - t_win);
+        int64_t done = e * spe + s + 1;
+        double eta = (now - t_start) / (double)(done - 0) * (double)(total_steps - done);
+        if (t->rank == 0 && !t->quiet) {
+          char eta_s[32], el_s[32];
+          fmt_duration(eta, eta_s, sizeof eta_s);
+          fmt_duration(now - t_start, el_s, sizeof el_s);
+          printf("epoch %3lld/%-3d step %6lld/%-6lld loss %.4f  acc %6.2f%%  lr %.5f  %8.0f img/s"
+                 "  elapsed %s  ETA %s\n",
+                 (long long)e + 1, c->epochs, (long long)s + 1, (long long)spe, mean,
+                 100.0 * win[1] / win[2], lr, ips, el_s, eta_s);
+          fflush(stdout);
+        }
+        for (int k = 0; k < 3; ++k) ep_acc[k] += win[k], win[k] = 0;
+        t_win = nest_comm_wtime();
+      }
+      if (c->hash_every > 0 && t->step % c->hash_every == 0)
+        NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net), "weights and masks"));
+    }
+    NEST_CALL(sync_buffers(t));
+    const double train_time = nest_comm_wtime() - t_epoch;
+    const int last = e + 1 == c->epochs;
+    if ((e + 1) % c->eval_every == 0 || last) {
+      if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &val));
+      if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &test));
+    } else {
+      val = (nest_eval){NAN, NAN, 0};
+      test = (nest_eval){NAN, NAN, 0};
+    }
+    nest_net_count(t->net, &aw, &tw, NULL);
+    nest_status st = NEST_OK;
+    if (t->rank == 0) {
+      double el = nest_comm_wtime() - t_start;
+      if (!t->quiet) {
+        printf("epoch %3lld/%-3d done: train loss %.4f acc %6.2f%%", (long long)e + 1, c->epochs,
+               ep_acc[0] / ep_acc[2], 100.0 * ep_acc[1] / ep_acc[2]);
+        if (!isnan(val.acc)) printf(" | val loss %.4f acc %6.2f%%", val.loss, 100.0 * val.acc);
+        if (!isnan(test.acc)) printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test.acc,
+                                     100.0 * (1.0 - test.acc));
+        printf(" | %.1f s\n", train_time);
+        fflush(stdout);
+      }
+      if (t->metrics) {
+        FILE *f = t->metrics;
+        fprintf(f, "%lld,%lld,%.6g", (long long)e + 1, (long long)t->step, lr);
+        csv_num(f, ep_acc[0] / ep_acc[2]);
+        csv_num(f, ep_acc[1] / ep_acc[2]);
+        csv_num(f, val.loss);
+        csv_num(f, val.acc);
+        csv_num(f, test.loss);
+        csv_num(f, test.acc);
+        fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f\n", (long long)aw, (long long)tw,
+                (double)aw / (double)tw, ep_acc[2] / train_time, el);
+        /* Flushed per row: a crash or kill loses at most the row being written. */
+        if (fflush(f) != 0 || ferror(f))
+          st = NEST_ERR(NEST_ERR_IO, "%s/metrics.csv: write failed: %s", t->run_dir,
+                        strerror(errno));
+      }
+    }
+    NEST_CALL(nest_comm_agree(t->comm, st));
+  }
+  if (c->hash_every > 0)
+    NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net), "weights and masks"));
+
+  /* Final summary (rank 0), written atomically. */
+  nest_status st = NEST_OK;
+  if (t->rank == 0 && t->run_dir[0]) {
+    char path[NEST_PATH_LEN + 32], tmp[NEST_PATH_LEN + 40];
+    snprintf(path, sizeof path, "%s/summary.txt", t->run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+      st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+      double el = nest_comm_wtime() - t_start;
+      fprintf(f, "arch = %s\nepochs = %d\nranks = %d\nthreads = %d\nwall_s = %.1f\n", c->arch,
+              c->epochs, t->nranks, t->nthreads, el);
+      fprintf(f, "active_weights = %lld\ntotal_weights = %lld\nflops_per_sample = %.6g\n",
+              (long long)aw, (long long)tw, nest_net_flops(t->net));
+      if (!isnan(val.acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val.acc);
+      if (!isnan(test.acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test.acc);
+      int bad = ferror(f);
+      bad |= fflush(f) != 0;
+      bad |= fsync(fileno(f)) != 0;
+      bad |= fclose(f) != 0;
+      if (bad || rename(tmp, path) != 0)
+        st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+      if (!t->quiet) {
+        printf("nest: finished %d epochs in %.1f s", c->epochs, el);
+        if (!isnan(test.acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test.acc));
+        if (!isnan(val.acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val.acc));
+        printf("; results in %s\n", t->run_dir);
+        fflush(stdout);
+      }
+    }
+  }
+  NEST_CALL(nest_comm_agree(t->comm, st));
+  return NEST_OK;
+}

@@ -1,0 +1,677 @@
+/* test_config.c — the configuration module: defaults, INI loading, --set overrides, error
+ * messages (code + file, line, key), validation rules, atomic write -> load round trip, help. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nest/config.h"
+#include "test_util.h"
+
+/* ---- helpers ---- */
+
+/* Write `text` to a fresh file in the test tmpdir; returns its path (static rotating buffer). */
+static const char *write_ini(const char *name, const char *text) {
+  const char *path = nest_test_path(nest_test_tmpdir(), name);
+  assert_int_equal(nest_test_write_file(path, text, strlen(text)), 0);
+  return path;
+}
+
+/* The status is `code` and the recorded message contains every string in `subs`. */
+static void check_err(nest_status st, nest_status code, const char *const *subs, const char *file,
+                      int line) {
+  const char *msg = nest_error_message();
+  if (st != code) {
+    print_error("%s:%d: expected status %s, got %s (message: '%s')\n", file, line,
+                nest_status_name(code), nest_status_name(st), msg);
+    _fail(file, line);
+  }
+  for (; *subs; ++subs)
+    if (!strstr(msg, *subs)) {
+      print_error("%s:%d: message '%s' lacks '%s'\n", file, line, msg, *subs);
+      _fail(file, line);
+    }
+  if (strchr(msg, '\n')) {
+    print_error("%s:%d: message is not one line: '%s'\n", file, line, msg);
+    _fail(file, line);
+  }
+}
+#define EXPECT_ERR(st, code, ...)                                                                  \
+  check_err((st), (code), (const char *const[]){__VA_ARGS__, NULL}, __FILE__, __LINE__)
+
+#define EXPECT_OK(st)                                                                              \
+  do {                                                                                             \
+    nest_status s_ = (st);                                                                         \
+    if (s_ != NEST_OK) {                                                                           \
+      print_error("unexpected error %s: %s\n", nest_status_name(s_), nest_error_message());        \
+      fail();                                                                                      \
+    }                                                                                              \
+  } while (0)
+
+/* One non-default value for every key. The round-trip test applies all of them, and checks
+ * that the written file has exactly this many keys, so a key added to the table without a
+ * line here makes the test fail. */
+static const char *const every_key[] = {
+    "run.name=my run;v2", /* blank inside, ';' not after a blank: kept */
+    "run.out_dir=/scratch/out put",
+    "run.run_dir=#not a comment", /* '#' only comments at the start of a line */
+    "run.seed=18446744073709551615",
+    "run.threads=7",
+    "run.log_every=25",
+    "run.hash_every=100",
+    "data.dir=/data/été",
+    "data.train=train-images-idx3-ubyte",
+    "data.train_labels=train-labels-idx1-ubyte",
+    "data.test=t10k=images", /* '=' inside a value */
+    "data.test_labels=t10k-labels:idx1",
+    "data.format=idx",
+    "data.val_split=0.25",
+    "data.csv_label_col=-1",
+    "data.csv_delim=tab",
+    "data.csv_header=yes",
+    "data.csv_drop_cols=0,3,17",
+    "data.max_train=-9223372036854775807",
+    "data.max_test=123456789012",
+    "model.arch=mlp:784-300-100-10",
+    "model.width=0.5",
+    "model.density=0.03",
+    "model.init=xavier",
+    "model.batchnorm=on",
+    "model.sync_bn=false",
+    "model.dropout=0.5",
+    "train.epochs=3",
+    "train.batch=64",
+    "train.eval_every=2",
+    "optim.lr=0.30000000000000004",
+    "optim.momentum=0.95",
+    "optim.nesterov=TRUE",
+    "optim.weight_decay=1e-300",
+    "optim.schedule=step",
+    "optim.warmup_epochs=1.5",
+    "optim.step_epochs=30",
+    "optim.step_gamma=0.9999999999999999",
+    "optim.min_lr=-0",
+};
+#define NEVERY (sizeof every_key / sizeof every_key[0])
+
+static nest_config valid_config(void) {
+  nest_config c;
+  nest_config_defaults(&c);
+  strcpy(c.train, "train.csv");
+  return c;
+}
+
+/* ---- defaults ---- */
+
+static void test_defaults(void **state) {
+  (void)state;
+  nest_config c;
+  memset(&c, 0xAB, sizeof c);
+  nest_config_defaults(&c);
+  assert_string_equal(c.name, "");
+  assert_string_equal(c.out_dir, "outputs");
+  assert_string_equal(c.run_dir, "");
+  assert_true(c.seed == 1);
+  assert_int_equal(c.threads, 0);
+  assert_int_equal(c.log_every, 0);
+  assert_int_equal(c.hash_every, 0);
+  assert_string_equal(c.dir, "");
+  assert_string_equal(c.train, "");
+  assert_string_equal(c.train_labels, "");
+  assert_string_equal(c.test, "");
+  assert_string_equal(c.test_labels, "");
+  assert_string_equal(c.format, "auto");
+  assert_true(c.val_split == 0.1);
+  assert_int_equal(c.csv_label_col, 0);
+  assert_string_equal(c.csv_delim, ",");
+  assert_int_equal(c.csv_header, 0);
+  assert_string_equal(c.csv_drop_cols, "");
+  assert_true(c.max_train == 0 && c.max_test == 0);
+  assert_string_equal(c.arch, "lenet300");
+  assert_true(c.width == 1.0 && c.density == 1.0);
+  assert_string_equal(c.init, "he");
+  assert_int_equal(c.batchnorm, 0);
+  assert_int_equal(c.sync_bn, 1);
+  assert_true(c.dropout == 0);
+  assert_int_equal(c.epochs, 20);
+  assert_int_equal(c.batch, 128);
+  assert_int_equal(c.eval_every, 1);
+  assert_true(c.lr == 0.05);
+  assert_true(c.momentum == 0.9);
+  assert_int_equal(c.nesterov, 0);
+  assert_true(c.weight_decay == 5e-4);
+  assert_string_equal(c.schedule, "cosine");
+  assert_true(c.warmup_epochs == 0);
+  assert_true(c.step_epochs == 10);
+  assert_true(c.step_gamma == 0.1);
+  assert_true(c.min_lr == 0);
+
+  /* Canonical bytes: two default structs compare equal whatever was there before. */
+  nest_config d;
+  memset(&d, 0x5A, sizeof d);
+  nest_config_defaults(&d);
+  assert_memory_equal(&c, &d, sizeof c);
+  /* Defaults alone fail validation only for the required training file. */
+  EXPECT_ERR(nest_config_validate(&c), NEST_ERR_CONFIG, "data.train is required",
+             "--set data.train=PATH");
+  strcpy(c.train, "x");
+  EXPECT_OK(nest_config_validate(&c));
+}
+
+/* ---- loading ---- */
+
+static void test_load_every_type(void **state) {
+  (void)state;
+  /* BOM, CRLF line ends, indentation, comments of both kinds, inline comments, a section
+   * opened twice, bool words in any case, the ':' separator inih also accepts. */
+  const char *path = write_ini("types.ini", "\xEF\xBB\xBF; leading comment\r\n"
+                                            "# another comment\r\n"
+                                            "[run]\r\n"
+                                            "  name = demo run   ; inline comment\r\n"
+                                            "\tseed = 18446744073709551615\r\n"
+                                            "threads=4\r\n"
+                                            "\r\n"
+                                            "[data]\n"
+                                            "train = /data/a;b.csv\n"
+                                            "format = csv\n"
+                                            "val_split = 0.2\n"
+                                            "csv_label_col = -1\n"
+                                            "csv_delim = tab\n"
+                                            "csv_header = Yes\n"
+                                            "max_train = -5\n"
+                                            "max_test = 9223372036854775807\n"
+                                            "[model]\n"
+                                            "arch: mlp:784-30-10\n"
+                                            "density = 0.5 ; half\n"
+                                            "init = xavier\n"
+                                            "batchnorm = ON\n"
+                                            "sync_bn = off\n"
+                                            "[optim]\n"
+                                            "lr = 1e-3\n"
+                                            "nesterov = true\n"
+                                            "schedule = step\n"
+                                            "[run]\n"
+                                            "hash_every = 10\n");
+  nest_config c;
+  nest_config_defaults(&c);
+  EXPECT_OK(nest_config_load(&c, path));
+  assert_string_equal(c.name, "demo run");
+  assert_true(c.seed == UINT64_MAX);
+  assert_int_equal(c.threads, 4);
+  assert_int_equal(c.hash_every, 10);
+  assert_string_equal(c.train, "/data/a;b.csv");
+  assert_string_equal(c.format, "csv");
+  assert_true(c.val_split == 0.2);
+  assert_int_equal(c.csv_label_col, -1);
+  assert_string_equal(c.csv_delim, "\t");
+  assert_int_equal(c.csv_header, 1);
+  assert_true(c.max_train == -5);
+  assert_true(c.max_test == INT64_MAX);
+  assert_string_equal(c.arch, "mlp:784-30-10");
+  assert_true(c.density == 0.5);
+  assert_string_equal(c.init, "xavier");
+  assert_int_equal(c.batchnorm, 1);
+  assert_int_equal(c.sync_bn, 0);
+  assert_true(c.lr == 1e-3);
+  assert_int_equal(c.nesterov, 1);
+  assert_string_equal(c.schedule, "step");
+  /* untouched keys keep their defaults */
+  assert_string_equal(c.out_dir, "outputs");
+  assert_int_equal(c.epochs, 20);
+}
+
+static void test_load_over_current_values(void **state) {
+  (void)state;
+  const char *path = write_ini("partial.ini", "[optim]\nmomentum = 0.5\n");
+  nest_config c;
+  nest_config_defaults(&c);
+  c.lr = 0.3;
+  c.epochs = 7;
+  EXPECT_OK(nest_config_load(&c, path));
+  assert_true(c.momentum == 0.5);
+  assert_true(c.lr == 0.3);
+  assert_int_equal(c.epochs, 7);
+
+  /* an empty file (or only comments) changes nothing */
+  nest_config d = c;
+  EXPECT_OK(nest_config_load(&c, write_ini("empty.ini", "")));
+  EXPECT_OK(nest_config_load(&c, write_ini("comments.ini", "; nothing\n\n# here\n")));
+  assert_memory_equal(&c, &d, sizeof c);
+}
+
+static void test_load_error_leaves_config_unchanged(void **state) {
+  (void)state;
+  const char *path = write_ini("half.ini", "[optim]\nlr = 0.5\nmomentum = fast\n");
+  nest_config c, d;
+  nest_config_defaults(&c);
+  d = c;
+  EXPECT_ERR(nest_config_load(&c, path), NEST_ERR_CONFIG, "half.ini:3:", "momentum");
+  assert_memory_equal(&c, &d, sizeof c); /* lr = 0.5 from line 2 was not applied */
+}
+
+static void test_long_values(void **state) {
+  (void)state;
+  /* Longest accepted values: name 127 bytes, a path 1023 bytes (far beyond inih's default
+   * 200-byte line limit, which must not truncate or split the line). */
+  char name[128], path[NEST_PATH_LEN], text[2 * NEST_PATH_LEN];
+  memset(name, 'n', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  path[0] = '/';
+  memset(path + 1, 'p', sizeof path - 2);
+  path[sizeof path - 1] = '\0';
+  snprintf(text, sizeof text, "[run]\nname = %s\n[data]\ntrain = %s\ntest = after\n", name, path);
+  nest_config c;
+  nest_config_defaults(&c);
+  EXPECT_OK(nest_config_load(&c, write_ini("long.ini", text)));
+  assert_string_equal(c.name, name);
+  assert_string_equal(c.train, path);
+  assert_string_equal(c.test, "after");
+}
+
+/* ---- load errors: code CONFIG, message naming file, line and key ---- */
+
+typedef struct {
+  const char *text;
+  const char *where; /* ":LINE:" */
+  const char *what1, *what2;
+} bad_file;
+
+static void test_load_errors(void **state) {
+  (void)state;
+  char longname[300], longline[6000];
+  snprintf(longname, sizeof longname, "[run]\nname = %0200d\n", 0);
+  snprintf(longline, sizeof longline, "[data]\ntrain = /%05000d\n", 0);
+  const bad_file cases[] = {
+      /* unknown section, reported at its header line even when the section is empty */
+      {"[run]\nseed = 2\n[optm]\nlr = 1\n", ":3:", "unknown section [optm]",
+       "did you mean [optim]"},
+      {"[run]\n[bogus]\n", ":2:", "unknown section [bogus]", NULL},
+      {"[ optim ]\nlr = 1\n", ":1:", "unknown section [ optim ]", NULL},
+      /* unknown key, with hints */
+      {"[optim]\nlr = 1\n\n\n\n\nlrr = 0.1\n", ":7:", "unknown key 'lrr' in section [optim]",
+       "did you mean 'lr'"},
+      {"[train]\nlr = 1\n", ":2:", "unknown key 'lr' in section [train]", "it is in [optim]"},
+      {"lr = 1\n", ":1:", "key 'lr' before any [section]", NULL},
+      /* ints */
+      {"[train]\nepochs = ten\n", ":2:", "[train] epochs = 'ten'", "not an integer"},
+      {"[train]\nepochs = 1.5\n", ":2:", "epochs", "not an integer"},
+      {"[train]\nepochs = 0x10\n", ":2:", "epochs", "not an integer"},
+      {"[train]\nepochs = 2147483648\n", ":2:", "epochs = '2147483648'", "out of range"},
+      {"[train]\nbatch = -2147483649\n", ":2:", "batch", "out of range"},
+      {"[data]\nmax_train = 9223372036854775808\n", ":2:", "max_train", "out of range"},
+      {"[run]\nseed = 18446744073709551616\n", ":2:", "seed", "out of range"},
+      {"[run]\nseed = -1\n", ":2:", "seed = '-1'", "not an unsigned integer"},
+      {"[train]\nepochs =\n", ":2:", "epochs", "empty value for train.epochs"},
+      /* doubles */
+      {"[optim]\nlr = fast\n", ":2:", "[optim] lr = 'fast'", "not a number"},
+      {"[optim]\nlr = 0.1x\n", ":2:", "lr", "not a number"},
+      {"[optim]\nlr = 0,1\n", ":2:", "lr", "not a number"},
+      {"[optim]\nlr = 0.1 # comment\n", ":2:", "lr", "not a number"},
+      {"[optim]\nlr = nan\n", ":2:", "lr = 'nan'", "not a finite number"},
+      {"[optim]\nlr = inf\n", ":2:", "lr = 'inf'", "not a finite number"},
+      {"[optim]\nmomentum = -Infinity\n", ":2:", "momentum", "not a finite number"},
+      {"[optim]\nlr = 1e999\n", ":2:", "lr = '1e999'", "out of range"},
+      /* bools */
+      {"[model]\nbatchnorm = maybe\n", ":2:", "batchnorm = 'maybe'", "not a bool"},
+      {"[model]\nbatchnorm = 2\n", ":2:", "batchnorm", "not a bool"},
+      /* enums (case-sensitive) */
+      {"[optim]\nschedule = linear\n", ":2:", "schedule = 'linear'", "const|step|cosine"},
+      {"[optim]\nschedule = Cosine\n", ":2:", "schedule", "not one of"},
+      {"[data]\nformat = hdf5\n", ":2:", "format", "auto|idx|csv|h5"},
+      {"[model]\ninit = glorot\n", ":2:", "init", "he|xavier"},
+      /* strings */
+      {longname, ":2:", "[run] name", "too long"},
+      {"[run]\nname = \"quoted\"\n", ":2:", "name", "not quoted"},
+      /* csv_delim */
+      {"[data]\ncsv_delim = ab\n", ":2:", "csv_delim = 'ab'", "one printable character"},
+      {"[data]\ncsv_delim = ;\n", ":2:", "csv_delim", "semicolon"},
+      /* syntax */
+      {"[optim]\nlr = 1\nnoequals\n", ":3:", "syntax error", "noequals"},
+      {"[optim\nlr = 1\n", ":1:", "syntax error", "[optim"},
+      {"[optim]\nlr = 0.1\nmomentum = 0.5\nlr = 0.2\n",
+       ":4:", "duplicate key 'lr' in section [optim]", "line 2"},
+      {longline, ":2:", "line too long", NULL},
+  };
+  char name[64];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+    const bad_file *b = &cases[i];
+    snprintf(name, sizeof name, "bad%02zu.ini", i);
+    const char *path = write_ini(name, b->text);
+    nest_config c;
+    nest_config_defaults(&c);
+    if (b->what2)
+      EXPECT_ERR(nest_config_load(&c, path), NEST_ERR_CONFIG, name, b->where, b->what1, b->what2);
+    else
+      EXPECT_ERR(nest_config_load(&c, path), NEST_ERR_CONFIG, name, b->where, b->what1);
+  }
+}
+
+static void test_comment_only_value(void **state) {
+  (void)state;
+  /* "key = ;x": ';' after a blank starts a comment, so the value is empty (inih's rule). */
+  nest_config c;
+  nest_config_defaults(&c);
+  EXPECT_OK(nest_config_load(&c, write_ini("cmt.ini", "[run]\nname = ;x\n")));
+  assert_string_equal(c.name, "");
+  EXPECT_ERR(nest_config_load(&c, write_ini("cmt2.ini", "[optim]\nlr = ; no value\n")),
+             NEST_ERR_CONFIG, "cmt2.ini:2:", "empty value for optim.lr");
+}
+
+static void test_load_file_errors(void **state) {
+  (void)state;
+  nest_config c;
+  nest_config_defaults(&c);
+  const char *missing = nest_test_path(nest_test_tmpdir(), "does-not-exist.ini");
+  EXPECT_ERR(nest_config_load(&c, missing), NEST_ERR_CONFIG, "does-not-exist.ini", "cannot open",
+             "No such file");
+  EXPECT_ERR(nest_config_load(&c, nest_test_tmpdir()), NEST_ERR_CONFIG, "cannot read");
+  const char nul[] = "[run]\nname = a\0b\n";
+  const char *path = nest_test_path(nest_test_tmpdir(), "nul.ini");
+  assert_int_equal(nest_test_write_file(path, nul, sizeof nul - 1), 0);
+  EXPECT_ERR(nest_config_load(&c, path), NEST_ERR_CONFIG, "nul.ini:2:", "NUL");
+  assert_int_equal(nest_config_load(NULL, path), NEST_ERR_ARG);
+  assert_int_equal(nest_config_load(&c, NULL), NEST_ERR_ARG);
+}
+
+/* ---- --set ---- */
+
+static void test_set_overrides_file(void **state) {
+  (void)state;
+  const char *path =
+      write_ini("base.ini", "[optim]\nlr = 0.1\nschedule = step\n[data]\ntrain = a\n");
+  nest_config c;
+  nest_config_defaults(&c);
+  EXPECT_OK(nest_config_load(&c, path));
+  EXPECT_OK(nest_config_set(&c, "optim.lr=0.2", "--set"));
+  EXPECT_OK(nest_config_set(&c, "  optim . schedule =  const  ", "--set")); /* blanks ignored */
+  EXPECT_OK(nest_config_set(&c, "data.train=", "--set")); /* strings may be set empty */
+  EXPECT_OK(nest_config_set(&c, "optim.lr=0.4", NULL));   /* the later override wins */
+  EXPECT_OK(nest_config_set(&c, "data.csv_delim=semicolon", "--set"));
+  EXPECT_OK(nest_config_set(&c, "data.test=a=b", "--set")); /* split at the first '=' */
+  assert_true(c.lr == 0.4);
+  assert_string_equal(c.schedule, "const");
+  assert_string_equal(c.train, "");
+  assert_string_equal(c.csv_delim, ";");
+  assert_string_equal(c.test, "a=b");
+}
+
+static void test_set_errors(void **state) {
+  (void)state;
+  nest_config c, d;
+  nest_config_defaults(&c);
+  d = c;
+  EXPECT_ERR(nest_config_set(&c, "optim.lr", "--set"), NEST_ERR_CONFIG, "--set optim.lr",
+             "expected section.key=value");
+  EXPECT_ERR(nest_config_set(&c, "lr=0.1", "--set"), NEST_ERR_CONFIG, "lr=0.1",
+             "expected section.key=value");
+  EXPECT_ERR(nest_config_set(&c, "optim.lrr=0.1", "--set"), NEST_ERR_CONFIG,
+             "--set optim.lrr=0.1: unknown key 'lrr' in section [optim]");
+  EXPECT_ERR(nest_config_set(&c, "optm.lr=0.1", "--set"), NEST_ERR_CONFIG, "optm.lr=0.1",
+             "unknown section [optm]");
+  EXPECT_ERR(nest_config_set(&c, "optim.lr=", "--set"), NEST_ERR_CONFIG,
+             "--set optim.lr=: empty value for optim.lr");
+  EXPECT_ERR(nest_config_set(&c, "optim.lr=fast", "--set"), NEST_ERR_CONFIG,
+             "--set optim.lr=fast: not a number");
+  EXPECT_ERR(nest_config_set(&c, "train.epochs=1e3", "override"), NEST_ERR_CONFIG,
+             "override train.epochs=1e3", "not an integer");
+  EXPECT_ERR(nest_config_set(&c, "run.seed=-3", NULL), NEST_ERR_CONFIG, "--set run.seed=-3");
+  EXPECT_ERR(nest_config_set(&c, "model.init=HE", "--set"), NEST_ERR_CONFIG, "model.init");
+  /* strings an INI file could not hold verbatim are refused */
+  EXPECT_ERR(nest_config_set(&c, "run.name=a ;b", "--set"), NEST_ERR_CONFIG, "run.name", "comment");
+  EXPECT_ERR(nest_config_set(&c, "run.name=;b", "--set"), NEST_ERR_CONFIG, "run.name", "comment");
+  EXPECT_ERR(nest_config_set(&c, "run.name=a\tb", "--set"), NEST_ERR_CONFIG, "run.name", "control");
+  EXPECT_ERR(nest_config_set(&c, "run.name='x'", "--set"), NEST_ERR_CONFIG, "run.name", "quoted");
+  char big[300];
+  snprintf(big, sizeof big, "run.name=%0150d", 0);
+  EXPECT_ERR(nest_config_set(&c, big, "--set"), NEST_ERR_CONFIG, "run.name", "too long");
+  assert_memory_equal(&c, &d, sizeof c); /* failed overrides change nothing */
+  assert_int_equal(nest_config_set(NULL, "optim.lr=1", "--set"), NEST_ERR_ARG);
+  assert_int_equal(nest_config_set(&c, NULL, "--set"), NEST_ERR_ARG);
+}
+
+/* ---- write -> load round trip ---- */
+
+static void test_round_trip(void **state) {
+  (void)state;
+  nest_config c, prev, back;
+  nest_config_defaults(&c);
+  for (size_t i = 0; i < NEVERY; ++i) {
+    prev = c;
+    EXPECT_OK(nest_config_set(&c, every_key[i], "--set"));
+    if (memcmp(&prev, &c, sizeof c) == 0) {
+      print_error("'%s' does not change the struct: pick a non-default value\n", every_key[i]);
+      fail();
+    }
+  }
+  /* awkward doubles, set directly */
+  c.width = 1.0 / 3.0;
+  c.min_lr = -0.0;
+  c.dropout = 4.9406564584124654e-324; /* smallest subnormal */
+  c.step_epochs = 1e300;
+
+  const char *path = nest_test_path(nest_test_tmpdir(), "effective.ini");
+  char pathcopy[1024];
+  snprintf(pathcopy, sizeof pathcopy, "%s", path);
+  EXPECT_OK(nest_config_write(&c, pathcopy));
+  nest_config_defaults(&back);
+  EXPECT_OK(nest_config_load(&back, pathcopy));
+  assert_memory_equal(&c, &back, sizeof c);
+  assert_true(signbit(back.min_lr));
+
+  /* the tmp file is gone; every key is written once, after its comment */
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp", pathcopy);
+  assert_int_equal(access(tmp, F_OK), -1);
+  FILE *f = fopen(pathcopy, "r");
+  assert_non_null(f);
+  char line[2048], prevline[2048] = "";
+  size_t nkeys = 0, nsections = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (line[0] == '[')
+      ++nsections;
+    else if (line[0] != ';' && line[0] != '\n') {
+      ++nkeys;
+      assert_non_null(strstr(line, " ="));
+      assert_true(prevline[0] == ';');
+      assert_non_null(strstr(prevline, "(default: "));
+    }
+    snprintf(prevline, sizeof prevline, "%s", line);
+  }
+  fclose(f);
+  assert_int_equal(nkeys, NEVERY);
+  assert_int_equal(nsections, 5);
+
+  /* overwriting an existing file works; defaults round-trip too */
+  nest_config_defaults(&c);
+  EXPECT_OK(nest_config_write(&c, pathcopy));
+  back = c;
+  back.lr = 99;
+  EXPECT_OK(nest_config_load(&back, pathcopy));
+  assert_memory_equal(&c, &back, sizeof c);
+}
+
+static void test_write_errors(void **state) {
+  (void)state;
+  nest_config c = valid_config();
+  const char *dir = nest_test_tmpdir();
+  EXPECT_ERR(nest_config_write(&c, nest_test_path(dir, "no/such/dir/x.ini")), NEST_ERR_IO,
+             "no/such/dir/x.ini");
+  /* values set by code that a file could not hold are refused, and nothing is written */
+  char path[1024];
+  snprintf(path, sizeof path, "%s", nest_test_path(dir, "refused.ini"));
+  strcpy(c.name, "x ;y");
+  EXPECT_ERR(nest_config_write(&c, path), NEST_ERR_CONFIG, "run.name");
+  c = valid_config();
+  strcpy(c.out_dir, " lead");
+  EXPECT_ERR(nest_config_write(&c, path), NEST_ERR_CONFIG, "run.out_dir");
+  c = valid_config();
+  c.lr = NAN;
+  EXPECT_ERR(nest_config_write(&c, path), NEST_ERR_CONFIG, "optim.lr");
+  c = valid_config();
+  c.nesterov = 2;
+  EXPECT_ERR(nest_config_write(&c, path), NEST_ERR_CONFIG, "optim.nesterov");
+  c = valid_config();
+  memset(c.name, 'x', sizeof c.name); /* unterminated */
+  EXPECT_ERR(nest_config_write(&c, path), NEST_ERR_CONFIG, "run.name");
+  assert_int_equal(access(path, F_OK), -1);
+  assert_int_equal(nest_config_write(NULL, path), NEST_ERR_ARG);
+}
+
+/* ---- validate ---- */
+
+#define BAD(stmt, ...)                                                                             \
+  do {                                                                                             \
+    nest_config c = valid_config();                                                                \
+    stmt;                                                                                          \
+    EXPECT_ERR(nest_config_validate(&c), NEST_ERR_CONFIG, __VA_ARGS__);                            \
+  } while (0)
+#define GOOD(stmt)                                                                                 \
+  do {                                                                                             \
+    nest_config c = valid_config();                                                                \
+    stmt;                                                                                          \
+    EXPECT_OK(nest_config_validate(&c));                                                           \
+  } while (0)
+
+static void test_validate_rules(void **state) {
+  (void)state;
+  GOOD((void)0);
+  BAD(c.train[0] = '\0', "data.train is required");
+  BAD(c.density = 0, "model.density", "(0, 1]");
+  BAD(c.density = 1.5, "model.density = 1.5", "(0, 1]");
+  GOOD(c.density = 1);
+  BAD(c.width = 0, "model.width");
+  BAD(c.width = -1, "model.width");
+  BAD(c.batch = 0, "train.batch");
+  GOOD(c.batch = 1);
+  BAD(c.epochs = -1, "train.epochs");
+  GOOD(c.epochs = 0);
+  BAD(c.val_split = 1, "data.val_split", "[0, 1)");
+  BAD(c.val_split = -0.1, "data.val_split");
+  GOOD(c.val_split = 0);
+  BAD(c.lr = 0, "optim.lr");
+  BAD(c.lr = -1, "optim.lr");
+  BAD(c.momentum = 1, "optim.momentum");
+  BAD(c.momentum = -0.1, "optim.momentum");
+  GOOD(c.momentum = 0);
+  BAD(c.weight_decay = -1e-4, "optim.weight_decay");
+  GOOD(c.weight_decay = 0);
+  BAD(c.threads = -1, "run.threads");
+  BAD(c.eval_every = 0, "train.eval_every");
+  BAD(c.dropout = 1, "model.dropout");
+  BAD(c.dropout = -0.5, "model.dropout");
+  BAD(c.warmup_epochs = -1, "optim.warmup_epochs");
+  BAD((strcpy(c.schedule, "step"), c.step_epochs = 0), "optim.step_epochs", "step");
+  GOOD(c.step_epochs = 0); /* only matters for the step schedule */
+  BAD(c.step_gamma = 0, "optim.step_gamma");
+  BAD(c.step_gamma = 1.5, "optim.step_gamma");
+  GOOD(c.step_gamma = 1);
+  BAD(c.min_lr = -1, "optim.min_lr");
+  BAD(c.log_every = -1, "run.log_every");
+  BAD(c.hash_every = -1, "run.hash_every");
+  BAD(c.csv_label_col = -2, "data.csv_label_col");
+  GOOD(c.csv_label_col = -1);
+  BAD(c.max_train = -1, "data.max_train");
+  BAD(c.max_test = -1, "data.max_test");
+  /* fields set by code to values no file could give */
+  BAD(c.lr = NAN, "optim.lr");
+  BAD(c.width = INFINITY, "model.width");
+  BAD(c.batchnorm = 2, "model.batchnorm");
+  BAD(strcpy(c.schedule, "linear"), "optim.schedule");
+  BAD(strcpy(c.csv_delim, "ab"), "data.csv_delim");
+  BAD(memset(c.train, 'x', sizeof c.train), "data.train");
+  assert_int_equal(nest_config_validate(NULL), NEST_ERR_ARG);
+}
+
+static void test_validate_arch(void **state) {
+  (void)state;
+  static const char *const good[] = {"lenet300", "lenet5",          "alexnet",
+                                     "vgg16",    "mlp:784-10",      "mlp:784-300-100-10",
+                                     "mlp:1-1",  "mlp:2147483647-1"};
+  static const char *const bad[] = {"",
+                                    "lenet",
+                                    "LeNet300",
+                                    "vgg19",
+                                    "mlp",
+                                    "mlp:",
+                                    "mlp:784",
+                                    "mlp:784-",
+                                    "mlp:-784-10",
+                                    "mlp:784--10",
+                                    "mlp:784-0-10",
+                                    "mlp:784-x-10",
+                                    "mlp:784-10 ",
+                                    "mlp:+784-10",
+                                    "mlp:2147483648-10",
+                                    "mlp 784-10"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; ++i) GOOD(strcpy(c.arch, good[i]));
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) BAD(strcpy(c.arch, bad[i]), "model.arch");
+}
+
+/* ---- help ---- */
+
+static void test_help_mentions_every_key(void **state) {
+  (void)state;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  assert_non_null(f);
+  nest_config_print_help(f);
+  fclose(f);
+  assert_non_null(text);
+  for (size_t i = 0; i < NEVERY; ++i) {
+    char key[64];
+    size_t kl = strcspn(every_key[i], "=");
+    snprintf(key, sizeof key, "  %.*s ", (int)kl, every_key[i]);
+    if (!strstr(text, key)) {
+      print_error("help lacks '%s'\n", key);
+      fail();
+    }
+  }
+  static const char *const words[] = {
+      "const", "step",   "cosine",  "he",      "xavier",  "auto",     "idx",     "csv",  "h5",
+      "[run]", "[data]", "[model]", "[train]", "[optim]", "lenet300", "outputs", "5e-4", "uint64"};
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; ++i)
+    assert_non_null(strstr(text, words[i]));
+  /* one line per key (plus wrapped continuations), and it fits an 80-column terminal */
+  size_t nkeylines = 0;
+  for (char *line = text; *line;) {
+    size_t ll = strcspn(line, "\n");
+    assert_true(ll <= 79);
+    if (ll > 2 && line[0] == ' ' && line[1] == ' ' && line[2] != ' ' && strchr(line, '.') &&
+        strncmp(line, "  KEY", 5) != 0)
+      ++nkeylines;
+    line += ll + (line[ll] == '\n');
+  }
+  assert_int_equal(nkeylines, NEVERY);
+  free(text);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_load_every_type),
+      cmocka_unit_test(test_load_over_current_values),
+      cmocka_unit_test(test_load_error_leaves_config_unchanged),
+      cmocka_unit_test(test_long_values),
+      cmocka_unit_test(test_load_errors),
+      cmocka_unit_test(test_comment_only_value),
+      cmocka_unit_test(test_load_file_errors),
+      cmocka_unit_test(test_set_overrides_file),
+      cmocka_unit_test(test_set_errors),
+      cmocka_unit_test(test_round_trip),
+      cmocka_unit_test(test_write_errors),
+      cmocka_unit_test(test_validate_rules),
+      cmocka_unit_test(test_validate_arch),
+      cmocka_unit_test(test_help_mentions_every_key),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,197 @@
+/* test_net.c — arenas, seed masks (density, repair), init, dense dormant gradients, the
+ * masked-update invariant, hashing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nest/arch.h"
+#include "nest/loss.h"
+#include "nest/net.h"
+#include "nest/optim.h"
+#include "test_util.h"
+
+static nest_net *make_mlp(const char *arch, int in, int classes, int batch, uint64_t seed,
+                          double density) {
+  nest_layer_spec *specs;
+  int n;
+  nest_arch_opts o = {.width = 1.0};
+  assert_int_equal(nest_arch_build(arch, &o, (nest_shape){in, 1, 1}, classes, &specs, &n), NEST_OK);
+  nest_net *net;
+  assert_int_equal(nest_net_create(specs, n, (nest_shape){in, 1, 1}, classes, batch, 1, &net), NEST_OK);
+  free(specs);
+  assert_int_equal(nest_net_init(net, seed, density, -1), NEST_OK);
+  return net;
+}
+
+static void test_layout(void **state) {
+  nest_net *net = make_mlp("mlp:10-8-6-4", 10, 4, 3, 1, 1.0);
+  /* 3 dense layers x (W, b): tensors 64-byte aligned and disjoint inside the arena. */
+  assert_int_equal(net->ntensors, 6);
+  size_t end = 0;
+  for (int t = 0; t < net->ntensors; ++t) {
+    const nest_param *p = net->tensors[t].param;
+    assert_true(p->offset >= end);
+    assert_int_equal(p->offset % 16, 0);
+    end = p->offset + p->count;
+    assert_ptr_equal(net->tensors[t].layer->p[net->tensors[t].slot], net->params + p->offset);
+  }
+  assert_true(end <= net->nparams);
+  int64_t aw, tw;
+  nest_net_count(net, &aw, &tw, NULL);
+  assert_int_equal(tw, 10 * 8 + 8 * 6 + 6 * 4);
+  assert_int_equal(aw, tw);
+  nest_net_destroy(&net);
+  assert_null(net);
+}
+
+static void test_seed_density_and_repair(void **state) {
+  /* Low density forces repair: every hidden neuron keeps an input and an output. */
+  nest_net *net = make_mlp("mlp:50-40-30-5", 50, 5, 2, 11, 0.02);
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer *l = net->layers[i];
+    if (l->kind != NEST_LAYER_DENSE) continue;
+    int rows = l->param[0].dims[0], cols = l->param[0].dims[1];
+    for (int r = 0; r < rows; ++r) {
+      int any = 0;
+      for (int c = 0; c < cols; ++c) any |= l->m[0][r * cols + c] != 0.0f;
+      assert_true(any);
+    }
+    if (i > 0) /* not the raw input */
+      for (int c = 0; c < cols; ++c) {
+        int any = 0;
+        for (int r = 0; r < rows; ++r) any |= l->m[0][r * cols + c] != 0.0f;
+        assert_true(any);
+      }
+    /* Dormant weights are exactly zero; masks are 0/1. */
+    for (size_t j = 0; j < l->param[0].count; ++j) {
+      assert_true(l->m[0][j] == 0.0f || l->m[0][j] == 1.0f);
+      if (l->m[0][j] == 0.0f) assert_true(l->p[0][j] == 0.0f);
+    }
+  }
+  nest_net_destroy(&net);
+
+  /* Moderate density: the realised fraction is close to d. */
+  net = make_mlp("mlp:200-300-10", 200, 10, 2, 5, 0.3);
+  int64_t aw, tw;
+  nest_net_count(net, &aw, &tw, NULL);
+  double frac = (double)aw / (double)tw;
+  assert_true(fabs(frac - 0.3) < 0.01);
+  /* He init scaled by realised density: std of active fc1 weights ~ sqrt(2 / (200 * 0.3)). */
+  nest_layer *fc1 = net->layers[0];
+  double s2 = 0;
+  int64_t na = 0;
+  for (size_t j = 0; j < fc1->param[0].count; ++j)
+    if (fc1->m[0][j] != 0.0f) s2 += (double)fc1->p[0][j] * fc1->p[0][j], ++na;
+  double want = 2.0 / (200 * 0.3);
+  assert_true(fabs(s2 / na / want - 1.0) < 0.1);
+  nest_net_destroy(&net);
+}
+
+static void test_hash_deterministic(void **state) {
+  nest_net *a = make_mlp("mlp:20-10-3", 20, 3, 2, 7, 0.5);
+  nest_net *b = make_mlp("mlp:20-10-3", 20, 3, 2, 7, 0.5);
+  nest_net *c = make_mlp("mlp:20-10-3", 20, 3, 2, 8, 0.5);
+  assert_true(nest_net_hash(a) == nest_net_hash(b));
+  assert_true(nest_net_hash(a) != nest_net_hash(c));
+  a->masks[0] = 1.0f - a->masks[0];
+  assert_true(nest_net_hash(a) != nest_net_hash(b));
+  nest_net_destroy(&a);
+  nest_net_destroy(&b);
+  nest_net_destroy(&c);
+}
+
+static double loss_of(nest_net *net, nest_ctx *ctx, const float *x, const int32_t *y) {
+  const float *logits;
+  assert_int_equal(nest_net_forward(net, ctx, x, &logits), NEST_OK);
+  double l = 0;
+  int64_t c = 0;
+  nest_loss_softmax_xent(logits, y, ctx->n, net->nclasses, 1.0f, NULL, &l, &c);
+  return l;
+}
+
+/* Dormant positions receive the true dL/dW (finite differences on the loss), active and
+ * dormant alike, and the optimizer never moves a dormant weight or its momentum. */
+static void test_dormant_gradients_and_masked_update(void **state) {
+  enum { IN = 12, B = 4 };
+  nest_net *net = make_mlp("mlp:12-9-5", IN, 5, B, 3, 0.4);
+  float x[B * IN];
+  int32_t y[B] = {0, 4, 2, 1};
+  nest_test_fill_normal(x, B * IN, 9, 1.0f);
+  nest_ctx ctx = {.n = B, .train = 1, .nthreads = 1};
+  const float *logits;
+  float dl[B * 5];
+  double l = 0;
+  int64_t c = 0;
+  assert_int_equal(nest_net_forward(net, &ctx, x, &logits), NEST_OK);
+  nest_loss_softmax_xent(logits, y, B, 5, 1.0f, dl, &l, &c);
+  assert_int_equal(nest_net_backward(net, &ctx, dl), NEST_OK);
+
+  int dormant_checked = 0, nonzero_dormant = 0;
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer *L = net->layers[i];
+    if (L->kind != NEST_LAYER_DENSE) continue;
+    for (size_t j = 0; j < L->param[0].count; j += 3) {
+      float save = L->p[0][j], h = 1e-2f;
+      L->p[0][j] = save + h;
+      double lp = loss_of(net, &ctx, x, y);
+      L->p[0][j] = save - h;
+      double lm = loss_of(net, &ctx, x, y);
+      L->p[0][j] = save;
+      double fd = (lp - lm) / (2.0 * h);
+      assert_true(fabs(L->g[0][j] - fd) < 2e-3 + 2e-2 * fabs(fd));
+      if (L->m[0][j] == 0.0f) {
+        dormant_checked++;
+        nonzero_dormant += fabsf(L->g[0][j]) > 1e-6f;
+      }
+    }
+  }
+  assert_true(dormant_checked > 10);
+  assert_true(nonzero_dormant > dormant_checked / 2);
+
+  /* Several SGD steps with momentum and weight decay: dormant weights stay exactly 0. */
+  nest_optim o = {.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = 1};
+  for (int s = 0; s < 5; ++s) {
+    assert_int_equal(nest_net_forward(net, &ctx, x, &logits), NEST_OK);
+    nest_loss_softmax_xent(logits, y, B, 5, 1.0f / B, dl, &l, &c);
+    assert_int_equal(nest_net_backward(net, &ctx, dl), NEST_OK);
+    nest_optim_step(net, &o, 0.1, 1);
+  }
+  int moved = 0;
+  for (size_t i = 0; i < net->nparams; ++i) {
+    if (net->masks[i] == 0.0f) {
+      assert_true(net->params[i] == 0.0f);
+      assert_true(net->mom[i] == 0.0f);
+    } else {
+      moved += net->mom[i] != 0.0f;
+    }
+  }
+  assert_true(moved > 0);
+  nest_net_destroy(&net);
+}
+
+static void test_shape_errors(void **state) {
+  nest_layer_spec spec = {.kind = NEST_LAYER_DENSE, .name = "fc1", .hp = {.units = 3}};
+  nest_net *net = NULL;
+  assert_int_equal(nest_net_create(&spec, 1, (nest_shape){4, 1, 1}, 5, 2, 1, &net), NEST_ERR_CONFIG);
+  assert_null(net);
+  net = make_mlp("mlp:4-3", 4, 3, 2, 1, 1.0);
+  assert_int_equal(nest_net_init(net, 1, 0.0, -1), NEST_ERR_CONFIG);
+  assert_int_equal(nest_net_init(net, 1, 1.5, -1), NEST_ERR_CONFIG);
+  nest_net_destroy(&net);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_layout),
+      cmocka_unit_test(test_seed_density_and_repair),
+      cmocka_unit_test(test_hash_deterministic),
+      cmocka_unit_test(test_dormant_gradients_and_masked_update),
+      cmocka_unit_test(test_shape_errors),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

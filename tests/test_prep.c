@@ -1,0 +1,276 @@
+/* test_prep.c — the nest_prep converter, run as a program: IDX pairs and CSV files become .h5
+ * files that read back identical to the source; bad input and bad usage give one-line errors
+ * and exit codes 1 and 2. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "nest/data.h"
+#include "test_util.h"
+
+#define PREP NEST_BINARY_DIR "/nest_prep"
+
+#define assert_ok(expr)                                                                      \
+  do {                                                                                       \
+    nest_status s_ = (expr);                                                                 \
+    if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
+  } while (0)
+
+static char out_text[4096], err_text[4096];
+
+static void slurp(const char *path, char *buf, size_t cap) {
+  buf[0] = '\0';
+  FILE *f = fopen(path, "rb");
+  if (!f) return;
+  size_t n = fread(buf, 1, cap - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+}
+
+/* Run nest_prep with `args`; stdout / stderr land in out_text / err_text. Returns the exit code. */
+static int prep(const char *args) {
+  const char *dir = nest_test_tmpdir();
+  char cmd[4096], o[1024], e[1024];
+  snprintf(o, sizeof o, "%s/prep.out", dir);
+  snprintf(e, sizeof e, "%s/prep.err", dir);
+  snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", PREP, args, o, e);
+  int rc = system(cmd);
+  slurp(o, out_text, sizeof out_text);
+  slurp(e, err_text, sizeof err_text);
+  assert_true(rc != -1 && WIFEXITED(rc));
+  return WEXITSTATUS(rc);
+}
+
+/* Exactly one line, "nest_prep: ...", containing `word`. */
+static void assert_one_line_error(const char *word) {
+  size_t len = strlen(err_text);
+  if (strncmp(err_text, "nest_prep: ", 11) != 0 || len == 0 || err_text[len - 1] != '\n' ||
+      strchr(err_text, '\n') != err_text + len - 1 || !strstr(err_text, word))
+    fail_msg("expected one line 'nest_prep: ...%s...', got: '%s'", word, err_text);
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void put_be32(unsigned char *b, uint32_t v) {
+  b[0] = (unsigned char)(v >> 24);
+  b[1] = (unsigned char)(v >> 16);
+  b[2] = (unsigned char)(v >> 8);
+  b[3] = (unsigned char)v;
+}
+
+/* IDX pair of n images rows x cols (gz or raw); `cut` bytes removed from the images file. */
+static void write_idx(const char *img, const char *lab, int n, int rows, int cols, int gz, int cut) {
+  size_t dim = (size_t)rows * cols, bytes = 16 + (size_t)n * dim;
+  unsigned char *b = malloc(bytes), *l = malloc(8 + (size_t)n);
+  assert_non_null(b);
+  assert_non_null(l);
+  put_be32(b, 0x803);
+  put_be32(b + 4, (uint32_t)n);
+  put_be32(b + 8, (uint32_t)rows);
+  put_be32(b + 12, (uint32_t)cols);
+  for (size_t i = 0; i < (size_t)n * dim; ++i) b[16 + i] = (unsigned char)(i * 37 % 251);
+  put_be32(l, 0x801);
+  put_be32(l + 4, (uint32_t)n);
+  for (int i = 0; i < n; ++i) l[8 + i] = (unsigned char)((i * 7) % 10);
+  if (gz) {
+    gzFile f = gzopen(img, "wb");
+    assert_non_null(f);
+    assert_int_equal(gzwrite(f, b, (unsigned)(bytes - (size_t)cut)), (int)(bytes - (size_t)cut));
+    gzclose(f);
+    f = gzopen(lab, "wb");
+    assert_non_null(f);
+    assert_int_equal(gzwrite(f, l, (unsigned)(8 + n)), 8 + n);
+    gzclose(f);
+  } else {
+    assert_int_equal(nest_test_write_file(img, b, bytes - (size_t)cut), 0);
+    assert_int_equal(nest_test_write_file(lab, l, 8 + (size_t)n), 0);
+  }
+  free(b);
+  free(l);
+}
+
+static void assert_same(const nest_dataset *a, const nest_dataset *b) {
+  assert_int_equal(a->n, b->n);
+  assert_int_equal(a->shape.c, b->shape.c);
+  assert_int_equal(a->shape.h, b->shape.h);
+  assert_int_equal(a->shape.w, b->shape.w);
+  assert_int_equal(a->nclasses, b->nclasses);
+  size_t d = (size_t)nest_dataset_dim(a);
+  assert_true((a->u8 == NULL) == (b->u8 == NULL));
+  if (a->u8) assert_memory_equal(a->u8, b->u8, (size_t)a->n * d);
+  else assert_memory_equal(a->f32, b->f32, sizeof(float) * (size_t)a->n * d);
+  assert_memory_equal(a->labels, b->labels, sizeof(int32_t) * (size_t)a->n);
+  assert_true((a->class_names == NULL) == (b->class_names == NULL));
+  for (int k = 0; a->class_names && k < a->nclasses; ++k)
+    assert_string_equal(a->class_names[k], b->class_names[k]);
+}
+
+static nest_dataset *load(const char *path, const char *labels) {
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = path;
+  o.labels_path = labels;
+  nest_dataset *ds = NULL;
+  assert_ok(nest_dataset_load(&o, NULL, &ds));
+  return ds;
+}
+
+static int setup(void **state) {
+  if (access(PREP, X_OK) != 0) {
+    fprintf(stderr, "test_prep: %s not found: build the nest_prep target first\n", PREP);
+    return -1;
+  }
+  return 0;
+}
+
+static void test_prep_idx(void **state) {
+  const char *dir = nest_test_tmpdir();
+  for (int gz = 0; gz <= 1; ++gz) {
+    const char *img = nest_test_path(dir, gz ? "p-img.gz" : "p-img");
+    const char *lab = nest_test_path(dir, gz ? "p-lab.gz" : "p-lab");
+    const char *out = nest_test_path(dir, gz ? "p-gz.h5" : "p-raw.h5");
+    write_idx(img, lab, 23, 6, 5, gz, 0);
+    char args[3072];
+    snprintf(args, sizeof args, "-o '%s' '%s' '%s'", out, img, lab);
+    assert_int_equal(prep(args), 0);
+    assert_string_equal(err_text, "");
+    assert_non_null(strstr(out_text, "23 samples"));
+    assert_non_null(strstr(out_text, "1x6x5"));
+    assert_non_null(strstr(out_text, "10 classes"));
+    assert_false(exists(nest_test_path(dir, gz ? "p-gz.h5.tmp" : "p-raw.h5.tmp")));
+    nest_dataset *a = load(img, lab), *b = load(out, NULL);
+    assert_same(a, b);
+    nest_dataset_destroy(&a);
+    nest_dataset_destroy(&b);
+  }
+  /* --max N keeps the first N. */
+  const char *out = nest_test_path(dir, "p-max.h5");
+  char args[3072];
+  snprintf(args, sizeof args, "--max 4 -o '%s' '%s' '%s'", out, nest_test_path(dir, "p-img"),
+           nest_test_path(dir, "p-lab"));
+  assert_int_equal(prep(args), 0);
+  nest_dataset *b = load(out, NULL);
+  assert_int_equal(b->n, 4);
+  nest_dataset_destroy(&b);
+}
+
+static void test_prep_csv(void **state) {
+  const char *dir = nest_test_tmpdir();
+  const char *csv = nest_test_path(dir, "p.csv"), *out = nest_test_path(dir, "p-csv.h5");
+  const char *text = "id;kind;x;y\n"
+                     "7;owl;1.25;-3\n"
+                     "8;bat;0;2e-3\n"
+                     "9;owl;4;5\n";
+  assert_int_equal(nest_test_write_file(csv, text, strlen(text)), 0);
+  char args[3072];
+  snprintf(args, sizeof args, "-o '%s' --label-col 1 --drop-cols 0 --delim ';' --header '%s'",
+           out, csv);
+  assert_int_equal(prep(args), 0);
+  assert_non_null(strstr(out_text, "3 samples"));
+  assert_non_null(strstr(out_text, "2 classes"));
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = csv;
+  o.csv_label_col = 1;
+  o.csv_drop_cols = "0";
+  o.csv_delim = ';';
+  o.csv_header = 1;
+  nest_dataset *a = NULL, *b = load(out, NULL);
+  assert_ok(nest_dataset_load(&o, NULL, &a));
+  assert_same(a, b);
+  assert_string_equal(b->class_names[0], "bat");
+  assert_string_equal(b->class_names[1], "owl");
+  assert_true(b->f32[0] == 1.25f && b->f32[1] == -3.0f);
+  nest_dataset_destroy(&a);
+  nest_dataset_destroy(&b);
+}
+
+static void test_prep_real(void **state) {
+  const char *wdbc = nest_test_data("uci/wdbc/wdbc.data");
+  if (!wdbc) skip();
+  const char *out = nest_test_path(nest_test_tmpdir(), "wdbc.h5");
+  char args[3072];
+  snprintf(args, sizeof args, "-o '%s' --label-col 1 --drop-cols 0 '%s'", out, wdbc);
+  assert_int_equal(prep(args), 0);
+  assert_non_null(strstr(out_text, "569 samples, shape 30x1x1"));
+  nest_dataset *b = load(out, NULL);
+  assert_int_equal(b->n, 569);
+  assert_int_equal(b->nclasses, 2);
+  nest_dataset_destroy(&b);
+}
+
+static void test_prep_errors(void **state) {
+  const char *dir = nest_test_tmpdir();
+  const char *img = nest_test_path(dir, "bad-img"), *lab = nest_test_path(dir, "bad-lab");
+  const char *out = nest_test_path(dir, "bad.h5");
+  char args[3072];
+
+  /* Truncated images: exit 1, one line naming the file, no output left behind. */
+  write_idx(img, lab, 10, 4, 4, 0, 9);
+  snprintf(args, sizeof args, "-o '%s' '%s' '%s'", out, img, lab);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error(img);
+  assert_one_line_error("truncated");
+  assert_false(exists(out));
+  assert_false(exists(nest_test_path(dir, "bad.h5.tmp")));
+
+  /* Missing input. */
+  const char *missing = nest_test_path(dir, "missing.csv");
+  snprintf(args, sizeof args, "-o '%s' '%s'", out, missing);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error(missing);
+  assert_one_line_error("cannot open");
+
+  /* Bad CSV value. */
+  const char *csv = nest_test_path(dir, "bad.csv");
+  assert_int_equal(nest_test_write_file(csv, "a,1\nb,nan\n", 10), 0);
+  snprintf(args, sizeof args, "-o '%s' '%s'", out, csv);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error("bad.csv:2: column 1");
+
+  /* Unwritable output. */
+  write_idx(img, lab, 10, 4, 4, 0, 0);
+  const char *nodir = nest_test_path(dir, "no/such/dir/x.h5");
+  snprintf(args, sizeof args, "-o '%s' '%s' '%s'", nodir, img, lab);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error("cannot create");
+
+  /* Usage errors: exit 2. */
+  snprintf(args, sizeof args, "'%s' '%s'", img, lab);
+  assert_int_equal(prep(args), 2);
+  assert_one_line_error("-o");
+  snprintf(args, sizeof args, "--bogus -o '%s' '%s'", out, img);
+  assert_int_equal(prep(args), 2);
+  assert_one_line_error("--bogus");
+  snprintf(args, sizeof args, "--max zero -o '%s' '%s'", out, img);
+  assert_int_equal(prep(args), 2);
+  assert_one_line_error("--max");
+  snprintf(args, sizeof args, "-o '%s'", out);
+  assert_int_equal(prep(args), 2);
+  assert_one_line_error("INPUT");
+  snprintf(args, sizeof args, "-o '%s' a b c", out);
+  assert_int_equal(prep(args), 2);
+  assert_one_line_error("too many");
+
+  assert_int_equal(prep("--help"), 0);
+  assert_non_null(strstr(out_text, "usage: nest_prep"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_prep_idx),
+      cmocka_unit_test(test_prep_csv),
+      cmocka_unit_test(test_prep_real),
+      cmocka_unit_test(test_prep_errors),
+  };
+  return cmocka_run_group_tests(tests, setup, NULL);
+}
