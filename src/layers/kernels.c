@@ -49,8 +49,13 @@ static inline void im2col_row(float *restrict d, const float *restrict src, int 
     const float *restrict sp = src + off; /* off + xlo >= 0 */
 #pragma omp simd
     for (int ox = xlo; ox < xhi; ++ox) d[ox] = sp[ox];
-  } else {
+  } else if (s == 2) { /* constant strides vectorise with permutes */
 #pragma omp simd
+    for (int ox = xlo; ox < xhi; ++ox) d[ox] = src[ox * 2 + off];
+  } else if (s == 4) { /* AlexNet conv1 */
+#pragma omp simd
+    for (int ox = xlo; ox < xhi; ++ox) d[ox] = src[ox * 4 + off];
+  } else {
     for (int ox = xlo; ox < xhi; ++ox) d[ox] = src[ox * s + off];
   }
   for (int ox = xhi; ox < ow; ++ox) d[ox] = 0.0f;
