@@ -26,13 +26,7 @@
 
 #include "nest/data.h"
 
-/* Internal API shared by the files of src/data (keep the prototypes identical in each). */
-nest_status nest_data_new(const char *path, int64_t n, nest_shape shape, int kind,
-                          nest_dataset **out);
-nest_status nest_data_strdup(const char *s, char **out);
-void nest_data_free_names(char **names, int n);
-nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *label_ref,
-                               nest_dataset **out);
+#include "data_internal.h"
 
 #define NEST_CSV_MAX_INT_LABEL 65535 /* larger integer labels are almost surely a wrong column */
 

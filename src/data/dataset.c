@@ -10,16 +10,7 @@
 #include "nest/data.h"
 #include "nest/rng.h"
 
-/* Internal API shared by the files of src/data (keep the prototypes identical in each). */
-nest_status nest_data_new(const char *path, int64_t n, nest_shape shape, int kind,
-                          nest_dataset **out);
-nest_status nest_data_strdup(const char *s, char **out);
-void nest_data_free_names(char **names, int n);
-nest_status nest_data_idx_read(const char *images_path, const char *labels_path,
-                               int64_t max_samples, nest_dataset **out);
-nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *label_ref,
-                               nest_dataset **out);
-nest_status nest_data_h5_read(const char *path, int64_t max_samples, nest_dataset **out);
+#include "data_internal.h"
 
 #define NORM_BLOCKS 64 /* fixed partial-sum blocks: results do not depend on the thread count */
 

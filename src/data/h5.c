@@ -21,11 +21,7 @@
 
 #include "nest/data.h"
 
-/* Internal API shared by the files of src/data (keep the prototypes identical in each). */
-nest_status nest_data_new(const char *path, int64_t n, nest_shape shape, int kind,
-                          nest_dataset **out);
-nest_status nest_data_strdup(const char *s, char **out);
-nest_status nest_data_h5_read(const char *path, int64_t max_samples, nest_dataset **out);
+#include "data_internal.h"
 
 #define NEST_H5_VERSION 1
 #define NEST_H5_MAX_CLASSES (1 << 20)

@@ -18,11 +18,7 @@
 
 #include "nest/data.h"
 
-/* Internal API shared by the files of src/data (keep the prototypes identical in each). */
-nest_status nest_data_new(const char *path, int64_t n, nest_shape shape, int kind,
-                          nest_dataset **out);
-nest_status nest_data_idx_read(const char *images_path, const char *labels_path,
-                               int64_t max_samples, nest_dataset **out);
+#include "data_internal.h"
 
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u
