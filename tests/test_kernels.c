@@ -54,16 +54,15 @@ typedef struct {
 static const geom_case geoms[] = {
     {1, 28, 28, 5, 5, 1, 0},  /* LeNet-5 conv1 */
     {20, 12, 12, 5, 5, 1, 0}, /* LeNet-5 conv2 */
-    {3, 7, 5, 3, 2, 1, 0},    {3, 7, 5, 3, 2, 2, 1},  {2, 9, 8, 3, 3, 3, 2},
+    {3, 7, 5, 3, 2, 1, 0},     {3, 7, 5, 3, 2, 2, 1}, {2, 9, 8, 3, 3, 3, 2},
     {3, 35, 35, 11, 11, 4, 2}, /* AlexNet conv1, small */
-    {4, 13, 13, 3, 3, 1, 1},  {2, 6, 6, 5, 5, 1, 2},  {2, 5, 9, 1, 1, 2, 0},
-    {1, 4, 11, 2, 4, 2, 1},   {2, 3, 3, 3, 3, 1, 2},
+    {4, 13, 13, 3, 3, 1, 1},   {2, 6, 6, 5, 5, 1, 2}, {2, 5, 9, 1, 1, 2, 0},
+    {1, 4, 11, 2, 4, 2, 1},    {2, 3, 3, 3, 3, 1, 2},
 };
 #define NGEOMS (sizeof geoms / sizeof geoms[0])
 
 static nest_conv_geom make(const geom_case *gc) {
-  nest_conv_geom g =
-      nest_conv_geom_make(gc->c, gc->h, gc->w, gc->kh, gc->kw, gc->stride, gc->pad);
+  nest_conv_geom g = nest_conv_geom_make(gc->c, gc->h, gc->w, gc->kh, gc->kw, gc->stride, gc->pad);
   assert_true(g.oh > 0 && g.ow > 0);
   return g;
 }
@@ -101,7 +100,8 @@ static void test_im2col(void **state) {
   (void)state;
   for (size_t t = 0; t < NGEOMS; ++t) {
     nest_conv_geom g = make(&geoms[t]);
-    const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)g.oh * g.ow, X = (size_t)g.c * g.h * g.w;
+    const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)g.oh * g.ow,
+                 X = (size_t)g.c * g.h * g.w;
     const size_t ld = 2 * N + 3; /* embedded in a wider matrix, at column offset N */
     float *x = falloc(X), *col = falloc(K * ld);
     double *xd = dalloc(X), *ref = dalloc(K * N);
@@ -119,8 +119,8 @@ static void test_im2col(void **state) {
           float v = col[r * ld + j];
           if (j >= N && j < N + len) {
             if (v != (float)ref[r * N + c0 + j - N])
-              fail_msg("geom %zu rows [%d, %d): col[%zu, %zu] = %g, want %g", t, oy0, oy1, r,
-                       j - N, v, ref[r * N + c0 + j - N]);
+              fail_msg("geom %zu rows [%d, %d): col[%zu, %zu] = %g, want %g", t, oy0, oy1, r, j - N,
+                       v, ref[r * N + c0 + j - N]);
           } else if (v != -777.0f) {
             fail_msg("geom %zu rows [%d, %d): im2col wrote outside its columns (row %zu col %zu)",
                      t, oy0, oy1, r, j);
@@ -135,9 +135,11 @@ static void test_col2im(void **state) {
   (void)state;
   for (size_t t = 0; t < NGEOMS; ++t) {
     nest_conv_geom g = make(&geoms[t]);
-    const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)g.oh * g.ow, X = (size_t)g.c * g.h * g.w;
+    const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)g.oh * g.ow,
+                 X = (size_t)g.c * g.h * g.w;
     const size_t ld = N + 5;
-    float *col = falloc(K * ld), *x = falloc(X), *x0 = falloc(X), *x2 = falloc(X), *cc = falloc(K * N);
+    float *col = falloc(K * ld), *x = falloc(X), *x0 = falloc(X), *x2 = falloc(X),
+          *cc = falloc(K * N);
     double *cd = dalloc(K * N), *xd = dalloc(X), *ones = dalloc(X), *cover = dalloc(X),
            *oc = dalloc(K * N), *want = dalloc(X);
     nest_test_fill_normal(col, K * ld, 200 + t, 1.0f);
@@ -187,7 +189,8 @@ static void test_col2im(void **state) {
   }
 }
 
-/* ---- conv2d (im2col + sgemm) vs direct convolution --------------------------------------------- */
+/* ---- conv2d (im2col + sgemm) vs direct convolution ---------------------------------------------
+ */
 
 typedef struct {
   float *y, *dx, *dW, *db;
@@ -196,8 +199,8 @@ typedef struct {
 static void conv_run(const geom_case *gc, int oc, int n, int nthreads, const float *x,
                      const float *W, const float *b, const float *dy, conv_out *o) {
   nest_layer *l = NULL;
-  nest_layer_hparams hp = {.out_c = oc, .kh = gc->kh, .kw = gc->kw, .stride = gc->stride,
-                           .pad = gc->pad};
+  nest_layer_hparams hp = {
+      .out_c = oc, .kh = gc->kh, .kw = gc->kw, .stride = gc->stride, .pad = gc->pad};
   assert_int_equal(nest_layer_create(&nest_conv2d_ops, "conv", (nest_shape){gc->c, gc->h, gc->w},
                                      &hp, n, nthreads, &l),
                    NEST_OK);
@@ -231,8 +234,7 @@ static void conv_case(const geom_case *gc, int oc, int n) {
   nest_ref_conv2d_backward(&g, oc, n, xd, Wd, dyd, dxr, dWr, dbr);
 
   conv_out o[3];
-  for (int k = 0; k < 3; ++k)
-    o[k] = (conv_out){falloc(Y), falloc(X), falloc(WN), falloc(oc)};
+  for (int k = 0; k < 3; ++k) o[k] = (conv_out){falloc(Y), falloc(X), falloc(WN), falloc(oc)};
   conv_run(gc, oc, n, 1, x, W, b, dy, &o[0]);
   conv_run(gc, oc, n, 2, x, W, b, dy, &o[1]);
   conv_run(gc, oc, n, 2, x, W, b, dy, &o[2]);
@@ -240,10 +242,10 @@ static void conv_case(const geom_case *gc, int oc, int n) {
     double ey = norm_rel(o[k].y, yr, Y), ex = norm_rel(o[k].dx, dxr, X);
     double ew = norm_rel(o[k].dW, dWr, WN), eb = norm_rel(o[k].db, dbr, oc);
     if (!(ey < 1e-5 && ex < 1e-5 && ew < 1e-5 && eb < 1e-5))
-      fail_msg("conv c%d %dx%d k%dx%d s%d p%d oc%d n%d threads %d: rel err y %.2g dx %.2g "
-               "dW %.2g db %.2g",
-               gc->c, gc->h, gc->w, gc->kh, gc->kw, gc->stride, gc->pad, oc, n, k + 1, ey, ex,
-               ew, eb);
+      fail_msg(
+          "conv c%d %dx%d k%dx%d s%d p%d oc%d n%d threads %d: rel err y %.2g dx %.2g "
+          "dW %.2g db %.2g",
+          gc->c, gc->h, gc->w, gc->kh, gc->kw, gc->stride, gc->pad, oc, n, k + 1, ey, ex, ew, eb);
   }
   /* a fixed thread count reproduces bit for bit */
   assert_memory_equal(o[1].y, o[2].y, sizeof(float) * Y);
@@ -274,7 +276,8 @@ static void test_conv2d_vs_direct(void **state) {
   conv_case(&big[2], 2, 3);
 }
 
-/* ---- max pooling ------------------------------------------------------------------------------- */
+/* ---- max pooling -------------------------------------------------------------------------------
+ */
 
 static void pool_case(const geom_case *gc, int n, int ties) {
   nest_conv_geom g = make(gc);
@@ -299,7 +302,8 @@ static void pool_case(const geom_case *gc, int n, int ties) {
   for (size_t i = 0; i < Y; ++i) assert_true(y[i] == (float)yr[i]);
   for (size_t i = 0; i < Y; ++i) assert_true(arg[i] >= 0 && (size_t)arg[i] < hw);
   double e = norm_rel(dx, dxr, X);
-  if (!(e < 1e-6)) fail_msg("pool k%dx%d s%d p%d: dx differs by %.3g", gc->kh, gc->kw, gc->stride, gc->pad, e);
+  if (!(e < 1e-6))
+    fail_msg("pool k%dx%d s%d p%d: dx differs by %.3g", gc->kh, gc->kw, gc->stride, gc->pad, e);
   free(x), free(y), free(dy), free(dx), free(arg), free(xd), free(yr), free(dyd), free(dxr);
 }
 
@@ -315,7 +319,8 @@ static void test_maxpool_kernels(void **state) {
   }
 }
 
-/* ---- batch norm ----------------------------------------------------------------------------------- */
+/* ---- batch norm
+ * ----------------------------------------------------------------------------------- */
 
 static void test_bn_kernels(void **state) {
   (void)state;
@@ -376,9 +381,9 @@ static void bn_layer_case(nest_shape in, int n) {
   for (size_t i = 0; i < cnt; ++i) x[i] += 1.5f;
   for (int t = 0; t < 2; ++t) {
     nest_layer *l = NULL;
-    assert_int_equal(nest_layer_create(&nest_batchnorm_ops, "bn", in, &(nest_layer_hparams){0},
-                                       n, t + 1, &l),
-                     NEST_OK);
+    assert_int_equal(
+        nest_layer_create(&nest_batchnorm_ops, "bn", in, &(nest_layer_hparams){0}, n, t + 1, &l),
+        NEST_OK);
     assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
     for (int ch = 0; ch < c; ++ch) {
       l->p[0][ch] = 1.0f + 0.01f * ch;
@@ -427,9 +432,9 @@ static void bn_layer_case(nest_shape in, int n) {
 
 static void test_bn_layer_threads(void **state) {
   (void)state;
-  bn_layer_case((nest_shape){16, 24, 24}, 8);   /* conv input, threaded */
-  bn_layer_case((nest_shape){4096, 1, 1}, 16);  /* dense input, threaded */
-  bn_layer_case((nest_shape){5, 3, 3}, 4);      /* small: serial path */
+  bn_layer_case((nest_shape){16, 24, 24}, 8);  /* conv input, threaded */
+  bn_layer_case((nest_shape){4096, 1, 1}, 16); /* dense input, threaded */
+  bn_layer_case((nest_shape){5, 3, 3}, 4);     /* small: serial path */
 }
 
 /* Max pooling layer: bit-identical for 1 and 2 threads. */

@@ -39,21 +39,22 @@ static nest_conv_geom geom_of(const nest_layer *l) {
                              l->hp.pad);
 }
 
-static void ref_forward(const nest_layer *l, int n, const double *x, double *const *p,
-                        double *y) {
+static void ref_forward(const nest_layer *l, int n, const double *x, double *const *p, double *y) {
   const size_t in_sz = nest_shape_size(l->in);
   nest_conv_geom g = geom_of(l);
   switch (l->kind) {
-  case NEST_LAYER_DENSE: nest_ref_dense_forward(n, (int)in_sz, l->hp.units, x, p[0], p[1], y); break;
-  case NEST_LAYER_RELU: nest_ref_relu_forward(in_sz * n, x, y); break;
-  case NEST_LAYER_CONV2D: nest_ref_conv2d_forward(&g, l->hp.out_c, n, x, p[0], p[1], y); break;
-  case NEST_LAYER_MAXPOOL: nest_ref_maxpool_forward(&g, n, x, y); break;
-  case NEST_LAYER_BATCHNORM:
-    nest_ref_batchnorm_forward(n, l->in.c, l->in.h * l->in.w, l->hp.eps, x, p[0], p[1], y,
-                               NULL, NULL);
-    break;
-  case NEST_LAYER_DROPOUT: nest_ref_dropout_forward(in_sz * n, l->hp.rate, g_keep, x, y); break;
-  default: fail_msg("no reference for kind %d", (int)l->kind);
+    case NEST_LAYER_DENSE:
+      nest_ref_dense_forward(n, (int)in_sz, l->hp.units, x, p[0], p[1], y);
+      break;
+    case NEST_LAYER_RELU: nest_ref_relu_forward(in_sz * n, x, y); break;
+    case NEST_LAYER_CONV2D: nest_ref_conv2d_forward(&g, l->hp.out_c, n, x, p[0], p[1], y); break;
+    case NEST_LAYER_MAXPOOL: nest_ref_maxpool_forward(&g, n, x, y); break;
+    case NEST_LAYER_BATCHNORM:
+      nest_ref_batchnorm_forward(n, l->in.c, l->in.h * l->in.w, l->hp.eps, x, p[0], p[1], y, NULL,
+                                 NULL);
+      break;
+    case NEST_LAYER_DROPOUT: nest_ref_dropout_forward(in_sz * n, l->hp.rate, g_keep, x, y); break;
+    default: fail_msg("no reference for kind %d", (int)l->kind);
   }
 }
 
@@ -62,24 +63,27 @@ static void ref_backward(const nest_layer *l, int n, const double *x, double *co
   const size_t in_sz = nest_shape_size(l->in);
   nest_conv_geom g = geom_of(l);
   switch (l->kind) {
-  case NEST_LAYER_DENSE:
-    nest_ref_dense_backward(n, (int)in_sz, l->hp.units, x, p[0], dy, dx, dp[0], dp[1]);
-    break;
-  case NEST_LAYER_RELU: nest_ref_relu_backward(in_sz * n, x, dy, dx); break;
-  case NEST_LAYER_CONV2D:
-    nest_ref_conv2d_backward(&g, l->hp.out_c, n, x, p[0], dy, dx, dp[0], dp[1]);
-    break;
-  case NEST_LAYER_MAXPOOL: nest_ref_maxpool_backward(&g, n, x, dy, dx); break;
-  case NEST_LAYER_BATCHNORM:
-    nest_ref_batchnorm_backward(n, l->in.c, l->in.h * l->in.w, l->hp.eps, x, p[0], dy, dx,
-                                dp[0], dp[1]);
-    break;
-  case NEST_LAYER_DROPOUT: nest_ref_dropout_backward(in_sz * n, l->hp.rate, g_keep, dy, dx); break;
-  default: fail_msg("no reference for kind %d", (int)l->kind);
+    case NEST_LAYER_DENSE:
+      nest_ref_dense_backward(n, (int)in_sz, l->hp.units, x, p[0], dy, dx, dp[0], dp[1]);
+      break;
+    case NEST_LAYER_RELU: nest_ref_relu_backward(in_sz * n, x, dy, dx); break;
+    case NEST_LAYER_CONV2D:
+      nest_ref_conv2d_backward(&g, l->hp.out_c, n, x, p[0], dy, dx, dp[0], dp[1]);
+      break;
+    case NEST_LAYER_MAXPOOL: nest_ref_maxpool_backward(&g, n, x, dy, dx); break;
+    case NEST_LAYER_BATCHNORM:
+      nest_ref_batchnorm_backward(n, l->in.c, l->in.h * l->in.w, l->hp.eps, x, p[0], dy, dx, dp[0],
+                                  dp[1]);
+      break;
+    case NEST_LAYER_DROPOUT:
+      nest_ref_dropout_backward(in_sz * n, l->hp.rate, g_keep, dy, dx);
+      break;
+    default: fail_msg("no reference for kind %d", (int)l->kind);
   }
 }
 
-/* ---- helpers ----------------------------------------------------------------------------------- */
+/* ---- helpers -----------------------------------------------------------------------------------
+ */
 
 static double *dalloc(size_t n) {
   double *p = calloc(n ? n : 1, sizeof(double));
@@ -128,7 +132,8 @@ static void fill_distinct(float *x, size_t n, uint64_t seed) {
   }
 }
 
-/* ---- the generic case ---------------------------------------------------------------------------- */
+/* ---- the generic case
+ * ---------------------------------------------------------------------------- */
 
 typedef struct {
   const char *label;
@@ -175,8 +180,8 @@ static void fd_check(const layer_case *tc, const nest_layer *l, double *x, doubl
 static void run_case(const layer_case *tc) {
   nest_layer *l = NULL;
   const int n = tc->n, max_batch = tc->n + 2; /* a partly filled batch */
-  nest_status st = nest_layer_create(tc->ops, tc->label, tc->in, &tc->hp, max_batch,
-                                     tc->nthreads, &l);
+  nest_status st =
+      nest_layer_create(tc->ops, tc->label, tc->in, &tc->hp, max_batch, tc->nthreads, &l);
   if (st != NEST_OK) fail_msg("%s: create failed: %s", tc->label, nest_error_message());
   assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
   l->index = 3;
@@ -222,8 +227,8 @@ static void run_case(const layer_case *tc) {
 
   int64_t ids[16];
   for (int i = 0; i < n; ++i) ids[i] = 1000 + 17 * i;
-  nest_ctx ctx = {.n = n, .train = 1, .nthreads = tc->nthreads, .seed = 42, .step = 5,
-                  .sample_ids = ids};
+  nest_ctx ctx = {
+      .n = n, .train = 1, .nthreads = tc->nthreads, .seed = 42, .step = 5, .sample_ids = ids};
 
   /* dropout: the reference uses the keep mask the RNG spec defines */
   if (l->kind == NEST_LAYER_DROPOUT) {
@@ -233,8 +238,8 @@ static void run_case(const layer_case *tc) {
     const uint64_t thr = (uint64_t)((double)l->hp.rate * 4294967296.0);
     for (int i = 0; i < n; ++i)
       for (size_t j = 0; j < d; ++j)
-        g_keep[i * d + j] = nest_rng_at(42, NEST_RNG_DROPOUT | (3u << 8), (uint64_t)ids[i], 5,
-                                        j) >= thr;
+        g_keep[i * d + j] =
+            nest_rng_at(42, NEST_RNG_DROPOUT | (3u << 8), (uint64_t)ids[i], 5, j) >= thr;
   }
 
   double *xd = dalloc(in_n), *yd = dalloc(out_n), *R = dalloc(out_n), *dxd = dalloc(in_n);
@@ -312,47 +317,52 @@ static void test_relu_grad(void **state) {
   run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
+/* hyper-parameters: conv (out_c, kh, kw, stride, pad), pool (kh, kw, stride, pad) */
+#define CONV(oc, h, w, s, p) {.out_c = (oc), .kh = (h), .kw = (w), .stride = (s), .pad = (p)}
+#define POOL(h, w, s, p) {.kh = (h), .kw = (w), .stride = (s), .pad = (p)}
+
+/* clang-format off */
 static void test_conv2d_grad(void **state) {
   (void)state;
+  const nest_layer_ops *C = &nest_conv2d_ops;
   const layer_case cases[] = {
-      /* odd shapes, masked weights, 3x2 kernel */
-      {"conv_s1p0", &nest_conv2d_ops, S(3, 7, 5), {.out_c = 4, .kh = 3, .kw = 2, .stride = 1}, 5, 1, 0, 0.3},
-      {"conv_s2p1", &nest_conv2d_ops, S(3, 7, 5), {.out_c = 4, .kh = 3, .kw = 2, .stride = 2, .pad = 1}, 5, 2, 0, 0.3},
-      {"conv_s3p2_n1", &nest_conv2d_ops, S(2, 9, 8), {.out_c = 3, .kh = 3, .kw = 3, .stride = 3, .pad = 2}, 1, 2, 0, 0.5},
-      {"conv_s3p2_nodx", &nest_conv2d_ops, S(2, 9, 8), {.out_c = 3, .kh = 3, .kw = 3, .stride = 3, .pad = 2}, 5, 2, 1, 0.2},
-      /* kernel as large as the padded input; grouped GEMM (small N) */
-      {"conv_big_kernel", &nest_conv2d_ops, S(1, 6, 6), {.out_c = 2, .kh = 5, .kw = 5, .stride = 1, .pad = 2}, 5, 2, 0, 0.3},
-      {"conv_1x1", &nest_conv2d_ops, S(4, 5, 3), {.out_c = 3, .kh = 1, .kw = 1, .stride = 1}, 5, 1, 0, 0.3},
-      {"conv_wide", &nest_conv2d_ops, S(2, 4, 11), {.out_c = 5, .kh = 2, .kw = 4, .stride = 2, .pad = 1}, 5, 2, 0, 0.0},
-      /* defaults: kw = kh, stride = 1 */
-      {"conv_defaults", &nest_conv2d_ops, S(2, 6, 5), {.out_c = 2, .kh = 3}, 5, 1, 0, 0.3},
+      /* label            ops in          hp                 n nt nodx dormant */
+      {"conv_s1p0",       C, S(3, 7, 5),  CONV(4, 3, 2, 1, 0), 5, 1, 0, 0.3}, /* odd shapes */
+      {"conv_s2p1",       C, S(3, 7, 5),  CONV(4, 3, 2, 2, 1), 5, 2, 0, 0.3},
+      {"conv_s3p2_n1",    C, S(2, 9, 8),  CONV(3, 3, 3, 3, 2), 1, 2, 0, 0.5},
+      {"conv_s3p2_nodx",  C, S(2, 9, 8),  CONV(3, 3, 3, 3, 2), 5, 2, 1, 0.2},
+      {"conv_big_kernel", C, S(1, 6, 6),  CONV(2, 5, 5, 1, 2), 5, 2, 0, 0.3}, /* grouped GEMM */
+      {"conv_1x1",        C, S(4, 5, 3),  CONV(3, 1, 1, 1, 0), 5, 1, 0, 0.3},
+      {"conv_wide",       C, S(2, 4, 11), CONV(5, 2, 4, 2, 1), 5, 2, 0, 0.0},
+      {"conv_defaults",   C, S(2, 6, 5),  {.out_c = 2, .kh = 3}, 5, 1, 0, 0.3}, /* kw=kh, s=1 */
   };
   run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
 static void test_maxpool_grad(void **state) {
   (void)state;
+  const nest_layer_ops *P = &nest_maxpool_ops;
   const layer_case cases[] = {
-      {"pool_2x2", &nest_maxpool_ops, S(3, 7, 5), {.kh = 2, .kw = 2, .stride = 2}, 5, 1, 0, 0},
-      {"pool_3x3s2p1", &nest_maxpool_ops, S(2, 9, 8), {.kh = 3, .kw = 3, .stride = 2, .pad = 1}, 5, 2, 0, 0},
-      {"pool_3x2s3p1", &nest_maxpool_ops, S(2, 7, 6), {.kh = 3, .kw = 2, .stride = 3, .pad = 1}, 1, 2, 0, 0},
-      {"pool_3x3s1p2", &nest_maxpool_ops, S(1, 5, 5), {.kh = 3, .kw = 3, .stride = 1, .pad = 2}, 5, 2, 0, 0},
-      {"pool_default", &nest_maxpool_ops, S(2, 6, 7), {.kh = 2}, 5, 1, 0, 0},
+      {"pool_2x2",     P, S(3, 7, 5), POOL(2, 2, 2, 0), 5, 1, 0, 0},
+      {"pool_3x3s2p1", P, S(2, 9, 8), POOL(3, 3, 2, 1), 5, 2, 0, 0}, /* overlapping windows */
+      {"pool_3x2s3p1", P, S(2, 7, 6), POOL(3, 2, 3, 1), 1, 2, 0, 0},
+      {"pool_3x3s1p2", P, S(1, 5, 5), POOL(3, 3, 1, 2), 5, 2, 0, 0},
+      {"pool_default", P, S(2, 6, 7), {.kh = 2},        5, 1, 0, 0}, /* kw = kh, stride = kh */
   };
   run_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
 static void test_batchnorm_grad(void **state) {
   (void)state;
+  const nest_layer_ops *B = &nest_batchnorm_ops;
   const layer_case cases[] = {
-      {"bn_dense", &nest_batchnorm_ops, S(6, 1, 1), {0}, 5, 1, 0, 0},
-      {"bn_dense_2t", &nest_batchnorm_ops, S(40, 1, 1), {.eps = 1e-3f}, 5, 2, 0, 0},
-      {"bn_conv", &nest_batchnorm_ops, S(3, 4, 5), {0}, 5, 2, 0, 0},
-      {"bn_conv_n1", &nest_batchnorm_ops, S(3, 4, 5), {0}, 1, 1, 0, 0},
-      {"bn_conv_nodx", &nest_batchnorm_ops, S(3, 4, 5), {0}, 5, 2, 1, 0},
-      /* large enough for the threaded path */
-      {"bn_conv_big", &nest_batchnorm_ops, S(8, 32, 32), {0}, 5, 2, 0, 0},
-      {"bn_dense_big", &nest_batchnorm_ops, S(4100, 1, 1), {0}, 9, 2, 0, 0},
+      {"bn_dense",     B, S(6, 1, 1),    {0},           5, 1, 0, 0},
+      {"bn_dense_2t",  B, S(40, 1, 1),   {.eps = 1e-3f}, 5, 2, 0, 0},
+      {"bn_conv",      B, S(3, 4, 5),    {0},           5, 2, 0, 0},
+      {"bn_conv_n1",   B, S(3, 4, 5),    {0},           1, 1, 0, 0},
+      {"bn_conv_nodx", B, S(3, 4, 5),    {0},           5, 2, 1, 0},
+      {"bn_conv_big",  B, S(8, 32, 32),  {0},           5, 2, 0, 0}, /* threaded path */
+      {"bn_dense_big", B, S(4100, 1, 1), {0},           9, 2, 0, 0},
   };
   run_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -360,13 +370,15 @@ static void test_batchnorm_grad(void **state) {
 static void test_dropout_grad(void **state) {
   (void)state;
   const layer_case cases[] = {
-      {"drop_a", &nest_dropout_ops, S(4, 3, 2), {.rate = 0.3f}, 5, 2, 0, 0},
+      {"drop_a", &nest_dropout_ops, S(4, 3, 2),  {.rate = 0.3f}, 5, 2, 0, 0},
       {"drop_b", &nest_dropout_ops, S(50, 1, 1), {.rate = 0.5f}, 1, 1, 0, 0},
   };
   run_cases(cases, sizeof cases / sizeof cases[0]);
 }
+/* clang-format on */
 
-/* ---- setup declarations and errors -------------------------------------------------------------- */
+/* ---- setup declarations and errors --------------------------------------------------------------
+ */
 
 static void expect_config_error(const nest_layer_ops *ops, const char *name, nest_shape in,
                                 nest_layer_hparams hp, const char *needle) {
@@ -390,8 +402,8 @@ static void test_setup_errors(void **state) {
                       (nest_layer_hparams){.kh = 2, .kw = 2, .stride = 2}, "too small");
   expect_config_error(&nest_maxpool_ops, "pool2", S(2, 8, 8),
                       (nest_layer_hparams){.kh = 2, .stride = 2, .pad = 2}, "pad");
-  expect_config_error(&nest_dropout_ops, "drop1", S(5, 1, 1),
-                      (nest_layer_hparams){.rate = 1.0f}, "rate");
+  expect_config_error(&nest_dropout_ops, "drop1", S(5, 1, 1), (nest_layer_hparams){.rate = 1.0f},
+                      "rate");
   expect_config_error(&nest_batchnorm_ops, "bn1", S(5, 1, 1),
                       (nest_layer_hparams){.momentum = 1.5f}, "momentum");
 }
@@ -399,11 +411,11 @@ static void test_setup_errors(void **state) {
 static void test_declarations(void **state) {
   (void)state;
   nest_layer *l = NULL;
-  assert_int_equal(nest_layer_create(&nest_conv2d_ops, "conv1", S(3, 32, 30),
-                                     &(nest_layer_hparams){.out_c = 8, .kh = 5, .kw = 3,
-                                                           .stride = 2, .pad = 1},
-                                     16, 2, &l),
-                   NEST_OK);
+  assert_int_equal(
+      nest_layer_create(&nest_conv2d_ops, "conv1", S(3, 32, 30),
+                        &(nest_layer_hparams){.out_c = 8, .kh = 5, .kw = 3, .stride = 2, .pad = 1},
+                        16, 2, &l),
+      NEST_OK);
   assert_int_equal(l->kind, NEST_LAYER_CONV2D);
   assert_int_equal(l->out.c, 8);
   assert_int_equal(l->out.h, (32 + 2 - 5) / 2 + 1);
@@ -420,9 +432,9 @@ static void test_declarations(void **state) {
   assert_true(!l->param[1].maskable && !l->param[1].decay);
   nest_layer_destroy(&l);
 
-  assert_int_equal(nest_layer_create(&nest_batchnorm_ops, "bn", S(6, 4, 4),
-                                     &(nest_layer_hparams){0}, 8, 1, &l),
-                   NEST_OK);
+  assert_int_equal(
+      nest_layer_create(&nest_batchnorm_ops, "bn", S(6, 4, 4), &(nest_layer_hparams){0}, 8, 1, &l),
+      NEST_OK);
   assert_int_equal(l->nparams, 2);
   assert_int_equal(l->param[0].init, NEST_INIT_ONE);
   assert_int_equal(l->param[1].init, NEST_INIT_ZERO);
@@ -441,7 +453,8 @@ static void test_declarations(void **state) {
   nest_layer_destroy(&l);
 }
 
-/* ---- batch norm: running statistics and eval mode --------------------------------------------- */
+/* ---- batch norm: running statistics and eval mode ---------------------------------------------
+ */
 
 static void test_batchnorm_running_and_eval(void **state) {
   (void)state;
@@ -495,7 +508,8 @@ static void test_batchnorm_running_and_eval(void **state) {
   nest_layer_destroy(&l);
 }
 
-/* ---- sync batch-norm over simulated ranks ------------------------------------------------------ */
+/* ---- sync batch-norm over simulated ranks ------------------------------------------------------
+ */
 
 #define NRANKS 2
 
@@ -544,8 +558,12 @@ typedef struct {
 
 static void *rank_main(void *arg) {
   rank_job *j = arg;
-  nest_ctx ctx = {.n = j->n, .train = 1, .nthreads = 2, .allreduce = fake_allreduce,
-                  .comm = &j->comm, .global_n = j->global_n};
+  nest_ctx ctx = {.n = j->n,
+                  .train = 1,
+                  .nthreads = 2,
+                  .allreduce = fake_allreduce,
+                  .comm = &j->comm,
+                  .global_n = j->global_n};
   j->st = j->l->ops->forward(j->l, &ctx, j->x, j->y);
   if (j->st == NEST_OK) j->st = j->l->ops->backward(j->l, &ctx, j->x, j->y, j->dy, j->dx);
   return NULL;
@@ -587,11 +605,18 @@ static void sync_bn_split(nest_shape in, int n0, int n1) {
   const int rows[NRANKS] = {n0, n1};
   size_t off = 0;
   for (int r = 0; r < NRANKS; ++r) {
-    jobs[r] = (rank_job){.l = rk[r], .comm = {&w, r, 0}, .n = rows[r], .global_n = n,
-                         .x = x + off, .dy = dy + off, .y = yr + off, .dx = dxr + off};
+    jobs[r] = (rank_job){.l = rk[r],
+                         .comm = {&w, r, 0},
+                         .n = rows[r],
+                         .global_n = n,
+                         .x = x + off,
+                         .dy = dy + off,
+                         .y = yr + off,
+                         .dx = dxr + off};
     off += (size_t)rows[r] * d;
   }
-  for (int r = 0; r < NRANKS; ++r) assert_int_equal(pthread_create(&th[r], NULL, rank_main, &jobs[r]), 0);
+  for (int r = 0; r < NRANKS; ++r)
+    assert_int_equal(pthread_create(&th[r], NULL, rank_main, &jobs[r]), 0);
   for (int r = 0; r < NRANKS; ++r) pthread_join(th[r], NULL);
   pthread_barrier_destroy(&w.bar);
   for (int r = 0; r < NRANKS; ++r) {
@@ -628,7 +653,8 @@ static void test_sync_batchnorm(void **state) {
   sync_bn_split(S(8, 32, 32), 4, 3); /* threaded kernels */
 }
 
-/* ---- dropout: masks independent of the rank split, eval identity, rate ------------------------ */
+/* ---- dropout: masks independent of the rank split, eval identity, rate ------------------------
+ */
 
 static void test_dropout_masks(void **state) {
   (void)state;
@@ -690,8 +716,9 @@ static void test_dropout_masks(void **state) {
   nest_layer_destroy(&l);
 
   /* rate 0 is the identity in training too */
-  assert_int_equal(nest_layer_create(&nest_dropout_ops, "drop0", in, &(nest_layer_hparams){0},
-                                     n, 1, &l), NEST_OK);
+  assert_int_equal(
+      nest_layer_create(&nest_dropout_ops, "drop0", in, &(nest_layer_hparams){0}, n, 1, &l),
+      NEST_OK);
   assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
   x = falloc(d * n), y = falloc(d * n);
   nest_test_fill_normal(x, d * n, 4, 1.0f);
@@ -702,7 +729,8 @@ static void test_dropout_masks(void **state) {
   nest_layer_destroy(&l);
 }
 
-/* ---- empty local batch ------------------------------------------------------------------------ */
+/* ---- empty local batch ------------------------------------------------------------------------
+ */
 
 static void test_empty_batch(void **state) {
   (void)state;

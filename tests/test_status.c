@@ -42,8 +42,10 @@ static void test_alloc(void **state) {
   assert_int_equal(nest_malloc_aligned(&p, 100, "x"), NEST_OK);
   assert_int_equal((uintptr_t)p % 64, 0);
   nest_free_aligned(p);
+#ifndef __SANITIZE_ADDRESS__ /* ASan aborts on impossible sizes instead of returning NULL */
   assert_int_equal(nest_malloc(&p, (size_t)1 << 62, "huge thing"), NEST_ERR_NOMEM);
   assert_non_null(strstr(nest_error_message(), "huge thing"));
+#endif
 }
 
 int main(void) {

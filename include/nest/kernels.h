@@ -44,8 +44,7 @@ void nest_kernel_col2im_add(const nest_conv_geom *g, const float *col, size_t ld
 /* Max pooling of ONE plane x[h, w] -> y[oh, ow]; arg[oh*ow] = index iy*w + ix of the
  * maximum in the plane (padding never wins; the first maximum in row-major window order wins
  * ties). g->c is ignored. Requires pad < kh and pad < kw (every window holds a real pixel). */
-void nest_kernel_maxpool_forward(const nest_conv_geom *g, const float *x, float *y,
-                                 int32_t *arg);
+void nest_kernel_maxpool_forward(const nest_conv_geom *g, const float *x, float *y, int32_t *arg);
 /* dx[h, w] = scatter-add of dy[oh, ow] to arg positions (overlapping windows accumulate). */
 void nest_kernel_maxpool_backward(const nest_conv_geom *g, const float *dy, const int32_t *arg,
                                   float *dx);
@@ -54,12 +53,11 @@ void nest_kernel_maxpool_backward(const nest_conv_geom *g, const float *dy, cons
  * Per channel ch in [c0, c1): sa[ch] = sum a, sab[ch] = sum a*(b - center[ch]) over n
  * samples and s positions, in double (b == a, center == NULL gives the sum of squares).
  * center may be NULL (0). Overwrites sa, sab in the range (zeros when n == 0). */
-void nest_kernel_bn_sums(const float *a, const float *b, const float *center, int n, int c,
-                         int s, int c0, int c1, double *sa, double *sab);
+void nest_kernel_bn_sums(const float *a, const float *b, const float *center, int n, int c, int s,
+                         int c0, int c1, double *sa, double *sab);
 /* y = (x - center[ch]) * scale[ch] + shift[ch] for channels [c0, c1). */
-void nest_kernel_bn_affine(const float *x, int n, int c, int s, int c0, int c1,
-                           const float *center, const float *scale, const float *shift,
-                           float *y);
+void nest_kernel_bn_affine(const float *x, int n, int c, int s, int c0, int c1, const float *center,
+                           const float *scale, const float *shift, float *y);
 /* dx = ka[ch] * dy + kb[ch] * (x - center[ch]) + kc[ch] for channels [c0, c1). */
 void nest_kernel_bn_backward_dx(const float *dy, const float *x, int n, int c, int s, int c0,
                                 int c1, const float *center, const float *ka, const float *kb,
@@ -81,19 +79,19 @@ void nest_ref_conv2d_backward(const nest_conv_geom *g, int oc, int n, const doub
 /* Max pooling of x[n, c, h, w] -> y[n, c, oh, ow] (same tie rule as the fast kernel). */
 void nest_ref_maxpool_forward(const nest_conv_geom *g, int n, const double *x, double *y);
 /* dx overwritten; the argmax is recomputed from x. */
-void nest_ref_maxpool_backward(const nest_conv_geom *g, int n, const double *x,
-                               const double *dy, double *dx);
+void nest_ref_maxpool_backward(const nest_conv_geom *g, int n, const double *x, const double *dy,
+                               double *dx);
 
 /* Training-mode batch norm of x[n, c, s] with the statistics of these n*s values per
  * channel (biased variance): y = gamma * (x - mean) / sqrt(var + eps) + beta.
  * mean, var (may be NULL) receive the per-channel statistics. */
 void nest_ref_batchnorm_forward(int n, int c, int s, double eps, const double *x,
-                                const double *gamma, const double *beta, double *y,
-                                double *mean, double *var);
+                                const double *gamma, const double *beta, double *y, double *mean,
+                                double *var);
 /* Exact gradient of the above (statistics depend on x). dx may be NULL. */
 void nest_ref_batchnorm_backward(int n, int c, int s, double eps, const double *x,
-                                 const double *gamma, const double *dy, double *dx,
-                                 double *dgamma, double *dbeta);
+                                 const double *gamma, const double *dy, double *dx, double *dgamma,
+                                 double *dbeta);
 
 /* Dense: x[n, d], W[units, d], b[units], y[n, units] = x Wᵀ + b. dx may be NULL. */
 void nest_ref_dense_forward(int n, int d, int units, const double *x, const double *W,
@@ -108,7 +106,7 @@ void nest_ref_relu_backward(size_t count, const double *x, const double *dy, dou
 /* Dropout with a given keep mask (1 kept, 0 dropped): y = x * keep / (1 - rate). */
 void nest_ref_dropout_forward(size_t count, double rate, const uint8_t *keep, const double *x,
                               double *y);
-void nest_ref_dropout_backward(size_t count, double rate, const uint8_t *keep,
-                               const double *dy, double *dx);
+void nest_ref_dropout_backward(size_t count, double rate, const uint8_t *keep, const double *dy,
+                               double *dx);
 
 #endif

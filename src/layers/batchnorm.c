@@ -39,8 +39,10 @@ static nest_status bn_setup(nest_layer *l, int max_batch, int nthreads) {
   if (l->hp.eps == 0.0f) l->hp.eps = 1e-5f;
   if (l->hp.momentum == 0.0f) l->hp.momentum = 0.1f;
   if (!(l->hp.eps > 0.0f) || !(l->hp.momentum > 0.0f && l->hp.momentum <= 1.0f))
-    return NEST_ERR(NEST_ERR_CONFIG, "%s: batchnorm needs eps > 0 and momentum in (0, 1] (got "
-                    "eps=%g momentum=%g)", l->name, l->hp.eps, l->hp.momentum);
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "%s: batchnorm needs eps > 0 and momentum in (0, 1] (got "
+                    "eps=%g momentum=%g)",
+                    l->name, l->hp.eps, l->hp.momentum);
   l->out = l->in;
   nest_layer_declare_param(l, "gamma", 1, (int[]){c}, NEST_INIT_ONE, 0, 0, c, c);
   nest_layer_declare_param(l, "beta", 1, (int[]){c}, NEST_INIT_ZERO, 0, 0, c, c);
@@ -122,8 +124,8 @@ static nest_status bn_forward(nest_layer *l, const nest_ctx *ctx, const float *x
   return NEST_OK;
 }
 
-static nest_status bn_backward(nest_layer *l, const nest_ctx *ctx, const float *x,
-                               const float *y, const float *dy, float *dx) {
+static nest_status bn_backward(nest_layer *l, const nest_ctx *ctx, const float *x, const float *y,
+                               const float *dy, float *dx) {
   const int c = l->in.c, s = l->in.h * l->in.w;
   const float *gamma = l->p[0];
   float *dgamma = l->g[0], *dbeta = l->g[1];

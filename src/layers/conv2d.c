@@ -96,9 +96,7 @@ static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, conv_
   return w;
 }
 
-static float *align64(float *p) {
-  return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
-}
+static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
 static nest_status conv_setup(nest_layer *l, int max_batch, int nthreads) {
   nest_layer_hparams *hp = &l->hp;
@@ -110,8 +108,8 @@ static nest_status conv_setup(nest_layer *l, int max_batch, int nthreads) {
                     "out_c=%d kernel=%dx%d stride=%d pad=%d)",
                     l->name, hp->out_c, hp->kh, hp->kw, hp->stride, hp->pad);
   if (l->in.c <= 0 || l->in.h <= 0 || l->in.w <= 0)
-    return NEST_ERR(NEST_ERR_CONFIG, "%s: conv2d has an empty input (%dx%dx%d)", l->name,
-                    l->in.c, l->in.h, l->in.w);
+    return NEST_ERR(NEST_ERR_CONFIG, "%s: conv2d has an empty input (%dx%dx%d)", l->name, l->in.c,
+                    l->in.h, l->in.w);
   nest_conv_geom g = conv_geom(l);
   if (g.oh <= 0 || g.ow <= 0)
     return NEST_ERR(NEST_ERR_CONFIG,
@@ -166,8 +164,8 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
         for (int s = 0; s < gs; ++s)
           nest_kernel_im2col(&g, x + (size_t)(s0 + s) * in_sz, 0, oh, col + (size_t)s * N, ld);
         fill_ones(col + K * ld, ld);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)ld, (int)K + 1, 1.0f,
-                    Wb, (int)K + 1, col, (int)ld, 0.0f, tmp, (int)ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)ld, (int)K + 1, 1.0f, Wb,
+                    (int)K + 1, col, (int)ld, 0.0f, tmp, (int)ld);
         for (int s = 0; s < gs; ++s)
           for (int o = 0; o < oc; ++o)
             memcpy(y + (size_t)(s0 + s) * out_sz + (size_t)o * N,
@@ -182,16 +180,16 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
         const size_t len = (size_t)(r1 - r0) * ow;
         nest_kernel_im2col(&g, xs, r0, r1, col, len);
         fill_ones(col + K * len, len);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)len, (int)K + 1, 1.0f,
-                    Wb, (int)K + 1, col, (int)len, 0.0f, ys + (size_t)r0 * ow, (int)N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)len, (int)K + 1, 1.0f, Wb,
+                    (int)K + 1, col, (int)len, 0.0f, ys + (size_t)r0 * ow, (int)N);
       }
     }
   }
   return NEST_OK;
 }
 
-static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float *x,
-                                 const float *y, const float *dy, float *dx) {
+static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float *x, const float *y,
+                                 const float *dy, float *dx) {
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
   const nest_conv_geom g = conv_geom(l);
   const int oh = g.oh, ow = g.ow;
@@ -229,12 +227,12 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
             memcpy(tmp + (size_t)o * ld + (size_t)s * N,
                    dy + (size_t)(s0 + s) * out_sz + (size_t)o * N, sizeof(float) * N);
         /* [dW | db][OC, K+1] += dY · [col; 1]ᵀ */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)ld, 1.0f,
-                    tmp, (int)ld, col, (int)ld, 1.0f, pW, (int)K + 1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)ld, 1.0f, tmp,
+                    (int)ld, col, (int)ld, 1.0f, pW, (int)K + 1);
         if (dx) {
           /* dcol[K, gs*N] = Wᵀ · dY (into col, no longer needed), then col2im */
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, oc, 1.0f, W,
-                      (int)K, tmp, (int)ld, 0.0f, col, (int)ld);
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, oc, 1.0f, W, (int)K,
+                      tmp, (int)ld, 0.0f, col, (int)ld);
           for (int s = 0; s < gs; ++s) {
             float *dxs = dx + (size_t)(s0 + s) * in_sz;
             memset(dxs, 0, sizeof(float) * in_sz);

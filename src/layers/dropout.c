@@ -37,8 +37,7 @@ static uint32_t dropout_purpose(const nest_layer *l) {
 }
 
 /* y[n, D] = x * keep / (1 - p) */
-static nest_status dropout_forward(nest_layer *l, const nest_ctx *ctx, const float *x,
-                                   float *y) {
+static nest_status dropout_forward(nest_layer *l, const nest_ctx *ctx, const float *x, float *y) {
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1;
   const size_t d = nest_shape_size(l->in);
   if (!dropout_active(l, ctx)) {

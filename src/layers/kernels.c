@@ -40,10 +40,18 @@ static inline void valid_range(int kj, int stride, int pad, int w, int ow, int *
 
 /* ---- im2col / col2im --------------------------------------------------------------------- */
 
+/* im2col copies many short rows (LeNet: 8 or 24 floats); GCC would turn the copy loops into
+ * memmove calls, which cost more than the copies. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NEST_NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NEST_NO_MEMCPY_IDIOM
+#endif
+
 /* One im2col row segment: d[0, ow) from input row src (ix = ox*s + off), zeros outside
  * [xlo, xhi). */
-static inline void im2col_row(float *restrict d, const float *restrict src, int ow, int xlo,
-                              int xhi, int s, int off) {
+NEST_NO_MEMCPY_IDIOM static inline void im2col_row(float *restrict d, const float *restrict src,
+                                                   int ow, int xlo, int xhi, int s, int off) {
   for (int ox = 0; ox < xlo; ++ox) d[ox] = 0.0f;
   if (s == 1) {
     const float *restrict sp = src + off; /* off + xlo >= 0 */
@@ -62,7 +70,8 @@ static inline void im2col_row(float *restrict d, const float *restrict src, int 
 }
 
 /* d[rows, ow] (contiguous) = rows of ow floats from src, `w` floats apart. */
-static void copy_rows(float *restrict d, const float *restrict src, int rows, int ow, int w) {
+NEST_NO_MEMCPY_IDIOM static void copy_rows(float *restrict d, const float *restrict src, int rows,
+                                           int ow, int w) {
   if (ow == 8) { /* LeNet-5 conv2: one 256-bit vector per row */
     for (int r = 0; r < rows; ++r, d += 8, src += w)
 #pragma omp simd
@@ -74,8 +83,8 @@ static void copy_rows(float *restrict d, const float *restrict src, int rows, in
     for (int ox = 0; ox < ow; ++ox) d[ox] = src[ox];
 }
 
-void nest_kernel_im2col(const nest_conv_geom *g, const float *x, int oy0, int oy1, float *col,
-                        size_t ldcol) {
+NEST_NO_MEMCPY_IDIOM void nest_kernel_im2col(const nest_conv_geom *g, const float *x, int oy0,
+                                             int oy1, float *col, size_t ldcol) {
   const int h = g->h, w = g->w, s = g->stride, p = g->pad, ow = g->ow;
   NEST_ASSERT(0 <= oy0 && oy0 <= oy1 && oy1 <= g->oh);
   size_t r = 0;
@@ -99,8 +108,8 @@ void nest_kernel_im2col(const nest_conv_geom *g, const float *x, int oy0, int oy
                       yhi - ylo, ow, w);
         } else {
           for (int oy = ylo; oy < yhi; ++oy)
-            im2col_row(dst + (size_t)(oy - oy0) * ow, xp + (size_t)(oy * s - p + ki) * w, ow,
-                       xlo, xhi, s, off);
+            im2col_row(dst + (size_t)(oy - oy0) * ow, xp + (size_t)(oy * s - p + ki) * w, ow, xlo,
+                       xhi, s, off);
         }
         if (yhi < oy1)
           memset(dst + (size_t)(yhi - oy0) * ow, 0, sizeof(float) * (size_t)(oy1 - yhi) * ow);
@@ -139,10 +148,10 @@ void nest_kernel_col2im_add(const nest_conv_geom *g, const float *col, size_t ld
         const float *src = col + r * ldcol; /* src + (oy-oy0)*ow: output row oy */
         int xlo, xhi;
         valid_range(kj, s, p, w, ow, &xlo, &xhi);
-        const int off = kj - p; /* ix = ox*s + off */
+        const int off = kj - p;                /* ix = ox*s + off */
         if (s == 1 && xlo == 0 && xhi == ow) { /* interior rows */
-          add_rows(xp + (size_t)(ylo - p + ki) * w + off, src + (size_t)(ylo - oy0) * ow,
-                   yhi - ylo, ow, w);
+          add_rows(xp + (size_t)(ylo - p + ki) * w + off, src + (size_t)(ylo - oy0) * ow, yhi - ylo,
+                   ow, w);
           continue;
         }
         for (int oy = ylo; oy < yhi; ++oy) {
@@ -163,8 +172,7 @@ void nest_kernel_col2im_add(const nest_conv_geom *g, const float *col, size_t ld
 
 /* ---- max pooling -------------------------------------------------------------------------- */
 
-void nest_kernel_maxpool_forward(const nest_conv_geom *g, const float *x, float *y,
-                                 int32_t *arg) {
+void nest_kernel_maxpool_forward(const nest_conv_geom *g, const float *x, float *y, int32_t *arg) {
   const int h = g->h, w = g->w, s = g->stride, p = g->pad;
   for (int oy = 0; oy < g->oh; ++oy) {
     int y0 = oy * s - p, y1 = y0 + g->kh;
@@ -199,8 +207,8 @@ void nest_kernel_maxpool_backward(const nest_conv_geom *g, const float *dy, cons
 
 /* ---- batch norm ------------------------------------------------------------------------------ */
 
-void nest_kernel_bn_sums(const float *a, const float *b, const float *center, int n, int c,
-                         int s, int c0, int c1, double *sa, double *sab) {
+void nest_kernel_bn_sums(const float *a, const float *b, const float *center, int n, int c, int s,
+                         int c0, int c1, double *sa, double *sab) {
   for (int ch = c0; ch < c1; ++ch) sa[ch] = sab[ch] = 0.0;
   if (s == 1) {
     /* dense input: rows are contiguous over channels, vectorise across channels */
@@ -241,9 +249,8 @@ void nest_kernel_bn_sums(const float *a, const float *b, const float *center, in
   }
 }
 
-void nest_kernel_bn_affine(const float *x, int n, int c, int s, int c0, int c1,
-                           const float *center, const float *scale, const float *shift,
-                           float *y) {
+void nest_kernel_bn_affine(const float *x, int n, int c, int s, int c0, int c1, const float *center,
+                           const float *scale, const float *shift, float *y) {
   for (int i = 0; i < n; ++i) {
     if (s == 1) {
       const float *xr = x + (size_t)i * c;
@@ -386,11 +393,12 @@ void nest_ref_maxpool_forward(const nest_conv_geom *g, int n, const double *x, d
   for (size_t pl = 0; pl < (size_t)n * g->c; ++pl)
     for (int oy = 0; oy < g->oh; ++oy)
       for (int ox = 0; ox < g->ow; ++ox)
-        y[pl * ohw + (size_t)oy * g->ow + ox] = x[pl * hw + ref_pool_argmax(g, x + pl * hw, oy, ox)];
+        y[pl * ohw + (size_t)oy * g->ow + ox] =
+            x[pl * hw + ref_pool_argmax(g, x + pl * hw, oy, ox)];
 }
 
-void nest_ref_maxpool_backward(const nest_conv_geom *g, int n, const double *x,
-                               const double *dy, double *dx) {
+void nest_ref_maxpool_backward(const nest_conv_geom *g, int n, const double *x, const double *dy,
+                               double *dx) {
   const size_t hw = (size_t)g->h * g->w, ohw = (size_t)g->oh * g->ow;
   memset(dx, 0, sizeof(double) * hw * g->c * n);
   for (size_t pl = 0; pl < (size_t)n * g->c; ++pl)
@@ -401,8 +409,8 @@ void nest_ref_maxpool_backward(const nest_conv_geom *g, int n, const double *x,
 }
 
 void nest_ref_batchnorm_forward(int n, int c, int s, double eps, const double *x,
-                                const double *gamma, const double *beta, double *y,
-                                double *mean, double *var) {
+                                const double *gamma, const double *beta, double *y, double *mean,
+                                double *var) {
   const double m = (double)n * s;
   for (int ch = 0; ch < c; ++ch) {
     double mu = 0.0, v = 0.0;
@@ -427,8 +435,8 @@ void nest_ref_batchnorm_forward(int n, int c, int s, double eps, const double *x
 }
 
 void nest_ref_batchnorm_backward(int n, int c, int s, double eps, const double *x,
-                                 const double *gamma, const double *dy, double *dx,
-                                 double *dgamma, double *dbeta) {
+                                 const double *gamma, const double *dy, double *dx, double *dgamma,
+                                 double *dbeta) {
   const double m = (double)n * s;
   for (int ch = 0; ch < c; ++ch) {
     double mu = 0.0, v = 0.0;
@@ -500,7 +508,7 @@ void nest_ref_dropout_forward(size_t count, double rate, const uint8_t *keep, co
   for (size_t i = 0; i < count; ++i) y[i] = keep[i] ? x[i] / (1.0 - rate) : 0.0;
 }
 
-void nest_ref_dropout_backward(size_t count, double rate, const uint8_t *keep,
-                               const double *dy, double *dx) {
+void nest_ref_dropout_backward(size_t count, double rate, const uint8_t *keep, const double *dy,
+                               double *dx) {
   for (size_t i = 0; i < count; ++i) dx[i] = keep[i] ? dy[i] / (1.0 - rate) : 0.0;
 }

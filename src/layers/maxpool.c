@@ -26,8 +26,8 @@ static nest_status pool_setup(nest_layer *l, int max_batch, int nthreads) {
                     "kernel=%dx%d stride=%d pad=%d)",
                     l->name, hp->kh, hp->kw, hp->stride, hp->pad);
   if (l->in.c <= 0 || l->in.h <= 0 || l->in.w <= 0)
-    return NEST_ERR(NEST_ERR_CONFIG, "%s: maxpool has an empty input (%dx%dx%d)", l->name,
-                    l->in.c, l->in.h, l->in.w);
+    return NEST_ERR(NEST_ERR_CONFIG, "%s: maxpool has an empty input (%dx%dx%d)", l->name, l->in.c,
+                    l->in.h, l->in.w);
   nest_conv_geom g = pool_geom(l);
   if (g.oh <= 0 || g.ow <= 0)
     return NEST_ERR(NEST_ERR_CONFIG,
@@ -57,8 +57,8 @@ static nest_status pool_forward(nest_layer *l, const nest_ctx *ctx, const float 
 }
 
 /* dx[n, C, H, W] = scatter-add of dy to the cached argmax positions (no parameters) */
-static nest_status pool_backward(nest_layer *l, const nest_ctx *ctx, const float *x,
-                                 const float *y, const float *dy, float *dx) {
+static nest_status pool_backward(nest_layer *l, const nest_ctx *ctx, const float *x, const float *y,
+                                 const float *dy, float *dx) {
   if (!dx) return NEST_OK;
   const nest_conv_geom g = pool_geom(l);
   const long planes = (long)ctx->n * g.c;

@@ -48,14 +48,15 @@ static double sgemm_gflops(int n, double secs) {
 
 static int bench_conv(const conv_shape *cs, int nthreads, double secs, double peak) {
   nest_layer *l = NULL;
-  nest_layer_hparams hp = {.out_c = cs->out_c, .kh = cs->k, .kw = cs->k, .stride = cs->stride,
-                           .pad = cs->pad};
+  nest_layer_hparams hp = {
+      .out_c = cs->out_c, .kh = cs->k, .kw = cs->k, .stride = cs->stride, .pad = cs->pad};
   if (nest_layer_create(&nest_conv2d_ops, cs->name, cs->in, &hp, cs->batch, nthreads, &l) ||
       nest_layer_bind_standalone(l)) {
     fprintf(stderr, "%s: %s\n", cs->name, nest_error_message());
     return 1;
   }
-  const size_t in_n = nest_shape_size(l->in) * cs->batch, out_n = nest_shape_size(l->out) * cs->batch;
+  const size_t in_n = nest_shape_size(l->in) * cs->batch,
+               out_n = nest_shape_size(l->out) * cs->batch;
   float *x = malloc(sizeof(float) * in_n), *y = malloc(sizeof(float) * out_n),
         *dy = malloc(sizeof(float) * out_n), *dx = cs->first ? NULL : malloc(sizeof(float) * in_n);
   if (!x || !y || !dy || (!cs->first && !dx)) return 1;
@@ -106,8 +107,8 @@ int main(int argc, char **argv) {
     omp_set_num_threads(nt); /* the BLAS thread budget outside our parallel regions */
     double peak = sgemm_gflops(2048, secs);
     printf("\nthreads %d: sgemm 2048^3 = %.1f GFLOP/s\n", nt, peak);
-    printf("%-14s %2s  %5s  %8s  %8s  %8s  %6s  %8s  %7s\n", "layer", "th", "batch", "fwd",
-           "bwd", "fwd+bwd", "%sgemm", "mean", "ms/iter");
+    printf("%-14s %2s  %5s  %8s  %8s  %8s  %6s  %8s  %7s\n", "layer", "th", "batch", "fwd", "bwd",
+           "fwd+bwd", "%sgemm", "mean", "ms/iter");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i)
       if (bench_conv(&shapes[i], nt, secs, peak)) return 1;
   }
