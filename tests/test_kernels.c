@@ -20,32 +20,6 @@
 #include "nest/rng.h"
 #include "test_util.h"
 
-static double *dalloc(size_t n) {
-  double *p = calloc(n ? n : 1, sizeof(double));
-  assert_non_null(p);
-  return p;
-}
-
-static float *falloc(size_t n) {
-  float *p = calloc(n ? n : 1, sizeof(float));
-  assert_non_null(p);
-  return p;
-}
-
-static void to_double(const float *a, double *b, size_t n) {
-  for (size_t i = 0; i < n; ++i) b[i] = a[i];
-}
-
-/* max |a - b| / max(max |b|, 1e-30) */
-static double norm_rel(const float *a, const double *b, size_t n) {
-  double num = 0.0, den = 1e-30;
-  for (size_t i = 0; i < n; ++i) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= num)) num = d;
-    if (fabs(b[i]) > den) den = fabs(b[i]);
-  }
-  return num / den;
-}
 
 typedef struct {
   int c, h, w, kh, kw, stride, pad;
@@ -103,10 +77,10 @@ static void test_im2col(void **state) {
     const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)g.oh * g.ow,
                  X = (size_t)g.c * g.h * g.w;
     const size_t ld = 2 * N + 3; /* embedded in a wider matrix, at column offset N */
-    float *x = falloc(X), *col = falloc(K * ld);
-    double *xd = dalloc(X), *ref = dalloc(K * N);
+    float *x = nest_test_falloc(X), *col = nest_test_falloc(K * ld);
+    double *xd = nest_test_dalloc(X), *ref = nest_test_dalloc(K * N);
     nest_test_fill_normal(x, X, 100 + t, 1.0f);
-    to_double(x, xd, X);
+    nest_test_to_double(x, xd, X);
     nest_ref_im2col(&g, xd, ref);
     int rr[8][2], nr = row_ranges(g.oh, rr);
     for (int q = 0; q < nr; ++q) {
@@ -138,10 +112,10 @@ static void test_col2im(void **state) {
     const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)g.oh * g.ow,
                  X = (size_t)g.c * g.h * g.w;
     const size_t ld = N + 5;
-    float *col = falloc(K * ld), *x = falloc(X), *x0 = falloc(X), *x2 = falloc(X),
-          *cc = falloc(K * N);
-    double *cd = dalloc(K * N), *xd = dalloc(X), *ones = dalloc(X), *cover = dalloc(X),
-           *oc = dalloc(K * N), *want = dalloc(X);
+    float *col = nest_test_falloc(K * ld), *x = nest_test_falloc(X), *x0 = nest_test_falloc(X), *x2 = nest_test_falloc(X),
+          *cc = nest_test_falloc(K * N);
+    double *cd = nest_test_dalloc(K * N), *xd = nest_test_dalloc(X), *ones = nest_test_dalloc(X), *cover = nest_test_dalloc(X),
+           *oc = nest_test_dalloc(K * N), *want = nest_test_dalloc(X);
     nest_test_fill_normal(col, K * ld, 200 + t, 1.0f);
     nest_test_fill_normal(x0, X, 250 + t, 1.0f);
     for (size_t r = 0; r < K; ++r)
@@ -152,7 +126,7 @@ static void test_col2im(void **state) {
     memcpy(x, x0, sizeof(float) * X);
     nest_kernel_col2im_add(&g, col, ld, 0, g.oh, x);
     for (size_t i = 0; i < X; ++i) want[i] = x0[i] + xd[i];
-    double e = norm_rel(x, want, X);
+    double e = nest_test_norm_rel(x, want, X);
     if (!(e < 1e-6)) fail_msg("geom %zu: col2im differs from reference by %.3g", t, e);
 
     /* in row chunks (as conv2d cuts large samples): the same sum */
@@ -162,11 +136,11 @@ static void test_col2im(void **state) {
       int oy1 = oy0 + step < g.oh ? oy0 + step : g.oh;
       nest_kernel_col2im_add(&g, col + (size_t)oy0 * g.ow, ld, oy0, oy1, x);
     }
-    e = norm_rel(x, xd, X);
+    e = nest_test_norm_rel(x, xd, X);
     if (!(e < 1e-6)) fail_msg("geom %zu: chunked col2im differs by %.3g", t, e);
 
     /* adjointness: <im2col(x), C> == <x, col2im(C)> */
-    float *xr = falloc(X);
+    float *xr = nest_test_falloc(X);
     nest_test_fill_normal(xr, X, 300 + t, 1.0f);
     nest_kernel_im2col(&g, xr, 0, g.oh, cc, N);
     double lhs = 0.0, rhs = 0.0;
@@ -182,7 +156,7 @@ static void test_col2im(void **state) {
     memset(x2, 0, sizeof(float) * X);
     nest_kernel_col2im_add(&g, cc, N, 0, g.oh, x2);
     for (size_t i = 0; i < X; ++i) cover[i] *= xr[i];
-    e = norm_rel(x2, cover, X);
+    e = nest_test_norm_rel(x2, cover, X);
     if (!(e < 1e-6)) fail_msg("geom %zu: round trip differs by %.3g", t, e);
     free(col), free(x), free(x0), free(x2), free(cc), free(xr);
     free(cd), free(xd), free(ones), free(cover), free(oc), free(want);
@@ -219,28 +193,28 @@ static void conv_case(const geom_case *gc, int oc, int n) {
   nest_conv_geom g = make(gc);
   const size_t X = (size_t)n * g.c * g.h * g.w, Y = (size_t)n * oc * g.oh * g.ow;
   const size_t WN = (size_t)oc * g.c * g.kh * g.kw;
-  float *x = falloc(X), *W = falloc(WN), *b = falloc(oc), *dy = falloc(Y);
+  float *x = nest_test_falloc(X), *W = nest_test_falloc(WN), *b = nest_test_falloc(oc), *dy = nest_test_falloc(Y);
   nest_test_fill_normal(x, X, 1, 1.0f);
   nest_test_fill_normal(W, WN, 2, 0.3f);
   nest_test_fill_normal(b, oc, 3, 0.3f);
   nest_test_fill_normal(dy, Y, 4, 1.0f);
-  double *xd = dalloc(X), *Wd = dalloc(WN), *bd = dalloc(oc), *dyd = dalloc(Y);
-  double *yr = dalloc(Y), *dxr = dalloc(X), *dWr = dalloc(WN), *dbr = dalloc(oc);
-  to_double(x, xd, X);
-  to_double(W, Wd, WN);
-  to_double(b, bd, oc);
-  to_double(dy, dyd, Y);
+  double *xd = nest_test_dalloc(X), *Wd = nest_test_dalloc(WN), *bd = nest_test_dalloc(oc), *dyd = nest_test_dalloc(Y);
+  double *yr = nest_test_dalloc(Y), *dxr = nest_test_dalloc(X), *dWr = nest_test_dalloc(WN), *dbr = nest_test_dalloc(oc);
+  nest_test_to_double(x, xd, X);
+  nest_test_to_double(W, Wd, WN);
+  nest_test_to_double(b, bd, oc);
+  nest_test_to_double(dy, dyd, Y);
   nest_ref_conv2d_forward(&g, oc, n, xd, Wd, bd, yr);
   nest_ref_conv2d_backward(&g, oc, n, xd, Wd, dyd, dxr, dWr, dbr);
 
   conv_out o[3];
-  for (int k = 0; k < 3; ++k) o[k] = (conv_out){falloc(Y), falloc(X), falloc(WN), falloc(oc)};
+  for (int k = 0; k < 3; ++k) o[k] = (conv_out){nest_test_falloc(Y), nest_test_falloc(X), nest_test_falloc(WN), nest_test_falloc(oc)};
   conv_run(gc, oc, n, 1, x, W, b, dy, &o[0]);
   conv_run(gc, oc, n, 2, x, W, b, dy, &o[1]);
   conv_run(gc, oc, n, 2, x, W, b, dy, &o[2]);
   for (int k = 0; k < 2; ++k) {
-    double ey = norm_rel(o[k].y, yr, Y), ex = norm_rel(o[k].dx, dxr, X);
-    double ew = norm_rel(o[k].dW, dWr, WN), eb = norm_rel(o[k].db, dbr, oc);
+    double ey = nest_test_norm_rel(o[k].y, yr, Y), ex = nest_test_norm_rel(o[k].dx, dxr, X);
+    double ew = nest_test_norm_rel(o[k].dW, dWr, WN), eb = nest_test_norm_rel(o[k].db, dbr, oc);
     if (!(ey < 1e-5 && ex < 1e-5 && ew < 1e-5 && eb < 1e-5))
       fail_msg(
           "conv c%d %dx%d k%dx%d s%d p%d oc%d n%d threads %d: rel err y %.2g dx %.2g "
@@ -283,16 +257,16 @@ static void pool_case(const geom_case *gc, int n, int ties) {
   nest_conv_geom g = make(gc);
   const size_t X = (size_t)n * g.c * g.h * g.w, Y = (size_t)n * g.c * g.oh * g.ow;
   const size_t hw = (size_t)g.h * g.w, ohw = (size_t)g.oh * g.ow;
-  float *x = falloc(X), *y = falloc(Y), *dy = falloc(Y), *dx = falloc(X);
+  float *x = nest_test_falloc(X), *y = nest_test_falloc(Y), *dy = nest_test_falloc(Y), *dx = nest_test_falloc(X);
   int32_t *arg = calloc(Y, sizeof(int32_t));
   assert_non_null(arg);
-  double *xd = dalloc(X), *yr = dalloc(Y), *dyd = dalloc(Y), *dxr = dalloc(X);
+  double *xd = nest_test_dalloc(X), *yr = nest_test_dalloc(Y), *dyd = nest_test_dalloc(Y), *dxr = nest_test_dalloc(X);
   nest_test_fill_normal(x, X, 7, 1.0f);
   if (ties) /* few distinct values: many ties, the first maximum must win in both */
     for (size_t i = 0; i < X; ++i) x[i] = roundf(x[i]);
   nest_test_fill_normal(dy, Y, 8, 1.0f);
-  to_double(x, xd, X);
-  to_double(dy, dyd, Y);
+  nest_test_to_double(x, xd, X);
+  nest_test_to_double(dy, dyd, Y);
   for (size_t p = 0; p < (size_t)n * g.c; ++p) {
     nest_kernel_maxpool_forward(&g, x + p * hw, y + p * ohw, arg + p * ohw);
     nest_kernel_maxpool_backward(&g, dy + p * ohw, arg + p * ohw, dx + p * hw);
@@ -301,7 +275,7 @@ static void pool_case(const geom_case *gc, int n, int ties) {
   nest_ref_maxpool_backward(&g, n, xd, dyd, dxr);
   for (size_t i = 0; i < Y; ++i) assert_true(y[i] == (float)yr[i]);
   for (size_t i = 0; i < Y; ++i) assert_true(arg[i] >= 0 && (size_t)arg[i] < hw);
-  double e = norm_rel(dx, dxr, X);
+  double e = nest_test_norm_rel(dx, dxr, X);
   if (!(e < 1e-6))
     fail_msg("pool k%dx%d s%d p%d: dx differs by %.3g", gc->kh, gc->kw, gc->stride, gc->pad, e);
   free(x), free(y), free(dy), free(dx), free(arg), free(xd), free(yr), free(dyd), free(dxr);
@@ -328,9 +302,9 @@ static void test_bn_kernels(void **state) {
   for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; ++t) {
     const int n = shapes[t][0], c = shapes[t][1], s = shapes[t][2];
     const size_t cnt = (size_t)n * c * s;
-    float *a = falloc(cnt), *b = falloc(cnt), *y = falloc(cnt), *dx = falloc(cnt);
-    float *center = falloc(c), *k1 = falloc(c), *k2 = falloc(c), *k3 = falloc(c);
-    double *sa = dalloc(c), *sab = dalloc(c), *ref = dalloc(cnt);
+    float *a = nest_test_falloc(cnt), *b = nest_test_falloc(cnt), *y = nest_test_falloc(cnt), *dx = nest_test_falloc(cnt);
+    float *center = nest_test_falloc(c), *k1 = nest_test_falloc(c), *k2 = nest_test_falloc(c), *k3 = nest_test_falloc(c);
+    double *sa = nest_test_dalloc(c), *sab = nest_test_dalloc(c), *ref = nest_test_dalloc(cnt);
     nest_test_fill_normal(a, cnt, 10 + t, 1.0f);
     nest_test_fill_normal(b, cnt, 20 + t, 2.0f);
     nest_test_fill_normal(center, c, 30 + t, 1.0f);
@@ -359,13 +333,13 @@ static void test_bn_kernels(void **state) {
       int ch = (int)((j / s) % c);
       ref[j] = ((double)a[j] - center[ch]) * k1[ch] + k2[ch];
     }
-    assert_true(norm_rel(y, ref, cnt) < 1e-6);
+    assert_true(nest_test_norm_rel(y, ref, cnt) < 1e-6);
     nest_kernel_bn_backward_dx(a, b, n, c, s, 0, c, center, k1, k2, k3, dx);
     for (size_t j = 0; j < cnt; ++j) {
       int ch = (int)((j / s) % c);
       ref[j] = (double)k1[ch] * a[j] + (double)k2[ch] * ((double)b[j] - center[ch]) + k3[ch];
     }
-    assert_true(norm_rel(dx, ref, cnt) < 1e-6);
+    assert_true(nest_test_norm_rel(dx, ref, cnt) < 1e-6);
     free(a), free(b), free(y), free(dx), free(center), free(k1), free(k2), free(k3);
     free(sa), free(sab), free(ref);
   }
@@ -375,7 +349,7 @@ static void test_bn_kernels(void **state) {
 static void bn_layer_case(nest_shape in, int n) {
   const size_t cnt = nest_shape_size(in) * n;
   const int c = in.c, s = in.h * in.w;
-  float *x = falloc(cnt), *dy = falloc(cnt), *y[2], *dx[2], *g[2][2], *rb[2][2];
+  float *x = nest_test_falloc(cnt), *dy = nest_test_falloc(cnt), *y[2], *dx[2], *g[2][2], *rb[2][2];
   nest_test_fill_normal(x, cnt, 70, 2.0f);
   nest_test_fill_normal(dy, cnt, 71, 1.0f);
   for (size_t i = 0; i < cnt; ++i) x[i] += 1.5f;
@@ -390,29 +364,29 @@ static void bn_layer_case(nest_shape in, int n) {
       l->p[1][ch] = 0.02f * ch;
     }
     nest_ctx ctx = {.n = n, .train = 1, .nthreads = t + 1};
-    y[t] = falloc(cnt);
-    dx[t] = falloc(cnt);
+    y[t] = nest_test_falloc(cnt);
+    dx[t] = nest_test_falloc(cnt);
     assert_int_equal(l->ops->forward(l, &ctx, x, y[t]), NEST_OK);
     assert_int_equal(l->ops->backward(l, &ctx, x, y[t], dy, dx[t]), NEST_OK);
     for (int i = 0; i < 2; ++i) {
-      g[t][i] = falloc(c);
-      rb[t][i] = falloc(c);
+      g[t][i] = nest_test_falloc(c);
+      rb[t][i] = nest_test_falloc(c);
       memcpy(g[t][i], l->g[i], sizeof(float) * c);
       memcpy(rb[t][i], l->buf[i], sizeof(float) * c);
     }
     if (t == 0) { /* against the reference */
-      double *xd = dalloc(cnt), *dyd = dalloc(cnt), *yr = dalloc(cnt), *dxr = dalloc(cnt);
-      double *gm = dalloc(c), *bt = dalloc(c), *dg = dalloc(c), *dbt = dalloc(c);
-      to_double(x, xd, cnt);
-      to_double(dy, dyd, cnt);
-      to_double(l->p[0], gm, c);
-      to_double(l->p[1], bt, c);
+      double *xd = nest_test_dalloc(cnt), *dyd = nest_test_dalloc(cnt), *yr = nest_test_dalloc(cnt), *dxr = nest_test_dalloc(cnt);
+      double *gm = nest_test_dalloc(c), *bt = nest_test_dalloc(c), *dg = nest_test_dalloc(c), *dbt = nest_test_dalloc(c);
+      nest_test_to_double(x, xd, cnt);
+      nest_test_to_double(dy, dyd, cnt);
+      nest_test_to_double(l->p[0], gm, c);
+      nest_test_to_double(l->p[1], bt, c);
       nest_ref_batchnorm_forward(n, c, s, l->hp.eps, xd, gm, bt, yr, NULL, NULL);
       nest_ref_batchnorm_backward(n, c, s, l->hp.eps, xd, gm, dyd, dxr, dg, dbt);
-      assert_true(norm_rel(y[0], yr, cnt) < 1e-5);
-      assert_true(norm_rel(dx[0], dxr, cnt) < 1e-4);
-      assert_true(norm_rel(g[0][0], dg, c) < 1e-4);
-      assert_true(norm_rel(g[0][1], dbt, c) < 1e-4);
+      assert_true(nest_test_norm_rel(y[0], yr, cnt) < 1e-5);
+      assert_true(nest_test_norm_rel(dx[0], dxr, cnt) < 1e-4);
+      assert_true(nest_test_norm_rel(g[0][0], dg, c) < 1e-4);
+      assert_true(nest_test_norm_rel(g[0][1], dbt, c) < 1e-4);
       free(xd), free(dyd), free(yr), free(dxr), free(gm), free(bt), free(dg), free(dbt);
     }
     nest_layer_destroy(&l);
@@ -443,7 +417,7 @@ static void test_pool_layer_threads(void **state) {
   const nest_shape in = {24, 27, 27};
   const int n = 6;
   const size_t X = nest_shape_size(in) * n;
-  float *x = falloc(X), *yb[2] = {0}, *dxb[2] = {0};
+  float *x = nest_test_falloc(X), *yb[2] = {0}, *dxb[2] = {0};
   nest_test_fill_normal(x, X, 90, 1.0f);
   size_t Y = 0;
   for (int t = 0; t < 2; ++t) {
@@ -453,10 +427,10 @@ static void test_pool_layer_threads(void **state) {
                      NEST_OK);
     assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
     Y = nest_shape_size(l->out) * n;
-    float *dy = falloc(Y);
+    float *dy = nest_test_falloc(Y);
     nest_test_fill_normal(dy, Y, 91, 1.0f);
-    yb[t] = falloc(Y);
-    dxb[t] = falloc(X);
+    yb[t] = nest_test_falloc(Y);
+    dxb[t] = nest_test_falloc(X);
     nest_ctx ctx = {.n = n, .train = 1, .nthreads = t + 1};
     assert_int_equal(l->ops->forward(l, &ctx, x, yb[t]), NEST_OK);
     assert_int_equal(l->ops->backward(l, &ctx, x, yb[t], dy, dxb[t]), NEST_OK);

@@ -82,35 +82,6 @@ static void ref_backward(const nest_layer *l, int n, const double *x, double *co
   }
 }
 
-/* ---- helpers -----------------------------------------------------------------------------------
- */
-
-static double *dalloc(size_t n) {
-  double *p = calloc(n ? n : 1, sizeof(double));
-  assert_non_null(p);
-  return p;
-}
-
-static float *falloc(size_t n) {
-  float *p = calloc(n ? n : 1, sizeof(float));
-  assert_non_null(p);
-  return p;
-}
-
-static void to_double(const float *a, double *b, size_t n) {
-  for (size_t i = 0; i < n; ++i) b[i] = a[i];
-}
-
-/* max |a - b| / max(max |b|, 1e-30): normwise relative difference */
-static double norm_rel(const float *a, const double *b, size_t n) {
-  double num = 0.0, den = 1e-30;
-  for (size_t i = 0; i < n; ++i) {
-    double d = fabs((double)a[i] - b[i]);
-    if (!(d <= num)) num = d; /* NaN sticks */
-    if (fabs(b[i]) > den) den = fabs(b[i]);
-  }
-  return num / den;
-}
 
 static double loss_of(const double *R, const double *y, size_t n) {
   double s = 0.0;
@@ -153,7 +124,7 @@ static void fd_check(const layer_case *tc, const nest_layer *l, double *x, doubl
                      const double *R, double *t, size_t count, const double *grad,
                      const char *what) {
   const size_t out_n = nest_shape_size(l->out) * tc->n;
-  double *y = dalloc(out_n);
+  double *y = nest_test_dalloc(out_n);
   const double h = 1e-5;
   size_t probes = count < FD_MAX ? count : FD_MAX;
   double worst = 0.0;
@@ -207,13 +178,13 @@ static void run_case(const layer_case *tc) {
         }
     }
     for (size_t j = 0; j < c; ++j) l->g[i][j] = NAN; /* backward must overwrite */
-    pd[i] = dalloc(c);
-    gd[i] = dalloc(c);
-    to_double(l->p[i], pd[i], c);
+    pd[i] = nest_test_dalloc(c);
+    gd[i] = nest_test_dalloc(c);
+    nest_test_to_double(l->p[i], pd[i], c);
   }
   if (tc->dormant > 0) assert_true(ndormant > 0);
 
-  float *x = falloc(in_n), *y = falloc(out_n), *dy = falloc(out_n), *dx = falloc(in_n);
+  float *x = nest_test_falloc(in_n), *y = nest_test_falloc(out_n), *dy = nest_test_falloc(out_n), *dx = nest_test_falloc(in_n);
   if (l->kind == NEST_LAYER_MAXPOOL) {
     fill_distinct(x, in_n, seed + 1);
   } else {
@@ -242,9 +213,9 @@ static void run_case(const layer_case *tc) {
             nest_rng_at(42, NEST_RNG_DROPOUT | (3u << 8), (uint64_t)ids[i], 5, j) >= thr;
   }
 
-  double *xd = dalloc(in_n), *yd = dalloc(out_n), *R = dalloc(out_n), *dxd = dalloc(in_n);
-  to_double(x, xd, in_n);
-  to_double(dy, R, out_n);
+  double *xd = nest_test_dalloc(in_n), *yd = nest_test_dalloc(out_n), *R = nest_test_dalloc(out_n), *dxd = nest_test_dalloc(in_n);
+  nest_test_to_double(x, xd, in_n);
+  nest_test_to_double(dy, R, out_n);
 
   /* (1) reference backward vs finite differences of the reference forward */
   ref_backward(l, n, xd, pd, R, dxd, gd);
@@ -255,16 +226,16 @@ static void run_case(const layer_case *tc) {
   /* (2) fast forward / backward vs the reference */
   ref_forward(l, n, xd, pd, yd);
   assert_int_equal(l->ops->forward(l, &ctx, x, y), NEST_OK);
-  double e = norm_rel(y, yd, out_n);
+  double e = nest_test_norm_rel(y, yd, out_n);
   if (!(e < 1e-5)) fail_msg("%s: forward differs from reference by %.3g", tc->label, e);
 
   assert_int_equal(l->ops->backward(l, &ctx, x, y, dy, tc->dx_null ? NULL : dx), NEST_OK);
   if (!tc->dx_null) {
-    e = norm_rel(dx, dxd, in_n);
+    e = nest_test_norm_rel(dx, dxd, in_n);
     if (!(e < 1e-4)) fail_msg("%s: dx differs from reference by %.3g", tc->label, e);
   }
   for (int i = 0; i < l->nparams; ++i) {
-    e = norm_rel(l->g[i], gd[i], l->param[i].count);
+    e = nest_test_norm_rel(l->g[i], gd[i], l->param[i].count);
     if (!(e < 1e-4))
       fail_msg("%s: d%s differs from reference by %.3g", tc->label, l->param[i].name, e);
     if (l->param[i].maskable && ndormant > 0) {
@@ -277,7 +248,7 @@ static void run_case(const layer_case *tc) {
   }
 
   /* the same forward again gives bit-identical output (no state leaks between calls) */
-  float *y2 = falloc(out_n);
+  float *y2 = nest_test_falloc(out_n);
   assert_int_equal(l->ops->forward(l, &ctx, x, y2), NEST_OK);
   assert_memory_equal(y, y2, sizeof(float) * out_n);
 
@@ -465,8 +436,8 @@ static void test_batchnorm_running_and_eval(void **state) {
                    NEST_OK);
   assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
   const size_t cnt = (size_t)n * c * s;
-  float *x = falloc(cnt), *y = falloc(cnt), *dy = falloc(cnt), *dx = falloc(cnt);
-  double *xd = dalloc(cnt), *yd = dalloc(cnt), mean[3], var[3], gam[3], bet[3];
+  float *x = nest_test_falloc(cnt), *y = nest_test_falloc(cnt), *dy = nest_test_falloc(cnt), *dx = nest_test_falloc(cnt);
+  double *xd = nest_test_dalloc(cnt), *yd = nest_test_dalloc(cnt), mean[3], var[3], gam[3], bet[3];
   nest_test_fill_normal(x, cnt, 5, 2.0f);
   for (size_t i = 0; i < cnt; ++i) x[i] += 3.0f; /* a real mean */
   for (int ch = 0; ch < c; ++ch) {
@@ -475,7 +446,7 @@ static void test_batchnorm_running_and_eval(void **state) {
     gam[ch] = l->p[0][ch];
     bet[ch] = l->p[1][ch];
   }
-  to_double(x, xd, cnt);
+  nest_test_to_double(x, xd, cnt);
   nest_ref_batchnorm_forward(n, c, s, 1e-5, xd, gam, bet, yd, mean, var);
   nest_ctx ctx = {.n = n, .train = 1, .nthreads = 2};
   assert_int_equal(l->ops->forward(l, &ctx, x, y), NEST_OK);
@@ -574,8 +545,8 @@ static void *rank_main(void *arg) {
 static void sync_bn_split(nest_shape in, int n0, int n1) {
   const int n = n0 + n1;
   const size_t d = nest_shape_size(in), cnt = d * n;
-  float *x = falloc(cnt), *dy = falloc(cnt), *y = falloc(cnt), *dx = falloc(cnt);
-  float *yr = falloc(cnt), *dxr = falloc(cnt);
+  float *x = nest_test_falloc(cnt), *dy = nest_test_falloc(cnt), *y = nest_test_falloc(cnt), *dx = nest_test_falloc(cnt);
+  float *yr = nest_test_falloc(cnt), *dxr = nest_test_falloc(cnt);
   nest_test_fill_normal(x, cnt, 11, 1.5f);
   nest_test_fill_normal(dy, cnt, 12, 1.0f);
   for (size_t i = 0; i < cnt; ++i) x[i] += 0.7f;
@@ -624,11 +595,11 @@ static void sync_bn_split(nest_shape in, int n0, int n1) {
     assert_int_equal(w.calls[r], 2); /* forward statistics + backward sums, even with n == 0 */
     assert_int_equal(jobs[r].comm.last_n, 2 * (size_t)in.c);
   }
-  double *ref = dalloc(cnt);
-  to_double(y, ref, cnt);
-  assert_true(norm_rel(yr, ref, cnt) < 1e-5);
-  to_double(dx, ref, cnt);
-  assert_true(norm_rel(dxr, ref, cnt) < 1e-4);
+  double *ref = nest_test_dalloc(cnt);
+  nest_test_to_double(y, ref, cnt);
+  assert_true(nest_test_norm_rel(yr, ref, cnt) < 1e-5);
+  nest_test_to_double(dx, ref, cnt);
+  assert_true(nest_test_norm_rel(dxr, ref, cnt) < 1e-4);
   for (int i = 0; i < 2; ++i)
     for (int ch = 0; ch < in.c; ++ch) {
       double sum = (double)rk[0]->g[i][ch] + rk[1]->g[i][ch];
@@ -666,7 +637,7 @@ static void test_dropout_masks(void **state) {
   assert_int_equal(nest_layer_create(&nest_dropout_ops, "drop", in, &hp, n, 2, &l), NEST_OK);
   assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
   l->index = 7;
-  float *x = falloc(d * n), *y = falloc(d * n), *y2 = falloc(d * n);
+  float *x = nest_test_falloc(d * n), *y = nest_test_falloc(d * n), *y2 = nest_test_falloc(d * n);
   nest_test_fill_normal(x, d * n, 3, 1.0f);
   int64_t ids[6] = {5, 900, 13, 77, 1234567, 2};
   nest_ctx ctx = {.n = n, .train = 1, .nthreads = 2, .seed = 9, .step = 11, .sample_ids = ids};
@@ -720,7 +691,7 @@ static void test_dropout_masks(void **state) {
       nest_layer_create(&nest_dropout_ops, "drop0", in, &(nest_layer_hparams){0}, n, 1, &l),
       NEST_OK);
   assert_int_equal(nest_layer_bind_standalone(l), NEST_OK);
-  x = falloc(d * n), y = falloc(d * n);
+  x = nest_test_falloc(d * n), y = nest_test_falloc(d * n);
   nest_test_fill_normal(x, d * n, 4, 1.0f);
   ctx = (nest_ctx){.n = n, .train = 1, .nthreads = 1, .seed = 1};
   assert_int_equal(l->ops->forward(l, &ctx, x, y), NEST_OK);

@@ -74,3 +74,29 @@ double nest_test_max_rel_diff(const float *a, const double *b, size_t n) {
   }
   return m;
 }
+
+double *nest_test_dalloc(size_t n) {
+  double *p = calloc(n ? n : 1, sizeof(double));
+  if (!p) abort();
+  return p;
+}
+
+float *nest_test_falloc(size_t n) {
+  float *p = calloc(n ? n : 1, sizeof(float));
+  if (!p) abort();
+  return p;
+}
+
+void nest_test_to_double(const float *a, double *b, size_t n) {
+  for (size_t i = 0; i < n; ++i) b[i] = a[i];
+}
+
+double nest_test_norm_rel(const float *a, const double *b, size_t n) {
+  double num = 0.0, den = 1e-30;
+  for (size_t i = 0; i < n; ++i) {
+    double d = fabs((double)a[i] - b[i]);
+    if (!(d <= num)) num = d; /* NaN sticks */
+    if (fabs(b[i]) > den) den = fabs(b[i]);
+  }
+  return num / den;
+}

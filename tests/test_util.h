@@ -19,4 +19,11 @@ int nest_test_write_file(const char *path, const void *data, size_t bytes);
 /* Max |a - b| / max(1, |b|) over n elements. */
 double nest_test_max_rel_diff(const float *a, const double *b, size_t n);
 
+/* calloc that aborts on failure (tests only). */
+double *nest_test_dalloc(size_t n);
+float *nest_test_falloc(size_t n);
+void nest_test_to_double(const float *a, double *b, size_t n);
+/* Normwise relative difference max|a - b| / max(max|b|, 1e-30); NaN propagates. */
+double nest_test_norm_rel(const float *a, const double *b, size_t n);
+
 #endif

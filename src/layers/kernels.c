@@ -408,21 +408,28 @@ void nest_ref_maxpool_backward(const nest_conv_geom *g, int n, const double *x, 
             dy[pl * ohw + (size_t)oy * g->ow + ox];
 }
 
+/* Batch mean and biased variance of channel ch of x[n, c, s] (two passes, double). */
+static void ref_bn_stats(int n, int c, int s, int ch, const double *x, double *mean, double *var) {
+  const double m = (double)n * s;
+  double mu = 0.0, v = 0.0;
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < s; ++k) mu += x[((size_t)i * c + ch) * s + k];
+  mu /= m;
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k < s; ++k) {
+      double d = x[((size_t)i * c + ch) * s + k] - mu;
+      v += d * d;
+    }
+  *mean = mu;
+  *var = v / m;
+}
+
 void nest_ref_batchnorm_forward(int n, int c, int s, double eps, const double *x,
                                 const double *gamma, const double *beta, double *y, double *mean,
                                 double *var) {
-  const double m = (double)n * s;
   for (int ch = 0; ch < c; ++ch) {
-    double mu = 0.0, v = 0.0;
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < s; ++k) mu += x[((size_t)i * c + ch) * s + k];
-    mu /= m;
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < s; ++k) {
-        double d = x[((size_t)i * c + ch) * s + k] - mu;
-        v += d * d;
-      }
-    v /= m;
+    double mu, v;
+    ref_bn_stats(n, c, s, ch, x, &mu, &v);
     double is = 1.0 / sqrt(v + eps);
     for (int i = 0; i < n; ++i)
       for (int k = 0; k < s; ++k) {
@@ -439,16 +446,8 @@ void nest_ref_batchnorm_backward(int n, int c, int s, double eps, const double *
                                  double *dbeta) {
   const double m = (double)n * s;
   for (int ch = 0; ch < c; ++ch) {
-    double mu = 0.0, v = 0.0;
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < s; ++k) mu += x[((size_t)i * c + ch) * s + k];
-    mu /= m;
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < s; ++k) {
-        double d = x[((size_t)i * c + ch) * s + k] - mu;
-        v += d * d;
-      }
-    v /= m;
+    double mu, v;
+    ref_bn_stats(n, c, s, ch, x, &mu, &v);
     double is = 1.0 / sqrt(v + eps);
     double sdy = 0.0, sdyxh = 0.0;
     for (int i = 0; i < n; ++i)
