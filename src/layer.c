@@ -80,36 +80,39 @@ nest_status nest_layer_create(const nest_layer_ops *ops, const char *name, nest_
   return NEST_OK;
 }
 
+/* Regions start on 16-float (64-byte) boundaries, as in the network's arenas. */
+static size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
+
 nest_status nest_layer_bind_standalone(nest_layer *l) {
   NEST_ASSERT(!l->standalone);
   size_t total = 0;
-  for (int i = 0; i < l->nparams; ++i) total += 3 * l->param[i].count;
-  for (int i = 0; i < l->nbuffers; ++i) total += l->buffer[i].count;
-  total += l->ws_floats + l->cache_floats;
+  for (int i = 0; i < l->nparams; ++i) total += 3 * pad16(l->param[i].count);
+  for (int i = 0; i < l->nbuffers; ++i) total += pad16(l->buffer[i].count);
+  total += pad16(l->ws_floats) + pad16(l->cache_floats);
   float *mem;
   NEST_CALL(nest_malloc_aligned((void **)&mem, (total ? total : 1) * sizeof(float),
                                 "standalone layer storage"));
   l->standalone = mem;
   float *p = mem;
   for (int i = 0; i < l->nparams; ++i) {
-    size_t c = l->param[i].count;
+    size_t c = l->param[i].count, pc = pad16(c);
     l->p[i] = p;
-    l->g[i] = p + c;
-    l->m[i] = p + 2 * c;
+    l->g[i] = p + pc;
+    l->m[i] = p + 2 * pc;
     for (size_t j = 0; j < c; ++j) {
       l->p[i][j] = 0.0f;
       l->g[i][j] = 0.0f;
       l->m[i][j] = 1.0f;
     }
-    p += 3 * c;
+    p += 3 * pc;
   }
   for (int i = 0; i < l->nbuffers; ++i) {
     l->buf[i] = p;
     for (size_t j = 0; j < l->buffer[i].count; ++j) p[j] = l->buffer[i].init_value;
-    p += l->buffer[i].count;
+    p += pad16(l->buffer[i].count);
   }
   l->ws = l->ws_floats ? p : NULL;
-  p += l->ws_floats;
+  p += pad16(l->ws_floats);
   l->cache = l->cache_floats ? p : NULL;
   return NEST_OK;
 }

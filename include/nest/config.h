@@ -33,7 +33,7 @@ typedef struct nest_config {
   char format[16];                  /* auto | idx | csv | h5 */
   double val_split;                 /* fraction of train held out for validation: 0.1 */
   int csv_label_col;                /* 0-based; -1 = last column */
-  char csv_delim[4];                /* one character; "," */
+  char csv_delim[4];                /* one character (in files also tab|space|comma|semicolon) */
   int csv_header;                   /* 0/1 */
   char csv_drop_cols[256];          /* comma-separated 0-based columns to ignore */
   int64_t max_train;                /* > 0: use only the first N training samples */
@@ -64,9 +64,11 @@ typedef struct nest_config {
 
 void nest_config_defaults(nest_config *c);
 /* Parse an INI file over the current values. Missing file, syntax error, unknown section or
- * key, bad value: NEST_ERR_CONFIG "FILE:LINE: ...". */
+ * key, a key given twice, bad value: NEST_ERR_CONFIG "FILE:LINE: ..."; on failure *c is left
+ * unchanged. */
 nest_status nest_config_load(nest_config *c, const char *path);
-/* Apply one "section.key=value" override; origin names it in messages (e.g. "--set"). */
+/* Apply one "section.key=value" override; origin names it in messages (e.g. "--set").
+ * On failure *c is left unchanged. */
 nest_status nest_config_set(nest_config *c, const char *assignment, const char *origin);
 /* Cross-key checks (e.g. density in (0,1], batch > 0, train file given). */
 nest_status nest_config_validate(const nest_config *c);
@@ -76,6 +78,7 @@ nest_status nest_config_write(const nest_config *c, const char *path);
 void nest_config_print_help(FILE *f);
 
 /* Command line of nest_mpi: CONFIG.ini [--set section.key=value ...] [--help].
+ * Starts from nest_config_defaults, then the file, then the overrides in order, then validate.
  * On --help sets *help = 1 and returns NEST_OK without requiring a config.
  * Errors are NEST_ERR_ARG (usage) or NEST_ERR_CONFIG (the file / an override). */
 nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help);

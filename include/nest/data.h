@@ -47,9 +47,11 @@ typedef struct {
 /* Fill opts with defaults (format auto, label col 0, ',', no header, no drops, all samples). */
 void nest_data_opts_default(nest_data_opts *o);
 
-/* Load a dataset. label_ref, if not NULL, is the training set whose class mapping (string
- * labels, class count) the new set must use, e.g. for the test set; a label it does not know
- * is an error. */
+/* Load a dataset. Format "auto": HDF5 signature -> h5; gzip or IDX magic -> idx (a labels
+ * file also implies idx); ".h5"/".hdf5" -> h5; anything else -> csv.
+ * label_ref, if not NULL, is the training set whose class mapping the new set must use (e.g.
+ * the test set): labels are matched by class name when both sets have names, else must be
+ * below label_ref->nclasses; an unknown label is an error. */
 nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *label_ref,
                               nest_dataset **out);
 void nest_dataset_destroy(nest_dataset **ds);
@@ -59,7 +61,8 @@ static inline int64_t nest_dataset_dim(const nest_dataset *ds) {
   return (int64_t)nest_shape_size(ds->shape);
 }
 
-/* Mean / std per channel (images) or per feature (tabular) over the samples idx[0..n).
+/* Mean / std per channel (images) or per feature (tabular) over the samples idx[0..n)
+ * (idx NULL: the first n samples); bit-identical for any thread count.
  * std is floored at 1e-6 (a constant feature must not divide by zero). out is allocated. */
 nest_status nest_norm_compute(const nest_dataset *ds, const int64_t *idx, int64_t n,
                               nest_norm *out);
@@ -68,7 +71,7 @@ nest_status nest_dataset_set_norm(nest_dataset *ds, const nest_norm *norm);
 void nest_norm_free(nest_norm *n);
 
 /* x[i, :] = normalised features of sample idx[i]; y[i] = its label (y may be NULL).
- * x has n * dim floats. No allocation. */
+ * x has n * dim floats. No allocation. An index outside [0, ds->n) is a bug: asserted. */
 void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, float *x, int32_t *y);
 
 /* Split 0..n-1 into train and validation index lists with a seeded permutation (identical on

@@ -20,7 +20,14 @@
  *
  * Scratch: setup() requests ws_floats (per-call workspace) and cache_floats (values kept
  * from forward for backward, e.g. pool argmax, BN x-hat), both sized for max_batch rows and
- * nthreads threads; the network allocates them once — no malloc in forward/backward. */
+ * nthreads threads; the network allocates them once, 64-byte aligned — no malloc in
+ * forward/backward. At run time ctx->n <= max_batch and ctx->nthreads <= the setup nthreads
+ * (asserted). The caller sets omp_set_num_threads(nthreads): it is also the BLAS budget of a
+ * layer that does not open its own parallel region.
+ *
+ * Zero hyper-parameters take defaults, written back into l->hp by setup(): conv stride 0 -> 1,
+ * kw 0 -> kh; maxpool stride 0 -> kh (and pad < kernel is required); batchnorm eps 0 -> 1e-5,
+ * momentum 0 -> 0.1. */
 #ifndef NEST_LAYER_H
 #define NEST_LAYER_H
 
@@ -85,10 +92,11 @@ typedef struct nest_ctx {
   uint64_t seed;               /* run seed (dropout RNG key) */
   int64_t step;                /* optimizer step (dropout RNG key) */
   const int64_t *sample_ids;   /* [n] global sample ids, so dropout does not depend on ranks */
-  /* Sum `n` doubles over all ranks in place (sync batch-norm). NULL: local statistics. */
+  /* Sum `n` doubles over all ranks in place (sync batch-norm); must give bit-identical results
+   * on every rank and be called by every rank, also one with n == 0. NULL: local statistics. */
   nest_status (*allreduce)(void *comm, double *buf, size_t n);
   void *comm;
-  int64_t global_n;            /* rows in the global batch (sync batch-norm); <= 0: use n */
+  int64_t global_n;            /* rows in the global batch; required (> 0) when allreduce is set */
 } nest_ctx;
 
 typedef struct nest_layer nest_layer;
