@@ -987,6 +987,19 @@ void nest_cli_print_usage(FILE *f, const char *prog) {
 
 static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
 
+/* run.name left empty = the config file's base name without extension, reduced to
+ * [A-Za-z0-9._-] since it becomes a directory name and a config value. */
+static void default_run_name(const char *config, char *name, size_t cap) {
+  const char *b = strrchr(config, '/');
+  snprintf(name, cap, "%s", b ? b + 1 : config);
+  char *dot = strrchr(name, '.');
+  if (dot && dot != name) *dot = '\0';
+  for (char *ch = name; *ch; ++ch)
+    if (!((*ch >= 'a' && *ch <= 'z') || (*ch >= 'A' && *ch <= 'Z') || (*ch >= '0' && *ch <= '9') ||
+          *ch == '-' || *ch == '_' || *ch == '.'))
+      *ch = '_';
+}
+
 nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help) {
   if (!c || !help || argc < 0 || (argc > 0 && !argv))
     return NEST_ERR(NEST_ERR_ARG, "nest_cli_parse: bad argument");
@@ -1052,6 +1065,7 @@ nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help) {
     else if (strncmp(a, "--set=", 6) == 0)
       NEST_CALL(nest_config_set(c, a + 6, "--set"));
   }
+  if (!c->name[0]) default_run_name(config, c->name, sizeof c->name);
   NEST_CALL(nest_config_validate(c));
   return NEST_OK;
 }

@@ -43,28 +43,6 @@ static int choose_threads(int requested, int local_ranks) {
   return bound < cap ? (bound > 0 ? bound : 1) : cap;
 }
 
-/* The config file's base name without extension: the default run name. */
-static void default_name(int argc, char **argv, char *name, size_t cap) {
-  for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--set") == 0) {
-      ++i;
-      continue;
-    }
-    if (argv[i][0] == '-') continue;
-    const char *b = strrchr(argv[i], '/');
-    b = b ? b + 1 : argv[i];
-    snprintf(name, cap, "%s", b);
-    char *dot = strrchr(name, '.');
-    if (dot && dot != name) *dot = '\0';
-    /* The name becomes a directory name and a config value: keep it plain. */
-    for (char *c = name; *c; ++c)
-      if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-            *c == '-' || *c == '_' || *c == '.'))
-        *c = '_';
-    return;
-  }
-}
-
 int main(int argc, char **argv) {
   nest_comm *comm = NULL;
   if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) {
@@ -91,7 +69,6 @@ int main(int argc, char **argv) {
     nest_comm_destroy(&comm);
     return 0;
   }
-  if (!cfg.name[0]) default_name(argc, argv, cfg.name, sizeof cfg.name);
 
   const int threads = choose_threads(cfg.threads, nest_comm_local_size(comm));
   omp_set_num_threads(threads);

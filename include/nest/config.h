@@ -78,7 +78,8 @@ nest_status nest_config_write(const nest_config *c, const char *path);
 void nest_config_print_help(FILE *f);
 
 /* Command line of nest_mpi: CONFIG.ini [--set section.key=value ...] [--help].
- * Starts from nest_config_defaults, then the file, then the overrides in order, then validate.
+ * Starts from nest_config_defaults, then the file, then the overrides in order; an empty
+ * run.name becomes the config file's base name; then validate.
  * On --help sets *help = 1 and returns NEST_OK without requiring a config.
  * Errors are NEST_ERR_ARG (usage) or NEST_ERR_CONFIG (the file / an override). */
 nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help);

@@ -133,6 +133,16 @@ static void fill_ones(float *p, size_t n) {
   for (size_t j = 0; j < n; ++j) p[j] = 1.0f;
 }
 
+/* col[K+1, gs*N] = [im2col of gs whole samples side by side; a row of ones] (the ones row
+ * carries the bias through the GEMM). x points at the first sample, in_sz floats apart. */
+static void group_cols(const nest_conv_geom *g, const float *x, size_t in_sz, int gs, size_t K,
+                       float *col) {
+  const size_t N = (size_t)g->oh * g->ow, ld = (size_t)gs * N;
+  for (int s = 0; s < gs; ++s)
+    nest_kernel_im2col(g, x + (size_t)s * in_sz, 0, g->oh, col + (size_t)s * N, ld);
+  fill_ones(col + K * ld, ld);
+}
+
 /* y[n, OC, OH, OW] = conv(x[n, C, H, W], W) + b */
 static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float *x, float *y) {
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
@@ -161,9 +171,7 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
       if (gs > 1) {
         /* whole samples side by side: out[OC, gs*N] = Wb · [col; 1], then scatter to y */
         const size_t ld = (size_t)gs * N;
-        for (int s = 0; s < gs; ++s)
-          nest_kernel_im2col(&g, x + (size_t)(s0 + s) * in_sz, 0, oh, col + (size_t)s * N, ld);
-        fill_ones(col + K * ld, ld);
+        group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)ld, (int)K + 1, 1.0f, Wb,
                     (int)K + 1, col, (int)ld, 0.0f, tmp, (int)ld);
         for (int s = 0; s < gs; ++s)
@@ -219,9 +227,7 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
       if (gs > 1) {
         /* whole samples side by side; dY[OC, gs*N] gathered from dy */
         const size_t ld = (size_t)gs * N;
-        for (int s = 0; s < gs; ++s)
-          nest_kernel_im2col(&g, x + (size_t)(s0 + s) * in_sz, 0, oh, col + (size_t)s * N, ld);
-        fill_ones(col + K * ld, ld);
+        group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
         for (int s = 0; s < gs; ++s)
           for (int o = 0; o < oc; ++o)
             memcpy(tmp + (size_t)o * ld + (size_t)s * N,
