@@ -17,6 +17,8 @@ struct nest_comm {
   int rank, size, local_size;
   int self;           /* 1: single process, no MPI calls */
   int finalize;       /* 1: we called MPI_Init and must finalize */
+  void *scratch;      /* receive block of the by-construction sums; grows, never shrinks */
+  size_t scratch_bytes;
 };
 
 static nest_status check(int rc, const char *what) {
@@ -73,6 +75,7 @@ void nest_comm_destroy(nest_comm **cp) {
     MPI_Finalized(&fin);
     if (c->finalize && !fin) MPI_Finalize();
   }
+  free(c->scratch);
   free(c);
   *cp = NULL;
 }
@@ -112,6 +115,69 @@ nest_status nest_comm_allreduce_min_i64(nest_comm *c, int64_t *buf, size_t n) {
 }
 nest_status nest_comm_allreduce_max_f64(nest_comm *c, double *buf, size_t n) {
   return allreduce(c, buf, n, MPI_DOUBLE, sizeof(double), MPI_MAX, "MPI_Allreduce(double max)");
+}
+
+static nest_status scratch_reserve(nest_comm *c, size_t bytes) {
+  if (bytes <= c->scratch_bytes) return NEST_OK;
+  void *p = realloc(c->scratch, bytes);
+  if (!p) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for a %zu-byte reduction buffer", bytes);
+  c->scratch = p;
+  c->scratch_bytes = bytes;
+  return NEST_OK;
+}
+
+/* See comm.h. Elements [0, P*blk) go through reduce-scatter + allgather in segments of at
+ * most P * 2^26 elements (MPI counts are int); the tail of n mod P through reduce + bcast. */
+static nest_status sum_same(nest_comm *c, void *buf, size_t n, MPI_Datatype t, size_t esize) {
+  if (c->self || c->size == 1 || n == 0) return NEST_OK;
+  const size_t P = (size_t)c->size;
+  char *b = buf;
+  if (n * P <= 256) { /* tiny: allgather everything, sum in rank order on every rank */
+    NEST_CALL(scratch_reserve(c, n * P * esize));
+    NEST_CALL(check(MPI_Allgather(b, (int)n, t, c->scratch, (int)n, t, c->comm),
+                    "MPI_Allgather(sum)"));
+    for (size_t i = 0; i < n; ++i) {
+      if (t == MPI_DOUBLE) {
+        const double *all = c->scratch;
+        double v = all[i];
+        for (size_t r = 1; r < P; ++r) v += all[r * n + i];
+        ((double *)b)[i] = v;
+      } else {
+        const float *all = c->scratch;
+        float v = all[i];
+        for (size_t r = 1; r < P; ++r) v += all[r * n + i];
+        ((float *)b)[i] = v;
+      }
+    }
+    return NEST_OK;
+  }
+  const size_t seg_blk = (size_t)1 << 26;
+  size_t done = 0, body = n / P * P;
+  while (done < body) {
+    size_t blk = (body - done) / P;
+    if (blk > seg_blk) blk = seg_blk;
+    NEST_CALL(scratch_reserve(c, blk * esize));
+    NEST_CALL(check(MPI_Reduce_scatter_block(b + done * esize, c->scratch, (int)blk, t, MPI_SUM,
+                                             c->comm),
+                    "MPI_Reduce_scatter_block"));
+    NEST_CALL(check(MPI_Allgather(c->scratch, (int)blk, t, b + done * esize, (int)blk, t, c->comm),
+                    "MPI_Allgather"));
+    done += blk * P;
+  }
+  if (n > body) {
+    const int tail = (int)(n - body);
+    void *in = c->rank == 0 ? MPI_IN_PLACE : (void *)(b + body * esize);
+    NEST_CALL(check(MPI_Reduce(in, b + body * esize, tail, t, MPI_SUM, 0, c->comm), "MPI_Reduce"));
+    NEST_CALL(check(MPI_Bcast(b + body * esize, tail, t, 0, c->comm), "MPI_Bcast"));
+  }
+  return NEST_OK;
+}
+
+nest_status nest_comm_sum_same_f32(nest_comm *c, float *buf, size_t n) {
+  return sum_same(c, buf, n, MPI_FLOAT, sizeof(float));
+}
+nest_status nest_comm_sum_same_f64(nest_comm *c, double *buf, size_t n) {
+  return sum_same(c, buf, n, MPI_DOUBLE, sizeof(double));
 }
 
 nest_status nest_comm_bcast(nest_comm *c, void *buf, size_t bytes, int root) {

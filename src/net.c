@@ -3,6 +3,7 @@
 #include "nest/net.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,12 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
     net->layers[i]->index = i;
     net->nlayers = i + 1;
     shape = net->layers[i]->out;
+  }
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->specs, nspecs, sizeof *net->specs, "layer specs"),
+                 fail);
+  for (int i = 0; i < nspecs; ++i) {
+    net->specs[i] = specs[i];
+    net->specs[i].hp = net->layers[i]->hp; /* with the defaults setup() filled in */
   }
   if (nest_shape_size(shape) != (size_t)nclasses) {
     st = NEST_ERR(NEST_ERR_CONFIG, "%s: network outputs %zu values but the data has %d classes",
@@ -137,6 +144,7 @@ void nest_net_destroy(nest_net **np) {
   nest_net *net = *np;
   for (int i = 0; i < net->nlayers; ++i) nest_layer_destroy(&net->layers[i]);
   free(net->layers);
+  free(net->specs);
   free(net->tensors);
   nest_free_aligned(net->params);
   nest_free_aligned(net->grads);
@@ -318,8 +326,9 @@ void nest_net_apply_masks(nest_net *net) {
   const long n = (long)net->nparams;
 #pragma omp parallel for simd schedule(static)
   for (long i = 0; i < n; ++i) {
-    p[i] *= m[i];
-    v[i] *= m[i];
+    const int on = m[i] != 0.0f;
+    p[i] = on ? p[i] : 0.0f;
+    v[i] = on ? v[i] : 0.0f;
   }
 }
 
@@ -378,12 +387,57 @@ static uint64_t hash_words(const void *data, size_t bytes, uint64_t h) {
   return h;
 }
 
-uint64_t nest_net_hash(const nest_net *net) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  h = hash_words(net->params, net->nparams * sizeof(float), h);
-  h = hash_words(net->masks, net->nparams * sizeof(float), h);
-  h = hash_words(net->buffers, net->nbuf * sizeof(float), h);
+uint64_t nest_net_hash(const nest_net *net, unsigned parts) {
+  uint64_t h = 0xCBF29CE484222325ull ^ parts;
+  if (parts & NEST_HASH_PARAMS) h = hash_words(net->params, net->nparams * sizeof(float), h);
+  if (parts & NEST_HASH_MASKS) h = hash_words(net->masks, net->nparams * sizeof(float), h);
+  if (parts & NEST_HASH_BUFFERS) h = hash_words(net->buffers, net->nbuf * sizeof(float), h);
   return h;
+}
+
+/* Append to buf at *used, never past cap; *used counts what was needed. */
+static void emit(char *buf, size_t cap, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void emit(char *buf, size_t cap, size_t *used, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(*used < cap ? buf + *used : NULL, *used < cap ? cap - *used : 0, fmt, ap);
+  va_end(ap);
+  if (n > 0) *used += (size_t)n;
+}
+
+int nest_net_arch_string(const nest_net *net, char *buf, size_t cap) {
+  size_t used = 0;
+  if (cap) buf[0] = '\0';
+  for (int i = 0; i < net->nlayers; ++i) {
+    const nest_layer *l = net->layers[i];
+    const nest_layer_hparams *hp = &l->hp;
+    emit(buf, cap, &used, "%s%s %s", i ? " | " : "", l->name, l->ops->kind);
+    switch (l->kind) {
+      case NEST_LAYER_DENSE: emit(buf, cap, &used, " %d", hp->units); break;
+      case NEST_LAYER_CONV2D:
+        emit(buf, cap, &used, " %d %dx%d/%d p%d", hp->out_c, hp->kh, hp->kw, hp->stride, hp->pad);
+        break;
+      case NEST_LAYER_MAXPOOL:
+        emit(buf, cap, &used, " %dx%d/%d p%d", hp->kh, hp->kw, hp->stride, hp->pad);
+        break;
+      case NEST_LAYER_DROPOUT: emit(buf, cap, &used, " %g", hp->rate); break;
+      default: break;
+    }
+  }
+  return (int)used;
+}
+
+int nest_net_widths_string(const nest_net *net, char *buf, size_t cap) {
+  size_t used = 0;
+  if (cap) buf[0] = '\0';
+  emit(buf, cap, &used, "%zu", nest_shape_size(net->in_shape));
+  for (int i = 0; i < net->nlayers; ++i) {
+    const nest_layer *l = net->layers[i];
+    if (l->kind == NEST_LAYER_DENSE) emit(buf, cap, &used, "-%d", l->hp.units);
+    if (l->kind == NEST_LAYER_CONV2D) emit(buf, cap, &used, "-%dc", l->hp.out_c);
+  }
+  return (int)used;
 }
 
 nest_layer *nest_net_find_layer(const nest_net *net, const char *name) {

@@ -45,8 +45,11 @@ void nest_optim_step(nest_net *net, const nest_optim *o, double lr_d, int nthrea
       float gi = g[i] + wd * w[i];
       float vi = mu * v[i] + gi;
       float upd = nesterov ? gi + mu * vi : vi;
-      w[i] = (w[i] - lr * upd) * m[i];
-      v[i] = vi * m[i];
+      /* Select, not multiply: a dormant weight stays +0.0 (never -0.0), and a NaN/Inf
+       * gradient at a dormant position cannot leak into it. */
+      const int on = m[i] != 0.0f;
+      w[i] = on ? w[i] - lr * upd : 0.0f;
+      v[i] = on ? vi : 0.0f;
     }
   }
 }

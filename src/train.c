@@ -60,8 +60,9 @@ static void fmt_duration(double s, char *out, size_t cap) {
     snprintf(out, cap, "%lds", t);
 }
 
-static nest_status comm_allreduce_f64(void *comm, double *buf, size_t n) {
-  return nest_comm_allreduce_f64((nest_comm *)comm, buf, n);
+/* Sync batch-norm statistics: identical on every rank by construction, so are the weights. */
+static nest_status comm_sum_same_f64(void *comm, double *buf, size_t n) {
+  return nest_comm_sum_same_f64((nest_comm *)comm, buf, n);
 }
 
 static nest_status load_set(const nest_config *c, const char *path, const char *labels,
@@ -282,7 +283,7 @@ static nest_ctx make_ctx(nest_trainer *t, int n, int train, int64_t global_n) {
                   .seed = t->cfg.seed,
                   .step = t->step,
                   .sample_ids = t->ids,
-                  .allreduce = (train && t->cfg.sync_bn) ? comm_allreduce_f64 : NULL,
+                  .allreduce = (train && t->cfg.sync_bn) ? comm_sum_same_f64 : NULL,
                   .comm = t->comm,
                   .global_n = global_n};
   return ctx;
@@ -306,8 +307,10 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
                          t->dlogits, loss_sum, correct);
   *rows += count;
   NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
-  /* One fused allreduce for every gradient of the step. */
-  NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->grads, t->net->nparams));
+  /* One fused sum for every gradient of the step, bit-identical on every rank by construction
+   * (comm.h), so the weights stay identical without trusting MPI_Allreduce's reduction order
+   * and RigL can rank this gradient. */
+  NEST_CALL(nest_comm_sum_same_f32(t->comm, t->net->grads, t->net->nparams));
   nest_optim_step(t->net, &t->optim, lr, t->nthreads);
   t->step++;
   return NEST_OK;
@@ -415,8 +418,12 @@ nest_status nest_trainer_run(nest_trainer *t) {
         for (int k = 0; k < 3; ++k) ep_acc[k] += win[k], win[k] = 0;
         t_win = nest_comm_wtime();
       }
+      /* Without sync BN the running statistics differ until the epoch-end average. */
       if (c->hash_every > 0 && t->step % c->hash_every == 0)
-        NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net), "weights and masks"));
+        NEST_CALL(nest_comm_check_same(
+            t->comm,
+            nest_net_hash(t->net, c->sync_bn ? NEST_HASH_ALL : NEST_HASH_PARAMS | NEST_HASH_MASKS),
+            "weights and masks"));
     }
     NEST_CALL(sync_buffers(t));
     const double train_time = nest_comm_wtime() - t_epoch;
@@ -461,7 +468,7 @@ nest_status nest_trainer_run(nest_trainer *t) {
     NEST_CALL(nest_comm_agree(t->comm, st));
   }
   if (c->hash_every > 0)
-    NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net), "weights and masks"));
+    NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL), "weights and masks"));
 
   /* Final summary (rank 0), written atomically. */
   nest_status st = NEST_OK;

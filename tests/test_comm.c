@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nest/comm.h"
@@ -29,6 +31,39 @@ static void test_sums(void **state) {
   assert_int_equal(nest_comm_allreduce_max_i64(comm, mx, 1), NEST_OK);
   assert_int_equal(nest_comm_allreduce_min_i64(comm, mn, 1), NEST_OK);
   assert_true(mx[0] == P - 1 && mn[0] == 0);
+}
+
+/* The by-construction sums: every rank holds the same bits (checked by hashing the bytes
+ * across ranks), and the value is the sum (integers, so exact). Sizes cover the tiny
+ * allgather path, reduce-scatter with and without a tail. */
+static void test_sum_same(void **state) {
+  const size_t sizes[] = {1, 3, 64, 1000, 4099};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; ++k) {
+    const size_t n = sizes[k];
+    double *d = malloc(n * sizeof *d);
+    float *f = malloc(n * sizeof *f);
+    for (size_t i = 0; i < n; ++i) {
+      /* values whose float sum depends on the order: 1e8 + small numbers */
+      d[i] = (R == 0 ? 1e16 : 1.0) + 0.1 * (double)(i % 7) + R;
+      f[i] = (R == 0 ? 1e8f : 1.0f) + 0.1f * (float)(i % 7) + (float)R;
+    }
+    assert_int_equal(nest_comm_sum_same_f64(comm, d, n), NEST_OK);
+    assert_int_equal(nest_comm_sum_same_f32(comm, f, n), NEST_OK);
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *b = (const unsigned char *)d;
+    for (size_t i = 0; i < n * sizeof *d; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    b = (const unsigned char *)f;
+    for (size_t i = 0; i < n * sizeof *f; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    assert_int_equal(nest_comm_check_same(comm, h, "sum_same bits"), NEST_OK);
+    for (size_t i = 0; i < n; ++i) {
+      double want = 1e16 + (P - 1) + P * 0.1 * (double)(i % 7) + P * (P - 1) / 2.0;
+      assert_true(fabs(d[i] - want) <= 1e-15 * want * P);
+      double wantf = 1e8 + (P - 1) + P * 0.1 * (double)(i % 7) + P * (P - 1) / 2.0;
+      assert_true(fabs(f[i] - wantf) <= 16.0 * P); /* float spacing at 1e8 is 8 */
+    }
+    free(d);
+    free(f);
+  }
 }
 
 static void test_bcast_allgather(void **state) {
@@ -85,7 +120,8 @@ int main(int argc, char **argv) {
   R = nest_comm_rank(comm);
   P = nest_comm_size(comm);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sums),        cmocka_unit_test(test_bcast_allgather),
+      cmocka_unit_test(test_sums),        cmocka_unit_test(test_sum_same),
+      cmocka_unit_test(test_bcast_allgather),
       cmocka_unit_test(test_agree),       cmocka_unit_test(test_check_same),
       cmocka_unit_test(test_self),
   };

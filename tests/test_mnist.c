@@ -45,7 +45,7 @@ static uint64_t train_once(double *test_acc, int64_t *active) {
   assert_int_equal(*active, aw0); /* no growth or pruning yet: the mask is fixed */
   for (size_t i = 0; i < t->net->nparams; ++i)
     if (t->net->masks[i] == 0.0f) assert_true(t->net->params[i] == 0.0f);
-  uint64_t h = nest_net_hash(t->net);
+  uint64_t h = nest_net_hash(t->net, NEST_HASH_ALL);
   nest_trainer_destroy(&t);
   nest_comm_destroy(&self);
   return h;

@@ -17,8 +17,8 @@ static void ref_update(double *w, double *v, double g, double m, double lr, doub
   double gi = g + wd * *w;
   double vi = mu * *v + gi;
   double upd = nesterov ? gi + mu * vi : vi;
-  *w = (*w - lr * upd) * m;
-  *v = vi * m;
+  *w = m != 0.0 ? *w - lr * upd : 0.0;
+  *v = m != 0.0 ? vi : 0.0;
 }
 
 static void check_update(int nesterov) {
@@ -57,6 +57,42 @@ static void check_update(int nesterov) {
   nest_net_destroy(&net);
 }
 
+/* Dormant positions: the update writes +0.0 (not -0.0 from a negative product), and a NaN or
+ * Inf gradient there cannot reach the weight or the momentum. */
+static void test_dormant_stays_zero(void **state) {
+  nest_layer_spec *specs;
+  int n;
+  nest_arch_opts ao = {.width = 1.0};
+  assert_int_equal(nest_arch_build("mlp:6-4-3", &ao, (nest_shape){6, 1, 1}, 3, &specs, &n), NEST_OK);
+  nest_net *net;
+  assert_int_equal(nest_net_create(specs, n, (nest_shape){6, 1, 1}, 3, 2, 1, &net), NEST_OK);
+  free(specs);
+  assert_int_equal(nest_net_init(net, 4, 0.5, -1), NEST_OK);
+  const nest_param *W = net->tensors[0].param;
+  size_t dormant = 0;
+  for (size_t i = W->offset; i < W->offset + W->count; ++i) {
+    if (net->masks[i] != 0.0f) continue;
+    /* a positive gradient gives lr*g > 0, so (0 - lr*g) * 0 would be -0.0 */
+    net->grads[i] = (dormant % 3 == 0) ? INFINITY : (dormant % 3 == 1) ? NAN : 2.0f;
+    ++dormant;
+  }
+  assert_true(dormant > 3);
+  nest_optim o = {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = 1};
+  nest_optim_step(net, &o, o.lr, 1);
+  for (size_t i = W->offset; i < W->offset + W->count; ++i) {
+    if (net->masks[i] != 0.0f) continue;
+    assert_true(net->params[i] == 0.0f && !signbit(net->params[i]));
+    assert_true(net->mom[i] == 0.0f && !signbit(net->mom[i]));
+  }
+  /* apply_masks is a select too */
+  for (size_t i = W->offset; i < W->offset + W->count; ++i)
+    if (net->masks[i] == 0.0f) net->params[i] = -NAN;
+  nest_net_apply_masks(net);
+  for (size_t i = W->offset; i < W->offset + W->count; ++i)
+    if (net->masks[i] == 0.0f) assert_true(net->params[i] == 0.0f && !signbit(net->params[i]));
+  nest_net_destroy(&net);
+}
+
 static void test_momentum(void **state) { check_update(0); }
 static void test_nesterov(void **state) { check_update(1); }
 
@@ -79,6 +115,7 @@ static void test_schedules(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dormant_stays_zero),
       cmocka_unit_test(test_momentum),
       cmocka_unit_test(test_nesterov),
       cmocka_unit_test(test_schedules),

@@ -50,7 +50,7 @@ static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, d
   assert_int_equal(nest_comm_create_self(&self), NEST_OK);
   nest_trainer *par = make(comm, &cfg, shape, n);
   nest_trainer *ref = make(self, &cfg, shape, n);
-  assert_true(nest_net_hash(par->net) == nest_net_hash(ref->net));
+  assert_true(nest_net_hash(par->net, NEST_HASH_ALL) == nest_net_hash(ref->net, NEST_HASH_ALL));
 
   /* Two epochs' worth of steps, crossing an epoch boundary with a short last batch. */
   const int64_t spe = par->steps_per_epoch;
@@ -78,7 +78,7 @@ static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, d
   }
   if (maxd > 1e-4) fail_msg("%s: weights differ from 1-process run by %g", arch, maxd);
   /* Every rank holds bit-identical weights, masks and BN statistics. */
-  assert_int_equal(nest_comm_check_same(comm, nest_net_hash(par->net), "weights and masks"), NEST_OK);
+  assert_int_equal(nest_comm_check_same(comm, nest_net_hash(par->net, NEST_HASH_ALL), "weights and masks"), NEST_OK);
 
   /* Evaluation sharded over ranks equals the single-process evaluation. */
   nest_eval ep, er;

@@ -30,6 +30,15 @@ int nest_comm_local_size(const nest_comm *c);
 nest_status nest_comm_allreduce_f32(nest_comm *c, float *buf, size_t n);
 nest_status nest_comm_allreduce_f64(nest_comm *c, double *buf, size_t n);
 nest_status nest_comm_allreduce_i64(nest_comm *c, int64_t *buf, size_t n);
+/* In-place sums whose result is bit-identical on every rank BY CONSTRUCTION (MPI does not
+ * promise that for MPI_Allreduce): each element is reduced exactly once, on one rank
+ * (MPI_Reduce_scatter_block over P equal blocks, MPI_Reduce for the n mod P tail) and those
+ * bits are copied to every rank (MPI_Allgather / MPI_Bcast). Short vectors (n x P <= 256) are
+ * allgathered and summed on every rank in rank order, which is identical by the same argument.
+ * Used for every value a decision or the weights are computed from: the gradient arena of
+ * each step, batch-norm statistics, growth gradient sums, losses that are compared. */
+nest_status nest_comm_sum_same_f32(nest_comm *c, float *buf, size_t n);
+nest_status nest_comm_sum_same_f64(nest_comm *c, double *buf, size_t n);
 /* In-place max / min over all ranks. */
 nest_status nest_comm_allreduce_max_i64(nest_comm *c, int64_t *buf, size_t n);
 nest_status nest_comm_allreduce_min_i64(nest_comm *c, int64_t *buf, size_t n);

@@ -25,6 +25,10 @@
  * (asserted). The caller sets omp_set_num_threads(nthreads): it is also the BLAS budget of a
  * layer that does not open its own parallel region.
  *
+ * Training mode (ctx->train, not grad_only) requires what P-independence rests on: dropout needs
+ * ctx->sample_ids, and batch norm with ctx->allreduce needs ctx->global_n > 0 (asserted, never a
+ * silent fall-back to local values).
+ *
  * Zero hyper-parameters take defaults, written back into l->hp by setup(): conv stride 0 -> 1,
  * kw 0 -> kh; maxpool stride 0 -> kh (and pad < kernel is required); batchnorm eps 0 -> 1e-5,
  * momentum 0 -> 0.1. */
@@ -97,6 +101,10 @@ typedef struct nest_ctx {
   nest_status (*allreduce)(void *comm, double *buf, size_t n);
   void *comm;
   int64_t global_n;            /* rows in the global batch; required (> 0) when allreduce is set */
+  /* 1: a gradient-only pass (growth scoring): training-mode batch-norm statistics but the
+   * running statistics are left untouched, and dropout is the identity, so the pass changes
+   * nothing in the network and its result does not depend on a step counter. */
+  int grad_only;
 } nest_ctx;
 
 typedef struct nest_layer nest_layer;

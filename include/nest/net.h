@@ -14,7 +14,9 @@
  * nothing in forward/backward allocates.
  *
  * Changing the architecture (growth/pruning of neurons) = build a new net from new specs at a
- * sync point (identical on every rank) and copy the surviving values across. */
+ * sync point (identical on every rank) and copy the surviving values across (surgery.h). The
+ * net keeps its current specs, so a grown net can always be described, saved and rebuilt:
+ * cfg.arch only names the seed. */
 #ifndef NEST_NET_H
 #define NEST_NET_H
 
@@ -39,6 +41,8 @@ typedef struct {
 typedef struct nest_net {
   int nlayers;
   nest_layer **layers;
+  nest_layer_spec *specs; /* [nlayers] the current architecture (hp with setup defaults) */
+  uint64_t generation;    /* 0 at create; surgery gives the new net generation + 1 */
   nest_shape in_shape;
   int nclasses;
   int max_batch;  /* rows the activation buffers hold */
@@ -80,7 +84,8 @@ nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
  * with the same ctx. */
 nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits);
 
-/* params *= masks, momentum *= masks (restores the invariant after masks change). */
+/* params = masks ? params : 0, momentum likewise (restores the invariant after masks change;
+ * a select, so dormant values become +0.0 whatever they held). */
 void nest_net_apply_masks(nest_net *net);
 /* Active / total weights over maskable tensors (what "active parameters" reports), and the
  * total count of all trainable parameters (weights, biases, BN) that are active. */
@@ -88,8 +93,16 @@ void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total
                     int64_t *active_params);
 /* Forward FLOPs per sample with masks (2 x active MACs for dense/conv layers). */
 double nest_net_flops(const nest_net *net);
-/* 64-bit hash of params, masks and buffers (cross-rank identity checks). */
-uint64_t nest_net_hash(const nest_net *net);
+/* 64-bit hash of the chosen arenas (cross-rank identity checks). Buffers (BN running
+ * statistics) legitimately differ between ranks mid-epoch when model.sync_bn = 0. */
+enum { NEST_HASH_PARAMS = 1, NEST_HASH_MASKS = 2, NEST_HASH_BUFFERS = 4, NEST_HASH_ALL = 7 };
+uint64_t nest_net_hash(const nest_net *net, unsigned parts);
+/* The current architecture on one line, e.g. "fc1 dense 137 | fc1.relu relu | fc2 dense 52 |
+ * fc3 dense 10" (conv: "conv1 conv2d 12 5x5/1 p0"). Returns the length it needed (snprintf). */
+int nest_net_arch_string(const nest_net *net, char *buf, size_t cap);
+/* Hidden widths only, e.g. "784-137-52-10" for an MLP or "12c-31c-500-10" with conv layers
+ * (c = feature maps): input size, then every dense/conv layer's units/maps. */
+int nest_net_widths_string(const nest_net *net, char *buf, size_t cap);
 /* Find a layer by name (NULL if none). */
 nest_layer *nest_net_find_layer(const nest_net *net, const char *name);
 /* One line per layer ("fc1 dense 784 -> 300, 235200 weights, 100.0% active") to f. */

@@ -4,7 +4,8 @@
  *   g' = g + wd * w            (wd only on tensors declared with decay: weights, not biases/BN)
  *   v  = mu * v + g'
  *   w -= lr * (nesterov ? g' + mu * v : v)
- *   w *= m, v *= m */
+ *   w = m ? w : 0, v = m ? v : 0   (a select: dormant weights stay exactly +0.0 even when the
+ *                                   gradient there is NaN or Inf) */
 #ifndef NEST_OPTIM_H
 #define NEST_OPTIM_H
 

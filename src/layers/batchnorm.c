@@ -77,9 +77,12 @@ static void bn_affine(const nest_ctx *ctx, int c, int s, const float *x, const f
   }
 }
 
-/* Rows of the batch the statistics are over (global with sync batch-norm). */
+/* Rows of the batch the statistics are over (global with sync batch-norm). A synced call
+ * without the global row count would silently normalise by local rows: a caller bug. */
 static int64_t bn_rows(const nest_ctx *ctx) {
-  return ctx->allreduce && ctx->global_n > 0 ? ctx->global_n : ctx->n;
+  if (!ctx->allreduce) return ctx->n;
+  NEST_ASSERT(ctx->global_n > 0);
+  return ctx->global_n;
 }
 
 /* y[n, C, S] = gamma * x̂ + beta */
@@ -116,6 +119,7 @@ static nest_status bn_forward(nest_layer *l, const nest_ctx *ctx, const float *x
     center[ch] = (float)mean;
     istd[ch] = (float)is;
     scale[ch] = (float)(gamma[ch] * is);
+    if (ctx->grad_only) continue; /* gradient-only pass: running statistics untouched */
     double unbiased = m > 1.0 ? var * m / (m - 1.0) : var;
     rmean[ch] = (float)((1.0 - mom) * rmean[ch] + mom * mean);
     rvar[ch] = (float)((1.0 - mom) * rvar[ch] + mom * unbiased);

@@ -27,8 +27,9 @@ static nest_status dropout_setup(nest_layer *l, int max_batch, int nthreads) {
   return NEST_OK;
 }
 
+/* Dropout acts in training steps only: not in evaluation, not in gradient-only passes. */
 static int dropout_active(const nest_layer *l, const nest_ctx *ctx) {
-  return ctx->train && l->hp.rate > 0.0f;
+  return ctx->train && !ctx->grad_only && l->hp.rate > 0.0f;
 }
 
 /* The RNG purpose of this layer's masks. */
@@ -45,13 +46,15 @@ static nest_status dropout_forward(nest_layer *l, const nest_ctx *ctx, const flo
     return NEST_OK;
   }
   NEST_ASSERT(l->cache && (size_t)n * d <= l->cache_floats * sizeof(float));
+  /* Masks keyed by batch position would differ between rank counts: ids are required. */
+  NEST_ASSERT(n == 0 || ctx->sample_ids != NULL);
   uint8_t *keep = (uint8_t *)l->cache;
   const uint64_t thr = (uint64_t)((double)l->hp.rate * 4294967296.0);
   const float scale = 1.0f / (1.0f - l->hp.rate);
   const uint32_t purpose = dropout_purpose(l);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)n * d > 16384)
   for (int i = 0; i < n; ++i) {
-    const uint64_t id = ctx->sample_ids ? (uint64_t)ctx->sample_ids[i] : (uint64_t)i;
+    const uint64_t id = (uint64_t)ctx->sample_ids[i];
     nest_rng r;
     nest_rng_init(&r, ctx->seed, purpose, id, (uint64_t)ctx->step);
     const float *xi = x + (size_t)i * d;

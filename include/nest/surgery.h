@@ -1,0 +1,55 @@
+/* surgery.h — physical surgery on a network: insert or delete output units (neurons of a dense
+ * layer, feature maps of a conv layer) at run time. One module, used by growth now and by
+ * pruning next. Call it at a sync point with the same arguments on every rank: it depends only
+ * on the net and the arguments, so every rank builds the same new net.
+ *
+ * What a unit u of layer L touches, and what follows it:
+ *   - L's weight slice (dense: row u of W[units, D]; conv: W[u, C, kh, kw]) and bias b[u];
+ *   - the per-channel tensors of every layer between L and its CONSUMER (batch norm: gamma,
+ *     beta, running mean and variance; relu, maxpool and dropout carry no state);
+ *   - the consumer's input slice of u: the next dense or conv layer after L, reached through
+ *     batchnorm / relu / maxpool / dropout only. Dense consumer: the block of h x w columns of
+ *     channel u (h x w = the consumer's input plane; a single column when L is dense, the
+ *     flattened map when L is a conv followed by pooling and a dense layer). Conv consumer:
+ *     the input-channel slice W[:, u, :, :].
+ * In every tensor above all four arenas follow (values, gradients, momentum, masks), and the
+ * buffers (BN running statistics) too.
+ *
+ * The primitive is a remap: the new layer L has `count` units; new unit j is old unit src[j],
+ * or a fresh unit when src[j] < 0. Every surviving value, mask bit and momentum is copied
+ * exactly (bitwise). A fresh unit gets weights +0.0 with masks 0 (dormant) in L and in the
+ * consumer, bias 0, momentum 0, BN gamma 1, beta 0, running mean 0 and running variance 1:
+ * the caller (a growth policy) then writes the values and masks it wants, so the network
+ * computes exactly what it computed before until the caller does. Gradients are zeroed
+ * (they belong to the old shape). The new net has the old max_batch and nthreads, the old
+ * net's specs with L's width changed (dense hp.units / conv hp.out_c), and generation + 1.
+ *
+ * On success *net is the new net and the old one is destroyed (pointers into it, layer
+ * pointers included, are stale: look layers up again by index). On failure *net is unchanged
+ * and still valid. */
+#ifndef NEST_SURGERY_H
+#define NEST_SURGERY_H
+
+#include "nest/net.h"
+
+/* The index of the layer that consumes layer L's units (see above), or -1 if there is none:
+ * L is the output layer, or the chain reaches a layer kind surgery cannot follow. */
+int nest_surgery_consumer(const nest_net *net, int layer);
+
+/* 1 if the units of layer L can be inserted / deleted: L is dense or conv2d and has a
+ * consumer. Otherwise 0, with *why (if not NULL) set to a short static reason such as
+ * "it is the output layer" or "it is a relu layer". */
+int nest_surgery_can_resize(const nest_net *net, int layer, const char **why);
+
+/* The remap primitive (see above). count >= 1; each old unit appears at most once in src;
+ * entries are in [-1, old units). Errors (NEST_ERR_ARG) name the layer. */
+nest_status nest_surgery_remap(nest_net **net, int layer, const int *src, int count);
+
+/* Append `count` fresh units after the existing ones (old unit i stays unit i). */
+nest_status nest_surgery_append(nest_net **net, int layer, int count);
+
+/* Delete the listed units (distinct, any order); the survivors keep their relative order.
+ * At least one unit must remain. */
+nest_status nest_surgery_delete(nest_net **net, int layer, const int *units, int n);
+
+#endif
