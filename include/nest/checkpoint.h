@@ -1,0 +1,70 @@
+/* checkpoint.h — save and load a network as an HDF5 "model file" (docs/model-format.md).
+ *
+ * A model file holds everything needed to rebuild and run a (possibly grown or pruned)
+ * network: the input shape, class count, the current layer specs (kind, name,
+ * hyper-parameters), every declared parameter's values, the masks of maskable parameters
+ * (uint8 0/1) and the layers' buffers (BN running statistics). It does not hold training
+ * state (momentum, step counters, config); restart checkpoints extend this format later.
+ *
+ * Contract:
+ *   - nest_model_save writes PATH.tmp, fsyncs it and renames it over PATH, so PATH is either
+ *     the previous file untouched or the complete new one; on failure the tmp is removed.
+ *     It reads the net only (a rank-0 job; no MPI).
+ *   - nest_model_load validates the whole file before handing out a net: format name and
+ *     version, shapes, every dataset present with the dims the rebuilt layers declare, masks
+ *     0/1, values finite and exactly zero where the mask is 0. Any problem is
+ *     NEST_ERR_FORMAT "PATH: what is wrong" (NEST_ERR_IO if the file cannot be opened at all).
+ *     The loaded net has generation, params, masks and buffers of the saved one (so
+ *     nest_net_hash(…, NEST_HASH_ALL) is equal), momentum and gradients 0.
+ *   - nest_model_read_masks reads only the masks (no net is built): what mask comparison
+ *     tools need, and cheap for any architecture.
+ * HDF5 is used only inside src/checkpoint.c (and the dataset reader); callers never see it.
+ * HDF5's own error printing is switched off; every failure is one nest message naming the
+ * file. */
+#ifndef NEST_CHECKPOINT_H
+#define NEST_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nest/net.h"
+#include "nest/status.h"
+
+#define NEST_MODEL_FORMAT "nest-model"
+#define NEST_MODEL_VERSION 1
+
+/* Write `net` to `path` atomically (see above). Fails with NEST_ERR_ARG for a layer name
+ * that cannot be an HDF5 group name ('/'), NEST_ERR_INTERNAL if the net breaks its own
+ * invariant (a non-zero weight where the mask is 0: the file could not be loaded), and
+ * NEST_ERR_IO for anything the file system refuses. */
+nest_status nest_model_save(const nest_net *net, const char *path);
+
+/* Read `path`, rebuild the net with nest_net_create(specs, …, max_batch, nthreads) and
+ * copy values, masks and buffers in. On failure *out is NULL. */
+nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_net **out);
+
+/* The mask of one maskable tensor as stored in a model file. */
+typedef struct {
+  char layer[NEST_NAME_LEN]; /* layer name, e.g. "fc1" */
+  char param[NEST_NAME_LEN]; /* parameter name, e.g. "W" */
+  int layer_index;           /* position of the layer in the network */
+  int ndims, dims[4];
+  size_t count;              /* product of dims */
+  uint8_t *mask;             /* [count], each 0 (dormant) or 1 (active) */
+} nest_model_mask;
+
+/* All masks of a model file, in layer order, plus its description. */
+typedef struct {
+  int ntensors;
+  nest_model_mask *tensors;
+  char *arch;   /* root attribute "arch" (nest_net_arch_string of the saved net) */
+  char *widths; /* root attribute "widths" (nest_net_widths_string) */
+} nest_model_masks;
+
+/* Read every mask dataset ("<param>_mask") of a model file. Checks the format name and
+ * version, that each mask is uint8 0/1 and has the dims of its parameter; does not read
+ * values or build a net. Free with nest_model_masks_free. */
+nest_status nest_model_read_masks(const char *path, nest_model_masks **out);
+void nest_model_masks_free(nest_model_masks **m);
+
+#endif
