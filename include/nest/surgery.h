@@ -20,7 +20,9 @@
  * exactly (bitwise). A fresh unit gets weights +0.0 with masks 0 (dormant) in L and in the
  * consumer, bias 0, momentum 0, BN gamma 1, beta 0, running mean 0 and running variance 1:
  * the caller (a growth policy) then writes the values and masks it wants, so the network
- * computes exactly what it computed before until the caller does. Gradients are zeroed
+ * computes the same function as before until the caller does (exactly in exact arithmetic;
+ * the float forward may differ in the last bits, because BLAS rounding depends on the matrix
+ * shapes, which a resize changes). Gradients are zeroed
  * (they belong to the old shape). The new net has the old max_batch and nthreads, the old
  * net's specs with L's width changed (dense hp.units / conv hp.out_c), and generation + 1.
  *
