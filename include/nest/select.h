@@ -45,8 +45,9 @@ typedef struct {
 } nest_scores;
 
 /* How many to choose: k >= 0 chooses k (clamped to the candidate count); k < 0 chooses
- * ceil(fraction x candidates) with fraction in [0, 1] (a value within 1e-9 of an integer is
- * rounded to it first, so 0.3 x 10 chooses 3, not 4). */
+ * ceil(fraction x candidates) with fraction in [0, 1] (a product within 1e-9 of an integer,
+ * or within 1e-12 relative when larger, is rounded to it first, so 0.3 x 10 chooses 3, not 4,
+ * and 0.56 x 72,000,000 chooses 40,320,000, not one more). */
 typedef struct {
   int64_t k;
   double fraction;
@@ -64,10 +65,17 @@ typedef struct {
   int64_t ties_before; /* spread: threshold-equal candidates on lower ranks; replicated: 0 */
 } nest_selection;
 
-/* Replicated layout (see above). Collective over c. */
+/* The k / fraction rule above: how many req chooses out of `candidates`; -1 if the fraction
+ * is not in [0, 1] or candidates < 0. (The selection functions and the reference use it.) */
+int64_t nest_select_count(const nest_select_req *req, int64_t candidates);
+
+/* Replicated layout (see above). Collective over c. Errors (NEST_ERR_NUMERIC for invalid
+ * scores, NEST_ERR_ARG for a bad request, NULL arrays, NEST_ERR_NOMEM) are returned on every
+ * rank with the same message, also when only one rank's data or arguments are at fault.
+ * Invalid candidate scores are an error even when k == 0. */
 nest_status nest_select_replicated(nest_comm *c, const nest_scores *s, const nest_select_req *req,
                                    nest_selection *out);
-/* Spread layout (see above). Collective over c. */
+/* Spread layout (see above). Collective over c; errors as for nest_select_replicated. */
 nest_status nest_select_spread(nest_comm *c, const nest_scores *s, const nest_select_req *req,
                                nest_selection *out);
 
@@ -77,11 +85,14 @@ int nest_select_is_chosen(const nest_selection *sel, float v, int64_t equal_befo
 
 /* Write the chosen positions of s (ascending local indices) to chosen[] and return how many.
  * Replicated: the whole array, returns sel->k. Spread: this rank's part. chosen must hold
- * sel->k entries. Not collective; the same inputs give the same output on every rank. */
+ * sel->k entries (those past the returned count are used as scratch). Not collective; the
+ * same inputs give the same output on every rank, whatever the OpenMP thread count. s must
+ * hold the scores the selection was made from (NEST_ASSERT if more than k would be chosen). */
 int64_t nest_select_mark(const nest_selection *sel, const nest_scores *s, int64_t *chosen);
 
 /* Sort chosen[0..n) into selection order: best first (largest score for LARGEST, smallest for
- * SMALLEST), equal scores by ascending index. */
+ * SMALLEST), equal scores by ascending index. In place, no allocation; indices must be below
+ * 2^33 (each entry is packed with its score's key into one 64-bit word while sorting). */
 void nest_select_sort(const nest_selection *sel, const float *score, int64_t *chosen, int64_t n);
 
 /* Naive reference twin (tests): sort the candidates of s by (score in selection order, index)
