@@ -32,6 +32,8 @@
 
 #include <ini.h>
 
+#include "nest/policy.h"
+
 /* ---- the key table ---- */
 
 typedef enum {
@@ -63,6 +65,11 @@ typedef struct {
   { #sec, #f, type, FIELD_(f), def, NULL, meaning }
 #define ENUM(sec, f, def, allowed, meaning)                                                        \
   { #sec, #f, KT_ENUM, FIELD_(f), def, allowed, meaning }
+/* [grow] keys live in fields named grow_<key>. */
+#define GKEY(k, type, def, meaning)                                                                \
+  { "grow", #k, type, FIELD_(grow_##k), def, NULL, meaning }
+#define GENUM(k, def, allowed, meaning)                                                            \
+  { "grow", #k, KT_ENUM, FIELD_(grow_##k), def, allowed, meaning }
 
 /* Adding a key: one line here (plus the field in config.h and a line in docs/config.md). */
 /* clang-format off */
@@ -74,6 +81,7 @@ static const key_def keys[] = {
     KEY(run, threads, KT_INT, "0", "OpenMP/BLAS threads per rank; 0 = cores in the affinity mask"),
     KEY(run, log_every, KT_INT, "0", "steps between progress lines; 0 = about 10 per epoch"),
     KEY(run, hash_every, KT_INT, "0", "steps between cross-rank weight/mask hash checks; 0 = off"),
+    KEY(run, check_masks, KT_BOOL, "1", "compare a hash of the masks across ranks after every architecture change"),
 
     KEY(data, dir, KT_STRING, "", "base directory for relative data paths; empty = current directory"),
     KEY(data, train, KT_STRING, "", "training data file; required"),
@@ -95,7 +103,7 @@ static const key_def keys[] = {
     ENUM(model, init, "he", "he|xavier", "weight initialisation"),
     KEY(model, batchnorm, KT_BOOL, "0", "batch norm after each hidden conv/dense layer"),
     KEY(model, sync_bn, KT_BOOL, "1", "batch-norm statistics summed over ranks (results independent of P)"),
-    KEY(model, dropout, KT_DOUBLE, "0", "dropout rate after hidden dense layers of alexnet/vgg16, in [0, 1)"),
+    KEY(model, dropout, KT_DOUBLE, "0", "dropout rate after hidden dense layers, in [0, 1)"),
 
     KEY(train, epochs, KT_INT, "20", "training epochs"),
     KEY(train, batch, KT_INT, "128", "global batch size, summed over all ranks"),
@@ -110,6 +118,33 @@ static const key_def keys[] = {
     KEY(optim, step_epochs, KT_DOUBLE, "10", "step schedule: epochs between multiplications by step_gamma"),
     KEY(optim, step_gamma, KT_DOUBLE, "0.1", "step schedule: factor, in (0, 1]"),
     KEY(optim, min_lr, KT_DOUBLE, "0", "cosine schedule: floor of the learning rate"),
+
+    GKEY(policy, KT_STRING, "", "comma-separated growth policies, applied in order: conn, neuron, fmap, strategic, set, rigl; empty = no growth"),
+    GKEY(layers, KT_STRING, "", "comma-separated layers to grow; empty = every layer each policy can act on"),
+    GKEY(iterations, KT_INT, "10", "growth phase: iterations of {grow, train} at most"),
+    GKEY(train_epochs, KT_INT, "1", "growth phase: epochs trained after each growth step"),
+    GKEY(lr, KT_DOUBLE, "0", "growth phase: learning rate (the peak of each iteration's cosine); 0 = optim.lr"),
+    GENUM(schedule, "cosine", "cosine|const", "growth phase: each iteration's epochs anneal from grow.lr to optim.min_lr (cosine) or keep it (const)"),
+    GKEY(target_error, KT_DOUBLE, "0", "growth phase: stop at this validation error (fraction); 0 = never"),
+    GKEY(max_weights, KT_INT64, "0", "growth phase: stop at this many active weights; 0 = no cap"),
+    GKEY(batches, KT_INT, "0", "growth set: this many global batches; 0 = the whole training set"),
+    GKEY(score_batch, KT_INT, "1024", "samples of the fixed scoring batch (event losses, feature-map candidates)"),
+    GKEY(conn_ratio, KT_DOUBLE, "0.25", "conn/strategic: new connections per tensor = ceil(ratio x active)"),
+    GKEY(conn_count, KT_INT64, "0", "conn/strategic: explicit new connections per tensor; 0 = use conn_ratio"),
+    GENUM(conn_init, "zero", "zero|grad", "conn: new weights 0, or -conn_lr x G"),
+    GKEY(conn_lr, KT_DOUBLE, "0.1", "conn: lr_grow of conn_init = grad"),
+    GKEY(beta, KT_DOUBLE, "0.05", "neuron: growth ratio beta, in (0, 1]: the top beta x M x N bridging gradients"),
+    GKEY(alpha, KT_DOUBLE, "0.5", "neuron/fmap: birth strength alpha > 0"),
+    GKEY(neurons, KT_INT, "10", "neuron: neurons added per dense layer per growth step (K)"),
+    GKEY(fmaps, KT_INT, "2", "fmap: feature maps added per conv layer per growth step"),
+    GKEY(fmap_candidates, KT_INT, "10", "fmap: random candidates scored per feature map"),
+    GKEY(capacity, KT_DOUBLE, "0.5", "strategic: grow a tensor while active < capacity x size, in (0, 1]"),
+    GKEY(top, KT_DOUBLE, "0.1", "strategic: origins are drawn from the top fraction of |w|, in (0, 1]"),
+    GKEY(tries, KT_INT, "20", "strategic: endpoint draws per new connection at most"),
+    GKEY(set_zeta, KT_DOUBLE, "0.3", "set: fraction of positive and of negative weights replaced each epoch, in (0, 1)"),
+    GKEY(rigl_dt, KT_INT, "100", "rigl: steps between connection updates"),
+    GKEY(rigl_end, KT_DOUBLE, "0.75", "rigl: last update at this fraction of the training phase, in (0, 1]"),
+    GKEY(rigl_alpha, KT_DOUBLE, "0.3", "rigl: initial drop fraction, in (0, 1)"),
 };
 /* clang-format on */
 
@@ -797,6 +832,30 @@ nest_status nest_config_validate(const nest_config *c) {
   RULE(c->step_gamma > 0 && c->step_gamma <= 1, "optim.step_gamma", DTXT(c->step_gamma),
        "in (0, 1]");
   RULE(c->min_lr >= 0, "optim.min_lr", DTXT(c->min_lr), ">= 0");
+  NEST_CALL(nest_policy_check_list(c->grow_policy));
+  RULE(c->grow_iterations >= 0, "grow.iterations", ITXT(c->grow_iterations), ">= 0");
+  RULE(c->grow_train_epochs >= 0, "grow.train_epochs", ITXT(c->grow_train_epochs), ">= 0");
+  RULE(c->grow_lr >= 0, "grow.lr", DTXT(c->grow_lr), ">= 0 (0 = optim.lr)");
+  RULE(c->grow_target_error >= 0 && c->grow_target_error < 1, "grow.target_error",
+       DTXT(c->grow_target_error), "in [0, 1) (0 = never stop on error)");
+  RULE(c->grow_max_weights >= 0, "grow.max_weights", ITXT(c->grow_max_weights), ">= 0 (0 = no cap)");
+  RULE(c->grow_batches >= 0, "grow.batches", ITXT(c->grow_batches), ">= 0 (0 = whole training set)");
+  RULE(c->grow_score_batch >= 1, "grow.score_batch", ITXT(c->grow_score_batch), ">= 1");
+  RULE(c->grow_conn_ratio > 0, "grow.conn_ratio", DTXT(c->grow_conn_ratio), "> 0");
+  RULE(c->grow_conn_count >= 0, "grow.conn_count", ITXT(c->grow_conn_count), ">= 0 (0 = use conn_ratio)");
+  RULE(c->grow_conn_lr > 0, "grow.conn_lr", DTXT(c->grow_conn_lr), "> 0");
+  RULE(c->grow_beta > 0 && c->grow_beta <= 1, "grow.beta", DTXT(c->grow_beta), "in (0, 1]");
+  RULE(c->grow_alpha > 0, "grow.alpha", DTXT(c->grow_alpha), "> 0");
+  RULE(c->grow_neurons >= 1, "grow.neurons", ITXT(c->grow_neurons), ">= 1");
+  RULE(c->grow_fmaps >= 1, "grow.fmaps", ITXT(c->grow_fmaps), ">= 1");
+  RULE(c->grow_fmap_candidates >= 1, "grow.fmap_candidates", ITXT(c->grow_fmap_candidates), ">= 1");
+  RULE(c->grow_capacity > 0 && c->grow_capacity <= 1, "grow.capacity", DTXT(c->grow_capacity), "in (0, 1]");
+  RULE(c->grow_top > 0 && c->grow_top <= 1, "grow.top", DTXT(c->grow_top), "in (0, 1]");
+  RULE(c->grow_tries >= 1, "grow.tries", ITXT(c->grow_tries), ">= 1");
+  RULE(c->grow_set_zeta > 0 && c->grow_set_zeta < 1, "grow.set_zeta", DTXT(c->grow_set_zeta), "in (0, 1)");
+  RULE(c->grow_rigl_dt >= 1, "grow.rigl_dt", ITXT(c->grow_rigl_dt), ">= 1");
+  RULE(c->grow_rigl_end > 0 && c->grow_rigl_end <= 1, "grow.rigl_end", DTXT(c->grow_rigl_end), "in (0, 1]");
+  RULE(c->grow_rigl_alpha > 0 && c->grow_rigl_alpha < 1, "grow.rigl_alpha", DTXT(c->grow_rigl_alpha), "in (0, 1)");
 #undef DTXT
 #undef ITXT
   return NEST_OK;
@@ -978,7 +1037,7 @@ void nest_cli_print_usage(FILE *f, const char *prog) {
           "\n"
           "Trains a sparse network data-parallel over the MPI ranks, growing and\n"
           "pruning it, as configured by CONFIG.ini (sections [run] [data] [model]\n"
-          "[train] [optim]).\n"
+          "[train] [optim] [grow]).\n"
           "Each --set section.key=value (or --set=section.key=value) overrides one key\n"
           "after the file is read, in command-line order, e.g. --set optim.lr=0.1.\n"
           "--help (-h) lists every key with its type, default and meaning.\n",

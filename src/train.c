@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "nest/arch.h"
+#include "nest/checkpoint.h"
+#include "nest/grow.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 
@@ -127,7 +129,7 @@ static nest_status make_run_dir(nest_trainer *t) {
       else
         fprintf(t->metrics,
                 "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,"
-                "active_weights,total_weights,density,images_per_s,elapsed_s\n");
+                "active_weights,total_weights,density,images_per_s,elapsed_s,phase\n");
     }
   }
   NEST_CALL(nest_comm_agree(t->comm, st));
@@ -229,7 +231,11 @@ nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *com
    * allocation can fail on one rank only and the others must not wait for it. */
   st = setup(t);
   NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
+  /* Growth configuration is checked against the built net before anything is written. */
+  st = nest_grow_create(t, &t->grow);
+  NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
   NEST_CALL_GOTO(st, make_run_dir(t), fail);
+  NEST_CALL_GOTO(st, nest_grow_open_events(t, t->grow), fail);
   *out = t;
   return NEST_OK;
 fail:
@@ -259,6 +265,7 @@ void nest_trainer_destroy(nest_trainer **tp) {
   if (!tp || !*tp) return;
   nest_trainer *t = *tp;
   if (t->metrics) fclose(t->metrics);
+  nest_grow_destroy(&t->grow);
   nest_net_destroy(&t->net);
   nest_dataset_destroy(&t->train);
   nest_dataset_destroy(&t->test);
@@ -276,7 +283,7 @@ void nest_trainer_destroy(nest_trainer **tp) {
 
 /* ---- step and evaluation --------------------------------------------------------------- */
 
-static nest_ctx make_ctx(nest_trainer *t, int n, int train, int64_t global_n) {
+nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n) {
   nest_ctx ctx = {.n = n,
                   .train = train,
                   .nthreads = t->nthreads,
@@ -299,7 +306,7 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
   for (int i = 0; i < count; ++i) t->ids[i] = perm[begin + i];
   nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
 
-  nest_ctx ctx = make_ctx(t, count, 1, global_rows);
+  nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
   const float *logits;
   NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
   /* scale 1/global_rows: the allreduce SUM of per-rank gradients is the mean-loss gradient. */
@@ -324,7 +331,7 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
     int count = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
     for (int i = 0; i < count; ++i) t->ids[i] = idx[b + i];
     nest_dataset_gather(ds, t->ids, count, t->x, t->y);
-    nest_ctx ctx = make_ctx(t, count, 0, 0);
+    nest_ctx ctx = nest_trainer_ctx(t, count, 0, 0);
     const float *logits;
     NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
     int64_t hits = 0;
@@ -356,11 +363,154 @@ static void csv_num(FILE *f, double v) {
     fprintf(f, ",%.6g", v);
 }
 
+nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
+                               nest_eval *test) {
+  const nest_config *c = &t->cfg;
+  const int64_t spe = t->steps_per_epoch, e = t->epoch;
+  const int log_every = c->log_every > 0 ? c->log_every : (int)(spe >= 10 ? spe / 10 : 1);
+  const int train_phase = strcmp(plan->phase, "train") == 0;
+  const char *label = train_phase ? "epoch" : plan->phase; /* progress lines: "epoch 3/20" */
+  const int64_t phase_steps = spe * plan->count;
+  double t_epoch = nest_comm_wtime(), t_win = t_epoch;
+  nest_shard_permute(c->seed, e, t->train_idx, t->n_train, t->perm);
+  double ep_acc[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss sum, correct, rows */
+  double lr = 0;
+  for (int64_t s = 0; s < spe; ++s) {
+    lr = nest_optim_lr(plan->sched, plan->t0 + (double)s / (double)spe);
+    double loss = 0;
+    int64_t hits = 0, rows = 0;
+    NEST_CALL(nest_trainer_step(t, t->perm, s, lr, &loss, &hits, &rows));
+    win[0] += loss;
+    win[1] += (double)hits;
+    win[2] += (double)rows;
+    if ((s + 1) % log_every == 0 || s + 1 == spe) {
+      /* Sync point: the reduced loss is identical on every rank, so is the NaN verdict. */
+      NEST_CALL(nest_comm_sum_same_f64(t->comm, win, 3));
+      double mean = win[0] / win[2];
+      if (!isfinite(mean))
+        return NEST_ERR(NEST_ERR_NUMERIC,
+                        "training loss is %g at epoch %lld step %lld: the run diverged; lower "
+                        "optim.lr (now %g) or add optim.warmup_epochs",
+                        mean, (long long)e + 1, (long long)s + 1, lr);
+      double now = nest_comm_wtime();
+      double ips = win[2] / (now - t_win);
+      int64_t done = plan->index * spe + s + 1;
+      double eta = (now - t_epoch) / (double)(s + 1) * (double)(phase_steps - done);
+      if (t->rank == 0 && !t->quiet) {
+        char eta_s[32], el_s[32];
+        fmt_duration(eta, eta_s, sizeof eta_s);
+        fmt_duration(now - t->t_start, el_s, sizeof el_s);
+        printf("%s %3lld/%-3lld step %6lld/%-6lld loss %.4f  acc %6.2f%%  lr %.5f  %8.0f img/s"
+               "  elapsed %s  ETA %s\n",
+               label, (long long)plan->index + 1, (long long)plan->count, (long long)s + 1,
+               (long long)spe, mean, 100.0 * win[1] / win[2], lr, ips, el_s, eta_s);
+        fflush(stdout);
+      }
+      for (int k = 0; k < 3; ++k) ep_acc[k] += win[k], win[k] = 0;
+      t_win = nest_comm_wtime();
+    }
+    /* Without sync BN the running statistics differ until the epoch-end average. */
+    if (c->hash_every > 0 && t->step % c->hash_every == 0)
+      NEST_CALL(nest_comm_check_same(
+          t->comm,
+          nest_net_hash(t->net, c->sync_bn ? NEST_HASH_ALL : NEST_HASH_PARAMS | NEST_HASH_MASKS),
+          "weights and masks"));
+    if (train_phase)
+      NEST_CALL(nest_grow_hook(t, t->grow, NEST_WHEN_STEP, plan->index * spe + s + 1, phase_steps));
+  }
+  NEST_CALL(sync_buffers(t));
+  if (train_phase) NEST_CALL(nest_grow_hook(t, t->grow, NEST_WHEN_EPOCH, plan->index, plan->count));
+  const double train_time = nest_comm_wtime() - t_epoch;
+  *val = (nest_eval){NAN, NAN, 0};
+  *test = (nest_eval){NAN, NAN, 0};
+  if (plan->evaluate) {
+    if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, val));
+    if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, test));
+  }
+  t->epoch++;
+  int64_t aw, tw;
+  nest_net_count(t->net, &aw, &tw, NULL);
+  nest_status st = NEST_OK;
+  if (t->rank == 0) {
+    double el = nest_comm_wtime() - t->t_start;
+    if (!t->quiet) {
+      printf("%s %3lld/%-3lld done: train loss %.4f acc %6.2f%%", label,
+             (long long)plan->index + 1, (long long)plan->count, ep_acc[0] / ep_acc[2],
+             100.0 * ep_acc[1] / ep_acc[2]);
+      if (!isnan(val->acc)) printf(" | val loss %.4f acc %6.2f%%", val->loss, 100.0 * val->acc);
+      if (!isnan(test->acc))
+        printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test->acc, 100.0 * (1.0 - test->acc));
+      printf(" | %.1f s\n", train_time);
+      fflush(stdout);
+    }
+    if (t->metrics) {
+      FILE *f = t->metrics;
+      fprintf(f, "%lld,%lld,%.6g", (long long)t->epoch, (long long)t->step, lr);
+      csv_num(f, ep_acc[0] / ep_acc[2]);
+      csv_num(f, ep_acc[1] / ep_acc[2]);
+      csv_num(f, val->loss);
+      csv_num(f, val->acc);
+      csv_num(f, test->loss);
+      csv_num(f, test->acc);
+      fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f,%s\n", (long long)aw, (long long)tw,
+              (double)aw / (double)tw, ep_acc[2] / train_time, el, plan->phase);
+      /* Flushed per row: a crash or kill loses at most the row being written. */
+      if (fflush(f) != 0 || ferror(f))
+        st = NEST_ERR(NEST_ERR_IO, "%s/metrics.csv: write failed: %s", t->run_dir,
+                      strerror(errno));
+    }
+  }
+  NEST_CALL(nest_comm_agree(t->comm, st));
+  return NEST_OK;
+}
+
+/* summary.txt, written atomically (tmp + fsync + rename) by rank 0; agreed. */
+static nest_status write_summary(nest_trainer *t, const nest_eval *val, const nest_eval *test) {
+  const nest_config *c = &t->cfg;
+  nest_status st = NEST_OK;
+  int64_t aw, tw;
+  nest_net_count(t->net, &aw, &tw, NULL);
+  if (t->rank == 0 && t->run_dir[0]) {
+    char path[NEST_PATH_LEN + 32], tmp[NEST_PATH_LEN + 40];
+    snprintf(path, sizeof path, "%s/summary.txt", t->run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+      st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+      double el = nest_comm_wtime() - t->t_start;
+      char widths[512], arch[4096];
+      nest_net_widths_string(t->net, widths, sizeof widths);
+      nest_net_arch_string(t->net, arch, sizeof arch);
+      fprintf(f, "arch = %s\nepochs = %lld\nranks = %d\nthreads = %d\nwall_s = %.1f\n", c->arch,
+              (long long)t->epoch, t->nranks, t->nthreads, el);
+      fprintf(f, "widths = %s\nlayers = %s\n", widths, arch);
+      fprintf(f, "active_weights = %lld\ntotal_weights = %lld\nflops_per_sample = %.6g\n",
+              (long long)aw, (long long)tw, nest_net_flops(t->net));
+      const nest_grow_result *g = nest_grow_result_of(t->grow);
+      if (g && nest_grow_has_phase(t->grow)) {
+        fprintf(f, "grow_iterations = %d\ngrow_stop = %s\ngrow_wall_s = %.1f\n", g->iterations,
+                g->stop, g->seconds);
+        fprintf(f, "seed_weights = %lld\ngrown_weights = %lld\n", (long long)g->seed_weights,
+                (long long)g->grown_weights);
+        if (!isnan(g->val_error)) fprintf(f, "grow_val_error = %.6f\n", g->val_error);
+        if (!isnan(g->test_error)) fprintf(f, "grow_test_error = %.6f\n", g->test_error);
+      }
+      if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
+      if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
+      int bad = ferror(f);
+      bad |= fflush(f) != 0;
+      bad |= fsync(fileno(f)) != 0;
+      bad |= fclose(f) != 0;
+      if (bad || rename(tmp, path) != 0)
+        st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    }
+  }
+  return nest_comm_agree(t->comm, st);
+}
+
 nest_status nest_trainer_run(nest_trainer *t) {
   const nest_config *c = &t->cfg;
-  const int64_t spe = t->steps_per_epoch;
-  const int log_every = c->log_every > 0 ? c->log_every : (int)(spe >= 10 ? spe / 10 : 1);
-  const int64_t total_steps = spe * c->epochs;
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
   if (t->rank == 0 && !t->quiet) {
@@ -375,133 +525,49 @@ nest_status nest_trainer_run(nest_trainer *t) {
            nest_net_flops(t->net) / 1e6, t->run_dir);
     fflush(stdout);
   }
-  const double t_start = nest_comm_wtime();
-  double t_win = t_start;
+  t->t_start = nest_comm_wtime();
   nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
-  for (; t->epoch < c->epochs; ++t->epoch) {
-    const int64_t e = t->epoch;
-    double t_epoch = nest_comm_wtime();
-    nest_shard_permute(c->seed, e, t->train_idx, t->n_train, t->perm);
-    double ep_acc[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss sum, correct, rows */
-    double lr = 0;
-    for (int64_t s = 0; s < spe; ++s) {
-      lr = nest_optim_lr(&t->optim, (double)e + (double)s / (double)spe);
-      double loss = 0;
-      int64_t hits = 0, rows = 0;
-      NEST_CALL(nest_trainer_step(t, t->perm, s, lr, &loss, &hits, &rows));
-      win[0] += loss;
-      win[1] += (double)hits;
-      win[2] += (double)rows;
-      if ((s + 1) % log_every == 0 || s + 1 == spe) {
-        /* Sync point: the reduced loss is identical on every rank, so is the NaN verdict. */
-        NEST_CALL(nest_comm_allreduce_f64(t->comm, win, 3));
-        double mean = win[0] / win[2];
-        if (!isfinite(mean))
-          return NEST_ERR(NEST_ERR_NUMERIC,
-                          "training loss is %g at epoch %lld step %lld: the run diverged; lower "
-                          "optim.lr (now %g) or add optim.warmup_epochs",
-                          mean, (long long)e + 1, (long long)s + 1, c->lr);
-        double now = nest_comm_wtime();
-        double ips = win[2] / (now - t_win);
-        int64_t done = e * spe + s + 1;
-        double eta = (now - t_start) / (double)(done - 0) * (double)(total_steps - done);
-        if (t->rank == 0 && !t->quiet) {
-          char eta_s[32], el_s[32];
-          fmt_duration(eta, eta_s, sizeof eta_s);
-          fmt_duration(now - t_start, el_s, sizeof el_s);
-          printf("epoch %3lld/%-3d step %6lld/%-6lld loss %.4f  acc %6.2f%%  lr %.5f  %8.0f img/s"
-                 "  elapsed %s  ETA %s\n",
-                 (long long)e + 1, c->epochs, (long long)s + 1, (long long)spe, mean,
-                 100.0 * win[1] / win[2], lr, ips, el_s, eta_s);
-          fflush(stdout);
-        }
-        for (int k = 0; k < 3; ++k) ep_acc[k] += win[k], win[k] = 0;
-        t_win = nest_comm_wtime();
-      }
-      /* Without sync BN the running statistics differ until the epoch-end average. */
-      if (c->hash_every > 0 && t->step % c->hash_every == 0)
-        NEST_CALL(nest_comm_check_same(
-            t->comm,
-            nest_net_hash(t->net, c->sync_bn ? NEST_HASH_ALL : NEST_HASH_PARAMS | NEST_HASH_MASKS),
-            "weights and masks"));
+  NEST_CALL(nest_grow_phase(t, t->grow));
+  if (nest_grow_has_phase(t->grow)) {
+    const nest_grow_result *g = nest_grow_result_of(t->grow);
+    val.acc = 1.0 - g->val_error;
+    test.acc = 1.0 - g->test_error;
+    if (t->rank == 0 && !t->quiet && c->epochs > 0) {
+      printf("nest: training phase: %d epochs of the grown network (optim schedule)\n", c->epochs);
+      nest_net_describe(t->net, stdout);
+      fflush(stdout);
     }
-    NEST_CALL(sync_buffers(t));
-    const double train_time = nest_comm_wtime() - t_epoch;
+  }
+  for (int64_t e = 0; e < c->epochs; ++e) {
     const int last = e + 1 == c->epochs;
-    if ((e + 1) % c->eval_every == 0 || last) {
-      if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &val));
-      if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &test));
-    } else {
-      val = (nest_eval){NAN, NAN, 0};
-      test = (nest_eval){NAN, NAN, 0};
-    }
-    nest_net_count(t->net, &aw, &tw, NULL);
-    nest_status st = NEST_OK;
-    if (t->rank == 0) {
-      double el = nest_comm_wtime() - t_start;
-      if (!t->quiet) {
-        printf("epoch %3lld/%-3d done: train loss %.4f acc %6.2f%%", (long long)e + 1, c->epochs,
-               ep_acc[0] / ep_acc[2], 100.0 * ep_acc[1] / ep_acc[2]);
-        if (!isnan(val.acc)) printf(" | val loss %.4f acc %6.2f%%", val.loss, 100.0 * val.acc);
-        if (!isnan(test.acc)) printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test.acc,
-                                     100.0 * (1.0 - test.acc));
-        printf(" | %.1f s\n", train_time);
-        fflush(stdout);
-      }
-      if (t->metrics) {
-        FILE *f = t->metrics;
-        fprintf(f, "%lld,%lld,%.6g", (long long)e + 1, (long long)t->step, lr);
-        csv_num(f, ep_acc[0] / ep_acc[2]);
-        csv_num(f, ep_acc[1] / ep_acc[2]);
-        csv_num(f, val.loss);
-        csv_num(f, val.acc);
-        csv_num(f, test.loss);
-        csv_num(f, test.acc);
-        fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f\n", (long long)aw, (long long)tw,
-                (double)aw / (double)tw, ep_acc[2] / train_time, el);
-        /* Flushed per row: a crash or kill loses at most the row being written. */
-        if (fflush(f) != 0 || ferror(f))
-          st = NEST_ERR(NEST_ERR_IO, "%s/metrics.csv: write failed: %s", t->run_dir,
-                        strerror(errno));
-      }
-    }
-    NEST_CALL(nest_comm_agree(t->comm, st));
+    nest_epoch_plan plan = {.phase = "train",
+                            .sched = &t->optim,
+                            .t0 = (double)e,
+                            .index = e,
+                            .count = c->epochs,
+                            .evaluate = (e + 1) % c->eval_every == 0 || last};
+    NEST_CALL(nest_trainer_epoch(t, &plan, &val, &test));
   }
   if (c->hash_every > 0)
-    NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL), "weights and masks"));
-
-  /* Final summary (rank 0), written atomically. */
+    NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL),
+                                   "weights and masks"));
+  NEST_CALL(write_summary(t, &val, &test));
+  /* The final network (architecture, weights, masks) for nest_jaccard, inspection and rebuild. */
   nest_status st = NEST_OK;
   if (t->rank == 0 && t->run_dir[0]) {
-    char path[NEST_PATH_LEN + 32], tmp[NEST_PATH_LEN + 40];
-    snprintf(path, sizeof path, "%s/summary.txt", t->run_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-      st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-      double el = nest_comm_wtime() - t_start;
-      fprintf(f, "arch = %s\nepochs = %d\nranks = %d\nthreads = %d\nwall_s = %.1f\n", c->arch,
-              c->epochs, t->nranks, t->nthreads, el);
-      fprintf(f, "active_weights = %lld\ntotal_weights = %lld\nflops_per_sample = %.6g\n",
-              (long long)aw, (long long)tw, nest_net_flops(t->net));
-      if (!isnan(val.acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val.acc);
-      if (!isnan(test.acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test.acc);
-      int bad = ferror(f);
-      bad |= fflush(f) != 0;
-      bad |= fsync(fileno(f)) != 0;
-      bad |= fclose(f) != 0;
-      if (bad || rename(tmp, path) != 0)
-        st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-      if (!t->quiet) {
-        printf("nest: finished %d epochs in %.1f s", c->epochs, el);
-        if (!isnan(test.acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test.acc));
-        if (!isnan(val.acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val.acc));
-        printf("; results in %s\n", t->run_dir);
-        fflush(stdout);
-      }
-    }
+    char path[NEST_PATH_LEN + 16];
+    snprintf(path, sizeof path, "%s/model.h5", t->run_dir);
+    st = nest_model_save(t->net, path);
   }
   NEST_CALL(nest_comm_agree(t->comm, st));
+  if (t->rank == 0 && !t->quiet) {
+    printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
+           nest_comm_wtime() - t->t_start);
+    if (!isnan(test.acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test.acc));
+    if (!isnan(val.acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val.acc));
+    nest_net_count(t->net, &aw, &tw, NULL);
+    printf(", %lld active weights; results in %s\n", (long long)aw, t->run_dir);
+    fflush(stdout);
+  }
   return NEST_OK;
 }

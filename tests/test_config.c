@@ -68,6 +68,7 @@ static const char *const every_key[] = {
     "run.threads=7",
     "run.log_every=25",
     "run.hash_every=100",
+    "run.check_masks=off",
     "data.dir=/data/été",
     "data.train=train-images-idx3-ubyte",
     "data.train_labels=train-labels-idx1-ubyte",
@@ -100,6 +101,32 @@ static const char *const every_key[] = {
     "optim.step_epochs=30",
     "optim.step_gamma=0.9999999999999999",
     "optim.min_lr=-0",
+    "grow.policy=conn,neuron,fmap",
+    "grow.layers=fc1,conv2.x",
+    "grow.iterations=7",
+    "grow.train_epochs=3",
+    "grow.lr=0.02",
+    "grow.schedule=const",
+    "grow.target_error=0.0125",
+    "grow.max_weights=123456789",
+    "grow.batches=50",
+    "grow.score_batch=512",
+    "grow.conn_ratio=0.1",
+    "grow.conn_count=1000",
+    "grow.conn_init=grad",
+    "grow.conn_lr=0.5",
+    "grow.beta=0.25",
+    "grow.alpha=0.75",
+    "grow.neurons=4",
+    "grow.fmaps=3",
+    "grow.fmap_candidates=20",
+    "grow.capacity=0.8",
+    "grow.top=0.2",
+    "grow.tries=50",
+    "grow.set_zeta=0.2",
+    "grow.rigl_dt=50",
+    "grow.rigl_end=0.5",
+    "grow.rigl_alpha=0.4",
 };
 #define NEVERY (sizeof every_key / sizeof every_key[0])
 
@@ -488,7 +515,7 @@ static void test_round_trip(void **state) {
   }
   fclose(f);
   assert_int_equal(nkeys, NEVERY);
-  assert_int_equal(nsections, 5);
+  assert_int_equal(nsections, 6);
 
   /* overwriting an existing file works; defaults round-trip too */
   nest_config_defaults(&c);
@@ -638,7 +665,7 @@ static void test_help_mentions_every_key(void **state) {
   }
   static const char *const words[] = {
       "const", "step",   "cosine",  "he",      "xavier",  "auto",     "idx",     "csv",  "h5",
-      "[run]", "[data]", "[model]", "[train]", "[optim]", "lenet300", "outputs", "5e-4", "uint64"};
+      "[run]", "[data]", "[model]", "[train]", "[optim]", "[grow]", "lenet300", "outputs", "5e-4", "uint64"};
   for (size_t i = 0; i < sizeof words / sizeof words[0]; ++i)
     assert_non_null(strstr(text, words[i]));
   /* one line per key (plus wrapped continuations), and it fits an 80-column terminal */

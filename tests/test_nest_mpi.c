@@ -135,6 +135,102 @@ static void test_bad_inputs(void **state) {
   expect_error(run("good.ini --bogus"), "--bogus");
 }
 
+/* Run nest_mpi under mpiexec -n 2 through a wrapper that records each rank's exit code;
+ * returns 1 if both ranks exited with `want`. */
+static int same_code_on_every_rank(const char *args, int want) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && rm -f code.* && timeout 120 mpiexec -n 2 --oversubscribe sh -c "
+           "'%s/nest_mpi \"$@\" 2>/dev/null >/dev/null; echo $? > code.$OMPI_COMM_WORLD_RANK' "
+           "sh %s >/dev/null 2>&1",
+           dir, NEST_BINARY_DIR, args);
+  if (system(cmd) == -1) return 0;
+  for (int r = 0; r < 2; ++r) {
+    char name[16];
+    snprintf(name, sizeof name, "code.%d", r);
+    FILE *f = fopen(nest_test_path(dir, name), "r");
+    int code = -1;
+    if (!f || fscanf(f, "%d", &code) != 1) code = -1;
+    if (f) fclose(f);
+    if (code != want) {
+      fprintf(stderr, "rank %d exited %d, want %d (%s)\n", r, code, want, args);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Growth: a bad [grow] setting is one clear error before training, the same exit code (2,
+ * config) on every rank; a good growth run logs events, grows, and writes model.h5. */
+static void test_growth(void **state) {
+  const struct {
+    const char *args, *want;
+  } bad[] = {
+      {"good.ini --set grow.policy=conn --set grow.beta=0", "grow.beta"},
+      {"good.ini --set grow.policy=neuron --set grow.alpha=-1", "grow.alpha"},
+      {"good.ini --set grow.policy=conn,sprout", "sprout"},
+      {"good.ini --set grow.policy=neuron --set grow.layers=fc2", "fc2"},
+      {"good.ini --set grow.policy=conn --set grow.max_weights=10", "below"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    char args[512];
+    snprintf(args, sizeof args, "%s --set run.run_dir=runs/bad%zu", bad[i].args, i);
+    expect_error(run(args), bad[i].want);
+    assert_true(same_code_on_every_rank(args, 2));
+    /* refused before anything was written */
+    char path[1024];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/runs/bad%zu", dir, i);
+    assert_int_not_equal(stat(path, &sb), 0);
+  }
+
+  int code = run("good.ini --set run.run_dir=runs/g1 --set grow.policy=conn,neuron "
+                 "--set grow.iterations=2 --set grow.train_epochs=1 --set train.epochs=1 "
+                 "--set grow.neurons=4");
+  if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+  assert_non_null(strstr(out, "growth phase done after 2 iterations"));
+  char path[1024], line[1024];
+  snprintf(path, sizeof path, "%s/runs/g1/events.csv", dir);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_non_null(strstr(line, "iteration,policy,layer,units_added,connections_added"));
+  int rows = 0, neuron_rows = 0;
+  while (fgets(line, sizeof line, f)) {
+    ++rows;
+    if (strstr(line, ",neuron,fc1,4,")) ++neuron_rows;
+    /* the validation error column is filled (the 10th field is not empty) */
+    int commas = 0;
+    const char *c = line;
+    for (; *c && commas < 9; ++c) commas += *c == ',';
+    assert_true(*c != ',' && *c != '\0');
+  }
+  fclose(f);
+  assert_int_equal(rows, 2 * (2 + 1)); /* conn on fc1, fc2; neuron on fc1; 2 iterations */
+  assert_int_equal(neuron_rows, 2);
+  snprintf(path, sizeof path, "%s/runs/g1/summary.txt", dir);
+  f = fopen(path, "r");
+  assert_non_null(f);
+  char summary[4096];
+  size_t n = fread(summary, 1, sizeof summary - 1, f);
+  summary[n] = 0;
+  fclose(f);
+  assert_non_null(strstr(summary, "widths = 64-24-3"));
+  assert_non_null(strstr(summary, "grow_iterations = 2"));
+  assert_non_null(strstr(summary, "test_error = "));
+  assert_non_null(strstr(summary, "active_weights = "));
+  /* the final model: nest_jaccard of a run with itself is 1 */
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "%s/nest_jaccard '%s/runs/g1' '%s/runs/g1/model.h5' > '%s/j.txt'",
+           NEST_BINARY_DIR, dir, dir, dir);
+  assert_int_equal(system(cmd), 0);
+  f = fopen(nest_test_path(dir, "j.txt"), "r");
+  n = f ? fread(summary, 1, sizeof summary - 1, f) : 0;
+  summary[n] = 0;
+  if (f) fclose(f);
+  assert_non_null(strstr(summary, "1.0000"));
+}
+
 static void test_help(void **state) {
   int code = run("--help");
   assert_int_equal(code, 0);
@@ -146,6 +242,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_run_and_no_overwrite),
       cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_growth),
       cmocka_unit_test(test_help),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

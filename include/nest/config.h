@@ -24,6 +24,8 @@ typedef struct nest_config {
   int threads;                 /* OpenMP/BLAS threads per rank; 0 = cores in affinity mask */
   int log_every;               /* steps between progress lines; 0 = about 10 per epoch */
   int hash_every;              /* steps between cross-rank weight/mask hash checks; 0 = off */
+  int check_masks;             /* 0/1: compare a mask hash across ranks after every architecture
+                                  change (growth, pruning): 1 */
   /* [data] */
   char dir[NEST_PATH_LEN];          /* base directory for relative data paths; "" = cwd */
   char train[NEST_PATH_LEN];        /* training data file */
@@ -45,7 +47,7 @@ typedef struct nest_config {
   char init[16];     /* he | xavier */
   int batchnorm;     /* 0/1: batch norm after each hidden conv/dense layer */
   int sync_bn;       /* 0/1: batch statistics summed over ranks (results independent of P) */
-  double dropout;    /* dropout rate after hidden dense layers of alexnet/vgg16 (0 = off) */
+  double dropout;    /* dropout rate after hidden dense layers (0 = off) */
   /* [train] */
   int epochs;        /* 20 */
   int batch;         /* global batch size over all ranks: 128 */
@@ -60,6 +62,33 @@ typedef struct nest_config {
   double step_epochs;   /* step schedule: multiply by step_gamma every step_epochs */
   double step_gamma;    /* 0.1 */
   double min_lr;        /* floor of cosine: 0 */
+  /* [grow] (docs/growth.md) */
+  char grow_policy[256];   /* comma-separated policy names, applied in order; "" = none */
+  char grow_layers[512];   /* comma-separated layer names; "" = every layer a policy can act on */
+  int grow_iterations;     /* growth-phase iterations at most: 10 */
+  int grow_train_epochs;   /* epochs trained after each growth step: 1 */
+  double grow_lr;          /* peak learning rate of the growth phase; 0 = optim.lr */
+  char grow_schedule[8];   /* cosine | const: each iteration's epochs anneal from grow.lr */
+  double grow_target_error;/* stop growing at this validation error; 0 = never */
+  int64_t grow_max_weights;/* stop growing at this many active weights; 0 = no cap */
+  int grow_batches;        /* growth set: this many global batches; 0 = the whole training set */
+  int grow_score_batch;    /* samples of the fixed scoring batch (losses, feature-map candidates) */
+  double grow_conn_ratio;  /* connection growth: k = ceil(ratio x active) per tensor: 0.25 */
+  int64_t grow_conn_count; /* connection growth: explicit k per tensor; 0 = use the ratio */
+  char grow_conn_init[8];  /* zero | grad: new connection weights 0 or -conn_lr x G */
+  double grow_conn_lr;     /* lr_grow of conn_init = grad: 0.1 */
+  double grow_beta;        /* neuron growth ratio beta in (0, 1]: 0.05 */
+  double grow_alpha;       /* birth strength alpha > 0 (neurons and feature maps): 0.5 */
+  int grow_neurons;        /* neurons added per dense layer per growth step (K): 10 */
+  int grow_fmaps;          /* feature maps added per conv layer per growth step: 2 */
+  int grow_fmap_candidates;/* random candidates scored per feature map: 10 */
+  double grow_capacity;    /* strategic: grow a tensor while active < capacity x size: 0.5 */
+  double grow_top;         /* strategic: origins from the top fraction of |w|: 0.1 */
+  int grow_tries;          /* strategic: endpoint draws per connection at most: 20 */
+  double grow_set_zeta;    /* SET: fraction of positive and of negative weights replaced: 0.3 */
+  int grow_rigl_dt;        /* RigL: steps between updates: 100 */
+  double grow_rigl_end;    /* RigL: stop updating after this fraction of training: 0.75 */
+  double grow_rigl_alpha;  /* RigL: initial drop fraction: 0.3 */
 } nest_config;
 
 void nest_config_defaults(nest_config *c);

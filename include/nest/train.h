@@ -20,6 +20,8 @@
 #include "nest/net.h"
 #include "nest/optim.h"
 
+struct nest_grow;
+
 typedef struct nest_trainer {
   nest_config cfg;
   nest_comm *comm; /* not owned */
@@ -40,8 +42,11 @@ typedef struct nest_trainer {
   int64_t *ids, *perm;
 
   /* Progress. */
-  int64_t epoch, step; /* completed epochs; global optimizer steps taken */
+  int64_t epoch, step; /* completed epochs (all phases); global optimizer steps taken */
   int64_t steps_per_epoch;
+  double t_start;      /* wall clock at the start of nest_trainer_run */
+
+  struct nest_grow *grow; /* growth policies and events (grow.h); NULL without grow.policy */
 
   /* Output (rank 0 writes; run_dir known on every rank). */
   char run_dir[NEST_PATH_LEN];
@@ -53,6 +58,16 @@ typedef struct {
   double loss, acc; /* mean loss, accuracy in [0, 1] */
   int64_t n;
 } nest_eval;
+
+/* One epoch of a phase (nest_trainer_epoch). */
+typedef struct {
+  const char *phase;       /* "grow" or "train": metrics.csv column and progress lines */
+  const nest_optim *sched; /* the learning-rate schedule this epoch follows */
+  double t0;               /* schedule time (epochs) at this epoch's first step */
+  int64_t index;     /* this epoch's number within the phase, 0-based */
+  int64_t count;     /* epochs in the phase (progress and ETA) */
+  int evaluate;      /* 1: evaluate the validation and test sets after the epoch */
+} nest_epoch_plan;
 
 /* Load data per cfg (identically on every rank), split, normalise, build and init the net,
  * create the run directory (rank 0) and agree on it. */
@@ -71,7 +86,16 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t step
 /* Loss and accuracy of the current net over ds[idx[0..n)], sharded over ranks, reduced. */
 nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
                                   int64_t n, nest_eval *out);
-/* Train cfg.train.epochs epochs with logging, evaluation, metrics and the final summary. */
+/* The context of a pass over n local rows (train: training mode; global_n rows in the global
+ * batch): seed, step, sample ids (t->ids), sync batch-norm sums. */
+nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n);
+/* One training epoch: steps with progress lines, the STEP/EPOCH growth hooks in the "train"
+ * phase, BN buffer sync, evaluation if planned, one metrics.csv row. val/test receive the
+ * evaluation (NaN when not evaluated). Collective. */
+nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
+                               nest_eval *test);
+/* The whole run: the growth phase (grow.policy with growth policies), then cfg.train.epochs
+ * epochs of the training phase (optim schedule; set/rigl act here), then summary.txt. */
 nest_status nest_trainer_run(nest_trainer *t);
 
 #endif

@@ -1,0 +1,62 @@
+/* grow.h — the growth phase and the policy driver (ALGORITHMS.md §2-6, docs/growth.md).
+ *
+ * Growth phase (grow.policy lists a GROWTH policy): repeat
+ *     grow: every GROWTH policy in grow.policy order, on each of its targets (policy.h);
+ *     train grow.train_epochs epochs (grow.schedule: each iteration anneals from grow.lr to
+ *       optim.min_lr with a cosine, a warm restart, or keeps grow.lr);
+ *     evaluate the validation (and test) error;
+ * until the validation error is <= grow.target_error, the active weights reach
+ * grow.max_weights, or grow.iterations iterations are done. The training phase (train.epochs
+ * with the optim schedule) follows; EPOCH and STEP policies (set, rigl) act during it.
+ *
+ * The growth set of an iteration is the whole training set (grow.batches = 0) or the first
+ * grow.batches global batches of a permutation keyed by (seed, iteration); the fixed scoring
+ * batch is the first grow.score_batch samples of another such permutation. One gradient pass
+ * per iteration serves every policy that needs it, until a surgery changes the shapes.
+ *
+ * Every event — one (policy, target) step — goes to events.csv in the run directory
+ * (iteration, policy, layer, units and connections added/removed, active weights after, loss
+ * on the scoring batch before/after, validation error, seconds, detail) and to a progress line.
+ * After every event all ranks compare a hash of the masks (run.check_masks). */
+#ifndef NEST_GROW_H
+#define NEST_GROW_H
+
+#include "nest/policy.h"
+
+typedef struct nest_grow nest_grow;
+
+/* What the growth phase did (for summary.txt). */
+typedef struct {
+  int iterations;         /* growth iterations run */
+  char stop[64];          /* why it stopped: "target error", "size cap", "iterations", "" */
+  double val_error, test_error; /* after the last iteration (NaN if not measured) */
+  int64_t seed_weights;   /* active weights before growth */
+  int64_t grown_weights;  /* active weights after the growth phase */
+  double seconds;
+} nest_grow_result;
+
+/* Parse grow.policy / grow.layers against t->net, check every named layer can be grown by
+ * some listed policy, every policy has a layer to act on, and the size cap is not below the
+ * current size. Errors are NEST_ERR_CONFIG naming the key and the layer, decided from the
+ * config and the net alone, so identical on every rank. *out = NULL when grow.policy is empty.
+ * Called before the run directory is made: a bad growth config leaves nothing behind. */
+nest_status nest_grow_create(nest_trainer *t, nest_grow **out);
+/* Create events.csv in t->run_dir (rank 0; none without a run directory). Collective. */
+nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g);
+void nest_grow_destroy(nest_grow **g);
+
+/* 1 if any listed policy is a GROWTH policy (there is a growth phase). */
+int nest_grow_has_phase(const nest_grow *g);
+
+/* The growth phase (see above). Collective. */
+nest_status nest_grow_phase(nest_trainer *t, nest_grow *g);
+
+/* Run the policies of kind `when` (EPOCH: after training-phase epoch `index`, 0-based; STEP:
+ * after training-phase step `index` of `count`, 1-based). No-op when there are none.
+ * Collective. */
+nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when, int64_t index,
+                           int64_t count);
+
+const nest_grow_result *nest_grow_result_of(const nest_grow *g);
+
+#endif

@@ -1,0 +1,146 @@
+/* gradpass.c — gradient-only passes over a sample set (see gradpass.h): the batch loop, the
+ * accumulators (dense dL/dW and the NeST bridging gradient), one by-construction reduction. */
+#include "nest/gradpass.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nest/loss.h"
+#include "nest/shard.h"
+#include "nest/surgery.h"
+
+/* Forward (and backward when dlogits is wanted) of global batch `s` of ids[0..n): this rank's
+ * slice, gradient-only context, loss scaled by 1/n. Adds the local loss sum to *loss. */
+static nest_status pass_batch(nest_trainer *t, const int64_t *ids, int64_t n, int64_t s,
+                              int backward, double *loss, int *rows) {
+  int64_t begin;
+  int count;
+  nest_shard_slice(n, t->cfg.batch, s, t->rank, t->nranks, &begin, &count);
+  const int global_rows = nest_shard_batch_rows(n, t->cfg.batch, s);
+  for (int i = 0; i < count; ++i) t->ids[i] = ids[begin + i];
+  nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
+  nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
+  ctx.grad_only = 1;
+  const float *logits;
+  NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
+  int64_t hits = 0;
+  nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)n,
+                         backward ? t->dlogits : NULL, loss, &hits);
+  if (backward) NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
+  *rows = count;
+  return NEST_OK;
+}
+
+/* acc[i] += (double)g[i]; elementwise, so the result does not depend on the thread count. */
+static void accumulate(double *acc, const float *g, size_t n, int nthreads) {
+#pragma omp parallel for simd schedule(static) num_threads(nthreads) if (n > 65536)
+  for (size_t i = 0; i < n; ++i) acc[i] += (double)g[i];
+}
+
+nest_status nest_gradpass(nest_trainer *t, const int64_t *ids, int64_t n,
+                          const nest_gradsum_req *req, nest_gradsum **out) {
+  *out = NULL;
+  nest_net *net = t->net;
+  nest_status st = NEST_OK;
+  nest_gradsum *g = NULL;
+  float *prod = NULL; /* [M, N] float product of one batch, the largest bridge */
+  NEST_CALL(nest_calloc((void **)&g, 1, sizeof *g, "gradient sums"));
+  g->generation = net->generation;
+  g->ntensors = net->ntensors;
+  g->nlayers = net->nlayers;
+  g->n = n;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&g->grad, net->ntensors, sizeof *g->grad, "sums"), fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&g->bridge, net->nlayers, sizeof *g->bridge, "sums"),
+                 fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&g->bridge_m, net->nlayers, sizeof(int), "sums"), fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&g->bridge_n, net->nlayers, sizeof(int), "sums"), fail);
+
+  /* Lay every accumulator out in one double arena (+1 for the loss sum). */
+  size_t total = 0, maxprod = 0;
+  for (int i = 0; req->tensors && i < net->ntensors; ++i)
+    if (req->tensors[i]) {
+      NEST_ASSERT(net->tensors[i].param->maskable);
+      total += net->tensors[i].param->count;
+    }
+  for (int l = 0; req->bridges && l < net->nlayers; ++l) {
+    if (!req->bridges[l]) continue;
+    const int c = nest_surgery_consumer(net, l);
+    NEST_ASSERT(net->layers[l]->kind == NEST_LAYER_DENSE && c >= 0 &&
+                net->layers[c]->kind == NEST_LAYER_DENSE);
+    g->bridge_m[l] = net->layers[c]->hp.units;
+    g->bridge_n[l] = (int)nest_shape_size(net->layers[l]->in);
+    const size_t mn = (size_t)g->bridge_m[l] * (size_t)g->bridge_n[l];
+    total += mn;
+    if (mn > maxprod) maxprod = mn;
+  }
+  g->nmem = total + 1;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&g->mem, g->nmem, sizeof(double), "gradient sums"),
+                 fail);
+  if (maxprod)
+    NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&prod, maxprod * sizeof(float),
+                                           "bridging gradient"),
+                   fail);
+  double *p = g->mem;
+  for (int i = 0; req->tensors && i < net->ntensors; ++i)
+    if (req->tensors[i]) g->grad[i] = p, p += net->tensors[i].param->count;
+  for (int l = 0; req->bridges && l < net->nlayers; ++l)
+    if (req->bridges[l]) g->bridge[l] = p, p += (size_t)g->bridge_m[l] * g->bridge_n[l];
+
+  const int want_backward = total > 0;
+  double loss = 0;
+  const int64_t steps = nest_shard_steps(n, t->cfg.batch);
+  for (int64_t s = 0; s < steps; ++s) {
+    int rows = 0;
+    NEST_CALL_GOTO(st, pass_batch(t, ids, n, s, want_backward, &loss, &rows), fail);
+    if (!want_backward || rows == 0) continue;
+    for (int i = 0; req->tensors && i < net->ntensors; ++i)
+      if (g->grad[i])
+        accumulate(g->grad[i], net->grads + net->tensors[i].param->offset,
+                   net->tensors[i].param->count, t->nthreads);
+    for (int l = 0; req->bridges && l < net->nlayers; ++l) {
+      if (!g->bridge[l]) continue;
+      const int c = nest_surgery_consumer(net, l), M = g->bridge_m[l], N = g->bridge_n[l];
+      /* prod[M, N] = dU[rows, M]^T . X[rows, N]: U = the consumer's output (act[c+1]),
+       * X = layer l's input (act[l]); dU already carries the 1/n loss scale. */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, rows, 1.0f, net->dact[c + 1], M,
+                  net->act[l], N, 0.0f, prod, N);
+      accumulate(g->bridge[l], prod, (size_t)M * N, t->nthreads);
+    }
+  }
+  g->mem[g->nmem - 1] = loss;
+  NEST_CALL_GOTO(st, nest_comm_sum_same_f64(t->comm, g->mem, g->nmem), fail);
+  g->loss = g->mem[g->nmem - 1] / (double)n; /* the loss sum is unscaled */
+  nest_free_aligned(prod);
+  *out = g;
+  return NEST_OK;
+fail:
+  nest_free_aligned(prod);
+  nest_gradsum_destroy(&g);
+  return st;
+}
+
+void nest_gradsum_destroy(nest_gradsum **gp) {
+  if (!gp || !*gp) return;
+  nest_gradsum *g = *gp;
+  free(g->mem);
+  free(g->grad);
+  free(g->bridge);
+  free(g->bridge_m);
+  free(g->bridge_n);
+  free(g);
+  *gp = NULL;
+}
+
+nest_status nest_gradpass_loss(nest_trainer *t, const int64_t *ids, int64_t n, double *loss) {
+  double sum = 0;
+  const int64_t steps = nest_shard_steps(n, t->cfg.batch);
+  for (int64_t s = 0; s < steps; ++s) {
+    int rows = 0;
+    NEST_CALL(pass_batch(t, ids, n, s, 0, &sum, &rows));
+  }
+  NEST_CALL(nest_comm_sum_same_f64(t->comm, &sum, 1));
+  *loss = sum / (double)n;
+  return NEST_OK;
+}

@@ -1,0 +1,489 @@
+/* grow.c — the growth phase and the policy driver: targets, the shared gradient pass, the
+ * score/select/apply loop, mask-hash checks, events.csv and progress lines (see grow.h). */
+#define _GNU_SOURCE
+#include "nest/grow.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nest/shard.h"
+
+#define MAX_POLICIES 16
+
+/* One event row, buffered until the iteration's validation error is known. */
+typedef struct {
+  int64_t iteration;
+  char policy[32], layer[NEST_NAME_LEN];
+  int64_t units, added, removed, active;
+  double loss_before, loss_after, seconds;
+  char detail[160];
+} event_row;
+
+struct nest_grow {
+  int npol;
+  const nest_policy_ops *pol[MAX_POLICIES];
+  uint8_t *chosen;  /* [nlayers]: layer named in grow.layers (all 1 when it is empty) */
+  FILE *events;     /* rank 0 */
+  char events_path[NEST_PATH_LEN + 16];
+  int64_t *set_ids, n_set;     /* growth set of the current iteration */
+  int64_t *score_ids, n_score; /* fixed scoring batch of the current iteration */
+  nest_gradsum *pass;          /* shared gradient pass of the current iteration */
+  event_row *rows;
+  int nrows, caprows;
+  int64_t hook_count; /* `count` of the hook being run (policy runs' r->count) */
+  nest_grow_result res;
+};
+
+/* ---- set-up ------------------------------------------------------------------------------ */
+
+/* Is layer l a target of policy ops? (chosen, and the policy accepts it) */
+static int targets_layer(const nest_grow *g, const nest_net *net, const nest_policy_ops *ops,
+                         int l) {
+  const char *why = NULL;
+  return g->chosen[l] && ops->accepts(net, l, &why);
+}
+
+nest_status nest_grow_create(nest_trainer *t, nest_grow **out) {
+  *out = NULL;
+  const nest_config *c = &t->cfg;
+  if (!c->grow_policy[0]) {
+    if (c->grow_layers[0])
+      return NEST_ERR(NEST_ERR_CONFIG, "grow.layers = %s is set but grow.policy is empty",
+                      c->grow_layers);
+    return NEST_OK;
+  }
+  NEST_CALL(nest_policy_check_list(c->grow_policy));
+  nest_grow *g;
+  NEST_CALL(nest_calloc((void **)&g, 1, sizeof *g, "growth state"));
+  nest_status st = NEST_OK;
+  const nest_net *net = t->net;
+  for (const char *p = c->grow_policy; *p;) {
+    size_t len = strcspn(p, ",");
+    char word[64];
+    snprintf(word, sizeof word, "%.*s", (int)len, p);
+    NEST_ASSERT(g->npol < MAX_POLICIES);
+    g->pol[g->npol++] = nest_policy_find(word);
+    p += len + (p[len] == ',');
+  }
+  NEST_CALL_GOTO(st, nest_calloc((void **)&g->chosen, net->nlayers, 1, "layer flags"), fail);
+  /* grow.layers: every name must be a layer some listed policy can act on. */
+  for (const char *p = c->grow_layers; *p;) {
+    size_t len = strcspn(p, ",");
+    char name[NEST_NAME_LEN + 8];
+    snprintf(name, sizeof name, "%.*s", (int)(len < NEST_NAME_LEN ? len : NEST_NAME_LEN), p);
+    const nest_layer *l = nest_net_find_layer(net, name);
+    if (!l) {
+      st = NEST_ERR(NEST_ERR_CONFIG, "grow.layers: the network has no layer '%s'", name);
+      goto fail;
+    }
+    int ok = 0;
+    const char *why = "";
+    for (int i = 0; i < g->npol && !ok; ++i) ok = g->pol[i]->accepts(net, l->index, &why);
+    if (!ok) {
+      st = NEST_ERR(NEST_ERR_CONFIG, "grow.layers: %s (a %s layer) cannot grow by %s: %s", name,
+                    l->ops->kind, c->grow_policy, why);
+      goto fail;
+    }
+    g->chosen[l->index] = 1;
+    p += len + (p[len] == ',');
+  }
+  if (!c->grow_layers[0]) memset(g->chosen, 1, (size_t)net->nlayers);
+  /* Every policy needs at least one target. */
+  for (int i = 0; i < g->npol; ++i) {
+    int any = 0;
+    for (int l = 0; l < net->nlayers && !any; ++l) any = targets_layer(g, net, g->pol[i], l);
+    if (!any) {
+      const char *why = "";
+      for (int l = 0; l < net->nlayers; ++l)
+        if (g->chosen[l]) g->pol[i]->accepts(net, l, &why);
+      st = NEST_ERR(NEST_ERR_CONFIG, "grow.policy %s has no layer to act on in %s (%s)",
+                    g->pol[i]->name, c->grow_layers[0] ? c->grow_layers : "the network", why);
+      goto fail;
+    }
+  }
+  int64_t aw = 0;
+  nest_net_count(net, &aw, NULL, NULL);
+  g->res.seed_weights = aw;
+  g->res.val_error = g->res.test_error = NAN;
+  if (c->grow_max_weights > 0 && c->grow_max_weights < aw) {
+    st = NEST_ERR(NEST_ERR_CONFIG,
+                  "grow.max_weights = %lld is below the seed's %lld active weights",
+                  (long long)c->grow_max_weights, (long long)aw);
+    goto fail;
+  }
+  const int64_t nscore = c->grow_score_batch < t->n_train ? c->grow_score_batch : t->n_train;
+  NEST_CALL_GOTO(st, nest_malloc((void **)&g->set_ids, sizeof(int64_t) * (size_t)t->n_train,
+                                 "growth set"),
+                 fail);
+  NEST_CALL_GOTO(st, nest_malloc((void **)&g->score_ids, sizeof(int64_t) * (size_t)t->n_train,
+                                 "scoring batch"),
+                 fail);
+  g->n_score = nscore;
+  *out = g;
+  return NEST_OK;
+fail:
+  nest_grow_destroy(&g);
+  return st;
+}
+
+nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g) {
+  if (!g) return NEST_OK;
+  /* events.csv beside metrics.csv (rank 0); agree so no rank runs on without it. */
+  nest_status st = NEST_OK;
+  if (t->rank == 0 && t->run_dir[0]) {
+    snprintf(g->events_path, sizeof g->events_path, "%s/events.csv", t->run_dir);
+    g->events = fopen(g->events_path, "w");
+    if (!g->events)
+      st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", g->events_path, strerror(errno));
+    else
+      fprintf(g->events,
+              "iteration,policy,layer,units_added,connections_added,connections_removed,"
+              "active_weights,loss_before,loss_after,val_error,seconds,detail\n");
+  }
+  return nest_comm_agree(t->comm, st);
+}
+
+void nest_grow_destroy(nest_grow **gp) {
+  if (!gp || !*gp) return;
+  nest_grow *g = *gp;
+  if (g->events) fclose(g->events);
+  nest_gradsum_destroy(&g->pass);
+  free(g->chosen);
+  free(g->set_ids);
+  free(g->score_ids);
+  free(g->rows);
+  free(g);
+  *gp = NULL;
+}
+
+int nest_grow_has_phase(const nest_grow *g) {
+  for (int i = 0; g && i < g->npol; ++i)
+    if (g->pol[i]->when == NEST_WHEN_GROWTH) return 1;
+  return 0;
+}
+
+const nest_grow_result *nest_grow_result_of(const nest_grow *g) { return g ? &g->res : NULL; }
+
+/* ---- events ------------------------------------------------------------------------------- */
+
+static void csv_num(FILE *f, double v) {
+  if (isnan(v))
+    fputc(',', f);
+  else
+    fprintf(f, ",%.6g", v);
+}
+
+/* Write the buffered rows with the validation error now known (NaN = not measured), flushed:
+ * a crash loses at most the rows not yet written. Rank 0; the status is agreed by the caller. */
+static nest_status flush_events(nest_trainer *t, nest_grow *g, double val_error) {
+  nest_status st = NEST_OK;
+  if (g->events) {
+    for (int i = 0; i < g->nrows; ++i) {
+      const event_row *e = &g->rows[i];
+      fprintf(g->events, "%lld,%s,%s,%lld,%lld,%lld,%lld", (long long)e->iteration, e->policy,
+              e->layer, (long long)e->units, (long long)e->added, (long long)e->removed,
+              (long long)e->active);
+      csv_num(g->events, e->loss_before);
+      csv_num(g->events, e->loss_after);
+      csv_num(g->events, val_error);
+      fprintf(g->events, ",%.3f,%s\n", e->seconds, e->detail);
+    }
+    if (fflush(g->events) != 0 || ferror(g->events))
+      st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", g->events_path, strerror(errno));
+  }
+  g->nrows = 0;
+  return nest_comm_agree(t->comm, st);
+}
+
+static nest_status push_row(nest_grow *g, event_row *e) {
+  for (char *c = e->detail; *c; ++c) /* keep events.csv one field per comma */
+    if (*c == ',' || *c == '\n') *c = ';';
+  if (g->nrows == g->caprows) {
+    int cap = g->caprows ? 2 * g->caprows : 64;
+    event_row *r = realloc(g->rows, sizeof *r * (size_t)cap);
+    if (!r) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for growth events");
+    g->rows = r;
+    g->caprows = cap;
+  }
+  g->rows[g->nrows++] = *e;
+  return NEST_OK;
+}
+
+/* ---- sample sets ---------------------------------------------------------------------------- */
+
+/* Permutation keys far above any training epoch, so growth sets never repeat an epoch's order. */
+#define GROWSET_KEY ((int64_t)1 << 40)
+#define SCORESET_KEY ((int64_t)1 << 41)
+
+static void draw_sets(nest_trainer *t, nest_grow *g, int64_t iteration) {
+  const nest_config *c = &t->cfg;
+  const int64_t want = (int64_t)c->grow_batches * c->batch;
+  if (c->grow_batches == 0 || want >= t->n_train) {
+    memcpy(g->set_ids, t->train_idx, sizeof(int64_t) * (size_t)t->n_train);
+    g->n_set = t->n_train;
+  } else {
+    nest_shard_permute(c->seed, GROWSET_KEY + iteration, t->train_idx, t->n_train, g->set_ids);
+    g->n_set = want;
+  }
+  nest_shard_permute(c->seed, SCORESET_KEY + iteration, t->train_idx, t->n_train, g->score_ids);
+}
+
+/* ---- the driver ------------------------------------------------------------------------------ */
+
+/* The target list of a policy: tensor indices (TENSOR) or layer indices (UNITS). */
+static int list_targets(const nest_grow *g, const nest_net *net, const nest_policy_ops *ops,
+                        int *targets) {
+  int n = 0;
+  if (ops->target == NEST_TARGET_UNITS) {
+    for (int l = 0; l < net->nlayers; ++l)
+      if (targets_layer(g, net, ops, l)) targets[n++] = l;
+  } else {
+    for (int i = 0; i < net->ntensors; ++i)
+      if (net->tensors[i].param->maskable && targets_layer(g, net, ops, net->tensors[i].layer->index))
+        targets[n++] = i;
+  }
+  return n;
+}
+
+/* Make g->pass current for t->net with everything policies pol[first..] need (growth phase)
+ * or just `ops` (other hooks): one pass serves them all until a surgery changes the shapes. */
+static nest_status ensure_pass(nest_trainer *t, nest_grow *g, const nest_policy_ops *const *pol,
+                               int npol) {
+  nest_net *net = t->net;
+  if (g->pass && g->pass->generation == net->generation) return NEST_OK;
+  nest_gradsum_destroy(&g->pass);
+  uint8_t *tens = NULL, *brid = NULL;
+  nest_status st = NEST_OK;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&tens, (size_t)net->ntensors, 1, "pass request"), done);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&brid, (size_t)net->nlayers, 1, "pass request"), done);
+  int *targets = NULL;
+  NEST_CALL_GOTO(st, nest_malloc((void **)&targets, sizeof(int) * (size_t)(net->ntensors + net->nlayers),
+                                 "targets"),
+                 done);
+  for (int i = 0; i < npol; ++i) {
+    if (!pol[i]->needs) continue;
+    const int n = list_targets(g, net, pol[i], targets);
+    for (int k = 0; k < n; ++k) {
+      if (pol[i]->needs & NEST_NEED_GRAD) {
+        if (pol[i]->target == NEST_TARGET_TENSOR) tens[targets[k]] = 1;
+      }
+      if (pol[i]->needs & NEST_NEED_BRIDGE) brid[targets[k]] = 1;
+    }
+  }
+  nest_gradsum_req req = {tens, brid};
+  NEST_CALL_GOTO(st, nest_gradpass(t, g->set_ids, g->n_set, &req, &g->pass), done);
+done:
+  free(targets);
+  free(tens);
+  free(brid);
+  return st;
+}
+
+static int64_t active_weights(const nest_net *net) {
+  int64_t aw = 0;
+  nest_net_count(net, &aw, NULL, NULL);
+  return aw;
+}
+
+/* Run pol[0] on targets[0..ntargets): score/select/apply per round, mask-hash check, one event
+ * per target with the scoring-batch loss before and after. */
+static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_ops *const *pol,
+                               int npol, int64_t iteration, const int *targets, int ntargets) {
+  const nest_policy_ops *ops = pol[0];
+  const nest_config *c = &t->cfg;
+  const int rounds = ops->rounds ? ops->rounds(c) : 1;
+  double loss = NAN;
+  NEST_CALL(nest_gradpass_loss(t, g->score_ids, g->n_score, &loss));
+  for (int k = 0; k < ntargets; ++k) {
+    const double t0 = nest_comm_wtime();
+    nest_policy_run r = {.ops = ops,
+                         .t = t,
+                         .target = targets[k],
+                         .iteration = iteration,
+                         .count = g->hook_count,
+                         .score_ids = g->score_ids,
+                         .n_score = g->n_score};
+    r.layer = ops->target == NEST_TARGET_UNITS ? targets[k]
+                                                : t->net->tensors[targets[k]].layer->index;
+    char layer_name[NEST_NAME_LEN];
+    snprintf(layer_name, sizeof layer_name, "%s", t->net->layers[r.layer]->name);
+    event_row e = {.iteration = iteration, .loss_before = loss};
+    snprintf(e.policy, sizeof e.policy, "%s", ops->name);
+    snprintf(e.layer, sizeof e.layer, "%s", layer_name);
+    for (int round = 0; round < rounds; ++round) {
+      if (ops->needs) NEST_CALL(ensure_pass(t, g, pol, npol));
+      r.pass = ops->needs ? g->pass : NULL;
+      r.round = round;
+      const int64_t aw = active_weights(t->net);
+      r.room = c->grow_max_weights > 0 ? (c->grow_max_weights > aw ? c->grow_max_weights - aw : 0)
+                                       : INT64_MAX;
+      const nest_status st = nest_policy_step(&r);
+      if (st != NEST_OK) { /* say where: "growth iteration 3, neuron on fc1: <what>" */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s %lld, %s on %s: %s",
+                 ops->when == NEST_WHEN_GROWTH ? "growth iteration"
+                 : ops->when == NEST_WHEN_EPOCH ? "epoch" : "step",
+                 (long long)iteration, ops->name, layer_name, nest_error_message());
+        nest_error_adopt(st, msg);
+        nest_error_trace(__FILE__, __LINE__);
+        return st;
+      }
+      if (c->check_masks) {
+        char what[96];
+        snprintf(what, sizeof what, "masks after %s on %s", ops->name, layer_name);
+        NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_MASKS), what));
+      }
+    }
+    NEST_CALL(nest_gradpass_loss(t, g->score_ids, g->n_score, &loss));
+    e.units = r.units_added;
+    e.added = r.conns_added;
+    e.removed = r.conns_removed;
+    e.active = active_weights(t->net);
+    e.loss_after = loss;
+    e.seconds = nest_comm_wtime() - t0;
+    snprintf(e.detail, sizeof e.detail, "%s", r.detail);
+    NEST_CALL(push_row(g, &e));
+    if (t->rank == 0 && !t->quiet && ops->when == NEST_WHEN_GROWTH) {
+      printf("grow %3lld  %-9s %-8s", (long long)iteration, ops->name, layer_name);
+      if (e.units) printf(" +%lld %s", (long long)e.units,
+                          t->net->layers[r.layer]->kind == NEST_LAYER_CONV2D ? "maps" : "neurons");
+      printf(" +%lld conn", (long long)e.added);
+      if (e.removed) printf(" -%lld", (long long)e.removed);
+      printf("  active %lld  loss %.4f -> %.4f  %.2f s%s%s\n", (long long)e.active,
+             e.loss_before, e.loss_after, e.seconds, e.detail[0] ? "  " : "", e.detail);
+      fflush(stdout);
+    }
+  }
+  return NEST_OK;
+}
+
+/* Run one policy on all its targets. pol[0] is it; pol[1..npol) the policies still to come in
+ * this iteration (their needs join the shared pass). Progress lines unless quiet. */
+static nest_status run_policy(nest_trainer *t, nest_grow *g, const nest_policy_ops *const *pol,
+                              int npol, int64_t iteration) {
+  const nest_policy_ops *ops = pol[0];
+  /* Targets are indices, stable across surgery (it resizes layers, never adds any). */
+  int *targets = NULL;
+  NEST_CALL(nest_malloc((void **)&targets,
+                        sizeof(int) * (size_t)(t->net->ntensors + t->net->nlayers), "targets"));
+  const int ntargets = list_targets(g, t->net, ops, targets);
+  nest_status st = run_targets(t, g, pol, npol, iteration, targets, ntargets);
+  free(targets);
+  return st;
+}
+
+nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when, int64_t index,
+                           int64_t count) {
+  if (!g) return NEST_OK;
+  for (int i = 0; i < g->npol; ++i) {
+    const nest_policy_ops *ops = g->pol[i];
+    if (ops->when != when) continue;
+    if (when == NEST_WHEN_STEP && ops->due && !ops->due(&t->cfg, index, count)) continue;
+    const int first = g->nrows;
+    /* The scoring batch of a hook is keyed by its index too (epoch or step). */
+    draw_sets(t, g, index);
+    nest_gradsum_destroy(&g->pass);
+    g->hook_count = count;
+    const nest_status st = run_policy(t, g, &g->pol[i], 1, index);
+    g->hook_count = 0;
+    NEST_CALL(st);
+    if (t->rank == 0 && !t->quiet) {
+      int64_t added = 0, removed = 0;
+      for (int k = first; k < g->nrows; ++k) added += g->rows[k].added, removed += g->rows[k].removed;
+      printf("%s %s %lld: %lld connections replaced over %d tensors, loss %.4f -> %.4f\n",
+             ops->name, when == NEST_WHEN_EPOCH ? "epoch" : "step", (long long)index + (when == NEST_WHEN_EPOCH),
+             (long long)added, g->nrows - first, g->rows[first].loss_before,
+             g->rows[g->nrows - 1].loss_after);
+      (void)removed;
+      fflush(stdout);
+    }
+    NEST_CALL(flush_events(t, g, NAN));
+  }
+  return NEST_OK;
+}
+
+nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
+  if (!nest_grow_has_phase(g)) return NEST_OK;
+  const nest_config *c = &t->cfg;
+  const double t_start = nest_comm_wtime();
+  const nest_policy_ops *growth[MAX_POLICIES];
+  int ng = 0;
+  for (int i = 0; i < g->npol; ++i)
+    if (g->pol[i]->when == NEST_WHEN_GROWTH) growth[ng++] = g->pol[i];
+  const double lr = c->grow_lr > 0 ? c->grow_lr : c->lr;
+  /* Each iteration's epochs follow their own schedule (cosine: a warm restart from lr to
+   * optim.min_lr), so the validation error after an iteration measures the architecture, not
+   * where a long schedule happens to be; that is what the target-error stop compares. */
+  nest_optim sched = t->optim;
+  sched.lr = lr;
+  sched.schedule = strcmp(c->grow_schedule, "cosine") == 0 ? NEST_SCHED_COSINE : NEST_SCHED_CONST;
+  sched.warmup_epochs = 0;
+  sched.total_epochs = c->grow_train_epochs;
+  if (t->rank == 0 && !t->quiet) {
+    printf("nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g %s}",
+           c->grow_policy, c->grow_iterations, c->grow_train_epochs,
+           c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
+    if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
+    if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
+    printf("\n");
+    fflush(stdout);
+  }
+  snprintf(g->res.stop, sizeof g->res.stop, "iterations");
+  for (int it = 1; it <= c->grow_iterations; ++it) {
+    draw_sets(t, g, it);
+    nest_gradsum_destroy(&g->pass);
+    for (int i = 0; i < ng; ++i) NEST_CALL(run_policy(t, g, &growth[i], ng - i, it));
+    nest_gradsum_destroy(&g->pass); /* its memory is the size of the weights: free it to train */
+    nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
+    for (int e = 0; e < c->grow_train_epochs; ++e) {
+      nest_epoch_plan plan = {.phase = "grow",
+                              .sched = &sched,
+                              .t0 = (double)e,
+                              .index = (int64_t)(it - 1) * c->grow_train_epochs + e,
+                              .count = (int64_t)c->grow_iterations * c->grow_train_epochs,
+                              .evaluate = e + 1 == c->grow_train_epochs};
+      NEST_CALL(nest_trainer_epoch(t, &plan, &val, &test));
+    }
+    if (c->grow_train_epochs == 0) {
+      if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &val));
+      if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &test));
+    }
+    const double verr = isnan(val.acc) ? NAN : 1.0 - val.acc;
+    NEST_CALL(flush_events(t, g, verr));
+    g->res.iterations = it;
+    g->res.val_error = verr;
+    g->res.test_error = isnan(test.acc) ? NAN : 1.0 - test.acc;
+    const int64_t aw = active_weights(t->net);
+    if (t->rank == 0 && !t->quiet) {
+      char widths[256];
+      nest_net_widths_string(t->net, widths, sizeof widths);
+      printf("grow %3d/%-3d done: %lld active weights, widths %s", it, c->grow_iterations,
+             (long long)aw, widths);
+      if (!isnan(verr)) printf(", validation error %.2f%%", 100 * verr);
+      if (!isnan(g->res.test_error)) printf(", test error %.2f%%", 100 * g->res.test_error);
+      printf("\n");
+      fflush(stdout);
+    }
+    if (c->grow_target_error > 0 && !isnan(verr) && verr <= c->grow_target_error) {
+      snprintf(g->res.stop, sizeof g->res.stop, "target error");
+      break;
+    }
+    if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
+      snprintf(g->res.stop, sizeof g->res.stop, "size cap");
+      break;
+    }
+  }
+  g->res.grown_weights = active_weights(t->net);
+  g->res.seconds = nest_comm_wtime() - t_start;
+  if (t->rank == 0 && !t->quiet) {
+    printf("nest: growth phase done after %d iteration%s (%s) in %.1f s: %lld -> %lld active "
+           "weights\n",
+           g->res.iterations, g->res.iterations == 1 ? "" : "s", g->res.stop, g->res.seconds,
+           (long long)g->res.seed_weights, (long long)g->res.grown_weights);
+    fflush(stdout);
+  }
+  return NEST_OK;
+}
