@@ -186,8 +186,17 @@ static conn_layout layout_of(const nest_layer *l, const nest_param *p) {
   return c;
 }
 
-static uint32_t mask_key(uint64_t seed, int layer, int slot, size_t i) {
-  return nest_rng_at(seed, NEST_RNG_MASK, (uint64_t)layer, (uint64_t)slot, i);
+/* The random streams of a tensor are keyed by its layer's NAME, not its position: adding a
+ * batch-norm or dropout layer, or growing a neighbour, leaves every other layer's seed masks
+ * and initial values unchanged, so "the same seed" means the same seed network. (FNV-1a.) */
+static uint64_t layer_key(const nest_layer *l) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char *c = l->name; *c; ++c) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+  return h;
+}
+
+static uint32_t mask_key(uint64_t seed, uint64_t layer, int slot, size_t i) {
+  return nest_rng_at(seed, NEST_RNG_MASK, layer, (uint64_t)slot, i);
 }
 
 /* Activate the element with the smallest key among those listed (deterministic repair). */
@@ -201,7 +210,7 @@ static void seed_mask(nest_layer *l, int slot, uint64_t seed, double density, in
   const double thresh = density * 4294967296.0;
 #pragma omp parallel for schedule(static)
   for (long i = 0; i < (long)p->count; ++i)
-    m[i] = (double)mask_key(seed, l->index, slot, (size_t)i) < thresh ? 1.0f : 0.0f;
+    m[i] = (double)mask_key(seed, layer_key(l), slot, (size_t)i) < thresh ? 1.0f : 0.0f;
 
   conn_layout c = layout_of(l, p);
   /* Every output neuron needs an active input. */
@@ -213,7 +222,7 @@ static void seed_mask(nest_layer *l, int slot, uint64_t seed, double density, in
     size_t best = 0;
     uint32_t bk = UINT32_MAX;
     for (int j = 0; j < c.row_len; ++j) {
-      uint32_t k = mask_key(seed, l->index, slot, (size_t)r * c.row_len + j);
+      uint32_t k = mask_key(seed, layer_key(l), slot, (size_t)r * c.row_len + j);
       if (k < bk) bk = k, best = (size_t)j;
     }
     row[best] = 1.0f;
@@ -231,7 +240,7 @@ static void seed_mask(nest_layer *l, int slot, uint64_t seed, double density, in
     for (int r = 0; r < c.rows; ++r)
       for (int t = 0; t < c.glen; ++t) {
         size_t idx = (size_t)r * c.row_len + (size_t)g * c.glen + t;
-        uint32_t k = mask_key(seed, l->index, slot, idx);
+        uint32_t k = mask_key(seed, layer_key(l), slot, idx);
         if (k < bk) bk = k, best = idx;
       }
     m[best] = 1.0f;
@@ -239,7 +248,7 @@ static void seed_mask(nest_layer *l, int slot, uint64_t seed, double density, in
 }
 
 /* Normal draw for element i from two stateless uniforms (Box-Muller): order-independent. */
-static float normal_at(uint64_t seed, int layer, int slot, size_t i) {
+static float normal_at(uint64_t seed, uint64_t layer, int slot, size_t i) {
   uint32_t a = nest_rng_at(seed, NEST_RNG_INIT, (uint64_t)layer, (uint64_t)slot, 2 * i);
   uint32_t b = nest_rng_at(seed, NEST_RNG_INIT, (uint64_t)layer, (uint64_t)slot, 2 * i + 1);
   double u1 = ((double)(a >> 8) + 1.0) / 16777216.0, u2 = (double)(b >> 8) / 16777216.0;
@@ -278,7 +287,7 @@ nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init
       default:
 #pragma omp parallel for schedule(static)
         for (long i = 0; i < (long)p->count; ++i)
-          w[i] = l->m[s][i] * (float)std * normal_at(seed, l->index, s, (size_t)i);
+          w[i] = l->m[s][i] * (float)std * normal_at(seed, layer_key(l), s, (size_t)i);
     }
   }
   memset(net->mom, 0, net->nparams * sizeof(float));
