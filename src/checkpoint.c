@@ -13,11 +13,12 @@
  *     <buffer>          float32 [count] (running_mean, running_var)
  * Objects the reader does not expect are ignored, so a restart checkpoint can be a model file
  * plus extra state. */
-#define _POSIX_C_SOURCE 200809L /* fsync, open */
+#define _POSIX_C_SOURCE 200809L
 #include "nest/checkpoint.h"
 
+#include "nest/atomic.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
@@ -177,17 +178,6 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8) {
   return e;
 }
 
-/* fsync a file or directory by name; -1 with errno on failure. */
-static int sync_path(const char *p, int dir) {
-  int fd = open(p, O_RDONLY | (dir ? O_DIRECTORY : 0));
-  if (fd < 0) return -1;
-  int r = fsync(fd);
-  int err = errno;
-  close(fd);
-  errno = err;
-  return r;
-}
-
 nest_status nest_model_save(const nest_net *net, const char *path) {
   h5_quiet();
   if (!net || !path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_save: no net or path");
@@ -211,12 +201,7 @@ nest_status nest_model_save(const nest_net *net, const char *path) {
   }
 
   char tmp[4096];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-    return NEST_ERR(NEST_ERR_ARG, "%s: path too long", path);
-  /* fopen first: HDF5 does not say why a create failed, strerror does. */
-  FILE *probe = fopen(tmp, "wb");
-  if (!probe) return NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-  fclose(probe);
+  NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
 
   nest_status st = NEST_OK;
   uint8_t *u8 = NULL;
@@ -264,31 +249,14 @@ nest_status nest_model_save(const nest_net *net, const char *path) {
     st = NEST_ERR(NEST_ERR_IO, "%s: closing the HDF5 file failed (disk full?)", tmp);
     goto done;
   }
-  /* Data on disk before the rename makes it visible: a crash never leaves a short PATH. */
-  if (sync_path(tmp, 0) != 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    goto done;
-  }
-  if (rename(tmp, path) != 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
-    goto done;
-  }
-  /* Make the rename itself durable. Best effort: the new file is complete either way, and
-   * some file systems refuse fsync on directories. */
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (!slash) snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  (void)sync_path(dir, 1);
+  st = nest_atomic_commit(tmp, path);
 
 done:
   h5_close(&layers, H5Gclose);
   h5_close(&file, H5Fclose);
   h5_close(&fapl, H5Pclose);
   free(u8);
-  if (st != NEST_OK) remove(tmp);
+  if (st != NEST_OK) nest_atomic_abort(tmp);
   return st;
 }
 

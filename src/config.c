@@ -17,7 +17,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -32,6 +31,7 @@
 
 #include <ini.h>
 
+#include "nest/atomic.h"
 #include "nest/policy.h"
 
 /* ---- the key table ---- */
@@ -882,19 +882,6 @@ static const char *full_meaning(const key_def *k, char *buf, size_t n) {
   return buf;
 }
 
-/* fsync the directory holding path so the rename itself survives a crash (best effort). */
-static void sync_parent_dir(const char *path) {
-  const char *slash = strrchr(path, '/');
-  char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-  if (!dir) return;
-  int fd = open(dir, O_RDONLY);
-  if (fd >= 0) {
-    (void)fsync(fd);
-    close(fd);
-  }
-  free(dir);
-}
-
 nest_status nest_config_write(const nest_config *c, const char *path) {
   if (!c || !path || !path[0]) return NEST_ERR(NEST_ERR_ARG, "nest_config_write: bad argument");
   char text[NEST_PATH_LEN + 64], scratch[NEST_PATH_LEN], why[160], vb[SHORT_LEN];
@@ -918,17 +905,9 @@ nest_status nest_config_write(const nest_config *c, const char *path) {
                       k->key, shorten(text, strlen(text), vb, sizeof vb), why);
   }
 
-  size_t plen = strlen(path);
-  char *tmp = malloc(plen + 5);
-  if (!tmp) return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", path);
-  memcpy(tmp, path, plen);
-  memcpy(tmp + plen, ".tmp", 5);
-  FILE *f = fopen(tmp, "w");
-  if (!f) {
-    int e = errno;
-    free(tmp);
-    return NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", path, strerror(e));
-  }
+  char tmp[NEST_PATH_LEN + 16];
+  FILE *f;
+  NEST_CALL(nest_atomic_fopen(path, tmp, sizeof tmp, &f));
   fputs("; nest configuration: every key with its effective value.\n"
         "; Values are unquoted; ';' after a blank starts a comment.\n",
         f);
@@ -946,19 +925,7 @@ nest_status nest_config_write(const nest_config *c, const char *path) {
     format_value(k, c, text, sizeof text); /* checked above */
     fprintf(f, "%s =%s%s\n", k->key, text[0] ? " " : "", text);
   }
-  int e = 0;
-  if (fflush(f) != 0 || ferror(f)) e = errno ? errno : EIO;
-  if (!e && fsync(fileno(f)) != 0) e = errno;
-  if (fclose(f) != 0 && !e) e = errno ? errno : EIO;
-  if (!e && rename(tmp, path) != 0) e = errno;
-  if (e) {
-    unlink(tmp);
-    free(tmp);
-    return NEST_ERR(NEST_ERR_IO, "%s: cannot write: %s", path, strerror(e));
-  }
-  free(tmp);
-  sync_parent_dir(path);
-  return NEST_OK;
+  return nest_atomic_fclose(f, tmp, path);
 }
 
 /* ---- help ---- */

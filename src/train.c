@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "nest/arch.h"
+#include "nest/atomic.h"
 #include "nest/checkpoint.h"
 #include "nest/grow.h"
 #include "nest/loss.h"
@@ -464,20 +465,18 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
   return NEST_OK;
 }
 
-/* summary.txt, written atomically (tmp + fsync + rename) by rank 0; agreed. */
+/* summary.txt, written atomically (atomic.h) by rank 0; agreed. */
 static nest_status write_summary(nest_trainer *t, const nest_eval *val, const nest_eval *test) {
   const nest_config *c = &t->cfg;
   nest_status st = NEST_OK;
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
   if (t->rank == 0 && t->run_dir[0]) {
-    char path[NEST_PATH_LEN + 32], tmp[NEST_PATH_LEN + 40];
+    char path[NEST_PATH_LEN + 32], tmp[NEST_PATH_LEN + 48];
     snprintf(path, sizeof path, "%s/summary.txt", t->run_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-      st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
+    FILE *f = NULL;
+    st = nest_atomic_fopen(path, tmp, sizeof tmp, &f);
+    if (st == NEST_OK) {
       double el = nest_comm_wtime() - t->t_start;
       char widths[512], arch[4096];
       nest_net_widths_string(t->net, widths, sizeof widths);
@@ -498,12 +497,7 @@ static nest_status write_summary(nest_trainer *t, const nest_eval *val, const ne
       }
       if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
       if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
-      int bad = ferror(f);
-      bad |= fflush(f) != 0;
-      bad |= fsync(fileno(f)) != 0;
-      bad |= fclose(f) != 0;
-      if (bad || rename(tmp, path) != 0)
-        st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+      st = nest_atomic_fclose(f, tmp, path);
     }
   }
   return nest_comm_agree(t->comm, st);

@@ -1,5 +1,5 @@
 /* h5.c — nest's own HDF5 dataset format (docs/data-format.md): read with validation, write
- * atomically (PATH.tmp, then rename). The only data-module file that calls HDF5.
+ * atomically (atomic.h: PATH.tmp, fsync, rename). The only data-module file that calls HDF5.
  *
  *   /images    uint8   [N, C, H, W]   (or)   /features  float32 [N, D]  (or [N, C, H, W])
  *   /labels    int32   [N]            in [0, nclasses)
@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/atomic.h"
 #include "nest/data.h"
 
 #include "data_internal.h"
@@ -437,12 +438,7 @@ nest_status nest_dataset_save_h5(const nest_dataset *ds, const char *path) {
                       ds->labels[i], (long long)i, ds->nclasses);
 
   char tmp[4096];
-  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-    return NEST_ERR(NEST_ERR_ARG, "%s: path too long", path);
-  /* fopen first: HDF5 does not report why a create failed, strerror does. */
-  FILE *probe = fopen(tmp, "wb");
-  if (!probe) return NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-  fclose(probe);
+  NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
 
   nest_status st = NEST_OK;
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), file = -1;
@@ -480,12 +476,11 @@ nest_status nest_dataset_save_h5(const nest_dataset *ds, const char *path) {
     st = NEST_ERR(NEST_ERR_IO, "%s: closing the HDF5 file failed (disk full?)", tmp);
     goto done;
   }
-  if (rename(tmp, path) != 0)
-    st = NEST_ERR(NEST_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+  st = nest_atomic_commit(tmp, path);
 
 done:
   if (file >= 0) H5Fclose(file);
   if (fapl >= 0) H5Pclose(fapl);
-  if (st != NEST_OK) remove(tmp);
+  if (st != NEST_OK) nest_atomic_abort(tmp);
   return st;
 }
