@@ -391,13 +391,13 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
     g->hook_count = 0;
     NEST_CALL(st);
     if (t->rank == 0 && !t->quiet) {
-      int64_t added = 0, removed = 0;
-      for (int k = first; k < g->nrows; ++k) added += g->rows[k].added, removed += g->rows[k].removed;
+      int64_t added = 0;
+      for (int k = first; k < g->nrows; ++k) added += g->rows[k].added;
+      /* epochs are 0-based here and 1-based in every progress line */
       printf("%s %s %lld: %lld connections replaced over %d tensors, loss %.4f -> %.4f\n",
-             ops->name, when == NEST_WHEN_EPOCH ? "epoch" : "step", (long long)index + (when == NEST_WHEN_EPOCH),
-             (long long)added, g->nrows - first, g->rows[first].loss_before,
-             g->rows[g->nrows - 1].loss_after);
-      (void)removed;
+             ops->name, when == NEST_WHEN_EPOCH ? "epoch" : "step",
+             (long long)index + (when == NEST_WHEN_EPOCH), (long long)added, g->nrows - first,
+             g->rows[first].loss_before, g->rows[g->nrows - 1].loss_after);
       fflush(stdout);
     }
     NEST_CALL(flush_events(t, g, NAN));
