@@ -25,12 +25,6 @@
 
 #define JACCARD NEST_BINARY_DIR "/nest_jaccard"
 
-#define assert_ok(expr)                                                                      \
-  do {                                                                                       \
-    nest_status s_ = (expr);                                                                 \
-    if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
-  } while (0)
-
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 /* Specs of `arch`; if grow_layer is set, that layer's width (units / out_c) becomes

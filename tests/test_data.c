@@ -90,12 +90,6 @@ static void expect_error(nest_status st, nest_status code, const char *file, con
 }
 
 /* Like assert_int_equal(expr, NEST_OK) but shows the nest error message on failure. */
-#define assert_ok(expr)                                                                      \
-  do {                                                                                       \
-    nest_status s_ = (expr);                                                                 \
-    if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
-  } while (0)
-
 static const char *tmp(const char *name) { return nest_test_path(nest_test_tmpdir(), name); }
 
 /* ---- IDX --------------------------------------------------------------------------------- */

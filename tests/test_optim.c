@@ -21,7 +21,8 @@ static void ref_update(double *w, double *v, double g, double m, double lr, doub
   *v = m != 0.0 ? vi : 0.0;
 }
 
-static void check_update(int nesterov) {
+/* mlp:6-4-3 at density 0.5 (seed 4): a net with dormant positions in every weight tensor. */
+static nest_net *make_net(void) {
   nest_layer_spec *specs;
   int n;
   nest_arch_opts ao = {.width = 1.0};
@@ -30,6 +31,11 @@ static void check_update(int nesterov) {
   assert_int_equal(nest_net_create(specs, n, (nest_shape){6, 1, 1}, 3, 2, 1, &net), NEST_OK);
   free(specs);
   assert_int_equal(nest_net_init(net, 4, 0.5, -1), NEST_OK);
+  return net;
+}
+
+static void check_update(int nesterov) {
+  nest_net *net = make_net();
   size_t P = net->nparams;
   double *w = malloc(P * sizeof(double)), *v = malloc(P * sizeof(double));
   for (size_t i = 0; i < P; ++i) w[i] = net->params[i], v[i] = 0;
@@ -60,14 +66,7 @@ static void check_update(int nesterov) {
 /* Dormant positions: the update writes +0.0 (not -0.0 from a negative product), and a NaN or
  * Inf gradient there cannot reach the weight or the momentum. */
 static void test_dormant_stays_zero(void **state) {
-  nest_layer_spec *specs;
-  int n;
-  nest_arch_opts ao = {.width = 1.0};
-  assert_int_equal(nest_arch_build("mlp:6-4-3", &ao, (nest_shape){6, 1, 1}, 3, &specs, &n), NEST_OK);
-  nest_net *net;
-  assert_int_equal(nest_net_create(specs, n, (nest_shape){6, 1, 1}, 3, 2, 1, &net), NEST_OK);
-  free(specs);
-  assert_int_equal(nest_net_init(net, 4, 0.5, -1), NEST_OK);
+  nest_net *net = make_net();
   const nest_param *W = net->tensors[0].param;
   size_t dormant = 0;
   for (size_t i = W->offset; i < W->offset + W->count; ++i) {

@@ -19,12 +19,6 @@
 
 #define PREP NEST_BINARY_DIR "/nest_prep"
 
-#define assert_ok(expr)                                                                      \
-  do {                                                                                       \
-    nest_status s_ = (expr);                                                                 \
-    if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
-  } while (0)
-
 static char out_text[4096], err_text[4096];
 
 static void slurp(const char *path, char *buf, size_t cap) {

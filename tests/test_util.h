@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nest/status.h"
+
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at exit. */
 const char *nest_test_tmpdir(void);
 /* Path join into a static rotating buffer: nest_test_path(dir, "x.h5"). */
@@ -18,6 +20,14 @@ void nest_test_fill_normal(float *x, size_t n, uint64_t seed, float scale);
 int nest_test_write_file(const char *path, const void *data, size_t bytes);
 /* Max |a - b| / max(1, |b|) over n elements. */
 double nest_test_max_rel_diff(const float *a, const double *b, size_t n);
+
+/* Fail the CMocka test with the call, the status name and nest's message unless expr is
+ * NEST_OK. Use after <cmocka.h>. */
+#define assert_ok(expr)                                                                      \
+  do {                                                                                       \
+    nest_status s_ = (expr);                                                                 \
+    if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
+  } while (0)
 
 /* calloc that aborts on failure (tests only). */
 double *nest_test_dalloc(size_t n);
