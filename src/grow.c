@@ -34,6 +34,8 @@ struct nest_grow {
   event_row *rows;
   int nrows, caprows;
   int64_t hook_count; /* `count` of the hook being run (policy runs' r->count) */
+  double score_loss;  /* loss on the scoring batch of the current net, if score_loss_ok */
+  int score_loss_ok;  /* cleared when a new scoring batch is drawn (training comes between) */
   nest_grow_result res;
 };
 
@@ -229,6 +231,7 @@ static void draw_sets(nest_trainer *t, nest_grow *g, int64_t iteration) {
     g->n_set = want;
   }
   nest_shard_permute(c->seed, SCORESET_KEY + iteration, t->train_idx, t->n_train, g->score_ids);
+  g->score_loss_ok = 0;
 }
 
 /* ---- the driver ------------------------------------------------------------------------------ */
@@ -295,8 +298,10 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
   const nest_policy_ops *ops = pol[0];
   const nest_config *c = &t->cfg;
   const int rounds = ops->rounds ? ops->rounds(c) : 1;
-  double loss = NAN;
-  NEST_CALL(nest_gradpass_loss(t, g->score_ids, g->n_score, &loss));
+  /* the previous policy's last "after" is this one's "before": the net has not changed since */
+  if (!g->score_loss_ok) NEST_CALL(nest_gradpass_loss(t, g->score_ids, g->n_score, &g->score_loss));
+  g->score_loss_ok = 1;
+  double loss = g->score_loss;
   for (int k = 0; k < ntargets; ++k) {
     const double t0 = nest_comm_wtime();
     nest_policy_run r = {.ops = ops,
@@ -338,6 +343,7 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
       }
     }
     NEST_CALL(nest_gradpass_loss(t, g->score_ids, g->n_score, &loss));
+    g->score_loss = loss;
     e.units = r.units_added;
     e.added = r.conns_added;
     e.removed = r.conns_removed;
