@@ -498,26 +498,12 @@ static void test_read_masks(void **state) {
 
 static char out_text[8192], err_text[8192];
 
-static void slurp(const char *path, char *buf, size_t cap) {
-  buf[0] = '\0';
-  FILE *f = fopen(path, "rb");
-  if (!f) return;
-  size_t n = fread(buf, 1, cap - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-}
-
 static int jaccard(const char *args) {
-  const char *dir = nest_test_tmpdir();
-  char cmd[4096], o[1024], e[1024];
-  snprintf(o, sizeof o, "%s/jac.out", dir);
-  snprintf(e, sizeof e, "%s/jac.err", dir);
-  snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", JACCARD, args, o, e);
-  int rc = system(cmd);
-  slurp(o, out_text, sizeof out_text);
-  slurp(e, err_text, sizeof err_text);
-  assert_true(rc != -1 && WIFEXITED(rc));
-  return WEXITSTATUS(rc);
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "'%s' %s", JACCARD, args);
+  const int code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
+  assert_true(code >= 0);
+  return code;
 }
 
 /* The line of stdout that starts with "<layer> <param>"-like `head` (NULL if none). */

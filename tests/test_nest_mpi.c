@@ -30,14 +30,8 @@ static int run(const char *args) {
            dir, NEST_BINARY_DIR, args, dir, dir);
   int rc = system(cmd);
   int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : 255;
-  FILE *f = fopen(nest_test_path(dir, "out.txt"), "r");
-  size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
-  out[n] = 0;
-  if (f) fclose(f);
-  f = fopen(nest_test_path(dir, "err.txt"), "r");
-  n = f ? fread(err, 1, sizeof err - 1, f) : 0;
-  err[n] = 0;
-  if (f) fclose(f);
+  nest_test_slurp(nest_test_path(dir, "out.txt"), out, sizeof out);
+  nest_test_slurp(nest_test_path(dir, "err.txt"), err, sizeof err);
   return code;
 }
 
@@ -209,25 +203,17 @@ static void test_growth(void **state) {
   assert_int_equal(rows, 2 * (2 + 1)); /* conn on fc1, fc2; neuron on fc1; 2 iterations */
   assert_int_equal(neuron_rows, 2);
   snprintf(path, sizeof path, "%s/runs/g1/summary.txt", dir);
-  f = fopen(path, "r");
-  assert_non_null(f);
   char summary[4096];
-  size_t n = fread(summary, 1, sizeof summary - 1, f);
-  summary[n] = 0;
-  fclose(f);
+  nest_test_slurp(path, summary, sizeof summary);
   assert_non_null(strstr(summary, "widths = 64-24-3"));
   assert_non_null(strstr(summary, "grow_iterations = 2"));
   assert_non_null(strstr(summary, "test_error = "));
   assert_non_null(strstr(summary, "active_weights = "));
   /* the final model: nest_jaccard of a run with itself is 1 */
   char cmd[2048];
-  snprintf(cmd, sizeof cmd, "%s/nest_jaccard '%s/runs/g1' '%s/runs/g1/model.h5' > '%s/j.txt'",
-           NEST_BINARY_DIR, dir, dir, dir);
-  assert_int_equal(system(cmd), 0);
-  f = fopen(nest_test_path(dir, "j.txt"), "r");
-  n = f ? fread(summary, 1, sizeof summary - 1, f) : 0;
-  summary[n] = 0;
-  if (f) fclose(f);
+  snprintf(cmd, sizeof cmd, "%s/nest_jaccard '%s/runs/g1' '%s/runs/g1/model.h5'",
+           NEST_BINARY_DIR, dir, dir);
+  assert_int_equal(nest_test_run(cmd, summary, sizeof summary, NULL, 0), 0);
   assert_non_null(strstr(summary, "1.0000"));
 }
 

@@ -21,27 +21,13 @@
 
 static char out_text[4096], err_text[4096];
 
-static void slurp(const char *path, char *buf, size_t cap) {
-  buf[0] = '\0';
-  FILE *f = fopen(path, "rb");
-  if (!f) return;
-  size_t n = fread(buf, 1, cap - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-}
-
 /* Run nest_prep with `args`; stdout / stderr land in out_text / err_text. Returns the exit code. */
 static int prep(const char *args) {
-  const char *dir = nest_test_tmpdir();
-  char cmd[4096], o[1024], e[1024];
-  snprintf(o, sizeof o, "%s/prep.out", dir);
-  snprintf(e, sizeof e, "%s/prep.err", dir);
-  snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s'", PREP, args, o, e);
-  int rc = system(cmd);
-  slurp(o, out_text, sizeof out_text);
-  slurp(e, err_text, sizeof err_text);
-  assert_true(rc != -1 && WIFEXITED(rc));
-  return WEXITSTATUS(rc);
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "'%s' %s", PREP, args);
+  const int code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
+  assert_true(code >= 0);
+  return code;
 }
 
 /* Exactly one line, "nest_prep: ...", containing `word`. */

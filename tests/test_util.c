@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -99,4 +100,25 @@ double nest_test_norm_rel(const float *a, const double *b, size_t n) {
     if (fabs(b[i]) > den) den = fabs(b[i]);
   }
   return num / den;
+}
+
+void nest_test_slurp(const char *path, char *buf, size_t cap) {
+  buf[0] = '\0';
+  FILE *f = fopen(path, "rb");
+  if (!f) return;
+  size_t n = fread(buf, 1, cap - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+}
+
+int nest_test_run(const char *command, char *out, size_t out_cap, char *err, size_t err_cap) {
+  const char *dir = nest_test_tmpdir();
+  char cmd[8192], o[1024], e[1024];
+  snprintf(o, sizeof o, "%s/run.out", dir);
+  snprintf(e, sizeof e, "%s/run.err", dir);
+  snprintf(cmd, sizeof cmd, "%s >'%s' 2>'%s'", command, o, e);
+  int rc = system(cmd);
+  if (out) nest_test_slurp(o, out, out_cap);
+  if (err) nest_test_slurp(e, err, err_cap);
+  return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }

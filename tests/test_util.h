@@ -21,6 +21,12 @@ int nest_test_write_file(const char *path, const void *data, size_t bytes);
 /* Max |a - b| / max(1, |b|) over n elements. */
 double nest_test_max_rel_diff(const float *a, const double *b, size_t n);
 
+/* Read a whole (text) file into buf (at most cap-1 bytes, NUL-terminated; "" if unreadable). */
+void nest_test_slurp(const char *path, char *buf, size_t cap);
+/* Run `command` through the shell with stdout / stderr captured into out / err (either may be
+ * NULL); returns its exit code, or -1 if it did not exit normally. */
+int nest_test_run(const char *command, char *out, size_t out_cap, char *err, size_t err_cap);
+
 /* Fail the CMocka test with the call, the status name and nest's message unless expr is
  * NEST_OK. Use after <cmocka.h>. */
 #define assert_ok(expr)                                                                      \
