@@ -70,6 +70,11 @@ typedef struct {
   { "grow", #k, type, FIELD_(grow_##k), def, NULL, meaning }
 #define GENUM(k, def, allowed, meaning)                                                            \
   { "grow", #k, KT_ENUM, FIELD_(grow_##k), def, allowed, meaning }
+/* [prune] keys live in fields named prune_<key>, [augment] keys in aug_<key>. */
+#define PKEY(k, type, def, meaning)                                                                \
+  { "prune", #k, type, FIELD_(prune_##k), def, NULL, meaning }
+#define AKEY(k, type, def, meaning)                                                                \
+  { "augment", #k, type, FIELD_(aug_##k), def, NULL, meaning }
 
 /* Adding a key: one line here (plus the field in config.h and a line in docs/config.md). */
 /* clang-format off */
@@ -104,6 +109,15 @@ static const key_def keys[] = {
     KEY(model, batchnorm, KT_BOOL, "0", "batch norm after each hidden conv/dense layer"),
     KEY(model, sync_bn, KT_BOOL, "1", "batch-norm statistics summed over ranks (results independent of P)"),
     KEY(model, dropout, KT_DOUBLE, "0", "dropout rate after hidden dense layers, in [0, 1)"),
+    KEY(model, init_from, KT_STRING, "", "model file (model.h5 of an earlier run) to start from instead of model.arch; empty = none"),
+
+    AKEY(affine, KT_BOOL, "0", "affine distortion of training images (rotation, scale, shear, translation per sample and epoch)"),
+    AKEY(rotate, KT_DOUBLE, "12", "rotation uniform in +-rotate degrees; 0 = none"),
+    AKEY(scale, KT_DOUBLE, "0.1", "scale per axis uniform in [1 - scale, 1 + scale], in [0, 1); 0 = none"),
+    AKEY(shear, KT_DOUBLE, "0.15", "shear uniform in +-shear; 0 = none"),
+    AKEY(translate, KT_DOUBLE, "2", "translation uniform in +-translate pixels per axis; 0 = none"),
+
+    KEY(synthesis, phases, KT_STRING, "", "phases run in order, comma-separated: grow, train, prune, area; empty = grow (if grow.policy lists a growth policy), then train"),
 
     KEY(train, epochs, KT_INT, "20", "training epochs"),
     KEY(train, batch, KT_INT, "128", "global batch size, summed over all ranks"),
@@ -145,6 +159,21 @@ static const key_def keys[] = {
     GKEY(rigl_dt, KT_INT, "100", "rigl: steps between connection updates"),
     GKEY(rigl_end, KT_DOUBLE, "0.75", "rigl: last update at this fraction of the training phase, in (0, 1]"),
     GKEY(rigl_alpha, KT_DOUBLE, "0.3", "rigl: initial drop fraction, in (0, 1)"),
+
+    PKEY(layers, KT_STRING, "", "comma-separated layers to prune; empty = every layer with a weight mask"),
+    PKEY(gamma, KT_DOUBLE, "0.01", "smallest pruning step: fraction of a layer's active weights, in (0, 1)"),
+    PKEY(gamma_start, KT_DOUBLE, "0.2", "first pruning step of each layer; halved at each guard trip until below prune.gamma, in (0, 1)"),
+    PKEY(retrain_steps, KT_INT, "300", "optimizer steps of retraining after each pruning step"),
+    PKEY(lr, KT_DOUBLE, "0.01", "retraining learning rate (constant)"),
+    PKEY(target_error, KT_DOUBLE, "0", "guard: target validation error; 0 = the validation error at the start of the phase"),
+    PKEY(tolerance, KT_DOUBLE, "0.001", "guard: validation error allowed above the target"),
+    PKEY(floor, KT_DOUBLE, "0", "a layer stops pruning at this density (active / all weights), in [0, 1)"),
+    PKEY(iterations, KT_INT, "200", "pruning (and area) phase: iterations at most"),
+    PKEY(neuron_thresh, KT_DOUBLE, "0", "remove units whose mean |output| over the validation set is below this; 0 = only units without active inputs or outputs"),
+    PKEY(calib, KT_INT, "2048", "area phase: samples of the calibration set for the contribution scores"),
+    PKEY(area_gamma, KT_DOUBLE, "0.01", "area phase: smallest step, fraction of a layer's active area, in (0, 1)"),
+    PKEY(area_gamma_start, KT_DOUBLE, "0.1", "area phase: first step of each layer; halved at each guard trip, in (0, 1)"),
+    PKEY(epochs, KT_INT, "0", "epochs of fine-tuning (optim schedule) after the prune / area phase"),
 };
 /* clang-format on */
 
@@ -856,6 +885,23 @@ nest_status nest_config_validate(const nest_config *c) {
   RULE(c->grow_rigl_dt >= 1, "grow.rigl_dt", ITXT(c->grow_rigl_dt), ">= 1");
   RULE(c->grow_rigl_end > 0 && c->grow_rigl_end <= 1, "grow.rigl_end", DTXT(c->grow_rigl_end), "in (0, 1]");
   RULE(c->grow_rigl_alpha > 0 && c->grow_rigl_alpha < 1, "grow.rigl_alpha", DTXT(c->grow_rigl_alpha), "in (0, 1)");
+  RULE(c->aug_rotate >= 0 && c->aug_rotate <= 180, "augment.rotate", DTXT(c->aug_rotate), "in [0, 180]");
+  RULE(c->aug_scale >= 0 && c->aug_scale < 1, "augment.scale", DTXT(c->aug_scale), "in [0, 1)");
+  RULE(c->aug_shear >= 0 && c->aug_shear < 1, "augment.shear", DTXT(c->aug_shear), "in [0, 1)");
+  RULE(c->aug_translate >= 0, "augment.translate", DTXT(c->aug_translate), ">= 0");
+  RULE(c->prune_gamma > 0 && c->prune_gamma < 1, "prune.gamma", DTXT(c->prune_gamma), "in (0, 1)");
+  RULE(c->prune_gamma_start > 0 && c->prune_gamma_start < 1, "prune.gamma_start", DTXT(c->prune_gamma_start), "in (0, 1)");
+  RULE(c->prune_retrain_steps >= 0, "prune.retrain_steps", ITXT(c->prune_retrain_steps), ">= 0");
+  RULE(c->prune_lr > 0, "prune.lr", DTXT(c->prune_lr), "> 0");
+  RULE(c->prune_target_error >= 0 && c->prune_target_error < 1, "prune.target_error", DTXT(c->prune_target_error), "in [0, 1)");
+  RULE(c->prune_tolerance >= 0, "prune.tolerance", DTXT(c->prune_tolerance), ">= 0");
+  RULE(c->prune_floor >= 0 && c->prune_floor < 1, "prune.floor", DTXT(c->prune_floor), "in [0, 1)");
+  RULE(c->prune_iterations >= 0, "prune.iterations", ITXT(c->prune_iterations), ">= 0");
+  RULE(c->prune_neuron_thresh >= 0, "prune.neuron_thresh", DTXT(c->prune_neuron_thresh), ">= 0");
+  RULE(c->prune_calib >= 1, "prune.calib", ITXT(c->prune_calib), ">= 1");
+  RULE(c->prune_area_gamma > 0 && c->prune_area_gamma < 1, "prune.area_gamma", DTXT(c->prune_area_gamma), "in (0, 1)");
+  RULE(c->prune_area_gamma_start > 0 && c->prune_area_gamma_start < 1, "prune.area_gamma_start", DTXT(c->prune_area_gamma_start), "in (0, 1)");
+  RULE(c->prune_epochs >= 0, "prune.epochs", ITXT(c->prune_epochs), ">= 0");
 #undef DTXT
 #undef ITXT
   return NEST_OK;

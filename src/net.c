@@ -360,17 +360,25 @@ void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total
   if (active_params) *active_params = ap;
 }
 
+double nest_net_layer_flops(const nest_net *net, int layer) {
+  const nest_layer *l = net->layers[layer];
+  if (l->kind != NEST_LAYER_DENSE && l->kind != NEST_LAYER_CONV2D) return 0.0;
+  double active = 0;
+  for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
+  /* Each active weight is used once per output position (1 for dense). */
+  double positions = (double)l->out.h * l->out.w;
+  return 2.0 * active * positions;
+}
+
+double nest_net_layer_conv_frac(const nest_net *net, int layer) {
+  (void)net;
+  (void)layer;
+  return 1.0; /* partial-area masks: see conv2d.c */
+}
+
 double nest_net_flops(const nest_net *net) {
   double flops = 0;
-  for (int i = 0; i < net->nlayers; ++i) {
-    const nest_layer *l = net->layers[i];
-    if (l->kind != NEST_LAYER_DENSE && l->kind != NEST_LAYER_CONV2D) continue;
-    double active = 0;
-    for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
-    /* Each active weight is used once per output position (1 for dense). */
-    double positions = (double)l->out.h * l->out.w;
-    flops += 2.0 * active * positions;
-  }
+  for (int i = 0; i < net->nlayers; ++i) flops += nest_net_layer_flops(net, i);
   return flops;
 }
 

@@ -374,6 +374,7 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
   const int64_t phase_steps = spe * plan->count;
   double t_epoch = nest_comm_wtime(), t_win = t_epoch;
   nest_shard_permute(c->seed, e, t->train_idx, t->n_train, t->perm);
+  t->data_key = e;
   double ep_acc[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss sum, correct, rows */
   double lr = 0;
   for (int64_t s = 0; s < spe; ++s) {

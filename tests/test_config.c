@@ -89,6 +89,13 @@ static const char *const every_key[] = {
     "model.batchnorm=on",
     "model.sync_bn=false",
     "model.dropout=0.5",
+    "model.init_from=outputs/dense/model.h5",
+    "augment.affine=1",
+    "augment.rotate=15",
+    "augment.scale=0.2",
+    "augment.shear=0.3",
+    "augment.translate=3",
+    "synthesis.phases=grow,train,prune,area",
     "train.epochs=3",
     "train.batch=64",
     "train.eval_every=2",
@@ -127,6 +134,20 @@ static const char *const every_key[] = {
     "grow.rigl_dt=50",
     "grow.rigl_end=0.5",
     "grow.rigl_alpha=0.4",
+    "prune.layers=fc1,fc2",
+    "prune.gamma=0.02",
+    "prune.gamma_start=0.3",
+    "prune.retrain_steps=100",
+    "prune.lr=0.005",
+    "prune.target_error=0.02",
+    "prune.tolerance=0.002",
+    "prune.floor=0.01",
+    "prune.iterations=50",
+    "prune.neuron_thresh=0.001",
+    "prune.calib=512",
+    "prune.area_gamma=0.02",
+    "prune.area_gamma_start=0.2",
+    "prune.epochs=2",
 };
 #define NEVERY (sizeof every_key / sizeof every_key[0])
 
@@ -515,7 +536,7 @@ static void test_round_trip(void **state) {
   }
   fclose(f);
   assert_int_equal(nkeys, NEVERY);
-  assert_int_equal(nsections, 6);
+  assert_int_equal(nsections, 9);
 
   /* overwriting an existing file works; defaults round-trip too */
   nest_config_defaults(&c);

@@ -39,6 +39,27 @@
  * NEST_ERR_IO for anything the file system refuses. */
 nest_status nest_model_save(const nest_net *net, const char *path);
 
+/* Where a model came from (optional root and per-layer attributes, see model-format.md):
+ * what nest_report needs besides the net itself. */
+typedef struct {
+  char stage[32];       /* "seed", "grown", "pruned", "final" or "" (unknown) */
+  char base_arch[256];  /* model.arch of the run: compression is measured against it at
+                           width 1, dense ("" = unknown) */
+  double val_error, test_error; /* at save time; NaN = not measured */
+  int nlayers;          /* entries of act_frac (0 = none) */
+  double *act_frac;     /* [nlayers] Act%: share of non-zero outputs of each dense / conv layer
+                           (after its ReLU) over the validation set; NaN = not measured or no
+                           ReLU (output layer) */
+} nest_model_info;
+
+/* nest_model_save plus the info attributes (info may be NULL: same as nest_model_save). */
+nest_status nest_model_save_info(const nest_net *net, const nest_model_info *info,
+                                 const char *path);
+/* Read the info attributes (absent ones: "" / NaN / nlayers 0). act_frac is allocated;
+ * free with nest_model_info_free. */
+nest_status nest_model_read_info(const char *path, nest_model_info *out);
+void nest_model_info_free(nest_model_info *info);
+
 /* Read `path`, rebuild the net with nest_net_create(specs, …, max_batch, nthreads) and
  * copy values, masks and buffers in. On failure *out is NULL. */
 nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_net **out);

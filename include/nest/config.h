@@ -48,6 +48,16 @@ typedef struct nest_config {
   int batchnorm;     /* 0/1: batch norm after each hidden conv/dense layer */
   int sync_bn;       /* 0/1: batch statistics summed over ranks (results independent of P) */
   double dropout;    /* dropout rate after hidden dense layers (0 = off) */
+  char init_from[NEST_PATH_LEN]; /* model file (HDF5) to start from instead of arch; "" = none */
+  /* [augment] affine distortion of training images (ALGORITHMS.md §12) */
+  int aug_affine;        /* 0/1 */
+  double aug_rotate;     /* degrees, uniform in +-rotate: 12 */
+  double aug_scale;      /* per-axis scale uniform in [1 - scale, 1 + scale]: 0.1 */
+  double aug_shear;      /* shear uniform in +-shear: 0.15 */
+  double aug_translate;  /* pixels, uniform in +-translate: 2 */
+  /* [synthesis] */
+  char phases[128];      /* comma-separated phases run in order: grow, train, prune, area;
+                            "" = grow (if grow.policy lists a growth policy), then train */
   /* [train] */
   int epochs;        /* 20 */
   int batch;         /* global batch size over all ranks: 128 */
@@ -89,6 +99,22 @@ typedef struct nest_config {
   int grow_rigl_dt;        /* RigL: steps between updates: 100 */
   double grow_rigl_end;    /* RigL: stop updating after this fraction of training: 0.75 */
   double grow_rigl_alpha;  /* RigL: initial drop fraction: 0.3 */
+  /* [prune] (docs/pruning.md) */
+  char prune_layers[512];   /* comma-separated layers to prune; "" = every maskable layer */
+  double prune_gamma;       /* smallest step: fraction of a layer's active weights: 0.01 */
+  double prune_gamma_start; /* first step; halved on a guard trip until below gamma: 0.2 */
+  int prune_retrain_steps;  /* optimizer steps of retraining after each step: 300 */
+  double prune_lr;          /* retraining learning rate (constant): 0.01 */
+  double prune_target_error;/* guard target; 0 = validation error at the start of the phase */
+  double prune_tolerance;   /* guard: allowed validation error above the target: 0.001 */
+  double prune_floor;       /* a layer stops at this density (active / size): 0 */
+  int prune_iterations;     /* pruning iterations at most: 200 */
+  double prune_neuron_thresh; /* remove units with mean |output| below this; 0 = only units
+                                 without active inputs or outputs */
+  int prune_calib;          /* samples of the calibration set (area scores): 2048 */
+  double prune_area_gamma;  /* area phase: smallest step fraction of active area: 0.01 */
+  double prune_area_gamma_start; /* area phase: first step: 0.1 */
+  int prune_epochs;         /* epochs of fine-tuning after the prune / area phase: 0 */
 } nest_config;
 
 void nest_config_defaults(nest_config *c);

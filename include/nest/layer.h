@@ -67,6 +67,9 @@ typedef struct {
   int out_c, kh, kw, stride, pad; /* conv2d (all); maxpool (kh, kw, stride, pad) */
   float rate;                     /* dropout: probability of dropping */
   float eps, momentum;            /* batchnorm: variance epsilon, running-average momentum */
+  int area;                       /* conv2d: 1 = partial-area masks (NeST Algorithm 2): a 0/1
+                                     buffer "area" [out_c, in_c, P, Q] gates the contribution of
+                                     input map m through kernel (n, m) at output position (p, q) */
 } nest_layer_hparams;
 
 /* A declared trainable tensor. offset/count index the network's arenas. */
@@ -86,6 +89,8 @@ typedef struct {
   char name[NEST_NAME_LEN];
   size_t count, offset;
   float init_value;
+  int mask; /* 1: a 0/1 architecture mask (partial-area "area"), identical on every rank and
+               part of the NEST_HASH_MASKS hash; 0: statistics (BN running mean / var) */
 } nest_buffer;
 
 /* Per-call context passed to forward/backward. */

@@ -91,8 +91,14 @@ void nest_net_apply_masks(nest_net *net);
  * total count of all trainable parameters (weights, biases, BN) that are active. */
 void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total_weights,
                     int64_t *active_params);
-/* Forward FLOPs per sample with masks (2 x active MACs for dense/conv layers). */
+/* Forward FLOPs per sample with masks (2 x active MACs for dense/conv layers; a conv layer
+ * with partial-area masks counts only the (n, m, p, q) its area mask keeps). */
 double nest_net_flops(const nest_net *net);
+/* The same for one layer (0 for layers without weights). */
+double nest_net_layer_flops(const nest_net *net, int layer);
+/* Conv%: the active fraction of a conv layer's partial-area mask (1.0 without one, or for a
+ * layer that is not conv2d). */
+double nest_net_layer_conv_frac(const nest_net *net, int layer);
 /* 64-bit hash of the chosen arenas (cross-rank identity checks). Buffers (BN running
  * statistics) legitimately differ between ranks mid-epoch when model.sync_bn = 0. */
 enum { NEST_HASH_PARAMS = 1, NEST_HASH_MASKS = 2, NEST_HASH_BUFFERS = 4, NEST_HASH_ALL = 7 };

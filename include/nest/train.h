@@ -44,6 +44,8 @@ typedef struct nest_trainer {
   /* Progress. */
   int64_t epoch, step; /* completed epochs (all phases); global optimizer steps taken */
   int64_t steps_per_epoch;
+  int64_t data_key;    /* key of the permutation the current steps draw from (the epoch, or a
+                          pruning-phase key): keys the per-sample augmentation */
   double t_start;      /* wall clock at the start of nest_trainer_run */
 
   struct nest_grow *grow; /* growth policies and events (grow.h); NULL without grow.policy */
