@@ -46,16 +46,18 @@ typedef struct {
   char base_arch[256];  /* model.arch of the run: compression is measured against it at
                            width 1, dense ("" = unknown) */
   double val_error, test_error; /* at save time; NaN = not measured */
-  int nlayers;          /* entries of act_frac (0 = none) */
+  int nlayers;          /* entries of act_frac and in_frac (0 = none) */
   double *act_frac;     /* [nlayers] Act%: share of non-zero outputs of each dense / conv layer
                            (after its ReLU) over the validation set; NaN = not measured or no
-                           ReLU (output layer) */
+                           ReLU (output layer) and for layers without weights */
+  double *in_frac;      /* [nlayers] share of non-zero inputs of each dense / conv layer over
+                           the validation set (what its MACs actually multiply); NaN likewise */
 } nest_model_info;
 
 /* nest_model_save plus the info attributes (info may be NULL: same as nest_model_save). */
 nest_status nest_model_save_info(const nest_net *net, const nest_model_info *info,
                                  const char *path);
-/* Read the info attributes (absent ones: "" / NaN / nlayers 0). act_frac is allocated;
+/* Read the info attributes (absent ones: "" / NaN / nlayers 0). act_frac, in_frac allocated;
  * free with nest_model_info_free. */
 nest_status nest_model_read_info(const char *path, nest_model_info *out);
 void nest_model_info_free(nest_model_info *info);
