@@ -360,8 +360,9 @@ static void test_conv2d_grad(void **state) {
 
 /* Partial-area convolution (hp.area = 1): reference vs finite differences and the fast path vs
  * the reference, with a partial mask (about half the entries 0 where random; see area_fill)
- * and with the all-ones mask. Shapes cover grouped samples and row chunks (conv_chunks:
- * col over the L2 budget), 1 and 2 threads, dx == NULL. */
+ * and with the all-ones mask. Shapes cover grouped samples and row chunks (area_chunks:
+ * col over the L2 budget), several blocks of output maps (area_oblocks), 1 and 2 threads,
+ * dx == NULL. */
 static void test_conv2d_area_grad(void **state) {
   (void)state;
   const nest_layer_ops *C = &nest_conv2d_ops;
@@ -379,6 +380,7 @@ static void test_conv2d_area_grad(void **state) {
       {{"area_all_ones",   C, S(3, 7, 6),     ACONV(4, 3, 3, 1, 1), 5, 2, 0, 0.3},   0.0},
       {{"area_1x1",        C, S(4, 5, 3),     ACONV(3, 1, 1, 1, 0), 5, 1, 0, 0.3},   0.5},
       {{"area_chunks",     C, S(3, 100, 100), ACONV(2, 3, 3, 1, 1), 2, 2, 0, 0.3},   0.5},
+      {{"area_oblocks",    C, S(3, 6, 5),     ACONV(67, 3, 3, 1, 1), 3, 2, 0, 0.3},  0.5},
   };
 #undef ACONV
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
@@ -502,6 +504,10 @@ static void test_conv2d_area_vs_plain(void **state) {
             (nest_layer_hparams){.out_c = 6, .kh = 5, .stride = 2, .pad = 2}, 3);
   area_case("alexnet.conv1-like", S(3, 227, 227),
             (nest_layer_hparams){.out_c = 4, .kh = 11, .stride = 4}, 2);
+  /* more output maps than one block (CONV_AREA_OBLOCK): dcol summed over blocks */
+  area_case("oblocks", S(6, 9, 9), (nest_layer_hparams){.out_c = 70, .kh = 3, .pad = 1}, 5);
+  area_case("alexnet.conv3-like", S(16, 13, 13),
+            (nest_layer_hparams){.out_c = 130, .kh = 3, .pad = 1}, 2);
 }
 
 static void test_maxpool_grad(void **state) {

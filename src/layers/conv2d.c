@@ -25,17 +25,21 @@
  * gates the contribution of input map m through kernel (o, m) at output position j:
  *   y_s[o, j] = b[o] + sum_m Msk[o, m, j] * C_m[o, j],   C_m = W[:, m, :] · col_m
  * where W[:, m, :] is [OC, kh*kw] (row stride K) and col_m the kh*kw rows of input map m in
- * col. The work items, plans and partials are the plain path's; inside an item the input maps
- * are visited in order m = 0..C-1 (a fixed summation order), and per map m:
+ * col. The work items and partials are the plain path's (with its own plan constants, below);
+ * per call the mask is classified per input map and, for mixed maps, copied to bytes
+ * (area_prepare). Inside an item the input maps are visited in order m = 0..C-1 (a fixed
+ * summation order), per block of at most CONV_AREA_OBLOCK output maps, and per map m:
  *   Msk[:, m, :] all ones   consecutive such maps are ONE GEMM with beta = 1 (a plain
- *                           convolution over those rows of col; an all-ones mask costs what
- *                           the plain layer costs)
+ *                           convolution over those rows of col; an all-ones mask costs about
+ *                           what the plain layer costs)
  *   all zeros               skipped (no FLOPs)
- *   mixed                   C_m[OC, cols] = W[:, m, :] · col_m into a per-thread buffer, then
- *                           y += Msk[:, m, :] ⊙ C_m
+ *   mixed                   C_m[ob, cols] = W[o0.., m, :] · col_m into a per-thread buffer,
+ *                           then y += Msk[o0.., m, :] ⊙ C_m
  * Backward: dC_m = Msk[:, m, :] ⊙ dY; [dW]_m += dC_m · col_mᵀ (dense: dormant weights too);
- * dcol_m = W[:, m, :]ᵀ · dC_m overwrites col_m (no longer needed), then col2im; db = row sums
- * of dY (the bias is not gated). hp.area = 0 never enters this code. */
+ * dcol_m = W[:, m, :]ᵀ · dC_m overwrites col_m once no longer needed, then col2im; db = row
+ * sums of dY (the bias is not gated). A mixed map costs a kh*kw-deep GEMM plus a gating pass
+ * over [OC, cols]: cheap next to the GEMMs for 5x5 kernels, not for 3x3 ones (AlexNet conv3-5;
+ * docs/performance.md). hp.area = 0 never enters this code. */
 #include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
@@ -57,10 +61,22 @@
 #ifndef CONV_MIN_COLS
 #define CONV_MIN_COLS 256
 #endif
-/* CONV_AREA_TARGET_COLS  the same as CONV_TARGET_COLS for the partial-area path, whose GEMMs
- *                        have only kh*kw inner terms (tests/bench/bench_area). */
+/* Partial-area path (measured with tests/bench/bench_area):
+ * CONV_AREA_TARGET_COLS  as CONV_TARGET_COLS; its per-map GEMMs have only kh*kw inner terms,
+ *                        so wider ones pay (256 / 512 / 1024: 512 best on LeNet-5 conv2);
+ * CONV_AREA_COL_BUDGET   as CONV_COL_BUDGET, larger: its GEMMs read col kh*kw rows at a time,
+ *                        and grouping samples lets them share one pass over the area mask and
+ *                        fewer, wider GEMM calls (AlexNet conv2: 2.3x -> 1.7x the plain time);
+ * CONV_AREA_OBLOCK       output maps per block: a block's C_m and accumulator stay in L2
+ *                        (32 / 64 / 128 within noise; AlexNet has OC up to 384). */
 #ifndef CONV_AREA_TARGET_COLS
 #define CONV_AREA_TARGET_COLS 512
+#endif
+#ifndef CONV_AREA_COL_BUDGET
+#define CONV_AREA_COL_BUDGET (2 * 1024 * 1024)
+#endif
+#ifndef CONV_AREA_OBLOCK
+#define CONV_AREA_OBLOCK 64
 #endif
 
 static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
@@ -78,17 +94,18 @@ typedef struct {
   int R; /* output rows per chunk */
 } conv_plan;
 
-static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int target_cols) {
+static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int target_cols,
+                                size_t budget) {
   const size_t N = (size_t)oh * ow, colN = (K + 1) * N;
   conv_plan p = {1, oh};
-  if (colN > CONV_COL_BUDGET) {
-    int R = (int)(CONV_COL_BUDGET / ((K + 1) * ow)), rmin = (CONV_MIN_COLS + ow - 1) / ow;
+  if (colN > budget) {
+    int R = (int)(budget / ((K + 1) * ow)), rmin = (CONV_MIN_COLS + ow - 1) / ow;
     if (R < rmin) R = rmin;
     if (R < oh) p.R = R;
     return p;
   }
   int G = (int)((target_cols + N - 1) / N), per = (n + nt - 1) / nt;
-  int gmax = (int)(CONV_COL_BUDGET / colN);
+  int gmax = (int)(budget / colN);
   if (G > gmax) G = gmax;
   if (G > per) G = per; /* at least one item per thread */
   p.G = G < 1 ? 1 : G;
@@ -97,28 +114,37 @@ static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int tar
 
 /* Workspace layout (floats, every block 64-byte aligned):
  *   Wb    [OC, K+1]          W with b appended as a last column (forward, shared)
- *   flags [C] bytes          partial-area only: per input map all ones / all zeros / mixed
+ *   flags [C] bytes          partial-area only: per input map all ones / all zeros / mixed,
+ *   m8 [OC, C, N] bytes      then the area mask as bytes (area_prepare)
  *   per thread t < nt:
  *     col [K+1, cols]        im2col of the item plus a row of ones (bias), later dcol
  *     tmp [OC, G*N]          gathered y / dy of a group (only when G > 1)
  *     dWb [OC, K+1]          this thread's dW with db as the last column
- *     cm  [OC, cols]         partial-area only: C_m (forward) or dC_m (backward) of one map
+ *     cm  [OB, cols]         partial-area only: C_m (forward) or dC_m (backward) of one map
+ *                            and one block of OB = min(OC, CONV_AREA_OBLOCK) output maps
+ *     dcm [kh*kw, cols]      partial-area, OC > OB only: dcol_m summed over the blocks
  * area_c = C for a partial-area layer, 0 otherwise (then the layout is the plain one). */
 typedef struct {
-  size_t wb, flags, col, tmp, part, cm, thread, total;
+  size_t wb, flags, col, tmp, part, cm, dcm, thread, total;
 } conv_ws;
+
+/* Byte offset of m8 after flags[C] in the partial-area block (64-byte aligned). */
+static size_t area_m8_offset(int c) { return ((size_t)c + 63) & ~(size_t)63; }
 
 static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, conv_plan p,
                               int area_c) {
   const size_t N = (size_t)oh * ow, cols = p.G > 1 ? (size_t)p.G * N : (size_t)p.R * ow;
   conv_ws w;
   w.wb = round16(oc * (K + 1));
-  w.flags = area_c ? round16((size_t)area_c) : 0; /* bytes in floats: generous */
+  /* flags and m8, bytes counted in floats */
+  w.flags = area_c ? round16((area_m8_offset(area_c) + oc * (size_t)area_c * N + 3) / 4) : 0;
   w.col = round16((K + 1) * cols);
   w.tmp = p.G > 1 ? round16(oc * p.G * N) : 0;
   w.part = round16(oc * (K + 1));
-  w.cm = area_c ? round16(oc * cols) : 0;
-  w.thread = w.col + w.tmp + w.part + w.cm;
+  const size_t ob = oc < CONV_AREA_OBLOCK ? oc : CONV_AREA_OBLOCK;
+  w.cm = area_c ? round16(ob * cols) : 0;
+  w.dcm = area_c && oc > ob ? round16(K / (size_t)area_c * cols) : 0;
+  w.thread = w.col + w.tmp + w.part + w.cm + w.dcm;
   w.total = 16 + w.wb + w.flags + (size_t)nt * w.thread; /* 16: slack to align the base */
   return w;
 }
@@ -160,7 +186,8 @@ static nest_status conv_setup(nest_layer *l, int max_batch, int nthreads) {
   const size_t K = (size_t)c * hp->kh * hp->kw;
   /* the largest plan any later call can use: G grows with n and shrinks with threads */
   conv_plan pmax = conv_plan_make(K, g.oh, g.ow, max_batch > 0 ? max_batch : 1, 1,
-                                  hp->area ? CONV_AREA_TARGET_COLS : CONV_TARGET_COLS);
+                                  hp->area ? CONV_AREA_TARGET_COLS : CONV_TARGET_COLS,
+                                  hp->area ? CONV_AREA_COL_BUDGET : CONV_COL_BUDGET);
   l->ws_floats = conv_ws_layout(K, g.oh, g.ow, (size_t)oc, nthreads, pmax, hp->area ? c : 0).total;
   l->cache_floats = 0;
   return NEST_OK;
@@ -193,7 +220,7 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
   const int oh = g.oh, ow = g.ow;
   const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
   const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS, CONV_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
   const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, 0);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats);
@@ -252,7 +279,7 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
     memset(db, 0, sizeof(float) * (size_t)oc);
     return NEST_OK;
   }
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS, CONV_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
   const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, 0);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats);
@@ -330,19 +357,32 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
 
 enum { AREA_MIXED = 0, AREA_ONES = 1, AREA_ZEROS = 2 };
 
-/* flags[m] for Msk[OC, C, N]: whether the slice Msk[:, m, :] is all ones, all zeros or mixed.
- * One read of the mask per call (not per sample): cheap next to the convolution. */
-static void area_flags(const float *msk, int oc, int c, size_t N, unsigned char *flags) {
-  for (int m = 0; m < c; ++m) {
+/* flags[m] for the maps [m0, m1): whether the slice Msk[:, m, :] is all ones (non-zero), all
+ * zeros or mixed, and for mixed maps m8[o, m, j] = (Msk[o, m, j] != 0). One read of the float mask per call (not per
+ * sample); the gating passes then stream bytes, a quarter of the float mask's traffic (AlexNet's
+ * masks have 17-25M entries, read once per sample: measured the bottleneck of the gating). */
+static void area_prepare(const float *msk, int oc, int c, size_t N, int m0, int m1,
+                         unsigned char *m8, unsigned char *flags) {
+  for (int m = m0; m < m1; ++m) {
+    /* classify first (a mixed map usually shows in its first row); bytes only for mixed maps */
     int ones = 1, zeros = 1;
     for (int o = 0; o < oc && (ones || zeros); ++o) {
-      const float *r = msk + ((size_t)o * c + m) * N;
+      const float *restrict r = msk + ((size_t)o * c + m) * N;
+      int any = 0, all = 1;
       for (size_t j = 0; j < N; ++j) {
-        ones &= r[j] == 1.0f;
-        zeros &= r[j] == 0.0f;
+        any |= r[j] != 0.0f;
+        all &= r[j] != 0.0f;
       }
+      ones &= all;
+      zeros &= !any;
     }
     flags[m] = ones ? AREA_ONES : zeros ? AREA_ZEROS : AREA_MIXED;
+    if (flags[m] != AREA_MIXED) continue;
+    for (int o = 0; o < oc; ++o) {
+      const float *restrict r = msk + ((size_t)o * c + m) * N;
+      unsigned char *restrict d = m8 + ((size_t)o * c + m) * N;
+      for (size_t j = 0; j < N; ++j) d[j] = r[j] != 0.0f;
+    }
   }
 }
 
@@ -357,29 +397,30 @@ typedef struct {
  * GEMM accumulates into it with beta = 1: a GEMM with beta = 0 first runs a separate pass
  * zeroing C, measured at a fifth of the forward). mk = &Msk[0, m, l0], ldm = C*N; acc has row
  * stride ldacc, cm is dense [OC, cols]. */
-static void area_gate_add(float *acc, size_t ldacc, float *cm, const float *mk, size_t ldm,
-                          int oc, area_cols ac) {
+static void area_gate_add(float *acc, size_t ldacc, float *cm, const unsigned char *mk,
+                          size_t ldm, int oc, area_cols ac) {
   for (int o = 0; o < oc; ++o)
     for (size_t b0 = 0; b0 < ac.cols; b0 += ac.span) {
       float *restrict a = acc + (size_t)o * ldacc + b0, *restrict cr = cm + (size_t)o * ac.cols + b0;
-      const float *restrict mr = mk + (size_t)o * ldm;
+      const unsigned char *restrict mr = mk + (size_t)o * ldm;
 #pragma omp simd
       for (size_t j = 0; j < ac.span; ++j) {
-        a[j] += mr[j] * cr[j];
+        a[j] += (float)mr[j] * cr[j];
         cr[j] = 0.0f;
       }
     }
 }
 
 /* dc[o, j] = Msk[o, m, pos(j)] * dY[o, j] over [OC, cols] (dY row stride lddy). */
-static void area_gate(float *dc, const float *dY, size_t lddy, const float *mk, size_t ldm, int oc,
-                      area_cols ac) {
+static void area_gate(float *dc, const float *dY, size_t lddy, const unsigned char *mk, size_t ldm,
+                      int oc, area_cols ac) {
   for (int o = 0; o < oc; ++o)
     for (size_t b0 = 0; b0 < ac.cols; b0 += ac.span) {
       float *restrict d = dc + (size_t)o * ac.cols + b0;
-      const float *restrict g = dY + (size_t)o * lddy + b0, *restrict mr = mk + (size_t)o * ldm;
+      const float *restrict g = dY + (size_t)o * lddy + b0;
+      const unsigned char *restrict mr = mk + (size_t)o * ldm;
 #pragma omp simd
-      for (size_t j = 0; j < ac.span; ++j) d[j] = mr[j] * g[j];
+      for (size_t j = 0; j < ac.span; ++j) d[j] = (float)mr[j] * g[j];
     }
 }
 
@@ -387,44 +428,57 @@ static void area_gate(float *dc, const float *dY, size_t lddy, const float *mk, 
 typedef struct {
   int oc, c;
   size_t kk, K, N; /* kh*kw, C*kh*kw, OH*OW */
-  const float *W, *b, *msk;
+  const float *W, *b;
+  const unsigned char *msk; /* m8: the area mask as 0/1 bytes [OC, C, N] */
   const unsigned char *flags;
 } area_geom;
 
-/* acc[OC, cols] (row stride ldacc) = b + sum_m Msk_m ⊙ (W_m · col_m), maps in order.
- * cm[OC, cols] must be all zeros on entry and is all zeros on return. */
+/* acc[OC, cols] (row stride ldacc) = b + sum_m Msk_m ⊙ (W_m · col_m), maps in order, one
+ * block of output maps [o0, o0 + ob) at a time (the block's accumulator stays in L2 over all
+ * maps). cm[OB, cols] must be all zeros on entry and is all zeros on return. */
 static void area_forward_item(const area_geom *a, const float *col, area_cols ac, float *acc,
                               size_t ldacc, float *cm) {
-  const int oc = a->oc, cols = (int)ac.cols, K = (int)a->K;
-  for (int o = 0; o < oc; ++o)
-    for (size_t j = 0; j < ac.cols; ++j) acc[(size_t)o * ldacc + j] = a->b[o];
-  for (int m = 0; m < a->c;) {
-    const float *Wm = a->W + (size_t)m * a->kk, *colm = col + (size_t)m * a->kk * ac.cols;
-    if (a->flags[m] == AREA_ZEROS) {
+  const int cols = (int)ac.cols, K = (int)a->K;
+  const size_t ldm = (size_t)a->c * a->N;
+  for (int o0 = 0; o0 < a->oc; o0 += CONV_AREA_OBLOCK) {
+    const int ob = a->oc - o0 < CONV_AREA_OBLOCK ? a->oc - o0 : CONV_AREA_OBLOCK;
+    float *accb = acc + (size_t)o0 * ldacc;
+    const float *Wb = a->W + (size_t)o0 * a->K;
+    const unsigned char *mkb = a->msk + (size_t)o0 * ldm + ac.l0;
+    for (int o = 0; o < ob; ++o)
+      for (size_t j = 0; j < ac.cols; ++j) accb[(size_t)o * ldacc + j] = a->b[o0 + o];
+    for (int m = 0; m < a->c;) {
+      const float *Wm = Wb + (size_t)m * a->kk, *colm = col + (size_t)m * a->kk * ac.cols;
+      if (a->flags[m] == AREA_ZEROS) {
+        ++m;
+        continue;
+      }
+      if (a->flags[m] == AREA_ONES) { /* maps m..e-1 ungated: one GEMM over their rows */
+        int e = m + 1;
+        while (e < a->c && a->flags[e] == AREA_ONES) ++e;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ob, cols, (int)((e - m) * a->kk),
+                    1.0f, Wm, K, colm, cols, 1.0f, accb, (int)ldacc);
+        m = e;
+        continue;
+      }
+      /* cm[ob, cols] = C_m of the block = W[o0.., m, :] · col_m, then acc += Msk_m ⊙ C_m */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ob, cols, (int)a->kk, 1.0f, Wm, K,
+                  colm, cols, 1.0f, cm, cols);
+      area_gate_add(accb, ldacc, cm, mkb + (size_t)m * a->N, ldm, ob, ac);
       ++m;
-      continue;
     }
-    if (a->flags[m] == AREA_ONES) { /* maps m..e-1 ungated: one GEMM over their rows */
-      int e = m + 1;
-      while (e < a->c && a->flags[e] == AREA_ONES) ++e;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, cols, (int)((e - m) * a->kk),
-                  1.0f, Wm, K, colm, cols, 1.0f, acc, (int)ldacc);
-      m = e;
-      continue;
-    }
-    /* cm[OC, cols] = C_m = W[:, m, :] · col_m, then acc += Msk_m ⊙ C_m */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, cols, (int)a->kk, 1.0f, Wm, K, colm,
-                cols, 1.0f, cm, cols);
-    area_gate_add(acc, ldacc, cm, a->msk + (size_t)m * a->N + ac.l0, (size_t)a->c * a->N, oc, ac);
-    ++m;
   }
 }
 
 /* Given dY[OC, cols] (row stride lddy) and col = im2col: pW[OC, K+1] += [dW | db] of the item;
- * when want_dx, col is overwritten with dcol[K, cols] (rows of skipped maps zeroed). */
+ * when want_dx, col is overwritten with dcol[K, cols] (rows of skipped maps zeroed). A mixed
+ * map is done in blocks of output maps (cm[OB, cols] stays in L2 for its two GEMMs); with
+ * more than one block its dcol_m is summed in dcm[kh*kw, cols] (blocks in order), since col_m
+ * is still read by the later blocks. */
 static void area_backward_item(const area_geom *a, float *col, area_cols ac, const float *dY,
-                               size_t lddy, float *pW, float *cm, int want_dx) {
+                               size_t lddy, float *pW, float *cm, float *dcm, int want_dx) {
   const int oc = a->oc, cols = (int)ac.cols, K = (int)a->K;
+  const size_t ldm = (size_t)a->c * a->N;
   for (int o = 0; o < oc; ++o) { /* db: row sums of dY (the bias is not gated) */
     const float *r = dY + (size_t)o * lddy;
     float sum = 0.0f;
@@ -452,19 +506,26 @@ static void area_backward_item(const area_geom *a, float *col, area_cols ac, con
       m = e;
       continue;
     }
-    /* cm = dC_m = Msk_m ⊙ dY; [dW]_m += dC_m · col_mᵀ; dcol_m = W_mᵀ · dC_m */
-    area_gate(cm, dY, lddy, a->msk + (size_t)m * a->N + ac.l0, (size_t)a->c * a->N, oc, ac);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)a->kk, cols, 1.0f, cm, cols, colm,
-                cols, 1.0f, pWm, K + 1);
-    if (want_dx)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a->kk, cols, oc, 1.0f, Wm, K, cm,
-                  cols, 0.0f, colm, cols);
+    /* per block: cm = dC_m = Msk_m ⊙ dY; [dW]_m += dC_m · col_mᵀ; dcol_m (+)= W_mᵀ · dC_m */
+    const int one_block = oc <= CONV_AREA_OBLOCK;
+    for (int o0 = 0; o0 < oc; o0 += CONV_AREA_OBLOCK) {
+      const int ob = oc - o0 < CONV_AREA_OBLOCK ? oc - o0 : CONV_AREA_OBLOCK;
+      area_gate(cm, dY + (size_t)o0 * lddy, lddy, a->msk + (size_t)o0 * ldm + (size_t)m * a->N + ac.l0,
+                ldm, ob, ac);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ob, (int)a->kk, cols, 1.0f, cm, cols,
+                  colm, cols, 1.0f, pWm + (size_t)o0 * (K + 1), K + 1);
+      if (want_dx)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a->kk, cols, ob, 1.0f,
+                    Wm + (size_t)o0 * a->K, K, cm, cols, o0 ? 1.0f : 0.0f,
+                    one_block ? colm : dcm, cols);
+    }
+    if (want_dx && !one_block) memcpy(colm, dcm, sizeof(float) * a->kk * ac.cols);
     ++m;
   }
 }
 
 static area_geom area_geom_of(const nest_layer *l, const nest_conv_geom *g,
-                              const unsigned char *flags) {
+                              const unsigned char *flags, const unsigned char *m8) {
   area_geom a;
   a.oc = l->hp.out_c;
   a.c = g->c;
@@ -473,7 +534,7 @@ static area_geom area_geom_of(const nest_layer *l, const nest_conv_geom *g,
   a.N = (size_t)g->oh * g->ow;
   a.W = l->p[0];
   a.b = l->p[1];
-  a.msk = l->buf[0];
+  a.msk = m8;
   a.flags = flags;
   return a;
 }
@@ -486,20 +547,23 @@ static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float 
   const int oh = g.oh, ow = g.ow;
   const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
   const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS,
+                                     CONV_AREA_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
   const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, g.c);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats && l->nbuffers == 1 && l->buf[0]);
   unsigned char *flags = (unsigned char *)(align64(l->ws) + w.wb);
+  unsigned char *m8 = flags + area_m8_offset(g.c);
   float *threads = align64(l->ws) + w.wb + w.flags;
-  area_flags(l->buf[0], oc, g.c, N, flags);
-  const area_geom a = area_geom_of(l, &g, flags);
+  const area_geom a = area_geom_of(l, &g, flags, m8);
 
 #pragma omp parallel num_threads(nt) if (nitems > 1)
   {
     float *col = threads + (size_t)omp_get_thread_num() * w.thread, *tmp = col + w.col;
     float *cm = tmp + w.tmp + w.part;
     memset(cm, 0, sizeof(float) * w.cm); /* area_forward_item keeps it zero */
+#pragma omp for schedule(static)
+    for (int m = 0; m < g.c; ++m) area_prepare(l->buf[0], oc, g.c, N, m, m + 1, m8, flags);
 #pragma omp for schedule(static)
     for (int it = 0; it < nitems; ++it) {
       const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
@@ -543,21 +607,24 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
     memset(db, 0, sizeof(float) * (size_t)oc);
     return NEST_OK;
   }
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS,
+                                     CONV_AREA_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
   const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, g.c);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats && l->nbuffers == 1 && l->buf[0]);
   unsigned char *flags = (unsigned char *)(align64(l->ws) + w.wb);
+  unsigned char *m8 = flags + area_m8_offset(g.c);
   float *threads = align64(l->ws) + w.wb + w.flags;
-  area_flags(l->buf[0], oc, g.c, N, flags);
-  const area_geom a = area_geom_of(l, &g, flags);
+  const area_geom a = area_geom_of(l, &g, flags, m8);
 
 #pragma omp parallel num_threads(nt) if (nitems > 1)
   {
     const int t = omp_get_thread_num(), team = omp_get_num_threads();
     float *col = threads + (size_t)t * w.thread, *tmp = col + w.col, *pW = tmp + w.tmp;
-    float *cm = pW + w.part;
+    float *cm = pW + w.part, *dcm = cm + w.cm;
     memset(pW, 0, sizeof(float) * (size_t)oc * (K + 1));
+#pragma omp for schedule(static)
+    for (int m = 0; m < g.c; ++m) area_prepare(l->buf[0], oc, g.c, N, m, m + 1, m8, flags);
 #pragma omp for schedule(static)
     for (int it = 0; it < nitems; ++it) {
       const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
@@ -568,7 +635,7 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
           for (int o = 0; o < oc; ++o)
             memcpy(tmp + (size_t)o * ld + (size_t)s * N,
                    dy + (size_t)(s0 + s) * out_sz + (size_t)o * N, sizeof(float) * N);
-        area_backward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, pW, cm, dx != NULL);
+        area_backward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, pW, cm, dcm, dx != NULL);
         if (dx)
           for (int s = 0; s < gs; ++s) {
             float *dxs = dx + (size_t)(s0 + s) * in_sz;
@@ -585,7 +652,7 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
         const size_t len = (size_t)(r1 - r0) * ow;
         nest_kernel_im2col(&g, xs, r0, r1, col, len);
         area_backward_item(&a, col, (area_cols){len, len, (size_t)r0 * ow}, dys + (size_t)r0 * ow,
-                           N, pW, cm, dxs != NULL);
+                           N, pW, cm, dcm, dxs != NULL);
         if (dxs) nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
       }
     }
