@@ -347,7 +347,7 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
   return NEST_OK;
 }
 
-/* Without sync BN each rank's running statistics drift apart: average them. */
+/* buffers[lo, hi) = their mean over ranks. */
 static nest_status average_buffers(nest_trainer *t, size_t lo, size_t hi) {
   if (hi <= lo) return NEST_OK;
   NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->buffers + lo, hi - lo));
@@ -355,6 +355,7 @@ static nest_status average_buffers(nest_trainer *t, size_t lo, size_t hi) {
   return NEST_OK;
 }
 
+/* Without sync BN each rank's running statistics drift apart: average them. */
 static nest_status sync_buffers(nest_trainer *t) {
   if (t->cfg.sync_bn || t->nranks == 1 || t->net->nbuf == 0) return NEST_OK;
   /* Mask buffers (partial-area "area") are identical on every rank: average the stretches of

@@ -81,8 +81,8 @@ static void test_accumulate_vs_reference(void **state) {
   accumulate_case((nest_shape){1, 28, 28}, (nest_layer_hparams){.out_c = 20, .kh = 5}, 4);
   accumulate_case((nest_shape){20, 12, 12}, (nest_layer_hparams){.out_c = 50, .kh = 5}, 3);
   /* row chunks (11x11 kernel rows over the column budget), stride 4 */
-  accumulate_case((nest_shape){2, 227, 227}, (nest_layer_hparams){.out_c = 3, .kh = 11, .stride = 4},
-                  2);
+  accumulate_case((nest_shape){2, 227, 227},
+                  (nest_layer_hparams){.out_c = 3, .kh = 11, .stride = 4}, 2);
 }
 
 /* With x >= 0 and W >= 0 every contribution is non-negative, so for one sample

@@ -366,7 +366,8 @@ static void test_conv2d_grad(void **state) {
 static void test_conv2d_area_grad(void **state) {
   (void)state;
   const nest_layer_ops *C = &nest_conv2d_ops;
-#define ACONV(oc, h, w, s, p) {.out_c = (oc), .kh = (h), .kw = (w), .stride = (s), .pad = (p), .area = 1}
+#define ACONV(oc, h, w, s, p) \
+  {.out_c = (oc), .kh = (h), .kw = (w), .stride = (s), .pad = (p), .area = 1}
   const struct {
     layer_case c;
     double area_off;
@@ -476,7 +477,8 @@ static void area_case(const char *label, nest_shape in, nest_layer_hparams hp, i
   for (int k = 0; k < 3; ++k) {
     q[k] = conv_once(in, hp, n, k ? 2 : 1, x, W, b, msk, dy);
     double f[4] = {nest_test_norm_rel(q[k].y, yr, Y), nest_test_norm_rel(q[k].dx, dxr, X),
-                   nest_test_norm_rel(q[k].dW, dWr, WN), nest_test_norm_rel(q[k].db, dbr, hp.out_c)};
+                   nest_test_norm_rel(q[k].dW, dWr, WN),
+                   nest_test_norm_rel(q[k].db, dbr, hp.out_c)};
     for (int j = 0; j < 4; ++j)
       if (!(f[j] < 1e-5))
         fail_msg("%s (%d threads): partial area vs reference: y %.2g dx %.2g dW %.2g db %.2g",

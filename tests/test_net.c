@@ -132,7 +132,8 @@ static void test_area_flops_frac_hash(void **state) {
   assert_true(nest_net_layer_conv_frac(net, 2) == 1.0); /* conv without area */
   assert_true(nest_net_layer_conv_frac(net, 3) == 1.0); /* dense */
   const double flops2 = nest_net_layer_flops(net, 2), total = nest_net_flops(net);
-  const uint64_t hp = nest_net_hash(net, NEST_HASH_PARAMS), hm = nest_net_hash(net, NEST_HASH_MASKS);
+  const uint64_t hp = nest_net_hash(net, NEST_HASH_PARAMS);
+  const uint64_t hm = nest_net_hash(net, NEST_HASH_MASKS);
   /* keep only the first position of every (o, m) pair's plane, and nothing of pair (2, 1) */
   for (int o = 0; o < 3; ++o)
     for (int m = 0; m < 2; ++m)

@@ -4,8 +4,9 @@
  * Topologies: dense→dense (with dropout), dense→bn→dense, conv→conv, conv→bn→conv,
  * conv→pool→dense (flatten), LeNet-5 with batch norm (conv2→bn→pool→dense and
  * conv1→bn→pool→conv), and partial-area convolution (hp.area, random 0/1 area masks):
- * conv(area)→bn→conv(area) and LeNet-5 conv1→bn→pool→conv2(area). Each is run with an eval ctx and a training ctx (batch statistics,
- * sample ids; on three topologies sync batch-norm through a one-rank allreduce).
+ * conv(area)→bn→conv(area) and LeNet-5 conv1→bn→pool→conv2(area). Each is run with an eval
+ * ctx and a training ctx (batch statistics, sample ids; on three topologies sync batch-norm
+ * through a one-rank allreduce).
  * For every surgery the test checks, against a clone of the old net taken just before it:
  *   - every value, momentum and mask of every surviving position, position by position
  *     through the mapping written out per element from the contract (L's rows, the

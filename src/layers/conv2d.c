@@ -358,9 +358,10 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
 enum { AREA_MIXED = 0, AREA_ONES = 1, AREA_ZEROS = 2 };
 
 /* flags[m] for the maps [m0, m1): whether the slice Msk[:, m, :] is all ones (non-zero), all
- * zeros or mixed, and for mixed maps m8[o, m, j] = (Msk[o, m, j] != 0). One read of the float mask per call (not per
- * sample); the gating passes then stream bytes, a quarter of the float mask's traffic (AlexNet's
- * masks have 17-25M entries, read once per sample: measured the bottleneck of the gating). */
+ * zeros or mixed, and for mixed maps m8[o, m, j] = (Msk[o, m, j] != 0). One read of the float
+ * mask per call (not per sample); the gating passes then stream bytes, a quarter of the float
+ * mask's traffic (AlexNet's masks have 17-25M entries, read once per sample: measured the
+ * bottleneck of the gating). */
 static void area_prepare(const float *msk, int oc, int c, size_t N, int m0, int m1,
                          unsigned char *m8, unsigned char *flags) {
   for (int m = m0; m < m1; ++m) {
@@ -401,7 +402,8 @@ static void area_gate_add(float *acc, size_t ldacc, float *cm, const unsigned ch
                           size_t ldm, int oc, area_cols ac) {
   for (int o = 0; o < oc; ++o)
     for (size_t b0 = 0; b0 < ac.cols; b0 += ac.span) {
-      float *restrict a = acc + (size_t)o * ldacc + b0, *restrict cr = cm + (size_t)o * ac.cols + b0;
+      float *restrict a = acc + (size_t)o * ldacc + b0;
+      float *restrict cr = cm + (size_t)o * ac.cols + b0;
       const unsigned char *restrict mr = mk + (size_t)o * ldm;
 #pragma omp simd
       for (size_t j = 0; j < ac.span; ++j) {
@@ -506,12 +508,12 @@ static void area_backward_item(const area_geom *a, float *col, area_cols ac, con
       m = e;
       continue;
     }
-    /* per block: cm = dC_m = Msk_m ⊙ dY; [dW]_m += dC_m · col_mᵀ; dcol_m (+)= W_mᵀ · dC_m */
+    /* per block: cm = dC_m = Msk_m ⊙ dY; [dW]_m += dC_m · col_mᵀ; dcol_m += W_mᵀ · dC_m */
     const int one_block = oc <= CONV_AREA_OBLOCK;
     for (int o0 = 0; o0 < oc; o0 += CONV_AREA_OBLOCK) {
       const int ob = oc - o0 < CONV_AREA_OBLOCK ? oc - o0 : CONV_AREA_OBLOCK;
-      area_gate(cm, dY + (size_t)o0 * lddy, lddy, a->msk + (size_t)o0 * ldm + (size_t)m * a->N + ac.l0,
-                ldm, ob, ac);
+      const unsigned char *mk = a->msk + (size_t)o0 * ldm + (size_t)m * a->N + ac.l0;
+      area_gate(cm, dY + (size_t)o0 * lddy, lddy, mk, ldm, ob, ac);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ob, (int)a->kk, cols, 1.0f, cm, cols,
                   colm, cols, 1.0f, pWm + (size_t)o0 * (K + 1), K + 1);
       if (want_dx)
