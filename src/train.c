@@ -587,6 +587,8 @@ static nest_status write_summary(nest_trainer *t, const nest_eval *val, const ne
                 (long long)r->weights_before, p, (long long)r->weights_after);
         fprintf(f, "%s_flops_before = %.6g\n%s_flops_after = %.6g\n", p, r->flops_before, p,
                 r->flops_after);
+        fprintf(f, "%s_conv_flops_before = %.6g\n%s_conv_flops_after = %.6g\n", p,
+                r->conv_flops_before, p, r->conv_flops_after);
         if (!isnan(r->val_error)) fprintf(f, "%s_val_error = %.6f\n", p, r->val_error);
         if (!isnan(r->test_error)) fprintf(f, "%s_test_error = %.6f\n", p, r->test_error);
       }

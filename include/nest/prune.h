@@ -7,8 +7,10 @@
  *     prune phase only: remove the neurons / feature maps left without active inputs or
  *       outputs, or quieter than prune.neuron_thresh (policy "neurons", every hidden layer);
  *     retrain prune.retrain_steps steps at prune.lr;
- *     validation error > target + prune.tolerance  =>  restore the snapshot bit for bit and
- *       halve the target's gamma; once gamma falls below the smallest step the target stops.
+ *     while validation error > target + prune.tolerance and retries are left (prune.retries):
+ *       retrain prune.retrain_steps more steps;
+ *     still above  =>  restore the snapshot bit for bit and halve the target's gamma; once
+ *       gamma falls below the smallest step the target stops.
  *   The phase ends when every target has stopped (guard or floor) or the iterations run out.
  * prune phase: targets = the weight tensors of prune.layers, policy "magnitude", gamma from
  *   prune.gamma_start down to prune.gamma.
@@ -30,6 +32,7 @@ typedef struct {
   int64_t steps_kept, steps_restored;
   int64_t weights_before, weights_after; /* active weights */
   double flops_before, flops_after;      /* per sample, masked */
+  double conv_flops_before, conv_flops_after; /* the conv layers' share (area masks count) */
   double target, limit;       /* the guard's target error and target + tolerance */
   double val_error, test_error; /* at the end of the phase (NaN if not measured) */
   double seconds;
