@@ -18,6 +18,7 @@
 #include "nest/gradpass.h"
 #include "nest/grow.h"
 #include "nest/prune.h"
+#include "nest/report.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 
@@ -724,13 +725,33 @@ nest_status nest_trainer_run(nest_trainer *t) {
   /* The final network (architecture, weights, masks) for nest_report, nest_jaccard,
    * model.init_from and inspection. */
   NEST_CALL(save_stage(t, "model.h5", "final", &val, &test));
+  /* The model report (report.h): every stage of this run, printed and in report.csv. */
+  if (synthesis && t->run_dir[0]) {
+    nest_status st = NEST_OK;
+    if (t->rank == 0) {
+      nest_report *rep = NULL;
+      char path[NEST_PATH_LEN + 32];
+      snprintf(path, sizeof path, "%s/report.csv", t->run_dir);
+      st = nest_report_create(t->run_dir, &rep);
+      if (st == NEST_OK) st = nest_report_write_csv(rep, path);
+      if (st == NEST_OK && !t->quiet) {
+        printf("\nnest: model report (%s):\n", path);
+        nest_report_print(rep, stdout, 0);
+        printf("\n");
+      }
+      nest_report_destroy(&rep);
+    }
+    NEST_CALL(nest_comm_agree(t->comm, st));
+  }
   if (t->rank == 0 && !t->quiet) {
     printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
            nest_comm_wtime() - t->t_start);
     if (!isnan(test.acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test.acc));
     if (!isnan(val.acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val.acc));
     nest_net_count(t->net, &aw, &tw, NULL);
-    printf(", %lld active weights; results in %s\n", (long long)aw, t->run_dir);
+    printf(", %lld active weights; results in %s", (long long)aw, t->run_dir);
+    if (t->run_dir[0]) printf(", final model %s/model.h5", t->run_dir);
+    printf("\n");
     fflush(stdout);
   }
   return NEST_OK;

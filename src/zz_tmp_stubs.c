@@ -1,10 +1,6 @@
 /* TEMPORARY (not committed): stand-ins until the helper branches land. */
 #include "nest/checkpoint.h"
 #include "nest/surgery.h"
-nest_status nest_model_save_info(const nest_net *net, const nest_model_info *info, const char *path) {
-  (void)info;
-  return nest_model_save(net, path);
-}
 nest_status nest_surgery_set_area(nest_net **net, int layer, int on) {
   (void)net, (void)layer, (void)on;
   return NEST_ERR(NEST_ERR_INTERNAL, "area not yet");
