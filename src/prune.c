@@ -106,8 +106,7 @@ static int chosen(const nest_config *c, const char *name) {
   return 0;
 }
 
-/* prune.layers names must exist and have something to prune in this phase. */
-static nest_status check_layers(const nest_trainer *t, int area) {
+nest_status nest_prune_check(const nest_trainer *t, int area) {
   const nest_config *c = &t->cfg;
   for (const char *p = c->prune_layers; *p;) {
     const size_t len = strcspn(p, ",");
@@ -120,6 +119,15 @@ static nest_status check_layers(const nest_trainer *t, int area) {
       return NEST_ERR(NEST_ERR_CONFIG, "prune.layers: %s (a %s layer) has no weights to prune",
                       name, l->ops->kind);
     p += len + (p[len] == ',');
+  }
+  if (area) {
+    int any = 0;
+    for (int l = 0; l < t->net->nlayers; ++l)
+      any |= t->net->layers[l]->kind == NEST_LAYER_CONV2D && chosen(c, t->net->layers[l]->name);
+    if (!any)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "synthesis.phases lists area but %s has no conv2d layer to mask",
+                      c->prune_layers[0] ? "prune.layers" : "the network");
   }
   return NEST_OK;
 }
@@ -159,19 +167,13 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
   const double t_start = nest_comm_wtime();
   memset(res, 0, sizeof *res);
   res->val_error = res->test_error = NAN;
-  NEST_CALL(check_layers(t, area));
+  NEST_CALL(nest_prune_check(t, area));
   if (area) { /* every chosen conv layer gets an all-ones area mask: the function is unchanged */
-    int any = 0;
     for (int l = 0; l < t->net->nlayers; ++l) {
       const nest_layer *ly = t->net->layers[l];
-      if (ly->kind != NEST_LAYER_CONV2D || !chosen(c, ly->name)) continue;
-      any = 1;
-      if (!ly->hp.area) NEST_CALL(nest_surgery_set_area(&t->net, l, 1));
+      if (ly->kind == NEST_LAYER_CONV2D && chosen(c, ly->name) && !ly->hp.area)
+        NEST_CALL(nest_surgery_set_area(&t->net, l, 1));
     }
-    if (!any)
-      return NEST_ERR(NEST_ERR_CONFIG,
-                      "synthesis.phases lists area but %s has no conv2d layer to mask",
-                      c->prune_layers[0] ? "prune.layers" : "the network");
   }
   target_state *ts = NULL;
   NEST_CALL(nest_calloc((void **)&ts, (size_t)(t->net->ntensors + t->net->nlayers),

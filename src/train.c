@@ -312,6 +312,8 @@ nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *com
   st = nest_grow_create(t, t->phase_has[NEST_PHASE_PRUNE] || t->phase_has[NEST_PHASE_AREA],
                         &t->grow);
   if (st == NEST_OK) st = check_phases(t);
+  if (st == NEST_OK && t->phase_has[NEST_PHASE_PRUNE]) st = nest_prune_check(t, 0);
+  if (st == NEST_OK && t->phase_has[NEST_PHASE_AREA]) st = nest_prune_check(t, 1);
   NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
   NEST_CALL_GOTO(st, make_run_dir(t), fail);
   NEST_CALL_GOTO(st, nest_grow_open_events(t, t->grow), fail);

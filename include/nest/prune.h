@@ -38,6 +38,10 @@ typedef struct {
   double seconds;
 } nest_prune_result;
 
+/* Check prune.layers against t->net for the prune (area = 0) or area phase: names exist and
+ * have weights (prune) / there is a conv layer (area). NEST_ERR_CONFIG naming the key; called
+ * when the run is set up, before anything is written. */
+nest_status nest_prune_check(const nest_trainer *t, int area);
 /* Run the prune phase (area = 0) or the area phase (area = 1) on t->net, logging through g
  * (events.csv). Collective. */
 nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune_result *res);
