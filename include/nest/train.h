@@ -21,6 +21,7 @@
 #include "nest/optim.h"
 
 struct nest_grow;
+struct nest_augment;
 
 typedef struct nest_trainer {
   nest_config cfg;
@@ -49,6 +50,8 @@ typedef struct nest_trainer {
   double t_start;      /* wall clock at the start of nest_trainer_run */
 
   struct nest_grow *grow; /* growth policies and events (grow.h); NULL without grow.policy */
+  struct nest_augment *aug; /* distorts training steps' batches (augment.h); NULL unless
+                               augment.affine */
 
   /* Output (rank 0 writes; run_dir known on every rank). */
   char run_dir[NEST_PATH_LEN];
