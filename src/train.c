@@ -14,6 +14,7 @@
 
 #include "nest/arch.h"
 #include "nest/atomic.h"
+#include "nest/augment.h"
 #include "nest/checkpoint.h"
 #include "nest/gradpass.h"
 #include "nest/grow.h"
@@ -162,6 +163,8 @@ static nest_status setup(nest_trainer *t) {
   }
   nest_norm_free(&norm);
   NEST_CALL(st);
+  /* After the normalisation: the fill is the normalised value of a raw 0. */
+  NEST_CALL(nest_augment_from_config(c, t->train, t->nthreads, &t->aug));
   if (t->test) {
     t->n_test = t->test->n;
     NEST_CALL(nest_malloc((void **)&t->test_idx, sizeof(int64_t) * (size_t)t->n_test, "test ids"));
@@ -347,6 +350,7 @@ void nest_trainer_destroy(nest_trainer **tp) {
   nest_trainer *t = *tp;
   if (t->metrics) fclose(t->metrics);
   nest_grow_destroy(&t->grow);
+  nest_augment_destroy(&t->aug);
   nest_net_destroy(&t->net);
   nest_dataset_destroy(&t->train);
   nest_dataset_destroy(&t->test);
@@ -386,6 +390,8 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
   const int global_rows = nest_shard_batch_rows(t->n_train, batch, s);
   for (int i = 0; i < count; ++i) t->ids[i] = perm[begin + i];
   nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
+  /* Training steps only (never evaluation or gradient passes): keyed by sample id, not rank. */
+  if (t->aug) nest_augment_apply(t->aug, t->data_key, t->ids, count, t->x, t->nthreads);
 
   nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
   const float *logits;

@@ -21,6 +21,7 @@
 #include "nest/optim.h"
 
 struct nest_grow;
+struct nest_augment;
 
 /* The phases of a run (synthesis.phases), in the order they run. */
 typedef enum { NEST_PHASE_GROW, NEST_PHASE_TRAIN, NEST_PHASE_PRUNE, NEST_PHASE_AREA,
@@ -58,6 +59,8 @@ typedef struct nest_trainer {
   nest_phase phases[NEST_MAX_PHASES];
   int nphases;
   int phase_has[NEST_PHASE_COUNT];
+  struct nest_augment *aug; /* distorts training steps' batches (augment.h); NULL unless
+                               augment.affine */
 
   /* Output (rank 0 writes; run_dir known on every rank). */
   char run_dir[NEST_PATH_LEN];
