@@ -165,7 +165,7 @@ static const key_def keys[] = {
     PKEY(gamma_start, KT_DOUBLE, "0.2", "first pruning step of each layer; halved at each guard trip until below prune.gamma, in (0, 1)"),
     PKEY(retrain_steps, KT_INT, "300", "optimizer steps of retraining after each pruning step"),
     PKEY(retries, KT_INT, "1", "guard: before restoring, retrain prune.retrain_steps more steps this many times and check again"),
-    PKEY(lr, KT_DOUBLE, "0.01", "retraining learning rate (constant)"),
+    PKEY(lr, KT_DOUBLE, "0.01", "retraining learning rate: each retraining anneals from it to optim.min_lr with a cosine"),
     PKEY(target_error, KT_DOUBLE, "0", "guard: target validation error; 0 = the validation error at the start of the phase"),
     PKEY(tolerance, KT_DOUBLE, "0.001", "guard: validation error allowed above the target"),
     PKEY(floor, KT_DOUBLE, "0", "a layer stops pruning at this density (active / all weights), in [0, 1)"),

@@ -68,7 +68,12 @@ static nest_status retrain(nest_trainer *t, retrain_stream *rs, int steps, doubl
     t->data_key = PRUNE_PERM_KEY + rs->key;
     int64_t hits = 0, rows = 0;
     double l = 0;
-    NEST_CALL(nest_trainer_step(t, t->perm, rs->pos, c->prune_lr, &l, &hits, &rows));
+    /* A cosine from prune.lr down to optim.min_lr over the retraining (a warm restart per
+     * step, as in the growth phase): the guard then judges a settled network, not one caught
+     * mid-stride by a constant rate. */
+    const double lr = c->min_lr + 0.5 * (c->prune_lr - c->min_lr) *
+                                      (1.0 + cos(M_PI * (double)s / (double)steps));
+    NEST_CALL(nest_trainer_step(t, t->perm, rs->pos, lr, &l, &hits, &rows));
     acc[0] += l;
     acc[2] += (double)rows;
     rs->pos++;

@@ -6,7 +6,7 @@
  *     one policy step on the target with fraction gamma (an event in events.csv);
  *     prune phase only: remove the neurons / feature maps left without active inputs or
  *       outputs, or quieter than prune.neuron_thresh (policy "neurons", every hidden layer);
- *     retrain prune.retrain_steps steps at prune.lr;
+ *     retrain prune.retrain_steps steps, a cosine from prune.lr to optim.min_lr;
  *     while validation error > target + prune.tolerance and retries are left (prune.retries):
  *       retrain prune.retrain_steps more steps;
  *     still above  =>  restore the snapshot bit for bit and halve the target's gamma; once
