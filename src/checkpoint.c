@@ -159,6 +159,8 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8) {
     e = f[i].is_float ? put_attr(g, f[i].name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 0, v)
                       : put_attr(g, f[i].name, H5T_STD_I32LE, H5T_NATIVE_INT, 0, v);
   }
+  /* partial-area convolution; optional on reading (files from before it have none: 0) */
+  if (e >= 0 && l->kind == NEST_LAYER_CONV2D) e = put_int(g, "area", l->hp.area);
   for (int s = 0; s < l->nparams && e >= 0; ++s) {
     const nest_param *p = &l->param[s];
     hsize_t dims[4];
@@ -686,6 +688,8 @@ static nest_status read_spec(hid_t g, const char *path, const layer_entry *e,
     else
       NEST_CALL(attr_int(g, path, e->where, f[k].name, (int *)(void *)v));
   }
+  if (spec->kind == NEST_LAYER_CONV2D && H5Aexists(g, "area") > 0)
+    NEST_CALL(attr_int(g, path, e->where, "area", &spec->hp.area));
   return NEST_OK;
 }
 
@@ -714,6 +718,10 @@ static nest_status read_layer_data(hid_t g, const char *path, const char *where,
     int n = (int)b->count;
     NEST_CALL(read_exact(g, path, where, b->name, 1, &n, 0, l->buf[s]));
     NEST_CALL(check_finite(path, where, b->name, l->buf[s], b->count));
+    for (size_t i = 0; b->mask && i < b->count; ++i)
+      if (l->buf[s][i] != 0.0f && l->buf[s][i] != 1.0f)
+        return NEST_ERR(NEST_ERR_FORMAT, "%s: %s/%s[%zu] = %g is not 0 or 1 (a mask)", path,
+                        where, b->name, i, (double)l->buf[s][i]);
     /* A negative running variance would make evaluation take the root of a negative. */
     if (strcmp(b->name, "running_var") == 0)
       for (size_t i = 0; i < b->count; ++i)

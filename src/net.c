@@ -360,9 +360,36 @@ void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total
   if (active_params) *active_params = ap;
 }
 
+/* The partial-area mask Msk[OC, C, P, Q] of a conv layer with hp.area = 1, else NULL. */
+static const float *area_mask(const nest_layer *l, size_t *count) {
+  if (l->kind != NEST_LAYER_CONV2D || !l->hp.area) return NULL;
+  for (int s = 0; s < l->nbuffers; ++s)
+    if (l->buffer[s].mask && strcmp(l->buffer[s].name, "area") == 0) {
+      *count = l->buffer[s].count;
+      return l->buf[s];
+    }
+  return NULL;
+}
+
 double nest_net_layer_flops(const nest_net *net, int layer) {
   const nest_layer *l = net->layers[layer];
   if (l->kind != NEST_LAYER_DENSE && l->kind != NEST_LAYER_CONV2D) return 0.0;
+  size_t acount = 0;
+  const float *msk = area_mask(l, &acount);
+  if (msk) {
+    /* Kernel (o, m) runs at the positions (p, q) its area mask keeps, with its active
+     * weights: 2 x sum_{o,m} active(o, m) x kept(o, m). W [OC, C, kh, kw], Msk [OC, C, P*Q]. */
+    const size_t pairs = (size_t)l->hp.out_c * l->in.c, kk = (size_t)l->hp.kh * l->hp.kw;
+    const size_t plane = (size_t)l->out.h * l->out.w;
+    double flops = 0;
+    for (size_t k = 0; k < pairs; ++k) {
+      double active = 0, kept = 0;
+      for (size_t t = 0; t < kk; ++t) active += l->m[0][k * kk + t] != 0.0f;
+      for (size_t j = 0; j < plane; ++j) kept += msk[k * plane + j] != 0.0f;
+      flops += active * kept;
+    }
+    return 2.0 * flops;
+  }
   double active = 0;
   for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
   /* Each active weight is used once per output position (1 for dense). */
@@ -371,9 +398,12 @@ double nest_net_layer_flops(const nest_net *net, int layer) {
 }
 
 double nest_net_layer_conv_frac(const nest_net *net, int layer) {
-  (void)net;
-  (void)layer;
-  return 1.0; /* partial-area masks: see conv2d.c */
+  size_t count = 0;
+  const float *msk = area_mask(net->layers[layer], &count);
+  if (!msk || count == 0) return 1.0;
+  double kept = 0;
+  for (size_t j = 0; j < count; ++j) kept += msk[j] != 0.0f;
+  return kept / (double)count;
 }
 
 double nest_net_flops(const nest_net *net) {
@@ -407,7 +437,15 @@ static uint64_t hash_words(const void *data, size_t bytes, uint64_t h) {
 uint64_t nest_net_hash(const nest_net *net, unsigned parts) {
   uint64_t h = 0xCBF29CE484222325ull ^ parts;
   if (parts & NEST_HASH_PARAMS) h = hash_words(net->params, net->nparams * sizeof(float), h);
-  if (parts & NEST_HASH_MASKS) h = hash_words(net->masks, net->nparams * sizeof(float), h);
+  if (parts & NEST_HASH_MASKS) {
+    h = hash_words(net->masks, net->nparams * sizeof(float), h);
+    /* architecture mask buffers (partial-area "area") are masks too */
+    for (int i = 0; i < net->nlayers; ++i) {
+      const nest_layer *l = net->layers[i];
+      for (int s = 0; s < l->nbuffers; ++s)
+        if (l->buffer[s].mask) h = hash_words(l->buf[s], l->buffer[s].count * sizeof(float), h);
+    }
+  }
   if (parts & NEST_HASH_BUFFERS) h = hash_words(net->buffers, net->nbuf * sizeof(float), h);
   return h;
 }

@@ -10,11 +10,14 @@
  *   consumer weight     dense W [K, U*h*w]: rows K, channels U, glen h*w (the consumer's
  *                       input plane: 1 after a dense L, the pooled map after a conv L);
  *                       conv W [K, U, kh, kw]: rows K, channels U, glen kh*kw
+ *   partial-area masks  (buffer "area" [OC, C, P*Q] of a conv layer with hp.area = 1)
+ *                       in L: rows 1, channels U, glen C*P*Q (a unit's mask rows);
+ *                       in a conv consumer: rows OC, channels U, glen P*Q (an input map's)
  *   everything else     one channel mapped to itself (a whole-tensor copy)
  * Per arena: params and mom copied, masks copied, grads left zero (they belong to the old
  * shape); buffers copied. Fresh entries: weights +0.0 with mask 0 (dormant), non-maskable
  * tensors their declared init (bias / beta 0, gamma 1) with mask 1, momentum 0, buffers
- * their declared init value (running mean 0, running variance 1).
+ * their declared init value (running mean 0, running variance 1, area mask 1).
  *
  * Purely local and deterministic (no MPI): every rank calls it with the same arguments and
  * builds the same net. On any failure the old net is left untouched. */
@@ -167,9 +170,14 @@ static void copy_state(const nest_net *old, nest_net *neu, int layer, int consum
     }
     for (int s = 0; s < lo->nbuffers; ++s) {
       const nest_buffer *bo = &lo->buffer[s], *bn = &ln->buffer[s];
-      /* buffers are per channel (BN running statistics): never a consumer's input slice */
-      const remap_view v = view_of(role == ROLE_CONSUMER ? ROLE_OTHER : role, 0, 1, bo->count,
-                                   bn->count, map, uold, unew);
+      NEST_ASSERT(bo->mask == bn->mask);
+      /* Statistics buffers are per channel (BN running statistics): never a consumer's input
+       * slice. A mask buffer (partial-area Msk [OC, C, P, Q]) follows the units like a conv
+       * weight: its rows in L, its input-map slices [:, u, :, :] in the consumer. */
+      const int slice = role == ROLE_CONSUMER && bo->mask;
+      const remap_view v =
+          view_of(role == ROLE_CONSUMER && !bo->mask ? ROLE_OTHER : role, slice,
+                  slice ? lo->hp.out_c : 1, bo->count, bn->count, map, uold, unew);
       remap_copy(neu->buffers + bn->offset, old->buffers + bo->offset, &v, bo->init_value);
     }
   }
@@ -297,5 +305,95 @@ nest_status nest_surgery_delete(nest_net **netp, int layer, const int *units, in
   NEST_CALL_GOTO(st, nest_surgery_remap(netp, layer, src, count), done);
 done:
   free(src);
+  return st;
+}
+
+/* ---- switching partial-area convolution on / off ------------------------------------------ */
+
+/* The "area" mask buffer of layer l, or NULL. */
+static const nest_buffer *area_buffer(const nest_layer *l, int *slot) {
+  for (int s = 0; s < l->nbuffers; ++s)
+    if (l->buffer[s].mask && strcmp(l->buffer[s].name, "area") == 0) {
+      *slot = s;
+      return &l->buffer[s];
+    }
+  return NULL;
+}
+
+nest_status nest_surgery_set_area(nest_net **netp, int layer, int on) {
+  if (!netp || !*netp) return NEST_ERR(NEST_ERR_ARG, "surgery: no net given");
+  nest_net *old = *netp;
+  if (layer < 0 || layer >= old->nlayers)
+    return NEST_ERR(NEST_ERR_ARG,
+                    "surgery: cannot set partial-area convolution of layer %d: the net has %d "
+                    "layers", layer, old->nlayers);
+  const nest_layer *l = old->layers[layer];
+  if (l->kind != NEST_LAYER_CONV2D)
+    return NEST_ERR(NEST_ERR_ARG, "%s: partial-area convolution needs a conv2d layer, not %s",
+                    l->name, l->ops->kind);
+  if (on != 0 && on != 1)
+    return NEST_ERR(NEST_ERR_ARG, "%s: partial-area convolution is 0 (off) or 1 (on), not %d",
+                    l->name, on);
+  if (l->hp.area == on) return NEST_OK; /* already so: nothing rebuilt */
+  if (!on) {
+    /* Only an all-ones mask is the plain convolution: dropping another would change the
+     * function silently. */
+    int slot = -1;
+    const nest_buffer *b = area_buffer(l, &slot);
+    NEST_ASSERT(b);
+    size_t zeros = 0;
+    for (size_t j = 0; j < b->count; ++j) zeros += l->buf[slot][j] != 1.0f;
+    if (zeros)
+      return NEST_ERR(NEST_ERR_ARG,
+                      "%s: cannot switch partial-area convolution off: %zu of %zu area mask "
+                      "entries are not 1 (only an all-ones mask leaves the function unchanged)",
+                      l->name, zeros, b->count);
+  }
+  nest_status st = NEST_OK;
+  nest_layer_spec *specs = NULL;
+  nest_net *neu = NULL;
+  NEST_CALL_GOTO(st, nest_malloc((void **)&specs, (size_t)old->nlayers * sizeof *specs,
+                                 "surgery layer specs"),
+                 done);
+  memcpy(specs, old->specs, (size_t)old->nlayers * sizeof *specs);
+  specs[layer].hp.area = on;
+  NEST_CALL_GOTO(st, nest_net_create(specs, old->nlayers, old->in_shape, old->nclasses,
+                                     old->max_batch, old->nthreads, &neu),
+                 done);
+  /* Parameters are untouched by the switch (it adds or drops a buffer only): the parameter
+   * arenas have the same layout. Values, momentum and masks are copied; gradients stay zero
+   * (as after every surgery). */
+  NEST_ASSERT(neu->nparams == old->nparams && neu->ntensors == old->ntensors);
+  for (int t = 0; t < old->ntensors; ++t)
+    NEST_ASSERT(neu->tensors[t].param->offset == old->tensors[t].param->offset &&
+                neu->tensors[t].param->count == old->tensors[t].param->count);
+  memcpy(neu->params, old->params, old->nparams * sizeof(float));
+  memcpy(neu->mom, old->mom, old->nparams * sizeof(float));
+  memcpy(neu->masks, old->masks, old->nparams * sizeof(float));
+  /* Buffers by name; the new "area" buffer (switched on) is all ones. */
+  for (int i = 0; i < neu->nlayers; ++i) {
+    const nest_layer *lo = old->layers[i];
+    nest_layer *ln = neu->layers[i];
+    for (int s = 0; s < ln->nbuffers; ++s) {
+      const nest_buffer *bn = &ln->buffer[s];
+      int found = -1;
+      for (int k = 0; k < lo->nbuffers && found < 0; ++k)
+        if (strcmp(lo->buffer[k].name, bn->name) == 0) found = k;
+      if (found >= 0) {
+        NEST_ASSERT(lo->buffer[found].count == bn->count);
+        memcpy(ln->buf[s], lo->buf[found], bn->count * sizeof(float));
+      } else {
+        NEST_ASSERT(i == layer && on && bn->mask);
+        for (size_t j = 0; j < bn->count; ++j) ln->buf[s][j] = bn->init_value;
+      }
+    }
+  }
+  neu->generation = old->generation + 1;
+  nest_net_destroy(netp);
+  *netp = neu;
+  neu = NULL;
+done:
+  nest_net_destroy(&neu);
+  free(specs);
   return st;
 }

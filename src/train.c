@@ -434,11 +434,27 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
 }
 
 /* Without sync BN each rank's running statistics drift apart: average them. */
+static nest_status average_buffers(nest_trainer *t, size_t lo, size_t hi) {
+  if (hi <= lo) return NEST_OK;
+  NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->buffers + lo, hi - lo));
+  for (size_t i = lo; i < hi; ++i) t->net->buffers[i] /= (float)t->nranks;
+  return NEST_OK;
+}
+
 static nest_status sync_buffers(nest_trainer *t) {
   if (t->cfg.sync_bn || t->nranks == 1 || t->net->nbuf == 0) return NEST_OK;
-  NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->buffers, t->net->nbuf));
-  for (size_t i = 0; i < t->net->nbuf; ++i) t->net->buffers[i] /= (float)t->nranks;
-  return NEST_OK;
+  /* Mask buffers (partial-area "area") are identical on every rank: average the stretches of
+   * the arena between them (the whole arena in one call when there are none). */
+  size_t lo = 0;
+  for (int i = 0; i < t->net->nlayers; ++i) {
+    const nest_layer *l = t->net->layers[i];
+    for (int s = 0; s < l->nbuffers; ++s)
+      if (l->buffer[s].mask) {
+        NEST_CALL(average_buffers(t, lo, l->buffer[s].offset));
+        lo = l->buffer[s].offset + l->buffer[s].count;
+      }
+  }
+  return average_buffers(t, lo, t->net->nbuf);
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */

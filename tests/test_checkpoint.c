@@ -23,6 +23,7 @@
 #include "nest/arch.h"
 #include "nest/checkpoint.h"
 #include "nest/net.h"
+#include "nest/surgery.h"
 #include "test_util.h"
 
 #define JACCARD NEST_BINARY_DIR "/nest_jaccard"
@@ -247,6 +248,85 @@ static void test_roundtrip_conv_bn(void **state) {
   assert_int_equal(kinds, (1 << NEST_LAYER_KIND_COUNT) - 1);
   nest_net *back = round_trip(net, path);
   assert_int_equal(nest_net_find_layer(back, "conv2")->hp.out_c, 7);
+  nest_net_destroy(&back);
+  nest_net_destroy(&net);
+}
+
+/* Partial-area convolution: hp.area and the "area" mask buffers round-trip; a file without the
+ * area attribute (written before it existed) loads as area 0; a mask value other than 0/1 and
+ * an impossible area value are refused naming the file. */
+static void test_roundtrip_area(void **state) {
+  (void)state;
+  const char *dir = nest_test_tmpdir();
+  char path[1024], bad[1024];
+  snprintf(path, sizeof path, "%s/area.h5", dir);
+  snprintf(bad, sizeof bad, "%s/area_bad.h5", dir);
+  nest_net *net = build("lenet5", (nest_shape){1, 16, 16}, 10, 1, 0.0, 0.2, NULL, 0);
+  assert_ok(nest_net_init(net, 9, 0.5, -1));
+  assert_ok(nest_surgery_set_area(&net, 0, 1));
+  nest_layer *c2 = nest_net_find_layer(net, "conv2");
+  assert_ok(nest_surgery_set_area(&net, c2->index, 1));
+  c2 = nest_net_find_layer(net, "conv2");
+  nest_layer *c1 = net->layers[0];
+  /* partial masks: about half of each 0 */
+  nest_layer *ls[2] = {c1, c2};
+  for (int k = 0; k < 2; ++k) {
+    nest_test_fill_normal(ls[k]->buf[0], ls[k]->buffer[0].count, 40 + k, 1.0f);
+    for (size_t j = 0; j < ls[k]->buffer[0].count; ++j)
+      ls[k]->buf[0][j] = ls[k]->buf[0][j] < 0.0f ? 0.0f : 1.0f;
+  }
+  nest_net *back = round_trip(net, path); /* same specs (hp.area), hashes, outputs */
+  for (int k = 0; k < 2; ++k) {
+    const nest_layer *lb = back->layers[ls[k]->index];
+    assert_int_equal(lb->hp.area, 1);
+    assert_int_equal(lb->nbuffers, 1);
+    assert_string_equal(lb->buffer[0].name, "area");
+    assert_memory_equal(lb->buf[0], ls[k]->buf[0], ls[k]->buffer[0].count * sizeof(float));
+  }
+  assert_true(nest_net_layer_conv_frac(back, 0) < 0.75);
+  nest_net_destroy(&back);
+
+  /* an area mask value of 0.5 */
+  copy_file(path, bad, -1);
+  hid_t f = open_rw(bad);
+  float *m = malloc(c2->buffer[0].count * sizeof(float));
+  assert_non_null(m);
+  memcpy(m, c2->buf[0], c2->buffer[0].count * sizeof(float));
+  m[5] = 0.5f;
+  char name[128];
+  snprintf(name, sizeof name, "/layers/%03d_conv2/area", c2->index);
+  rewrite_dataset(f, name, H5T_NATIVE_FLOAT, m);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "area[5] = 0.5 is not 0 or 1", 0);
+  free(m);
+  /* area = 3 is not a conv setting */
+  copy_file(path, bad, -1);
+  f = open_rw(bad);
+  hid_t g = H5Gopen2(f, "/layers/000_conv1", H5P_DEFAULT);
+  assert_true(g >= 0);
+  int v = 3;
+  hid_t a = H5Aopen(g, "area", H5P_DEFAULT);
+  assert_true(a >= 0);
+  H5Awrite(a, H5T_NATIVE_INT, &v);
+  H5Aclose(a);
+  H5Gclose(g);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "area must be 0 or 1", 0);
+  nest_net_destroy(&net);
+
+  /* a file written before partial-area convolution: no area attribute, no area buffer */
+  net = build("lenet5", (nest_shape){1, 16, 16}, 10, 0, 0.0, 0.2, NULL, 0);
+  assert_ok(nest_net_init(net, 10, 0.5, -1));
+  assert_ok(nest_model_save(net, path));
+  f = open_rw(path);
+  g = H5Gopen2(f, "/layers/000_conv1", H5P_DEFAULT);
+  assert_true(g >= 0 && H5Aexists(g, "area") > 0);
+  assert_true(H5Adelete(g, "area") >= 0);
+  H5Gclose(g);
+  H5Fclose(f);
+  assert_ok(nest_model_load(path, 4, 1, &back));
+  assert_int_equal(back->layers[0]->hp.area, 0);
+  assert_same_net(net, back);
   nest_net_destroy(&back);
   nest_net_destroy(&net);
 }
@@ -809,6 +889,7 @@ static void test_info(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_mlp),    cmocka_unit_test(test_roundtrip_conv_bn),
+      cmocka_unit_test(test_roundtrip_area),
       cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_atomic_save),
       cmocka_unit_test(test_read_masks),       cmocka_unit_test(test_jaccard_tool),
       cmocka_unit_test(test_info),

@@ -32,6 +32,8 @@
 
 /* Dropout keep mask used by the reference (set by the test from the RNG). */
 static uint8_t *g_keep;
+/* Partial-area mask [oc, c, oh, ow] of a conv2d layer with hp.area = 1 (set by the test). */
+static double *g_area;
 
 static nest_conv_geom geom_of(const nest_layer *l) {
   if (l->kind != NEST_LAYER_CONV2D && l->kind != NEST_LAYER_MAXPOOL) return (nest_conv_geom){0};
@@ -47,7 +49,12 @@ static void ref_forward(const nest_layer *l, int n, const double *x, double *con
       nest_ref_dense_forward(n, (int)in_sz, l->hp.units, x, p[0], p[1], y);
       break;
     case NEST_LAYER_RELU: nest_ref_relu_forward(in_sz * n, x, y); break;
-    case NEST_LAYER_CONV2D: nest_ref_conv2d_forward(&g, l->hp.out_c, n, x, p[0], p[1], y); break;
+    case NEST_LAYER_CONV2D:
+      if (l->hp.area)
+        nest_ref_conv2d_area_forward(&g, l->hp.out_c, n, x, p[0], p[1], g_area, y);
+      else
+        nest_ref_conv2d_forward(&g, l->hp.out_c, n, x, p[0], p[1], y);
+      break;
     case NEST_LAYER_MAXPOOL: nest_ref_maxpool_forward(&g, n, x, y); break;
     case NEST_LAYER_BATCHNORM:
       nest_ref_batchnorm_forward(n, l->in.c, l->in.h * l->in.w, l->hp.eps, x, p[0], p[1], y, NULL,
@@ -68,7 +75,10 @@ static void ref_backward(const nest_layer *l, int n, const double *x, double *co
       break;
     case NEST_LAYER_RELU: nest_ref_relu_backward(in_sz * n, x, dy, dx); break;
     case NEST_LAYER_CONV2D:
-      nest_ref_conv2d_backward(&g, l->hp.out_c, n, x, p[0], dy, dx, dp[0], dp[1]);
+      if (l->hp.area)
+        nest_ref_conv2d_area_backward(&g, l->hp.out_c, n, x, p[0], g_area, dy, dx, dp[0], dp[1]);
+      else
+        nest_ref_conv2d_backward(&g, l->hp.out_c, n, x, p[0], dy, dx, dp[0], dp[1]);
       break;
     case NEST_LAYER_MAXPOOL: nest_ref_maxpool_backward(&g, n, x, dy, dx); break;
     case NEST_LAYER_BATCHNORM:
@@ -101,6 +111,31 @@ static void fill_distinct(float *x, size_t n, uint64_t seed) {
     x[i - 1] = x[j];
     x[j] = t;
   }
+}
+
+/* Fill the area mask Msk[oc, c, oh, ow] of a partial-area conv layer so that every branch of
+ * the fast path runs: with c >= 2, input map 0 stays all ones (merged GEMMs), map 1 all zeros
+ * (skipped), and the others (every map when c == 1) lose each entry with probability `off`.
+ * Returns the number of zeros. */
+static size_t area_fill(nest_layer *l, double off, uint64_t seed) {
+  const int oc = l->hp.out_c, c = l->in.c;
+  const size_t plane = (size_t)l->out.h * l->out.w;
+  float *msk = l->buf[0];
+  nest_rng r;
+  nest_rng_init(&r, seed, NEST_RNG_TEST, 40, 0);
+  size_t zeros = 0;
+  for (int o = 0; o < oc; ++o)
+    for (int ci = 0; ci < c; ++ci)
+      for (size_t j = 0; j < plane; ++j) {
+        float v = 1.0f;
+        if (c >= 2 && ci % 4 == 1)
+          v = off > 0 ? 0.0f : 1.0f;
+        else if (c == 1 || ci % 4 != 0)
+          v = nest_rng_uniform(&r) < off ? 0.0f : 1.0f;
+        msk[((size_t)o * c + ci) * plane + j] = v;
+        zeros += v == 0.0f;
+      }
+  return zeros;
 }
 
 /* ---- the generic case
@@ -148,7 +183,9 @@ static void fd_check(const layer_case *tc, const nest_layer *l, double *x, doubl
   free(y);
 }
 
-static void run_case(const layer_case *tc) {
+/* area_off: for a conv2d layer with hp.area, the fraction of its area mask set to 0 (see
+ * area_fill). */
+static void run_case_area(const layer_case *tc, double area_off) {
   nest_layer *l = NULL;
   const int n = tc->n, max_batch = tc->n + 2; /* a partly filled batch */
   nest_status st =
@@ -183,6 +220,13 @@ static void run_case(const layer_case *tc) {
     nest_test_to_double(l->p[i], pd[i], c);
   }
   if (tc->dormant > 0) assert_true(ndormant > 0);
+  if (l->kind == NEST_LAYER_CONV2D && l->hp.area) {
+    assert_int_equal(l->nbuffers, 1);
+    size_t off = area_fill(l, area_off, seed + 30);
+    if (area_off > 0) assert_true(off > 0 && off < l->buffer[0].count);
+    g_area = nest_test_dalloc(l->buffer[0].count);
+    nest_test_to_double(l->buf[0], g_area, l->buffer[0].count);
+  }
 
   float *x = nest_test_falloc(in_n), *y = nest_test_falloc(out_n), *dy = nest_test_falloc(out_n), *dx = nest_test_falloc(in_n);
   if (l->kind == NEST_LAYER_MAXPOOL) {
@@ -257,9 +301,13 @@ static void run_case(const layer_case *tc) {
   for (int i = 0; i < l->nparams; ++i) free(pd[i]), free(gd[i]);
   free(g_keep);
   g_keep = NULL;
+  free(g_area);
+  g_area = NULL;
   nest_layer_destroy(&l);
   assert_null(l);
 }
+
+static void run_case(const layer_case *tc) { run_case_area(tc, 0.0); }
 
 static void run_cases(const layer_case *cases, size_t count) {
   for (size_t i = 0; i < count; ++i) run_case(&cases[i]);
@@ -308,6 +356,152 @@ static void test_conv2d_grad(void **state) {
       {"conv_defaults",   C, S(2, 6, 5),  {.out_c = 2, .kh = 3}, 5, 1, 0, 0.3}, /* kw=kh, s=1 */
   };
   run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Partial-area convolution (hp.area = 1): reference vs finite differences and the fast path vs
+ * the reference, with a partial mask (about half the entries 0 where random; see area_fill)
+ * and with the all-ones mask. Shapes cover grouped samples and row chunks (conv_chunks:
+ * col over the L2 budget), 1 and 2 threads, dx == NULL. */
+static void test_conv2d_area_grad(void **state) {
+  (void)state;
+  const nest_layer_ops *C = &nest_conv2d_ops;
+#define ACONV(oc, h, w, s, p) {.out_c = (oc), .kh = (h), .kw = (w), .stride = (s), .pad = (p), .area = 1}
+  const struct {
+    layer_case c;
+    double area_off;
+  } cases[] = {
+      /*  label            ops in             hp                   n nt nodx dormant  area_off */
+      {{"area_s1p0",       C, S(3, 7, 5),     ACONV(4, 3, 2, 1, 0), 5, 1, 0, 0.3},   0.5},
+      {{"area_s2p1",       C, S(5, 7, 5),     ACONV(4, 3, 2, 2, 1), 5, 2, 0, 0.3},   0.5},
+      {{"area_s3p2_n1",    C, S(2, 9, 8),     ACONV(3, 3, 3, 3, 2), 1, 2, 0, 0.5},   0.5},
+      {{"area_nodx",       C, S(6, 9, 8),     ACONV(3, 3, 3, 1, 1), 5, 2, 1, 0.2},   0.5},
+      {{"area_one_map",    C, S(1, 8, 8),     ACONV(3, 5, 5, 1, 2), 5, 2, 0, 0.3},   0.5},
+      {{"area_all_ones",   C, S(3, 7, 6),     ACONV(4, 3, 3, 1, 1), 5, 2, 0, 0.3},   0.0},
+      {{"area_1x1",        C, S(4, 5, 3),     ACONV(3, 1, 1, 1, 0), 5, 1, 0, 0.3},   0.5},
+      {{"area_chunks",     C, S(3, 100, 100), ACONV(2, 3, 3, 1, 1), 2, 2, 0, 0.3},   0.5},
+  };
+#undef ACONV
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
+    run_case_area(&cases[i].c, cases[i].area_off);
+}
+
+typedef struct {
+  float *y, *dx, *dW, *db;
+} conv_result;
+
+/* Forward + backward of a conv layer (area on or off) on given x, W, b, dy (and, with area,
+ * mask msk); results copied out. */
+static conv_result conv_once(nest_shape in, nest_layer_hparams hp, int n, int nt, const float *x,
+                             const float *W, const float *b, const float *msk, const float *dy) {
+  nest_layer *l = NULL;
+  assert_ok(nest_layer_create(&nest_conv2d_ops, "conv", in, &hp, n, nt, &l));
+  assert_ok(nest_layer_bind_standalone(l));
+  const size_t X = nest_shape_size(l->in) * n, Y = nest_shape_size(l->out) * n;
+  memcpy(l->p[0], W, sizeof(float) * l->param[0].count);
+  memcpy(l->p[1], b, sizeof(float) * l->param[1].count);
+  if (hp.area) memcpy(l->buf[0], msk, sizeof(float) * l->buffer[0].count);
+  conv_result r = {nest_test_falloc(Y), nest_test_falloc(X), nest_test_falloc(l->param[0].count),
+                   nest_test_falloc(l->param[1].count)};
+  nest_ctx ctx = {.n = n, .train = 1, .nthreads = nt};
+  assert_ok(l->ops->forward(l, &ctx, x, r.y));
+  assert_ok(l->ops->backward(l, &ctx, x, r.y, dy, r.dx));
+  memcpy(r.dW, l->g[0], sizeof(float) * l->param[0].count);
+  memcpy(r.db, l->g[1], sizeof(float) * l->param[1].count);
+  nest_layer_destroy(&l);
+  return r;
+}
+
+static void conv_result_free(conv_result *r) { free(r->y), free(r->dx), free(r->dW), free(r->db); }
+
+static double rel_f(const float *a, const float *b, size_t n) {
+  double *bd = nest_test_dalloc(n);
+  nest_test_to_double(b, bd, n);
+  double e = nest_test_norm_rel(a, bd, n);
+  free(bd);
+  return e;
+}
+
+/* One shape: (a) all-ones mask == plain convolution (float tolerance); (b) a partial mask vs
+ * the double reference; (c) 2 threads twice: bit-identical. */
+static void area_case(const char *label, nest_shape in, nest_layer_hparams hp, int n) {
+  if (!hp.kw) hp.kw = hp.kh;
+  if (!hp.stride) hp.stride = 1;
+  nest_layer_hparams plain = hp;
+  plain.area = 0;
+  hp.area = 1;
+  nest_conv_geom g = nest_conv_geom_make(in.c, in.h, in.w, hp.kh, hp.kw, hp.stride, hp.pad);
+  const size_t X = nest_shape_size(in) * n, Y = (size_t)n * hp.out_c * g.oh * g.ow;
+  const size_t WN = (size_t)hp.out_c * in.c * hp.kh * hp.kw;
+  const size_t MN = (size_t)hp.out_c * in.c * g.oh * g.ow;
+  float *x = nest_test_falloc(X), *W = nest_test_falloc(WN), *b = nest_test_falloc(hp.out_c);
+  float *dy = nest_test_falloc(Y), *ones = nest_test_falloc(MN), *msk = nest_test_falloc(MN);
+  nest_test_fill_normal(x, X, 11, 1.0f);
+  nest_test_fill_normal(W, WN, 12, 0.3f);
+  nest_test_fill_normal(b, hp.out_c, 13, 0.3f);
+  nest_test_fill_normal(dy, Y, 14, 1.0f);
+  nest_rng r;
+  nest_rng_init(&r, 15, NEST_RNG_TEST, 41, 0);
+  size_t zeros = 0;
+  for (size_t i = 0; i < MN; ++i) {
+    ones[i] = 1.0f;
+    msk[i] = nest_rng_uniform(&r) < 0.5 ? 0.0f : 1.0f;
+    zeros += msk[i] == 0.0f;
+  }
+  assert_true(zeros > MN / 4 && zeros < 3 * MN / 4);
+
+  /* (a) all ones: the plain convolution */
+  conv_result p = conv_once(in, plain, n, 2, x, W, b, NULL, dy);
+  conv_result a = conv_once(in, hp, n, 2, x, W, b, ones, dy);
+  double e[4] = {rel_f(a.y, p.y, Y), rel_f(a.dx, p.dx, X), rel_f(a.dW, p.dW, WN),
+                 rel_f(a.db, p.db, hp.out_c)};
+  for (int k = 0; k < 4; ++k)
+    if (!(e[k] < 1e-5))
+      fail_msg("%s: all-ones area differs from the plain conv: y %.2g dx %.2g dW %.2g db %.2g",
+               label, e[0], e[1], e[2], e[3]);
+
+  /* (b) a partial mask vs the reference, 1 and 2 threads */
+  double *xd = nest_test_dalloc(X), *Wd = nest_test_dalloc(WN), *bd = nest_test_dalloc(hp.out_c);
+  double *md = nest_test_dalloc(MN), *dyd = nest_test_dalloc(Y), *yr = nest_test_dalloc(Y);
+  double *dxr = nest_test_dalloc(X), *dWr = nest_test_dalloc(WN), *dbr = nest_test_dalloc(hp.out_c);
+  nest_test_to_double(x, xd, X);
+  nest_test_to_double(W, Wd, WN);
+  nest_test_to_double(b, bd, hp.out_c);
+  nest_test_to_double(msk, md, MN);
+  nest_test_to_double(dy, dyd, Y);
+  nest_ref_conv2d_area_forward(&g, hp.out_c, n, xd, Wd, bd, md, yr);
+  nest_ref_conv2d_area_backward(&g, hp.out_c, n, xd, Wd, md, dyd, dxr, dWr, dbr);
+  conv_result q[3];
+  for (int k = 0; k < 3; ++k) {
+    q[k] = conv_once(in, hp, n, k ? 2 : 1, x, W, b, msk, dy);
+    double f[4] = {nest_test_norm_rel(q[k].y, yr, Y), nest_test_norm_rel(q[k].dx, dxr, X),
+                   nest_test_norm_rel(q[k].dW, dWr, WN), nest_test_norm_rel(q[k].db, dbr, hp.out_c)};
+    for (int j = 0; j < 4; ++j)
+      if (!(f[j] < 1e-5))
+        fail_msg("%s (%d threads): partial area vs reference: y %.2g dx %.2g dW %.2g db %.2g",
+                 label, k ? 2 : 1, f[0], f[1], f[2], f[3]);
+  }
+  /* the mask matters: the partial-mask output is not the plain one */
+  assert_true(rel_f(q[0].y, p.y, Y) > 1e-2);
+  /* (c) a fixed thread count reproduces bit for bit */
+  assert_memory_equal(q[1].y, q[2].y, sizeof(float) * Y);
+  assert_memory_equal(q[1].dx, q[2].dx, sizeof(float) * X);
+  assert_memory_equal(q[1].dW, q[2].dW, sizeof(float) * WN);
+  assert_memory_equal(q[1].db, q[2].db, sizeof(float) * hp.out_c);
+  for (int k = 0; k < 3; ++k) conv_result_free(&q[k]);
+  conv_result_free(&p);
+  conv_result_free(&a);
+  free(x), free(W), free(b), free(dy), free(ones), free(msk);
+  free(xd), free(Wd), free(bd), free(md), free(dyd), free(yr), free(dxr), free(dWr), free(dbr);
+}
+
+static void test_conv2d_area_vs_plain(void **state) {
+  (void)state;
+  area_case("lenet5.conv1", S(1, 28, 28), (nest_layer_hparams){.out_c = 20, .kh = 5}, 9);
+  area_case("lenet5.conv2", S(20, 12, 12), (nest_layer_hparams){.out_c = 50, .kh = 5}, 13);
+  area_case("chunks", S(3, 140, 140),
+            (nest_layer_hparams){.out_c = 6, .kh = 5, .stride = 2, .pad = 2}, 3);
+  area_case("alexnet.conv1-like", S(3, 227, 227),
+            (nest_layer_hparams){.out_c = 4, .kh = 11, .stride = 4}, 2);
 }
 
 static void test_maxpool_grad(void **state) {
@@ -737,6 +931,8 @@ int main(void) {
       cmocka_unit_test(test_dense_grad),
       cmocka_unit_test(test_relu_grad),
       cmocka_unit_test(test_conv2d_grad),
+      cmocka_unit_test(test_conv2d_area_grad),
+      cmocka_unit_test(test_conv2d_area_vs_plain),
       cmocka_unit_test(test_maxpool_grad),
       cmocka_unit_test(test_batchnorm_grad),
       cmocka_unit_test(test_dropout_grad),

@@ -105,6 +105,56 @@ static void test_hash_deterministic(void **state) {
   nest_net_destroy(&c);
 }
 
+/* Partial-area conv layers: FLOPs count only the (o, m, p, q) the area mask keeps, Conv% is
+ * the mask's mean, and the mask-buffer is part of the NEST_HASH_MASKS hash. */
+static void test_area_flops_frac_hash(void **state) {
+  (void)state;
+  const nest_layer_spec specs[] = {
+      {NEST_LAYER_CONV2D, "conv1", {.out_c = 3, .kh = 3, .area = 1}},
+      {NEST_LAYER_RELU, "relu1", {0}},
+      {NEST_LAYER_CONV2D, "conv2", {.out_c = 2, .kh = 2}},
+      {NEST_LAYER_DENSE, "fc", {.units = 4}},
+  };
+  nest_net *net = NULL;
+  assert_ok(nest_net_create(specs, 4, (nest_shape){2, 6, 5}, 4, 2, 1, &net));
+  assert_ok(nest_net_init(net, 3, 0.5, -1));
+  nest_layer *c1 = net->layers[0];
+  assert_int_equal(c1->nbuffers, 1);
+  assert_string_equal(c1->buffer[0].name, "area");
+  assert_true(c1->buffer[0].mask);
+  const size_t plane = (size_t)c1->out.h * c1->out.w; /* 4 x 3 */
+  assert_int_equal(c1->buffer[0].count, 3 * 2 * plane);
+  /* all ones after init: exactly the plain count 2 x active x positions, Conv% 1 */
+  double active = 0;
+  for (size_t j = 0; j < c1->param[0].count; ++j) active += c1->m[0][j] != 0.0f;
+  assert_true(nest_net_layer_flops(net, 0) == 2.0 * active * (double)plane);
+  assert_true(nest_net_layer_conv_frac(net, 0) == 1.0);
+  assert_true(nest_net_layer_conv_frac(net, 2) == 1.0); /* conv without area */
+  assert_true(nest_net_layer_conv_frac(net, 3) == 1.0); /* dense */
+  const double flops2 = nest_net_layer_flops(net, 2), total = nest_net_flops(net);
+  const uint64_t hp = nest_net_hash(net, NEST_HASH_PARAMS), hm = nest_net_hash(net, NEST_HASH_MASKS);
+  /* keep only the first position of every (o, m) pair's plane, and nothing of pair (2, 1) */
+  for (int o = 0; o < 3; ++o)
+    for (int m = 0; m < 2; ++m)
+      for (size_t j = 0; j < plane; ++j)
+        c1->buf[0][((size_t)o * 2 + m) * plane + j] = (j == 0 && !(o == 2 && m == 1)) ? 1.0f : 0.0f;
+  double want = 0;
+  for (int o = 0; o < 3; ++o)
+    for (int m = 0; m < 2; ++m) {
+      if (o == 2 && m == 1) continue;
+      for (int t = 0; t < 9; ++t) want += c1->m[0][((size_t)o * 2 + m) * 9 + t] != 0.0f;
+    }
+  assert_true(want > 0);
+  assert_true(nest_net_layer_flops(net, 0) == 2.0 * want);
+  assert_true(nest_net_flops(net) == total - 2.0 * active * (double)plane + 2.0 * want);
+  assert_true(nest_net_layer_flops(net, 2) == flops2);
+  assert_true(fabs(nest_net_layer_conv_frac(net, 0) - 5.0 / (6.0 * (double)plane)) < 1e-12);
+  /* the area mask is a mask: NEST_HASH_MASKS sees it, NEST_HASH_PARAMS does not */
+  assert_true(nest_net_hash(net, NEST_HASH_PARAMS) == hp);
+  assert_true(nest_net_hash(net, NEST_HASH_MASKS) != hm);
+  nest_net_destroy(&net);
+}
+
 static double loss_of(nest_net *net, nest_ctx *ctx, const float *x, const int32_t *y) {
   const float *logits;
   assert_int_equal(nest_net_forward(net, ctx, x, &logits), NEST_OK);
@@ -203,6 +253,7 @@ int main(void) {
       cmocka_unit_test(test_layout),
       cmocka_unit_test(test_seed_density_and_repair),
       cmocka_unit_test(test_hash_deterministic),
+      cmocka_unit_test(test_area_flops_frac_hash),
       cmocka_unit_test(test_dormant_gradients_and_masked_update),
       cmocka_unit_test(test_shape_errors),
   };

@@ -2,8 +2,9 @@
  * of dense and conv layers in small nets.
  *
  * Topologies: dense→dense (with dropout), dense→bn→dense, conv→conv, conv→bn→conv,
- * conv→pool→dense (flatten), and LeNet-5 with batch norm (conv2→bn→pool→dense and
- * conv1→bn→pool→conv). Each is run with an eval ctx and a training ctx (batch statistics,
+ * conv→pool→dense (flatten), LeNet-5 with batch norm (conv2→bn→pool→dense and
+ * conv1→bn→pool→conv), and partial-area convolution (hp.area, random 0/1 area masks):
+ * conv(area)→bn→conv(area) and LeNet-5 conv1→bn→pool→conv2(area). Each is run with an eval ctx and a training ctx (batch statistics,
  * sample ids; on three topologies sync batch-norm through a one-rank allreduce).
  * For every surgery the test checks, against a clone of the old net taken just before it:
  *   - every value, momentum and mask of every surviving position, position by position
@@ -21,7 +22,8 @@
  *     differences of the (double reference) loss for the resized layer's W, the consumer's
  *     W and BN gamma.
  * Plus the errors (output layer, relu layer, bad / duplicated src, deleting every unit) with
- * the net left unchanged and usable, and the architecture strings after surgery. */
+ * the net left unchanged and usable, and the architecture strings after surgery; and
+ * nest_surgery_set_area (switching partial-area convolution on and off). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -66,12 +68,15 @@ static nest_layer_spec spec(nest_layer_kind kind, const char *name, nest_layer_h
 #define DENSE(name, u) spec(NEST_LAYER_DENSE, name, (nest_layer_hparams){.units = (u)})
 #define CONV(name, oc, k, p) \
   spec(NEST_LAYER_CONV2D, name, (nest_layer_hparams){.out_c = (oc), .kh = (k), .pad = (p)})
+#define ACONV(name, oc, k, p)                             \
+  spec(NEST_LAYER_CONV2D, name,                           \
+       (nest_layer_hparams){.out_c = (oc), .kh = (k), .pad = (p), .area = 1})
 #define POOL(name, k) spec(NEST_LAYER_MAXPOOL, name, (nest_layer_hparams){.kh = (k)})
 #define RELU(name) spec(NEST_LAYER_RELU, name, (nest_layer_hparams){0})
 #define BN(name) spec(NEST_LAYER_BATCHNORM, name, (nest_layer_hparams){0})
 #define DROP(name, r) spec(NEST_LAYER_DROPOUT, name, (nest_layer_hparams){.rate = (r)})
 
-enum { NTOPO = 7 };
+enum { NTOPO = 9 };
 
 static topo topo_get(int which) {
   topo t = {.bn = -1, .nthreads = 1};
@@ -143,8 +148,23 @@ static topo topo_get(int which) {
       s[n++] = DENSE("fc2", 3);
       t.consumer = 3, t.relu_after = 1;
       break;
+    case 7:
+      t.label = "conv(area)->bn->relu->conv(area)";
+      t.in = (nest_shape){2, 9, 9};
+      t.classes = 3;
+      t.nthreads = 2;
+      s[n++] = ACONV("conv1", 4, 3, 1);
+      s[n++] = BN("conv1.bn");
+      s[n++] = RELU("conv1.relu");
+      s[n++] = ACONV("conv2", 5, 3, 0);
+      s[n++] = RELU("conv2.relu");
+      s[n++] = POOL("pool2", 2);
+      s[n++] = DENSE("fc", 3);
+      t.consumer = 3, t.bn = 1;
+      break;
     case 5:
-    case 6: {
+    case 6:
+    case 8: {
       /* lenet5 with batchnorm on 1x20x20, width 0.2: conv1 4 (16x16), conv1.bn, pool1 (8x8),
        * conv2 10 (4x4), conv2.bn, pool2 (2x2), fc1 100, fc1.bn, fc1.relu, fc2 */
       t.in = (nest_shape){1, 20, 20};
@@ -159,6 +179,10 @@ static topo topo_get(int which) {
       if (which == 5) {
         t.label = "lenet5 conv2->bn->pool->flatten->dense";
         t.resize = 3, t.consumer = 6, t.bn = 4;
+      } else if (which == 8) {
+        t.label = "lenet5 conv1->bn->pool->conv2(area)";
+        s[3].hp.area = 1;
+        t.resize = 0, t.consumer = 3, t.bn = 1;
       } else {
         t.label = "lenet5 conv1->bn->pool->conv";
         t.resize = 0, t.consumer = 3, t.bn = 1, t.sync_bn = 1;
@@ -198,7 +222,10 @@ static void randomize_state(nest_net *net, uint64_t seed) {
     for (int s = 0; s < l->nbuffers; ++s)
       for (size_t j = 0; j < l->buffer[s].count; ++j) {
         float v = r[net->nparams + l->buffer[s].offset + j];
-        l->buf[s][j] = l->buffer[s].init_value == 1.0f ? 0.5f + fabsf(v) : 0.2f * v;
+        if (l->buffer[s].mask) /* a partial-area mask: 0/1, about a third 0 */
+          l->buf[s][j] = v < -0.43f ? 0.0f : 1.0f;
+        else
+          l->buf[s][j] = l->buffer[s].init_value == 1.0f ? 0.5f + fabsf(v) : 0.2f * v;
       }
   }
   free(r);
@@ -269,13 +296,20 @@ static long old_index(const mapping *m, int i, size_t count_new, int rows, int w
   return (long)e;
 }
 
+/* The same for element e of buffer s of layer l (new net): per-channel statistics map like
+ * a bias; a partial-area mask [OC, C, P, Q] like a conv weight (rows OC in the consumer). */
+static long buffer_index(const mapping *m, const nest_layer *l, int s, size_t e) {
+  const int mask = l->buffer[s].mask;
+  return old_index(m, l->index, l->buffer[s].count, mask ? l->hp.out_c : 1, mask, e);
+}
+
 static int bits_equal(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 /* Contract values of a fresh entry (surgery.h). */
 static float fresh_param(const char *name) { return strcmp(name, "gamma") == 0 ? 1.0f : 0.0f; }
 static float fresh_mask(const char *name) { return strcmp(name, "W") == 0 ? 0.0f : 1.0f; }
 static float fresh_buffer(const char *name) {
-  return strcmp(name, "running_var") == 0 ? 1.0f : 0.0f;
+  return strcmp(name, "running_var") == 0 || strcmp(name, "area") == 0 ? 1.0f : 0.0f;
 }
 
 /* The new net against the old one, position by position, in every arena and buffer. */
@@ -314,7 +348,7 @@ static void check_mapping(const nest_net *old, const nest_net *neu, const mappin
     for (int s = 0; s < ln->nbuffers; ++s) {
       const nest_buffer *bn = &ln->buffer[s];
       for (size_t e = 0; e < bn->count; ++e) {
-        long o = old_index(m, i, bn->count, 1, 0, e);
+        long o = buffer_index(m, ln, s, e);
         float want = o < 0 ? fresh_buffer(bn->name) : lo->buf[s][o];
         if (!bits_equal(ln->buf[s][e], want))
           fail_msg("%s.%s[%zu]: %g, want %g", ln->name, bn->name, e, ln->buf[s][e], want);
@@ -393,7 +427,16 @@ static void ref_logits(const nest_net *net, const nest_ctx *ctx, const float *x,
       case NEST_LAYER_DENSE:
         nest_ref_dense_forward(n, (int)nest_shape_size(l->in), l->hp.units, a, p[0], p[1], b);
         break;
-      case NEST_LAYER_CONV2D: nest_ref_conv2d_forward(&g, l->hp.out_c, n, a, p[0], p[1], b); break;
+      case NEST_LAYER_CONV2D:
+        if (l->hp.area) {
+          double *msk = nest_test_dalloc(l->buffer[0].count);
+          nest_test_to_double(l->buf[0], msk, l->buffer[0].count);
+          nest_ref_conv2d_area_forward(&g, l->hp.out_c, n, a, p[0], p[1], msk, b);
+          free(msk);
+        } else {
+          nest_ref_conv2d_forward(&g, l->hp.out_c, n, a, p[0], p[1], b);
+        }
+        break;
       case NEST_LAYER_MAXPOOL: nest_ref_maxpool_forward(&g, n, a, b); break;
       case NEST_LAYER_RELU: nest_ref_relu_forward(osz, a, b); break;
       case NEST_LAYER_BATCHNORM:
@@ -502,7 +545,7 @@ static void check_same_function(nest_net *old, nest_net *neu, const nest_ctx *ct
     }
     for (int s = 0; s < ln->nbuffers; ++s)
       for (size_t e = 0; e < ln->buffer[s].count; ++e) {
-        long o = old_index(m, i, ln->buffer[s].count, 1, 0, e);
+        long o = buffer_index(m, ln, s, e);
         if (o < 0) continue;
         if (!bits_equal(ln->buf[s][e], lo->buf[s][o])) *bitwise_float = 0;
         if (fabsf(ln->buf[s][e] - lo->buf[s][o]) > FLOAT_TOL * (1.0f + fabsf(lo->buf[s][o])))
@@ -754,6 +797,8 @@ static void test_conv_bn_conv(void **state) { (void)state, run_topology(3); }
 static void test_conv_pool_dense(void **state) { (void)state, run_topology(4); }
 static void test_lenet5_conv2_bn_pool_dense(void **state) { (void)state, run_topology(5); }
 static void test_lenet5_conv1_bn_pool_conv(void **state) { (void)state, run_topology(6); }
+static void test_area_conv_bn_area_conv(void **state) { (void)state, run_topology(7); }
+static void test_lenet5_conv1_bn_pool_area_conv(void **state) { (void)state, run_topology(8); }
 
 /* ---- consumers, reasons, errors, descriptions ------------------------------------------- */
 
@@ -888,6 +933,103 @@ static void test_generation_and_descriptions(void **state) {
   nest_net_destroy(&net);
 }
 
+/* nest_surgery_set_area: on (all-ones mask, same function, everything copied), refusing off
+ * with a partial mask, off again, the no-op, errors. */
+static void test_set_area(void **state) {
+  (void)state;
+  const topo t = topo_get(3); /* conv1 conv1.bn conv1.relu conv2 conv2.relu pool2 fc */
+  nest_net *net = make_net(&t, 4);
+  const nest_ctx ctx = make_ctx(&t, 0);
+  float x[B * 2 * 9 * 9];
+  nest_test_fill_normal(x, B * 2 * 9 * 9, 8, 1.0f);
+  nest_net *old = clone_net(net);
+  outputs a, b;
+  double ra[B * 16], rb[B * 16];
+  run(old, &ctx, x, 0, &a);
+  ref_logits(old, &ctx, x, ra);
+
+  /* on: a new net with conv2's area mask, all ones; every value copied bitwise */
+  assert_ok(nest_surgery_set_area(&net, 3, 1));
+  assert_true(net->generation == old->generation + 1);
+  for (int i = 0; i < net->nlayers; ++i) {
+    nest_layer_hparams want = old->specs[i].hp;
+    if (i == 3) want.area = 1;
+    assert_memory_equal(&want, &net->specs[i].hp, sizeof want);
+    assert_memory_equal(&want, &net->layers[i]->hp, sizeof want);
+  }
+  nest_layer *c2 = net->layers[3];
+  assert_int_equal(c2->nbuffers, 1);
+  assert_string_equal(c2->buffer[0].name, "area");
+  assert_true(c2->buffer[0].mask);
+  assert_int_equal(c2->buffer[0].count, 5 * 4 * 7 * 7);
+  for (size_t j = 0; j < c2->buffer[0].count; ++j) assert_true(c2->buf[0][j] == 1.0f);
+  assert_int_equal(net->nparams, old->nparams);
+  assert_memory_equal(net->params, old->params, old->nparams * sizeof(float));
+  assert_memory_equal(net->mom, old->mom, old->nparams * sizeof(float));
+  assert_memory_equal(net->masks, old->masks, old->nparams * sizeof(float));
+  for (size_t i = 0; i < net->nparams; ++i) assert_true(bits_equal(net->grads[i], 0.0f));
+  for (int s = 0; s < 2; ++s) /* BN running statistics */
+    assert_memory_equal(net->layers[1]->buf[s], old->layers[1]->buf[s],
+                        old->layers[1]->buffer[s].count * sizeof(float));
+  /* the same function (the area sum groups the terms by input map: equal to rounding) */
+  run(net, &ctx, x, 0, &b);
+  ref_logits(net, &ctx, x, rb);
+  for (int i = 0; i < B * t.classes; ++i) {
+    if (fabs(ra[i] - rb[i]) > 1e-12 * (1.0 + fabs(ra[i])))
+      fail_msg("reference logit %d: %.17g vs %.17g", i, ra[i], rb[i]);
+    if (fabsf(a.logits[i] - b.logits[i]) > 1e-5f * (1.0f + fabsf(a.logits[i])))
+      fail_msg("logit %d: %.9g vs %.9g", i, a.logits[i], b.logits[i]);
+  }
+
+  /* already on: nothing rebuilt */
+  const nest_net *same = net;
+  assert_ok(nest_surgery_set_area(&net, 3, 1));
+  assert_ptr_equal(net, same);
+  assert_true(net->generation == 1);
+
+  /* off with a partial mask: refused, the net untouched; the mask's own effect is real */
+  c2->buf[0][17] = 0.0f;
+  c2->buf[0][300] = 0.0f;
+  const uint64_t h = nest_net_hash(net, NEST_HASH_ALL);
+  nest_error_clear();
+  assert_int_equal(nest_surgery_set_area(&net, 3, 0), NEST_ERR_ARG);
+  assert_non_null(strstr(nest_error_message(), "conv2"));
+  assert_non_null(strstr(nest_error_message(), "2 of 980"));
+  nest_error_clear();
+  assert_ptr_equal(net, same);
+  assert_true(nest_net_hash(net, NEST_HASH_ALL) == h);
+  run(net, &ctx, x, 0, &b);
+  assert_true(memcmp(a.logits, b.logits, sizeof(float) * B * t.classes) != 0);
+
+  /* all ones again: off works, the buffer is gone, the function is the plain one */
+  c2->buf[0][17] = c2->buf[0][300] = 1.0f;
+  assert_ok(nest_surgery_set_area(&net, 3, 0));
+  assert_true(net->generation == 2);
+  assert_int_equal(net->layers[3]->hp.area, 0);
+  assert_int_equal(net->specs[3].hp.area, 0);
+  assert_int_equal(net->layers[3]->nbuffers, 0);
+  assert_int_equal(net->nbuf, old->nbuf);
+  assert_memory_equal(net->params, old->params, old->nparams * sizeof(float));
+  assert_memory_equal(net->buffers, old->buffers, old->nbuf * sizeof(float));
+  run(net, &ctx, x, 0, &b);
+  assert_memory_equal(a.logits, b.logits, sizeof(float) * B * t.classes);
+
+  /* errors name the layer and leave the net as it was */
+  same = net;
+  assert_int_equal(nest_surgery_set_area(&net, 1, 1), NEST_ERR_ARG); /* batchnorm */
+  assert_non_null(strstr(nest_error_message(), "conv1.bn"));
+  assert_int_equal(nest_surgery_set_area(&net, 7, 1), NEST_ERR_ARG); /* no such layer */
+  assert_non_null(strstr(nest_error_message(), "layer 7"));
+  assert_int_equal(nest_surgery_set_area(&net, 0, 2), NEST_ERR_ARG);
+  assert_non_null(strstr(nest_error_message(), "conv1"));
+  assert_int_equal(nest_surgery_set_area(NULL, 0, 1), NEST_ERR_ARG);
+  nest_error_clear();
+  assert_ptr_equal(net, same);
+  assert_true(net->generation == 2);
+  nest_net_destroy(&old);
+  nest_net_destroy(&net);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dense_dense),
@@ -897,9 +1039,12 @@ int main(void) {
       cmocka_unit_test(test_conv_pool_dense),
       cmocka_unit_test(test_lenet5_conv2_bn_pool_dense),
       cmocka_unit_test(test_lenet5_conv1_bn_pool_conv),
+      cmocka_unit_test(test_area_conv_bn_area_conv),
+      cmocka_unit_test(test_lenet5_conv1_bn_pool_area_conv),
       cmocka_unit_test(test_consumer_and_can_resize),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_generation_and_descriptions),
+      cmocka_unit_test(test_set_area),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,6 +76,24 @@ void nest_ref_conv2d_backward(const nest_conv_geom *g, int oc, int n, const doub
                               const double *W, const double *dy, double *dx, double *dW,
                               double *db);
 
+/* Partial-area convolution (NeST Algorithm 2; the conv2d layer with hp.area = 1).
+ * msk[oc, c, oh, ow] is the 0/1 area mask; C[i, o, ci, oy, ox] = sum_{ki,kj} W[o, ci, ki, kj] *
+ * x[i, ci, oy*s + ki - pad, ox*s + kj - pad] is the contribution of input map ci through kernel
+ * (o, ci) at output position (oy, ox), and
+ *   y[i, o, oy, ox] = b[o] + sum_ci msk[o, ci, oy, ox] * C[i, o, ci, oy, ox].
+ * Backward: dC = msk * dy; dW, dx from dC (dW dense: dormant weights included); db = sum dy.
+ * dW, db overwritten; dx (may be NULL) overwritten. */
+void nest_ref_conv2d_area_forward(const nest_conv_geom *g, int oc, int n, const double *x,
+                                  const double *W, const double *b, const double *msk,
+                                  double *y);
+void nest_ref_conv2d_area_backward(const nest_conv_geom *g, int oc, int n, const double *x,
+                                   const double *W, const double *msk, const double *dy,
+                                   double *dx, double *dW, double *db);
+/* acc[o, ci, oy, ox] += sum_i |C[i, o, ci, oy, ox]| (the partial-area score; twin of
+ * nest_conv2d_area_accumulate in area.h). */
+void nest_ref_conv2d_area_accumulate(const nest_conv_geom *g, int oc, int n, const double *x,
+                                     const double *W, double *acc);
+
 /* Max pooling of x[n, c, h, w] -> y[n, c, oh, ow] (same tie rule as the fast kernel). */
 void nest_ref_maxpool_forward(const nest_conv_geom *g, int n, const double *x, double *y);
 /* dx overwritten; the argmax is recomputed from x. */

@@ -94,13 +94,16 @@ void nest_net_count(const nest_net *net, int64_t *active_weights, int64_t *total
 /* Forward FLOPs per sample with masks (2 x active MACs for dense/conv layers; a conv layer
  * with partial-area masks counts only the (n, m, p, q) its area mask keeps). */
 double nest_net_flops(const nest_net *net);
-/* The same for one layer (0 for layers without weights). */
+/* The same for one layer (0 for layers without weights). With an area mask:
+ * 2 x sum over (o, m, p, q) with Msk = 1 of the active weights of kernel (o, m). */
 double nest_net_layer_flops(const nest_net *net, int layer);
 /* Conv%: the active fraction of a conv layer's partial-area mask (1.0 without one, or for a
  * layer that is not conv2d). */
 double nest_net_layer_conv_frac(const nest_net *net, int layer);
 /* 64-bit hash of the chosen arenas (cross-rank identity checks). Buffers (BN running
- * statistics) legitimately differ between ranks mid-epoch when model.sync_bn = 0. */
+ * statistics) legitimately differ between ranks mid-epoch when model.sync_bn = 0.
+ * NEST_HASH_MASKS covers the masks arena and every buffer declared with mask = 1 (the
+ * partial-area "area" masks). */
 enum { NEST_HASH_PARAMS = 1, NEST_HASH_MASKS = 2, NEST_HASH_BUFFERS = 4, NEST_HASH_ALL = 7 };
 uint64_t nest_net_hash(const nest_net *net, unsigned parts);
 /* The current architecture on one line, e.g. "fc1 dense 137 | fc1.relu relu | fc2 dense 52 |

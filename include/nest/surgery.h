@@ -13,12 +13,15 @@
  *     flattened map when L is a conv followed by pooling and a dense layer). Conv consumer:
  *     the input-channel slice W[:, u, :, :].
  * In every tensor above all four arenas follow (values, gradients, momentum, masks), and the
- * buffers (BN running statistics) too.
+ * buffers (BN running statistics) too. A partial-area mask (the "area" buffer Msk[OC, C, P, Q]
+ * of a conv layer with hp.area = 1) follows like a conv weight: along OC when L itself has
+ * one (unit u's rows Msk[u, :, :, :]), along C when L's consumer has one (Msk[:, u, :, :]).
  *
  * The primitive is a remap: the new layer L has `count` units; new unit j is old unit src[j],
  * or a fresh unit when src[j] < 0. Every surviving value, mask bit and momentum is copied
  * exactly (bitwise). A fresh unit gets weights +0.0 with masks 0 (dormant) in L and in the
- * consumer, bias 0, momentum 0, BN gamma 1, beta 0, running mean 0 and running variance 1:
+ * consumer, bias 0, momentum 0, BN gamma 1, beta 0, running mean 0 and running variance 1,
+ * partial-area mask 1 (in L and in the consumer; the weights being 0 there, no signal):
  * the caller (a growth policy) then writes the values and masks it wants, so the network
  * computes the same function as before until the caller does (exactly in exact arithmetic;
  * the float forward may differ in the last bits, because BLAS rounding depends on the matrix
@@ -53,5 +56,15 @@ nest_status nest_surgery_append(nest_net **net, int layer, int count);
 /* Delete the listed units (distinct, any order); the survivors keep their relative order.
  * At least one unit must remain. */
 nest_status nest_surgery_delete(nest_net **net, int layer, const int *units, int n);
+
+/* Switch partial-area convolution (hp.area, NeST Algorithm 2) of conv layer L on (on = 1) or
+ * off (on = 0) by rebuilding the net with L's hp.area changed. On: L gains the buffer "area"
+ * [OC, C, P, Q], all ones, so the function is unchanged. Off: allowed only when L's mask is
+ * all ones (else NEST_ERR_ARG: dropping it would change the function); the buffer is dropped.
+ * Everything else is copied exactly — values, momentum, masks, every other buffer; gradients
+ * are zeroed and the new net has generation + 1, like every surgery above. When hp.area
+ * already equals `on`, nothing is rebuilt (NEST_OK, *net and its generation unchanged).
+ * Errors (NEST_ERR_ARG) name the layer: not conv2d, no such layer, on not 0/1. */
+nest_status nest_surgery_set_area(nest_net **net, int layer, int on);
 
 #endif

@@ -19,7 +19,23 @@
  * Each thread accumulates [dW | db] into its own partial in l->ws; the partials are added
  * into g[] in thread order, so results are deterministic for a fixed thread count. With a
  * single work item the region is skipped and OpenBLAS may thread the GEMMs itself (its
- * budget: omp_get_max_threads()). No allocation here: setup sizes l->ws for nthreads. */
+ * budget: omp_get_max_threads()). No allocation here: setup sizes l->ws for nthreads.
+ *
+ * Partial-area convolution (hp.area = 1, NeST Algorithm 2): a 0/1 buffer "area" Msk[OC, C, N]
+ * gates the contribution of input map m through kernel (o, m) at output position j:
+ *   y_s[o, j] = b[o] + sum_m Msk[o, m, j] * C_m[o, j],   C_m = W[:, m, :] · col_m
+ * where W[:, m, :] is [OC, kh*kw] (row stride K) and col_m the kh*kw rows of input map m in
+ * col. The work items, plans and partials are the plain path's; inside an item the input maps
+ * are visited in order m = 0..C-1 (a fixed summation order), and per map m:
+ *   Msk[:, m, :] all ones   consecutive such maps are ONE GEMM with beta = 1 (a plain
+ *                           convolution over those rows of col; an all-ones mask costs what
+ *                           the plain layer costs)
+ *   all zeros               skipped (no FLOPs)
+ *   mixed                   C_m[OC, cols] = W[:, m, :] · col_m into a per-thread buffer, then
+ *                           y += Msk[:, m, :] ⊙ C_m
+ * Backward: dC_m = Msk[:, m, :] ⊙ dY; [dW]_m += dC_m · col_mᵀ (dense: dormant weights too);
+ * dcol_m = W[:, m, :]ᵀ · dC_m overwrites col_m (no longer needed), then col2im; db = row sums
+ * of dY (the bias is not gated). hp.area = 0 never enters this code. */
 #include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
@@ -41,6 +57,11 @@
 #ifndef CONV_MIN_COLS
 #define CONV_MIN_COLS 256
 #endif
+/* CONV_AREA_TARGET_COLS  the same as CONV_TARGET_COLS for the partial-area path, whose GEMMs
+ *                        have only kh*kw inner terms (tests/bench/bench_area). */
+#ifndef CONV_AREA_TARGET_COLS
+#define CONV_AREA_TARGET_COLS 512
+#endif
 
 static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
 
@@ -57,7 +78,7 @@ typedef struct {
   int R; /* output rows per chunk */
 } conv_plan;
 
-static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt) {
+static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int target_cols) {
   const size_t N = (size_t)oh * ow, colN = (K + 1) * N;
   conv_plan p = {1, oh};
   if (colN > CONV_COL_BUDGET) {
@@ -66,7 +87,7 @@ static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt) {
     if (R < oh) p.R = R;
     return p;
   }
-  int G = (int)((CONV_TARGET_COLS + N - 1) / N), per = (n + nt - 1) / nt;
+  int G = (int)((target_cols + N - 1) / N), per = (n + nt - 1) / nt;
   int gmax = (int)(CONV_COL_BUDGET / colN);
   if (G > gmax) G = gmax;
   if (G > per) G = per; /* at least one item per thread */
@@ -76,23 +97,29 @@ static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt) {
 
 /* Workspace layout (floats, every block 64-byte aligned):
  *   Wb    [OC, K+1]          W with b appended as a last column (forward, shared)
+ *   flags [C] bytes          partial-area only: per input map all ones / all zeros / mixed
  *   per thread t < nt:
  *     col [K+1, cols]        im2col of the item plus a row of ones (bias), later dcol
  *     tmp [OC, G*N]          gathered y / dy of a group (only when G > 1)
- *     dWb [OC, K+1]          this thread's dW with db as the last column */
+ *     dWb [OC, K+1]          this thread's dW with db as the last column
+ *     cm  [OC, cols]         partial-area only: C_m (forward) or dC_m (backward) of one map
+ * area_c = C for a partial-area layer, 0 otherwise (then the layout is the plain one). */
 typedef struct {
-  size_t wb, col, tmp, part, thread, total;
+  size_t wb, flags, col, tmp, part, cm, thread, total;
 } conv_ws;
 
-static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, conv_plan p) {
+static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, conv_plan p,
+                              int area_c) {
   const size_t N = (size_t)oh * ow, cols = p.G > 1 ? (size_t)p.G * N : (size_t)p.R * ow;
   conv_ws w;
   w.wb = round16(oc * (K + 1));
+  w.flags = area_c ? round16((size_t)area_c) : 0; /* bytes in floats: generous */
   w.col = round16((K + 1) * cols);
   w.tmp = p.G > 1 ? round16(oc * p.G * N) : 0;
   w.part = round16(oc * (K + 1));
-  w.thread = w.col + w.tmp + w.part;
-  w.total = 16 + w.wb + (size_t)nt * w.thread; /* 16: slack to align the base */
+  w.cm = area_c ? round16(oc * cols) : 0;
+  w.thread = w.col + w.tmp + w.part + w.cm;
+  w.total = 16 + w.wb + w.flags + (size_t)nt * w.thread; /* 16: slack to align the base */
   return w;
 }
 
@@ -121,10 +148,20 @@ static nest_status conv_setup(nest_layer *l, int max_batch, int nthreads) {
                            c * hp->kh * hp->kw, oc * hp->kh * hp->kw);
   nest_layer_declare_param(l, "b", 1, (int[]){oc}, NEST_INIT_ZERO, 0, 0, c * hp->kh * hp->kw,
                            oc * hp->kh * hp->kw);
+  if (hp->area != 0 && hp->area != 1)
+    return NEST_ERR(NEST_ERR_CONFIG, "%s: conv2d area must be 0 or 1 (got %d)", l->name,
+                    hp->area);
+  if (hp->area) {
+    /* Msk[OC, C, OH, OW]: all ones = the plain convolution */
+    nest_buffer *b =
+        nest_layer_declare_buffer(l, "area", (size_t)oc * c * g.oh * g.ow, 1.0f);
+    b->mask = 1;
+  }
   const size_t K = (size_t)c * hp->kh * hp->kw;
   /* the largest plan any later call can use: G grows with n and shrinks with threads */
-  conv_plan pmax = conv_plan_make(K, g.oh, g.ow, max_batch > 0 ? max_batch : 1, 1);
-  l->ws_floats = conv_ws_layout(K, g.oh, g.ow, (size_t)oc, nthreads, pmax).total;
+  conv_plan pmax = conv_plan_make(K, g.oh, g.ow, max_batch > 0 ? max_batch : 1, 1,
+                                  hp->area ? CONV_AREA_TARGET_COLS : CONV_TARGET_COLS);
+  l->ws_floats = conv_ws_layout(K, g.oh, g.ow, (size_t)oc, nthreads, pmax, hp->area ? c : 0).total;
   l->cache_floats = 0;
   return NEST_OK;
 }
@@ -143,17 +180,22 @@ static void group_cols(const nest_conv_geom *g, const float *x, size_t in_sz, in
   fill_ones(col + K * ld, ld);
 }
 
+static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float *x, float *y);
+static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float *x,
+                                 const float *dy, float *dx);
+
 /* y[n, OC, OH, OW] = conv(x[n, C, H, W], W) + b */
 static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float *x, float *y) {
+  if (l->hp.area) return area_forward(l, ctx, x, y);
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
   if (n == 0) return NEST_OK;
   const nest_conv_geom g = conv_geom(l);
   const int oh = g.oh, ow = g.ow;
   const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
   const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS);
   const int G = p.G, nitems = (n + G - 1) / G;
-  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p);
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, 0);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats);
   float *Wb = align64(l->ws), *threads = Wb + w.wb;
   /* Wb[OC, K+1] = [W | b] */
@@ -198,6 +240,7 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
 
 static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float *x, const float *y,
                                  const float *dy, float *dx) {
+  if (l->hp.area) return area_backward(l, ctx, x, dy, dx);
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
   const nest_conv_geom g = conv_geom(l);
   const int oh = g.oh, ow = g.ow;
@@ -209,9 +252,9 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
     memset(db, 0, sizeof(float) * (size_t)oc);
     return NEST_OK;
   }
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS);
   const int G = p.G, nitems = (n + G - 1) / G;
-  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p);
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, 0);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats);
   float *threads = align64(l->ws) + w.wb;
   const float *W = l->p[0];
@@ -264,6 +307,286 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
                       (int)K, dY, (int)N, 0.0f, col, (int)len);
           nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
         }
+      }
+    }
+    /* (implicit barrier) g = sum of the thread partials, in thread order */
+    const float *part0 = threads + w.col + w.tmp;
+#pragma omp for schedule(static)
+    for (int o = 0; o < oc; ++o)
+      for (size_t k = 0; k <= K; ++k) {
+        const size_t i = (size_t)o * (K + 1) + k;
+        float v = part0[i];
+        for (int u = 1; u < team; ++u) v += part0[(size_t)u * w.thread + i];
+        if (k < K)
+          dW[(size_t)o * K + k] = v;
+        else
+          db[o] = v;
+      }
+  }
+  return NEST_OK;
+}
+
+/* ---- partial-area convolution (hp.area = 1) ---------------------------------------------- */
+
+enum { AREA_MIXED = 0, AREA_ONES = 1, AREA_ZEROS = 2 };
+
+/* flags[m] for Msk[OC, C, N]: whether the slice Msk[:, m, :] is all ones, all zeros or mixed.
+ * One read of the mask per call (not per sample): cheap next to the convolution. */
+static void area_flags(const float *msk, int oc, int c, size_t N, unsigned char *flags) {
+  for (int m = 0; m < c; ++m) {
+    int ones = 1, zeros = 1;
+    for (int o = 0; o < oc && (ones || zeros); ++o) {
+      const float *r = msk + ((size_t)o * c + m) * N;
+      for (size_t j = 0; j < N; ++j) {
+        ones &= r[j] == 1.0f;
+        zeros &= r[j] == 0.0f;
+      }
+    }
+    flags[m] = ones ? AREA_ONES : zeros ? AREA_ZEROS : AREA_MIXED;
+  }
+}
+
+/* Where an item's columns sit in the output plane: cols = blocks x span, column b*span + j is
+ * plane position l0 + j (a group: span = N, l0 = 0, one block per sample; a row chunk:
+ * span = cols, l0 = first row * OW). */
+typedef struct {
+  size_t cols, span, l0;
+} area_cols;
+
+/* acc[o, j] += Msk[o, m, pos(j)] * cm[o, j] over [OC, cols], and cm = 0 again (the next map's
+ * GEMM accumulates into it with beta = 1: a GEMM with beta = 0 first runs a separate pass
+ * zeroing C, measured at a fifth of the forward). mk = &Msk[0, m, l0], ldm = C*N; acc has row
+ * stride ldacc, cm is dense [OC, cols]. */
+static void area_gate_add(float *acc, size_t ldacc, float *cm, const float *mk, size_t ldm,
+                          int oc, area_cols ac) {
+  for (int o = 0; o < oc; ++o)
+    for (size_t b0 = 0; b0 < ac.cols; b0 += ac.span) {
+      float *restrict a = acc + (size_t)o * ldacc + b0, *restrict cr = cm + (size_t)o * ac.cols + b0;
+      const float *restrict mr = mk + (size_t)o * ldm;
+#pragma omp simd
+      for (size_t j = 0; j < ac.span; ++j) {
+        a[j] += mr[j] * cr[j];
+        cr[j] = 0.0f;
+      }
+    }
+}
+
+/* dc[o, j] = Msk[o, m, pos(j)] * dY[o, j] over [OC, cols] (dY row stride lddy). */
+static void area_gate(float *dc, const float *dY, size_t lddy, const float *mk, size_t ldm, int oc,
+                      area_cols ac) {
+  for (int o = 0; o < oc; ++o)
+    for (size_t b0 = 0; b0 < ac.cols; b0 += ac.span) {
+      float *restrict d = dc + (size_t)o * ac.cols + b0;
+      const float *restrict g = dY + (size_t)o * lddy + b0, *restrict mr = mk + (size_t)o * ldm;
+#pragma omp simd
+      for (size_t j = 0; j < ac.span; ++j) d[j] = mr[j] * g[j];
+    }
+}
+
+/* Shapes shared by the item routines. */
+typedef struct {
+  int oc, c;
+  size_t kk, K, N; /* kh*kw, C*kh*kw, OH*OW */
+  const float *W, *b, *msk;
+  const unsigned char *flags;
+} area_geom;
+
+/* acc[OC, cols] (row stride ldacc) = b + sum_m Msk_m ⊙ (W_m · col_m), maps in order.
+ * cm[OC, cols] must be all zeros on entry and is all zeros on return. */
+static void area_forward_item(const area_geom *a, const float *col, area_cols ac, float *acc,
+                              size_t ldacc, float *cm) {
+  const int oc = a->oc, cols = (int)ac.cols, K = (int)a->K;
+  for (int o = 0; o < oc; ++o)
+    for (size_t j = 0; j < ac.cols; ++j) acc[(size_t)o * ldacc + j] = a->b[o];
+  for (int m = 0; m < a->c;) {
+    const float *Wm = a->W + (size_t)m * a->kk, *colm = col + (size_t)m * a->kk * ac.cols;
+    if (a->flags[m] == AREA_ZEROS) {
+      ++m;
+      continue;
+    }
+    if (a->flags[m] == AREA_ONES) { /* maps m..e-1 ungated: one GEMM over their rows */
+      int e = m + 1;
+      while (e < a->c && a->flags[e] == AREA_ONES) ++e;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, cols, (int)((e - m) * a->kk),
+                  1.0f, Wm, K, colm, cols, 1.0f, acc, (int)ldacc);
+      m = e;
+      continue;
+    }
+    /* cm[OC, cols] = C_m = W[:, m, :] · col_m, then acc += Msk_m ⊙ C_m */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, cols, (int)a->kk, 1.0f, Wm, K, colm,
+                cols, 1.0f, cm, cols);
+    area_gate_add(acc, ldacc, cm, a->msk + (size_t)m * a->N + ac.l0, (size_t)a->c * a->N, oc, ac);
+    ++m;
+  }
+}
+
+/* Given dY[OC, cols] (row stride lddy) and col = im2col: pW[OC, K+1] += [dW | db] of the item;
+ * when want_dx, col is overwritten with dcol[K, cols] (rows of skipped maps zeroed). */
+static void area_backward_item(const area_geom *a, float *col, area_cols ac, const float *dY,
+                               size_t lddy, float *pW, float *cm, int want_dx) {
+  const int oc = a->oc, cols = (int)ac.cols, K = (int)a->K;
+  for (int o = 0; o < oc; ++o) { /* db: row sums of dY (the bias is not gated) */
+    const float *r = dY + (size_t)o * lddy;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (size_t j = 0; j < ac.cols; ++j) sum += r[j];
+    pW[(size_t)o * (K + 1) + K] += sum;
+  }
+  for (int m = 0; m < a->c;) {
+    const float *Wm = a->W + (size_t)m * a->kk;
+    float *colm = col + (size_t)m * a->kk * ac.cols, *pWm = pW + (size_t)m * a->kk;
+    if (a->flags[m] == AREA_ZEROS) { /* dC_m = 0: no dW, no dx */
+      if (want_dx) memset(colm, 0, sizeof(float) * a->kk * ac.cols);
+      ++m;
+      continue;
+    }
+    if (a->flags[m] == AREA_ONES) {
+      int e = m + 1;
+      while (e < a->c && a->flags[e] == AREA_ONES) ++e;
+      const int rows = (int)((e - m) * a->kk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, rows, cols, 1.0f, dY, (int)lddy,
+                  colm, cols, 1.0f, pWm, K + 1);
+      if (want_dx)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, cols, oc, 1.0f, Wm, K, dY,
+                    (int)lddy, 0.0f, colm, cols);
+      m = e;
+      continue;
+    }
+    /* cm = dC_m = Msk_m ⊙ dY; [dW]_m += dC_m · col_mᵀ; dcol_m = W_mᵀ · dC_m */
+    area_gate(cm, dY, lddy, a->msk + (size_t)m * a->N + ac.l0, (size_t)a->c * a->N, oc, ac);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)a->kk, cols, 1.0f, cm, cols, colm,
+                cols, 1.0f, pWm, K + 1);
+    if (want_dx)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)a->kk, cols, oc, 1.0f, Wm, K, cm,
+                  cols, 0.0f, colm, cols);
+    ++m;
+  }
+}
+
+static area_geom area_geom_of(const nest_layer *l, const nest_conv_geom *g,
+                              const unsigned char *flags) {
+  area_geom a;
+  a.oc = l->hp.out_c;
+  a.c = g->c;
+  a.kk = (size_t)g->kh * g->kw;
+  a.K = (size_t)g->c * a.kk;
+  a.N = (size_t)g->oh * g->ow;
+  a.W = l->p[0];
+  a.b = l->p[1];
+  a.msk = l->buf[0];
+  a.flags = flags;
+  return a;
+}
+
+/* The plain forward's work items and plan (see conv_forward), with area_forward_item. */
+static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float *x, float *y) {
+  const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
+  if (n == 0) return NEST_OK;
+  const nest_conv_geom g = conv_geom(l);
+  const int oh = g.oh, ow = g.ow;
+  const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
+  const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS);
+  const int G = p.G, nitems = (n + G - 1) / G;
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, g.c);
+  NEST_ASSERT(l->ws && w.total <= l->ws_floats && l->nbuffers == 1 && l->buf[0]);
+  unsigned char *flags = (unsigned char *)(align64(l->ws) + w.wb);
+  float *threads = align64(l->ws) + w.wb + w.flags;
+  area_flags(l->buf[0], oc, g.c, N, flags);
+  const area_geom a = area_geom_of(l, &g, flags);
+
+#pragma omp parallel num_threads(nt) if (nitems > 1)
+  {
+    float *col = threads + (size_t)omp_get_thread_num() * w.thread, *tmp = col + w.col;
+    float *cm = tmp + w.tmp + w.part;
+    memset(cm, 0, sizeof(float) * w.cm); /* area_forward_item keeps it zero */
+#pragma omp for schedule(static)
+    for (int it = 0; it < nitems; ++it) {
+      const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
+      if (gs > 1) {
+        /* whole samples side by side: tmp[OC, gs*N], then scatter to y */
+        const size_t ld = (size_t)gs * N;
+        group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
+        area_forward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, cm);
+        for (int s = 0; s < gs; ++s)
+          for (int o = 0; o < oc; ++o)
+            memcpy(y + (size_t)(s0 + s) * out_sz + (size_t)o * N,
+                   tmp + (size_t)o * ld + (size_t)s * N, sizeof(float) * N);
+        continue;
+      }
+      /* one sample in chunks of R output rows, written straight into y_s (row stride N) */
+      const float *xs = x + (size_t)s0 * in_sz;
+      float *ys = y + (size_t)s0 * out_sz;
+      for (int r0 = 0; r0 < oh; r0 += p.R) {
+        const int r1 = r0 + p.R < oh ? r0 + p.R : oh;
+        const size_t len = (size_t)(r1 - r0) * ow;
+        nest_kernel_im2col(&g, xs, r0, r1, col, len);
+        area_forward_item(&a, col, (area_cols){len, len, (size_t)r0 * ow}, ys + (size_t)r0 * ow, N,
+                          cm);
+      }
+    }
+  }
+  return NEST_OK;
+}
+
+/* The plain backward's work items, partials and reduction, with area_backward_item. */
+static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float *x,
+                                 const float *dy, float *dx) {
+  const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
+  const nest_conv_geom g = conv_geom(l);
+  const int oh = g.oh, ow = g.ow;
+  const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
+  const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
+  float *dW = l->g[0], *db = l->g[1];
+  if (n == 0) {
+    memset(dW, 0, sizeof(float) * (size_t)oc * K);
+    memset(db, 0, sizeof(float) * (size_t)oc);
+    return NEST_OK;
+  }
+  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS);
+  const int G = p.G, nitems = (n + G - 1) / G;
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, g.c);
+  NEST_ASSERT(l->ws && w.total <= l->ws_floats && l->nbuffers == 1 && l->buf[0]);
+  unsigned char *flags = (unsigned char *)(align64(l->ws) + w.wb);
+  float *threads = align64(l->ws) + w.wb + w.flags;
+  area_flags(l->buf[0], oc, g.c, N, flags);
+  const area_geom a = area_geom_of(l, &g, flags);
+
+#pragma omp parallel num_threads(nt) if (nitems > 1)
+  {
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+    float *col = threads + (size_t)t * w.thread, *tmp = col + w.col, *pW = tmp + w.tmp;
+    float *cm = pW + w.part;
+    memset(pW, 0, sizeof(float) * (size_t)oc * (K + 1));
+#pragma omp for schedule(static)
+    for (int it = 0; it < nitems; ++it) {
+      const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
+      if (gs > 1) {
+        const size_t ld = (size_t)gs * N;
+        group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
+        for (int s = 0; s < gs; ++s)
+          for (int o = 0; o < oc; ++o)
+            memcpy(tmp + (size_t)o * ld + (size_t)s * N,
+                   dy + (size_t)(s0 + s) * out_sz + (size_t)o * N, sizeof(float) * N);
+        area_backward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, pW, cm, dx != NULL);
+        if (dx)
+          for (int s = 0; s < gs; ++s) {
+            float *dxs = dx + (size_t)(s0 + s) * in_sz;
+            memset(dxs, 0, sizeof(float) * in_sz);
+            nest_kernel_col2im_add(&g, col + (size_t)s * N, ld, 0, oh, dxs);
+          }
+        continue;
+      }
+      const float *xs = x + (size_t)s0 * in_sz, *dys = dy + (size_t)s0 * out_sz;
+      float *dxs = dx ? dx + (size_t)s0 * in_sz : NULL;
+      if (dxs) memset(dxs, 0, sizeof(float) * in_sz);
+      for (int r0 = 0; r0 < oh; r0 += p.R) {
+        const int r1 = r0 + p.R < oh ? r0 + p.R : oh;
+        const size_t len = (size_t)(r1 - r0) * ow;
+        nest_kernel_im2col(&g, xs, r0, r1, col, len);
+        area_backward_item(&a, col, (area_cols){len, len, (size_t)r0 * ow}, dys + (size_t)r0 * ow,
+                           N, pW, cm, dxs != NULL);
+        if (dxs) nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
       }
     }
     /* (implicit barrier) g = sum of the thread partials, in thread order */

@@ -374,6 +374,78 @@ void nest_ref_conv2d_backward(const nest_conv_geom *g, int oc, int n, const doub
         }
 }
 
+/* ---- partial-area convolution (NeST Algorithm 2) --------------------------------------------- */
+
+/* C[i, o, ci, oy, ox] = the contribution of input map ci through kernel (o, ci) at (oy, ox). */
+static double ref_area_contrib(const nest_conv_geom *g, const double *xs, const double *W, int o,
+                               int ci, int oy, int ox) {
+  double c = 0.0;
+  for (int ki = 0; ki < g->kh; ++ki)
+    for (int kj = 0; kj < g->kw; ++kj)
+      c += W[(((size_t)o * g->c + ci) * g->kh + ki) * g->kw + kj] *
+           ref_at(g, xs, ci, oy * g->stride - g->pad + ki, ox * g->stride - g->pad + kj);
+  return c;
+}
+
+void nest_ref_conv2d_area_forward(const nest_conv_geom *g, int oc, int n, const double *x,
+                                  const double *W, const double *b, const double *msk,
+                                  double *y) {
+  const size_t in_sz = (size_t)g->c * g->h * g->w, plane = (size_t)g->oh * g->ow;
+  for (int i = 0; i < n; ++i)
+    for (int o = 0; o < oc; ++o)
+      for (int oy = 0; oy < g->oh; ++oy)
+        for (int ox = 0; ox < g->ow; ++ox) {
+          const size_t pq = (size_t)oy * g->ow + ox;
+          double acc = b[o];
+          for (int ci = 0; ci < g->c; ++ci)
+            acc += msk[((size_t)o * g->c + ci) * plane + pq] *
+                   ref_area_contrib(g, x + i * in_sz, W, o, ci, oy, ox);
+          y[((size_t)i * oc + o) * plane + pq] = acc;
+        }
+}
+
+void nest_ref_conv2d_area_backward(const nest_conv_geom *g, int oc, int n, const double *x,
+                                   const double *W, const double *msk, const double *dy,
+                                   double *dx, double *dW, double *db) {
+  const size_t in_sz = (size_t)g->c * g->h * g->w, plane = (size_t)g->oh * g->ow;
+  const size_t wsz = (size_t)oc * g->c * g->kh * g->kw;
+  memset(dW, 0, sizeof(double) * wsz);
+  memset(db, 0, sizeof(double) * oc);
+  if (dx) memset(dx, 0, sizeof(double) * in_sz * n);
+  for (int i = 0; i < n; ++i)
+    for (int o = 0; o < oc; ++o)
+      for (int oy = 0; oy < g->oh; ++oy)
+        for (int ox = 0; ox < g->ow; ++ox) {
+          const size_t pq = (size_t)oy * g->ow + ox;
+          const double d = dy[((size_t)i * oc + o) * plane + pq];
+          db[o] += d; /* the bias is not gated */
+          for (int ci = 0; ci < g->c; ++ci) {
+            const double dc = msk[((size_t)o * g->c + ci) * plane + pq] * d; /* dL/dC */
+            for (int ki = 0; ki < g->kh; ++ki)
+              for (int kj = 0; kj < g->kw; ++kj) {
+                int iy = oy * g->stride - g->pad + ki, ix = ox * g->stride - g->pad + kj;
+                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) continue;
+                size_t wi = (((size_t)o * g->c + ci) * g->kh + ki) * g->kw + kj;
+                size_t xi = i * in_sz + ((size_t)ci * g->h + iy) * g->w + ix;
+                dW[wi] += dc * x[xi];
+                if (dx) dx[xi] += dc * W[wi];
+              }
+          }
+        }
+}
+
+void nest_ref_conv2d_area_accumulate(const nest_conv_geom *g, int oc, int n, const double *x,
+                                     const double *W, double *acc) {
+  const size_t in_sz = (size_t)g->c * g->h * g->w, plane = (size_t)g->oh * g->ow;
+  for (int i = 0; i < n; ++i)
+    for (int o = 0; o < oc; ++o)
+      for (int ci = 0; ci < g->c; ++ci)
+        for (int oy = 0; oy < g->oh; ++oy)
+          for (int ox = 0; ox < g->ow; ++ox)
+            acc[((size_t)o * g->c + ci) * plane + (size_t)oy * g->ow + ox] +=
+                fabs(ref_area_contrib(g, x + i * in_sz, W, o, ci, oy, ox));
+}
+
 /* Index (in the plane) of the window maximum, first one in row-major order on ties. */
 static int ref_pool_argmax(const nest_conv_geom *g, const double *xp, int oy, int ox) {
   int best = -1;
