@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/area.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 #include "nest/surgery.h"
@@ -147,12 +148,6 @@ nest_status nest_gradpass_loss(nest_trainer *t, const int64_t *ids, int64_t n, d
 
 /* ---- activation statistics (gradpass.h) ---------------------------------------------------- */
 
-/* TEMPORARY until the partial-area convolution lands (conv2d.c). */
-static void nest_conv2d_area_accumulate(const nest_layer *l, const float *x, int n, double *acc) {
-  (void)l, (void)x, (void)n, (void)acc;
-  NEST_ASSERT(0);
-}
-
 int nest_actpass_output(const nest_net *net, int layer) {
   const nest_layer_kind k = net->layers[layer]->kind;
   if (k != NEST_LAYER_DENSE && k != NEST_LAYER_CONV2D) return -1;
@@ -269,7 +264,8 @@ nest_status nest_actpass(nest_trainer *t, const nest_dataset *ds, const int64_t 
           acc[u] += s;
         }
       }
-      if (a->area[l]) nest_conv2d_area_accumulate(ly, net->act[l], rows, a->area[l]);
+      if (a->area[l])
+        NEST_CALL_GOTO(st, nest_conv2d_area_accumulate(ly, net->act[l], rows, a->area[l]), fail);
     }
   }
   NEST_CALL_GOTO(st, nest_comm_sum_same_f64(t->comm, a->mem, a->nmem), fail);

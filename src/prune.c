@@ -11,7 +11,6 @@
 
 #include "nest/shard.h"
 #include "nest/surgery.h"
-nest_status nest_surgery_set_area(nest_net **net, int layer, int on); /* TEMP */
 
 /* Permutation keys of the retraining steps: far above any epoch and the growth sets. */
 #define PRUNE_PERM_KEY ((int64_t)1 << 42)
