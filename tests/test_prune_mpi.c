@@ -5,8 +5,9 @@
  *   keep their values;
  * - the guard restores weights, masks, momentum and buffers bit for bit;
  * - a small end-to-end synthesis (tiny MLP and tiny CNN, synthetic data) runs seed -> grow ->
- *   train -> prune, ends smaller than after growth, and every rank holds the same masks after
- *   every pruning step (run.check_masks) and at the end.
+ *   train -> prune (-> partial-area for the CNN), ends smaller than after growth, and every
+ *   rank holds the same masks, area masks included, after every pruning step (run.check_masks)
+ *   and at the end.
  * Run under mpiexec -n 1/2/4. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -187,7 +188,7 @@ static void test_guard_restores(void **state) {
 /* ---- end to end ----------------------------------------------------------------------------- */
 
 static void check_pipeline(const char *arch, nest_shape shape, const char *policy, int bn,
-                           double lr) {
+                           double lr, const char *phases) {
   nest_config cfg;
   base_config(&cfg, arch);
   cfg.lr = lr;
@@ -196,7 +197,7 @@ static void check_pipeline(const char *arch, nest_shape shape, const char *polic
   cfg.density = 0.3;
   cfg.batchnorm = bn;
   snprintf(cfg.grow_policy, sizeof cfg.grow_policy, "%s", policy);
-  snprintf(cfg.phases, sizeof cfg.phases, "grow,train,prune");
+  snprintf(cfg.phases, sizeof cfg.phases, "%s", phases);
   cfg.grow_iterations = 2;
   cfg.grow_train_epochs = 1;
   cfg.grow_neurons = 3;
@@ -220,16 +221,25 @@ static void check_pipeline(const char *arch, nest_shape shape, const char *polic
   assert_int_equal(nest_comm_check_same(comm, nest_net_hash(t->net, NEST_HASH_MASKS | NEST_HASH_PARAMS),
                                         "final net"),
                    NEST_OK);
+  if (strstr(phases, "area")) { /* partial-area masks on the conv layers, some entries off */
+    double frac = 1;
+    for (int l = 0; l < t->net->nlayers; ++l)
+      if (t->net->layers[l]->kind == NEST_LAYER_CONV2D) {
+        assert_true(t->net->layers[l]->hp.area);
+        frac = fmin(frac, nest_net_layer_conv_frac(t->net, l));
+      }
+    if (!(frac < 1)) fail_msg("%s: no area entry was masked", arch);
+  }
   nest_trainer_destroy(&t);
 }
 
 static void test_pipeline_mlp(void **state) {
   (void)state;
-  check_pipeline("mlp:36-20-12-4", (nest_shape){1, 6, 6}, "conn,neuron", 1, 0.05);
+  check_pipeline("mlp:36-20-12-4", (nest_shape){1, 6, 6}, "conn,neuron", 1, 0.05, "grow,train,prune");
 }
 static void test_pipeline_cnn(void **state) {
   (void)state;
-  check_pipeline("lenet5", (nest_shape){1, 16, 16}, "conn,fmap", 0, 0.005);
+  check_pipeline("lenet5", (nest_shape){1, 16, 16}, "conn,fmap", 0, 0.005, "grow,train,prune,area");
 }
 
 int main(int argc, char **argv) {
