@@ -21,6 +21,7 @@
 
 #include "nest/prune.h"
 #include "nest/surgery.h"
+#include "test_util.h"
 
 static nest_comm *comm;
 static int R, P;
@@ -45,13 +46,6 @@ static nest_trainer *make(const nest_config *cfg, nest_shape shape, int n) {
   if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
   t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
   return t;
-}
-
-static uint64_t hash_bytes(const void *p, size_t n) {
-  const unsigned char *b = p;
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
 }
 
 static nest_status run_step(nest_trainer *t, const nest_policy_ops *ops, int target,
@@ -169,7 +163,7 @@ static void test_guard_restores(void **state) {
   nest_net *net = t->net;
   for (size_t i = 0; i < net->nparams; ++i) net->mom[i] = net->masks[i] * 0.01f * (float)(i % 5);
   assert_int_equal(nest_trainer_sync_buffers(t), NEST_OK);
-  const uint64_t before = nest_net_hash(net, NEST_HASH_ALL) ^ hash_bytes(net->mom, net->nparams * 4);
+  const uint64_t before = nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4);
   char arch0[512];
   nest_net_arch_string(net, arch0, sizeof arch0);
   nest_prune_result res;
@@ -180,7 +174,7 @@ static void test_guard_restores(void **state) {
   char arch1[512];
   nest_net_arch_string(net, arch1, sizeof arch1);
   assert_string_equal(arch0, arch1);
-  assert_true((nest_net_hash(net, NEST_HASH_ALL) ^ hash_bytes(net->mom, net->nparams * 4)) == before);
+  assert_true((nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4)) == before);
   assert_int_equal(res.weights_before, res.weights_after);
   nest_trainer_destroy(&t);
 }
