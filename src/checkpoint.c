@@ -11,6 +11,9 @@
  *     <param>           float32, the declared dims (W, b, gamma, beta)
  *     <param>_mask      uint8 0/1, same dims, for maskable parameters only
  *     <buffer>          float32 [count] (running_mean, running_var)
+ * Optional info attributes (nest_model_info; written only when known, absent ones read as
+ * unknown): root stage, base_arch (strings), val_error, test_error (float64); layer groups
+ * act_frac, in_frac (float64).
  * Objects the reader does not expect are ignored, so a restart checkpoint can be a model file
  * plus extra state. */
 #define _POSIX_C_SOURCE 200809L
@@ -180,9 +183,74 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8) {
   return e;
 }
 
+/* ---- info attributes (nest_model_info) ---------------------------------------------------- */
+
+/* A fraction as the info stores it: NaN (unknown) or in [0, 1]. */
+static int info_frac_ok(double v) { return isnan(v) || (v >= 0.0 && v <= 1.0); }
+
+/* Refuse info that could not be read back, before touching the file system. */
+static nest_status info_check(const nest_net *net, const nest_model_info *info, const char *path) {
+  if (strnlen(info->stage, sizeof info->stage) == sizeof info->stage ||
+      strnlen(info->base_arch, sizeof info->base_arch) == sizeof info->base_arch)
+    return NEST_ERR(NEST_ERR_ARG, "%s: info stage or base_arch is not a terminated string", path);
+  if (!info_frac_ok(info->val_error) || !info_frac_ok(info->test_error))
+    return NEST_ERR(NEST_ERR_ARG, "%s: info val_error %g / test_error %g must be in [0, 1] or NaN",
+                    path, info->val_error, info->test_error);
+  if (info->nlayers != 0 && info->nlayers != net->nlayers)
+    return NEST_ERR(NEST_ERR_ARG, "%s: info has %d layers but the net has %d", path,
+                    info->nlayers, net->nlayers);
+  for (int i = 0; i < info->nlayers; ++i) {
+    const double a = info->act_frac ? info->act_frac[i] : NAN;
+    const double b = info->in_frac ? info->in_frac[i] : NAN;
+    if (!info_frac_ok(a) || !info_frac_ok(b))
+      return NEST_ERR(NEST_ERR_ARG, "%s: info act_frac %g / in_frac %g of layer %s must be in "
+                      "[0, 1] or NaN", path, a, b, net->layers[i]->name);
+  }
+  return NEST_OK;
+}
+
+static herr_t put_double(hid_t obj, const char *name, double v) {
+  return put_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &v);
+}
+
+/* Root attributes; only what is known, so "absent" and "unknown" are the same on read. */
+static herr_t put_info_root(hid_t file, const nest_model_info *info) {
+  herr_t e = 0;
+  if (info->stage[0]) e = put_str(file, "stage", info->stage);
+  if (e >= 0 && info->base_arch[0]) e = put_str(file, "base_arch", info->base_arch);
+  if (e >= 0 && !isnan(info->val_error)) e = put_double(file, "val_error", info->val_error);
+  if (e >= 0 && !isnan(info->test_error)) e = put_double(file, "test_error", info->test_error);
+  return e;
+}
+
+/* Per-layer attributes, added to the groups put_layer wrote (a separate pass keeps put_layer
+ * about the net alone). */
+static herr_t put_info_layers(hid_t layers, const nest_net *net, const nest_model_info *info) {
+  herr_t e = 0;
+  for (int i = 0; i < info->nlayers && e >= 0; ++i) {
+    const double a = info->act_frac ? info->act_frac[i] : NAN;
+    const double b = info->in_frac ? info->in_frac[i] : NAN;
+    if (isnan(a) && isnan(b)) continue;
+    char gname[NEST_NAME_LEN + 16];
+    snprintf(gname, sizeof gname, "%03d_%s", net->layers[i]->index, net->layers[i]->name);
+    hid_t g = H5Gopen2(layers, gname, H5P_DEFAULT);
+    if (g < 0) return -1;
+    if (!isnan(a)) e = put_double(g, "act_frac", a);
+    if (e >= 0 && !isnan(b)) e = put_double(g, "in_frac", b);
+    if (H5Gclose(g) < 0) e = -1;
+  }
+  return e;
+}
+
 nest_status nest_model_save(const nest_net *net, const char *path) {
+  return nest_model_save_info(net, NULL, path);
+}
+
+nest_status nest_model_save_info(const nest_net *net, const nest_model_info *info,
+                                 const char *path) {
   h5_quiet();
   if (!net || !path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_save: no net or path");
+  if (info) NEST_CALL(info_check(net, info, path));
   /* Refuse what could not be read back, before touching the file system. */
   size_t maxmask = 1;
   for (int i = 0; i < net->nlayers; ++i) {
@@ -231,6 +299,7 @@ nest_status nest_model_save(const nest_net *net, const char *path) {
   if (e >= 0) e = put_attr(file, "generation", H5T_STD_U64LE, H5T_NATIVE_ULLONG, 0, &gen);
   if (e >= 0) e = put_str(file, "arch", arch);
   if (e >= 0) e = put_str(file, "widths", widths);
+  if (e >= 0 && info) e = put_info_root(file, info);
   if (e >= 0) {
     /* Track creation order too, so tools that list by creation order see layer order. */
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
@@ -240,6 +309,7 @@ nest_status nest_model_save(const nest_net *net, const char *path) {
     e = layers >= 0 ? 0 : -1;
   }
   for (int i = 0; i < net->nlayers && e >= 0; ++i) e = put_layer(layers, net->layers[i], u8);
+  if (e >= 0 && info) e = put_info_layers(layers, net, info);
   if (e < 0) {
     st = NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
     goto done;
@@ -816,5 +886,92 @@ done:
   h5_close(&file, H5Fclose);
   free(h.layers);
   nest_model_masks_free(&m);
+  return st;
+}
+
+/* ---- info attributes: reading ------------------------------------------------------------- */
+
+void nest_model_info_free(nest_model_info *info) {
+  if (!info) return;
+  free(info->act_frac);
+  free(info->in_frac);
+  info->act_frac = info->in_frac = NULL;
+  info->nlayers = 0;
+}
+
+/* Optional string attribute into buf[cap]: "" when absent; a non-string or one too long for
+ * the info field is malformed. */
+static nest_status opt_str(hid_t obj, const char *path, const char *where, const char *name,
+                           char *buf, size_t cap) {
+  buf[0] = '\0';
+  if (H5Aexists(obj, name) <= 0) return NEST_OK;
+  char *s;
+  NEST_CALL(attr_str(obj, path, where, name, &s));
+  const size_t n = strlen(s);
+  if (n < cap) memcpy(buf, s, n + 1);
+  free(s);
+  if (n >= cap)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: %s: attribute '%s' is %zu characters long, at most %zu "
+                    "allowed", path, where, name, n, cap - 1);
+  return NEST_OK;
+}
+
+/* Optional float attribute that must be a fraction in [0, 1]: NaN when absent. */
+static nest_status opt_frac(hid_t obj, const char *path, const char *where, const char *name,
+                            double *v) {
+  *v = NAN;
+  if (H5Aexists(obj, name) <= 0) return NEST_OK;
+  NEST_CALL(attr_read(obj, path, where, name, H5T_FLOAT, 0, H5T_NATIVE_DOUBLE, v));
+  if (!info_frac_ok(*v))
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: %s: attribute '%s' = %g is not a fraction in [0, 1]",
+                    path, where, name, *v);
+  return NEST_OK;
+}
+
+nest_status nest_model_read_info(const char *path, nest_model_info *out) {
+  h5_quiet();
+  if (!out) return NEST_ERR(NEST_ERR_ARG, "nest_model_read_info: no output");
+  memset(out, 0, sizeof *out);
+  out->val_error = out->test_error = NAN;
+  if (!path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_read_info: no path");
+  hid_t file = -1, layers = -1, g = -1;
+  model_head h = {0};
+  nest_model_info info = {.val_error = NAN, .test_error = NAN};
+  nest_status st = NEST_OK;
+  NEST_CALL(model_open(path, &file));
+  NEST_CALL_GOTO(st, read_head(file, path, &h), done);
+  NEST_CALL_GOTO(st, opt_str(file, path, "/", "stage", info.stage, sizeof info.stage), done);
+  NEST_CALL_GOTO(st, opt_str(file, path, "/", "base_arch", info.base_arch, sizeof info.base_arch),
+                 done);
+  NEST_CALL_GOTO(st, opt_frac(file, path, "/", "val_error", &info.val_error), done);
+  NEST_CALL_GOTO(st, opt_frac(file, path, "/", "test_error", &info.test_error), done);
+  NEST_CALL_GOTO(st, nest_malloc((void **)&info.act_frac, (size_t)h.nlayers * sizeof(double),
+                                 "act_frac"), done);
+  NEST_CALL_GOTO(st, nest_malloc((void **)&info.in_frac, (size_t)h.nlayers * sizeof(double),
+                                 "in_frac"), done);
+  info.nlayers = h.nlayers;
+  int any = 0;
+  layers = H5Gopen2(file, "layers", H5P_DEFAULT);
+  for (int i = 0; i < h.nlayers; ++i) {
+    g = H5Gopen2(layers, h.layers[i].gname, H5P_DEFAULT);
+    if (g < 0) {
+      st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s is not a group", path, h.layers[i].where);
+      goto done;
+    }
+    NEST_CALL_GOTO(st, opt_frac(g, path, h.layers[i].where, "act_frac", &info.act_frac[i]), done);
+    NEST_CALL_GOTO(st, opt_frac(g, path, h.layers[i].where, "in_frac", &info.in_frac[i]), done);
+    any |= !isnan(info.act_frac[i]) || !isnan(info.in_frac[i]);
+    h5_close(&g, H5Gclose);
+  }
+  /* Nothing measured: the documented "none" (nlayers 0, no arrays). */
+  if (!any) nest_model_info_free(&info);
+  *out = info;
+  info.act_frac = info.in_frac = NULL;
+done:
+  h5_close(&g, H5Gclose);
+  h5_close(&layers, H5Gclose);
+  h5_close(&file, H5Fclose);
+  free(h.layers);
+  nest_model_info_free(&info);
   return st;
 }

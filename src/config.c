@@ -164,7 +164,8 @@ static const key_def keys[] = {
     PKEY(gamma, KT_DOUBLE, "0.01", "smallest pruning step: fraction of a layer's active weights, in (0, 1)"),
     PKEY(gamma_start, KT_DOUBLE, "0.2", "first pruning step of each layer; halved at each guard trip until below prune.gamma, in (0, 1)"),
     PKEY(retrain_steps, KT_INT, "300", "optimizer steps of retraining after each pruning step"),
-    PKEY(lr, KT_DOUBLE, "0.01", "retraining learning rate (constant)"),
+    PKEY(retries, KT_INT, "1", "guard: before restoring, retrain prune.retrain_steps more steps this many times and check again"),
+    PKEY(lr, KT_DOUBLE, "0.01", "retraining learning rate: each retraining anneals from it to optim.min_lr with a cosine"),
     PKEY(target_error, KT_DOUBLE, "0", "guard: target validation error; 0 = the validation error at the start of the phase"),
     PKEY(tolerance, KT_DOUBLE, "0.001", "guard: validation error allowed above the target"),
     PKEY(floor, KT_DOUBLE, "0", "a layer stops pruning at this density (active / all weights), in [0, 1)"),
@@ -892,6 +893,7 @@ nest_status nest_config_validate(const nest_config *c) {
   RULE(c->prune_gamma > 0 && c->prune_gamma < 1, "prune.gamma", DTXT(c->prune_gamma), "in (0, 1)");
   RULE(c->prune_gamma_start > 0 && c->prune_gamma_start < 1, "prune.gamma_start", DTXT(c->prune_gamma_start), "in (0, 1)");
   RULE(c->prune_retrain_steps >= 0, "prune.retrain_steps", ITXT(c->prune_retrain_steps), ">= 0");
+  RULE(c->prune_retries >= 0, "prune.retries", ITXT(c->prune_retries), ">= 0");
   RULE(c->prune_lr > 0, "prune.lr", DTXT(c->prune_lr), "> 0");
   RULE(c->prune_target_error >= 0 && c->prune_target_error < 1, "prune.target_error", DTXT(c->prune_target_error), "in [0, 1)");
   RULE(c->prune_tolerance >= 0, "prune.tolerance", DTXT(c->prune_tolerance), ">= 0");

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/area.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 #include "nest/surgery.h"
@@ -143,4 +144,138 @@ nest_status nest_gradpass_loss(nest_trainer *t, const int64_t *ids, int64_t n, d
   NEST_CALL(nest_comm_sum_same_f64(t->comm, &sum, 1));
   *loss = sum / (double)n;
   return NEST_OK;
+}
+
+/* ---- activation statistics (gradpass.h) ---------------------------------------------------- */
+
+int nest_actpass_output(const nest_net *net, int layer) {
+  const nest_layer_kind k = net->layers[layer]->kind;
+  if (k != NEST_LAYER_DENSE && k != NEST_LAYER_CONV2D) return -1;
+  for (int j = layer + 1; j < net->nlayers; ++j) {
+    const nest_layer_kind kj = net->layers[j]->kind;
+    if (kj == NEST_LAYER_RELU) return j + 1;
+    if (kj != NEST_LAYER_BATCHNORM && kj != NEST_LAYER_DROPOUT) return -1;
+  }
+  return -1;
+}
+
+void nest_actsum_destroy(nest_actsum **ap) {
+  if (!ap || !*ap) return;
+  nest_actsum *a = *ap;
+  free(a->mem);
+  free(a->unit_abs);
+  free(a->positions);
+  free(a->area);
+  free(a->act_frac);
+  free(a->in_frac);
+  free(a);
+  *ap = NULL;
+}
+
+/* Count of non-zero entries of x[0..n). */
+static double count_nonzero(const float *x, size_t n) {
+  int64_t c = 0;
+#pragma omp parallel for simd reduction(+ : c) schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; ++i) c += x[i] != 0.0f;
+  return (double)c; /* an integer count: exact in double, any thread count */
+}
+
+nest_status nest_actpass(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int64_t n,
+                         const nest_actsum_req *req, nest_actsum **out) {
+  *out = NULL;
+  nest_net *net = t->net;
+  const int L = net->nlayers;
+  nest_status st = NEST_OK;
+  nest_actsum *a = NULL;
+  NEST_CALL(nest_calloc((void **)&a, 1, sizeof *a, "activation sums"));
+  a->generation = net->generation;
+  a->nlayers = L;
+  a->n = n;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&a->unit_abs, (size_t)L, sizeof(double *), "sums"), fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&a->area, (size_t)L, sizeof(double *), "sums"), fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&a->positions, (size_t)L, sizeof(int64_t), "sums"), fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&a->act_frac, (size_t)L, sizeof(double), "sums"), fail);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&a->in_frac, (size_t)L, sizeof(double), "sums"), fail);
+  /* Arena: unit sums, area sums, then 4 counters per layer (out non-zero, out total, in
+   * non-zero, in total) — one reduction for everything. */
+  size_t total = 0;
+  for (int l = 0; l < L; ++l) {
+    const nest_layer *ly = net->layers[l];
+    a->positions[l] = (int64_t)ly->out.h * ly->out.w;
+    if (req->units && req->units[l]) {
+      NEST_ASSERT(nest_actpass_output(net, l) >= 0);
+      total += (size_t)ly->out.c;
+    }
+    if (req->area && req->area[l]) {
+      NEST_ASSERT(ly->kind == NEST_LAYER_CONV2D && ly->hp.area);
+      total += (size_t)ly->out.c * ly->in.c * ly->out.h * ly->out.w;
+    }
+  }
+  const size_t counters = total;
+  total += 4 * (size_t)L;
+  a->nmem = total;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&a->mem, total, sizeof(double), "activation sums"),
+                 fail);
+  double *p = a->mem;
+  for (int l = 0; l < L; ++l)
+    if (req->units && req->units[l]) a->unit_abs[l] = p, p += net->layers[l]->out.c;
+  for (int l = 0; l < L; ++l)
+    if (req->area && req->area[l]) {
+      const nest_layer *ly = net->layers[l];
+      a->area[l] = p, p += (size_t)ly->out.c * ly->in.c * ly->out.h * ly->out.w;
+    }
+  double *cnt = a->mem + counters;
+
+  const int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
+  for (int64_t b = lo; b < hi; b += t->max_local) {
+    const int rows = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
+    for (int i = 0; i < rows; ++i) t->ids[i] = ids[b + i];
+    nest_dataset_gather(ds, t->ids, rows, t->x, t->y);
+    nest_ctx ctx = nest_trainer_ctx(t, rows, 0, 0);
+    const float *logits;
+    NEST_CALL_GOTO(st, nest_net_forward(net, &ctx, t->x, &logits), fail);
+    for (int l = 0; l < L; ++l) {
+      const nest_layer *ly = net->layers[l];
+      if (ly->kind != NEST_LAYER_DENSE && ly->kind != NEST_LAYER_CONV2D) continue;
+      const int o = nest_actpass_output(net, l);
+      if (req->fractions) {
+        const size_t nin = (size_t)rows * nest_shape_size(ly->in);
+        cnt[4 * l + 2] += count_nonzero(net->act[l], nin);
+        cnt[4 * l + 3] += (double)nin;
+        if (o >= 0) {
+          const size_t nout = (size_t)rows * nest_shape_size(ly->out);
+          cnt[4 * l + 0] += count_nonzero(net->act[o], nout);
+          cnt[4 * l + 1] += (double)nout;
+        }
+      }
+      if (a->unit_abs[l]) {
+        /* per unit, rows then positions in order: the same sum whatever the thread count */
+        const int U = ly->out.c;
+        const int64_t P = a->positions[l];
+        const float *y = net->act[o];
+        double *acc = a->unit_abs[l];
+#pragma omp parallel for schedule(static)
+        for (int u = 0; u < U; ++u) {
+          double s = 0;
+          for (int r = 0; r < rows; ++r) {
+            const float *yu = y + ((size_t)r * U + u) * (size_t)P;
+            for (int64_t q = 0; q < P; ++q) s += fabsf(yu[q]);
+          }
+          acc[u] += s;
+        }
+      }
+      if (a->area[l])
+        NEST_CALL_GOTO(st, nest_conv2d_area_accumulate(ly, net->act[l], rows, a->area[l]), fail);
+    }
+  }
+  NEST_CALL_GOTO(st, nest_comm_sum_same_f64(t->comm, a->mem, a->nmem), fail);
+  for (int l = 0; l < L; ++l) {
+    a->act_frac[l] = cnt[4 * l + 1] > 0 ? cnt[4 * l + 0] / cnt[4 * l + 1] : NAN;
+    a->in_frac[l] = cnt[4 * l + 3] > 0 ? cnt[4 * l + 2] / cnt[4 * l + 3] : NAN;
+  }
+  *out = a;
+  return NEST_OK;
+fail:
+  nest_actsum_destroy(&a);
+  return st;
 }

@@ -34,6 +34,7 @@ struct nest_grow {
   event_row *rows;
   int nrows, caprows;
   int64_t hook_count; /* `count` of the hook being run (policy runs' r->count) */
+  double fraction;    /* r->fraction of the pruning step being run (nest_grow_run_one) */
   double score_loss;  /* loss on the scoring batch of the current net, if score_loss_ok */
   int score_loss_ok;  /* cleared when a new scoring batch is drawn (training comes between) */
   nest_grow_result res;
@@ -48,15 +49,13 @@ static int targets_layer(const nest_grow *g, const nest_net *net, const nest_pol
   return g->chosen[l] && ops->accepts(net, l, &why);
 }
 
-nest_status nest_grow_create(nest_trainer *t, nest_grow **out) {
+nest_status nest_grow_create(nest_trainer *t, int events, nest_grow **out) {
   *out = NULL;
   const nest_config *c = &t->cfg;
-  if (!c->grow_policy[0]) {
-    if (c->grow_layers[0])
-      return NEST_ERR(NEST_ERR_CONFIG, "grow.layers = %s is set but grow.policy is empty",
-                      c->grow_layers);
-    return NEST_OK;
-  }
+  if (!c->grow_policy[0] && c->grow_layers[0])
+    return NEST_ERR(NEST_ERR_CONFIG, "grow.layers = %s is set but grow.policy is empty",
+                    c->grow_layers);
+  if (!c->grow_policy[0] && !events) return NEST_OK;
   NEST_CALL(nest_policy_check_list(c->grow_policy));
   nest_grow *g;
   NEST_CALL(nest_calloc((void **)&g, 1, sizeof *g, "growth state"));
@@ -309,6 +308,7 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
                          .target = targets[k],
                          .iteration = iteration,
                          .count = g->hook_count,
+                         .fraction = g->fraction,
                          .score_ids = g->score_ids,
                          .n_score = g->n_score};
     r.layer = ops->target == NEST_TARGET_UNITS ? targets[k]
@@ -329,8 +329,10 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
       if (st != NEST_OK) { /* say where: "growth iteration 3, neuron on fc1: <what>" */
         char msg[1024];
         snprintf(msg, sizeof msg, "%s %lld, %s on %s: %s",
-                 ops->when == NEST_WHEN_GROWTH ? "growth iteration"
-                 : ops->when == NEST_WHEN_EPOCH ? "epoch" : "step",
+                 ops->when == NEST_WHEN_GROWTH  ? "growth iteration"
+                 : ops->when == NEST_WHEN_PRUNE ? "pruning iteration"
+                 : ops->when == NEST_WHEN_EPOCH ? "epoch"
+                                                : "step",
                  (long long)iteration, ops->name, layer_name, nest_error_message());
         nest_error_adopt(st, msg);
         nest_error_trace(__FILE__, __LINE__);
@@ -342,6 +344,9 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
         NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_MASKS), what));
       }
     }
+    /* a pruning step that changed nothing (no unit left to remove) is not an event */
+    if (ops->when == NEST_WHEN_PRUNE && !r.units_added && !r.conns_added && !r.conns_removed)
+      continue;
     NEST_CALL(nest_gradpass_loss(t, g->score_ids, g->n_score, &loss));
     g->score_loss = loss;
     e.units = r.units_added;
@@ -352,11 +357,14 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
     e.seconds = nest_comm_wtime() - t0;
     snprintf(e.detail, sizeof e.detail, "%s", r.detail);
     NEST_CALL(push_row(g, &e));
-    if (t->rank == 0 && !t->quiet && ops->when == NEST_WHEN_GROWTH) {
-      printf("grow %3lld  %-9s %-8s", (long long)iteration, ops->name, layer_name);
-      if (e.units) printf(" +%lld %s", (long long)e.units,
+    if (t->rank == 0 && !t->quiet &&
+        (ops->when == NEST_WHEN_GROWTH || ops->when == NEST_WHEN_PRUNE)) {
+      const int prune = ops->when == NEST_WHEN_PRUNE;
+      printf("%s %3lld  %-9s %-8s", prune ? "prune" : "grow", (long long)iteration, ops->name,
+             layer_name);
+      if (e.units) printf(" %c%lld %s", prune ? '-' : '+', (long long)e.units,
                           t->net->layers[r.layer]->kind == NEST_LAYER_CONV2D ? "maps" : "neurons");
-      printf(" +%lld conn", (long long)e.added);
+      if (!prune || e.added) printf(" +%lld conn", (long long)e.added);
       if (e.removed) printf(" -%lld", (long long)e.removed);
       printf("  active %lld  loss %.4f -> %.4f  %.2f s%s%s\n", (long long)e.active,
              e.loss_before, e.loss_after, e.seconds, e.detail[0] ? "  " : "", e.detail);
@@ -379,6 +387,48 @@ static nest_status run_policy(nest_trainer *t, nest_grow *g, const nest_policy_o
   nest_status st = run_targets(t, g, pol, npol, iteration, targets, ntargets);
   free(targets);
   return st;
+}
+
+nest_status nest_grow_begin(nest_trainer *t, nest_grow *g, int64_t iteration) {
+  (void)t;
+  draw_sets(t, g, iteration);
+  nest_gradsum_destroy(&g->pass);
+  return NEST_OK;
+}
+
+nest_status nest_grow_run_one(nest_trainer *t, nest_grow *g, const nest_policy_ops *ops,
+                              int target, int64_t iteration, double fraction,
+                              nest_grow_event *done) {
+  g->fraction = fraction;
+  const int first = g->nrows;
+  const nest_status st = run_targets(t, g, &ops, 1, iteration, &target, 1);
+  g->fraction = 0;
+  NEST_CALL(st);
+  if (done) {
+    *done = (nest_grow_event){0};
+    if (g->nrows > first) {
+      const event_row *e = &g->rows[g->nrows - 1];
+      done->units = e->units;
+      done->added = e->added;
+      done->removed = e->removed;
+      done->active = e->active;
+    }
+  }
+  return NEST_OK;
+}
+
+nest_status nest_grow_note(nest_trainer *t, nest_grow *g, int64_t iteration, const char *what,
+                           const char *layer, const char *detail) {
+  event_row e = {.iteration = iteration, .loss_before = NAN, .loss_after = NAN};
+  snprintf(e.policy, sizeof e.policy, "%s", what);
+  snprintf(e.layer, sizeof e.layer, "%s", layer);
+  snprintf(e.detail, sizeof e.detail, "%s", detail);
+  e.active = active_weights(t->net);
+  return push_row(g, &e);
+}
+
+nest_status nest_grow_flush(nest_trainer *t, nest_grow *g, double val_error) {
+  return flush_events(t, g, val_error);
 }
 
 nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when, int64_t index,

@@ -13,6 +13,7 @@
 static const nest_policy_ops *const registry[] = {
     &nest_policy_conn,      &nest_policy_neuron, &nest_policy_fmap,
     &nest_policy_strategic, &nest_policy_set,    &nest_policy_rigl,
+    &nest_policy_magnitude, &nest_policy_neurons, &nest_policy_area,
 };
 #define NPOLICIES ((int)(sizeof registry / sizeof registry[0]))
 
@@ -42,11 +43,17 @@ nest_status nest_policy_check_list(const char *list) {
     if (!ops) {
       char known[256] = "";
       for (int i = 0; i < NPOLICIES; ++i)
-        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
-                 registry[i]->name);
+        if (registry[i]->when != NEST_WHEN_PRUNE)
+          snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                   known[0] ? ", " : "", registry[i]->name);
       return NEST_ERR(NEST_ERR_CONFIG, "grow.policy = %s: unknown policy '%s' (known: %s)", list,
                       word, known);
     }
+    if (ops->when == NEST_WHEN_PRUNE)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "grow.policy = %s: '%s' is a pruning policy; it runs in the prune / area "
+                      "phases of synthesis.phases",
+                      list, word);
     int i = policy_code(ops) - 1;
     if (seen[i])
       return NEST_ERR(NEST_ERR_CONFIG, "grow.policy = %s: policy '%s' is listed twice", list, word);

@@ -14,8 +14,12 @@
 
 #include "nest/arch.h"
 #include "nest/atomic.h"
+#include "nest/augment.h"
 #include "nest/checkpoint.h"
+#include "nest/gradpass.h"
 #include "nest/grow.h"
+#include "nest/prune.h"
+#include "nest/report.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 
@@ -159,24 +163,37 @@ static nest_status setup(nest_trainer *t) {
   }
   nest_norm_free(&norm);
   NEST_CALL(st);
+  /* After the normalisation: the fill is the normalised value of a raw 0. */
+  NEST_CALL(nest_augment_from_config(c, t->train, t->nthreads, &t->aug));
   if (t->test) {
     t->n_test = t->test->n;
     NEST_CALL(nest_malloc((void **)&t->test_idx, sizeof(int64_t) * (size_t)t->n_test, "test ids"));
     for (int64_t i = 0; i < t->n_test; ++i) t->test_idx[i] = i;
   }
 
-  /* Network. */
-  nest_layer_spec *specs = NULL;
-  int nspecs = 0;
-  nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout};
-  NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
+  /* Network: built from model.arch and seeded, or a model file an earlier run wrote. */
   t->max_local = (c->batch + t->nranks - 1) / t->nranks;
-  st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses, t->max_local,
-                       t->nthreads, &t->net);
-  free(specs);
-  NEST_CALL(st);
-  int init = strcmp(c->init, "xavier") == 0 ? NEST_INIT_XAVIER : NEST_INIT_HE;
-  NEST_CALL(nest_net_init(t->net, c->seed, c->density, init));
+  if (c->init_from[0]) {
+    NEST_CALL(nest_model_load(c->init_from, t->max_local, t->nthreads, &t->net));
+    const nest_shape in = t->net->in_shape, d = t->train->shape;
+    if (in.c != d.c || in.h != d.h || in.w != d.w || t->net->nclasses != t->train->nclasses)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "model.init_from = %s: the model takes %dx%dx%d inputs and %d classes, "
+                      "%s has %dx%dx%d and %d",
+                      c->init_from, in.c, in.h, in.w, t->net->nclasses, t->train->path, d.c, d.h,
+                      d.w, t->train->nclasses);
+  } else {
+    nest_layer_spec *specs = NULL;
+    int nspecs = 0;
+    nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout};
+    NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
+    st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses, t->max_local,
+                         t->nthreads, &t->net);
+    free(specs);
+    NEST_CALL(st);
+    int init = strcmp(c->init, "xavier") == 0 ? NEST_INIT_XAVIER : NEST_INIT_HE;
+    NEST_CALL(nest_net_init(t->net, c->seed, c->density, init));
+  }
 
   t->optim = (nest_optim){.lr = c->lr,
                           .momentum = c->momentum,
@@ -200,6 +217,67 @@ static nest_status setup(nest_trainer *t) {
   NEST_CALL(nest_malloc((void **)&t->ids, sizeof(int64_t) * (size_t)t->max_local, "sample ids"));
   NEST_CALL(nest_malloc((void **)&t->perm, sizeof(int64_t) * (size_t)t->n_train, "permutation"));
   t->steps_per_epoch = nest_shard_steps(t->n_train, c->batch);
+  return NEST_OK;
+}
+
+/* ---- phases ---------------------------------------------------------------------------- */
+
+static const char *const phase_names[NEST_PHASE_COUNT] = {"grow", "train", "prune", "area"};
+
+/* synthesis.phases -> t->phases. Words are checked here (the config check only sees text). */
+static nest_status parse_phases(nest_trainer *t) {
+  const char *list = t->cfg.phases;
+  t->nphases = 0;
+  memset(t->phase_has, 0, sizeof t->phase_has);
+  if (!list[0]) { /* the default: grow if there is a growth policy, then train */
+    int growth = 0;
+    for (const char *p = t->cfg.grow_policy; *p;) {
+      const size_t len = strcspn(p, ",");
+      char w[64];
+      snprintf(w, sizeof w, "%.*s", (int)(len < sizeof w ? len : sizeof w - 1), p);
+      const nest_policy_ops *ops = nest_policy_find(w);
+      growth |= ops && ops->when == NEST_WHEN_GROWTH;
+      p += len + (p[len] == ',');
+    }
+    if (growth) t->phases[t->nphases++] = NEST_PHASE_GROW;
+    t->phases[t->nphases++] = NEST_PHASE_TRAIN;
+  }
+  for (const char *p = list; *p;) {
+    while (*p == ' ') ++p;
+    size_t len = strcspn(p, ",");
+    size_t wl = len;
+    while (wl > 0 && p[wl - 1] == ' ') --wl;
+    int k = -1;
+    for (int i = 0; i < NEST_PHASE_COUNT; ++i)
+      if (strlen(phase_names[i]) == wl && strncmp(p, phase_names[i], wl) == 0) k = i;
+    if (k < 0)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "synthesis.phases = %s: unknown phase '%.*s' (known: grow, train, prune, area)",
+                      list, (int)wl, p);
+    if (t->phase_has[k])
+      return NEST_ERR(NEST_ERR_CONFIG, "synthesis.phases = %s: phase '%s' is listed twice", list,
+                      phase_names[k]);
+    t->phases[t->nphases++] = (nest_phase)k;
+    p += len + (p[len] == ',');
+    t->phase_has[k] = 1;
+  }
+  for (int i = 0; i < t->nphases; ++i) t->phase_has[t->phases[i]] = 1;
+  return NEST_OK;
+}
+
+/* The phases against the policies (after nest_grow_create parsed grow.policy). */
+static nest_status check_phases(nest_trainer *t) {
+  const int growth = nest_grow_has_phase(t->grow);
+  if (t->phase_has[NEST_PHASE_GROW] && !growth)
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "synthesis.phases = %s lists grow, but grow.policy (%s) has no growth policy "
+                    "(conn, neuron, fmap, strategic)",
+                    t->cfg.phases, t->cfg.grow_policy[0] ? t->cfg.grow_policy : "empty");
+  if (growth && !t->phase_has[NEST_PHASE_GROW])
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "grow.policy = %s lists growth policies, but synthesis.phases = %s has no "
+                    "grow phase",
+                    t->cfg.grow_policy, t->cfg.phases);
   return NEST_OK;
 }
 
@@ -233,7 +311,12 @@ nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *com
   st = setup(t);
   NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
   /* Growth configuration is checked against the built net before anything is written. */
-  st = nest_grow_create(t, &t->grow);
+  NEST_CALL_GOTO(st, parse_phases(t), fail);
+  st = nest_grow_create(t, t->phase_has[NEST_PHASE_PRUNE] || t->phase_has[NEST_PHASE_AREA],
+                        &t->grow);
+  if (st == NEST_OK) st = check_phases(t);
+  if (st == NEST_OK && t->phase_has[NEST_PHASE_PRUNE]) st = nest_prune_check(t, 0);
+  if (st == NEST_OK && t->phase_has[NEST_PHASE_AREA]) st = nest_prune_check(t, 1);
   NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
   NEST_CALL_GOTO(st, make_run_dir(t), fail);
   NEST_CALL_GOTO(st, nest_grow_open_events(t, t->grow), fail);
@@ -267,6 +350,7 @@ void nest_trainer_destroy(nest_trainer **tp) {
   nest_trainer *t = *tp;
   if (t->metrics) fclose(t->metrics);
   nest_grow_destroy(&t->grow);
+  nest_augment_destroy(&t->aug);
   nest_net_destroy(&t->net);
   nest_dataset_destroy(&t->train);
   nest_dataset_destroy(&t->test);
@@ -306,6 +390,8 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
   const int global_rows = nest_shard_batch_rows(t->n_train, batch, s);
   for (int i = 0; i < count; ++i) t->ids[i] = perm[begin + i];
   nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
+  /* Training steps only (never evaluation or gradient passes): keyed by sample id, not rank. */
+  if (t->aug) nest_augment_apply(t->aug, t->data_key, t->ids, count, t->x, t->nthreads);
 
   nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
   const float *logits;
@@ -483,8 +569,11 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
   return NEST_OK;
 }
 
+nest_status nest_trainer_sync_buffers(nest_trainer *t) { return sync_buffers(t); }
+
 /* summary.txt, written atomically (atomic.h) by rank 0; agreed. */
-static nest_status write_summary(nest_trainer *t, const nest_eval *val, const nest_eval *test) {
+static nest_status write_summary(nest_trainer *t, const nest_eval *val, const nest_eval *test,
+                                 const nest_prune_result *pr, const nest_prune_result *ar) {
   const nest_config *c = &t->cfg;
   nest_status st = NEST_OK;
   int64_t aw, tw;
@@ -513,6 +602,22 @@ static nest_status write_summary(nest_trainer *t, const nest_eval *val, const ne
         if (!isnan(g->val_error)) fprintf(f, "grow_val_error = %.6f\n", g->val_error);
         if (!isnan(g->test_error)) fprintf(f, "grow_test_error = %.6f\n", g->test_error);
       }
+      for (int k = 0; k < 2; ++k) {
+        const nest_prune_result *r = k ? ar : pr;
+        if (!r) continue;
+        const char *p = k ? "area" : "prune";
+        fprintf(f, "%s_iterations = %d\n%s_steps_kept = %lld\n%s_steps_restored = %lld\n", p,
+                r->iterations, p, (long long)r->steps_kept, p, (long long)r->steps_restored);
+        fprintf(f, "%s_wall_s = %.1f\n%s_target_error = %.6f\n", p, r->seconds, p, r->target);
+        fprintf(f, "%s_weights_before = %lld\n%s_weights_after = %lld\n", p,
+                (long long)r->weights_before, p, (long long)r->weights_after);
+        fprintf(f, "%s_flops_before = %.6g\n%s_flops_after = %.6g\n", p, r->flops_before, p,
+                r->flops_after);
+        fprintf(f, "%s_conv_flops_before = %.6g\n%s_conv_flops_after = %.6g\n", p,
+                r->conv_flops_before, p, r->conv_flops_after);
+        if (!isnan(r->val_error)) fprintf(f, "%s_val_error = %.6f\n", p, r->val_error);
+        if (!isnan(r->test_error)) fprintf(f, "%s_test_error = %.6f\n", p, r->test_error);
+      }
       if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
       if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
       st = nest_atomic_fclose(f, tmp, path);
@@ -521,15 +626,63 @@ static nest_status write_summary(nest_trainer *t, const nest_eval *val, const ne
   return nest_comm_agree(t->comm, st);
 }
 
+/* Save the current net as RUN_DIR/<file> with its stage and Act% over the validation set
+ * (what nest_report shows). Collective (the statistics pass); rank 0 writes. */
+static nest_status save_stage(nest_trainer *t, const char *file, const char *stage,
+                              const nest_eval *val, const nest_eval *test) {
+  if (!t->run_dir[0]) return NEST_OK;
+  nest_actsum *a = NULL;
+  if (t->n_val > 0) {
+    const nest_actsum_req req = {.fractions = 1};
+    NEST_CALL(nest_actpass(t, t->train, t->val_idx, t->n_val, &req, &a));
+  }
+  nest_status st = NEST_OK;
+  if (t->rank == 0) {
+    nest_model_info info = {.nlayers = a ? a->nlayers : 0,
+                            .act_frac = a ? a->act_frac : NULL,
+                            .in_frac = a ? a->in_frac : NULL,
+                            .val_error = val && !isnan(val->acc) ? 1.0 - val->acc : NAN,
+                            .test_error = test && !isnan(test->acc) ? 1.0 - test->acc : NAN};
+    snprintf(info.stage, sizeof info.stage, "%s", stage);
+    snprintf(info.base_arch, sizeof info.base_arch, "%s", t->cfg.arch);
+    char path[NEST_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/%s", t->run_dir, file);
+    st = nest_model_save_info(t->net, &info, path);
+  }
+  nest_actsum_destroy(&a);
+  return nest_comm_agree(t->comm, st);
+}
+
+/* The training phase: `epochs` epochs of `sched` labelled `phase`. */
+static nest_status train_epochs(nest_trainer *t, const char *phase, const nest_optim *sched,
+                                int64_t epochs, nest_eval *val, nest_eval *test) {
+  const nest_config *c = &t->cfg;
+  for (int64_t e = 0; e < epochs; ++e) {
+    const int last = e + 1 == epochs;
+    nest_epoch_plan plan = {.phase = phase,
+                            .sched = sched,
+                            .t0 = (double)e,
+                            .index = e,
+                            .count = epochs,
+                            .evaluate = (e + 1) % c->eval_every == 0 || last};
+    NEST_CALL(nest_trainer_epoch(t, &plan, val, test));
+  }
+  return NEST_OK;
+}
+
 nest_status nest_trainer_run(nest_trainer *t) {
   const nest_config *c = &t->cfg;
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
   if (t->rank == 0 && !t->quiet) {
+    char ph[128] = "";
+    for (int i = 0; i < t->nphases; ++i)
+      snprintf(ph + strlen(ph), sizeof ph - strlen(ph), "%s%s", i ? ", " : "",
+               phase_names[t->phases[i]]);
     printf("nest: %s on %lld training / %lld validation / %lld test samples, %d ranks x %d "
-           "threads, global batch %d\n",
-           c->arch, (long long)t->n_train, (long long)t->n_val, (long long)t->n_test, t->nranks,
-           t->nthreads, c->batch);
+           "threads, global batch %d; phases: %s\n",
+           c->init_from[0] ? c->init_from : c->arch, (long long)t->n_train, (long long)t->n_val,
+           (long long)t->n_test, t->nranks, t->nthreads, c->batch, ph);
     nest_net_describe(t->net, stdout);
     printf("nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "
            "directory %s\n",
@@ -539,46 +692,91 @@ nest_status nest_trainer_run(nest_trainer *t) {
   }
   t->t_start = nest_comm_wtime();
   nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
-  NEST_CALL(nest_grow_phase(t, t->grow));
-  if (nest_grow_has_phase(t->grow)) {
-    const nest_grow_result *g = nest_grow_result_of(t->grow);
-    val.acc = 1.0 - g->val_error;
-    test.acc = 1.0 - g->test_error;
-    if (t->rank == 0 && !t->quiet && c->epochs > 0) {
-      printf("nest: training phase: %d epochs of the grown network (optim schedule)\n", c->epochs);
-      nest_net_describe(t->net, stdout);
-      fflush(stdout);
+  nest_prune_result pres[2];
+  int pran[2] = {0, 0};
+  const int synthesis = t->phase_has[NEST_PHASE_GROW] || t->phase_has[NEST_PHASE_PRUNE] ||
+                        t->phase_has[NEST_PHASE_AREA];
+  if (synthesis)
+    NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", NULL, NULL));
+  for (int i = 0; i < t->nphases; ++i) {
+    switch (t->phases[i]) {
+    case NEST_PHASE_GROW: {
+      NEST_CALL(nest_grow_phase(t, t->grow));
+      const nest_grow_result *g = nest_grow_result_of(t->grow);
+      val.acc = 1.0 - g->val_error;
+      test.acc = 1.0 - g->test_error;
+      NEST_CALL(save_stage(t, "model_grown.h5", "grown", &val, &test));
+      break;
     }
-  }
-  for (int64_t e = 0; e < c->epochs; ++e) {
-    const int last = e + 1 == c->epochs;
-    nest_epoch_plan plan = {.phase = "train",
-                            .sched = &t->optim,
-                            .t0 = (double)e,
-                            .index = e,
-                            .count = c->epochs,
-                            .evaluate = (e + 1) % c->eval_every == 0 || last};
-    NEST_CALL(nest_trainer_epoch(t, &plan, &val, &test));
+    case NEST_PHASE_TRAIN:
+      if (t->rank == 0 && !t->quiet && c->epochs > 0 && i > 0) {
+        printf("nest: training phase: %d epochs (optim schedule)\n", c->epochs);
+        nest_net_describe(t->net, stdout);
+        fflush(stdout);
+      }
+      NEST_CALL(train_epochs(t, "train", &t->optim, c->epochs, &val, &test));
+      break;
+    case NEST_PHASE_PRUNE:
+    case NEST_PHASE_AREA: {
+      const int area = t->phases[i] == NEST_PHASE_AREA;
+      nest_prune_result *r = &pres[area];
+      pran[area] = 1;
+      NEST_CALL(nest_prune_phase(t, t->grow, area, r));
+      val.acc = 1.0 - r->val_error;
+      test.acc = 1.0 - r->test_error;
+      if (c->prune_epochs > 0) {
+        /* fine-tuning: a cosine from prune.lr down to optim.min_lr */
+        nest_optim ft = t->optim;
+        ft.lr = c->prune_lr;
+        ft.schedule = NEST_SCHED_COSINE;
+        ft.warmup_epochs = 0;
+        ft.total_epochs = c->prune_epochs;
+        if (t->rank == 0 && !t->quiet) {
+          printf("nest: fine-tuning: %d epochs from lr %g\n", c->prune_epochs, c->prune_lr);
+          fflush(stdout);
+        }
+        NEST_CALL(train_epochs(t, "finetune", &ft, c->prune_epochs, &val, &test));
+      }
+      break;
+    }
+    default:
+      NEST_ASSERT(0);
+    }
   }
   if (c->hash_every > 0)
     NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL),
                                    "weights and masks"));
-  NEST_CALL(write_summary(t, &val, &test));
-  /* The final network (architecture, weights, masks) for nest_jaccard, inspection and rebuild. */
-  nest_status st = NEST_OK;
-  if (t->rank == 0 && t->run_dir[0]) {
-    char path[NEST_PATH_LEN + 16];
-    snprintf(path, sizeof path, "%s/model.h5", t->run_dir);
-    st = nest_model_save(t->net, path);
+  NEST_CALL(write_summary(t, &val, &test, pran[0] ? &pres[0] : NULL, pran[1] ? &pres[1] : NULL));
+  /* The final network (architecture, weights, masks) for nest_report, nest_jaccard,
+   * model.init_from and inspection. */
+  NEST_CALL(save_stage(t, "model.h5", "final", &val, &test));
+  /* The model report (report.h): every stage of this run, printed and in report.csv. */
+  if (synthesis && t->run_dir[0]) {
+    nest_status st = NEST_OK;
+    if (t->rank == 0) {
+      nest_report *rep = NULL;
+      char path[NEST_PATH_LEN + 32];
+      snprintf(path, sizeof path, "%s/report.csv", t->run_dir);
+      st = nest_report_create(t->run_dir, &rep);
+      if (st == NEST_OK) st = nest_report_write_csv(rep, path);
+      if (st == NEST_OK && !t->quiet) {
+        printf("\nnest: model report (%s):\n", path);
+        nest_report_print(rep, stdout, 0);
+        printf("\n");
+      }
+      nest_report_destroy(&rep);
+    }
+    NEST_CALL(nest_comm_agree(t->comm, st));
   }
-  NEST_CALL(nest_comm_agree(t->comm, st));
   if (t->rank == 0 && !t->quiet) {
     printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
            nest_comm_wtime() - t->t_start);
     if (!isnan(test.acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test.acc));
     if (!isnan(val.acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val.acc));
     nest_net_count(t->net, &aw, &tw, NULL);
-    printf(", %lld active weights; results in %s\n", (long long)aw, t->run_dir);
+    printf(", %lld active weights; results in %s", (long long)aw, t->run_dir);
+    if (t->run_dir[0]) printf(", final model %s/model.h5", t->run_dir);
+    printf("\n");
     fflush(stdout);
   }
   return NEST_OK;

@@ -2,7 +2,9 @@
  * round trips of grown MLP and conv/BN/dropout nets (same hash, specs and outputs), every kind
  * of bad file is one FORMAT/IO message naming the file, saves are atomic (a failed save leaves
  * the old file intact), the light mask reader, and nest_jaccard run as a program on masks
- * built by hand (known Jaccard values, shape mismatches, files present in one run only). */
+ * built by hand (known Jaccard values, shape mismatches, files present in one run only); the
+ * optional info attributes (round trip, absent = unknown, files without them still load,
+ * malformed ones are one FORMAT message, info that could not be read back is refused). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -733,12 +735,164 @@ static void test_jaccard_tool(void **state) {
   nest_net_destroy(&d);
 }
 
+/* ---- info attributes -------------------------------------------------------------------- */
+
+static void put_double_attr(hid_t obj, const char *name, double v) {
+  if (H5Aexists(obj, name) > 0) assert_true(H5Adelete(obj, name) >= 0);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(obj, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(a >= 0);
+  assert_true(H5Awrite(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+  H5Aclose(a);
+  H5Sclose(sp);
+}
+
+static void put_int_attr(hid_t obj, const char *name, int v) {
+  if (H5Aexists(obj, name) > 0) assert_true(H5Adelete(obj, name) >= 0);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(obj, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(a >= 0);
+  assert_true(H5Awrite(a, H5T_NATIVE_INT, &v) >= 0);
+  H5Aclose(a);
+  H5Sclose(sp);
+}
+
+/* read_info fails with FORMAT naming the file and `word`; the net itself still loads (the
+ * loader ignores the info attributes). */
+static void expect_bad_info(const char *path, const char *word) {
+  nest_model_info info;
+  nest_status st = nest_model_read_info(path, &info);
+  if (st != NEST_ERR_FORMAT || !strstr(nest_error_message(), path) ||
+      !strstr(nest_error_message(), word))
+    fail_msg("read_info %s: expected format error with '%s', got %s: %s", path, word,
+             nest_status_name(st), nest_error_message());
+  assert_null(strchr(nest_error_message(), '\n'));
+  assert_int_equal(info.nlayers, 0);
+  assert_null(info.act_frac);
+  nest_net *net;
+  assert_ok(nest_model_load(path, 4, 1, &net));
+  nest_net_destroy(&net);
+}
+
+static void test_info(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char path[1024], bad[1024];
+  snprintf(path, sizeof path, "%s/info.h5", dir);
+  snprintf(bad, sizeof bad, "%s/info-bad.h5", dir);
+  nest_net *net = mlp_model(NULL, 11); /* fc1 fc1.relu fc2 fc2.relu fc3 */
+  assert_int_equal(net->nlayers, 5);
+
+  /* Round trip: every field; NaN entries are not written and read back as NaN. */
+  double act[5] = {0.625, NAN, 0.25, NAN, NAN}, inf[5] = {1.0, NAN, 0.5, NAN, 0.125};
+  nest_model_info info = {.stage = "grown", .base_arch = "mlp:20-12-8-4", .val_error = 0.0175,
+                          .test_error = 0.5, .nlayers = 5, .act_frac = act, .in_frac = inf};
+  assert_ok(nest_model_save_info(net, &info, path));
+  nest_model_info back;
+  assert_ok(nest_model_read_info(path, &back));
+  assert_string_equal(back.stage, "grown");
+  assert_string_equal(back.base_arch, "mlp:20-12-8-4");
+  assert_true(back.val_error == 0.0175 && back.test_error == 0.5);
+  assert_int_equal(back.nlayers, 5);
+  for (int i = 0; i < 5; ++i) {
+    assert_true(isnan(act[i]) ? isnan(back.act_frac[i]) : back.act_frac[i] == act[i]);
+    assert_true(isnan(inf[i]) ? isnan(back.in_frac[i]) : back.in_frac[i] == inf[i]);
+  }
+  nest_model_info_free(&back);
+  assert_null(back.act_frac);
+  assert_int_equal(back.nlayers, 0);
+  /* The attributes change nothing for the loader or the mask reader. */
+  nest_net *loaded;
+  assert_ok(nest_model_load(path, 4, 1, &loaded));
+  assert_same_net(net, loaded);
+  nest_net_destroy(&loaded);
+  nest_model_masks *m;
+  assert_ok(nest_model_read_masks(path, &m));
+  assert_int_equal(m->ntensors, 3);
+  nest_model_masks_free(&m);
+
+  /* Absent: a file saved without info (what every file before the info attributes is) loads
+   * and reads as "" / NaN / no layers; so does info with nothing known. */
+  for (int k = 0; k < 2; ++k) {
+    double none[5] = {NAN, NAN, NAN, NAN, NAN};
+    nest_model_info empty = {.val_error = NAN, .test_error = NAN, .nlayers = 5,
+                             .act_frac = none, .in_frac = none};
+    assert_ok(k == 0 ? nest_model_save(net, path) : nest_model_save_info(net, &empty, path));
+    assert_ok(nest_model_read_info(path, &back));
+    assert_string_equal(back.stage, "");
+    assert_string_equal(back.base_arch, "");
+    assert_true(isnan(back.val_error) && isnan(back.test_error));
+    assert_int_equal(back.nlayers, 0);
+    assert_null(back.act_frac);
+    assert_null(back.in_frac);
+    nest_model_info_free(&back);
+    loaded = round_trip(net, path);
+    nest_net_destroy(&loaded);
+  }
+  /* Only the root known (no per-layer arrays). */
+  nest_model_info root_only = {.stage = "seed", .val_error = NAN, .test_error = 0.25};
+  assert_ok(nest_model_save_info(net, &root_only, path));
+  assert_ok(nest_model_read_info(path, &back));
+  assert_string_equal(back.stage, "seed");
+  assert_string_equal(back.base_arch, "");
+  assert_true(isnan(back.val_error) && back.test_error == 0.25);
+  assert_int_equal(back.nlayers, 0);
+  nest_model_info_free(&back);
+
+  /* Info that could not be read back is refused before anything is written. */
+  assert_int_equal(remove(path), 0);
+  info.nlayers = 4;
+  assert_int_equal(nest_model_save_info(net, &info, path), NEST_ERR_ARG);
+  assert_non_null(strstr(nest_error_message(), "4 layers"));
+  info.nlayers = 5;
+  act[2] = 1.5;
+  assert_int_equal(nest_model_save_info(net, &info, path), NEST_ERR_ARG);
+  assert_non_null(strstr(nest_error_message(), "fc2"));
+  act[2] = 0.25;
+  info.val_error = -0.1;
+  assert_int_equal(nest_model_save_info(net, &info, path), NEST_ERR_ARG);
+  assert_int_not_equal(access(path, F_OK), 0);
+  info.val_error = 0.0175;
+  assert_ok(nest_model_save_info(net, &info, path));
+
+  /* Malformed attributes: one FORMAT line naming the file and the attribute. */
+  struct {
+    const char *obj, *attr;
+    int kind; /* 0 int, 1 string, 2 double 1.5, 3 long string */
+  } cases[] = {
+      {"/", "stage", 0},       {"/", "base_arch", 2},      {"/", "val_error", 1},
+      {"/", "test_error", 2},  {"/layers/000_fc1", "act_frac", 1},
+      {"/layers/002_fc2", "in_frac", 0}, {"/layers/004_fc3", "in_frac", 2},
+      {"/", "stage", 3},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+    copy_file(path, bad, -1);
+    hid_t f = open_rw(bad);
+    hid_t o = H5Oopen(f, cases[c].obj, H5P_DEFAULT);
+    assert_true(o >= 0);
+    if (H5Aexists(o, cases[c].attr) > 0) assert_true(H5Adelete(o, cases[c].attr) >= 0);
+    if (cases[c].kind == 0) put_int_attr(o, cases[c].attr, 3);
+    else if (cases[c].kind == 1) replace_str_attr(o, cases[c].attr, "0.5");
+    else if (cases[c].kind == 2) put_double_attr(o, cases[c].attr, 1.5);
+    else replace_str_attr(o, cases[c].attr, "a-stage-name-longer-than-the-field-allows");
+    H5Oclose(o);
+    H5Fclose(f);
+    expect_bad_info(bad, cases[c].attr);
+  }
+  /* Not a model file at all: the same messages as the loader. */
+  assert_int_equal(nest_test_write_file(bad, "text\n", 5), 0);
+  assert_int_equal(nest_model_read_info(bad, &back), NEST_ERR_FORMAT);
+  assert_non_null(strstr(nest_error_message(), bad));
+  assert_int_equal(nest_model_read_info(nest_test_path(dir, "missing.h5"), &back), NEST_ERR_IO);
+  nest_net_destroy(&net);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_mlp),    cmocka_unit_test(test_roundtrip_conv_bn),
       cmocka_unit_test(test_roundtrip_area),
       cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_atomic_save),
       cmocka_unit_test(test_read_masks),       cmocka_unit_test(test_jaccard_tool),
+      cmocka_unit_test(test_info),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -138,6 +138,7 @@ static const char *const every_key[] = {
     "prune.gamma=0.02",
     "prune.gamma_start=0.3",
     "prune.retrain_steps=100",
+    "prune.retries=3",
     "prune.lr=0.005",
     "prune.target_error=0.02",
     "prune.tolerance=0.002",

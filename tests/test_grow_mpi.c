@@ -18,6 +18,7 @@
 #include "nest/grow.h"
 #include "nest/loss.h"
 #include "nest/surgery.h"
+#include "test_util.h"
 
 static nest_comm *comm;
 static int R, P;
@@ -46,13 +47,6 @@ static nest_trainer *make(nest_comm *c, const nest_config *cfg, nest_shape shape
   return t;
 }
 
-static uint64_t hash_bytes(const void *p, size_t n) {
-  const unsigned char *b = p;
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 /* ---- the pass ----------------------------------------------------------------------------- */
 
 static void check_pass(const char *arch, nest_shape shape, int batchnorm) {
@@ -64,7 +58,7 @@ static void check_pass(const char *arch, nest_shape shape, int batchnorm) {
   /* momentum and BN statistics that a pass must leave alone */
   for (size_t i = 0; i < net->nparams; ++i) net->mom[i] = net->masks[i] * 0.01f * (float)(i % 7);
   for (size_t i = 0; i < net->nbuf; ++i) net->buffers[i] += 0.125f;
-  const uint64_t before = nest_net_hash(net, NEST_HASH_ALL) ^ hash_bytes(net->mom, net->nparams * 4);
+  const uint64_t before = nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4);
 
   uint8_t *tens = calloc((size_t)net->ntensors, 1), *brid = calloc((size_t)net->nlayers, 1);
   for (int i = 0; i < net->ntensors; ++i) tens[i] = (uint8_t)net->tensors[i].param->maskable;
@@ -78,9 +72,9 @@ static void check_pass(const char *arch, nest_shape shape, int batchnorm) {
   nest_gradsum_req req = {tens, brid};
   nest_gradsum *g;
   assert_int_equal(nest_gradpass(t, t->train_idx, t->n_train, &req, &g), NEST_OK);
-  assert_true((nest_net_hash(net, NEST_HASH_ALL) ^ hash_bytes(net->mom, net->nparams * 4)) == before);
+  assert_true((nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4)) == before);
   /* every rank holds the same bits */
-  assert_int_equal(nest_comm_check_same(comm, hash_bytes(g->mem, g->nmem * sizeof(double)), "sums"), NEST_OK);
+  assert_int_equal(nest_comm_check_same(comm, nest_test_hash_bytes(g->mem, g->nmem * sizeof(double)), "sums"), NEST_OK);
 
   /* Reference without BN: one single-process forward/backward over the whole set at once is
    * the gradient of the mean loss (batch norm would use other statistics, so only the

@@ -217,6 +217,104 @@ static void test_growth(void **state) {
   assert_non_null(strstr(summary, "1.0000"));
 }
 
+/* The pipeline: bad [synthesis] / [prune] / init_from settings are one clear error with the
+ * same exit code on every rank and nothing written; seed -> grow -> prune ends smaller than
+ * after growth with the stage models, the report (totals = active mask entries) and summary
+ * lines; a pruning-only run starts from a dense run's model.h5. */
+static void test_pipeline(void **state) {
+  const struct {
+    const char *args, *want;
+    int code;
+  } bad[] = {
+      {"good.ini --set synthesis.phases=grow,shrink --set grow.policy=conn", "shrink", 2},
+      {"good.ini --set synthesis.phases=grow,prune", "no growth policy", 2},
+      {"good.ini --set synthesis.phases=prune --set prune.layers=fc9", "fc9", 2},
+      {"good.ini --set synthesis.phases=prune --set prune.gamma=1.5", "prune.gamma", 2},
+      {"good.ini --set synthesis.phases=prune --set model.init_from=nothere.h5", "nothere.h5", 3},
+      {"good.ini --set synthesis.phases=prune --set model.init_from=synth.h5", "synth.h5", 0},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    char args[512];
+    snprintf(args, sizeof args, "%s --set run.run_dir=runs/pbad%zu", bad[i].args, i);
+    expect_error(run(args), bad[i].want);
+    if (bad[i].code) assert_true(same_code_on_every_rank(args, bad[i].code));
+    char path[1024];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/runs/pbad%zu", dir, i);
+    assert_int_not_equal(stat(path, &sb), 0);
+  }
+
+  int code = run("good.ini --set run.run_dir=runs/p1 --set grow.policy=conn,neuron "
+                 "--set synthesis.phases=grow,train,prune --set grow.iterations=2 "
+                 "--set grow.train_epochs=1 --set train.epochs=1 --set grow.neurons=4 "
+                 "--set prune.retrain_steps=5 --set prune.iterations=3 --set prune.tolerance=0.2 "
+                 "--set prune.epochs=1");
+  if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+  assert_non_null(strstr(out, "prune phase done after"));
+  assert_non_null(strstr(out, "model report"));
+  assert_non_null(strstr(out, "final model"));
+  const char *files[] = {"model_seed.h5", "model_grown.h5", "model.h5", "report.csv",
+                         "events.csv", "summary.txt"};
+  char path[1024];
+  struct stat sb;
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; ++i) {
+    snprintf(path, sizeof path, "%s/runs/p1/%s", dir, files[i]);
+    if (stat(path, &sb) != 0) fail_msg("%s is missing", path);
+  }
+  char summary[8192];
+  snprintf(path, sizeof path, "%s/runs/p1/summary.txt", dir);
+  nest_test_slurp(path, summary, sizeof summary);
+  long long grown = -1, after = -1, active = -1;
+  const char *g = strstr(summary, "grown_weights = "), *a = strstr(summary, "prune_weights_after = "),
+             *w = strstr(summary, "\nactive_weights = ");
+  assert_non_null(g);
+  assert_non_null(a);
+  assert_non_null(w);
+  sscanf(g, "grown_weights = %lld", &grown);
+  sscanf(a, "prune_weights_after = %lld", &after);
+  sscanf(w, "\nactive_weights = %lld", &active);
+  if (!(after < grown)) fail_msg("pruned %lld, grown %lld", after, grown);
+  assert_true(active == after);
+  assert_non_null(strstr(summary, "wall_s = "));
+  assert_non_null(strstr(summary, "test_error = "));
+  /* events: pruning rows, and a guard row or kept steps */
+  char events[65536];
+  snprintf(path, sizeof path, "%s/runs/p1/events.csv", dir);
+  nest_test_slurp(path, events, sizeof events);
+  assert_non_null(strstr(events, ",magnitude,fc1,"));
+  /* the report: its final total equals the active weights (the mask entries) */
+  char csv[65536];
+  snprintf(path, sizeof path, "%s/runs/p1/report.csv", dir);
+  nest_test_slurp(path, csv, sizeof csv);
+  char want[128];
+  snprintf(want, sizeof want, "final,%s/runs/p1/model.h5,total,", dir);
+  const char *tot = strstr(csv, "\nfinal,");
+  assert_non_null(tot);
+  tot = strstr(tot, ",total,");
+  assert_non_null(tot);
+  long long base = -1, act = -1;
+  assert_int_equal(sscanf(tot, ",total,,%lld,%lld", &base, &act) == 2 ||
+                       sscanf(tot, ",total,%*[^,],%lld,%lld", &base, &act) == 2,
+                   1);
+  if (act != active) fail_msg("report total %lld, summary %lld\n%s", act, active, tot);
+
+  /* pruning only, from the dense model of the first test's run */
+  code = run("good.ini --set run.run_dir=runs/p2 --set synthesis.phases=prune "
+             "--set model.init_from=runs/r1/model.h5 --set prune.retrain_steps=5 "
+             "--set prune.iterations=2 --set prune.tolerance=0.2");
+  if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+  snprintf(path, sizeof path, "%s/runs/p2/summary.txt", dir);
+  nest_test_slurp(path, summary, sizeof summary);
+  a = strstr(summary, "prune_weights_after = ");
+  const char *b = strstr(summary, "prune_weights_before = ");
+  assert_non_null(a);
+  assert_non_null(b);
+  long long before = -1;
+  sscanf(b, "prune_weights_before = %lld", &before);
+  sscanf(a, "prune_weights_after = %lld", &after);
+  if (!(after < before)) fail_msg("pruning only: %lld -> %lld", before, after);
+}
+
 static void test_help(void **state) {
   int code = run("--help");
   assert_int_equal(code, 0);
@@ -229,6 +327,7 @@ int main(void) {
       cmocka_unit_test(test_good_run_and_no_overwrite),
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_growth),
+      cmocka_unit_test(test_pipeline),
       cmocka_unit_test(test_help),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

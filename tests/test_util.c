@@ -122,3 +122,10 @@ int nest_test_run(const char *command, char *out, size_t out_cap, char *err, siz
   if (err) nest_test_slurp(e, err, err_cap);
   return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+uint64_t nest_test_hash_bytes(const void *p, size_t n) {
+  const unsigned char *b = p;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}

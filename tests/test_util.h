@@ -35,6 +35,9 @@ int nest_test_run(const char *command, char *out, size_t out_cap, char *err, siz
     if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
   } while (0)
 
+/* FNV-1a of n bytes (comparing whole arenas, e.g. momentum, before and after). */
+uint64_t nest_test_hash_bytes(const void *p, size_t n);
+
 /* calloc that aborts on failure (tests only). */
 double *nest_test_dalloc(size_t n);
 float *nest_test_falloc(size_t n);

@@ -104,7 +104,8 @@ typedef struct nest_config {
   double prune_gamma;       /* smallest step: fraction of a layer's active weights: 0.01 */
   double prune_gamma_start; /* first step; halved on a guard trip until below gamma: 0.2 */
   int prune_retrain_steps;  /* optimizer steps of retraining after each step: 300 */
-  double prune_lr;          /* retraining learning rate (constant): 0.01 */
+  int prune_retries;        /* guard: retrain this many more times before restoring: 1 */
+  double prune_lr;          /* retraining learning rate (cosine to optim.min_lr): 0.01 */
   double prune_target_error;/* guard target; 0 = validation error at the start of the phase */
   double prune_tolerance;   /* guard: allowed validation error above the target: 0.001 */
   double prune_floor;       /* a layer stops at this density (active / size): 0 */

@@ -58,4 +58,39 @@ void nest_gradsum_destroy(nest_gradsum **g);
  * rank by construction. Used for event losses and feature-map candidate scores. Collective. */
 nest_status nest_gradpass_loss(nest_trainer *t, const int64_t *ids, int64_t n, double *loss);
 
+/* ---- activation statistics ----------------------------------------------------------------
+ * Forward-only passes in INFERENCE mode (running batch-norm statistics, no dropout: the network
+ * the user takes home) over ds[ids[0..n)], each rank a contiguous slice, local sums in double
+ * in a fixed order, then ONE nest_comm_sum_same_f64: every value is identical on every rank by
+ * construction. What the pruning phases decide from and what the model report shows.
+ *
+ * "Output" of a dense / conv layer L is what its consumer sees: the output of the ReLU that
+ * follows L (through batch norm / dropout); layers without a ReLU after them (the output
+ * layer) have no output statistics. */
+typedef struct {
+  const uint8_t *units; /* [nlayers]: 1 = per-unit sum of |output| (dense: units; conv: maps,
+                           summed over positions too) */
+  const uint8_t *area;  /* [nlayers]: 1 = per-(n, m, p, q) sum of |C| of a conv layer with
+                           partial-area masks (nest_conv2d_area_accumulate) */
+  int fractions;        /* 1 = non-zero shares of every dense / conv layer's input and output */
+} nest_actsum_req;
+
+typedef struct {
+  uint64_t generation;
+  int nlayers;
+  int64_t n;                 /* samples in the set */
+  double **unit_abs;         /* [nlayers]: NULL or [units] sum of |output| */
+  int64_t *positions;        /* [nlayers]: output positions per sample (P x Q; 1 for dense) */
+  double **area;             /* [nlayers]: NULL or [out_c * in_c * P * Q] sum of |C| */
+  double *act_frac, *in_frac;/* [nlayers]: non-zero shares (NaN: not requested / no output) */
+  double *mem;
+  size_t nmem;
+} nest_actsum;
+
+/* Index (into net->act) of layer L's output as its consumer sees it, or -1 (see above). */
+int nest_actpass_output(const nest_net *net, int layer);
+nest_status nest_actpass(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int64_t n,
+                         const nest_actsum_req *req, nest_actsum **out);
+void nest_actsum_destroy(nest_actsum **a);
+
 #endif

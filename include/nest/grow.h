@@ -35,12 +35,13 @@ typedef struct {
   double seconds;
 } nest_grow_result;
 
-/* Parse grow.policy / grow.layers against t->net, check every named layer can be grown by
+/* events = 1: create the driver even without grow.policy (the pruning phases log through it).
+ * Parse grow.policy / grow.layers against t->net, check every named layer can be grown by
  * some listed policy, every policy has a layer to act on, and the size cap is not below the
  * current size. Errors are NEST_ERR_CONFIG naming the key and the layer, decided from the
  * config and the net alone, so identical on every rank. *out = NULL when grow.policy is empty.
  * Called before the run directory is made: a bad growth config leaves nothing behind. */
-nest_status nest_grow_create(nest_trainer *t, nest_grow **out);
+nest_status nest_grow_create(nest_trainer *t, int events, nest_grow **out);
 /* Create events.csv in t->run_dir (rank 0; none without a run directory). Collective. */
 nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g);
 void nest_grow_destroy(nest_grow **g);
@@ -58,5 +59,26 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
                            int64_t count);
 
 const nest_grow_result *nest_grow_result_of(const nest_grow *g);
+
+/* ---- the driver's parts, for the pruning phases (prune.h) -------------------------------- */
+
+/* What one nest_grow_run_one event did. */
+typedef struct {
+  int64_t units, added, removed, active;
+} nest_grow_event;
+
+/* Start an iteration: draw its scoring batch (event losses), drop the shared pass. */
+nest_status nest_grow_begin(nest_trainer *t, nest_grow *g, int64_t iteration);
+/* One (policy, target) step with r->fraction = fraction: score/select/apply, the mask-hash
+ * check, one buffered event row and a progress line. Collective. */
+nest_status nest_grow_run_one(nest_trainer *t, nest_grow *g, const nest_policy_ops *ops,
+                              int target, int64_t iteration, double fraction,
+                              nest_grow_event *done);
+/* A buffered event row that is not a policy step (the pruning guard: "guard", layer, what it
+ * did). */
+nest_status nest_grow_note(nest_trainer *t, nest_grow *g, int64_t iteration, const char *what,
+                           const char *layer, const char *detail);
+/* Write the buffered rows with this validation error (NaN = not measured). Collective. */
+nest_status nest_grow_flush(nest_trainer *t, nest_grow *g, double val_error);
 
 #endif

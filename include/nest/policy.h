@@ -1,10 +1,13 @@
-/* policy.h — growth policies behind one small interface, chosen by name from grow.policy.
+/* policy.h — growth and pruning policies behind one small interface, chosen by name (growth:
+ * grow.policy; pruning: the prune and area phases of synthesis.phases, prune.h).
  * A new policy is one new file in src/policies/ plus one line in the registry (src/policy.c).
  *
  * WHEN a policy runs (ops->when):
  *   NEST_WHEN_GROWTH — at every iteration of the growth phase (conn, neuron, fmap, strategic);
  *   NEST_WHEN_EPOCH  — after every epoch of the training phase (set);
- *   NEST_WHEN_STEP   — after the training-phase steps for which ops->due says so (rigl).
+ *   NEST_WHEN_STEP   — after the training-phase steps for which ops->due says so (rigl);
+ *   NEST_WHEN_PRUNE  — in the pruning phases (prune.h): magnitude, neurons, area. The phase
+ *     driver sets r->fraction (the step size gamma of the target) and runs the guard.
  * WHAT it acts on (ops->target):
  *   NEST_TARGET_TENSOR — every maskable tensor of the chosen layers. Connection policies work
  *     over the net's list of maskable tensors and never assume adjacent layers, so a tensor
@@ -37,7 +40,7 @@
 #include "nest/rng.h"
 #include "nest/train.h"
 
-typedef enum { NEST_WHEN_GROWTH, NEST_WHEN_EPOCH, NEST_WHEN_STEP } nest_policy_when;
+typedef enum { NEST_WHEN_GROWTH, NEST_WHEN_EPOCH, NEST_WHEN_STEP, NEST_WHEN_PRUNE } nest_policy_when;
 typedef enum { NEST_TARGET_TENSOR, NEST_TARGET_UNITS } nest_policy_target;
 
 /* What the shared gradient pass must accumulate for a policy (gradpass.h). */
@@ -58,6 +61,7 @@ typedef struct {
   const int64_t *score_ids; /* the fixed scoring batch of this iteration (indices into t->train) */
   int64_t n_score;
   int64_t room;             /* connections the size cap still allows (INT64_MAX = no cap) */
+  double fraction;          /* PRUNE: the step, a fraction of the target's active entries */
   void *state;              /* ops->state_size zeroed bytes; ops->release frees inside */
   /* filled by apply (summed over rounds into the event) */
   int64_t units_added, conns_added, conns_removed;
@@ -131,5 +135,8 @@ extern const nest_policy_ops nest_policy_fmap;      /* feature_map_growth.c */
 extern const nest_policy_ops nest_policy_strategic; /* strategic_synthesis.c */
 extern const nest_policy_ops nest_policy_set;       /* set.c */
 extern const nest_policy_ops nest_policy_rigl;      /* rigl.c */
+extern const nest_policy_ops nest_policy_magnitude; /* magnitude_pruning.c */
+extern const nest_policy_ops nest_policy_neurons;   /* neuron_pruning.c */
+extern const nest_policy_ops nest_policy_area;      /* partial_area.c */
 
 #endif

@@ -18,6 +18,7 @@ typedef enum {
   NEST_RNG_SYNTH = 6,     /* synthetic data for tests and benchmarks */
   NEST_RNG_GROW = 7,      /* growth policies */
   NEST_RNG_PRUNE = 8,     /* pruning policies */
+  NEST_RNG_AUGMENT = 9,   /* affine distortion: index = global sample id, step = data key */
   NEST_RNG_TEST = 99      /* tests */
 } nest_rng_purpose;
 

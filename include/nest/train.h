@@ -21,6 +21,12 @@
 #include "nest/optim.h"
 
 struct nest_grow;
+struct nest_augment;
+
+/* The phases of a run (synthesis.phases), in the order they run. */
+typedef enum { NEST_PHASE_GROW, NEST_PHASE_TRAIN, NEST_PHASE_PRUNE, NEST_PHASE_AREA,
+               NEST_PHASE_COUNT } nest_phase;
+#define NEST_MAX_PHASES 8
 
 typedef struct nest_trainer {
   nest_config cfg;
@@ -48,7 +54,13 @@ typedef struct nest_trainer {
                           pruning-phase key): keys the per-sample augmentation */
   double t_start;      /* wall clock at the start of nest_trainer_run */
 
-  struct nest_grow *grow; /* growth policies and events (grow.h); NULL without grow.policy */
+  struct nest_grow *grow; /* growth policies and events (grow.h); NULL without grow.policy
+                             and pruning phases */
+  nest_phase phases[NEST_MAX_PHASES];
+  int nphases;
+  int phase_has[NEST_PHASE_COUNT];
+  struct nest_augment *aug; /* distorts training steps' batches (augment.h); NULL unless
+                               augment.affine */
 
   /* Output (rank 0 writes; run_dir known on every rank). */
   char run_dir[NEST_PATH_LEN];
@@ -96,8 +108,17 @@ nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n);
  * evaluation (NaN when not evaluated). Collective. */
 nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
                                nest_eval *test);
-/* The whole run: the growth phase (grow.policy with growth policies), then cfg.train.epochs
- * epochs of the training phase (optim schedule; set/rigl act here), then summary.txt. */
+/* Without sync BN: average the BN running statistics over ranks (each epoch's end does this;
+ * the pruning phases before every decision). Collective. */
+nest_status nest_trainer_sync_buffers(nest_trainer *t);
+/* The whole run: the phases of synthesis.phases in order —
+ *   grow  the growth phase (grow.h);
+ *   train cfg.train.epochs epochs (optim schedule; set/rigl act here);
+ *   prune the pruning phase, area the partial-area phase (prune.h), each followed by
+ *         prune.epochs epochs of fine-tuning —
+ * then summary.txt, the final model.h5 and report.csv (report.h). A run that changes the
+ * architecture also keeps model_seed.h5 (the starting network) and, after a growth phase,
+ * model_grown.h5: the stages of the report. */
 nest_status nest_trainer_run(nest_trainer *t);
 
 #endif
