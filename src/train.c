@@ -696,8 +696,12 @@ nest_status nest_trainer_run(nest_trainer *t) {
   int pran[2] = {0, 0};
   const int synthesis = t->phase_has[NEST_PHASE_GROW] || t->phase_has[NEST_PHASE_PRUNE] ||
                         t->phase_has[NEST_PHASE_AREA];
-  if (synthesis)
-    NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", NULL, NULL));
+  if (synthesis) { /* the starting network, with its errors (the report's first stage) */
+    nest_eval v0 = {NAN, NAN, 0}, t0 = {NAN, NAN, 0};
+    if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v0));
+    if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &t0));
+    NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", &v0, &t0));
+  }
   for (int i = 0; i < t->nphases; ++i) {
     switch (t->phases[i]) {
     case NEST_PHASE_GROW: {
