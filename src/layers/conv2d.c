@@ -265,6 +265,24 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
   return NEST_OK;
 }
 
+/* dW [oc, K] and db [oc] = the sum of the team's per-thread partials [oc, K + 1] (stride
+ * `stride` floats apart), in thread order: the same sum whatever thread ran which samples.
+ * Called by every thread of the parallel region (an orphaned worksharing loop). */
+static void sum_partials(const float *part0, int team, size_t stride, int oc, size_t K,
+                         float *dW, float *db) {
+#pragma omp for schedule(static)
+  for (int o = 0; o < oc; ++o)
+    for (size_t k = 0; k <= K; ++k) {
+      const size_t i = (size_t)o * (K + 1) + k;
+      float v = part0[i];
+      for (int u = 1; u < team; ++u) v += part0[(size_t)u * stride + i];
+      if (k < K)
+        dW[(size_t)o * K + k] = v;
+      else
+        db[o] = v;
+    }
+}
+
 static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float *x, const float *y,
                                  const float *dy, float *dx) {
   if (l->hp.area) return area_backward(l, ctx, x, dy, dx);
@@ -337,18 +355,7 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
       }
     }
     /* (implicit barrier) g = sum of the thread partials, in thread order */
-    const float *part0 = threads + w.col + w.tmp;
-#pragma omp for schedule(static)
-    for (int o = 0; o < oc; ++o)
-      for (size_t k = 0; k <= K; ++k) {
-        const size_t i = (size_t)o * (K + 1) + k;
-        float v = part0[i];
-        for (int u = 1; u < team; ++u) v += part0[(size_t)u * w.thread + i];
-        if (k < K)
-          dW[(size_t)o * K + k] = v;
-        else
-          db[o] = v;
-      }
+    sum_partials(threads + w.col + w.tmp, team, w.thread, oc, K, dW, db);
   }
   return NEST_OK;
 }
@@ -659,18 +666,7 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
       }
     }
     /* (implicit barrier) g = sum of the thread partials, in thread order */
-    const float *part0 = threads + w.col + w.tmp;
-#pragma omp for schedule(static)
-    for (int o = 0; o < oc; ++o)
-      for (size_t k = 0; k <= K; ++k) {
-        const size_t i = (size_t)o * (K + 1) + k;
-        float v = part0[i];
-        for (int u = 1; u < team; ++u) v += part0[(size_t)u * w.thread + i];
-        if (k < K)
-          dW[(size_t)o * K + k] = v;
-        else
-          db[o] = v;
-      }
+    sum_partials(threads + w.col + w.tmp, team, w.thread, oc, K, dW, db);
   }
   return NEST_OK;
 }
