@@ -174,6 +174,7 @@ static const key_def keys[] = {
     PKEY(calib, KT_INT, "2048", "area phase: samples of the calibration set for the contribution scores"),
     PKEY(area_gamma, KT_DOUBLE, "0.01", "area phase: smallest step, fraction of a layer's active area, in (0, 1)"),
     PKEY(area_gamma_start, KT_DOUBLE, "0.1", "area phase: first step of each layer; halved at each guard trip, in (0, 1)"),
+    PKEY(area_tolerance, KT_DOUBLE, "0.001", "area phase: validation error allowed above the target (the prune phase uses prune.tolerance)"),
     PKEY(epochs, KT_INT, "0", "epochs of fine-tuning (optim schedule) after the prune / area phase"),
 };
 /* clang-format on */
@@ -903,6 +904,7 @@ nest_status nest_config_validate(const nest_config *c) {
   RULE(c->prune_calib >= 1, "prune.calib", ITXT(c->prune_calib), ">= 1");
   RULE(c->prune_area_gamma > 0 && c->prune_area_gamma < 1, "prune.area_gamma", DTXT(c->prune_area_gamma), "in (0, 1)");
   RULE(c->prune_area_gamma_start > 0 && c->prune_area_gamma_start < 1, "prune.area_gamma_start", DTXT(c->prune_area_gamma_start), "in (0, 1)");
+  RULE(c->prune_area_tolerance >= 0, "prune.area_tolerance", DTXT(c->prune_area_tolerance), ">= 0");
   RULE(c->prune_epochs >= 0, "prune.epochs", ITXT(c->prune_epochs), ">= 0");
 #undef DTXT
 #undef ITXT

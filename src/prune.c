@@ -199,7 +199,8 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
   double verr;
   NEST_CALL_GOTO(st, validate(t, &verr), done);
   res->target = c->prune_target_error > 0 ? c->prune_target_error : verr;
-  res->limit = res->target + c->prune_tolerance;
+  const double tol = area ? c->prune_area_tolerance : c->prune_tolerance;
+  res->limit = res->target + tol;
   nest_net_count(t->net, &res->weights_before, NULL, NULL);
   res->flops_before = nest_net_flops(t->net);
   res->conv_flops_before = conv_flops(t->net);
@@ -208,7 +209,7 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
            "guard: validation error <= %.2f%% (target %.2f%% + %.2f)\n",
            label, nt, area ? c->prune_area_gamma_start : c->prune_gamma_start, gamma_min,
            c->prune_retrain_steps, c->prune_lr, 100 * res->limit, 100 * res->target,
-           100 * c->prune_tolerance);
+           100 * tol);
     fflush(stdout);
   }
   retrain_stream rs = {area ? 1 << 20 : 0, 0}; /* the two phases draw different streams */

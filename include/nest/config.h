@@ -115,6 +115,7 @@ typedef struct nest_config {
   int prune_calib;          /* samples of the calibration set (area scores): 2048 */
   double prune_area_gamma;  /* area phase: smallest step fraction of active area: 0.01 */
   double prune_area_gamma_start; /* area phase: first step: 0.1 */
+  double prune_area_tolerance;   /* area phase: the guard's tolerance: 0.001 */
   int prune_epochs;         /* epochs of fine-tuning after the prune / area phase: 0 */
 } nest_config;
 
