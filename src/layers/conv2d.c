@@ -212,6 +212,16 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
                                  const float *dy, float *dx);
 
 /* y[n, OC, OH, OW] = conv(x[n, C, H, W], W) + b */
+/* y[s, o, :] = tmp[o, s*N .. (s+1)*N) for the gs samples a grouped GEMM computed side by side
+ * (tmp [OC, gs*N]; y rows out_sz floats apart). */
+static void scatter_samples(const float *tmp, int gs, int oc, size_t N, float *y, size_t out_sz) {
+  const size_t ld = (size_t)gs * N;
+  for (int s = 0; s < gs; ++s)
+    for (int o = 0; o < oc; ++o)
+      memcpy(y + (size_t)s * out_sz + (size_t)o * N, tmp + (size_t)o * ld + (size_t)s * N,
+             sizeof(float) * N);
+}
+
 static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float *x, float *y) {
   if (l->hp.area) return area_forward(l, ctx, x, y);
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
@@ -243,10 +253,7 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
         group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)ld, (int)K + 1, 1.0f, Wb,
                     (int)K + 1, col, (int)ld, 0.0f, tmp, (int)ld);
-        for (int s = 0; s < gs; ++s)
-          for (int o = 0; o < oc; ++o)
-            memcpy(y + (size_t)(s0 + s) * out_sz + (size_t)o * N,
-                   tmp + (size_t)o * ld + (size_t)s * N, sizeof(float) * N);
+        scatter_samples(tmp, gs, oc, N, y + (size_t)s0 * out_sz, out_sz);
         continue;
       }
       /* one sample in chunks of R output rows: y_s[:, rows] = Wb · [col; 1] */
@@ -581,10 +588,7 @@ static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float 
         const size_t ld = (size_t)gs * N;
         group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
         area_forward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, cm);
-        for (int s = 0; s < gs; ++s)
-          for (int o = 0; o < oc; ++o)
-            memcpy(y + (size_t)(s0 + s) * out_sz + (size_t)o * N,
-                   tmp + (size_t)o * ld + (size_t)s * N, sizeof(float) * N);
+        scatter_samples(tmp, gs, oc, N, y + (size_t)s0 * out_sz, out_sz);
         continue;
       }
       /* one sample in chunks of R output rows, written straight into y_s (row stride N) */
