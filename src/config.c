@@ -175,6 +175,7 @@ static const key_def keys[] = {
     PKEY(area_gamma, KT_DOUBLE, "0.01", "area phase: smallest step, fraction of a layer's active area, in (0, 1)"),
     PKEY(area_gamma_start, KT_DOUBLE, "0.1", "area phase: first step of each layer; halved at each guard trip, in (0, 1)"),
     PKEY(area_tolerance, KT_DOUBLE, "0.001", "area phase: validation error allowed above the target (the prune phase uses prune.tolerance)"),
+    PKEY(area_epochs, KT_INT, "-1", "epochs of fine-tuning after the area phase; -1 = prune.epochs"),
     PKEY(epochs, KT_INT, "0", "epochs of fine-tuning (optim schedule) after the prune / area phase"),
 };
 /* clang-format on */
@@ -905,6 +906,7 @@ nest_status nest_config_validate(const nest_config *c) {
   RULE(c->prune_area_gamma > 0 && c->prune_area_gamma < 1, "prune.area_gamma", DTXT(c->prune_area_gamma), "in (0, 1)");
   RULE(c->prune_area_gamma_start > 0 && c->prune_area_gamma_start < 1, "prune.area_gamma_start", DTXT(c->prune_area_gamma_start), "in (0, 1)");
   RULE(c->prune_area_tolerance >= 0, "prune.area_tolerance", DTXT(c->prune_area_tolerance), ">= 0");
+  RULE(c->prune_area_epochs >= -1, "prune.area_epochs", ITXT(c->prune_area_epochs), ">= 0, or -1 for prune.epochs");
   RULE(c->prune_epochs >= 0, "prune.epochs", ITXT(c->prune_epochs), ">= 0");
 #undef DTXT
 #undef ITXT

@@ -728,18 +728,19 @@ nest_status nest_trainer_run(nest_trainer *t) {
       NEST_CALL(nest_prune_phase(t, t->grow, area, r));
       val.acc = 1.0 - r->val_error;
       test.acc = 1.0 - r->test_error;
-      if (c->prune_epochs > 0) {
+      const int ft_epochs = area && c->prune_area_epochs >= 0 ? c->prune_area_epochs : c->prune_epochs;
+      if (ft_epochs > 0) {
         /* fine-tuning: a cosine from prune.lr down to optim.min_lr */
         nest_optim ft = t->optim;
         ft.lr = c->prune_lr;
         ft.schedule = NEST_SCHED_COSINE;
         ft.warmup_epochs = 0;
-        ft.total_epochs = c->prune_epochs;
+        ft.total_epochs = ft_epochs;
         if (t->rank == 0 && !t->quiet) {
-          printf("nest: fine-tuning: %d epochs from lr %g\n", c->prune_epochs, c->prune_lr);
+          printf("nest: fine-tuning: %d epochs from lr %g\n", ft_epochs, c->prune_lr);
           fflush(stdout);
         }
-        NEST_CALL(train_epochs(t, "finetune", &ft, c->prune_epochs, &val, &test));
+        NEST_CALL(train_epochs(t, "finetune", &ft, ft_epochs, &val, &test));
       }
       break;
     }

@@ -149,6 +149,7 @@ static const char *const every_key[] = {
     "prune.area_gamma=0.02",
     "prune.area_gamma_start=0.2",
     "prune.area_tolerance=0.002",
+    "prune.area_epochs=0",
     "prune.epochs=2",
 };
 #define NEVERY (sizeof every_key / sizeof every_key[0])

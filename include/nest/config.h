@@ -117,6 +117,7 @@ typedef struct nest_config {
   double prune_area_gamma_start; /* area phase: first step: 0.1 */
   double prune_area_tolerance;   /* area phase: the guard's tolerance: 0.001 */
   int prune_epochs;         /* epochs of fine-tuning after the prune / area phase: 0 */
+  int prune_area_epochs;    /* epochs of fine-tuning after the area phase; -1 = prune.epochs */
 } nest_config;
 
 void nest_config_defaults(nest_config *c);
