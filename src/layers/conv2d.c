@@ -212,6 +212,28 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
                                  const float *dy, float *dx);
 
 /* y[n, OC, OH, OW] = conv(x[n, C, H, W], W) + b */
+/* The inverse of scatter_samples: tmp[o, s*N .. (s+1)*N) = dy[s, o, :] for gs samples (dy rows
+ * out_sz floats apart; tmp [OC, gs*N]). */
+static void gather_samples(const float *dy, size_t out_sz, int gs, int oc, size_t N, float *tmp) {
+  const size_t ld = (size_t)gs * N;
+  for (int s = 0; s < gs; ++s)
+    for (int o = 0; o < oc; ++o)
+      memcpy(tmp + (size_t)o * ld + (size_t)s * N, dy + (size_t)s * out_sz + (size_t)o * N,
+             sizeof(float) * N);
+}
+
+/* dx[s] = col2im of the columns of sample s in dcol[K, gs*N], for the gs samples of a grouped
+ * GEMM (dx rows in_sz floats apart). */
+static void col2im_samples(const nest_conv_geom *g, const float *dcol, int gs, size_t N, int oh,
+                           float *dx, size_t in_sz) {
+  const size_t ld = (size_t)gs * N;
+  for (int s = 0; s < gs; ++s) {
+    float *dxs = dx + (size_t)s * in_sz;
+    memset(dxs, 0, sizeof(float) * in_sz);
+    nest_kernel_col2im_add(g, dcol + (size_t)s * N, ld, 0, oh, dxs);
+  }
+}
+
 /* y[s, o, :] = tmp[o, s*N .. (s+1)*N) for the gs samples a grouped GEMM computed side by side
  * (tmp [OC, gs*N]; y rows out_sz floats apart). */
 static void scatter_samples(const float *tmp, int gs, int oc, size_t N, float *y, size_t out_sz) {
@@ -323,10 +345,7 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
         /* whole samples side by side; dY[OC, gs*N] gathered from dy */
         const size_t ld = (size_t)gs * N;
         group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
-        for (int s = 0; s < gs; ++s)
-          for (int o = 0; o < oc; ++o)
-            memcpy(tmp + (size_t)o * ld + (size_t)s * N,
-                   dy + (size_t)(s0 + s) * out_sz + (size_t)o * N, sizeof(float) * N);
+        gather_samples(dy + (size_t)s0 * out_sz, out_sz, gs, oc, N, tmp);
         /* [dW | db][OC, K+1] += dY · [col; 1]ᵀ */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)ld, 1.0f, tmp,
                     (int)ld, col, (int)ld, 1.0f, pW, (int)K + 1);
@@ -334,11 +353,7 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
           /* dcol[K, gs*N] = Wᵀ · dY (into col, no longer needed), then col2im */
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, oc, 1.0f, W, (int)K,
                       tmp, (int)ld, 0.0f, col, (int)ld);
-          for (int s = 0; s < gs; ++s) {
-            float *dxs = dx + (size_t)(s0 + s) * in_sz;
-            memset(dxs, 0, sizeof(float) * in_sz);
-            nest_kernel_col2im_add(&g, col + (size_t)s * N, ld, 0, oh, dxs);
-          }
+          col2im_samples(&g, col, gs, N, oh, dx + (size_t)s0 * in_sz, in_sz);
         }
         continue;
       }
@@ -644,17 +659,10 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
       if (gs > 1) {
         const size_t ld = (size_t)gs * N;
         group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
-        for (int s = 0; s < gs; ++s)
-          for (int o = 0; o < oc; ++o)
-            memcpy(tmp + (size_t)o * ld + (size_t)s * N,
-                   dy + (size_t)(s0 + s) * out_sz + (size_t)o * N, sizeof(float) * N);
+        gather_samples(dy + (size_t)s0 * out_sz, out_sz, gs, oc, N, tmp);
         area_backward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, pW, cm, dcm, dx != NULL);
         if (dx)
-          for (int s = 0; s < gs; ++s) {
-            float *dxs = dx + (size_t)(s0 + s) * in_sz;
-            memset(dxs, 0, sizeof(float) * in_sz);
-            nest_kernel_col2im_add(&g, col + (size_t)s * N, ld, 0, oh, dxs);
-          }
+          col2im_samples(&g, col, gs, N, oh, dx + (size_t)s0 * in_sz, in_sz);
         continue;
       }
       const float *xs = x + (size_t)s0 * in_sz, *dys = dy + (size_t)s0 * out_sz;
