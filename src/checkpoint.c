@@ -111,13 +111,16 @@ static herr_t put_str(hid_t obj, const char *name, const char *s) {
   return e;
 }
 
-/* Dataset holding all of buf. Compressed ones (masks, sparse weights: mostly zeros) are chunked
- * in about 1 MiB pieces along the first dimension and deflated; the rest is contiguous. */
+/* Dataset holding all of buf. Every dataset with elements is chunked (about 1 MiB pieces
+ * along the first dimension) and carries HDF5's Fletcher-32 checksum, verified on every read;
+ * compressed ones (masks, sparse weights: mostly zeros) are also deflated, weights shuffled. */
 static herr_t put_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims,
                           hid_t ftype, hid_t mtype, size_t elem, int compress, const void *buf) {
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   if (dcpl < 0) return -1;
-  if (compress && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) {
+  hsize_t total = 1;
+  for (int i = 0; i < rank; ++i) total *= dims[i];
+  if (total > 0) {
     hsize_t chunk[4];
     size_t row = elem;
     for (int i = 1; i < rank; ++i) {
@@ -130,22 +133,26 @@ static herr_t put_dataset(hid_t loc, const char *name, int rank, const hsize_t *
     chunk[0] = rows;
     /* HDF5 chunks are limited to 4 GB; a larger row keeps the contiguous layout. */
     if ((double)row * (double)rows < 4e9 && H5Pset_chunk(dcpl, rank, chunk) >= 0) {
-      if (elem > 1) H5Pset_shuffle(dcpl);
-      H5Pset_deflate(dcpl, 4);
+      if (compress && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) {
+        if (elem > 1) H5Pset_shuffle(dcpl);
+        H5Pset_deflate(dcpl, 4);
+      }
+      /* last in the pipeline: the checksum covers the bytes as stored */
+      H5Pset_fletcher32(dcpl);
     }
   }
   hid_t sp = H5Screate_simple(rank, dims, NULL);
   hid_t d = sp >= 0 ? H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
-  herr_t e = d >= 0 ? H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : -1;
+  herr_t e = d >= 0 ? (total ? H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : 0) : -1;
   if (d >= 0 && H5Dclose(d) < 0) e = -1;
   if (sp >= 0) H5Sclose(sp);
   H5Pclose(dcpl);
   return e;
 }
 
-/* One layer's group: attributes, parameters (+ masks), buffers. u8 has room for the largest
- * maskable tensor. */
-static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8) {
+/* One layer's group: attributes, parameters (+ masks), buffers; with mom (the net's momentum
+ * arena) also "<param>_momentum". u8 has room for the largest maskable tensor. */
+static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const float *mom) {
   char gname[NEST_NAME_LEN + 16];
   snprintf(gname, sizeof gname, "%03d_%s", l->index, l->name);
   hid_t g = H5Gcreate2(layers, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -172,6 +179,12 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8) {
       snprintf(mname, sizeof mname, "%s_mask", p->name);
       for (size_t i = 0; i < p->count; ++i) u8[i] = l->m[s][i] != 0.0f;
       e = put_dataset(g, mname, p->ndims, dims, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, 1, u8);
+    }
+    if (e >= 0 && mom) {
+      char mname[NEST_NAME_LEN + 16];
+      snprintf(mname, sizeof mname, "%s_momentum", p->name);
+      e = put_dataset(g, mname, p->ndims, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, p->maskable,
+                      mom + p->offset);
     }
   }
   for (int s = 0; s < l->nbuffers && e >= 0; ++s) {
@@ -246,13 +259,10 @@ nest_status nest_model_save(const nest_net *net, const char *path) {
   return nest_model_save_info(net, NULL, path);
 }
 
-nest_status nest_model_save_info(const nest_net *net, const nest_model_info *info,
-                                 const char *path) {
-  h5_quiet();
-  if (!net || !path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_save: no net or path");
-  if (info) NEST_CALL(info_check(net, info, path));
-  /* Refuse what could not be read back, before touching the file system. */
-  size_t maxmask = 1;
+/* Refuse what could not be read back, before touching the file system; *maxmask = the
+ * largest maskable tensor (the u8 buffer's size). */
+static nest_status model_check(const nest_net *net, const char *path, size_t *maxmask) {
+  *maxmask = 1;
   for (int i = 0; i < net->nlayers; ++i) {
     const nest_layer *l = net->layers[i];
     if (!l->name[0] || strchr(l->name, '/'))
@@ -261,7 +271,7 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
     for (int s = 0; s < l->nparams; ++s) {
       const nest_param *p = &l->param[s];
       if (!p->maskable) continue;
-      if (p->count > maxmask) maxmask = p->count;
+      if (p->count > *maxmask) *maxmask = p->count;
       for (size_t k = 0; k < p->count; ++k)
         if (l->m[s][k] == 0.0f && l->p[s][k] != 0.0f)
           return NEST_ERR(NEST_ERR_INTERNAL,
@@ -269,53 +279,78 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
                           l->name, p->name, k, (double)l->p[s][k]);
     }
   }
+  return NEST_OK;
+}
+
+/* The model layout (root attributes, /layers) under loc (the file or a group). */
+static herr_t write_model(hid_t loc, const nest_net *net, const nest_model_info *info,
+                          uint8_t *u8, int momentum) {
+  char arch[MAX_STR], widths[MAX_STR];
+  nest_net_arch_string(net, arch, sizeof arch);
+  nest_net_widths_string(net, widths, sizeof widths);
+  const int shape[3] = {net->in_shape.c, net->in_shape.h, net->in_shape.w};
+  const unsigned long long gen = net->generation;
+  hid_t layers = -1;
+  herr_t e = put_str(loc, "format", NEST_MODEL_FORMAT);
+  if (e >= 0) e = put_int(loc, "format_version", NEST_MODEL_VERSION);
+  if (e >= 0) e = put_attr(loc, "input_shape", H5T_STD_I32LE, H5T_NATIVE_INT, 3, shape);
+  if (e >= 0) e = put_int(loc, "nclasses", net->nclasses);
+  if (e >= 0) e = put_int(loc, "nlayers", net->nlayers);
+  if (e >= 0) e = put_attr(loc, "generation", H5T_STD_U64LE, H5T_NATIVE_ULLONG, 0, &gen);
+  if (e >= 0) e = put_str(loc, "arch", arch);
+  if (e >= 0) e = put_str(loc, "widths", widths);
+  if (e >= 0 && info) e = put_info_root(loc, info);
+  if (e >= 0) {
+    /* Track creation order too, so tools that list by creation order see layer order. */
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    if (gcpl >= 0) H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    layers = gcpl >= 0 ? H5Gcreate2(loc, "layers", H5P_DEFAULT, gcpl, H5P_DEFAULT) : -1;
+    if (gcpl >= 0) H5Pclose(gcpl);
+    e = layers >= 0 ? 0 : -1;
+  }
+  for (int i = 0; i < net->nlayers && e >= 0; ++i)
+    e = put_layer(layers, net->layers[i], u8, momentum ? net->mom : NULL);
+  if (e >= 0 && info) e = put_info_layers(layers, net, info);
+  if (layers >= 0 && H5Gclose(layers) < 0) e = -1;
+  return e;
+}
+
+/* A new HDF5 file at tmp: 1.10 object headers carry checksums of their own (attributes
+ * included) and have no 64 KiB attribute limit (long arch strings of deep nets). */
+static hid_t create_file(const char *tmp) {
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl < 0) return -1;
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST);
+  hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
+  return file;
+}
+
+nest_status nest_model_save_info(const nest_net *net, const nest_model_info *info,
+                                 const char *path) {
+  h5_quiet();
+  if (!net || !path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_save: no net or path");
+  if (info) NEST_CALL(info_check(net, info, path));
+  size_t maxmask;
+  NEST_CALL(model_check(net, path, &maxmask));
 
   char tmp[4096];
   NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
 
   nest_status st = NEST_OK;
   uint8_t *u8 = NULL;
-  hid_t fapl = -1, file = -1, layers = -1;
+  hid_t file = -1;
   NEST_CALL_GOTO(st, nest_malloc((void **)&u8, maxmask, "mask buffer"), done);
-  fapl = H5Pcreate(H5P_FILE_ACCESS);
-  /* 1.8+ object headers: no 64 KiB attribute limit (long arch strings of deep nets). */
-  if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-  file = fapl >= 0 ? H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
+  file = create_file(tmp);
   if (file < 0) {
     st = NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
     goto done;
   }
-
-  char arch[MAX_STR], widths[MAX_STR];
-  nest_net_arch_string(net, arch, sizeof arch);
-  nest_net_widths_string(net, widths, sizeof widths);
-  const int shape[3] = {net->in_shape.c, net->in_shape.h, net->in_shape.w};
-  const unsigned long long gen = net->generation;
-  herr_t e = put_str(file, "format", NEST_MODEL_FORMAT);
-  if (e >= 0) e = put_int(file, "format_version", NEST_MODEL_VERSION);
-  if (e >= 0) e = put_attr(file, "input_shape", H5T_STD_I32LE, H5T_NATIVE_INT, 3, shape);
-  if (e >= 0) e = put_int(file, "nclasses", net->nclasses);
-  if (e >= 0) e = put_int(file, "nlayers", net->nlayers);
-  if (e >= 0) e = put_attr(file, "generation", H5T_STD_U64LE, H5T_NATIVE_ULLONG, 0, &gen);
-  if (e >= 0) e = put_str(file, "arch", arch);
-  if (e >= 0) e = put_str(file, "widths", widths);
-  if (e >= 0 && info) e = put_info_root(file, info);
-  if (e >= 0) {
-    /* Track creation order too, so tools that list by creation order see layer order. */
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    if (gcpl >= 0) H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
-    layers = gcpl >= 0 ? H5Gcreate2(file, "layers", H5P_DEFAULT, gcpl, H5P_DEFAULT) : -1;
-    if (gcpl >= 0) H5Pclose(gcpl);
-    e = layers >= 0 ? 0 : -1;
-  }
-  for (int i = 0; i < net->nlayers && e >= 0; ++i) e = put_layer(layers, net->layers[i], u8);
-  if (e >= 0 && info) e = put_info_layers(layers, net, info);
-  if (e < 0) {
+  if (write_model(file, net, info, u8, 0) < 0) {
     st = NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
     goto done;
   }
-  h5_close(&layers, H5Gclose);
-  e = H5Fclose(file);
+  herr_t e = H5Fclose(file);
   file = -1;
   if (e < 0) {
     st = NEST_ERR(NEST_ERR_IO, "%s: closing the HDF5 file failed (disk full?)", tmp);
@@ -324,9 +359,7 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
   st = nest_atomic_commit(tmp, path);
 
 done:
-  h5_close(&layers, H5Gclose);
   h5_close(&file, H5Fclose);
-  h5_close(&fapl, H5Pclose);
   free(u8);
   if (st != NEST_OK) nest_atomic_abort(tmp);
   return st;
@@ -696,11 +729,17 @@ static nest_status read_spec(hid_t g, const char *path, const layer_entry *e,
 /* Copy layer l's tensors from its group: values, masks (0/1, values 0 where dormant),
  * buffers. u8 has room for the largest maskable tensor. */
 static nest_status read_layer_data(hid_t g, const char *path, const char *where, nest_layer *l,
-                                   uint8_t *u8) {
+                                   uint8_t *u8, float *mom) {
   for (int s = 0; s < l->nparams; ++s) {
     const nest_param *p = &l->param[s];
     NEST_CALL(read_exact(g, path, where, p->name, p->ndims, p->dims, 0, l->p[s]));
     NEST_CALL(check_finite(path, where, p->name, l->p[s], p->count));
+    if (mom) { /* restart checkpoints: the optimizer's momentum */
+      char mname[NEST_NAME_LEN + 16];
+      snprintf(mname, sizeof mname, "%s_momentum", p->name);
+      NEST_CALL(read_exact(g, path, where, mname, p->ndims, p->dims, 0, mom + p->offset));
+      NEST_CALL(check_finite(path, where, mname, mom + p->offset, p->count));
+    }
     if (!p->maskable) continue; /* the mask stays all ones (nest_net_create) */
     char mname[NEST_NAME_LEN + 8];
     snprintf(mname, sizeof mname, "%s_mask", p->name);
@@ -732,20 +771,17 @@ static nest_status read_layer_data(hid_t g, const char *path, const char *where,
   return NEST_OK;
 }
 
-nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_net **out) {
-  h5_quiet();
-  if (out) *out = NULL;
-  if (!path || !*path || !out) return NEST_ERR(NEST_ERR_ARG, "nest_model_load: no path");
-  if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "%s: max_batch must be positive", path);
-  hid_t file = -1, layers = -1, g = -1;
+/* The net stored under loc (the file or a group) in the model layout. */
+static nest_status load_model(hid_t loc, const char *path, int max_batch, int nthreads,
+                              int momentum, nest_net **out) {
+  hid_t layers = -1, g = -1;
   model_head h = {0};
   nest_layer_spec *specs = NULL;
   nest_net *net = NULL;
   uint8_t *u8 = NULL;
   nest_status st = NEST_OK;
-  NEST_CALL(model_open(path, &file));
-  NEST_CALL_GOTO(st, read_head(file, path, &h), done);
-  layers = H5Gopen2(file, "layers", H5P_DEFAULT);
+  NEST_CALL_GOTO(st, read_head(loc, path, &h), done);
+  layers = H5Gopen2(loc, "layers", H5P_DEFAULT);
   NEST_CALL_GOTO(st, nest_calloc((void **)&specs, (size_t)h.nlayers, sizeof *specs, "layer specs"),
                  done);
   for (int i = 0; i < h.nlayers; ++i) {
@@ -772,7 +808,9 @@ nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_
   NEST_CALL_GOTO(st, nest_malloc((void **)&u8, maxmask, "mask buffer"), done);
   for (int i = 0; i < h.nlayers; ++i) {
     g = H5Gopen2(layers, h.layers[i].gname, H5P_DEFAULT);
-    NEST_CALL_GOTO(st, read_layer_data(g, path, h.layers[i].where, net->layers[i], u8), done);
+    NEST_CALL_GOTO(st, read_layer_data(g, path, h.layers[i].where, net->layers[i], u8,
+                                       momentum ? net->mom : NULL),
+                   done);
     h5_close(&g, H5Gclose);
   }
   net->generation = (uint64_t)h.generation;
@@ -781,11 +819,22 @@ nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_
 done:
   h5_close(&g, H5Gclose);
   h5_close(&layers, H5Gclose);
-  h5_close(&file, H5Fclose);
   free(h.layers);
   free(specs);
   free(u8);
   nest_net_destroy(&net);
+  return st;
+}
+
+nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_net **out) {
+  h5_quiet();
+  if (out) *out = NULL;
+  if (!path || !*path || !out) return NEST_ERR(NEST_ERR_ARG, "nest_model_load: no path");
+  if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "%s: max_batch must be positive", path);
+  hid_t file = -1;
+  NEST_CALL(model_open(path, &file));
+  nest_status st = load_model(file, path, max_batch, nthreads, 0, out);
+  h5_close(&file, H5Fclose);
   return st;
 }
 
@@ -973,5 +1022,273 @@ done:
   h5_close(&file, H5Fclose);
   free(h.layers);
   nest_model_info_free(&info);
+  return st;
+}
+
+/* ---- restart checkpoints: the container ------------------------------------------------- */
+
+struct nest_ckpt {
+  char path[4096], tmp[4096];
+  int writing;
+  hid_t file, state; /* state: the /state group */
+  uint8_t *u8;       /* mask buffer of put_net */
+  size_t u8cap;
+};
+
+static hid_t ck_ftype(nest_ck_type t) {
+  switch (t) {
+    case NEST_CK_I64: return H5T_STD_I64LE;
+    case NEST_CK_F64: return H5T_IEEE_F64LE;
+    case NEST_CK_F32: return H5T_IEEE_F32LE;
+    default: return H5T_STD_U8LE;
+  }
+}
+static hid_t ck_mtype(nest_ck_type t) {
+  switch (t) {
+    case NEST_CK_I64: return H5T_NATIVE_INT64;
+    case NEST_CK_F64: return H5T_NATIVE_DOUBLE;
+    case NEST_CK_F32: return H5T_NATIVE_FLOAT;
+    default: return H5T_NATIVE_UINT8;
+  }
+}
+static size_t ck_size(nest_ck_type t) {
+  return t == NEST_CK_U8 ? 1 : t == NEST_CK_F32 ? 4 : 8;
+}
+static const char *ck_name(nest_ck_type t) {
+  return t == NEST_CK_I64 ? "int64" : t == NEST_CK_F64 ? "float64" : t == NEST_CK_F32 ? "float32"
+                                                                                   : "uint8";
+}
+
+nest_status nest_ckpt_create(const char *path, nest_ckpt **out) {
+  h5_quiet();
+  *out = NULL;
+  nest_ckpt *w;
+  NEST_CALL(nest_calloc((void **)&w, 1, sizeof *w, "checkpoint writer"));
+  w->file = w->state = -1;
+  w->writing = 1;
+  snprintf(w->path, sizeof w->path, "%s", path);
+  nest_status st = nest_atomic_begin(path, w->tmp, sizeof w->tmp);
+  if (st != NEST_OK) {
+    free(w);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
+  w->file = create_file(w->tmp);
+  if (w->file >= 0) w->state = H5Gcreate2(w->file, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const int v = NEST_CHECKPOINT_VERSION;
+  if (w->state < 0 || put_int(w->file, "checkpoint_version", v) < 0) {
+    nest_ckpt_close(&w);
+    return NEST_ERR(NEST_ERR_IO, "%s.tmp: cannot create the checkpoint file", path);
+  }
+  *out = w;
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_put_net(nest_ckpt *w, const char *group, const nest_net *net, int momentum) {
+  size_t maxmask;
+  NEST_CALL(model_check(net, w->path, &maxmask));
+  if (maxmask > w->u8cap) {
+    free(w->u8);
+    w->u8 = NULL;
+    w->u8cap = 0;
+    NEST_CALL(nest_malloc((void **)&w->u8, maxmask, "mask buffer"));
+    w->u8cap = maxmask;
+  }
+  hid_t loc = w->file;
+  if (group) loc = H5Gcreate2(w->file, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e = loc >= 0 ? write_model(loc, net, NULL, w->u8, momentum) : -1;
+  if (group && loc >= 0 && H5Gclose(loc) < 0) e = -1;
+  if (e < 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: writing the network%s%s failed (disk full?)", w->tmp,
+                    group ? " /" : "", group ? group : "");
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_put(nest_ckpt *w, const char *name, nest_ck_type type, const void *v,
+                          size_t n) {
+  hsize_t d = (hsize_t)n;
+  if (put_dataset(w->state, name, 1, &d, ck_ftype(type), ck_mtype(type), ck_size(type), 0, v) < 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: writing /state/%s failed (disk full?)", w->tmp, name);
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_put_strs(nest_ckpt *w, const char *name, const char *base, size_t stride,
+                               size_t n, size_t width) {
+  char *buf = NULL;
+  NEST_CALL(nest_calloc((void **)&buf, n ? n : 1, width, "string table"));
+  for (size_t i = 0; i < n; ++i) snprintf(buf + i * width, width, "%s", base + i * stride);
+  hid_t t = H5Tcopy(H5T_C_S1);
+  herr_t e = t >= 0 ? H5Tset_size(t, width) : -1;
+  if (e >= 0) e = H5Tset_strpad(t, H5T_STR_NULLPAD);
+  hsize_t d = (hsize_t)n;
+  if (e >= 0) e = put_dataset(w->state, name, 1, &d, t, t, width, 0, buf);
+  if (t >= 0) H5Tclose(t);
+  free(buf);
+  if (e < 0) return NEST_ERR(NEST_ERR_IO, "%s: writing /state/%s failed (disk full?)", w->tmp, name);
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_put_attr(nest_ckpt *w, const char *name, const char *value) {
+  if (put_str(w->file, name, value) < 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: writing attribute %s failed", w->tmp, name);
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_commit(nest_ckpt **wp) {
+  nest_ckpt *w = *wp;
+  herr_t e = H5Gclose(w->state);
+  w->state = -1;
+  if (H5Fclose(w->file) < 0) e = -1;
+  w->file = -1;
+  nest_status st = NEST_OK;
+  if (e < 0)
+    st = NEST_ERR(NEST_ERR_IO, "%s: closing the checkpoint failed (disk full?)", w->tmp);
+  else
+    st = nest_atomic_commit(w->tmp, w->path);
+  if (st == NEST_OK) w->tmp[0] = '\0'; /* nothing left to remove */
+  nest_ckpt_close(wp);
+  return st;
+}
+
+void nest_ckpt_close(nest_ckpt **wp) {
+  if (!wp || !*wp) return;
+  nest_ckpt *w = *wp;
+  h5_close(&w->state, H5Gclose);
+  h5_close(&w->file, H5Fclose);
+  if (w->writing && w->tmp[0]) nest_atomic_abort(w->tmp);
+  free(w->u8);
+  free(w);
+  *wp = NULL;
+}
+
+nest_status nest_ckpt_open(const char *path, nest_ckpt **out) {
+  h5_quiet();
+  *out = NULL;
+  nest_ckpt *r;
+  NEST_CALL(nest_calloc((void **)&r, 1, sizeof *r, "checkpoint reader"));
+  r->file = r->state = -1;
+  snprintf(r->path, sizeof r->path, "%s", path);
+  nest_status st = model_open(path, &r->file);
+  int v = 0;
+  if (st == NEST_OK && H5Aexists(r->file, "checkpoint_version") <= 0)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: a model file, not a restart checkpoint (no "
+                  "checkpoint_version)", path);
+  if (st == NEST_OK) st = attr_int(r->file, path, "/", "checkpoint_version", &v);
+  if (st == NEST_OK && v != NEST_CHECKPOINT_VERSION)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: checkpoint_version %d not supported (this build reads %d)",
+                  path, v, NEST_CHECKPOINT_VERSION);
+  if (st == NEST_OK && (H5Lexists(r->file, "state", H5P_DEFAULT) <= 0 ||
+                        (r->state = H5Gopen2(r->file, "state", H5P_DEFAULT)) < 0))
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: missing group /state", path);
+  if (st != NEST_OK) {
+    nest_ckpt_close(&r);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
+  *out = r;
+  return NEST_OK;
+}
+
+int nest_ckpt_has(nest_ckpt *r, const char *name) {
+  return H5Lexists(r->state, name, H5P_DEFAULT) > 0;
+}
+
+int nest_ckpt_has_group(nest_ckpt *r, const char *group) {
+  return H5Lexists(r->file, group, H5P_DEFAULT) > 0;
+}
+
+/* Open /state/<name> as a 1-D dataset; its length and type. */
+static nest_status ck_open(nest_ckpt *r, const char *name, hid_t *d, size_t *n, hid_t *type) {
+  *d = *type = -1;
+  if (!nest_ckpt_has(r, name))
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: missing dataset /state/%s", r->path, name);
+  *d = H5Dopen2(r->state, name, H5P_DEFAULT);
+  hid_t sp = *d >= 0 ? H5Dget_space(*d) : -1;
+  hsize_t dim = 0;
+  const int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 &&
+                 H5Sget_simple_extent_dims(sp, &dim, NULL) == 1;
+  if (sp >= 0) H5Sclose(sp);
+  if (ok) *type = H5Dget_type(*d);
+  if (!ok || *type < 0) {
+    h5_close(d, H5Dclose);
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: /state/%s is not a 1-D dataset", r->path, name);
+  }
+  *n = (size_t)dim;
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_len(nest_ckpt *r, const char *name, size_t *n) {
+  hid_t d, t;
+  NEST_CALL(ck_open(r, name, &d, n, &t));
+  H5Tclose(t);
+  H5Dclose(d);
+  return NEST_OK;
+}
+
+nest_status nest_ckpt_get(nest_ckpt *r, const char *name, nest_ck_type type, void *v, size_t n) {
+  hid_t d, t;
+  size_t have = 0;
+  NEST_CALL(ck_open(r, name, &d, &have, &t));
+  const H5T_class_t cls = H5Tget_class(t);
+  const int ok_type = (type == NEST_CK_F64 || type == NEST_CK_F32) ? cls == H5T_FLOAT
+                                                                     : cls == H5T_INTEGER;
+  nest_status st = NEST_OK;
+  if (!ok_type || H5Tget_size(t) != ck_size(type))
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /state/%s must be %s", r->path, name, ck_name(type));
+  else if (have != n)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /state/%s has %zu elements, expected %zu", r->path, name,
+                  have, n);
+  else if (n > 0 && H5Dread(d, ck_mtype(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read /state/%s (checksum mismatch: corrupt or "
+                  "truncated file?)", r->path, name);
+  H5Tclose(t);
+  H5Dclose(d);
+  return st;
+}
+
+nest_status nest_ckpt_get_strs(nest_ckpt *r, const char *name, char **out, size_t *n,
+                               size_t *width) {
+  *out = NULL;
+  hid_t d, t;
+  NEST_CALL(ck_open(r, name, &d, n, &t));
+  nest_status st = NEST_OK;
+  *width = H5Tget_size(t);
+  if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) > 0 || *width < 1 ||
+      *width > MAX_STR)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /state/%s must hold fixed-length strings", r->path, name);
+  char *buf = NULL;
+  if (st == NEST_OK) st = nest_calloc((void **)&buf, *n ? *n : 1, *width + 1, "string table");
+  hid_t m = st == NEST_OK ? H5Tcopy(H5T_C_S1) : -1;
+  if (m >= 0 && (H5Tset_size(m, *width) < 0 || H5Tset_strpad(m, H5T_STR_NULLPAD) < 0)) h5_close(&m, H5Tclose);
+  if (st == NEST_OK && (m < 0 || (*n && H5Dread(d, m, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)))
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read /state/%s (checksum mismatch: corrupt or "
+                  "truncated file?)", r->path, name);
+  if (m >= 0) H5Tclose(m);
+  H5Tclose(t);
+  H5Dclose(d);
+  if (st == NEST_OK) {
+    for (size_t i = 0; i < *n; ++i) buf[i * *width + *width - 1] = '\0';
+    *out = buf;
+  } else {
+    free(buf);
+  }
+  return st;
+}
+
+nest_status nest_ckpt_get_attr(nest_ckpt *r, const char *name, char **out) {
+  return attr_str(r->file, r->path, "/", name, out);
+}
+
+nest_status nest_ckpt_get_net(nest_ckpt *r, const char *group, int max_batch, int nthreads,
+                              int momentum, nest_net **out) {
+  *out = NULL;
+  if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "%s: max_batch must be positive", r->path);
+  hid_t loc = r->file;
+  if (group) {
+    if (!nest_ckpt_has_group(r, group) || (loc = H5Gopen2(r->file, group, H5P_DEFAULT)) < 0)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s: missing group /%s", r->path, group);
+  }
+  nest_status st = load_model(loc, r->path, max_batch, nthreads, momentum, out);
+  if (group) H5Gclose(loc);
   return st;
 }

@@ -75,6 +75,9 @@ typedef struct {
   { "prune", #k, type, FIELD_(prune_##k), def, NULL, meaning }
 #define AKEY(k, type, def, meaning)                                                                \
   { "augment", #k, type, FIELD_(aug_##k), def, NULL, meaning }
+/* [checkpoint] keys live in fields named ck_<key>. */
+#define CKEY(k, type, def, meaning)                                                                \
+  { "checkpoint", #k, type, FIELD_(ck_##k), def, NULL, meaning }
 
 /* Adding a key: one line here (plus the field in config.h and a line in docs/config.md). */
 /* clang-format off */
@@ -177,6 +180,10 @@ static const key_def keys[] = {
     PKEY(area_tolerance, KT_DOUBLE, "0.001", "area phase: validation error allowed above the target (the prune phase uses prune.tolerance)"),
     PKEY(area_epochs, KT_INT, "-1", "epochs of fine-tuning after the area phase; -1 = prune.epochs"),
     PKEY(epochs, KT_INT, "0", "epochs of fine-tuning (optim schedule) after the prune / area phase"),
+
+    CKEY(every_steps, KT_INT, "0", "write a restart checkpoint every this many optimizer steps; 0 = off"),
+    CKEY(every_minutes, KT_DOUBLE, "30", "write a restart checkpoint every this many minutes (rank 0's clock); 0 = off"),
+    CKEY(keep, KT_INT, "3", "restart checkpoints kept in RUN_DIR/checkpoints (the newest ones), at least 1"),
 };
 /* clang-format on */
 
@@ -695,7 +702,19 @@ static void inih_restore(const inih_options *o) {
   ini_start_comment_prefixes = o->start_prefixes;
 }
 
+static nest_status load_impl(nest_config *c, const char *path, const char *text);
+
 nest_status nest_config_load(nest_config *c, const char *path) {
+  return load_impl(c, path, NULL);
+}
+
+nest_status nest_config_load_text(nest_config *c, const char *text, const char *name) {
+  if (!text) return NEST_ERR(NEST_ERR_ARG, "nest_config_load_text: NULL text");
+  return load_impl(c, name, text);
+}
+
+/* text == NULL: read the file `path`; else parse text, named `path` in messages. */
+static nest_status load_impl(nest_config *c, const char *path, const char *text) {
   if (!c || !path) return NEST_ERR(NEST_ERR_ARG, "nest_config_load: NULL argument");
   load_ctx *x = calloc(1, sizeof *x); /* ~8 KB: keep it off the stack */
   if (!x) return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", path);
@@ -703,7 +722,7 @@ nest_status nest_config_load(nest_config *c, const char *path) {
   x->work = *c;
   x->c = &x->work;
   x->path = path;
-  x->f = fopen(path, "r");
+  x->f = text ? fmemopen((void *)text, strlen(text), "r") : fopen(path, "r");
   if (!x->f) {
     int e = errno;
     free(x);
@@ -843,6 +862,11 @@ nest_status nest_config_validate(const nest_config *c) {
        ">= 0, or -1 for the last column");
   RULE(c->max_train >= 0, "data.max_train", ITXT(c->max_train), ">= 0 (0 = all)");
   RULE(c->max_test >= 0, "data.max_test", ITXT(c->max_test), ">= 0 (0 = all)");
+  RULE(c->ck_every_steps >= 0, "checkpoint.every_steps", ITXT(c->ck_every_steps), ">= 0 (0 = off)");
+  RULE(c->ck_every_minutes >= 0 && c->ck_every_minutes <= 1e6, "checkpoint.every_minutes",
+       DTXT(c->ck_every_minutes), "in [0, 1e6] (0 = off)");
+  RULE(c->ck_keep >= 1 && c->ck_keep <= 1000000, "checkpoint.keep", ITXT(c->ck_keep),
+       "in [1, 1000000]");
   if (!arch_syntax_ok(c->arch))
     return NEST_ERR(NEST_ERR_CONFIG,
                     "model.arch = '%s': expected lenet300, lenet5, alexnet, vgg16 or "
@@ -1053,14 +1077,18 @@ void nest_cli_print_usage(FILE *f, const char *prog) {
   if (!prog || !prog[0]) prog = "nest_mpi";
   fprintf(f,
           "usage: %s CONFIG.ini [--set section.key=value ...] [--help]\n"
+          "       %s --resume RUN_DIR [--set section.key=value ...]\n"
           "\n"
           "Trains a sparse network data-parallel over the MPI ranks, growing and\n"
           "pruning it, as configured by CONFIG.ini (sections [run] [data] [model]\n"
           "[train] [optim] [grow]).\n"
           "Each --set section.key=value (or --set=section.key=value) overrides one key\n"
           "after the file is read, in command-line order, e.g. --set optim.lr=0.1.\n"
-          "--help (-h) lists every key with its type, default and meaning.\n",
-          prog);
+          "--help (-h) lists every key with its type, default and meaning.\n"
+          "--resume RUN_DIR continues a run from its newest checkpoint with its own config;\n"
+          "a run directory that holds checkpoints is also resumed by the original command.\n"
+          "SIGUSR1, SIGTERM or SIGINT: checkpoint after the current step, exit code 10.\n",
+          prog, prog);
 }
 
 static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
@@ -1146,4 +1174,70 @@ nest_status nest_cli_parse(int argc, char **argv, nest_config *c, int *help) {
   if (!c->name[0]) default_run_name(config, c->name, sizeof c->name);
   NEST_CALL(nest_config_validate(c));
   return NEST_OK;
+}
+
+/* ---- the effective config as text, and differences (restart checkpoints) ---- */
+
+nest_status nest_config_text(const nest_config *c, char **out) {
+  *out = NULL;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the config text");
+  char text[NEST_PATH_LEN + 64];
+  const char *section = NULL;
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (!section || strcmp(section, k->section) != 0) {
+      section = k->section;
+      fprintf(f, "%s[%s]\n", i ? "\n" : "", section);
+    }
+    format_value(k, c, text, sizeof text);
+    fprintf(f, "%s =%s%s\n", k->key, text[0] ? " " : "", text);
+  }
+  if (fclose(f) != 0 || !buf) {
+    free(buf);
+    return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the config text");
+  }
+  *out = buf;
+  return NEST_OK;
+}
+
+/* Is "section.key" matched by the comma-separated patterns ("run.threads,checkpoint.*")? */
+static int key_listed(const key_def *k, const char *patterns) {
+  char full[128];
+  snprintf(full, sizeof full, "%s.%s", k->section, k->key);
+  for (const char *p = patterns; p && *p;) {
+    const size_t len = strcspn(p, ",");
+    if (len >= 2 && p[len - 1] == '*' && p[len - 2] == '.') {
+      if (strlen(k->section) == len - 2 && strncmp(p, k->section, len - 2) == 0) return 1;
+    } else if (strlen(full) == len && strncmp(p, full, len) == 0) {
+      return 1;
+    }
+    p += len + (p[len] == ',');
+  }
+  return 0;
+}
+
+int nest_config_diff(const nest_config *a, const nest_config *b, const char *ignore, char *out,
+                     size_t cap) {
+  int n = 0;
+  size_t used = 0;
+  if (cap) out[0] = '\0';
+  char ta[NEST_PATH_LEN + 64], tb[NEST_PATH_LEN + 64], sa[SHORT_LEN], sb[SHORT_LEN];
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (key_listed(k, ignore)) continue;
+    format_value(k, a, ta, sizeof ta);
+    format_value(k, b, tb, sizeof tb);
+    if (strcmp(ta, tb) == 0) continue;
+    if (used < cap) {
+      int w = snprintf(out + used, cap - used, "%s%s.%s = %s (not %s)", n ? ", " : "",
+                       k->section, k->key, shorten(ta, strlen(ta), sa, sizeof sa),
+                       shorten(tb, strlen(tb), sb, sizeof sb));
+      if (w > 0) used += (size_t)w;
+    }
+    ++n;
+  }
+  return n;
 }

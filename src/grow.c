@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/restart.h"
 #include "nest/shard.h"
 
 #define MAX_POLICIES 16
@@ -464,7 +465,7 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
 nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
   if (!nest_grow_has_phase(g)) return NEST_OK;
   const nest_config *c = &t->cfg;
-  const double t_start = nest_comm_wtime();
+  const double t_start = t->t_start + t->phase_t0; /* survives a restart */
   const nest_policy_ops *growth[MAX_POLICIES];
   int ng = 0;
   for (int i = 0; i < g->npol; ++i)
@@ -478,23 +479,36 @@ nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
   sched.schedule = strcmp(c->grow_schedule, "cosine") == 0 ? NEST_SCHED_COSINE : NEST_SCHED_CONST;
   sched.warmup_epochs = 0;
   sched.total_epochs = c->grow_train_epochs;
-  if (t->rank == 0 && !t->quiet) {
-    printf("nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g %s}",
-           c->grow_policy, c->grow_iterations, c->grow_train_epochs,
-           c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
-    if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
-    if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
-    printf("\n");
-    fflush(stdout);
+  if (!t->resuming) {
+    if (t->rank == 0 && !t->quiet) {
+      printf("nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g %s}",
+             c->grow_policy, c->grow_iterations, c->grow_train_epochs,
+             c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
+      if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
+      if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
+      printf("\n");
+      fflush(stdout);
+    }
+    snprintf(g->res.stop, sizeof g->res.stop, "iterations");
+    t->cur.iter = 1, t->cur.part = 0;
   }
-  snprintf(g->res.stop, sizeof g->res.stop, "iterations");
-  for (int it = 1; it <= c->grow_iterations; ++it) {
-    draw_sets(t, g, it);
-    nest_gradsum_destroy(&g->pass);
-    for (int i = 0; i < ng; ++i) NEST_CALL(run_policy(t, g, &growth[i], ng - i, it));
-    nest_gradsum_destroy(&g->pass); /* its memory is the size of the weights: free it to train */
+  /* The cursor (train.h): iteration cur.iter, part 0 = its policies next, 1 = in its epochs,
+   * 2 = the loop is over. */
+  if (t->resuming && t->cur.part == 2) t->resuming = 0;
+  for (int it = t->cur.iter; it <= c->grow_iterations && t->cur.part != 2; ++it) {
+    t->cur.iter = it;
+    if (!(t->resuming && t->cur.part == 1)) {
+      t->resuming = 0;
+      t->cur.part = 0;
+      draw_sets(t, g, it);
+      nest_gradsum_destroy(&g->pass);
+      for (int i = 0; i < ng; ++i) NEST_CALL(run_policy(t, g, &growth[i], ng - i, it));
+      nest_gradsum_destroy(&g->pass); /* its memory is the size of the weights: free it to train */
+      t->cur.part = 1, t->cur.epoch = 0, t->cur.step = 0;
+    }
     nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
-    for (int e = 0; e < c->grow_train_epochs; ++e) {
+    for (int e = t->resuming ? (int)t->cur.epoch : 0; e < c->grow_train_epochs; ++e) {
+      if (!t->resuming) t->cur.epoch = e, t->cur.step = 0;
       nest_epoch_plan plan = {.phase = "grow",
                               .sched = &sched,
                               .t0 = (double)e,
@@ -523,16 +537,21 @@ nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
       printf("\n");
       fflush(stdout);
     }
+    int stop = 0;
     /* 1e-9 slack: 1 - 0.992 is 0.008000000000000007, and 0.80% must meet a target of 0.008 */
     if (c->grow_target_error > 0 && !isnan(verr) && verr <= c->grow_target_error + 1e-9) {
       snprintf(g->res.stop, sizeof g->res.stop, "target error");
-      break;
-    }
-    if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
+      stop = 1;
+    } else if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
       snprintf(g->res.stop, sizeof g->res.stop, "size cap");
-      break;
+      stop = 1;
     }
+    /* the end of an iteration: always a checkpoint */
+    t->cur.part = stop ? 2 : 0, t->cur.iter = stop ? it : it + 1;
+    t->cur.epoch = t->cur.step = 0;
+    NEST_CALL(nest_restart_point(t, 1));
   }
+  t->resuming = 0; /* resumed after the last iteration (cursor iter > grow.iterations) */
   g->res.grown_weights = active_weights(t->net);
   g->res.seconds = nest_comm_wtime() - t_start;
   if (t->rank == 0 && !t->quiet) {
@@ -543,4 +562,113 @@ nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
     fflush(stdout);
   }
   return NEST_OK;
+}
+
+/* ---- checkpoints (restart.c) ----------------------------------------------------------------- */
+
+nest_status nest_grow_save(const nest_grow *g, nest_ckpt *w) {
+  if (!g) return NEST_OK;
+  const int64_t gi[3] = {g->res.iterations, g->res.seed_weights, g->res.grown_weights};
+  const double gv[3] = {g->res.val_error, g->res.test_error, g->res.seconds};
+  NEST_CALL(nest_ckpt_put(w, "grow_result_counts", NEST_CK_I64, gi, 3));
+  NEST_CALL(nest_ckpt_put(w, "grow_result_values", NEST_CK_F64, gv, 3));
+  NEST_CALL(nest_ckpt_put_strs(w, "grow_result_stop", g->res.stop, 0, 1, sizeof g->res.stop));
+  /* event rows not yet written (they wait for the iteration's validation error) */
+  const size_t n = (size_t)g->nrows;
+  int64_t *iv = NULL;
+  double *fv = NULL;
+  nest_status st = nest_malloc((void **)&iv, sizeof(int64_t) * 5 * (n ? n : 1), "event rows");
+  if (st == NEST_OK) st = nest_malloc((void **)&fv, sizeof(double) * 3 * (n ? n : 1), "event rows");
+  for (size_t i = 0; st == NEST_OK && i < n; ++i) {
+    const event_row *e = &g->rows[i];
+    const int64_t a[5] = {e->iteration, e->units, e->added, e->removed, e->active};
+    memcpy(iv + 5 * i, a, sizeof a);
+    fv[3 * i] = e->loss_before, fv[3 * i + 1] = e->loss_after, fv[3 * i + 2] = e->seconds;
+  }
+  if (st == NEST_OK) st = nest_ckpt_put(w, "event_counts", NEST_CK_I64, iv, 5 * n);
+  if (st == NEST_OK) st = nest_ckpt_put(w, "event_values", NEST_CK_F64, fv, 3 * n);
+  if (st == NEST_OK)
+    st = nest_ckpt_put_strs(w, "event_policy", g->rows ? g->rows[0].policy : "", sizeof(event_row),
+                            n, sizeof g->rows[0].policy);
+  if (st == NEST_OK)
+    st = nest_ckpt_put_strs(w, "event_layer", g->rows ? g->rows[0].layer : "", sizeof(event_row),
+                            n, sizeof g->rows[0].layer);
+  if (st == NEST_OK)
+    st = nest_ckpt_put_strs(w, "event_detail", g->rows ? g->rows[0].detail : "", sizeof(event_row),
+                            n, sizeof g->rows[0].detail);
+  free(iv);
+  free(fv);
+  return st;
+}
+
+/* One string of a table read by nest_ckpt_get_strs into dst[cap]. */
+static void copy_str(char *dst, size_t cap, const char *tab, size_t width, size_t i) {
+  snprintf(dst, cap, "%.*s", (int)width, tab + i * width);
+}
+
+nest_status nest_grow_load(nest_grow *g, nest_ckpt *r) {
+  if (!g) return NEST_OK;
+  int64_t gi[3];
+  double gv[3];
+  NEST_CALL(nest_ckpt_get(r, "grow_result_counts", NEST_CK_I64, gi, 3));
+  NEST_CALL(nest_ckpt_get(r, "grow_result_values", NEST_CK_F64, gv, 3));
+  g->res.iterations = (int)gi[0];
+  g->res.seed_weights = gi[1];
+  g->res.grown_weights = gi[2];
+  g->res.val_error = gv[0], g->res.test_error = gv[1], g->res.seconds = gv[2];
+  char *tab[4] = {NULL, NULL, NULL, NULL};
+  size_t n = 0, w[4], m;
+  nest_status st = nest_ckpt_get_strs(r, "grow_result_stop", &tab[0], &m, &w[0]);
+  if (st == NEST_OK && m == 1) copy_str(g->res.stop, sizeof g->res.stop, tab[0], w[0], 0);
+  free(tab[0]);
+  tab[0] = NULL;
+  NEST_CALL(st);
+  NEST_CALL(nest_ckpt_len(r, "event_values", &n));
+  n /= 3;
+  int64_t *iv = NULL;
+  double *fv = NULL;
+  st = nest_malloc((void **)&iv, sizeof(int64_t) * 5 * (n ? n : 1), "event rows");
+  if (st == NEST_OK) st = nest_malloc((void **)&fv, sizeof(double) * 3 * (n ? n : 1), "event rows");
+  if (st == NEST_OK) st = nest_ckpt_get(r, "event_counts", NEST_CK_I64, iv, 5 * n);
+  if (st == NEST_OK) st = nest_ckpt_get(r, "event_values", NEST_CK_F64, fv, 3 * n);
+  const char *names[3] = {"event_policy", "event_layer", "event_detail"};
+  for (int k = 0; k < 3 && st == NEST_OK; ++k) {
+    st = nest_ckpt_get_strs(r, names[k], &tab[k], &m, &w[k]);
+    if (st == NEST_OK && m != n)
+      st = NEST_ERR(NEST_ERR_FORMAT, "checkpoint: /state/%s has %zu rows, expected %zu", names[k],
+                    m, n);
+  }
+  g->nrows = 0;
+  for (size_t i = 0; st == NEST_OK && i < n; ++i) {
+    event_row e = {.iteration = iv[5 * i], .units = iv[5 * i + 1], .added = iv[5 * i + 2],
+                   .removed = iv[5 * i + 3], .active = iv[5 * i + 4], .loss_before = fv[3 * i],
+                   .loss_after = fv[3 * i + 1], .seconds = fv[3 * i + 2]};
+    copy_str(e.policy, sizeof e.policy, tab[0], w[0], i);
+    copy_str(e.layer, sizeof e.layer, tab[1], w[1], i);
+    copy_str(e.detail, sizeof e.detail, tab[2], w[2], i);
+    st = push_row(g, &e);
+  }
+  for (int k = 0; k < 4; ++k) free(tab[k]);
+  free(iv);
+  free(fv);
+  return st;
+}
+
+nest_status nest_grow_events_tell(nest_grow *g, int64_t *bytes) {
+  *bytes = -1;
+  if (!g || !g->events) return NEST_OK;
+  if (fflush(g->events) != 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", g->events_path, strerror(errno));
+  *bytes = (int64_t)ftell(g->events);
+  return NEST_OK;
+}
+
+nest_status nest_grow_events_reopen(nest_trainer *t, nest_grow *g, int64_t bytes) {
+  if (!g) return NEST_OK;
+  nest_status st = NEST_OK;
+  if (t->rank == 0 && t->run_dir[0] && bytes >= 0) {
+    snprintf(g->events_path, sizeof g->events_path, "%s/events.csv", t->run_dir);
+    st = nest_restart_truncate(g->events_path, bytes, &g->events);
+  }
+  return nest_comm_agree(t->comm, st);
 }

@@ -14,6 +14,7 @@
 
 #include "nest/comm.h"
 #include "nest/config.h"
+#include "nest/restart.h"
 #include "nest/train.h"
 
 /* OpenBLAS extensions (declared in its cblas.h, repeated here for clarity). */
@@ -22,6 +23,11 @@ void openblas_set_num_threads(int);
 
 static void report(int rank, nest_status st) {
   if (rank != 0) return;
+  if (st == NEST_STOPPED) { /* not an error: the run can be continued */
+    fprintf(stderr, "nest_mpi: %s\n", nest_error_message());
+    fflush(stderr);
+    return;
+  }
   fprintf(stderr, "nest_mpi: error: %s\n", nest_error_message());
   const char *trace = getenv("NEST_TRACE");
   if (trace && *trace && strcmp(trace, "0") != 0)
@@ -43,6 +49,54 @@ static int choose_threads(int requested, int local_ranks) {
   return bound < cap ? (bound > 0 ? bound : 1) : cap;
 }
 
+/* nest_mpi --resume RUN_DIR [--set k=v ...] = nest_mpi RUN_DIR/config.ini --set
+ * run.run_dir=RUN_DIR [--set k=v ...], and the directory must hold a checkpoint. The run's
+ * own effective config comes back from its directory. argv is rewritten in place (its
+ * strings stay valid for the whole run). */
+static nest_status resume_args(int *argc, char ***argv, int *resume) {
+  *resume = 0;
+  int at = -1;
+  for (int i = 1; i < *argc; ++i) {
+    if (strcmp((*argv)[i], "--") == 0) break;
+    if (strcmp((*argv)[i], "--set") == 0) {
+      ++i;
+      continue;
+    }
+    if (strcmp((*argv)[i], "--resume") == 0) at = i;
+  }
+  if (at < 0) return NEST_OK;
+  if (at + 1 >= *argc || !(*argv)[at + 1][0])
+    return NEST_ERR(NEST_ERR_ARG, "missing run directory after --resume");
+  const char *dir = (*argv)[at + 1];
+  for (int i = 1; i < *argc; ++i)
+    if (i != at && i != at + 1 && (*argv)[i][0] != '-' && (i == 1 || strcmp((*argv)[i - 1], "--set")))
+      return NEST_ERR(NEST_ERR_ARG, "--resume %s takes the run's own config: give no config file "
+                      "(%s)", dir, (*argv)[i]);
+  char newest[4200];
+  int any = 0;
+  NEST_CALL(nest_restart_newest(dir, newest, sizeof newest, &any));
+  if (!any)
+    return NEST_ERR(NEST_ERR_IO, "%s: no checkpoint to resume from (no %s/checkpoints/ckpt-*.h5)",
+                    dir, dir);
+  static char cfg[4200], set[4200];
+  static char *nargv[1024];
+  if (*argc + 2 > 1024) return NEST_ERR(NEST_ERR_ARG, "too many arguments");
+  snprintf(cfg, sizeof cfg, "%s/config.ini", dir);
+  snprintf(set, sizeof set, "run.run_dir=%s", dir);
+  int n = 0;
+  nargv[n++] = (*argv)[0];
+  nargv[n++] = cfg;
+  nargv[n++] = "--set";
+  nargv[n++] = set;
+  for (int i = 1; i < *argc; ++i)
+    if (i != at && i != at + 1) nargv[n++] = (*argv)[i];
+  nargv[n] = NULL;
+  *argc = n;
+  *argv = nargv;
+  *resume = 1;
+  return NEST_OK;
+}
+
 int main(int argc, char **argv) {
   nest_comm *comm = NULL;
   if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) {
@@ -50,9 +104,13 @@ int main(int argc, char **argv) {
     return 1;
   }
   const int rank = nest_comm_rank(comm);
-  int help = 0;
+  /* SIGUSR1 / SIGTERM / SIGINT: checkpoint at the next step and stop (restart.h). */
+  nest_restart_signals_install();
+  int help = 0, resume = 0;
   nest_config cfg;
-  nest_status st = nest_cli_parse(argc, argv, &cfg, &help);
+  nest_status st = resume_args(&argc, &argv, &resume);
+  if (st == NEST_OK) st = nest_cli_parse(argc, argv, &cfg, &help);
+  cfg.resume = resume;
   st = nest_comm_agree(comm, st);
   if (st != NEST_OK) {
     report(rank, st);

@@ -9,24 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/restart.h"
 #include "nest/shard.h"
 #include "nest/surgery.h"
 
 /* Permutation keys of the retraining steps: far above any epoch and the growth sets. */
 #define PRUNE_PERM_KEY ((int64_t)1 << 42)
 
-typedef struct {
-  int target; /* tensor index (prune) or layer index (area) */
-  int layer;
-  double gamma;
-  int stopped; /* 0 pruning; 1 guard; 2 floor / nothing left */
-} target_state;
-
 /* The retraining stream: consecutive global batches of permutations keyed by
- * (seed, PRUNE_PERM_KEY + k), k counting the permutations used up in this run. */
-typedef struct {
-  int64_t key, pos;
-} retrain_stream;
+ * (seed, PRUNE_PERM_KEY + t->rkey), t->rkey counting the permutations used up in this run and
+ * t->rpos the position in the current one (both in checkpoints). */
 
 /* ---- snapshots ------------------------------------------------------------------------- */
 
@@ -55,16 +47,29 @@ static void restore(nest_trainer *t, nest_net **snap) {
 
 /* ---- retraining ------------------------------------------------------------------------- */
 
-static nest_status retrain(nest_trainer *t, retrain_stream *rs, int steps, double *loss) {
+/* One retraining round of `steps` steps. The loss sums live in t->racc and the position in
+ * t->cur.step, so a checkpoint can be taken before any step and resumed there. */
+static nest_status retrain(nest_trainer *t, int steps, double *loss) {
   const nest_config *c = &t->cfg;
   const int64_t spe = t->steps_per_epoch;
-  double acc[3] = {0, 0, 0};
-  for (int s = 0; s < steps; ++s) {
-    if (rs->pos == 0 || rs->pos >= spe) {
-      if (rs->pos >= spe) rs->key++, rs->pos = 0;
-      nest_shard_permute(c->seed, PRUNE_PERM_KEY + rs->key, t->train_idx, t->n_train, t->perm);
+  double *acc = t->racc;
+  int s0 = 0;
+  if (t->resuming) { /* resumed before step cur.step of this round */
+    s0 = (int)t->cur.step;
+    t->resuming = 0;
+  } else {
+    acc[0] = acc[1] = acc[2] = 0;
+  }
+  int64_t have = -1; /* the key t->perm holds */
+  for (int s = s0; s < steps; ++s) {
+    t->cur.step = s;
+    NEST_CALL(nest_restart_point(t, 0));
+    if (t->rpos >= spe) t->rkey++, t->rpos = 0;
+    if (have != PRUNE_PERM_KEY + t->rkey) {
+      have = PRUNE_PERM_KEY + t->rkey;
+      nest_shard_permute(c->seed, have, t->train_idx, t->n_train, t->perm);
     }
-    t->data_key = PRUNE_PERM_KEY + rs->key;
+    t->data_key = PRUNE_PERM_KEY + t->rkey;
     int64_t hits = 0, rows = 0;
     double l = 0;
     /* A cosine from prune.lr down to optim.min_lr over the retraining (a warm restart per
@@ -72,13 +77,15 @@ static nest_status retrain(nest_trainer *t, retrain_stream *rs, int steps, doubl
      * mid-stride by a constant rate. */
     const double lr = c->min_lr + 0.5 * (c->prune_lr - c->min_lr) *
                                       (1.0 + cos(M_PI * (double)s / (double)steps));
-    NEST_CALL(nest_trainer_step(t, t->perm, rs->pos, lr, &l, &hits, &rows));
+    NEST_CALL(nest_trainer_step(t, t->perm, t->rpos, lr, &l, &hits, &rows));
     acc[0] += l;
     acc[2] += (double)rows;
-    rs->pos++;
+    t->rpos++;
   }
-  NEST_CALL(nest_comm_sum_same_f64(t->comm, acc, 3));
-  *loss = acc[2] > 0 ? acc[0] / acc[2] : NAN;
+  t->cur.step = steps;
+  double sum[3] = {acc[0], acc[1], acc[2]};
+  NEST_CALL(nest_comm_sum_same_f64(t->comm, sum, 3));
+  *loss = sum[2] > 0 ? sum[0] / sum[2] : NAN;
   if (steps > 0 && !isfinite(*loss))
     return NEST_ERR(NEST_ERR_NUMERIC,
                     "retraining loss is %g during pruning: lower prune.lr (now %g)", *loss,
@@ -136,19 +143,19 @@ nest_status nest_prune_check(const nest_trainer *t, int area) {
   return NEST_OK;
 }
 
-static int list_targets(const nest_trainer *t, int area, target_state *ts) {
+static int list_targets(const nest_trainer *t, int area, nest_prune_target *ts) {
   const nest_net *net = t->net;
   const nest_config *c = &t->cfg;
   int n = 0;
   if (area) {
     for (int l = 0; l < net->nlayers; ++l)
       if (net->layers[l]->kind == NEST_LAYER_CONV2D && chosen(c, net->layers[l]->name))
-        ts[n++] = (target_state){l, l, c->prune_area_gamma_start, 0};
+        ts[n++] = (nest_prune_target){l, l, c->prune_area_gamma_start, 0};
   } else {
     for (int i = 0; i < net->ntensors; ++i) {
       const nest_tensor_ref *r = &net->tensors[i];
       if (r->param->maskable && chosen(c, r->layer->name))
-        ts[n++] = (target_state){i, r->layer->index, c->prune_gamma_start, 0};
+        ts[n++] = (nest_prune_target){i, r->layer->index, c->prune_gamma_start, 0};
     }
   }
   return n;
@@ -168,91 +175,104 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
   const nest_policy_ops *ops = area ? &nest_policy_area : &nest_policy_magnitude;
   const double gamma_min = area ? c->prune_area_gamma : c->prune_gamma;
   const char *label = area ? "area" : "prune";
-  const double t_start = nest_comm_wtime();
-  memset(res, 0, sizeof *res);
-  res->val_error = res->test_error = NAN;
-  NEST_CALL(nest_prune_check(t, area));
-  if (area) { /* every chosen conv layer gets an all-ones area mask: the function is unchanged */
-    for (int l = 0; l < t->net->nlayers; ++l) {
-      const nest_layer *ly = t->net->layers[l];
-      if (ly->kind == NEST_LAYER_CONV2D && chosen(c, ly->name) && !ly->hp.area)
-        NEST_CALL(nest_surgery_set_area(&t->net, l, 1));
-    }
-  }
-  target_state *ts = NULL;
-  NEST_CALL(nest_calloc((void **)&ts, (size_t)(t->net->ntensors + t->net->nlayers),
-                        sizeof *ts, "pruning targets"));
-  const int nt = list_targets(t, area, ts);
-  /* The neuron policy's layers (prune phase only). */
+  const double t_start = t->t_start + t->phase_t0; /* survives a restart */
+  /* The neuron policy's layers (prune phase only); structural, so the same after a restart. */
   int *units = NULL, nunits = 0;
-  nest_status st = NEST_OK;
-  NEST_CALL_GOTO(st, nest_calloc((void **)&units, (size_t)t->net->nlayers, sizeof(int), "layers"),
-                 done);
+  NEST_CALL(nest_calloc((void **)&units, (size_t)t->net->nlayers, sizeof(int), "layers"));
   if (!area)
     for (int l = 0; l < t->net->nlayers; ++l) {
       const char *why = NULL;
       if (chosen(c, t->net->layers[l]->name) && nest_policy_neurons.accepts(t->net, l, &why))
         units[nunits++] = l;
     }
-
-  NEST_CALL_GOTO(st, nest_trainer_sync_buffers(t), done);
+  nest_status st = NEST_OK;
   double verr;
-  NEST_CALL_GOTO(st, validate(t, &verr), done);
-  res->target = c->prune_target_error > 0 ? c->prune_target_error : verr;
   const double tol = area ? c->prune_area_tolerance : c->prune_tolerance;
-  res->limit = res->target + tol;
-  nest_net_count(t->net, &res->weights_before, NULL, NULL);
-  res->flops_before = nest_net_flops(t->net);
-  res->conv_flops_before = conv_flops(t->net);
-  if (t->rank == 0 && !t->quiet) {
-    printf("nest: %s phase: %d targets, steps %g down to %g, %d retraining steps at lr %g; "
-           "guard: validation error <= %.2f%% (target %.2f%% + %.2f)\n",
-           label, nt, area ? c->prune_area_gamma_start : c->prune_gamma_start, gamma_min,
-           c->prune_retrain_steps, c->prune_lr, 100 * res->limit, 100 * res->target,
-           100 * tol);
-    fflush(stdout);
+  if (!t->resuming) { /* a fresh phase (a resumed one has its targets and result back) */
+    memset(res, 0, sizeof *res);
+    res->val_error = res->test_error = NAN;
+    NEST_CALL_GOTO(st, nest_prune_check(t, area), done);
+    if (area) { /* every chosen conv layer gets an all-ones area mask: the function is unchanged */
+      for (int l = 0; l < t->net->nlayers; ++l) {
+        const nest_layer *ly = t->net->layers[l];
+        if (ly->kind == NEST_LAYER_CONV2D && chosen(c, ly->name) && !ly->hp.area)
+          NEST_CALL_GOTO(st, nest_surgery_set_area(&t->net, l, 1), done);
+      }
+    }
+    free(t->pts);
+    t->pts = NULL;
+    NEST_CALL_GOTO(st, nest_calloc((void **)&t->pts, (size_t)(t->net->ntensors + t->net->nlayers),
+                                   sizeof *t->pts, "pruning targets"), done);
+    t->npts = list_targets(t, area, t->pts);
+    NEST_CALL_GOTO(st, nest_trainer_sync_buffers(t), done);
+    NEST_CALL_GOTO(st, validate(t, &verr), done);
+    res->target = c->prune_target_error > 0 ? c->prune_target_error : verr;
+    res->limit = res->target + tol;
+    nest_net_count(t->net, &res->weights_before, NULL, NULL);
+    res->flops_before = nest_net_flops(t->net);
+    res->conv_flops_before = conv_flops(t->net);
+    if (t->rank == 0 && !t->quiet) {
+      printf("nest: %s phase: %d targets, steps %g down to %g, %d retraining steps at lr %g; "
+             "guard: validation error <= %.2f%% (target %.2f%% + %.2f)\n",
+             label, t->npts, area ? c->prune_area_gamma_start : c->prune_gamma_start, gamma_min,
+             c->prune_retrain_steps, c->prune_lr, 100 * res->limit, 100 * res->target,
+             100 * tol);
+      fflush(stdout);
+    }
+    t->rkey = area ? 1 << 20 : 0, t->rpos = 0; /* the two phases draw different streams */
+    t->cur.iter = 1, t->cur.target = 0, t->cur.part = 0, t->cur.live = 0;
   }
-  retrain_stream rs = {area ? 1 << 20 : 0, 0}; /* the two phases draw different streams */
+  const int nt = t->npts;
   /* Iterations of the area phase are numbered after the prune phase's in events.csv. */
   const int64_t it0 = area ? 100000 : 0;
-  nest_net *snap = NULL;
-  for (int it = 1; it <= c->prune_iterations; ++it) {
-    int live = 0;
-    for (int k = 0; k < nt; ++k) {
-      target_state *x = &ts[k];
-      if (x->stopped) continue;
-      live = 1;
-      const char *lname = t->net->layers[x->layer]->name;
+  /* The cursor (train.h): iteration cur.iter, target cur.target; part 0 = its step next,
+   * 1 = retraining it (round cur.tries, step cur.step; t->snap holds the net of before). */
+  for (int it = t->cur.iter; it <= c->prune_iterations; ++it) {
+    t->cur.iter = it;
+    if (!t->resuming) t->cur.target = 0, t->cur.live = 0;
+    for (int k = t->cur.target; k < nt; ++k) {
+      t->cur.target = k;
+      nest_prune_target *x = &t->pts[k];
       char lbuf[NEST_NAME_LEN];
-      snprintf(lbuf, sizeof lbuf, "%s", lname);
-      NEST_CALL_GOTO(st, nest_grow_begin(t, g, it0 + it), done);
-      NEST_CALL_GOTO(st, net_copy(t->net, &snap), done);
-      nest_grow_event ev;
-      NEST_CALL_GOTO(st, nest_grow_run_one(t, g, ops, x->target, it0 + it, x->gamma, &ev), done);
-      if (ev.removed == 0 && ev.units == 0) { /* at the floor: nothing left to take */
-        nest_net_destroy(&snap);
-        x->stopped = 2;
-        NEST_CALL_GOTO(st, nest_grow_note(t, g, it0 + it, "stop", lbuf, "floor reached"), done);
-        NEST_CALL_GOTO(st, nest_grow_flush(t, g, NAN), done);
-        continue;
+      snprintf(lbuf, sizeof lbuf, "%s", t->net->layers[x->layer]->name);
+      if (!(t->resuming && t->cur.part == 1)) {
+        t->resuming = 0;
+        t->cur.part = 0;
+        if (x->stopped) continue;
+        t->cur.live = 1;
+        NEST_CALL_GOTO(st, nest_grow_begin(t, g, it0 + it), done);
+        NEST_CALL_GOTO(st, net_copy(t->net, &t->snap), done);
+        nest_grow_event ev;
+        NEST_CALL_GOTO(st, nest_grow_run_one(t, g, ops, x->target, it0 + it, x->gamma, &ev), done);
+        if (ev.removed == 0 && ev.units == 0) { /* at the floor: nothing left to take */
+          nest_net_destroy(&t->snap);
+          x->stopped = 2;
+          NEST_CALL_GOTO(st, nest_grow_note(t, g, it0 + it, "stop", lbuf, "floor reached"), done);
+          NEST_CALL_GOTO(st, nest_grow_flush(t, g, NAN), done);
+          continue;
+        }
+        for (int u = 0; u < nunits; ++u)
+          NEST_CALL_GOTO(st, nest_grow_run_one(t, g, &nest_policy_neurons, units[u], it0 + it, 0, NULL),
+                         done);
+        t->cur.part = 1, t->cur.tries = 0, t->cur.step = 0;
       }
-      for (int u = 0; u < nunits; ++u)
-        NEST_CALL_GOTO(st, nest_grow_run_one(t, g, &nest_policy_neurons, units[u], it0 + it, 0, NULL),
-                       done);
+      /* Retrain, validate; a step that fails after retraining may only need more of it: the
+       * validation error of a few thousand samples moves by tenths of a point between
+       * retrainings. */
       double loss = NAN;
-      NEST_CALL_GOTO(st, retrain(t, &rs, c->prune_retrain_steps, &loss), done);
-      NEST_CALL_GOTO(st, validate(t, &verr), done);
-      /* A step that fails after retraining may only need more of it: the validation error of
-       * a few thousand samples moves by tenths of a point between retrainings. */
-      int tries = 0;
-      for (; tries < c->prune_retries && !(verr <= res->limit + 1e-9); ++tries) {
-        NEST_CALL_GOTO(st, retrain(t, &rs, c->prune_retrain_steps, &loss), done);
+      int tries = t->cur.tries;
+      for (;;) {
+        t->cur.tries = tries;
+        NEST_CALL_GOTO(st, retrain(t, c->prune_retrain_steps, &loss), done);
         NEST_CALL_GOTO(st, validate(t, &verr), done);
+        if (verr <= res->limit + 1e-9 || tries >= c->prune_retries) break;
+        ++tries;
+        t->cur.step = 0;
       }
       const int fail = !(verr <= res->limit + 1e-9);
       char detail[160];
       if (fail) {
-        restore(t, &snap);
+        restore(t, &t->snap);
         res->steps_restored++;
         const double old = x->gamma;
         x->gamma *= 0.5;
@@ -263,9 +283,10 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
           snprintf(detail + strlen(detail), sizeof detail - strlen(detail), "%.4g", x->gamma);
         NEST_CALL_GOTO(st, nest_grow_note(t, g, it0 + it, "guard", lbuf, detail), done);
       } else {
-        nest_net_destroy(&snap);
+        nest_net_destroy(&t->snap);
         res->steps_kept++;
       }
+      t->cur.part = 0;
       int64_t aw = 0;
       nest_net_count(t->net, &aw, NULL, NULL);
       if (t->rank == 0 && !t->quiet) {
@@ -280,9 +301,15 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
       }
       NEST_CALL_GOTO(st, nest_grow_flush(t, g, verr), done);
     }
+    t->resuming = 0; /* resumed at the end of an iteration (cur.target = number of targets) */
     res->iterations = it;
-    if (!live) break;
+    if (!t->cur.live) break;
+    /* the end of an iteration: always a checkpoint */
+    t->cur.iter = it + 1, t->cur.target = 0, t->cur.part = 0, t->cur.live = 0;
+    t->cur.epoch = t->cur.step = 0;
+    NEST_CALL_GOTO(st, nest_restart_point(t, 1), done);
   }
+  t->resuming = 0;
   nest_net_count(t->net, &res->weights_after, NULL, NULL);
   res->flops_after = nest_net_flops(t->net);
   res->conv_flops_after = conv_flops(t->net);
@@ -311,8 +338,7 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
     fflush(stdout);
   }
 done:
-  nest_net_destroy(&snap);
-  free(ts);
+  nest_net_destroy(&t->snap);
   free(units);
   return st;
 }

@@ -55,7 +55,7 @@ void nest_error_adopt(nest_status code, const char *message) {
 const char *nest_status_name(nest_status s) {
   static const char *names[NEST_ERR_COUNT] = {"ok",      "argument", "config",   "io",
                                               "format",  "memory",   "numeric",  "mpi",
-                                              "mismatch", "internal"};
+                                              "mismatch", "internal", "stopped"};
   return (s >= 0 && s < NEST_ERR_COUNT) ? names[s] : "unknown";
 }
 

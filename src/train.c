@@ -20,6 +20,7 @@
 #include "nest/grow.h"
 #include "nest/prune.h"
 #include "nest/report.h"
+#include "nest/restart.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 
@@ -92,41 +93,111 @@ static nest_status load_set(const nest_config *c, const char *path, const char *
 
 /* ---- setup -------------------------------------------------------------------------------- */
 
+/* Files a run writes into its directory: one of them there means the directory holds (part
+ * of) a run, and it is not reused unless it also holds a checkpoint. */
+static const char *const run_files[] = {"config.ini", "metrics.csv", "events.csv", "summary.txt",
+                                        "model.h5", "model_seed.h5", "report.csv"};
+
+/* The name of a new run directory under out_dir: NAME-job<id> (Slurm job), NAME-job<id>_<task>
+ * (job array), else NAME-YYYYmmdd-HHMMSS. A requeued Slurm job gets its own directory again,
+ * so it resumes; two runs started in the same second outside Slurm get -2, -3, ... */
+static nest_status new_run_dir(nest_trainer *t, int *resume) {
+  const nest_config *c = &t->cfg;
+  const char *name = c->name[0] ? c->name : "run";
+  char stamp[96];
+  const char *job = getenv("SLURM_JOB_ID"), *ajob = getenv("SLURM_ARRAY_JOB_ID"),
+             *task = getenv("SLURM_ARRAY_TASK_ID");
+  const int slurm = job && *job;
+  if (ajob && *ajob && task && *task)
+    snprintf(stamp, sizeof stamp, "job%.32s_%.32s", ajob, task);
+  else if (slurm)
+    snprintf(stamp, sizeof stamp, "job%.32s", job);
+  else {
+    time_t now = time(NULL);
+    struct tm tmv;
+    localtime_r(&now, &tmv);
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tmv);
+  }
+  if (strlen(c->out_dir) > 900)
+    return NEST_ERR(NEST_ERR_CONFIG, "run.out_dir '%.60s...' is too long", c->out_dir);
+  NEST_CALL(mkdir_p(c->out_dir));
+  for (int k = 1; k <= 1000; ++k) {
+    if (k == 1)
+      snprintf(t->run_dir, sizeof t->run_dir, "%s/%.100s-%s", c->out_dir, name, stamp);
+    else
+      snprintf(t->run_dir, sizeof t->run_dir, "%s/%.100s-%s-%d", c->out_dir, name, stamp, k);
+    if (mkdir(t->run_dir, 0775) == 0) return NEST_OK; /* ours alone: mkdir is atomic */
+    if (errno != EEXIST)
+      return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", t->run_dir, strerror(errno));
+    if (slurm) { /* the same job again (requeued): its directory, resumed or refused below */
+      *resume = -1;
+      return NEST_OK;
+    }
+  }
+  return NEST_ERR(NEST_ERR_IO, "%s/%s-%s: 1000 run directories of that name exist", c->out_dir,
+                  name, stamp);
+}
+
+/* Rank 0: the run directory, and whether this run resumes the checkpoints in it. */
+static nest_status choose_run_dir(nest_trainer *t, int *resume) {
+  const nest_config *c = &t->cfg;
+  *resume = 0;
+  if (c->run_dir[0]) {
+    if (strlen(c->run_dir) >= sizeof t->run_dir - 64)
+      return NEST_ERR(NEST_ERR_CONFIG, "run.run_dir '%.60s...' is too long", c->run_dir);
+    snprintf(t->run_dir, sizeof t->run_dir, "%s", c->run_dir);
+    NEST_CALL(mkdir_p(t->run_dir));
+    *resume = -1;
+  } else {
+    NEST_CALL(new_run_dir(t, resume));
+  }
+  if (*resume == 0) { /* a directory of our own */
+    if (c->resume) return NEST_ERR(NEST_ERR_INTERNAL, "--resume without run.run_dir");
+    return NEST_OK;
+  }
+  /* An existing directory: resume its checkpoints; refuse one that holds another run's files
+   * without a checkpoint (nothing in it is touched). */
+  char newest[NEST_PATH_LEN + 64];
+  int any = 0;
+  NEST_CALL(nest_restart_newest(t->run_dir, newest, sizeof newest, &any));
+  if (any) {
+    *resume = 1;
+    return NEST_OK;
+  }
+  *resume = 0;
+  if (c->resume)
+    return NEST_ERR(NEST_ERR_IO, "%s: no checkpoint to resume from (no %s/checkpoints/ckpt-*.h5)",
+                    t->run_dir, t->run_dir);
+  for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; ++i) {
+    char path[NEST_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/%s", t->run_dir, run_files[i]);
+    if (access(path, F_OK) == 0)
+      return NEST_ERR(NEST_ERR_IO,
+                      "%s already holds a run (%s) but no checkpoint to resume: choose another "
+                      "run.run_dir; nothing was overwritten",
+                      t->run_dir, run_files[i]);
+  }
+  return NEST_OK;
+}
+
 static nest_status make_run_dir(nest_trainer *t) {
   nest_status st = NEST_OK;
   const nest_config *c = &t->cfg;
   /* No run directory at all (tests, benchmarks): both out_dir and run_dir empty. */
   if (!c->run_dir[0] && !c->out_dir[0]) {
     t->run_dir[0] = '\0';
+    if (c->resume) return NEST_ERR(NEST_ERR_CONFIG, "--resume needs a run directory");
     return NEST_OK;
   }
+  int resume = 0;
   if (t->rank == 0) {
-    if (c->run_dir[0]) {
-      snprintf(t->run_dir, sizeof t->run_dir, "%s", c->run_dir);
-    } else {
-      char stamp[32];
-      time_t now = time(NULL);
-      struct tm tmv;
-      localtime_r(&now, &tmv);
-      strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tmv);
-      int n = snprintf(t->run_dir, sizeof t->run_dir, "%.900s/%.100s-%s", c->out_dir,
-                       c->name[0] ? c->name : "run", stamp);
-      if (n < 0 || (size_t)n >= sizeof t->run_dir || strlen(c->out_dir) > 900)
-        st = NEST_ERR(NEST_ERR_CONFIG, "run.out_dir '%s' is too long", c->out_dir);
-    }
-    if (st == NEST_OK) st = mkdir_p(t->run_dir);
+    st = choose_run_dir(t, &resume);
     char path[NEST_PATH_LEN + 32];
-    snprintf(path, sizeof path, "%s/metrics.csv", t->run_dir);
-    if (st == NEST_OK && access(path, F_OK) == 0)
-      st = NEST_ERR(NEST_ERR_IO,
-                    "%s already holds a run (metrics.csv): choose another run.run_dir, nothing "
-                    "was overwritten",
-                    t->run_dir);
-    if (st == NEST_OK) {
+    if (st == NEST_OK && !resume) {
       snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
       st = nest_config_write(&t->cfg, path);
     }
-    if (st == NEST_OK) {
+    if (st == NEST_OK && !resume) {
       snprintf(path, sizeof path, "%s/metrics.csv", t->run_dir);
       t->metrics = fopen(path, "w");
       if (!t->metrics)
@@ -139,6 +210,8 @@ static nest_status make_run_dir(nest_trainer *t) {
   }
   NEST_CALL(nest_comm_agree(t->comm, st));
   NEST_CALL(nest_comm_bcast(t->comm, t->run_dir, sizeof t->run_dir, 0));
+  NEST_CALL(nest_comm_bcast(t->comm, &resume, sizeof resume, 0));
+  t->resuming = resume; /* 1: nest_restart_resume follows */
   return NEST_OK;
 }
 
@@ -319,7 +392,9 @@ nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *com
   if (st == NEST_OK && t->phase_has[NEST_PHASE_AREA]) st = nest_prune_check(t, 1);
   NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
   NEST_CALL_GOTO(st, make_run_dir(t), fail);
-  NEST_CALL_GOTO(st, nest_grow_open_events(t, t->grow), fail);
+  if (!t->resuming) NEST_CALL_GOTO(st, nest_grow_open_events(t, t->grow), fail);
+  NEST_CALL_GOTO(st, nest_restart_create(t), fail);
+  if (t->resuming) NEST_CALL_GOTO(st, nest_restart_resume(t), fail);
   *out = t;
   return NEST_OK;
 fail:
@@ -349,6 +424,9 @@ void nest_trainer_destroy(nest_trainer **tp) {
   if (!tp || !*tp) return;
   nest_trainer *t = *tp;
   if (t->metrics) fclose(t->metrics);
+  nest_restart_destroy(&t->rst);
+  nest_net_destroy(&t->snap);
+  free(t->pts);
   nest_grow_destroy(&t->grow);
   nest_augment_destroy(&t->aug);
   nest_net_destroy(&t->net);
@@ -478,9 +556,19 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
   double t_epoch = nest_comm_wtime(), t_win = t_epoch;
   nest_shard_permute(c->seed, e, t->train_idx, t->n_train, t->perm);
   t->data_key = e;
-  double ep_acc[3] = {0, 0, 0}, win[3] = {0, 0, 0}; /* loss sum, correct, rows */
+  /* The sums live in the trainer (a checkpoint between two steps saves them). */
+  double *ep_acc = t->ep_acc, *win = t->win; /* loss sum, correct, rows */
+  int64_t s0 = 0;
+  if (t->resuming) { /* a checkpoint taken before step cur.step of this epoch */
+    s0 = t->cur.step;
+    t->resuming = 0;
+  } else {
+    for (int k = 0; k < 3; ++k) ep_acc[k] = win[k] = 0;
+  }
   double lr = 0;
-  for (int64_t s = 0; s < spe; ++s) {
+  for (int64_t s = s0; s < spe; ++s) {
+    t->cur.step = s;
+    NEST_CALL(nest_restart_point(t, 0));
     lr = nest_optim_lr(plan->sched, plan->t0 + (double)s / (double)spe);
     double loss = 0;
     int64_t hits = 0, rows = 0;
@@ -500,7 +588,7 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
       double now = nest_comm_wtime();
       double ips = win[2] / (now - t_win);
       int64_t done = plan->index * spe + s + 1;
-      double eta = (now - t_epoch) / (double)(s + 1) * (double)(phase_steps - done);
+      double eta = (now - t_epoch) / (double)(s + 1 - s0) * (double)(phase_steps - done);
       if (t->rank == 0 && !t->quiet) {
         char eta_s[32], el_s[32];
         fmt_duration(eta, eta_s, sizeof eta_s);
@@ -532,6 +620,7 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
     if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, val));
     if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, test));
   }
+  t->cur.step = spe; /* the epoch's steps are done (no checkpoint point until the next) */
   t->epoch++;
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
@@ -657,7 +746,8 @@ static nest_status save_stage(nest_trainer *t, const char *file, const char *sta
 static nest_status train_epochs(nest_trainer *t, const char *phase, const nest_optim *sched,
                                 int64_t epochs, nest_eval *val, nest_eval *test) {
   const nest_config *c = &t->cfg;
-  for (int64_t e = 0; e < epochs; ++e) {
+  for (int64_t e = t->resuming ? t->cur.epoch : 0; e < epochs; ++e) {
+    if (!t->resuming) t->cur.epoch = e, t->cur.step = 0;
     const int last = e + 1 == epochs;
     nest_epoch_plan plan = {.phase = phase,
                             .sched = sched,
@@ -690,44 +780,59 @@ nest_status nest_trainer_run(nest_trainer *t) {
            nest_net_flops(t->net) / 1e6, t->run_dir);
     fflush(stdout);
   }
-  t->t_start = nest_comm_wtime();
-  nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
-  nest_prune_result pres[2];
-  int pran[2] = {0, 0};
+  nest_eval *val = &t->last_val, *test = &t->last_test;
   const int synthesis = t->phase_has[NEST_PHASE_GROW] || t->phase_has[NEST_PHASE_PRUNE] ||
                         t->phase_has[NEST_PHASE_AREA];
-  if (synthesis) { /* the starting network, with its errors (the report's first stage) */
-    nest_eval v0 = {NAN, NAN, 0}, t0 = {NAN, NAN, 0};
-    if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v0));
-    if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &t0));
-    NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", &v0, &t0));
+  if (!t->resuming) { /* a new run: checkpoint 0 before anything else */
+    t->t_start = nest_comm_wtime();
+    *val = *test = (nest_eval){NAN, NAN, 0};
+    t->cur = (nest_cursor){.phase = -1};
+    NEST_CALL(nest_restart_point(t, 1));
   }
-  for (int i = 0; i < t->nphases; ++i) {
+  if (t->cur.phase == -1) {
+    t->resuming = 0; /* resumed at the seed stage: nothing to skip */
+    if (synthesis) { /* the starting network, with its errors (the report's first stage) */
+      nest_eval v0 = {NAN, NAN, 0}, t0 = {NAN, NAN, 0};
+      if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v0));
+      if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &t0));
+      NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", &v0, &t0));
+    }
+    t->cur = (nest_cursor){.phase = 0};
+  }
+  for (int i = t->cur.phase; i < t->nphases; ++i) {
+    if (!t->resuming) {
+      t->cur = (nest_cursor){.phase = i};
+      t->phase_t0 = nest_comm_wtime() - t->t_start;
+    }
     switch (t->phases[i]) {
     case NEST_PHASE_GROW: {
       NEST_CALL(nest_grow_phase(t, t->grow));
       const nest_grow_result *g = nest_grow_result_of(t->grow);
-      val.acc = 1.0 - g->val_error;
-      test.acc = 1.0 - g->test_error;
-      NEST_CALL(save_stage(t, "model_grown.h5", "grown", &val, &test));
+      val->acc = 1.0 - g->val_error;
+      test->acc = 1.0 - g->test_error;
+      NEST_CALL(save_stage(t, "model_grown.h5", "grown", val, test));
       break;
     }
     case NEST_PHASE_TRAIN:
-      if (t->rank == 0 && !t->quiet && c->epochs > 0 && i > 0) {
+      if (t->rank == 0 && !t->quiet && c->epochs > 0 && i > 0 && !t->resuming) {
         printf("nest: training phase: %d epochs (optim schedule)\n", c->epochs);
         nest_net_describe(t->net, stdout);
         fflush(stdout);
       }
-      NEST_CALL(train_epochs(t, "train", &t->optim, c->epochs, &val, &test));
+      NEST_CALL(train_epochs(t, "train", &t->optim, c->epochs, val, test));
       break;
     case NEST_PHASE_PRUNE:
     case NEST_PHASE_AREA: {
       const int area = t->phases[i] == NEST_PHASE_AREA;
-      nest_prune_result *r = &pres[area];
-      pran[area] = 1;
-      NEST_CALL(nest_prune_phase(t, t->grow, area, r));
-      val.acc = 1.0 - r->val_error;
-      test.acc = 1.0 - r->test_error;
+      nest_prune_result *r = &t->pres[area];
+      /* resumed in the fine-tuning (cursor part 2): the phase itself is done */
+      if (!(t->resuming && t->cur.part == 2)) {
+        t->pran[area] = 1;
+        NEST_CALL(nest_prune_phase(t, t->grow, area, r));
+        val->acc = 1.0 - r->val_error;
+        test->acc = 1.0 - r->test_error;
+        t->cur.part = 2, t->cur.epoch = 0, t->cur.step = 0;
+      }
       const int ft_epochs = area && c->prune_area_epochs >= 0 ? c->prune_area_epochs : c->prune_epochs;
       if (ft_epochs > 0) {
         /* fine-tuning: a cosine from prune.lr down to optim.min_lr */
@@ -736,25 +841,31 @@ nest_status nest_trainer_run(nest_trainer *t) {
         ft.schedule = NEST_SCHED_COSINE;
         ft.warmup_epochs = 0;
         ft.total_epochs = ft_epochs;
-        if (t->rank == 0 && !t->quiet) {
+        if (t->rank == 0 && !t->quiet && !t->resuming) {
           printf("nest: fine-tuning: %d epochs from lr %g\n", ft_epochs, c->prune_lr);
           fflush(stdout);
         }
-        NEST_CALL(train_epochs(t, "finetune", &ft, ft_epochs, &val, &test));
+        NEST_CALL(train_epochs(t, "finetune", &ft, ft_epochs, val, test));
       }
       break;
     }
     default:
       NEST_ASSERT(0);
     }
+    NEST_ASSERT(!t->resuming); /* every phase consumes the cursor it was resumed at */
   }
+  if (!t->resuming) { /* the last checkpoint: a requeued finished run only redoes the files */
+    t->cur = (nest_cursor){.phase = t->nphases};
+    NEST_CALL(nest_restart_point(t, 1));
+  }
+  t->resuming = 0;
   if (c->hash_every > 0)
     NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL),
                                    "weights and masks"));
-  NEST_CALL(write_summary(t, &val, &test, pran[0] ? &pres[0] : NULL, pran[1] ? &pres[1] : NULL));
+  NEST_CALL(write_summary(t, val, test, t->pran[0] ? &t->pres[0] : NULL, t->pran[1] ? &t->pres[1] : NULL));
   /* The final network (architecture, weights, masks) for nest_report, nest_jaccard,
    * model.init_from and inspection. */
-  NEST_CALL(save_stage(t, "model.h5", "final", &val, &test));
+  NEST_CALL(save_stage(t, "model.h5", "final", val, test));
   /* The model report (report.h): every stage of this run, printed and in report.csv. */
   if (synthesis && t->run_dir[0]) {
     nest_status st = NEST_OK;
@@ -776,8 +887,8 @@ nest_status nest_trainer_run(nest_trainer *t) {
   if (t->rank == 0 && !t->quiet) {
     printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
            nest_comm_wtime() - t->t_start);
-    if (!isnan(test.acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test.acc));
-    if (!isnan(val.acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val.acc));
+    if (!isnan(test->acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test->acc));
+    if (!isnan(val->acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val->acc));
     nest_net_count(t->net, &aw, &tw, NULL);
     printf(", %lld active weights; results in %s", (long long)aw, t->run_dir);
     if (t->run_dir[0]) printf(", final model %s/model.h5", t->run_dir);

@@ -150,6 +150,9 @@ static const char *const every_key[] = {
     "prune.area_gamma_start=0.2",
     "prune.area_tolerance=0.002",
     "prune.area_epochs=0",
+    "checkpoint.every_steps=100",
+    "checkpoint.every_minutes=5",
+    "checkpoint.keep=2",
     "prune.epochs=2",
 };
 #define NEVERY (sizeof every_key / sizeof every_key[0])
@@ -539,7 +542,7 @@ static void test_round_trip(void **state) {
   }
   fclose(f);
   assert_int_equal(nkeys, NEVERY);
-  assert_int_equal(nsections, 9);
+  assert_int_equal(nsections, 10);
 
   /* overwriting an existing file works; defaults round-trip too */
   nest_config_defaults(&c);

@@ -98,14 +98,37 @@ static void test_good_run_and_no_overwrite(void **state) {
   code = run("runs/r1/config.ini --set run.run_dir=runs/r2 --set train.epochs=1");
   if (code != 0) fail_msg("rerun from effective config: exit %d\n%s", code, err);
 
-  /* Same run directory again: refused, and the earlier results stay intact. */
+  /* Same run directory again: it holds the finished run's last checkpoint, so the run is
+   * resumed there: only the final files are redone, metrics.csv keeps its rows. */
   snprintf(path, sizeof path, "%s/runs/r1/metrics.csv", dir);
   stat(path, &sb);
   off_t before = sb.st_size;
   code = run("good.ini --set run.run_dir=runs/r1");
-  expect_error(code, "already holds a run");
+  if (code != 0) fail_msg("resuming a finished run: exit %d\n%s", code, err);
+  assert_non_null(strstr(out, "resuming"));
   stat(path, &sb);
   assert_int_equal(sb.st_size, before);
+  /* ... but not with another config: refused, naming the key */
+  code = run("good.ini --set run.run_dir=runs/r1 --set optim.lr=0.07");
+  expect_error(code, "optim.lr");
+  stat(path, &sb);
+  assert_int_equal(sb.st_size, before);
+
+  /* A directory with a run's files but no checkpoint (here a config.ini only): refused, and
+   * the user's config.ini is not overwritten. */
+  snprintf(path, sizeof path, "%s/runs/r3", dir);
+  mkdir(path, 0775);
+  snprintf(path, sizeof path, "%s/runs/r3/config.ini", dir);
+  f = fopen(path, "w");
+  fputs("; mine\n", f);
+  fclose(f);
+  code = run("good.ini --set run.run_dir=runs/r3");
+  expect_error(code, "already holds a run (config.ini)");
+  char mine[64] = "";
+  nest_test_slurp(path, mine, sizeof mine);
+  assert_string_equal(mine, "; mine\n");
+  /* --resume needs a checkpoint */
+  expect_error(run("--resume runs/r3"), "no checkpoint to resume");
 }
 
 static void test_bad_inputs(void **state) {

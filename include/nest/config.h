@@ -118,6 +118,13 @@ typedef struct nest_config {
   double prune_area_tolerance;   /* area phase: the guard's tolerance: 0.001 */
   int prune_epochs;         /* epochs of fine-tuning after the prune / area phase: 0 */
   int prune_area_epochs;    /* epochs of fine-tuning after the area phase; -1 = prune.epochs */
+  /* [checkpoint] (docs/restart.md) */
+  int ck_every_steps;       /* a restart checkpoint every this many optimizer steps; 0 = off */
+  double ck_every_minutes;  /* ... and every this many minutes; 0 = off: 30 */
+  int ck_keep;              /* checkpoints kept (the newest): 3 */
+  /* Not a key: nest_mpi --resume RUN_DIR sets it, and then the run directory must hold a
+   * checkpoint. */
+  int resume;
 } nest_config;
 
 void nest_config_defaults(nest_config *c);
@@ -132,6 +139,15 @@ nest_status nest_config_set(nest_config *c, const char *assignment, const char *
 nest_status nest_config_validate(const nest_config *c);
 /* Write every key = value (with its meaning as a comment) to path, atomically (tmp+rename). */
 nest_status nest_config_write(const nest_config *c, const char *path);
+/* Parse INI text (the effective config a checkpoint stores) over the current values, as
+ * nest_config_load does a file; `name` names it in messages. */
+nest_status nest_config_load_text(nest_config *c, const char *text, const char *name);
+/* Every key = value, by section, as INI text (malloc'd): what nest_config_load_text reads. */
+nest_status nest_config_text(const nest_config *c, char **out);
+/* Keys whose values differ between a and b, except those matched by `ignore` (comma-separated
+ * "section.key" or "section.*"): their count, and "k = A (not B), ..." in out. */
+int nest_config_diff(const nest_config *a, const nest_config *b, const char *ignore, char *out,
+                     size_t cap);
 /* The key table as help text: section.key, type, default, meaning. */
 void nest_config_print_help(FILE *f);
 

@@ -21,6 +21,7 @@
 #ifndef NEST_GROW_H
 #define NEST_GROW_H
 
+#include "nest/checkpoint.h"
 #include "nest/policy.h"
 
 typedef struct nest_grow nest_grow;
@@ -80,5 +81,16 @@ nest_status nest_grow_note(nest_trainer *t, nest_grow *g, int64_t iteration, con
                            const char *layer, const char *detail);
 /* Write the buffered rows with this validation error (NaN = not measured). Collective. */
 nest_status nest_grow_flush(nest_trainer *t, nest_grow *g, double val_error);
+
+/* ---- checkpoints (restart.h) ---------------------------------------------------------- */
+
+/* The growth result and the event rows not yet written, into / from /state. */
+nest_status nest_grow_save(const nest_grow *g, nest_ckpt *w);
+nest_status nest_grow_load(nest_grow *g, nest_ckpt *r);
+/* Rank 0: flush events.csv and give its length (-1 without the file). */
+nest_status nest_grow_events_tell(nest_grow *g, int64_t *bytes);
+/* Resume: cut events.csv back to `bytes` and append from there (bytes < 0: no file).
+ * Collective. */
+nest_status nest_grow_events_reopen(nest_trainer *t, nest_grow *g, int64_t bytes);
 
 #endif

@@ -27,16 +27,8 @@
 
 #include "nest/grow.h"
 
-typedef struct {
-  int iterations;             /* iterations run */
-  int64_t steps_kept, steps_restored;
-  int64_t weights_before, weights_after; /* active weights */
-  double flops_before, flops_after;      /* per sample, masked */
-  double conv_flops_before, conv_flops_after; /* the conv layers' share (area masks count) */
-  double target, limit;       /* the guard's target error and target + tolerance */
-  double val_error, test_error; /* at the end of the phase (NaN if not measured) */
-  double seconds;
-} nest_prune_result;
+/* nest_prune_result (what a phase did) is declared in train.h: the trainer keeps both phases'
+ * results for summary.txt and checkpoints. */
 
 /* Check prune.layers against t->net for the prune (area = 0) or area phase: names exist and
  * have weights (prune) / there is a conv layer (area). NEST_ERR_CONFIG naming the key; called

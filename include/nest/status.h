@@ -21,6 +21,9 @@ typedef enum {
   NEST_ERR_MPI = 7,      /* an MPI call failed */
   NEST_ERR_MISMATCH = 8, /* ranks disagree (weight/mask hash) */
   NEST_ERR_INTERNAL = 9, /* an invariant broke: a bug in nest */
+  NEST_STOPPED = 10,     /* not an error: a signal (SIGUSR1, SIGTERM, SIGINT) stopped the run
+                            after a checkpoint was written; nest_mpi --resume continues it. Also
+                            nest_mpi's exit code then (docs/restart.md) */
   NEST_ERR_COUNT
 } nest_status;
 

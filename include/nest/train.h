@@ -23,6 +23,52 @@
 struct nest_grow;
 struct nest_augment;
 
+typedef struct {
+  double loss, acc; /* mean loss, accuracy in [0, 1] */
+  int64_t n;
+} nest_eval;
+
+/* What a pruning phase did (prune.h; summary.txt, checkpoints). */
+typedef struct {
+  int iterations;             /* iterations run */
+  int64_t steps_kept, steps_restored;
+  int64_t weights_before, weights_after; /* active weights */
+  double flops_before, flops_after;      /* per sample, masked */
+  double conv_flops_before, conv_flops_after; /* the conv layers' share (area masks count) */
+  double target, limit;       /* the guard's target error and target + tolerance */
+  double val_error, test_error; /* at the end of the phase (NaN if not measured) */
+  double seconds;
+} nest_prune_result;
+
+/* Where a run is (restart.h). The loops of nest_trainer_run, the growth phase and the pruning
+ * phases keep their position here rather than in locals, so that a checkpoint can be written
+ * between any two optimizer steps and a resumed run re-enters every loop where it left. */
+typedef struct {
+  int32_t phase;  /* index in phases[] of the phase being run; -1 = the seed stage (before the
+                     first phase); nphases = all phases done (the final files next) */
+  int32_t part;   /* grow: 0 = iteration `iter` starts (policies next), 1 = its epochs,
+                          2 = the growth loop is over;
+                     prune / area: 0 = target `target` of iteration `iter` next, 1 = retraining
+                          that target's step, 2 = the loop is over: fine-tuning epochs;
+                     train: 0 */
+  int32_t iter;   /* growth / pruning iteration (1-based) */
+  int32_t target; /* pruning: index of the target within the iteration */
+  int32_t tries;  /* pruning: retraining round of the current step (0 = the first) */
+  int64_t epoch;  /* epoch index within the current epoch loop (0-based) */
+  int64_t step;   /* steps taken in the current epoch or retraining round */
+  int32_t live;   /* pruning: 1 once a target of this iteration was still pruning */
+} nest_cursor;
+
+/* A pruning target's state (prune.c; saved in checkpoints). */
+typedef struct {
+  int32_t target;  /* tensor index (prune) or layer index (area) */
+  int32_t layer;
+  double gamma;    /* the next step's fraction */
+  int32_t stopped; /* 0 pruning; 1 guard; 2 floor / nothing left */
+} nest_prune_target;
+
+struct nest_restart;
+
 /* The phases of a run (synthesis.phases), in the order they run. */
 typedef enum { NEST_PHASE_GROW, NEST_PHASE_TRAIN, NEST_PHASE_PRUNE, NEST_PHASE_AREA,
                NEST_PHASE_COUNT } nest_phase;
@@ -62,16 +108,28 @@ typedef struct nest_trainer {
   struct nest_augment *aug; /* distorts training steps' batches (augment.h); NULL unless
                                augment.affine */
 
+  /* Position and loop state (everything a checkpoint saves besides the net, restart.h). */
+  nest_cursor cur;
+  double ep_acc[3];  /* current epoch: loss sum, correct, rows up to the last log point (summed
+                        over ranks) */
+  double win[3];     /* this rank's sums since the last log point */
+  double racc[3];    /* pruning retraining round: this rank's loss sum, -, rows */
+  int64_t rkey, rpos;/* pruning retraining stream: permutation key, position in it */
+  nest_prune_target *pts; /* pruning targets of the running prune / area phase */
+  int npts;
+  nest_net *snap;    /* the pruning guard's snapshot while a step is being retrained */
+  nest_prune_result pres[2]; /* prune and area phase results */
+  int pran[2];       /* 1 once that phase ran */
+  nest_eval last_val, last_test; /* the latest evaluation (summary.txt) */
+  double phase_t0;   /* elapsed run time (s) when the running phase began */
+  int resuming;      /* 1 from loading a checkpoint until the loops reached its position */
+  struct nest_restart *rst; /* checkpoint writer (restart.h); NULL without a run directory */
+
   /* Output (rank 0 writes; run_dir known on every rank). */
   char run_dir[NEST_PATH_LEN];
   FILE *metrics;
   int quiet; /* 1: no progress lines (tests) */
 } nest_trainer;
-
-typedef struct {
-  double loss, acc; /* mean loss, accuracy in [0, 1] */
-  int64_t n;
-} nest_eval;
 
 /* One epoch of a phase (nest_trainer_epoch). */
 typedef struct {
