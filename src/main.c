@@ -7,6 +7,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,9 @@ int main(int argc, char **argv) {
   const int rank = nest_comm_rank(comm);
   /* SIGUSR1 / SIGTERM / SIGINT: checkpoint at the next step and stop (restart.h). */
   nest_restart_signals_install();
+  /* A file size limit (ulimit -f) then fails the write with EFBIG, which nest reports and
+   * survives, instead of killing the rank mid-checkpoint. */
+  signal(SIGXFSZ, SIG_IGN);
   int help = 0, resume = 0;
   nest_config cfg;
   nest_status st = resume_args(&argc, &argv, &resume);
