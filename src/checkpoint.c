@@ -152,7 +152,8 @@ static herr_t put_dataset(hid_t loc, const char *name, int rank, const hsize_t *
 
 /* One layer's group: attributes, parameters (+ masks), buffers; with mom (the net's momentum
  * arena) also "<param>_momentum". u8 has room for the largest maskable tensor. */
-static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const float *mom) {
+static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const float *mom,
+                        int compress) {
   char gname[NEST_NAME_LEN + 16];
   snprintf(gname, sizeof gname, "%03d_%s", l->index, l->name);
   hid_t g = H5Gcreate2(layers, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -172,19 +173,20 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const fl
     const nest_param *p = &l->param[s];
     hsize_t dims[4];
     for (int k = 0; k < p->ndims; ++k) dims[k] = (hsize_t)p->dims[k];
-    e = put_dataset(g, p->name, p->ndims, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, p->maskable,
-                    l->p[s]);
+    e = put_dataset(g, p->name, p->ndims, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4,
+                    compress > 1 && p->maskable, l->p[s]);
     if (e >= 0 && p->maskable) {
       char mname[NEST_NAME_LEN + 8];
       snprintf(mname, sizeof mname, "%s_mask", p->name);
       for (size_t i = 0; i < p->count; ++i) u8[i] = l->m[s][i] != 0.0f;
-      e = put_dataset(g, mname, p->ndims, dims, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, 1, u8);
+      e = put_dataset(g, mname, p->ndims, dims, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, compress > 0,
+                      u8);
     }
     if (e >= 0 && mom) {
       char mname[NEST_NAME_LEN + 16];
       snprintf(mname, sizeof mname, "%s_momentum", p->name);
-      e = put_dataset(g, mname, p->ndims, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, p->maskable,
-                      mom + p->offset);
+      e = put_dataset(g, mname, p->ndims, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4,
+                      compress > 1 && p->maskable, mom + p->offset);
     }
   }
   for (int s = 0; s < l->nbuffers && e >= 0; ++s) {
@@ -282,9 +284,11 @@ static nest_status model_check(const nest_net *net, const char *path, size_t *ma
   return NEST_OK;
 }
 
-/* The model layout (root attributes, /layers) under loc (the file or a group). */
+/* The model layout (root attributes, /layers) under loc (the file or a group). compress: 0 =
+ * none, 1 = masks deflated, 2 = masks and weights (model files: small on disk; restart
+ * checkpoints use CKPT_COMPRESS, chosen for write speed, see bench_checkpoint). */
 static herr_t write_model(hid_t loc, const nest_net *net, const nest_model_info *info,
-                          uint8_t *u8, int momentum) {
+                          uint8_t *u8, int momentum, int compress) {
   char arch[MAX_STR], widths[MAX_STR];
   nest_net_arch_string(net, arch, sizeof arch);
   nest_net_widths_string(net, widths, sizeof widths);
@@ -309,7 +313,7 @@ static herr_t write_model(hid_t loc, const nest_net *net, const nest_model_info 
     e = layers >= 0 ? 0 : -1;
   }
   for (int i = 0; i < net->nlayers && e >= 0; ++i)
-    e = put_layer(layers, net->layers[i], u8, momentum ? net->mom : NULL);
+    e = put_layer(layers, net->layers[i], u8, momentum ? net->mom : NULL, compress);
   if (e >= 0 && info) e = put_info_layers(layers, net, info);
   if (layers >= 0 && H5Gclose(layers) < 0) e = -1;
   return e;
@@ -346,7 +350,7 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
     st = NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
     goto done;
   }
-  if (write_model(file, net, info, u8, 0) < 0) {
+  if (write_model(file, net, info, u8, 0, 2) < 0) {
     st = NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
     goto done;
   }
@@ -1027,6 +1031,10 @@ done:
 
 /* ---- restart checkpoints: the container ------------------------------------------------- */
 
+#ifndef CKPT_COMPRESS
+#define CKPT_COMPRESS 0
+#endif
+
 struct nest_ckpt {
   char path[4096], tmp[4096];
   int writing;
@@ -1096,7 +1104,7 @@ nest_status nest_ckpt_put_net(nest_ckpt *w, const char *group, const nest_net *n
   }
   hid_t loc = w->file;
   if (group) loc = H5Gcreate2(w->file, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t e = loc >= 0 ? write_model(loc, net, NULL, w->u8, momentum) : -1;
+  herr_t e = loc >= 0 ? write_model(loc, net, NULL, w->u8, momentum, CKPT_COMPRESS) : -1;
   if (group && loc >= 0 && H5Gclose(loc) < 0) e = -1;
   if (e < 0)
     return NEST_ERR(NEST_ERR_IO, "%s: writing the network%s%s failed (disk full?)", w->tmp,

@@ -3,6 +3,7 @@
  * a CSV. Reads model files through checkpoint.h only (no HDF5 here) and never calls MPI. */
 #define _POSIX_C_SOURCE 200809L
 #include "nest/report.h"
+#include "nest/restart.h"
 
 #include <errno.h>
 #include <math.h>
@@ -231,6 +232,16 @@ nest_status nest_report_create(const char *src, nest_report **out) {
     if (stat(path, &sb) != 0 && errno == ENOENT) continue;
     NEST_CALL_GOTO(st, stage_read(path, run_labels[k], &r->stages[r->nstages], &base), done);
     ++r->nstages;
+  }
+  /* A run stopped before its end has no model.h5: its newest checkpoint is the last stage. */
+  if (r->nstages < NRUN_FILES && stat(src, &sb) == 0) {
+    char ck[4096], fin[4096];
+    int any = 0;
+    snprintf(fin, sizeof fin, "%s%smodel.h5", src, sep);
+    if (stat(fin, &sb) != 0 && nest_restart_newest(src, ck, sizeof ck, &any) == NEST_OK && any) {
+      NEST_CALL_GOTO(st, stage_read(ck, "latest", &r->stages[r->nstages], &base), done);
+      ++r->nstages;
+    }
   }
   if (r->nstages == 0)
     st = NEST_ERR(NEST_ERR_IO, "%s: no model file in this run directory (expected model.h5, "

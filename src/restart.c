@@ -308,6 +308,10 @@ static nest_status write_file(nest_trainer *t, const char *path, const double *s
                                    (size_t)t->train->norm.nch), done);
   NEST_CALL_GOTO(st, nest_config_text(&t->cfg, &cfg), done);
   NEST_CALL_GOTO(st, nest_ckpt_put_attr(w, "config", cfg), done);
+  /* model-file info (docs/model-format.md): nest_report measures compression against it */
+  NEST_CALL_GOTO(st, nest_ckpt_put_attr(w, "stage", "checkpoint"), done);
+  NEST_CALL_GOTO(st, nest_ckpt_put_attr(w, "base_arch", t->cfg.init_from[0] ? "" : t->cfg.arch),
+                 done);
   {
     char when[64];
     time_t now = time(NULL);
