@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(build-essential cmake pkg-config git
           openmpi-bin libopenmpi-dev
-          libhdf5-openmpi-dev hdf5-tools
+          libhdf5-dev hdf5-tools
           libopenblas-openmp-dev
           libcmocka-dev zlib1g-dev libinih-dev)
 

@@ -640,6 +640,18 @@ nest_status nest_restart_resume(nest_trainer *t) {
     return NEST_ERR(NEST_ERR_FORMAT, "%s: no valid checkpoint to resume from (%d tried)", dir, n);
   /* metrics.csv and events.csv continue where the checkpoint was taken */
   st = NEST_OK;
+  if (t->rank == 0) { /* a kill during a write leaves a .tmp: incomplete by construction */
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+      const size_t len = strlen(e->d_name);
+      if (strncmp(e->d_name, "ckpt-", 5) == 0 && len > 7 && strcmp(e->d_name + len - 7, ".h5.tmp") == 0) {
+        char p[NEST_PATH_LEN + 300];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        remove(p);
+      }
+    }
+    if (d) closedir(d);
+  }
   if (t->rank == 0) {
     char p[NEST_PATH_LEN + 32];
     snprintf(p, sizeof p, "%s/metrics.csv", t->run_dir);
