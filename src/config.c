@@ -79,7 +79,8 @@ typedef struct {
 #define CKEY(k, type, def, meaning)                                                                \
   { "checkpoint", #k, type, FIELD_(ck_##k), def, NULL, meaning }
 
-/* Adding a key: one line here (plus the field in config.h and a line in docs/config.md). */
+/* Adding a key: one line here (plus the field in config.h and a line in docs/config.md);
+ * a numeric key also needs its valid range in ranges[] below (test_config checks). */
 /* clang-format off */
 static const key_def keys[] = {
     KEY(run, name, KT_STRING, "", "run name; empty = the config file's basename"),
@@ -106,7 +107,7 @@ static const key_def keys[] = {
     KEY(data, max_test, KT_INT64, "0", "use only the first N test samples; 0 = all"),
 
     KEY(model, arch, KT_STRING, "lenet300", "lenet300, lenet5, alexnet, vgg16 or mlp:N-N-...-N (layer sizes)"),
-    KEY(model, width, KT_DOUBLE, "1.0", "width ratio applied to hidden widths / channels; > 0"),
+    KEY(model, width, KT_DOUBLE, "1.0", "width ratio applied to hidden widths / channels"),
     KEY(model, density, KT_DOUBLE, "1.0", "initial connection density, in (0, 1]"),
     ENUM(model, init, "he", "he|xavier", "weight initialisation"),
     KEY(model, batchnorm, KT_BOOL, "0", "batch norm after each hidden conv/dense layer"),
@@ -151,7 +152,7 @@ static const key_def keys[] = {
     GENUM(conn_init, "zero", "zero|grad", "conn: new weights 0, or -conn_lr x G"),
     GKEY(conn_lr, KT_DOUBLE, "0.1", "conn: lr_grow of conn_init = grad"),
     GKEY(beta, KT_DOUBLE, "0.05", "neuron: growth ratio beta, in (0, 1]: the top beta x M x N bridging gradients"),
-    GKEY(alpha, KT_DOUBLE, "0.5", "neuron/fmap: birth strength alpha > 0"),
+    GKEY(alpha, KT_DOUBLE, "0.5", "neuron/fmap: birth strength alpha"),
     GKEY(neurons, KT_INT, "10", "neuron: neurons added per dense layer per growth step (K)"),
     GKEY(fmaps, KT_INT, "2", "fmap: feature maps added per conv layer per growth step"),
     GKEY(fmap_candidates, KT_INT, "10", "fmap: random candidates scored per feature map"),
@@ -294,6 +295,147 @@ static const char *key_hint(const char *sec, size_t slen, const char *key, size_
   return buf;
 }
 
+/* ---- valid ranges of the numeric keys ---- */
+
+/* Every int, int64 and double key has a valid range, checked by nest_config_validate (and
+ * quoted when a value does not even fit its type). The bounds are chosen so that nothing
+ * downstream can overflow or misbehave on an accepted value: a width ratio times a layer size
+ * fits an int, a batch fits the int arithmetic and buffers of batch x sample size, products of
+ * epoch / iteration / step counts stay far inside int64, fractions are fractions, rates are
+ * finite. run.seed (uint64) accepts every value of its type and has no entry. Kept apart from
+ * keys[] so a table line stays one key; docs/config.md lists the same ranges. */
+typedef struct {
+  const char *name; /* "section.key" */
+  char lo_br;       /* '[' closed or '(' open */
+  double lo, hi;
+  char hi_br;       /* ']' closed or ')' open */
+} key_range;
+
+/* clang-format off */
+static const key_range ranges[] = {
+    /* threads per rank: more than any node has cores (buffers are allocated per thread) */
+    {"run.threads", '[', 0, 1024, ']'},
+    /* steps between events: int fields compared with int64 step counters */
+    {"run.log_every", '[', 0, 1e9, ']'},
+    {"run.hash_every", '[', 0, 1e9, ']'},
+    {"data.val_split", '[', 0, 1, ')'},
+    {"data.csv_label_col", '[', -1, 1e6, ']'},
+    /* sample counts: more than any data set held in memory (0 = all) */
+    {"data.max_train", '[', 0, 1e12, ']'},
+    {"data.max_test", '[', 0, 1e12, ']'},
+    /* 64 x the widest named layer (4096) is 262144 units; an mlp's hidden sizes x width must
+     * fit an int too, which nest_config_validate checks against model.arch */
+    {"model.width", '(', 0, 64, ']'},
+    {"model.density", '(', 0, 1, ']'},
+    {"model.dropout", '[', 0, 1, ')'},
+    {"augment.rotate", '[', 0, 180, ']'},
+    {"augment.scale", '[', 0, 1, ')'},
+    {"augment.shear", '[', 0, 1, ')'},
+    {"augment.translate", '[', 0, 1000, ']'},
+    /* epochs: 1e5 x steps per epoch (at most the sample count) is far inside int64 */
+    {"train.epochs", '[', 0, 1e5, ']'},
+    /* 2^20: the trainer computes batch + ranks - 1 in int and allocates batch x sample size */
+    {"train.batch", '[', 1, 1048576, ']'},
+    {"train.eval_every", '[', 1, 1e5, ']'},
+    /* learning rates: finite, and far above any rate that trains */
+    {"optim.lr", '(', 0, 1000, ']'},
+    {"optim.momentum", '[', 0, 1, ')'},
+    {"optim.weight_decay", '[', 0, 1, ']'},
+    {"optim.warmup_epochs", '[', 0, 1e5, ']'},
+    {"optim.step_epochs", '[', 0, 1e5, ']'}, /* and > 0 for the step schedule */
+    {"optim.step_gamma", '(', 0, 1, ']'},
+    {"optim.min_lr", '[', 0, 1000, ']'},
+    /* growth phase: iterations x train_epochs x steps per epoch is far inside int64, and
+     * iterations x grow.neurons new units on a layer fit an int */
+    {"grow.iterations", '[', 0, 1e4, ']'},
+    {"grow.train_epochs", '[', 0, 1000, ']'},
+    {"grow.lr", '[', 0, 1000, ']'},
+    {"grow.target_error", '[', 0, 1, ')'},
+    {"grow.max_weights", '[', 0, 1e12, ']'},
+    {"grow.batches", '[', 0, 1e6, ']'},
+    {"grow.score_batch", '[', 1, 1048576, ']'},
+    /* ceil(ratio x active weights) must fit an int64 */
+    {"grow.conn_ratio", '(', 0, 1000, ']'},
+    {"grow.conn_count", '[', 0, 1e12, ']'},
+    {"grow.conn_lr", '(', 0, 1000, ']'},
+    {"grow.beta", '(', 0, 1, ']'},
+    {"grow.alpha", '(', 0, 1000, ']'},
+    {"grow.neurons", '[', 1, 1e4, ']'},
+    {"grow.fmaps", '[', 1, 1000, ']'},
+    {"grow.fmap_candidates", '[', 1, 1000, ']'},
+    {"grow.capacity", '(', 0, 1, ']'},
+    {"grow.top", '(', 0, 1, ']'},
+    {"grow.tries", '[', 1, 1e6, ']'},
+    {"grow.set_zeta", '(', 0, 1, ')'},
+    {"grow.rigl_dt", '[', 1, 1e9, ']'},
+    {"grow.rigl_end", '(', 0, 1, ']'},
+    {"grow.rigl_alpha", '(', 0, 1, ')'},
+    {"prune.gamma", '(', 0, 1, ')'},
+    {"prune.gamma_start", '(', 0, 1, ')'},
+    /* the pruning phase prints retrain_steps x (1 + retries) as an int */
+    {"prune.retrain_steps", '[', 0, 1e6, ']'},
+    {"prune.retries", '[', 0, 100, ']'},
+    {"prune.lr", '(', 0, 1000, ']'},
+    {"prune.target_error", '[', 0, 1, ')'},
+    {"prune.tolerance", '[', 0, 1, ']'},
+    {"prune.floor", '[', 0, 1, ')'},
+    {"prune.iterations", '[', 0, 1e5, ']'},
+    {"prune.neuron_thresh", '[', 0, 1e6, ']'},
+    {"prune.calib", '[', 1, 1048576, ']'},
+    {"prune.area_gamma", '(', 0, 1, ')'},
+    {"prune.area_gamma_start", '(', 0, 1, ')'},
+    {"prune.area_tolerance", '[', 0, 1, ']'},
+    {"prune.area_epochs", '[', -1, 1e5, ']'},
+    {"prune.epochs", '[', 0, 1e5, ']'},
+    /* steps between checkpoints, like run.hash_every; minutes and kept count as before */
+    {"checkpoint.every_steps", '[', 0, 1e9, ']'},
+    {"checkpoint.every_minutes", '[', 0, 1e6, ']'},
+    {"checkpoint.keep", '[', 1, 1e6, ']'},
+};
+/* clang-format on */
+
+static const key_range *find_range(const key_def *k) {
+  size_t slen = strlen(k->section);
+  for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; ++i) {
+    const char *n = ranges[i].name;
+    if (strncmp(n, k->section, slen) == 0 && n[slen] == '.' && strcmp(n + slen + 1, k->key) == 0)
+      return &ranges[i];
+  }
+  return NULL;
+}
+
+static void format_double(double v, char *buf, size_t n);
+
+/* "(0, 64]" */
+static const char *range_text(const key_range *r, char *buf, size_t n) {
+  char lo[40], hi[40];
+  format_double(r->lo, lo, sizeof lo);
+  format_double(r->hi, hi, sizeof hi);
+  snprintf(buf, n, "%c%s, %s%c", r->lo_br, lo, hi, r->hi_br);
+  return buf;
+}
+
+static int in_range(const key_range *r, double v) {
+  /* NaN fails every comparison, so it is out of range too. */
+  return (r->lo_br == '[' ? v >= r->lo : v > r->lo) && (r->hi_br == ']' ? v <= r->hi : v < r->hi);
+}
+
+/* why = "<what> (train.batch must be in [1, 1048576])", or "<what> (<type_limits>)" for a key
+ * without a range (or "<what>" alone if type_limits is NULL). */
+static int fail_range(const key_def *k, const char *what, const char *type_limits, char *why,
+                      size_t n) {
+  const key_range *r = find_range(k);
+  char rb[96];
+  if (r)
+    snprintf(why, n, "%s (%s.%s must be in %s)", what, k->section, k->key,
+             range_text(r, rb, sizeof rb));
+  else if (type_limits)
+    snprintf(why, n, "%s (%s)", what, type_limits);
+  else
+    snprintf(why, n, "%s", what);
+  return -1;
+}
+
 /* ---- value parsing (text -> field) ---- */
 
 static int fail(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -305,19 +447,21 @@ static int fail(char *why, size_t n, const char *fmt, ...) {
   return -1;
 }
 
-/* strtoll & co. skip leading blanks; we want the whole text to be the number. */
-static int parse_ll(const char *s, long long *out, char *why, size_t n) {
+/* strtoll & co. skip leading blanks; we want the whole text to be the number. Too large for
+ * 64 bits is reported with the key's valid range: what the user needs is the range. */
+static int parse_ll(const key_def *k, const char *s, long long *out, char *why, size_t n) {
   if (is_blank((unsigned char)s[0])) return fail(why, n, "%s", "not an integer");
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
   if (end == s || *end) return fail(why, n, "%s", "not an integer");
-  if (errno == ERANGE) return fail(why, n, "%s", "out of range for a 64-bit integer");
+  if (errno == ERANGE)
+    return fail_range(k, "out of range", "must fit a 64-bit signed integer", why, n);
   *out = v;
   return 0;
 }
 
-static int parse_double(const char *s, double *out, char *why, size_t n) {
+static int parse_double(const key_def *k, const char *s, double *out, char *why, size_t n) {
   if (is_blank((unsigned char)s[0])) return fail(why, n, "%s", "not a number");
   char *end;
   errno = 0;
@@ -325,8 +469,8 @@ static int parse_double(const char *s, double *out, char *why, size_t n) {
   if (end == s || *end) return fail(why, n, "%s", "not a number");
   if (isnan(v) || isinf(v)) {
     /* strtod says ERANGE for 1e999 but not for a literal "inf"/"nan". */
-    if (errno == ERANGE) return fail(why, n, "%s", "out of range for a double");
-    return fail(why, n, "%s", "not a finite number");
+    if (errno == ERANGE) return fail_range(k, "out of range", "must fit a double", why, n);
+    return fail_range(k, "not a finite number", NULL, why, n);
   }
   *out = v; /* underflow (ERANGE with a tiny result) is accepted: the value round-trips */
   return 0;
@@ -393,10 +537,11 @@ static int parse_value(const key_def *k, const char *text, void *field, char *wh
   }
   case KT_INT: {
     long long v = 0;
-    if (parse_ll(text, &v, why, n)) return -1;
+    if (parse_ll(k, text, &v, why, n)) return -1;
     if (v < INT_MIN || v > INT_MAX) {
-      snprintf(why, n, "out of range (must be between %d and %d)", INT_MIN, INT_MAX);
-      return -1;
+      char lim[64];
+      snprintf(lim, sizeof lim, "must be between %d and %d", INT_MIN, INT_MAX);
+      return fail_range(k, "out of range", lim, why, n);
     }
     int x = (int)v;
     memcpy(field, &x, sizeof x);
@@ -404,7 +549,7 @@ static int parse_value(const key_def *k, const char *text, void *field, char *wh
   }
   case KT_INT64: {
     long long v = 0;
-    if (parse_ll(text, &v, why, n)) return -1;
+    if (parse_ll(k, text, &v, why, n)) return -1;
     int64_t x = (int64_t)v;
     memcpy(field, &x, sizeof x);
     return 0;
@@ -425,7 +570,7 @@ static int parse_value(const key_def *k, const char *text, void *field, char *wh
   }
   case KT_DOUBLE: {
     double v = 0;
-    if (parse_double(text, &v, why, n)) return -1;
+    if (parse_double(k, text, &v, why, n)) return -1;
     memcpy(field, &v, sizeof v);
     return 0;
   }
@@ -828,6 +973,7 @@ static int arch_syntax_ok(const char *a) {
   return count >= 2;
 }
 
+/* A cross-key rule (single-key ranges are in ranges[]). */
 #define RULE(cond, name, valtext, rule)                                                            \
   do {                                                                                             \
     if (!(cond)) return NEST_ERR(NEST_ERR_CONFIG, "%s = %s: must be %s", name, valtext, rule);     \
@@ -854,84 +1000,57 @@ nest_status nest_config_validate(const nest_config *c) {
   if (!c->train[0])
     return NEST_ERR(NEST_ERR_CONFIG,
                     "data.train is required: set it in the config or with --set data.train=PATH");
-  RULE(c->threads >= 0, "run.threads", ITXT(c->threads), ">= 0 (0 = all cores in the mask)");
-  RULE(c->log_every >= 0, "run.log_every", ITXT(c->log_every), ">= 0");
-  RULE(c->hash_every >= 0, "run.hash_every", ITXT(c->hash_every), ">= 0");
-  RULE(c->val_split >= 0 && c->val_split < 1, "data.val_split", DTXT(c->val_split), "in [0, 1)");
-  RULE(c->csv_label_col >= -1, "data.csv_label_col", ITXT(c->csv_label_col),
-       ">= 0, or -1 for the last column");
-  RULE(c->max_train >= 0, "data.max_train", ITXT(c->max_train), ">= 0 (0 = all)");
-  RULE(c->max_test >= 0, "data.max_test", ITXT(c->max_test), ">= 0 (0 = all)");
-  RULE(c->ck_every_steps >= 0, "checkpoint.every_steps", ITXT(c->ck_every_steps), ">= 0 (0 = off)");
-  RULE(c->ck_every_minutes >= 0 && c->ck_every_minutes <= 1e6, "checkpoint.every_minutes",
-       DTXT(c->ck_every_minutes), "in [0, 1e6] (0 = off)");
-  RULE(c->ck_keep >= 1 && c->ck_keep <= 1000000, "checkpoint.keep", ITXT(c->ck_keep),
-       "in [1, 1000000]");
+  /* Every numeric key within its range (the table above), in table order. */
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (k->type != KT_INT && k->type != KT_INT64 && k->type != KT_DOUBLE) continue;
+    const key_range *r = find_range(k);
+    if (!r) continue;
+    const void *f = field_cptr(c, k);
+    double v;
+    if (k->type == KT_INT) {
+      int x;
+      memcpy(&x, f, sizeof x);
+      v = x;
+    } else if (k->type == KT_INT64) {
+      int64_t x; /* inexact above 2^53, but monotonic: the comparison with a bound holds */
+      memcpy(&x, f, sizeof x);
+      v = (double)x;
+    } else {
+      memcpy(&v, f, sizeof v);
+    }
+    if (!in_range(r, v)) {
+      char rb[96];
+      format_value(k, c, text, sizeof text);
+      return NEST_ERR(NEST_ERR_CONFIG, "%s.%s = %s: must be in %s", k->section, k->key, text,
+                      range_text(r, rb, sizeof rb));
+    }
+  }
   if (!arch_syntax_ok(c->arch))
     return NEST_ERR(NEST_ERR_CONFIG,
                     "model.arch = '%s': expected lenet300, lenet5, alexnet, vgg16 or "
                     "mlp:N-N-...-N (at least 2 positive sizes)",
                     shorten(c->arch, strlen(c->arch), vb, sizeof vb));
-  RULE(c->width > 0, "model.width", DTXT(c->width), "> 0");
-  RULE(c->density > 0 && c->density <= 1, "model.density", DTXT(c->density), "in (0, 1]");
-  RULE(c->dropout >= 0 && c->dropout < 1, "model.dropout", DTXT(c->dropout), "in [0, 1)");
-  RULE(c->epochs >= 0, "train.epochs", ITXT(c->epochs), ">= 0");
-  RULE(c->batch >= 1, "train.batch", ITXT(c->batch), ">= 1");
-  RULE(c->eval_every >= 1, "train.eval_every", ITXT(c->eval_every), ">= 1");
-  RULE(c->lr > 0, "optim.lr", DTXT(c->lr), "> 0");
-  RULE(c->momentum >= 0 && c->momentum < 1, "optim.momentum", DTXT(c->momentum), "in [0, 1)");
-  RULE(c->weight_decay >= 0, "optim.weight_decay", DTXT(c->weight_decay), ">= 0");
-  RULE(c->warmup_epochs >= 0, "optim.warmup_epochs", DTXT(c->warmup_epochs), ">= 0");
+  /* The builder rounds size x width to an int unit count; an mlp may name any int size. */
+  if (strncmp(c->arch, "mlp:", 4) == 0) {
+    long long widest = 0;
+    for (const char *p = c->arch + 4; *p;) {
+      char *end;
+      long long v = strtoll(p, &end, 10); /* syntax checked above */
+      if (*end && p != c->arch + 4 && v > widest) widest = v; /* hidden: not first, not last */
+      p = *end ? end + 1 : end;
+    }
+    if ((double)widest * c->width > (double)INT_MAX)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "model.width = %s: with model.arch = %s the widest hidden layer (%lld) "
+                      "would have %.4g units; width x hidden size must be at most %d",
+                      DTXT(c->width), shorten(c->arch, strlen(c->arch), vb, sizeof vb), widest,
+                      (double)widest * c->width, INT_MAX);
+  }
   if (strcmp(c->schedule, "step") == 0)
     RULE(c->step_epochs > 0, "optim.step_epochs", DTXT(c->step_epochs),
          "> 0 when optim.schedule = step");
-  RULE(c->step_gamma > 0 && c->step_gamma <= 1, "optim.step_gamma", DTXT(c->step_gamma),
-       "in (0, 1]");
-  RULE(c->min_lr >= 0, "optim.min_lr", DTXT(c->min_lr), ">= 0");
   NEST_CALL(nest_policy_check_list(c->grow_policy));
-  RULE(c->grow_iterations >= 0, "grow.iterations", ITXT(c->grow_iterations), ">= 0");
-  RULE(c->grow_train_epochs >= 0, "grow.train_epochs", ITXT(c->grow_train_epochs), ">= 0");
-  RULE(c->grow_lr >= 0, "grow.lr", DTXT(c->grow_lr), ">= 0 (0 = optim.lr)");
-  RULE(c->grow_target_error >= 0 && c->grow_target_error < 1, "grow.target_error",
-       DTXT(c->grow_target_error), "in [0, 1) (0 = never stop on error)");
-  RULE(c->grow_max_weights >= 0, "grow.max_weights", ITXT(c->grow_max_weights), ">= 0 (0 = no cap)");
-  RULE(c->grow_batches >= 0, "grow.batches", ITXT(c->grow_batches), ">= 0 (0 = whole training set)");
-  RULE(c->grow_score_batch >= 1, "grow.score_batch", ITXT(c->grow_score_batch), ">= 1");
-  RULE(c->grow_conn_ratio > 0, "grow.conn_ratio", DTXT(c->grow_conn_ratio), "> 0");
-  RULE(c->grow_conn_count >= 0, "grow.conn_count", ITXT(c->grow_conn_count), ">= 0 (0 = use conn_ratio)");
-  RULE(c->grow_conn_lr > 0, "grow.conn_lr", DTXT(c->grow_conn_lr), "> 0");
-  RULE(c->grow_beta > 0 && c->grow_beta <= 1, "grow.beta", DTXT(c->grow_beta), "in (0, 1]");
-  RULE(c->grow_alpha > 0, "grow.alpha", DTXT(c->grow_alpha), "> 0");
-  RULE(c->grow_neurons >= 1, "grow.neurons", ITXT(c->grow_neurons), ">= 1");
-  RULE(c->grow_fmaps >= 1, "grow.fmaps", ITXT(c->grow_fmaps), ">= 1");
-  RULE(c->grow_fmap_candidates >= 1, "grow.fmap_candidates", ITXT(c->grow_fmap_candidates), ">= 1");
-  RULE(c->grow_capacity > 0 && c->grow_capacity <= 1, "grow.capacity", DTXT(c->grow_capacity), "in (0, 1]");
-  RULE(c->grow_top > 0 && c->grow_top <= 1, "grow.top", DTXT(c->grow_top), "in (0, 1]");
-  RULE(c->grow_tries >= 1, "grow.tries", ITXT(c->grow_tries), ">= 1");
-  RULE(c->grow_set_zeta > 0 && c->grow_set_zeta < 1, "grow.set_zeta", DTXT(c->grow_set_zeta), "in (0, 1)");
-  RULE(c->grow_rigl_dt >= 1, "grow.rigl_dt", ITXT(c->grow_rigl_dt), ">= 1");
-  RULE(c->grow_rigl_end > 0 && c->grow_rigl_end <= 1, "grow.rigl_end", DTXT(c->grow_rigl_end), "in (0, 1]");
-  RULE(c->grow_rigl_alpha > 0 && c->grow_rigl_alpha < 1, "grow.rigl_alpha", DTXT(c->grow_rigl_alpha), "in (0, 1)");
-  RULE(c->aug_rotate >= 0 && c->aug_rotate <= 180, "augment.rotate", DTXT(c->aug_rotate), "in [0, 180]");
-  RULE(c->aug_scale >= 0 && c->aug_scale < 1, "augment.scale", DTXT(c->aug_scale), "in [0, 1)");
-  RULE(c->aug_shear >= 0 && c->aug_shear < 1, "augment.shear", DTXT(c->aug_shear), "in [0, 1)");
-  RULE(c->aug_translate >= 0, "augment.translate", DTXT(c->aug_translate), ">= 0");
-  RULE(c->prune_gamma > 0 && c->prune_gamma < 1, "prune.gamma", DTXT(c->prune_gamma), "in (0, 1)");
-  RULE(c->prune_gamma_start > 0 && c->prune_gamma_start < 1, "prune.gamma_start", DTXT(c->prune_gamma_start), "in (0, 1)");
-  RULE(c->prune_retrain_steps >= 0, "prune.retrain_steps", ITXT(c->prune_retrain_steps), ">= 0");
-  RULE(c->prune_retries >= 0, "prune.retries", ITXT(c->prune_retries), ">= 0");
-  RULE(c->prune_lr > 0, "prune.lr", DTXT(c->prune_lr), "> 0");
-  RULE(c->prune_target_error >= 0 && c->prune_target_error < 1, "prune.target_error", DTXT(c->prune_target_error), "in [0, 1)");
-  RULE(c->prune_tolerance >= 0, "prune.tolerance", DTXT(c->prune_tolerance), ">= 0");
-  RULE(c->prune_floor >= 0 && c->prune_floor < 1, "prune.floor", DTXT(c->prune_floor), "in [0, 1)");
-  RULE(c->prune_iterations >= 0, "prune.iterations", ITXT(c->prune_iterations), ">= 0");
-  RULE(c->prune_neuron_thresh >= 0, "prune.neuron_thresh", DTXT(c->prune_neuron_thresh), ">= 0");
-  RULE(c->prune_calib >= 1, "prune.calib", ITXT(c->prune_calib), ">= 1");
-  RULE(c->prune_area_gamma > 0 && c->prune_area_gamma < 1, "prune.area_gamma", DTXT(c->prune_area_gamma), "in (0, 1)");
-  RULE(c->prune_area_gamma_start > 0 && c->prune_area_gamma_start < 1, "prune.area_gamma_start", DTXT(c->prune_area_gamma_start), "in (0, 1)");
-  RULE(c->prune_area_tolerance >= 0, "prune.area_tolerance", DTXT(c->prune_area_tolerance), ">= 0");
-  RULE(c->prune_area_epochs >= -1, "prune.area_epochs", ITXT(c->prune_area_epochs), ">= 0, or -1 for prune.epochs");
-  RULE(c->prune_epochs >= 0, "prune.epochs", ITXT(c->prune_epochs), ">= 0");
 #undef DTXT
 #undef ITXT
   return NEST_OK;
@@ -946,11 +1065,17 @@ static void print_default(FILE *f, const key_def *k) {
     fputs(k->def, f);
 }
 
-/* A key's meaning, plus "; one of: a, b, c" for an enum ("a|b|c" in the table). */
+/* A key's meaning, plus "; one of: a, b, c" for an enum ("a|b|c" in the table), or
+ * "; in [1, 1048576]" for a numeric key whose meaning does not state its range already. */
 static const char *full_meaning(const key_def *k, char *buf, size_t n) {
-  if (k->type != KT_ENUM) return k->meaning;
-  size_t used = (size_t)snprintf(buf, n, "%s; one of:", k->meaning);
-  for (const char *w = k->allowed; *w && used < n;) {
+  const key_range *r = find_range(k);
+  char rb[96];
+  if (k->type != KT_ENUM && !r) return k->meaning;
+  size_t used = (size_t)snprintf(buf, n, "%s", k->meaning);
+  if (r && !strstr(k->meaning, range_text(r, rb, sizeof rb)) && used < n)
+    used += (size_t)snprintf(buf + used, n - used, "; in %s", rb);
+  if (k->type == KT_ENUM && used < n) used += (size_t)snprintf(buf + used, n - used, "; one of:");
+  for (const char *w = k->allowed; k->type == KT_ENUM && *w && used < n;) {
     size_t wl = strcspn(w, "|");
     used += (size_t)snprintf(buf + used, n - used, " %.*s%s", (int)wl, w, w[wl] ? "," : "");
     w += wl + (w[wl] == '|');
@@ -994,7 +1119,7 @@ nest_status nest_config_write(const nest_config *c, const char *path) {
       section = k->section;
       fprintf(f, "\n[%s]\n", section);
     }
-    char mb[256];
+    char mb[512];
     fprintf(f, "; %s (default: ", full_meaning(k, mb, sizeof mb));
     print_default(f, k);
     fputs(")\n", f);
@@ -1022,6 +1147,9 @@ static void print_wrapped(FILE *f, const char *s, int col, int indent, int width
     while (*s == ' ') ++s;
     int wl = (int)strcspn(s, " ");
     if (!wl) break;
+    /* A range "[0, 1024]" stays on one line. */
+    if ((s[0] == '[' || s[0] == '(') && s[wl - 1] == ',' && s[wl] == ' ')
+      wl += 1 + (int)strcspn(s + wl + 1, " ");
     if (col > indent && col + 1 + wl > width) {
       fprintf(f, "\n%*s", indent, "");
       col = indent;
@@ -1065,7 +1193,7 @@ void nest_config_print_help(FILE *f) {
     snprintf(name, sizeof name, "%s.%s", k->section, k->key);
     fprintf(f, "  %-*s  %-*s  %-*s  ", wkey, name, wtype, type_names[k->type], wdef,
             k->def[0] ? k->def : "\"\"");
-    char mb[256];
+    char mb[512];
     print_wrapped(f, full_meaning(k, mb, sizeof mb), indent, indent, width);
   }
 }

@@ -151,6 +151,33 @@ static void test_config_errors(void **state) {
       NEST_OK, NULL);
 }
 
+/* Issue 7: out-of-range values from --set are errors naming the key and its valid range,
+ * before anything is built (a width of 1e300 used to train 1-unit layers, 1.5e8 wrapped to
+ * a negative channel count, a batch of 2^31-1 overflowed the trainer's int arithmetic). */
+static void test_out_of_range_overrides(void **state) {
+  (void)state;
+  nest_config c;
+  int help;
+  EXPECT(CLI(&c, &help, config_path, "--set", "model.width=1e300"), NEST_ERR_CONFIG,
+         "model.width = 1e+300: must be in (0, 64]");
+  EXPECT(CLI(&c, &help, config_path, "--set", "model.width=1.5e8"), NEST_ERR_CONFIG,
+         "model.width = 150000000: must be in (0, 64]");
+  EXPECT(CLI(&c, &help, config_path, "--set=train.batch=2147483647"), NEST_ERR_CONFIG,
+         "train.batch = 2147483647: must be in [1, 1048576]");
+  EXPECT(CLI(&c, &help, config_path, "--set", "train.batch=99999999999"), NEST_ERR_CONFIG,
+         "--set train.batch=99999999999: out of range (train.batch must be in [1, 1048576])");
+  EXPECT(CLI(&c, &help, config_path, "--set", "model.width=nan"), NEST_ERR_CONFIG,
+         "--set model.width=nan: not a finite number (model.width must be in (0, 64])");
+  EXPECT(CLI(&c, &help, config_path, "--set", "optim.lr=-inf"), NEST_ERR_CONFIG,
+         "optim.lr must be in (0, 1000]");
+  /* the range applies to the final value: a later override may bring it back */
+  EXPECT(CLI(&c, &help, config_path, "--set", "train.batch=2147483647", "--set", "train.batch=64"),
+         NEST_OK, NULL);
+  assert_int_equal(c.batch, 64);
+  EXPECT(CLI(&c, &help, config_path, "--set", "train.batch=1048576", "--set", "model.width=64"),
+         NEST_OK, NULL);
+}
+
 static void test_usage_text(void **state) {
   (void)state;
   char *text = NULL;
@@ -171,6 +198,7 @@ int main(void) {
       cmocka_unit_test(test_usage_errors),
       cmocka_unit_test(test_config_and_overrides),
       cmocka_unit_test(test_config_errors),
+      cmocka_unit_test(test_out_of_range_overrides),
       cmocka_unit_test(test_usage_text),
   };
   return cmocka_run_group_tests(tests, setup, NULL);

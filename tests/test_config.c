@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -670,6 +671,279 @@ static void test_validate_arch(void **state) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) BAD(strcpy(c.arch, bad[i]), "model.arch");
 }
 
+/* ---- valid ranges of the numeric keys (issue 7) ---- */
+
+/* The three reports: a width of 1e300 trained a net of 1-unit layers, 1.5e8 wrapped to a
+ * negative channel count, a batch of 2^31-1 overflowed the trainer's int arithmetic. */
+static void test_reported_out_of_range(void **state) {
+  (void)state;
+  nest_config c = valid_config();
+  EXPECT_OK(nest_config_set(&c, "model.width=1e300", "--set"));
+  EXPECT_ERR(nest_config_validate(&c), NEST_ERR_CONFIG, "model.width = 1e+300: must be in (0, 64]");
+  c = valid_config();
+  EXPECT_OK(nest_config_set(&c, "model.width=1.5e8", "--set"));
+  EXPECT_ERR(nest_config_validate(&c), NEST_ERR_CONFIG,
+             "model.width = 150000000: must be in (0, 64]");
+  c = valid_config();
+  EXPECT_OK(nest_config_set(&c, "train.batch=2147483647", "--set"));
+  EXPECT_ERR(nest_config_validate(&c), NEST_ERR_CONFIG,
+             "train.batch = 2147483647: must be in [1, 1048576]");
+  /* Too large for the type: the parse error names the key and its range. */
+  c = valid_config();
+  EXPECT_ERR(nest_config_set(&c, "train.batch=99999999999", "--set"), NEST_ERR_CONFIG,
+             "--set train.batch=99999999999: out of range (train.batch must be in [1, 1048576])");
+  EXPECT_ERR(nest_config_load(&c, write_ini("bigbatch.ini", "[train]\nbatch = 99999999999\n")),
+             NEST_ERR_CONFIG, "bigbatch.ini:2: [train] batch = '99999999999'",
+             "train.batch must be in [1, 1048576]");
+  EXPECT_ERR(nest_config_set(&c, "grow.max_weights=99999999999999999999", "--set"),
+             NEST_ERR_CONFIG, "grow.max_weights must be in [0, 1000000000000]");
+  EXPECT_ERR(nest_config_set(&c, "optim.lr=1e999", "--set"), NEST_ERR_CONFIG,
+             "optim.lr must be in (0, 1000]");
+  /* an mlp's hidden sizes x width must fit an int */
+  GOOD((strcpy(c.arch, "mlp:784-100000000-10"), c.width = 21));
+  BAD((strcpy(c.arch, "mlp:784-100000000-10"), c.width = 21.5), "model.width = 21.5",
+      "mlp:784-100000000-10", "2147483647");
+  GOOD((strcpy(c.arch, "mlp:2147483647-1"), c.width = 64)); /* input and output are not scaled */
+}
+
+/* Each numeric key, its field and its valid range (as the message prints it; '(' / ')' mark
+ * an open end). Kept by hand, independently of src/config.c. */
+typedef struct {
+  const char *key;
+  char type; /* 'i' int, 'l' int64, 'd' double */
+  size_t off;
+  double lo, hi;
+  const char *range;
+} range_case;
+
+#define RI(k, f, lo, hi, r) {k, 'i', offsetof(nest_config, f), lo, hi, r}
+#define RL(k, f, lo, hi, r) {k, 'l', offsetof(nest_config, f), lo, hi, r}
+#define RD(k, f, lo, hi, r) {k, 'd', offsetof(nest_config, f), lo, hi, r}
+static const range_case range_cases[] = {
+    RI("run.threads", threads, 0, 1024, "[0, 1024]"),
+    RI("run.log_every", log_every, 0, 1e9, "[0, 1000000000]"),
+    RI("run.hash_every", hash_every, 0, 1e9, "[0, 1000000000]"),
+    RD("data.val_split", val_split, 0, 1, "[0, 1)"),
+    RI("data.csv_label_col", csv_label_col, -1, 1e6, "[-1, 1000000]"),
+    RL("data.max_train", max_train, 0, 1e12, "[0, 1000000000000]"),
+    RL("data.max_test", max_test, 0, 1e12, "[0, 1000000000000]"),
+    RD("model.width", width, 0, 64, "(0, 64]"),
+    RD("model.density", density, 0, 1, "(0, 1]"),
+    RD("model.dropout", dropout, 0, 1, "[0, 1)"),
+    RD("augment.rotate", aug_rotate, 0, 180, "[0, 180]"),
+    RD("augment.scale", aug_scale, 0, 1, "[0, 1)"),
+    RD("augment.shear", aug_shear, 0, 1, "[0, 1)"),
+    RD("augment.translate", aug_translate, 0, 1000, "[0, 1000]"),
+    RI("train.epochs", epochs, 0, 1e5, "[0, 100000]"),
+    RI("train.batch", batch, 1, 1048576, "[1, 1048576]"),
+    RI("train.eval_every", eval_every, 1, 1e5, "[1, 100000]"),
+    RD("optim.lr", lr, 0, 1000, "(0, 1000]"),
+    RD("optim.momentum", momentum, 0, 1, "[0, 1)"),
+    RD("optim.weight_decay", weight_decay, 0, 1, "[0, 1]"),
+    RD("optim.warmup_epochs", warmup_epochs, 0, 1e5, "[0, 100000]"),
+    RD("optim.step_epochs", step_epochs, 0, 1e5, "[0, 100000]"),
+    RD("optim.step_gamma", step_gamma, 0, 1, "(0, 1]"),
+    RD("optim.min_lr", min_lr, 0, 1000, "[0, 1000]"),
+    RI("grow.iterations", grow_iterations, 0, 1e4, "[0, 10000]"),
+    RI("grow.train_epochs", grow_train_epochs, 0, 1000, "[0, 1000]"),
+    RD("grow.lr", grow_lr, 0, 1000, "[0, 1000]"),
+    RD("grow.target_error", grow_target_error, 0, 1, "[0, 1)"),
+    RL("grow.max_weights", grow_max_weights, 0, 1e12, "[0, 1000000000000]"),
+    RI("grow.batches", grow_batches, 0, 1e6, "[0, 1000000]"),
+    RI("grow.score_batch", grow_score_batch, 1, 1048576, "[1, 1048576]"),
+    RD("grow.conn_ratio", grow_conn_ratio, 0, 1000, "(0, 1000]"),
+    RL("grow.conn_count", grow_conn_count, 0, 1e12, "[0, 1000000000000]"),
+    RD("grow.conn_lr", grow_conn_lr, 0, 1000, "(0, 1000]"),
+    RD("grow.beta", grow_beta, 0, 1, "(0, 1]"),
+    RD("grow.alpha", grow_alpha, 0, 1000, "(0, 1000]"),
+    RI("grow.neurons", grow_neurons, 1, 1e4, "[1, 10000]"),
+    RI("grow.fmaps", grow_fmaps, 1, 1000, "[1, 1000]"),
+    RI("grow.fmap_candidates", grow_fmap_candidates, 1, 1000, "[1, 1000]"),
+    RD("grow.capacity", grow_capacity, 0, 1, "(0, 1]"),
+    RD("grow.top", grow_top, 0, 1, "(0, 1]"),
+    RI("grow.tries", grow_tries, 1, 1e6, "[1, 1000000]"),
+    RD("grow.set_zeta", grow_set_zeta, 0, 1, "(0, 1)"),
+    RI("grow.rigl_dt", grow_rigl_dt, 1, 1e9, "[1, 1000000000]"),
+    RD("grow.rigl_end", grow_rigl_end, 0, 1, "(0, 1]"),
+    RD("grow.rigl_alpha", grow_rigl_alpha, 0, 1, "(0, 1)"),
+    RD("prune.gamma", prune_gamma, 0, 1, "(0, 1)"),
+    RD("prune.gamma_start", prune_gamma_start, 0, 1, "(0, 1)"),
+    RI("prune.retrain_steps", prune_retrain_steps, 0, 1e6, "[0, 1000000]"),
+    RI("prune.retries", prune_retries, 0, 100, "[0, 100]"),
+    RD("prune.lr", prune_lr, 0, 1000, "(0, 1000]"),
+    RD("prune.target_error", prune_target_error, 0, 1, "[0, 1)"),
+    RD("prune.tolerance", prune_tolerance, 0, 1, "[0, 1]"),
+    RD("prune.floor", prune_floor, 0, 1, "[0, 1)"),
+    RI("prune.iterations", prune_iterations, 0, 1e5, "[0, 100000]"),
+    RD("prune.neuron_thresh", prune_neuron_thresh, 0, 1e6, "[0, 1000000]"),
+    RI("prune.calib", prune_calib, 1, 1048576, "[1, 1048576]"),
+    RD("prune.area_gamma", prune_area_gamma, 0, 1, "(0, 1)"),
+    RD("prune.area_gamma_start", prune_area_gamma_start, 0, 1, "(0, 1)"),
+    RD("prune.area_tolerance", prune_area_tolerance, 0, 1, "[0, 1]"),
+    RI("prune.area_epochs", prune_area_epochs, -1, 1e5, "[-1, 100000]"),
+    RI("prune.epochs", prune_epochs, 0, 1e5, "[0, 100000]"),
+    RI("checkpoint.every_steps", ck_every_steps, 0, 1e9, "[0, 1000000000]"),
+    RD("checkpoint.every_minutes", ck_every_minutes, 0, 1e6, "[0, 1000000]"),
+    RI("checkpoint.keep", ck_keep, 1, 1e6, "[1, 1000000]"),
+};
+#define NRANGE (sizeof range_cases / sizeof range_cases[0])
+
+static const range_case *find_range_case(const char *key, size_t len) {
+  for (size_t i = 0; i < NRANGE; ++i)
+    if (strlen(range_cases[i].key) == len && strncmp(range_cases[i].key, key, len) == 0)
+      return &range_cases[i];
+  return NULL;
+}
+
+/* Store v in the case's field, as set by code. Values beyond the field's type are clamped
+ * to it (they are tested as text through --set instead). */
+static void put_value(nest_config *c, const range_case *r, double v) {
+  char *f = (char *)c + r->off;
+  if (r->type == 'i') {
+    int x = v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int)v;
+    memcpy(f, &x, sizeof x);
+  } else if (r->type == 'l') {
+    int64_t x = v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)v;
+    memcpy(f, &x, sizeof x);
+  } else {
+    memcpy(f, &v, sizeof v);
+  }
+}
+
+/* "key=value" with the value written exactly (integers as integers, doubles round-trip). */
+static const char *assignment(const range_case *r, double v, char *buf, size_t n) {
+  if (r->type != 'd' && isfinite(v))
+    snprintf(buf, n, "%s=%.0f", r->key, v);
+  else
+    snprintf(buf, n, "%s=%.17g", r->key, v);
+  return buf;
+}
+
+/* v is refused with a one-line message naming the key and its range: set by code (then
+ * validate), and as --set text (refused either when parsed or by validate). */
+static void expect_refused(const range_case *r, double v) {
+  char msg_key[96], a[400];
+  snprintf(msg_key, sizeof msg_key, "%s", r->key);
+  nest_config c = valid_config();
+  if (!strcmp(r->key, "optim.step_epochs")) strcpy(c.schedule, "cosine"); /* no cross-key rule */
+  nest_config d = c;
+  put_value(&c, r, v);
+  nest_status st = nest_config_validate(&c);
+  if (st != NEST_ERR_CONFIG || !strstr(nest_error_message(), msg_key) ||
+      !strstr(nest_error_message(), r->range)) {
+    print_error("%s = %.17g set by code: expected an error naming the key and %s, got %s: '%s'\n",
+                r->key, v, r->range, nest_status_name(st), nest_error_message());
+    fail();
+  }
+  c = d;
+  assignment(r, v, a, sizeof a);
+  st = nest_config_set(&c, a, "--set");
+  if (st == NEST_OK) st = nest_config_validate(&c);
+  if (st != NEST_ERR_CONFIG || !strstr(nest_error_message(), msg_key) ||
+      !strstr(nest_error_message(), r->range) || strchr(nest_error_message(), '\n')) {
+    print_error("--set %s: expected a one-line error naming the key and %s, got %s: '%s'\n", a,
+                r->range, nest_status_name(st), nest_error_message());
+    fail();
+  }
+}
+
+static void expect_accepted(const range_case *r, double v) {
+  char a[400];
+  nest_config c = valid_config();
+  assignment(r, v, a, sizeof a);
+  nest_status st = nest_config_set(&c, a, "--set");
+  if (st == NEST_OK) st = nest_config_validate(&c);
+  if (st != NEST_OK) {
+    print_error("--set %s: expected it to be accepted, got %s: '%s'\n", a, nest_status_name(st),
+                nest_error_message());
+    fail();
+  }
+}
+
+static void test_every_numeric_key_has_a_range(void **state) {
+  (void)state;
+  for (size_t i = 0; i < NRANGE; ++i) {
+    const range_case *r = &range_cases[i];
+    const int lo_open = r->range[0] == '(', hi_open = r->range[strlen(r->range) - 1] == ')';
+    /* just outside each end, and far outside */
+    if (r->type == 'd') {
+      expect_refused(r, lo_open ? r->lo : nextafter(r->lo, -INFINITY));
+      expect_refused(r, hi_open ? r->hi : nextafter(r->hi, INFINITY));
+      expect_refused(r, -1e300);
+      expect_refused(r, 1e300);
+      expect_refused(r, -DBL_MAX);
+      expect_refused(r, NAN);
+      expect_refused(r, INFINITY);
+      expect_refused(r, -INFINITY);
+      expect_accepted(r, lo_open ? nextafter(r->lo, INFINITY) : r->lo);
+      expect_accepted(r, hi_open ? nextafter(r->hi, -INFINITY) : r->hi);
+    } else {
+      expect_refused(r, r->lo - 1);
+      expect_refused(r, r->hi + 1);
+      expect_refused(r, r->type == 'i' ? 2147483647.0 : 9223372036854775807.0);
+      expect_refused(r, r->type == 'i' ? -2147483648.0 : -9223372036854775808.0);
+      expect_refused(r, 1e20); /* beyond the type: refused when parsed */
+      expect_refused(r, -1e20);
+      expect_accepted(r, r->lo);
+      expect_accepted(r, r->hi);
+    }
+  }
+  /* Every numeric key of the table has a case here: a key that refuses "x" as not a number
+   * is numeric. run.seed (uint64) takes every value of its type. */
+  nest_config c = valid_config();
+  size_t numeric = 0;
+  for (size_t i = 0; i < NEVERY; ++i) {
+    size_t kl = strcspn(every_key[i], "=");
+    char a[96];
+    snprintf(a, sizeof a, "%.*s=x", (int)kl, every_key[i]);
+    if (nest_config_set(&c, a, "--set") == NEST_OK) continue;
+    const char *m = nest_error_message();
+    if (!strstr(m, "not an integer") && !strstr(m, "not a number") &&
+        !strstr(m, "not an unsigned integer"))
+      continue;
+    ++numeric;
+    if (strncmp(every_key[i], "run.seed=", 9) == 0) continue;
+    if (!find_range_case(every_key[i], kl)) {
+      print_error("numeric key %.*s has no range case in test_config.c\n", (int)kl, every_key[i]);
+      fail();
+    }
+  }
+  assert_int_equal(numeric, NRANGE + 1);
+  c = valid_config();
+  EXPECT_OK(nest_config_set(&c, "run.seed=0", "--set"));
+  EXPECT_OK(nest_config_validate(&c));
+  EXPECT_OK(nest_config_set(&c, "run.seed=18446744073709551615", "--set"));
+  EXPECT_OK(nest_config_validate(&c));
+}
+
+/* docs/config.md lists the same range in each numeric key's row. */
+static void test_docs_list_ranges(void **state) {
+  (void)state;
+  FILE *f = fopen(NEST_SOURCE_DIR "/docs/config.md", "r");
+  assert_non_null(f);
+  static char text[1 << 17];
+  size_t len = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[len] = '\0';
+  for (size_t i = 0; i < NRANGE; ++i) {
+    char row[128];
+    snprintf(row, sizeof row, "| `%s` |", range_cases[i].key);
+    const char *p = strstr(text, row);
+    if (!p) {
+      print_error("docs/config.md has no row '%s'\n", row);
+      fail();
+    }
+    size_t ll = strcspn(p, "\n");
+    char line[1024];
+    snprintf(line, sizeof line, "%.*s", (int)(ll < sizeof line ? ll : sizeof line - 1), p);
+    if (!strstr(line, range_cases[i].range)) {
+      print_error("docs/config.md row of %s lacks its range %s: %s\n", range_cases[i].key,
+                  range_cases[i].range, line);
+      fail();
+    }
+  }
+}
+
 /* ---- help ---- */
 
 static void test_help_mentions_every_key(void **state) {
@@ -725,6 +999,9 @@ int main(void) {
       cmocka_unit_test(test_write_errors),
       cmocka_unit_test(test_validate_rules),
       cmocka_unit_test(test_validate_arch),
+      cmocka_unit_test(test_reported_out_of_range),
+      cmocka_unit_test(test_every_numeric_key_has_a_range),
+      cmocka_unit_test(test_docs_list_ranges),
       cmocka_unit_test(test_help_mentions_every_key),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /* test_prep.c — the nest_prep converter, run as a program: IDX pairs and CSV files become .h5
  * files that read back identical to the source; bad input and bad usage give one-line errors
- * and exit codes 1 and 2. */
+ * and exit codes 1 and 2; an input is never overwritten, an existing output only with --force. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -243,6 +243,128 @@ static void test_prep_errors(void **state) {
 
   assert_int_equal(prep("--help"), 0);
   assert_non_null(strstr(out_text, "usage: nest_prep"));
+  assert_non_null(strstr(out_text, "--force"));
+}
+
+/* The whole file, malloc'ed (NULL if it cannot be read); *len its size. */
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = NULL;
+  size_t cap = 0;
+  *len = 0;
+  for (;;) {
+    if (*len == cap) {
+      cap = cap ? 2 * cap : 1 << 16;
+      char *nb = realloc(buf, cap);
+      assert_non_null(nb);
+      buf = nb;
+    }
+    size_t got = fread(buf + *len, 1, cap - *len, f);
+    *len += got;
+    if (got == 0) break;
+  }
+  fclose(f);
+  return buf;
+}
+
+/* `path` still holds exactly `want` (len bytes). */
+static void assert_unchanged(const char *path, const char *want, size_t len) {
+  size_t n = 0;
+  char *now = slurp(path, &n);
+  assert_non_null(now);
+  if (n != len || memcmp(now, want, len) != 0) fail_msg("%s was changed", path);
+  free(now);
+}
+
+/* Issue 7: "nest_prep -o X X LABELS" overwrote its own input, and an existing output was
+ * replaced silently. The same-file check is by device and inode, not by name. */
+static void test_prep_refuses_overwrite(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char img[1024], lab[1024], out[1024], args[4096];
+  snprintf(img, sizeof img, "%s", nest_test_path(dir, "ow-img"));
+  snprintf(lab, sizeof lab, "%s", nest_test_path(dir, "ow-lab"));
+  snprintf(out, sizeof out, "%s", nest_test_path(dir, "ow.h5"));
+  write_idx(img, lab, 12, 4, 3, 0, 0);
+  size_t img_len = 0, lab_len = 0;
+  char *img_bytes = slurp(img, &img_len), *lab_bytes = slurp(lab, &lab_len);
+  assert_non_null(img_bytes);
+  assert_non_null(lab_bytes);
+
+  /* The output is an input: refused with or without --force, the input left alone. */
+  char other[1024], soft[1024], hard[1024];
+  snprintf(other, sizeof other, "%s/./ow-img", dir); /* another spelling of img */
+  snprintf(soft, sizeof soft, "%s", nest_test_path(dir, "ow-link"));
+  snprintf(hard, sizeof hard, "%s", nest_test_path(dir, "ow-hard"));
+  assert_int_equal(symlink(img, soft), 0);
+  assert_int_equal(link(lab, hard), 0);
+  const struct {
+    const char *out, *word;
+  } same[] = {{img, "the same file as the input"}, {other, "the same file as the input"},
+              {soft, "the same file as the input"}, {lab, "the same file as the labels file"},
+              {hard, "the same file as the labels file"}};
+  for (size_t i = 0; i < sizeof same / sizeof same[0]; ++i)
+    for (int force = 0; force <= 1; ++force) {
+      snprintf(args, sizeof args, "%s-o '%s' '%s' '%s'", force ? "--force " : "", same[i].out,
+               img, lab);
+      assert_int_equal(prep(args), 1);
+      assert_one_line_error(same[i].out);
+      assert_one_line_error(same[i].word);
+      assert_one_line_error("refusing to overwrite an input");
+      assert_string_equal(out_text, "");
+      assert_unchanged(img, img_bytes, img_len);
+      assert_unchanged(lab, lab_bytes, lab_len);
+    }
+
+  /* A CSV converted onto itself, and an input that is the output's temporary file (the
+   * atomic write truncates OUT.tmp first). */
+  char csv[1024], tmpin[1024], tmpout[1024];
+  snprintf(csv, sizeof csv, "%s", nest_test_path(dir, "ow.csv"));
+  snprintf(tmpin, sizeof tmpin, "%s", nest_test_path(dir, "ow-t.h5.tmp"));
+  snprintf(tmpout, sizeof tmpout, "%s", nest_test_path(dir, "ow-t.h5"));
+  const char *text = "0,1.5\n1,2.5\n";
+  assert_int_equal(nest_test_write_file(csv, text, strlen(text)), 0);
+  assert_int_equal(nest_test_write_file(tmpin, text, strlen(text)), 0);
+  snprintf(args, sizeof args, "--force -o '%s' '%s'", csv, csv);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error("the same file as the input");
+  assert_unchanged(csv, text, strlen(text));
+  snprintf(args, sizeof args, "--force --format csv -o '%s' '%s'", tmpout, tmpin);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error("temporary file");
+  assert_one_line_error(tmpin);
+  assert_unchanged(tmpin, text, strlen(text));
+  assert_false(exists(tmpout));
+
+  /* An existing output: refused and kept without --force, replaced with it. */
+  snprintf(args, sizeof args, "-o '%s' '%s' '%s'", out, img, lab);
+  assert_int_equal(prep(args), 0);
+  size_t out_len = 0;
+  char *out_bytes = slurp(out, &out_len);
+  assert_non_null(out_bytes);
+  snprintf(args, sizeof args, "--max 5 -o '%s' '%s' '%s'", out, img, lab);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error(out);
+  assert_one_line_error("exists");
+  assert_one_line_error("--force");
+  assert_unchanged(out, out_bytes, out_len);
+  snprintf(args, sizeof args, "--max 5 --force -o '%s' '%s' '%s'", out, img, lab);
+  assert_int_equal(prep(args), 0);
+  assert_string_equal(err_text, "");
+  assert_false(exists(nest_test_path(dir, "ow.h5.tmp")));
+  nest_dataset *b = load(out, NULL);
+  assert_int_equal(b->n, 5);
+  nest_dataset_destroy(&b);
+  /* a dangling symlink as the output is an existing file too */
+  char dangling[1024];
+  snprintf(dangling, sizeof dangling, "%s", nest_test_path(dir, "ow-dangling.h5"));
+  assert_int_equal(symlink(nest_test_path(dir, "nowhere"), dangling), 0);
+  snprintf(args, sizeof args, "-o '%s' '%s' '%s'", dangling, img, lab);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error("exists");
+  free(out_bytes);
+  free(img_bytes);
+  free(lab_bytes);
 }
 
 int main(void) {
@@ -251,6 +373,7 @@ int main(void) {
       cmocka_unit_test(test_prep_csv),
       cmocka_unit_test(test_prep_real),
       cmocka_unit_test(test_prep_errors),
+      cmocka_unit_test(test_prep_refuses_overwrite),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -5,8 +5,11 @@
  *   nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz
  *   nest_prep -o wdbc.h5 --label-col 1 --drop-cols 0 wdbc.data
  *
- * Exit codes: 0 success (one summary line on stdout), 1 data error, 2 usage error; every
- * error is one line "nest_prep: <message>" on stderr. */
+ * The output is never one of the inputs (not even with --force), and an existing output is
+ * kept unless --force is given.
+ *
+ * Exit codes: 0 success (one summary line on stdout), 1 data or file error (including a
+ * refused output), 2 usage error; every error is one line "nest_prep: <message>" on stderr. */
 #define _GNU_SOURCE /* getopt_long */
 #include <errno.h>
 #include <getopt.h>
@@ -14,25 +17,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "nest/data.h"
 
 static const char *usage_line =
     "usage: nest_prep -o OUT.h5 [--format auto|idx|csv|h5] [--label-col N] [--delim C]\n"
-    "                 [--header] [--drop-cols LIST] [--max N] INPUT [LABELS]\n";
+    "                 [--header] [--drop-cols LIST] [--max N] [--force] INPUT [LABELS]\n";
 
 static void print_help(void) {
   printf("%s", usage_line);
   printf("\nConvert a dataset into nest's HDF5 format (see docs/data-format.md).\n"
          "  INPUT [LABELS]      IDX images + IDX labels (raw or .gz), or one CSV file\n"
-         "                      (an existing nest .h5 is re-written, e.g. with --max)\n"
-         "  -o, --output FILE   output .h5 (written to FILE.tmp, then renamed)\n"
+         "                      (an existing nest .h5 is re-written to OUT, e.g. with --max)\n"
+         "  -o, --output FILE   output .h5 (written to FILE.tmp, then renamed); never one\n"
+         "                      of the input files, and not an existing file unless --force\n"
          "  --format F          auto (default: by magic bytes / extension), idx, csv, h5\n"
          "  --label-col N       CSV: 0-based label column, -1 = last (default 0)\n"
          "  --delim C           CSV: field delimiter, one character or 'tab' (default ',')\n"
          "  --header            CSV: the first line is a header and is skipped\n"
          "  --drop-cols LIST    CSV: comma-separated 0-based columns to ignore, e.g. 0\n"
          "  --max N             keep only the first N samples\n"
+         "  --force             overwrite an existing output file (never an input)\n"
          "  -h, --help          this help\n"
          "\nExamples:\n"
          "  nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz\n"
@@ -45,6 +51,49 @@ static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, fmt, arg);
   fprintf(stderr, " (try --help)\n");
   return 2;
+}
+
+/* The same file by device and inode, so another spelling of a path, a symlink or a hard link
+ * to it counts too. */
+static int same_file(const struct stat *a, const struct stat *b) {
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* 0 if outpath may be written, else 1 after a one-line message. An input is never
+ * overwritten: the conversion would destroy its own source (the atomic write replaces OUT
+ * after reading, and truncates OUT.tmp before, so neither may be an input). An existing
+ * output is only replaced with --force. Checked before reading anything; a file created in
+ * between is not caught, this guards against mistakes, not against races. */
+static int check_output(const char *outpath, const char *const inputs[2],
+                        const char *const roles[2], int force) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", outpath);
+  struct stat out, out_tmp, in;
+  const int have_out = stat(outpath, &out) == 0, have_tmp = stat(tmp, &out_tmp) == 0;
+  for (int i = 0; i < 2; ++i) {
+    if (!inputs[i] || stat(inputs[i], &in) != 0) continue; /* a missing input: the loader says */
+    if (have_out && same_file(&out, &in)) {
+      fprintf(stderr,
+              "nest_prep: %s: the output is the same file as the %s %s; refusing to overwrite "
+              "an input (--force does not allow that)\n",
+              outpath, roles[i], inputs[i]);
+      return 1;
+    }
+    if (have_tmp && same_file(&out_tmp, &in)) {
+      fprintf(stderr,
+              "nest_prep: %s: the output's temporary file %s is the %s %s; refusing to "
+              "overwrite an input (--force does not allow that)\n",
+              outpath, tmp, roles[i], inputs[i]);
+      return 1;
+    }
+  }
+  struct stat any;
+  if (!force && lstat(outpath, &any) == 0) { /* lstat: a dangling symlink would be replaced too */
+    fprintf(stderr, "nest_prep: %s: the output file exists; refusing to overwrite it (use --force)\n",
+            outpath);
+    return 1;
+  }
+  return 0;
 }
 
 static int parse_long(const char *s, long lo, long hi, long *v) {
@@ -62,10 +111,11 @@ int main(int argc, char **argv) {
       {"label-col", required_argument, NULL, 'l'}, {"delim", required_argument, NULL, 'd'},
       {"header", no_argument, NULL, 'H'},          {"drop-cols", required_argument, NULL, 'x'},
       {"max", required_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+      {"force", no_argument, NULL, 'F'},           {NULL, 0, NULL, 0}};
   nest_data_opts o;
   nest_data_opts_default(&o);
   const char *outpath = NULL;
+  int force = 0;
   long v;
   opterr = 0; /* we print our own one-line messages */
   int c;
@@ -89,6 +139,7 @@ int main(int argc, char **argv) {
       else return usage_error("--delim '%s': expected one character or 'tab'", optarg);
       break;
     case 'H': o.csv_header = 1; break;
+    case 'F': force = 1; break;
     case 'x': o.csv_drop_cols = optarg; break;
     case 'm':
       if (!parse_long(optarg, 1, LONG_MAX, &v))
@@ -106,6 +157,9 @@ int main(int argc, char **argv) {
     return usage_error("%s", npos < 1 ? "missing INPUT file" : "too many input files");
   o.path = argv[optind];
   o.labels_path = npos == 2 ? argv[optind + 1] : NULL;
+  const char *const inputs[2] = {o.path, o.labels_path};
+  const char *const roles[2] = {"input", "labels file"};
+  if (check_output(outpath, inputs, roles, force)) return 1;
 
   nest_dataset *ds = NULL;
   nest_status st = nest_dataset_load(&o, NULL, &ds);
