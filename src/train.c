@@ -168,6 +168,18 @@ static nest_status choose_run_dir(nest_trainer *t, int *resume) {
   if (c->resume)
     return NEST_ERR(NEST_ERR_IO, "%s: no checkpoint to resume from (no %s/checkpoints/ckpt-*.h5)",
                     t->run_dir, t->run_dir);
+  /* A run killed before its first checkpoint (in its first second) left only its own
+   * config.ini, a header-only metrics.csv and maybe events.csv: nothing to lose, start over.
+   * (metrics.csv is only ever created by nest, after it checked the directory.) */
+  char mpath[NEST_PATH_LEN + 32];
+  snprintf(mpath, sizeof mpath, "%s/metrics.csv", t->run_dir);
+  FILE *mf = fopen(mpath, "r");
+  if (mf) {
+    int lines = 0;
+    for (int ch; (ch = fgetc(mf)) != EOF;) lines += ch == '\n';
+    fclose(mf);
+    if (lines == 1) return NEST_OK;
+  }
   for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; ++i) {
     char path[NEST_PATH_LEN + 32];
     snprintf(path, sizeof path, "%s/%s", t->run_dir, run_files[i]);
