@@ -65,6 +65,12 @@ static const hp_field *hp_fields(nest_layer_kind kind, int *n) {
 
 static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+/* No HDF5 clean-up at exit: after a write fails (a full disk), HDF5 1.10.8 keeps the file
+ * half-closed and its atexit clean-up crashes (HDFFV-11052, fixed upstream after 1.10.8), which
+ * would turn a clean error exit into a segfault. Every file nest opens is closed explicitly,
+ * so there is nothing left for the clean-up to do. Must run before any other HDF5 call. */
+__attribute__((constructor)) static void h5_no_atexit(void) { H5dont_atexit(); }
+
 static void h5_close(hid_t *id, herr_t (*close)(hid_t)) {
   if (*id >= 0) close(*id);
   *id = -1;

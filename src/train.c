@@ -169,8 +169,8 @@ static nest_status choose_run_dir(nest_trainer *t, int *resume) {
     return NEST_ERR(NEST_ERR_IO, "%s: no checkpoint to resume from (no %s/checkpoints/ckpt-*.h5)",
                     t->run_dir, t->run_dir);
   /* A run killed before its first checkpoint (in its first second) left only its own
-   * config.ini, a header-only metrics.csv and maybe events.csv: nothing to lose, start over.
-   * (metrics.csv is only ever created by nest, after it checked the directory.) */
+   * metrics.csv (empty or the header), maybe config.ini and events.csv: nothing to lose, start
+   * over. (metrics.csv is only ever created by nest, first, after it checked the directory.) */
   char mpath[NEST_PATH_LEN + 32];
   snprintf(mpath, sizeof mpath, "%s/metrics.csv", t->run_dir);
   FILE *mf = fopen(mpath, "r");
@@ -178,7 +178,7 @@ static nest_status choose_run_dir(nest_trainer *t, int *resume) {
     int lines = 0;
     for (int ch; (ch = fgetc(mf)) != EOF;) lines += ch == '\n';
     fclose(mf);
-    if (lines == 1) return NEST_OK;
+    if (lines <= 1) return NEST_OK;
   }
   for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; ++i) {
     char path[NEST_PATH_LEN + 32];
@@ -205,19 +205,22 @@ static nest_status make_run_dir(nest_trainer *t) {
   if (t->rank == 0) {
     st = choose_run_dir(t, &resume);
     char path[NEST_PATH_LEN + 32];
-    if (st == NEST_OK && !resume) {
-      snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
-      st = nest_config_write(&t->cfg, path);
-    }
+    /* metrics.csv first (nest's own file: a directory with config.ini but no metrics.csv is
+     * the user's), header flushed at once; then config.ini. */
     if (st == NEST_OK && !resume) {
       snprintf(path, sizeof path, "%s/metrics.csv", t->run_dir);
       t->metrics = fopen(path, "w");
       if (!t->metrics)
         st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-      else
-        fprintf(t->metrics,
-                "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,"
-                "active_weights,total_weights,density,images_per_s,elapsed_s,phase\n");
+      else if (fprintf(t->metrics,
+                       "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,"
+                       "active_weights,total_weights,density,images_per_s,elapsed_s,phase\n") < 0 ||
+               fflush(t->metrics) != 0)
+        st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    }
+    if (st == NEST_OK && !resume) {
+      snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
+      st = nest_config_write(&t->cfg, path);
     }
   }
   NEST_CALL(nest_comm_agree(t->comm, st));
