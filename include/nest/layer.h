@@ -21,8 +21,10 @@
  * Scratch: setup() requests ws_floats (per-call workspace) and cache_floats (values kept
  * from forward for backward, e.g. pool argmax, BN x-hat), both sized for max_batch rows and
  * nthreads threads; the network allocates them once, 64-byte aligned — no malloc in
- * forward/backward. At run time ctx->n <= max_batch and ctx->nthreads <= the setup nthreads
- * (asserted). The caller sets omp_set_num_threads(nthreads) too.
+ * forward/backward. ws contents do not survive a call: the network gives every layer the
+ * same ws block (the largest request), so a net needs one layer's workspace, not the sum.
+ * At run time ctx->n <= max_batch and ctx->nthreads <= the setup nthreads (asserted). The
+ * caller sets omp_set_num_threads(nthreads) too.
  * Thread-count independence: forward and backward give the same bits for any ctx->nthreads
  * (docs/design.md, "Determinism"). Work splits are fixed by the shapes and n, never by the
  * thread count; sums across work items are added in a fixed order; no layer lets OpenBLAS
