@@ -173,6 +173,7 @@ static void conv_cases(int area) {
       {"lenet5.conv1 n13", S(1, 28, 28), CONV(20, 5, 1, 0), 13, 0}, /* one sample per item */
       {"lenet5.conv2 n13", S(20, 12, 12), CONV(50, 5, 1, 0), 13, 1}, /* grouped samples */
       {"lenet5.conv2 n7", S(20, 12, 12), CONV(50, 5, 1, 0), 7, 1},
+      {"lenet5.conv2 n37", S(20, 12, 12), CONV(50, 5, 1, 0), 37, 1}, /* 10 items, 8 chunks */
       {"lenet5.conv2 n1", S(20, 12, 12), CONV(50, 5, 1, 0), 1, 1},  /* one work item */
       {"small n13", S(3, 6, 5), CONV(70, 3, 1, 1), 13, 1},          /* wide groups, 2 blocks */
       {"chunks n3", S(3, 100, 100), CONV(8, 3, 1, 1), 3, 1},        /* row chunks */

@@ -59,7 +59,9 @@
  * Constants in place of the thread count (they fix GEMM shapes and summation order, hence the
  * bits, so they must not follow the thread count; chosen, not tuned):
  * CONV_MIN_ITEMS    a batch is cut into at least this many work items (if it has as many
- *                   samples), so small batches still spread over a few threads;
+ *                   samples), so small batches still use two threads; more items would mean
+ *                   narrower GEMMs for every thread count (4: partial-area AlexNet conv3 at
+ *                   batch 8 took 4-7% longer with 1 and 2 threads);
  * CONV_PARTIALS     backward chunks, each with its own [dW | db] partial of OC*(K+1) floats in
  *                   l->ws: the memory cost, and the most threads backward can use. */
 #ifndef CONV_TARGET_COLS
@@ -72,7 +74,7 @@
 #define CONV_MIN_COLS 256
 #endif
 #ifndef CONV_MIN_ITEMS
-#define CONV_MIN_ITEMS 4
+#define CONV_MIN_ITEMS 2
 #endif
 #ifndef CONV_PARTIALS
 #define CONV_PARTIALS 8
