@@ -2,12 +2,12 @@
  * accumulators (dense dL/dW and the NeST bridging gradient), one by-construction reduction. */
 #include "nest/gradpass.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nest/area.h"
+#include "nest/gemm.h"
 #include "nest/loss.h"
 #include "nest/shard.h"
 #include "nest/surgery.h"
@@ -104,9 +104,10 @@ nest_status nest_gradpass(nest_trainer *t, const int64_t *ids, int64_t n,
       if (!g->bridge[l]) continue;
       const int c = nest_surgery_consumer(net, l), M = g->bridge_m[l], N = g->bridge_n[l];
       /* prod[M, N] = dU[rows, M]^T . X[rows, N]: U = the consumer's output (act[c+1]),
-       * X = layer l's input (act[l]); dU already carries the 1/n loss scale. */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, rows, 1.0f, net->dact[c + 1], M,
-                  net->act[l], N, 0.0f, prod, N);
+       * X = layer l's input (act[l]); dU already carries the 1/n loss scale. nest_sgemm:
+       * the same bits for any thread count (gemm.h). */
+      nest_sgemm(1, 0, M, N, rows, 1.0f, net->dact[c + 1], M, net->act[l], N, 0.0f, prod, N,
+                 t->nthreads);
       accumulate(g->bridge[l], prod, (size_t)M * N, t->nthreads);
     }
   }

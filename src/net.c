@@ -56,7 +56,8 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
   }
 
   /* 2. Lay out the arenas: offsets for every declared tensor and buffer. */
-  size_t off = 0, boff = 0, scratch = 0, acts = pad16((size_t)max_batch * nest_shape_size(in));
+  size_t off = 0, boff = 0, scratch = 0, ws = 0;
+  size_t acts = pad16((size_t)max_batch * nest_shape_size(in));
   int ntensors = 0;
   for (int i = 0; i < net->nlayers; ++i) {
     nest_layer *l = net->layers[i];
@@ -69,9 +70,12 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
       l->buffer[s].offset = boff;
       boff += pad16(l->buffer[s].count);
     }
-    scratch += pad16(l->ws_floats) + pad16(l->cache_floats);
+    /* ws is per-call workspace (layer.h): one block, the largest, serves every layer */
+    if (pad16(l->ws_floats) > ws) ws = pad16(l->ws_floats);
+    scratch += pad16(l->cache_floats);
     acts += pad16((size_t)max_batch * nest_shape_size(l->out));
   }
+  scratch += ws;
   net->nparams = off;
   net->nbuf = boff;
   NEST_CALL_GOTO(st, nest_calloc((void **)&net->tensors, ntensors ? ntensors : 1,
@@ -104,7 +108,8 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
                  fail);
 
   /* 3. Bind layer pointers into the arenas. */
-  float *sp = net->scratch_mem, *ap = net->act_mem, *dp = net->act_mem + acts;
+  float *ws_mem = net->scratch_mem, *sp = net->scratch_mem + ws;
+  float *ap = net->act_mem, *dp = net->act_mem + acts;
   size_t in_sz = pad16((size_t)max_batch * nest_shape_size(in));
   net->act[0] = ap;
   net->dact[0] = dp;
@@ -121,8 +126,7 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
       net->tensors[ntensors++] = (nest_tensor_ref){l, s, &l->param[s]};
     }
     for (int s = 0; s < l->nbuffers; ++s) l->buf[s] = net->buffers + l->buffer[s].offset;
-    l->ws = l->ws_floats ? sp : NULL;
-    sp += pad16(l->ws_floats);
+    l->ws = l->ws_floats ? ws_mem : NULL;
     l->cache = l->cache_floats ? sp : NULL;
     sp += pad16(l->cache_floats);
     size_t osz = pad16((size_t)max_batch * nest_shape_size(l->out));

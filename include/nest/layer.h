@@ -21,9 +21,15 @@
  * Scratch: setup() requests ws_floats (per-call workspace) and cache_floats (values kept
  * from forward for backward, e.g. pool argmax, BN x-hat), both sized for max_batch rows and
  * nthreads threads; the network allocates them once, 64-byte aligned — no malloc in
- * forward/backward. At run time ctx->n <= max_batch and ctx->nthreads <= the setup nthreads
- * (asserted). The caller sets omp_set_num_threads(nthreads): it is also the BLAS budget of a
- * layer that does not open its own parallel region.
+ * forward/backward. ws contents do not survive a call: the network gives every layer the
+ * same ws block (the largest request), so a net needs one layer's workspace, not the sum.
+ * At run time ctx->n <= max_batch and ctx->nthreads <= the setup nthreads (asserted). The
+ * caller sets omp_set_num_threads(nthreads) too.
+ * Thread-count independence: forward and backward give the same bits for any ctx->nthreads
+ * (docs/design.md, "Determinism"). Work splits are fixed by the shapes and n, never by the
+ * thread count; sums across work items are added in a fixed order; no layer lets OpenBLAS
+ * thread a product (conv2d runs single-threaded sgemm per work item, dense uses nest_sgemm,
+ * gemm.h).
  *
  * Training mode (ctx->train, not grad_only) requires what P-independence rests on: dropout needs
  * ctx->sample_ids, and batch norm with ctx->allreduce needs ctx->global_n > 0 (asserted, never a

@@ -16,10 +16,14 @@
  * (col[K+1, G*N]; LeNet-5 conv2 has N = 64, one sample alone would starve the GEMM) or one
  * large sample cut into chunks of R output rows, so col stays in L2 instead of streaming
  * megabytes through L3 (AlexNet conv1: 1.1M floats per sample; VGG conv1: 29M).
- * Each thread accumulates [dW | db] into its own partial in l->ws; the partials are added
- * into g[] in thread order, so results are deterministic for a fixed thread count. With a
- * single work item the region is skipped and OpenBLAS may thread the GEMMs itself (its
- * budget: omp_get_max_threads()). No allocation here: setup sizes l->ws for nthreads.
+ * Results do not depend on the thread count (docs/design.md, "Determinism"): the work items
+ * (G, R) are fixed by the batch size and the shapes alone, every GEMM is single-threaded (also
+ * with a single work item, where the region is inactive), and backward sums [dW | db] in
+ * P = min(items, CONV_PARTIALS) fixed CHUNKS of consecutive items: chunk c accumulates its
+ * items in order into its own partial in l->ws, threads take whole chunks, and after the loop
+ * g[] = partial 0 + partial 1 + ... in chunk order — the same float sums whichever thread ran
+ * which chunk. Backward therefore uses at most CONV_PARTIALS threads. No allocation here:
+ * setup sizes l->ws for nthreads and min(max_batch, CONV_PARTIALS) partials.
  *
  * Partial-area convolution (hp.area = 1, NeST Algorithm 2): a 0/1 buffer "area" Msk[OC, C, N]
  * gates the contribution of input map m through kernel (o, m) at output position j:
@@ -51,7 +55,15 @@
 /* Tuning (measured with tests/bench/bench_layers):
  * CONV_TARGET_COLS  columns per GEMM worth gathering several small samples for;
  * CONV_COL_BUDGET   floats of col per work item, to keep it in L2 (per core: 2 MB);
- * CONV_MIN_COLS     fewest columns of a row chunk (narrower GEMMs lose more than L2 gains). */
+ * CONV_MIN_COLS     fewest columns of a row chunk (narrower GEMMs lose more than L2 gains).
+ * Constants in place of the thread count (they fix GEMM shapes and summation order, hence the
+ * bits, so they must not follow the thread count; chosen, not tuned):
+ * CONV_MIN_ITEMS    a batch is cut into at least this many work items (if it has as many
+ *                   samples), so small batches still use two threads; more items would mean
+ *                   narrower GEMMs for every thread count (4: partial-area AlexNet conv3 at
+ *                   batch 8 took 4-7% longer with 1 and 2 threads);
+ * CONV_PARTIALS     backward chunks, each with its own [dW | db] partial of OC*(K+1) floats in
+ *                   l->ws: the memory cost, and the most threads backward can use. */
 #ifndef CONV_TARGET_COLS
 #define CONV_TARGET_COLS 256
 #endif
@@ -60,6 +72,12 @@
 #endif
 #ifndef CONV_MIN_COLS
 #define CONV_MIN_COLS 256
+#endif
+#ifndef CONV_MIN_ITEMS
+#define CONV_MIN_ITEMS 2
+#endif
+#ifndef CONV_PARTIALS
+#define CONV_PARTIALS 8
 #endif
 /* Partial-area path (measured with tests/bench/bench_area):
  * CONV_AREA_TARGET_COLS  as CONV_TARGET_COLS; its per-map GEMMs have only kh*kw inner terms,
@@ -88,13 +106,15 @@ static nest_conv_geom conv_geom(const nest_layer *l) {
 
 /* How a call splits into work items. Either groups of G whole samples side by side (small
  * samples: LeNet) or single samples cut into chunks of R output rows (large samples: AlexNet
- * conv1, VGG), so that col[K+1, columns] stays near CONV_COL_BUDGET. */
+ * conv1, VGG), so that col[K+1, columns] stays near CONV_COL_BUDGET. A function of the shapes
+ * and n only (never the thread count); G does not decrease as n grows, so setup sizes l->ws
+ * with the plan of max_batch. */
 typedef struct {
   int G; /* samples per work item; > 1 only when R == oh */
   int R; /* output rows per chunk */
 } conv_plan;
 
-static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int target_cols,
+static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int target_cols,
                                 size_t budget) {
   const size_t N = (size_t)oh * ow, colN = (K + 1) * N;
   conv_plan p = {1, oh};
@@ -104,10 +124,10 @@ static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int tar
     if (R < oh) p.R = R;
     return p;
   }
-  int G = (int)((target_cols + N - 1) / N), per = (n + nt - 1) / nt;
+  int G = (int)((target_cols + N - 1) / N), per = (n + CONV_MIN_ITEMS - 1) / CONV_MIN_ITEMS;
   int gmax = (int)(budget / colN);
   if (G > gmax) G = gmax;
-  if (G > per) G = per; /* at least one item per thread */
+  if (G > per) G = per; /* at least CONV_MIN_ITEMS items */
   p.G = G < 1 ? 1 : G;
   return p;
 }
@@ -119,19 +139,20 @@ static conv_plan conv_plan_make(size_t K, int oh, int ow, int n, int nt, int tar
  *   per thread t < nt:
  *     col [K+1, cols]        im2col of the item plus a row of ones (bias), later dcol
  *     tmp [OC, G*N]          gathered y / dy of a group (only when G > 1)
- *     dWb [OC, K+1]          this thread's dW with db as the last column
  *     cm  [OB, cols]         partial-area only: C_m (forward) or dC_m (backward) of one map
  *                            and one block of OB = min(OC, CONV_AREA_OBLOCK) output maps
  *     dcm [kh*kw, cols]      partial-area, OC > OB only: dcol_m summed over the blocks
+ *   per chunk c < np (backward):
+ *     dWb [OC, K+1]          [dW | db] of chunk c
  * area_c = C for a partial-area layer, 0 otherwise (then the layout is the plain one). */
 typedef struct {
-  size_t wb, flags, col, tmp, part, cm, dcm, thread, total;
+  size_t wb, flags, col, tmp, cm, dcm, thread, part, total;
 } conv_ws;
 
 /* Byte offset of m8 after flags[C] in the partial-area block (64-byte aligned). */
 static size_t area_m8_offset(int c) { return ((size_t)c + 63) & ~(size_t)63; }
 
-static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, conv_plan p,
+static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, int np, conv_plan p,
                               int area_c) {
   const size_t N = (size_t)oh * ow, cols = p.G > 1 ? (size_t)p.G * N : (size_t)p.R * ow;
   conv_ws w;
@@ -140,12 +161,13 @@ static conv_ws conv_ws_layout(size_t K, int oh, int ow, size_t oc, int nt, conv_
   w.flags = area_c ? round16((area_m8_offset(area_c) + oc * (size_t)area_c * N + 3) / 4) : 0;
   w.col = round16((K + 1) * cols);
   w.tmp = p.G > 1 ? round16(oc * p.G * N) : 0;
-  w.part = round16(oc * (K + 1));
   const size_t ob = oc < CONV_AREA_OBLOCK ? oc : CONV_AREA_OBLOCK;
   w.cm = area_c ? round16(ob * cols) : 0;
   w.dcm = area_c && oc > ob ? round16(K / (size_t)area_c * cols) : 0;
-  w.thread = w.col + w.tmp + w.part + w.cm + w.dcm;
-  w.total = 16 + w.wb + w.flags + (size_t)nt * w.thread; /* 16: slack to align the base */
+  w.thread = w.col + w.tmp + w.cm + w.dcm;
+  w.part = round16(oc * (K + 1));
+  /* 16: slack to align the base */
+  w.total = 16 + w.wb + w.flags + (size_t)nt * w.thread + (size_t)np * w.part;
   return w;
 }
 
@@ -184,11 +206,13 @@ static nest_status conv_setup(nest_layer *l, int max_batch, int nthreads) {
     b->mask = 1;
   }
   const size_t K = (size_t)c * hp->kh * hp->kw;
-  /* the largest plan any later call can use: G grows with n and shrinks with threads */
-  conv_plan pmax = conv_plan_make(K, g.oh, g.ow, max_batch > 0 ? max_batch : 1, 1,
+  /* the largest plan any later call can use: G grows with n */
+  conv_plan pmax = conv_plan_make(K, g.oh, g.ow, max_batch > 0 ? max_batch : 1,
                                   hp->area ? CONV_AREA_TARGET_COLS : CONV_TARGET_COLS,
                                   hp->area ? CONV_AREA_COL_BUDGET : CONV_COL_BUDGET);
-  l->ws_floats = conv_ws_layout(K, g.oh, g.ow, (size_t)oc, nthreads, pmax, hp->area ? c : 0).total;
+  const int np = max_batch < CONV_PARTIALS ? (max_batch > 0 ? max_batch : 1) : CONV_PARTIALS;
+  l->ws_floats =
+      conv_ws_layout(K, g.oh, g.ow, (size_t)oc, nthreads, np, pmax, hp->area ? c : 0).total;
   l->cache_floats = 0;
   return NEST_OK;
 }
@@ -252,9 +276,9 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
   const int oh = g.oh, ow = g.ow;
   const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
   const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS, CONV_COL_BUDGET);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, CONV_TARGET_COLS, CONV_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
-  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, 0);
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, 0, p, 0);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats);
   float *Wb = align64(l->ws), *threads = Wb + w.wb;
   /* Wb[OC, K+1] = [W | b] */
@@ -265,6 +289,7 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
 
 #pragma omp parallel num_threads(nt) if (nitems > 1)
   {
+    omp_set_num_threads(1); /* single-threaded sgemm, also in an inactive region */
     float *col = threads + (size_t)omp_get_thread_num() * w.thread, *tmp = col + w.col;
 #pragma omp for schedule(static)
     for (int it = 0; it < nitems; ++it) {
@@ -294,17 +319,22 @@ static nest_status conv_forward(nest_layer *l, const nest_ctx *ctx, const float 
   return NEST_OK;
 }
 
-/* dW [oc, K] and db [oc] = the sum of the team's per-thread partials [oc, K + 1] (stride
- * `stride` floats apart), in thread order: the same sum whatever thread ran which samples.
- * Called by every thread of the parallel region (an orphaned worksharing loop). */
-static void sum_partials(const float *part0, int team, size_t stride, int oc, size_t K,
-                         float *dW, float *db) {
+/* Backward chunks: P = min(nitems, CONV_PARTIALS) runs of consecutive items, chunk c =
+ * items [chunk_edge(c), chunk_edge(c + 1)). */
+static int conv_nparts(int nitems) { return nitems < CONV_PARTIALS ? nitems : CONV_PARTIALS; }
+static int chunk_edge(int nitems, int np, int c) { return (int)((long)nitems * c / np); }
+
+/* dW [oc, K] and db [oc] = the sum of the np chunk partials [oc, K + 1] (`stride` floats
+ * apart), in chunk order: the same sum whatever thread ran which chunk. Called by every
+ * thread of the parallel region (an orphaned worksharing loop). */
+static void sum_partials(const float *part0, int np, size_t stride, int oc, size_t K, float *dW,
+                         float *db) {
 #pragma omp for schedule(static)
   for (int o = 0; o < oc; ++o)
     for (size_t k = 0; k <= K; ++k) {
       const size_t i = (size_t)o * (K + 1) + k;
       float v = part0[i];
-      for (int u = 1; u < team; ++u) v += part0[(size_t)u * stride + i];
+      for (int u = 1; u < np; ++u) v += part0[(size_t)u * stride + i];
       if (k < K)
         dW[(size_t)o * K + k] = v;
       else
@@ -326,58 +356,64 @@ static nest_status conv_backward(nest_layer *l, const nest_ctx *ctx, const float
     memset(db, 0, sizeof(float) * (size_t)oc);
     return NEST_OK;
   }
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_TARGET_COLS, CONV_COL_BUDGET);
+  const conv_plan p = conv_plan_make(K, oh, ow, n, CONV_TARGET_COLS, CONV_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
-  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, 0);
+  const int np = conv_nparts(nitems);
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, np, p, 0);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats);
-  float *threads = align64(l->ws) + w.wb;
+  float *threads = align64(l->ws) + w.wb, *parts = threads + (size_t)nt * w.thread;
   const float *W = l->p[0];
 
 #pragma omp parallel num_threads(nt) if (nitems > 1)
   {
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    float *col = threads + (size_t)t * w.thread, *tmp = col + w.col, *pW = tmp + w.tmp;
-    memset(pW, 0, sizeof(float) * (size_t)oc * (K + 1));
-#pragma omp for schedule(static)
-    for (int it = 0; it < nitems; ++it) {
-      const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
-      if (gs > 1) {
-        /* whole samples side by side; dY[OC, gs*N] gathered from dy */
-        const size_t ld = (size_t)gs * N;
-        group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
-        gather_samples(dy + (size_t)s0 * out_sz, out_sz, gs, oc, N, tmp);
-        /* [dW | db][OC, K+1] += dY · [col; 1]ᵀ */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)ld, 1.0f, tmp,
-                    (int)ld, col, (int)ld, 1.0f, pW, (int)K + 1);
-        if (dx) {
-          /* dcol[K, gs*N] = Wᵀ · dY (into col, no longer needed), then col2im */
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, oc, 1.0f, W, (int)K,
-                      tmp, (int)ld, 0.0f, col, (int)ld);
-          col2im_samples(&g, col, gs, N, oh, dx + (size_t)s0 * in_sz, in_sz);
+    omp_set_num_threads(1); /* single-threaded sgemm, also in an inactive region */
+    float *col = threads + (size_t)omp_get_thread_num() * w.thread, *tmp = col + w.col;
+    /* whole chunks per thread, dynamically: the chunks need not be equal (nitems % np) */
+#pragma omp for schedule(dynamic, 1)
+    for (int c = 0; c < np; ++c) {
+      float *pW = parts + (size_t)c * w.part; /* [dW | db] of chunk c */
+      const int i0 = chunk_edge(nitems, np, c), i1 = chunk_edge(nitems, np, c + 1);
+      for (int it = i0; it < i1; ++it) {
+        const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
+        const float beta = it > i0 ? 1.0f : 0.0f; /* the chunk's first GEMM overwrites pW */
+        if (gs > 1) {
+          /* whole samples side by side; dY[OC, gs*N] gathered from dy */
+          const size_t ld = (size_t)gs * N;
+          group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
+          gather_samples(dy + (size_t)s0 * out_sz, out_sz, gs, oc, N, tmp);
+          /* [dW | db][OC, K+1] += dY · [col; 1]ᵀ */
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)ld, 1.0f, tmp,
+                      (int)ld, col, (int)ld, beta, pW, (int)K + 1);
+          if (dx) {
+            /* dcol[K, gs*N] = Wᵀ · dY (into col, no longer needed), then col2im */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, oc, 1.0f, W,
+                        (int)K, tmp, (int)ld, 0.0f, col, (int)ld);
+            col2im_samples(&g, col, gs, N, oh, dx + (size_t)s0 * in_sz, in_sz);
+          }
+          continue;
         }
-        continue;
-      }
-      /* one sample in chunks of R output rows; dY = the chunk's columns of dy_s */
-      const float *xs = x + (size_t)s0 * in_sz, *dys = dy + (size_t)s0 * out_sz;
-      float *dxs = dx ? dx + (size_t)s0 * in_sz : NULL;
-      if (dxs) memset(dxs, 0, sizeof(float) * in_sz);
-      for (int r0 = 0; r0 < oh; r0 += p.R) {
-        const int r1 = r0 + p.R < oh ? r0 + p.R : oh;
-        const size_t len = (size_t)(r1 - r0) * ow;
-        const float *dY = dys + (size_t)r0 * ow; /* [OC, len], row stride N */
-        nest_kernel_im2col(&g, xs, r0, r1, col, len);
-        fill_ones(col + K * len, len);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)len, 1.0f, dY,
-                    (int)N, col, (int)len, 1.0f, pW, (int)K + 1);
-        if (dxs) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)len, oc, 1.0f, W,
-                      (int)K, dY, (int)N, 0.0f, col, (int)len);
-          nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
+        /* one sample in chunks of R output rows; dY = the chunk's columns of dy_s */
+        const float *xs = x + (size_t)s0 * in_sz, *dys = dy + (size_t)s0 * out_sz;
+        float *dxs = dx ? dx + (size_t)s0 * in_sz : NULL;
+        if (dxs) memset(dxs, 0, sizeof(float) * in_sz);
+        for (int r0 = 0; r0 < oh; r0 += p.R) {
+          const int r1 = r0 + p.R < oh ? r0 + p.R : oh;
+          const size_t len = (size_t)(r1 - r0) * ow;
+          const float *dY = dys + (size_t)r0 * ow; /* [OC, len], row stride N */
+          nest_kernel_im2col(&g, xs, r0, r1, col, len);
+          fill_ones(col + K * len, len);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K + 1, (int)len, 1.0f, dY,
+                      (int)N, col, (int)len, r0 ? 1.0f : beta, pW, (int)K + 1);
+          if (dxs) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)len, oc, 1.0f, W,
+                        (int)K, dY, (int)N, 0.0f, col, (int)len);
+            nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
+          }
         }
       }
     }
-    /* (implicit barrier) g = sum of the thread partials, in thread order */
-    sum_partials(threads + w.col + w.tmp, team, w.thread, oc, K, dW, db);
+    /* (implicit barrier) g = sum of the chunk partials, in chunk order */
+    sum_partials(parts, np, w.part, oc, K, dW, db);
   }
   return NEST_OK;
 }
@@ -578,10 +614,10 @@ static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float 
   const int oh = g.oh, ow = g.ow;
   const size_t K = (size_t)g.c * g.kh * g.kw, N = (size_t)oh * ow;
   const size_t in_sz = nest_shape_size(l->in), out_sz = (size_t)oc * N;
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS,
+  const conv_plan p = conv_plan_make(K, oh, ow, n, CONV_AREA_TARGET_COLS,
                                      CONV_AREA_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
-  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, g.c);
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, 0, p, g.c);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats && l->nbuffers == 1 && l->buf[0]);
   unsigned char *flags = (unsigned char *)(align64(l->ws) + w.wb);
   unsigned char *m8 = flags + area_m8_offset(g.c);
@@ -590,8 +626,9 @@ static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float 
 
 #pragma omp parallel num_threads(nt) if (nitems > 1)
   {
+    omp_set_num_threads(1); /* single-threaded sgemm, also in an inactive region */
     float *col = threads + (size_t)omp_get_thread_num() * w.thread, *tmp = col + w.col;
-    float *cm = tmp + w.tmp + w.part;
+    float *cm = tmp + w.tmp;
     memset(cm, 0, sizeof(float) * w.cm); /* area_forward_item keeps it zero */
 #pragma omp for schedule(static)
     for (int m = 0; m < g.c; ++m) area_prepare(l->buf[0], oc, g.c, N, m, m + 1, m8, flags);
@@ -621,7 +658,7 @@ static nest_status area_forward(nest_layer *l, const nest_ctx *ctx, const float 
   return NEST_OK;
 }
 
-/* The plain backward's work items, partials and reduction, with area_backward_item. */
+/* The plain backward's work items, chunks, partials and reduction, with area_backward_item. */
 static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float *x,
                                  const float *dy, float *dx) {
   const int n = ctx->n, nt = ctx->nthreads > 0 ? ctx->nthreads : 1, oc = l->hp.out_c;
@@ -635,50 +672,54 @@ static nest_status area_backward(nest_layer *l, const nest_ctx *ctx, const float
     memset(db, 0, sizeof(float) * (size_t)oc);
     return NEST_OK;
   }
-  const conv_plan p = conv_plan_make(K, oh, ow, n, nt, CONV_AREA_TARGET_COLS,
+  const conv_plan p = conv_plan_make(K, oh, ow, n, CONV_AREA_TARGET_COLS,
                                      CONV_AREA_COL_BUDGET);
   const int G = p.G, nitems = (n + G - 1) / G;
-  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, p, g.c);
+  const int np = conv_nparts(nitems);
+  const conv_ws w = conv_ws_layout(K, oh, ow, (size_t)oc, nt, np, p, g.c);
   NEST_ASSERT(l->ws && w.total <= l->ws_floats && l->nbuffers == 1 && l->buf[0]);
   unsigned char *flags = (unsigned char *)(align64(l->ws) + w.wb);
   unsigned char *m8 = flags + area_m8_offset(g.c);
-  float *threads = align64(l->ws) + w.wb + w.flags;
+  float *threads = align64(l->ws) + w.wb + w.flags, *parts = threads + (size_t)nt * w.thread;
   const area_geom a = area_geom_of(l, &g, flags, m8);
 
 #pragma omp parallel num_threads(nt) if (nitems > 1)
   {
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    float *col = threads + (size_t)t * w.thread, *tmp = col + w.col, *pW = tmp + w.tmp;
-    float *cm = pW + w.part, *dcm = cm + w.cm;
-    memset(pW, 0, sizeof(float) * (size_t)oc * (K + 1));
+    omp_set_num_threads(1); /* single-threaded sgemm, also in an inactive region */
+    float *col = threads + (size_t)omp_get_thread_num() * w.thread, *tmp = col + w.col;
+    float *cm = tmp + w.tmp, *dcm = cm + w.cm;
 #pragma omp for schedule(static)
     for (int m = 0; m < g.c; ++m) area_prepare(l->buf[0], oc, g.c, N, m, m + 1, m8, flags);
-#pragma omp for schedule(static)
-    for (int it = 0; it < nitems; ++it) {
-      const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
-      if (gs > 1) {
-        const size_t ld = (size_t)gs * N;
-        group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
-        gather_samples(dy + (size_t)s0 * out_sz, out_sz, gs, oc, N, tmp);
-        area_backward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, pW, cm, dcm, dx != NULL);
-        if (dx)
-          col2im_samples(&g, col, gs, N, oh, dx + (size_t)s0 * in_sz, in_sz);
-        continue;
-      }
-      const float *xs = x + (size_t)s0 * in_sz, *dys = dy + (size_t)s0 * out_sz;
-      float *dxs = dx ? dx + (size_t)s0 * in_sz : NULL;
-      if (dxs) memset(dxs, 0, sizeof(float) * in_sz);
-      for (int r0 = 0; r0 < oh; r0 += p.R) {
-        const int r1 = r0 + p.R < oh ? r0 + p.R : oh;
-        const size_t len = (size_t)(r1 - r0) * ow;
-        nest_kernel_im2col(&g, xs, r0, r1, col, len);
-        area_backward_item(&a, col, (area_cols){len, len, (size_t)r0 * ow}, dys + (size_t)r0 * ow,
-                           N, pW, cm, dcm, dxs != NULL);
-        if (dxs) nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
+#pragma omp for schedule(dynamic, 1)
+    for (int c = 0; c < np; ++c) {
+      /* [dW | db] of chunk c; area_backward_item accumulates (skipped maps add nothing) */
+      float *pW = parts + (size_t)c * w.part;
+      memset(pW, 0, sizeof(float) * (size_t)oc * (K + 1));
+      for (int it = chunk_edge(nitems, np, c); it < chunk_edge(nitems, np, c + 1); ++it) {
+        const int s0 = it * G, gs = n - s0 < G ? n - s0 : G;
+        if (gs > 1) {
+          const size_t ld = (size_t)gs * N;
+          group_cols(&g, x + (size_t)s0 * in_sz, in_sz, gs, K, col);
+          gather_samples(dy + (size_t)s0 * out_sz, out_sz, gs, oc, N, tmp);
+          area_backward_item(&a, col, (area_cols){ld, N, 0}, tmp, ld, pW, cm, dcm, dx != NULL);
+          if (dx) col2im_samples(&g, col, gs, N, oh, dx + (size_t)s0 * in_sz, in_sz);
+          continue;
+        }
+        const float *xs = x + (size_t)s0 * in_sz, *dys = dy + (size_t)s0 * out_sz;
+        float *dxs = dx ? dx + (size_t)s0 * in_sz : NULL;
+        if (dxs) memset(dxs, 0, sizeof(float) * in_sz);
+        for (int r0 = 0; r0 < oh; r0 += p.R) {
+          const int r1 = r0 + p.R < oh ? r0 + p.R : oh;
+          const size_t len = (size_t)(r1 - r0) * ow;
+          nest_kernel_im2col(&g, xs, r0, r1, col, len);
+          area_backward_item(&a, col, (area_cols){len, len, (size_t)r0 * ow},
+                             dys + (size_t)r0 * ow, N, pW, cm, dcm, dxs != NULL);
+          if (dxs) nest_kernel_col2im_add(&g, col, len, r0, r1, dxs);
+        }
       }
     }
-    /* (implicit barrier) g = sum of the thread partials, in thread order */
-    sum_partials(threads + w.col + w.tmp, team, w.thread, oc, K, dW, db);
+    /* (implicit barrier) g = sum of the chunk partials, in chunk order */
+    sum_partials(parts, np, w.part, oc, K, dW, db);
   }
   return NEST_OK;
 }

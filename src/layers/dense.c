@@ -2,12 +2,13 @@
  *
  * Shapes: x [n, D] (D = in.c*in.h*in.w, so a conv output is flattened for free),
  *         W [units, D], b [units], y [n, units].
- * All three products are single sgemm calls; OpenBLAS threads them (the caller sets the
- * BLAS thread count to the rank's budget). The weight gradient is the full dense GEMM, so
- * dormant positions get their true dL/dW, which connection growth ranks. */
-#include <cblas.h>
+ * All three products are nest_sgemm calls (gemm.h): tiles fixed by the shape, spread over
+ * ctx->nthreads threads, so the results do not depend on the thread count (OpenBLAS's own
+ * threading would). The weight gradient is the full dense GEMM, so dormant positions get their
+ * true dL/dW, which connection growth ranks; db sums the rows of dy in row order. */
 #include <string.h>
 
+#include "nest/gemm.h"
 #include "nest/layer.h"
 
 static nest_status dense_setup(nest_layer *l, int max_batch, int nthreads) {
@@ -27,8 +28,7 @@ static nest_status dense_forward(nest_layer *l, const nest_ctx *ctx, const float
   const float *W = l->p[0], *b = l->p[1];
   if (n == 0) return NEST_OK;
   for (int i = 0; i < n; ++i) memcpy(y + (size_t)i * units, b, sizeof(float) * units);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, units, d, 1.0f, x, d, W, d, 1.0f, y,
-              units);
+  nest_sgemm(0, 1, n, units, d, 1.0f, x, d, W, d, 1.0f, y, units, ctx->nthreads);
   return NEST_OK;
 }
 
@@ -42,8 +42,7 @@ static nest_status dense_backward(nest_layer *l, const nest_ctx *ctx, const floa
     return NEST_OK;
   }
   /* dW[units, D] = dy[n, units]ᵀ · x[n, D]  (dense: dormant positions included) */
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, units, d, n, 1.0f, dy, units, x, d, 0.0f,
-              dW, d);
+  nest_sgemm(1, 0, units, d, n, 1.0f, dy, units, x, d, 0.0f, dW, d, ctx->nthreads);
   /* db[units] = column sums of dy */
   memcpy(db, dy, sizeof(float) * units);
   for (int i = 1; i < n; ++i) {
@@ -52,8 +51,7 @@ static nest_status dense_backward(nest_layer *l, const nest_ctx *ctx, const floa
   }
   /* dx[n, D] = dy[n, units] · W[units, D] */
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, units, 1.0f, dy, units,
-                l->p[0], d, 0.0f, dx, d);
+    nest_sgemm(0, 0, n, d, units, 1.0f, dy, units, l->p[0], d, 0.0f, dx, d, ctx->nthreads);
   return NEST_OK;
 }
 
