@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "nest/checkpoint.h"
 #include "nest/data.h"
 #include "test_util.h"
 
@@ -339,6 +340,71 @@ static void test_pipeline(void **state) {
   if (!(after < before)) fail_msg("pruning only: %lld -> %lld", before, after);
 }
 
+/* Count the entries of dir/sub whose names start with prefix. */
+static int count_dirs(const char *sub, const char *prefix) {
+  char cmd[2048], buf[64] = "";
+  snprintf(cmd, sizeof cmd, "ls -d '%s/%s/%s'* 2>/dev/null | wc -l > '%s/count.txt'", dir, sub,
+           prefix, dir);
+  if (system(cmd) != 0) return -1;
+  nest_test_slurp(nest_test_path(dir, "count.txt"), buf, sizeof buf);
+  return atoi(buf);
+}
+
+/* Run directory names: unique without the user's help (two runs started in the same second),
+ * and under Slurm named after the job, so a requeued job finds (and resumes) its own. */
+static void test_run_dir_names(void **state) {
+  char cmd[4096];
+  /* two runs of the same config at once (what a job array does) */
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && { (timeout 120 mpiexec -n 1 %s/nest_mpi good.ini --set run.out_dir=same "
+           "--set train.epochs=1 >/dev/null 2>&1; echo $? > rc1.txt) & "
+           "(timeout 120 mpiexec -n 1 %s/nest_mpi good.ini --set run.out_dir=same "
+           "--set train.epochs=1 >/dev/null 2>&1; echo $? > rc2.txt) & wait; }",
+           dir, NEST_BINARY_DIR, NEST_BINARY_DIR);
+  assert_int_equal(system(cmd), 0);
+  char rc[16] = "";
+  nest_test_slurp(nest_test_path(dir, "rc1.txt"), rc, sizeof rc);
+  assert_string_equal(rc, "0\n");
+  nest_test_slurp(nest_test_path(dir, "rc2.txt"), rc, sizeof rc);
+  assert_string_equal(rc, "0\n");
+  assert_int_equal(count_dirs("same", "good-"), 2);
+  /* under Slurm: NAME-job<id>; the same job again resumes it instead of failing */
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && SLURM_JOB_ID=4242 timeout 120 mpiexec -n 2 %s/nest_mpi good.ini --set "
+           "run.out_dir=slurm --set train.epochs=1 > slurm1.txt 2>&1 && SLURM_JOB_ID=4242 timeout "
+           "120 mpiexec -n 2 %s/nest_mpi good.ini --set run.out_dir=slurm --set train.epochs=1 > "
+           "slurm2.txt 2>&1",
+           dir, NEST_BINARY_DIR, NEST_BINARY_DIR);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(count_dirs("slurm", "good-job4242"), 1);
+  nest_test_slurp(nest_test_path(dir, "slurm2.txt"), out, sizeof out);
+  assert_non_null(strstr(out, "resuming slurm/good-job4242"));
+}
+
+/* A checkpoint is a model file: nest_report reads it, nest_export writes its network out. */
+static void test_export(void **state) {
+  int code = run("good.ini --set run.run_dir=runs/ex --set train.epochs=1");
+  if (code != 0) fail_msg("exit %d\n%s", code, err);
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && %s/nest_export runs/ex ex.h5 > export.txt 2>&1 && %s/nest_report "
+           "runs/ex/checkpoints/ckpt-00000001.h5 > report.txt 2>&1",
+           dir, NEST_BINARY_DIR, NEST_BINARY_DIR);
+  assert_int_equal(system(cmd), 0);
+  nest_net *a = NULL, *b = NULL;
+  assert_int_equal(nest_model_load(nest_test_path(dir, "ex.h5"), 4, 1, &a), NEST_OK);
+  assert_int_equal(nest_model_load(nest_test_path(dir, "runs/ex/model.h5"), 4, 1, &b), NEST_OK);
+  assert_true(nest_net_hash(a, NEST_HASH_ALL) == nest_net_hash(b, NEST_HASH_ALL));
+  nest_net_destroy(&a);
+  nest_net_destroy(&b);
+  /* an existing output is not replaced without --force */
+  snprintf(cmd, sizeof cmd, "cd '%s' && %s/nest_export runs/ex ex.h5 > export2.txt 2>&1", dir,
+           NEST_BINARY_DIR);
+  assert_int_not_equal(system(cmd), 0);
+  nest_test_slurp(nest_test_path(dir, "export2.txt"), out, sizeof out);
+  assert_non_null(strstr(out, "exists"));
+}
+
 static void test_help(void **state) {
   int code = run("--help");
   assert_int_equal(code, 0);
@@ -352,6 +418,8 @@ int main(void) {
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_growth),
       cmocka_unit_test(test_pipeline),
+      cmocka_unit_test(test_run_dir_names),
+      cmocka_unit_test(test_export),
       cmocka_unit_test(test_help),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
