@@ -50,7 +50,6 @@ struct nest_restart {
   int64_t seq;                  /* sequence number of the next checkpoint */
   int64_t last_step;            /* t->step at the last checkpoint */
   double last_time;             /* wall clock of the last checkpoint */
-  double write_s, bytes;        /* the last write */
 };
 
 nest_status nest_restart_create(nest_trainer *t) {
@@ -78,11 +77,6 @@ void nest_restart_destroy(struct nest_restart **r) {
   if (!r || !*r) return;
   free(*r);
   *r = NULL;
-}
-
-void nest_restart_last_write(const nest_trainer *t, double *seconds, double *bytes) {
-  *seconds = t->rst ? t->rst->write_s : NAN;
-  *bytes = t->rst ? t->rst->bytes : NAN;
 }
 
 /* ---- the checkpoint directory ------------------------------------------------------------ */
@@ -336,7 +330,6 @@ done:
 }
 
 nest_status nest_restart_write(nest_trainer *t, const char *path) {
-  const double t0 = nest_comm_wtime();
   /* Gather what differs between ranks: their loss windows and, without sync BN, their
    * running statistics. */
   double *sums = NULL;
@@ -354,11 +347,6 @@ nest_status nest_restart_write(nest_trainer *t, const char *path) {
   }
   if (t->rank == 0) st = write_file(t, path, sums, bufs, t->rst ? t->rst->seq : 0);
   st = nest_comm_agree(t->comm, st);
-  if (st == NEST_OK && t->rst) {
-    t->rst->write_s = nest_comm_wtime() - t0;
-    struct stat sb;
-    t->rst->bytes = t->rank == 0 && stat(path, &sb) == 0 ? (double)sb.st_size : NAN;
-  }
 done:
   free(sums);
   free(bufs);

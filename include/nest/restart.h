@@ -53,10 +53,7 @@ nest_status nest_restart_resume(nest_trainer *t);
  * for appending (rank 0's metrics.csv and events.csv on resume). */
 nest_status nest_restart_truncate(const char *path, int64_t bytes, FILE **f);
 
-/* Wall time and bytes of the last checkpoint written (benchmarks). */
-void nest_restart_last_write(const nest_trainer *t, double *seconds, double *bytes);
-
-/* Write one checkpoint now to `path` (benchmarks, tools). Collective. */
+/* Write one checkpoint of t's state to `path` now (nest_restart_point's write). Collective. */
 nest_status nest_restart_write(nest_trainer *t, const char *path);
 
 #endif
