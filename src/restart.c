@@ -356,8 +356,9 @@ done:
 nest_status nest_restart_point(nest_trainer *t, int force) {
   const nest_config *c = &t->cfg;
   struct nest_restart *r = t->rst;
-  /* Time and signals are local: one small allreduce makes them everyone's decision. */
-  int64_t flags[2] = {got_signal != 0, 0};
+  /* Time and signals are local: one small allreduce makes them everyone's decision (the
+   * signal's number, so that every rank names the same one). */
+  int64_t flags[2] = {got_signal, 0};
   if (r && t->rank == 0 && c->ck_every_minutes > 0)
     flags[1] = nest_comm_wtime() - r->last_time >= 60.0 * c->ck_every_minutes;
   NEST_CALL(nest_comm_allreduce_max_i64(t->comm, flags, 2));
@@ -365,7 +366,7 @@ nest_status nest_restart_point(nest_trainer *t, int force) {
   if (!r) {
     if (flags[0])
       return NEST_ERR(NEST_STOPPED, "stopped by %s; without a run directory nothing was saved",
-                      signal_name(got_signal ? got_signal : SIGTERM));
+                      signal_name((int)flags[0]));
     return NEST_OK;
   }
   if (!(force || step_due || flags[0] || flags[1])) return NEST_OK;
@@ -379,7 +380,7 @@ nest_status nest_restart_point(nest_trainer *t, int force) {
   NEST_CALL(nest_comm_agree(t->comm, st));
   if (flags[0])
     return NEST_ERR(NEST_STOPPED, "stopped by %s after writing %s (step %lld); continue with: "
-                    "nest_mpi --resume %s", signal_name(got_signal ? got_signal : SIGTERM), path,
+                    "nest_mpi --resume %s", signal_name((int)flags[0]), path,
                     (long long)t->step, t->run_dir);
   return NEST_OK;
 }
@@ -600,7 +601,6 @@ nest_status nest_restart_resume(nest_trainer *t) {
       loaded_free(&L);
       if (rs != NEST_OK) st = rs;
       used = i;
-      ckpt_path(dir, seqs[i], path, sizeof path);
       break;
     }
     nest_ckpt_close(&r);
