@@ -1,8 +1,8 @@
-/* config.c — the run configuration: one key table drives defaults, INI parsing (libinih),
- * --set overrides, validation, writing the effective config back, --help, and the command
- * line of nest_mpi.
+/* config.c — the run configuration: one key table drives defaults, INI parsing (our own
+ * reader, no library), --set overrides, validation, writing the effective config back, --help,
+ * and the command line of nest_mpi.
  *
- * Dialect (pinned here, whatever the library's defaults; see docs/config.md):
+ * Dialect (see docs/config.md and "loading a file" below):
  *   - "[section]" headers, "key = value" lines; ';' or '#' at the start of a line is a comment;
  *     ';' after whitespace ends the value (inline comment); leading/trailing blanks are stripped.
  *   - Values are never quoted. Strings that an INI line cannot hold verbatim (control characters,
@@ -28,8 +28,6 @@
 #include <sys/ioctl.h>
 #include <sys/types.h>
 #include <unistd.h>
-
-#include <ini.h>
 
 #include "nest/atomic.h"
 #include "nest/policy.h"
@@ -190,9 +188,9 @@ static const key_def keys[] = {
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-/* The longest line the loader accepts. libinih's default (200) is shorter than a path
- * (NEST_PATH_LEN), and it would silently split a longer line in two. */
-#define CONFIG_MAX_LINE 4096
+/* The longest line the loader accepts, in bytes without the line end: room for a path
+ * (NEST_PATH_LEN) and more; the limit the libinih-based loader had. */
+#define CONFIG_MAX_LINE 4094
 
 static void *field_ptr(nest_config *c, const key_def *k) { return (char *)c + k->offset; }
 static const void *field_cptr(const nest_config *c, const key_def *k) {
@@ -694,157 +692,136 @@ void nest_config_defaults(nest_config *c) {
 
 /* ---- loading a file ---- */
 
+/* The loader reads the INI text itself, line by line (no INI library): the dialect above is
+ * the whole grammar, and a library would impose its own build-time choices (upstream inih's
+ * line limit, multi-line values and error handling are compile-time options that differ
+ * between distributions and Spack builds). The rules are inih's defaults as nest pinned them
+ * when it used libinih, so every file that loaded then loads the same now:
+ *   - a UTF-8 byte-order mark at the start of line 1 is skipped; then leading and trailing
+ *     blanks of the line are stripped; an empty line, or one starting with ';' or '#', is
+ *     skipped;
+ *   - '[' starts a section header: the name runs to the first ']' (an inline comment before
+ *     it is a syntax error); text after the ']' is ignored; the name is not stripped;
+ *   - otherwise the key runs to the first '=' or ':' (a line with neither is a syntax error),
+ *     the value after it up to an inline comment (';' right after a blank); both stripped;
+ *   - no continuation lines: an indented "key = value" is a key like any other;
+ *   - the first error stops the parse; lines longer than CONFIG_MAX_LINE are an error (never
+ *     split), and so is a NUL byte. */
+
 typedef struct {
   const char *path;
-  FILE *f;
-  nest_config *c;   /* = &work */
-  nest_config work; /* parsed into a copy, committed only on success */
-  char *line;       /* the line most recently handed to inih (getline buffer) */
-  size_t cap;
-  int lineno;
-  int failed;       /* an error was recorded (NEST_ERR) by the reader or the handler */
-  nest_status code; /* its code */
-  int seen[NKEYS];  /* line of each key's first occurrence in this file; 0 = not seen */
+  nest_config *c;      /* the copy being filled (committed by the caller on success) */
+  const char *section; /* the current section's name in keys[]; NULL before the first header */
+  int seen[NKEYS];     /* line of each key's first occurrence in this file; 0 = not seen */
 } load_ctx;
 
-static int load_fail(load_ctx *x, nest_status code) {
-  x->failed = 1;
-  x->code = code;
-  return 0;
+/* Leading and trailing blanks removed (the trailing ones in place). */
+static char *strip(char *s) {
+  while (is_blank((unsigned char)*s)) ++s;
+  size_t len = strlen(s);
+  while (len && is_blank((unsigned char)s[len - 1])) s[--len] = '\0';
+  return s;
 }
 
-/* An fgets-like reader that also counts lines (this inih build passes no line numbers to the
- * handler), refuses over-long lines instead of letting inih split them, refuses NUL bytes, and
- * checks "[section]" headers so an unknown section is reported at its own line even if empty. */
-static char *load_reader(char *str, int num, void *stream) {
-  load_ctx *x = stream;
-  if (x->failed) return NULL;
-  errno = 0;
-  ssize_t n = getline(&x->line, &x->cap, x->f);
-  if (n < 0) {
-    if (ferror(x->f)) {
-      NEST_ERR(NEST_ERR_CONFIG, "%s: cannot read: %s", x->path, strerror(errno ? errno : EIO));
-      load_fail(x, NEST_ERR_CONFIG);
-    } else if (errno == ENOMEM) {
-      NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory reading line %d", x->path, x->lineno + 1);
-      load_fail(x, NEST_ERR_NOMEM);
-    }
-    return NULL;
+/* The first character of s that is in `stops` or starts an inline comment (';' right after a
+ * blank), or the terminating NUL. */
+static char *find_stop(char *s, const char *stops) {
+  int after_blank = 0;
+  for (; *s; ++s) {
+    if ((stops && strchr(stops, *s)) || (after_blank && *s == ';')) break;
+    after_blank = is_blank((unsigned char)*s);
   }
-  x->lineno++;
-  if (memchr(x->line, '\0', (size_t)n)) {
-    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: NUL byte in line (not a text file?)", x->path, x->lineno);
-    load_fail(x, NEST_ERR_CONFIG);
-    return NULL;
-  }
-  if (num < 2 || (size_t)n + 1 > (size_t)num) {
-    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: line too long (%zd bytes; the limit is %d)", x->path,
-             x->lineno, n, num - 2);
-    load_fail(x, NEST_ERR_CONFIG);
-    return NULL;
-  }
-  /* Mirror inih's section syntax: '[' after blanks (and a BOM on line 1), name up to ']'. */
-  const char *p = x->line;
-  if (x->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
-  while (is_blank((unsigned char)*p)) ++p;
-  if (*p == '[') {
-    const char *close = strchr(p + 1, ']');
-    if (close && !section_known(p + 1, (size_t)(close - p - 1))) {
-      char sb[SHORT_LEN], hb[64];
-      size_t len = (size_t)(close - p - 1);
-      NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown section [%s]%s", x->path, x->lineno,
-               shorten(p + 1, len, sb, sizeof sb), section_hint(p + 1, len, hb, sizeof hb));
-      load_fail(x, NEST_ERR_CONFIG);
-      return NULL;
-    }
-  }
-  memcpy(str, x->line, (size_t)n + 1);
-  return str;
+  return s;
 }
 
-static int load_handler(void *user, const char *section, const char *name, const char *value) {
-  load_ctx *x = user;
+static nest_status syntax_error(const load_ctx *x, int lineno, const char *text) {
+  char lb[SHORT_LEN];
+  return NEST_ERR(NEST_ERR_CONFIG,
+                  "%s:%d: syntax error: expected '[section]' or 'key = value', got '%s'", x->path,
+                  lineno, shorten(text, strlen(text), lb, sizeof lb));
+}
+
+/* One line (its line end removed; modified in place). */
+static nest_status load_line(load_ctx *x, int lineno, char *line) {
   char nb[SHORT_LEN], sb[SHORT_LEN], vb[SHORT_LEN], hb[96];
-  size_t slen = strlen(section), nlen = strlen(name);
-  if (!value) value = "";
-  if (!slen) {
-    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: key '%s' before any [section]", x->path, x->lineno,
-             shorten(name, nlen, nb, sizeof nb));
-    return load_fail(x, NEST_ERR_CONFIG);
+  if (lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) line += 3;
+  char *s = strip(line);
+  if (!*s || *s == ';' || *s == '#') return NEST_OK;
+  if (*s == '[') {
+    char *close = find_stop(s + 1, "]");
+    if (*close != ']') return syntax_error(x, lineno, s);
+    size_t len = (size_t)(close - s - 1);
+    x->section = NULL;
+    for (size_t i = 0; i < NKEYS && !x->section; ++i)
+      if (words_match(s + 1, len, keys[i].section)) x->section = keys[i].section;
+    if (!x->section)
+      return NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown section [%s]%s", x->path, lineno,
+                      shorten(s + 1, len, sb, sizeof sb), section_hint(s + 1, len, hb, sizeof hb));
+    return NEST_OK;
   }
-  if (!section_known(section, slen)) { /* normally caught by load_reader */
-    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown section [%s]", x->path, x->lineno,
-             shorten(section, slen, sb, sizeof sb));
-    return load_fail(x, NEST_ERR_CONFIG);
-  }
-  const key_def *k = find_key(section, slen, name, nlen);
-  if (!k) {
-    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown key '%s' in section [%s]%s", x->path, x->lineno,
-             shorten(name, nlen, nb, sizeof nb), section,
-             key_hint(section, slen, name, nlen, hb, sizeof hb));
-    return load_fail(x, NEST_ERR_CONFIG);
-  }
+  char *sep = find_stop(s, "=:");
+  if (*sep != '=' && *sep != ':') return syntax_error(x, lineno, s);
+  *sep = '\0';
+  char *name = strip(s), *value = sep + 1;
+  *find_stop(value, NULL) = '\0';
+  value = strip(value);
+  size_t nlen = strlen(name);
+  if (!x->section)
+    return NEST_ERR(NEST_ERR_CONFIG, "%s:%d: key '%s' before any [section]", x->path, lineno,
+                    shorten(name, nlen, nb, sizeof nb));
+  size_t slen = strlen(x->section);
+  const key_def *k = find_key(x->section, slen, name, nlen);
+  if (!k)
+    return NEST_ERR(NEST_ERR_CONFIG, "%s:%d: unknown key '%s' in section [%s]%s", x->path, lineno,
+                    shorten(name, nlen, nb, sizeof nb), x->section,
+                    key_hint(x->section, slen, name, nlen, hb, sizeof hb));
   size_t idx = (size_t)(k - keys);
-  if (x->seen[idx]) {
-    NEST_ERR(NEST_ERR_CONFIG,
-             "%s:%d: duplicate key '%s' in section [%s] (first given on line %d; use --set to "
-             "override)",
-             x->path, x->lineno, k->key, k->section, x->seen[idx]);
-    return load_fail(x, NEST_ERR_CONFIG);
-  }
+  if (x->seen[idx])
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "%s:%d: duplicate key '%s' in section [%s] (first given on line %d; use "
+                    "--set to override)",
+                    x->path, lineno, k->key, k->section, x->seen[idx]);
   char why[160];
-  if (parse_value(k, value, field_ptr(x->c, k), why, sizeof why)) {
-    NEST_ERR(NEST_ERR_CONFIG, "%s:%d: [%s] %s = '%s': %s", x->path, x->lineno, k->section, k->key,
-             shorten(value, strlen(value), vb, sizeof vb), why);
-    return load_fail(x, NEST_ERR_CONFIG);
+  if (parse_value(k, value, field_ptr(x->c, k), why, sizeof why))
+    return NEST_ERR(NEST_ERR_CONFIG, "%s:%d: [%s] %s = '%s': %s", x->path, lineno, k->section,
+                    k->key, shorten(value, strlen(value), vb, sizeof vb), why);
+  x->seen[idx] = lineno;
+  return NEST_OK;
+}
+
+/* Every line of f, stopping at the first error. */
+static nest_status load_stream(load_ctx *x, FILE *f) {
+  char *line = NULL;
+  size_t cap = 0;
+  nest_status st = NEST_OK;
+  for (int lineno = 1; st == NEST_OK; ++lineno) {
+    errno = 0;
+    ssize_t n = getline(&line, &cap, f);
+    if (n < 0) {
+      if (ferror(f))
+        st = NEST_ERR(NEST_ERR_CONFIG, "%s: cannot read: %s", x->path,
+                      strerror(errno ? errno : EIO));
+      else if (errno == ENOMEM)
+        st = NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory reading line %d", x->path, lineno);
+      break;
+    }
+    if (memchr(line, '\0', (size_t)n)) {
+      st = NEST_ERR(NEST_ERR_CONFIG, "%s:%d: NUL byte in line (not a text file?)", x->path,
+                    lineno);
+      break;
+    }
+    size_t len = (size_t)n;
+    if (len && line[len - 1] == '\n') line[--len] = '\0';
+    if (len && line[len - 1] == '\r') line[--len] = '\0';
+    if (len > CONFIG_MAX_LINE) {
+      st = NEST_ERR(NEST_ERR_CONFIG, "%s:%d: line too long (%zu bytes; the limit is %d)",
+                    x->path, lineno, len, CONFIG_MAX_LINE);
+      break;
+    }
+    st = load_line(x, lineno, line);
   }
-  x->seen[idx] = x->lineno;
-  return 1;
-}
-
-/* Pin inih's run-time options (this build exposes them as globals) to our dialect for the
- * duration of one parse, and restore them after: config loading is single-threaded. */
-typedef struct {
-  int max_line;
-  bool multiline, inline_comments, stop_first, no_value, bom, use_stack;
-  char *inline_prefixes, *start_prefixes;
-} inih_options;
-
-static inih_options inih_pin(void) {
-  static char inline_prefixes[] = ";", start_prefixes[] = ";#";
-  inih_options old = {ini_max_line,
-                      ini_allow_multiline,
-                      ini_allow_inline_comments,
-                      ini_stop_on_first_error,
-                      ini_allow_no_value,
-                      ini_allow_bom,
-                      ini_use_stack,
-                      ini_inline_comment_prefixes,
-                      ini_start_comment_prefixes};
-  ini_max_line = CONFIG_MAX_LINE;
-  /* Multi-line values would turn an indented "key = v" line into a continuation of the
-   * previous key's value; indentation is common in hand-written files. */
-  ini_allow_multiline = false;
-  ini_allow_inline_comments = true;
-  ini_stop_on_first_error = true;
-  ini_allow_no_value = false;
-  ini_allow_bom = true;
-  ini_use_stack = true; /* the line buffer is a VLA of ini_max_line bytes */
-  ini_inline_comment_prefixes = inline_prefixes;
-  ini_start_comment_prefixes = start_prefixes;
-  return old;
-}
-
-static void inih_restore(const inih_options *o) {
-  ini_max_line = o->max_line;
-  ini_allow_multiline = o->multiline;
-  ini_allow_inline_comments = o->inline_comments;
-  ini_stop_on_first_error = o->stop_first;
-  ini_allow_no_value = o->no_value;
-  ini_allow_bom = o->bom;
-  ini_use_stack = o->use_stack;
-  ini_inline_comment_prefixes = o->inline_prefixes;
-  ini_start_comment_prefixes = o->start_prefixes;
+  free(line);
+  return st;
 }
 
 static nest_status load_impl(nest_config *c, const char *path, const char *text);
@@ -861,45 +838,27 @@ nest_status nest_config_load_text(nest_config *c, const char *text, const char *
 /* text == NULL: read the file `path`; else parse text, named `path` in messages. */
 static nest_status load_impl(nest_config *c, const char *path, const char *text) {
   if (!c || !path) return NEST_ERR(NEST_ERR_ARG, "nest_config_load: NULL argument");
-  load_ctx *x = calloc(1, sizeof *x); /* ~8 KB: keep it off the stack */
-  if (!x) return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", path);
-  /* Parse into a copy and commit only on success: a bad file leaves *c untouched. */
-  x->work = *c;
-  x->c = &x->work;
-  x->path = path;
-  x->f = text ? fmemopen((void *)text, strlen(text), "r") : fopen(path, "r");
-  if (!x->f) {
-    int e = errno;
+  load_ctx *x = calloc(1, sizeof *x);
+  nest_config *work = malloc(sizeof *work); /* ~8 KB each: keep them off the stack */
+  if (!x || !work) {
     free(x);
-    return NEST_ERR(NEST_ERR_CONFIG, "%s: cannot open: %s", path, strerror(e));
+    free(work);
+    return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", path);
   }
-  inih_options old = inih_pin();
-  /* ini_parse_stream instead of ini_parse: the reader gives us line numbers (see above). */
-  int rc = ini_parse_stream(load_reader, x, load_handler, x);
-  inih_restore(&old);
-  fclose(x->f);
-  nest_status st = NEST_OK;
-  if (x->failed) {
-    st = x->code; /* message already recorded */
-  } else if (rc == -2) {
-    st = NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory while parsing", path);
-  } else if (rc != 0) {
-    char lb[SHORT_LEN];
-    const char *text = "";
-    size_t len = 0;
-    if (rc == x->lineno && x->line) { /* quote the offending line, trimmed */
-      text = x->line;
-      while (is_blank((unsigned char)*text)) ++text;
-      len = strlen(text);
-      while (len && is_blank((unsigned char)text[len - 1])) --len;
-    }
-    st = NEST_ERR(NEST_ERR_CONFIG,
-                  "%s:%d: syntax error: expected '[section]' or 'key = value', got '%s'", path, rc,
-                  shorten(text, len, lb, sizeof lb));
+  /* Parse into a copy and commit only on success: a bad file leaves *c untouched. */
+  *work = *c;
+  x->c = work;
+  x->path = path;
+  FILE *f = text ? fmemopen((void *)text, strlen(text), "r") : fopen(path, "r");
+  nest_status st;
+  if (!f) {
+    st = NEST_ERR(NEST_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
   } else {
-    *c = *x->c;
+    st = load_stream(x, f);
+    fclose(f);
+    if (st == NEST_OK) *c = *work;
   }
-  free(x->line);
+  free(work);
   free(x);
   return st;
 }

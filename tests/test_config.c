@@ -227,7 +227,7 @@ static void test_defaults(void **state) {
 static void test_load_every_type(void **state) {
   (void)state;
   /* BOM, CRLF line ends, indentation, comments of both kinds, inline comments, a section
-   * opened twice, bool words in any case, the ':' separator inih also accepts. */
+   * opened twice, bool words in any case, the ':' separator (accepted like '='). */
   const char *path = write_ini("types.ini", "\xEF\xBB\xBF; leading comment\r\n"
                                             "# another comment\r\n"
                                             "[run]\r\n"
@@ -315,8 +315,8 @@ static void test_load_error_leaves_config_unchanged(void **state) {
 
 static void test_long_values(void **state) {
   (void)state;
-  /* Longest accepted values: name 127 bytes, a path 1023 bytes (far beyond inih's default
-   * 200-byte line limit, which must not truncate or split the line). */
+  /* Longest accepted values: name 127 bytes, a path 1023 bytes (far beyond the 200-byte line
+   * limit of upstream inih's default build: the reader must not truncate or split the line). */
   char name[128], path[NEST_PATH_LEN], text[2 * NEST_PATH_LEN];
   memset(name, 'n', sizeof name - 1);
   name[sizeof name - 1] = '\0';
@@ -412,13 +412,93 @@ static void test_load_errors(void **state) {
 
 static void test_comment_only_value(void **state) {
   (void)state;
-  /* "key = ;x": ';' after a blank starts a comment, so the value is empty (inih's rule). */
+  /* "key = ;x": ';' after a blank starts a comment, so the value is empty (inih's rule, kept). */
   nest_config c;
   nest_config_defaults(&c);
   EXPECT_OK(nest_config_load(&c, write_ini("cmt.ini", "[run]\nname = ;x\n")));
   assert_string_equal(c.name, "");
   EXPECT_ERR(nest_config_load(&c, write_ini("cmt2.ini", "[optim]\nlr = ; no value\n")),
              NEST_ERR_CONFIG, "cmt2.ini:2:", "empty value for optim.lr");
+}
+
+/* The reader's own rules, which the libinih-based loader pinned through options that only
+ * Debian's libinih has (upstream inih fixes them at its build time): no continuation lines,
+ * the line limit is ours and exact, the first error stops the parse, comments in headers. */
+static void test_load_dialect(void **state) {
+  (void)state;
+  nest_config c;
+  nest_config_defaults(&c);
+  /* An indented key after a key is a key of its own, not a continuation of the value above
+   * (inih's multi-line mode would read "lr = 0.5\n  momentum = 0.25" as one value). A
+   * section header may carry an inline comment; the last line needs no line end. */
+  EXPECT_OK(nest_config_load(&c, write_ini("indent.ini", "[optim] ; the optimizer\n"
+                                                         "lr = 0.5\n"
+                                                         "  momentum = 0.25\n"
+                                                         "\t \r\n"
+                                                         "[run]\n"
+                                                         "\tname = a:b ; c ;d")));
+  assert_true(c.lr == 0.5);
+  assert_true(c.momentum == 0.25);
+  assert_string_equal(c.name, "a:b");
+
+  /* A line of exactly the limit (4094 bytes without its line end, CRLF or LF) is read whole;
+   * one byte more is an error naming the file and line, never a split line. */
+  enum { LIMIT = 4094 };
+  static char text[2 * LIMIT + 64], expect[NEST_PATH_LEN];
+  /* "run_dir = /ppp...p ;" padded with blanks so the line is exactly LIMIT bytes. */
+  memset(expect, 'p', sizeof expect - 1);
+  expect[0] = '/';
+  expect[sizeof expect - 1] = '\0';
+  int head = snprintf(text, sizeof text, "[run]\r\nrun_dir = %s", expect);
+  int line_start = (int)strlen("[run]\r\n");
+  int pad = LIMIT - (head - line_start);
+  assert_true(pad > 2);
+  memset(text + head, ' ', (size_t)pad - 2);
+  memcpy(text + head + pad - 2, ";x\r\n", 5);
+  assert_int_equal((int)(strchr(text + line_start, '\r') - (text + line_start)), LIMIT);
+  nest_config_defaults(&c);
+  EXPECT_OK(nest_config_load(&c, write_ini("limit.ini", text)));
+  assert_string_equal(c.run_dir, expect);
+  /* one more blank: too long, with LF or CRLF line ends */
+  memcpy(text + head + pad - 2, " ;x\n", 5);
+  EXPECT_ERR(nest_config_load(&c, write_ini("over.ini", text)), NEST_ERR_CONFIG, "over.ini:2:",
+             "line too long (4095 bytes; the limit is 4094)");
+  EXPECT_ERR(nest_config_load_text(&c, text, "over-text"), NEST_ERR_CONFIG, "over-text:2:",
+             "line too long");
+
+  /* The first error stops the parse: a later, different error is never the one reported. */
+  EXPECT_ERR(nest_config_load(&c, write_ini("first.ini", "[optim]\nlr = x\nno equals\n[bad]\n")),
+             NEST_ERR_CONFIG, "first.ini:2:", "lr = 'x'");
+  EXPECT_ERR(nest_config_load(&c, write_ini("first2.ini", "[optim]\nno equals\nlr = x\n")),
+             NEST_ERR_CONFIG, "first2.ini:2:", "syntax error", "no equals");
+
+  const bad_file cases[] = {
+      /* an inline comment inside a header hides its ']' */
+      {"[run ; x]\n", ":1:", "syntax error", "[run ; x]"},
+      /* a byte-order mark only counts at the start of the file */
+      {"[run]\n\xEF\xBB\xBF" "name = x\n", ":2:", "unknown key", NULL},
+      /* no-value lines are rejected, with or without a comment after them */
+      {"[optim]\nnesterov\n", ":2:", "syntax error", "nesterov"},
+      {"[optim]\nnesterov ; = 1\n", ":2:", "syntax error", NULL},
+      /* ';' not after a blank is part of the value */
+      {"[optim]\nlr = 0.1;x\n", ":2:", "lr = '0.1;x'", "not a number"},
+      /* an empty key name */
+      {"[optim]\n= 1\n", ":2:", "unknown key ''", NULL},
+      /* a key name stops at the first ':' or '=' */
+      {"[optim]\nl:r = 1\n", ":2:", "unknown key 'l'", NULL},
+  };
+  char name[64];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+    const bad_file *b = &cases[i];
+    snprintf(name, sizeof name, "dialect%02zu.ini", i);
+    nest_config_defaults(&c);
+    if (b->what2)
+      EXPECT_ERR(nest_config_load(&c, write_ini(name, b->text)), NEST_ERR_CONFIG, name, b->where,
+                 b->what1, b->what2);
+    else
+      EXPECT_ERR(nest_config_load(&c, write_ini(name, b->text)), NEST_ERR_CONFIG, name, b->where,
+                 b->what1);
+  }
 }
 
 static void test_load_file_errors(void **state) {
@@ -992,6 +1072,7 @@ int main(void) {
       cmocka_unit_test(test_long_values),
       cmocka_unit_test(test_load_errors),
       cmocka_unit_test(test_comment_only_value),
+      cmocka_unit_test(test_load_dialect),
       cmocka_unit_test(test_load_file_errors),
       cmocka_unit_test(test_set_overrides_file),
       cmocka_unit_test(test_set_errors),

@@ -1,4 +1,4 @@
-/* config.h — run configuration: INI file (parsed with libinih) + --set overrides.
+/* config.h — run configuration: INI file (nest's own reader, no library) + --set overrides.
  *
  * Every key has a type, a default and a one-line meaning in one table (src/config.c); --help
  * prints that table, the effective config is written back from it. Unknown sections/keys and
