@@ -217,6 +217,10 @@ static nest_status info_check(const nest_net *net, const nest_model_info *info, 
   if (!info_frac_ok(info->val_error) || !info_frac_ok(info->test_error))
     return NEST_ERR(NEST_ERR_ARG, "%s: info val_error %g / test_error %g must be in [0, 1] or NaN",
                     path, info->val_error, info->test_error);
+  if (info->has_top5 && (!info_frac_ok(info->val_top5_error) || !info_frac_ok(info->test_top5_error)))
+    return NEST_ERR(NEST_ERR_ARG,
+                    "%s: info val_top5_error %g / test_top5_error %g must be in [0, 1] or NaN", path,
+                    info->val_top5_error, info->test_top5_error);
   if (info->nlayers != 0 && info->nlayers != net->nlayers)
     return NEST_ERR(NEST_ERR_ARG, "%s: info has %d layers but the net has %d", path,
                     info->nlayers, net->nlayers);
@@ -241,6 +245,10 @@ static herr_t put_info_root(hid_t file, const nest_model_info *info) {
   if (e >= 0 && info->base_arch[0]) e = put_str(file, "base_arch", info->base_arch);
   if (e >= 0 && !isnan(info->val_error)) e = put_double(file, "val_error", info->val_error);
   if (e >= 0 && !isnan(info->test_error)) e = put_double(file, "test_error", info->test_error);
+  if (e >= 0 && info->has_top5 && !isnan(info->val_top5_error))
+    e = put_double(file, "val_top5_error", info->val_top5_error);
+  if (e >= 0 && info->has_top5 && !isnan(info->test_top5_error))
+    e = put_double(file, "test_top5_error", info->test_top5_error);
   return e;
 }
 
@@ -991,11 +999,12 @@ nest_status nest_model_read_info(const char *path, nest_model_info *out) {
   h5_quiet();
   if (!out) return NEST_ERR(NEST_ERR_ARG, "nest_model_read_info: no output");
   memset(out, 0, sizeof *out);
-  out->val_error = out->test_error = NAN;
+  out->val_error = out->test_error = out->val_top5_error = out->test_top5_error = NAN;
   if (!path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_read_info: no path");
   hid_t file = -1, layers = -1, g = -1;
   model_head h = {0};
-  nest_model_info info = {.val_error = NAN, .test_error = NAN};
+  nest_model_info info = {
+      .val_error = NAN, .test_error = NAN, .val_top5_error = NAN, .test_top5_error = NAN};
   nest_status st = NEST_OK;
   NEST_CALL(model_open(path, &file));
   NEST_CALL_GOTO(st, read_head(file, path, &h), done);
@@ -1004,6 +1013,9 @@ nest_status nest_model_read_info(const char *path, nest_model_info *out) {
                  done);
   NEST_CALL_GOTO(st, opt_frac(file, path, "/", "val_error", &info.val_error), done);
   NEST_CALL_GOTO(st, opt_frac(file, path, "/", "test_error", &info.test_error), done);
+  NEST_CALL_GOTO(st, opt_frac(file, path, "/", "val_top5_error", &info.val_top5_error), done);
+  NEST_CALL_GOTO(st, opt_frac(file, path, "/", "test_top5_error", &info.test_top5_error), done);
+  info.has_top5 = !isnan(info.val_top5_error) || !isnan(info.test_top5_error);
   NEST_CALL_GOTO(st, nest_malloc((void **)&info.act_frac, (size_t)h.nlayers * sizeof(double),
                                  "act_frac"), done);
   NEST_CALL_GOTO(st, nest_malloc((void **)&info.in_frac, (size_t)h.nlayers * sizeof(double),

@@ -506,7 +506,7 @@ nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
       nest_gradsum_destroy(&g->pass); /* its memory is the size of the weights: free it to train */
       t->cur.part = 1, t->cur.epoch = 0, t->cur.step = 0;
     }
-    nest_eval val = {NAN, NAN, 0}, test = {NAN, NAN, 0};
+    nest_eval val = {NAN, NAN, 0, NAN}, test = {NAN, NAN, 0, NAN};
     for (int e = t->resuming ? (int)t->cur.epoch : 0; e < c->grow_train_epochs; ++e) {
       if (!t->resuming) t->cur.epoch = e, t->cur.step = 0;
       nest_epoch_plan plan = {.phase = "grow",

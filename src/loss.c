@@ -1,4 +1,5 @@
-/* loss.c — softmax cross-entropy with a numerically stable log-sum-exp (max subtracted). */
+/* loss.c — softmax cross-entropy with a numerically stable log-sum-exp (max subtracted), and
+ * top-k hit counts (top-5 error). */
 #include "nest/loss.h"
 
 #include <math.h>
@@ -27,4 +28,19 @@ void nest_loss_softmax_xent(const float *logits, const int32_t *labels, int n, i
   }
   *loss_sum += loss;
   *correct += hits;
+}
+
+int64_t nest_loss_topk_hits(const float *logits, const int32_t *labels, int n, int k, int top) {
+  int64_t hits = 0;
+  for (int i = 0; i < n; ++i) {
+    const float *z = logits + (size_t)i * k;
+    const int l = labels[i];
+    const float zl = z[l];
+    if (zl != zl) continue; /* NaN: never a hit (the argmax never picks it either) */
+    /* Count the logits ranked above the label's, stopping once `top` of them are found. */
+    int above = 0;
+    for (int j = 0; j < k && above < top; ++j) above += z[j] > zl || (z[j] == zl && j < l);
+    hits += above < top;
+  }
+  return hits;
 }

@@ -97,7 +97,7 @@ static nest_status retrain(nest_trainer *t, int steps, double *loss) {
 }
 
 static nest_status validate(nest_trainer *t, double *val_error) {
-  nest_eval v = {NAN, NAN, 0};
+  nest_eval v = {NAN, NAN, 0, NAN};
   if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v));
   *val_error = isnan(v.acc) ? NAN : 1.0 - v.acc;
   return NEST_OK;
@@ -314,7 +314,7 @@ nest_status nest_prune_phase(nest_trainer *t, nest_grow *g, int area, nest_prune
   res->flops_after = nest_net_flops(t->net);
   res->conv_flops_after = conv_flops(t->net);
   {
-    nest_eval v = {NAN, NAN, 0}, te = {NAN, NAN, 0};
+    nest_eval v = {NAN, NAN, 0, NAN}, te = {NAN, NAN, 0, NAN};
     if (t->n_val > 0) NEST_CALL_GOTO(st, nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v), done);
     if (t->test) NEST_CALL_GOTO(st, nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &te), done);
     res->val_error = isnan(v.acc) ? NAN : 1.0 - v.acc;

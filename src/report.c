@@ -14,6 +14,7 @@
 #include "nest/arch.h"
 #include "nest/atomic.h"
 #include "nest/checkpoint.h"
+#include "nest/loss.h"
 #include "nest/net.h"
 
 /* The files of a run directory, in stage order, and the label each gets without a stage
@@ -125,6 +126,9 @@ static nest_status stage_read(const char *path, const char *label, nest_report_s
   snprintf(s->base_arch, sizeof s->base_arch, "%s", info.base_arch);
   s->val_error = info.val_error;
   s->test_error = info.test_error;
+  s->val_top5_error = info.val_top5_error;
+  s->test_top5_error = info.test_top5_error;
+  s->nclasses = net->nclasses;
   nest_net_widths_string(net, s->widths, sizeof s->widths);
   int n = 0;
   for (int i = 0; i < net->nlayers; ++i) n += reported(net->layers[i]);
@@ -347,8 +351,12 @@ void nest_report_print(const nest_report *r, FILE *f, int markdown) {
     const nest_report_stage *s = &r->stages[i];
     const char *q = markdown ? "`" : "";
     fprintf(f, "%s%s: %s%s%s, %s", markdown ? "- " : "", s->label, q, s->path, q, s->widths);
+    const int top5 = s->nclasses > NEST_TOP5_MIN_CLASSES;
     if (!isnan(s->val_error)) fprintf(f, ", val error %.2f%%", 100.0 * s->val_error);
+    if (top5 && !isnan(s->val_top5_error)) fprintf(f, " (top-5 %.2f%%)", 100.0 * s->val_top5_error);
     if (!isnan(s->test_error)) fprintf(f, ", test error %.2f%%", 100.0 * s->test_error);
+    if (top5 && !isnan(s->test_top5_error))
+      fprintf(f, " (top-5 %.2f%%)", 100.0 * s->test_top5_error);
     if (s->base_arch[0])
       fprintf(f, ", base %s%s%s (dense: %lld weights, %.0f FLOPs)", q, s->base_arch, q,
               (long long)s->base_weights, s->base_flops);
@@ -451,6 +459,8 @@ static void csv_row(FILE *f, const nest_report_stage *s, const char *layer, cons
   csv_num(f, ratio(base_flops, flops), "%.10g");
   csv_num(f, s->val_error, "%.10g");
   csv_num(f, s->test_error, "%.10g");
+  csv_num(f, s->val_top5_error, "%.10g");
+  csv_num(f, s->test_top5_error, "%.10g");
   fputc('\n', f);
 }
 
@@ -461,7 +471,7 @@ nest_status nest_report_write_csv(const nest_report *r, const char *path) {
   NEST_CALL(nest_atomic_fopen(path, tmp, sizeof tmp, &f));
   fputs("stage,file,layer,kind,base_weights,active_weights,total_weights,density,flops,"
         "flops_act,act_frac,in_frac,conv_frac,base_flops,weight_compression,flop_compression,"
-        "val_error,test_error\n", f);
+        "val_error,test_error,val_top5_error,test_top5_error\n", f);
   for (int i = 0; i < r->nstages; ++i) {
     const nest_report_stage *s = &r->stages[i];
     for (int j = 0; j < s->nlayers; ++j) {

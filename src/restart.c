@@ -549,8 +549,8 @@ static nest_status apply(nest_trainer *t, loaded *L, nest_ckpt *r, int64_t files
       }
     }
   }
-  t->last_val = (nest_eval){L->evals[0], L->evals[1], 0};
-  t->last_test = (nest_eval){L->evals[2], L->evals[3], 0};
+  t->last_val = (nest_eval){L->evals[0], L->evals[1], 0, NAN};
+  t->last_test = (nest_eval){L->evals[2], L->evals[3], 0, NAN};
   for (int k = 0; k < 2; ++k) {
     t->pran[k] = (int)L->pran[k];
     prune_unpack(&t->pres[k], L->pc + k * NPRC, L->pv + k * NPRV);

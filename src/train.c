@@ -214,7 +214,8 @@ static nest_status make_run_dir(nest_trainer *t) {
         st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
       else if (fprintf(t->metrics,
                        "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,"
-                       "active_weights,total_weights,density,images_per_s,elapsed_s,phase\n") < 0 ||
+                       "active_weights,total_weights,density,images_per_s,elapsed_s,phase,"
+                       "val_top5_error,test_top5_error\n") < 0 ||
                fflush(t->metrics) != 0)
         st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     }
@@ -377,6 +378,7 @@ static nest_status trainer_alloc(const nest_config *cfg, nest_comm *comm, nest_t
   t->rank = nest_comm_rank(comm);
   t->nranks = nest_comm_size(comm);
   t->nthreads = omp_get_max_threads();
+  t->top5[0] = t->top5[1] = NAN;
   *out = t;
   return NEST_OK;
 }
@@ -505,7 +507,7 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
 
 nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
                                   int64_t n, nest_eval *out) {
-  double acc[3] = {0, 0, 0}; /* loss sum, correct, rows */
+  double acc[4] = {0, 0, 0, 0}; /* loss sum, correct, rows, top-5 hits */
   int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
   for (int64_t b = lo; b < hi; b += t->max_local) {
     int count = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
@@ -518,11 +520,14 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
     nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 0.0f, NULL, &acc[0], &hits);
     acc[1] += (double)hits;
     acc[2] += count;
+    acc[3] += (double)nest_loss_topk_hits(logits, t->y, count, t->net->nclasses, 5);
   }
-  NEST_CALL(nest_comm_allreduce_f64(t->comm, acc, 3));
+  NEST_CALL(nest_comm_allreduce_f64(t->comm, acc, 4)); /* integer counts: exact in any order */
   out->n = (int64_t)acc[2];
   out->loss = acc[2] > 0 ? acc[0] / acc[2] : NAN;
   out->acc = acc[2] > 0 ? acc[1] / acc[2] : NAN;
+  out->acc5 = acc[2] > 0 ? acc[3] / acc[2] : NAN;
+  if (ds == t->test || (ds == t->train && idx == t->val_idx)) t->top5[ds == t->test] = out->acc5;
   return NEST_OK;
 }
 
@@ -629,8 +634,8 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
   NEST_CALL(sync_buffers(t));
   if (train_phase) NEST_CALL(nest_grow_hook(t, t->grow, NEST_WHEN_EPOCH, plan->index, plan->count));
   const double train_time = nest_comm_wtime() - t_epoch;
-  *val = (nest_eval){NAN, NAN, 0};
-  *test = (nest_eval){NAN, NAN, 0};
+  *val = (nest_eval){NAN, NAN, 0, NAN};
+  *test = (nest_eval){NAN, NAN, 0, NAN};
   if (plan->evaluate) {
     if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, val));
     if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, test));
@@ -647,8 +652,12 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
              (long long)plan->index + 1, (long long)plan->count, ep_acc[0] / ep_acc[2],
              100.0 * ep_acc[1] / ep_acc[2]);
       if (!isnan(val->acc)) printf(" | val loss %.4f acc %6.2f%%", val->loss, 100.0 * val->acc);
+      if (!isnan(val->acc5) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
+        printf(" top-5 %6.2f%%", 100.0 * val->acc5);
       if (!isnan(test->acc))
         printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test->acc, 100.0 * (1.0 - test->acc));
+      if (!isnan(test->acc5) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
+        printf(" top-5 acc %6.2f%% (error %.2f%%)", 100.0 * test->acc5, 100.0 * (1.0 - test->acc5));
       printf(" | %.1f s\n", train_time);
       fflush(stdout);
     }
@@ -661,8 +670,12 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
       csv_num(f, val->acc);
       csv_num(f, test->loss);
       csv_num(f, test->acc);
-      fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f,%s\n", (long long)aw, (long long)tw,
+      fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f,%s", (long long)aw, (long long)tw,
               (double)aw / (double)tw, ep_acc[2] / train_time, el, plan->phase);
+      /* appended after phase: columns keep their positions in older readers */
+      csv_num(f, 1.0 - val->acc5);
+      csv_num(f, 1.0 - test->acc5);
+      fputc('\n', f);
       /* Flushed per row: a crash or kill loses at most the row being written. */
       if (fflush(f) != 0 || ferror(f))
         st = NEST_ERR(NEST_ERR_IO, "%s/metrics.csv: write failed: %s", t->run_dir,
@@ -724,6 +737,11 @@ static nest_status write_summary(nest_trainer *t, const nest_eval *val, const ne
       }
       if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
       if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
+      /* top-5 of the final network, whatever the class count (1 - 1 = 0 below 5 classes) */
+      if (!isnan(val->acc) && !isnan(t->top5[0]))
+        fprintf(f, "val_top5_error = %.6f\n", 1.0 - t->top5[0]);
+      if (!isnan(test->acc) && !isnan(t->top5[1]))
+        fprintf(f, "test_top5_error = %.6f\n", 1.0 - t->top5[1]);
       st = nest_atomic_fclose(f, tmp, path);
     }
   }
@@ -746,7 +764,11 @@ static nest_status save_stage(nest_trainer *t, const char *file, const char *sta
                             .act_frac = a ? a->act_frac : NULL,
                             .in_frac = a ? a->in_frac : NULL,
                             .val_error = val && !isnan(val->acc) ? 1.0 - val->acc : NAN,
-                            .test_error = test && !isnan(test->acc) ? 1.0 - test->acc : NAN};
+                            .test_error = test && !isnan(test->acc) ? 1.0 - test->acc : NAN,
+                            /* the latest evaluation's: of the network being saved */
+                            .has_top5 = 1,
+                            .val_top5_error = val && !isnan(val->acc) ? 1.0 - t->top5[0] : NAN,
+                            .test_top5_error = test && !isnan(test->acc) ? 1.0 - t->top5[1] : NAN};
     snprintf(info.stage, sizeof info.stage, "%s", stage);
     snprintf(info.base_arch, sizeof info.base_arch, "%s", t->cfg.arch);
     char path[NEST_PATH_LEN + 32];
@@ -800,14 +822,14 @@ nest_status nest_trainer_run(nest_trainer *t) {
                         t->phase_has[NEST_PHASE_AREA];
   if (!t->resuming) { /* a new run: checkpoint 0 before anything else */
     t->t_start = nest_comm_wtime();
-    *val = *test = (nest_eval){NAN, NAN, 0};
+    *val = *test = (nest_eval){NAN, NAN, 0, NAN};
     t->cur = (nest_cursor){.phase = -1};
     NEST_CALL(nest_restart_point(t, 1));
   }
   if (t->cur.phase == -1) {
     t->resuming = 0; /* resumed at the seed stage: nothing to skip */
     if (synthesis) { /* the starting network, with its errors (the report's first stage) */
-      nest_eval v0 = {NAN, NAN, 0}, t0 = {NAN, NAN, 0};
+      nest_eval v0 = {NAN, NAN, 0, NAN}, t0 = {NAN, NAN, 0, NAN};
       if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v0));
       if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &t0));
       NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", &v0, &t0));
@@ -877,6 +899,13 @@ nest_status nest_trainer_run(nest_trainer *t) {
   if (c->hash_every > 0)
     NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL),
                                    "weights and masks"));
+  /* t->top5 is the latest evaluation's, which every phase ends with; it is not in checkpoints,
+   * so a run resumed after its last evaluation measures the final network again. */
+  nest_eval again;
+  if (!isnan(val->acc) && isnan(t->top5[0]) && t->n_val > 0)
+    NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &again));
+  if (!isnan(test->acc) && isnan(t->top5[1]) && t->test)
+    NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &again));
   NEST_CALL(write_summary(t, val, test, t->pran[0] ? &t->pres[0] : NULL, t->pran[1] ? &t->pres[1] : NULL));
   /* The final network (architecture, weights, masks) for nest_report, nest_jaccard,
    * model.init_from and inspection. */
@@ -903,7 +932,11 @@ nest_status nest_trainer_run(nest_trainer *t) {
     printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
            nest_comm_wtime() - t->t_start);
     if (!isnan(test->acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test->acc));
+    if (!isnan(test->acc) && !isnan(t->top5[1]) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
+      printf(" (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[1]));
     if (!isnan(val->acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val->acc));
+    if (!isnan(val->acc) && !isnan(t->top5[0]) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
+      printf(" (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[0]));
     nest_net_count(t->net, &aw, &tw, NULL);
     printf(", %lld active weights; results in %s", (long long)aw, t->run_dir);
     if (t->run_dir[0]) printf(", final model %s/model.h5", t->run_dir);

@@ -792,6 +792,8 @@ static void test_info(void **state) {
   assert_string_equal(back.stage, "grown");
   assert_string_equal(back.base_arch, "mlp:20-12-8-4");
   assert_true(back.val_error == 0.0175 && back.test_error == 0.5);
+  /* top-5 errors: none given (has_top5 = 0), none read */
+  assert_true(!back.has_top5 && isnan(back.val_top5_error) && isnan(back.test_top5_error));
   assert_int_equal(back.nlayers, 5);
   for (int i = 0; i < 5; ++i) {
     assert_true(isnan(act[i]) ? isnan(back.act_frac[i]) : back.act_frac[i] == act[i]);
@@ -837,6 +839,15 @@ static void test_info(void **state) {
   assert_true(isnan(back.val_error) && back.test_error == 0.25);
   assert_int_equal(back.nlayers, 0);
   nest_model_info_free(&back);
+  /* top-5 errors round trip; a NaN one is not written */
+  root_only.has_top5 = 1, root_only.val_top5_error = NAN, root_only.test_top5_error = 0.125;
+  assert_ok(nest_model_save_info(net, &root_only, path));
+  assert_ok(nest_model_read_info(path, &back));
+  assert_true(back.has_top5 && isnan(back.val_top5_error) && back.test_top5_error == 0.125);
+  nest_model_info_free(&back);
+  root_only.test_top5_error = 1.5;
+  assert_int_equal(nest_model_save_info(net, &root_only, path), NEST_ERR_ARG);
+  assert_non_null(strstr(nest_error_message(), "test_top5_error"));
 
   /* Info that could not be read back is refused before anything is written. */
   assert_int_equal(remove(path), 0);

@@ -1,10 +1,13 @@
-/* test_loss.c — softmax cross-entropy against a double reference and finite differences. */
+/* test_loss.c — softmax cross-entropy against a double reference and finite differences; top-k
+ * hit counts against a sort-based reference. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "nest/loss.h"
 #include "test_util.h"
@@ -65,10 +68,88 @@ static void test_large_logits_stable(void **state) {
   assert_int_equal(c, 0);
 }
 
+/* ---- top-k hits ---- */
+
+/* Naive reference twin: sort the class indices by (logit descending, index ascending) and look
+ * for the label among the first `top`. */
+static const float *ref_row;
+static int ref_cmp(const void *a, const void *b) {
+  const int i = *(const int *)a, j = *(const int *)b;
+  if (ref_row[i] != ref_row[j]) return ref_row[i] > ref_row[j] ? -1 : 1;
+  return (i > j) - (i < j);
+}
+static int64_t ref_topk(const float *z, const int32_t *y, int n, int k, int top) {
+  int *order = malloc(sizeof(int) * (size_t)k);
+  int64_t hits = 0;
+  for (int i = 0; i < n; ++i) {
+    ref_row = z + (size_t)i * k;
+    for (int j = 0; j < k; ++j) order[j] = j;
+    qsort(order, (size_t)k, sizeof(int), ref_cmp);
+    for (int j = 0; j < top && j < k; ++j) hits += order[j] == y[i];
+  }
+  free(order);
+  return hits;
+}
+
+static void test_topk_matches_reference(void **state) {
+  (void)state;
+  /* Logits drawn from a few values so that ties (at the label too) are common; class counts
+   * below, at and above 5, up to ImageNet's. */
+  static const int ks[] = {1, 2, 4, 5, 6, 10, 37, 1000};
+  enum { N = 64 };
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (size_t c = 0; c < sizeof ks / sizeof ks[0]; ++c) {
+    const int k = ks[c];
+    float *z = malloc(sizeof(float) * N * (size_t)k), *d = malloc(sizeof(float) * N * (size_t)k);
+    int32_t y[N];
+    for (int round = 0; round < 2; ++round) {
+      const int levels = round ? 1000000 : 4; /* round 0: ties everywhere; round 1: few */
+      for (int i = 0; i < N * k; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        z[i] = (float)(int)(x % (uint64_t)levels) * 0.25f - 0.5f;
+      }
+      for (int i = 0; i < N; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        y[i] = (int32_t)(x % (uint64_t)k);
+      }
+      for (int top = 1; top <= 6; ++top) {
+        const int64_t got = nest_loss_topk_hits(z, y, N, k, top), want = ref_topk(z, y, N, k, top);
+        if (got != want) fail_msg("k %d top %d round %d: %lld hits, reference %lld", k, top, round,
+                                  (long long)got, (long long)want);
+        if (top >= k) assert_int_equal(got, N); /* fewer classes than top: every row */
+      }
+      /* top 1 is the argmax accuracy of the loss */
+      double loss = 0;
+      int64_t correct = 0;
+      nest_loss_softmax_xent(z, y, N, k, 1.0f, d, &loss, &correct);
+      assert_int_equal(nest_loss_topk_hits(z, y, N, k, 1), correct);
+    }
+    free(z);
+    free(d);
+  }
+}
+
+static void test_topk_ties_and_nan(void **state) {
+  (void)state;
+  /* 7 classes, all logits equal: the label ranks at its index, so a hit in top 5 iff label < 5. */
+  float z[7] = {1, 1, 1, 1, 1, 1, 1};
+  for (int32_t l = 0; l < 7; ++l) assert_int_equal(nest_loss_topk_hits(z, &l, 1, 7, 5), l < 5);
+  /* five logits above the label's: a miss; four: a hit */
+  float w[7] = {9, 8, 7, 6, 5, 0, -1};
+  int32_t l5 = 5, l4 = 4;
+  assert_int_equal(nest_loss_topk_hits(w, &l5, 1, 7, 5), 0);
+  assert_int_equal(nest_loss_topk_hits(w, &l4, 1, 7, 5), 1);
+  /* a NaN label logit is a miss */
+  w[4] = NAN;
+  assert_int_equal(nest_loss_topk_hits(w, &l4, 1, 7, 5), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matches_reference_and_fd),
       cmocka_unit_test(test_large_logits_stable),
+      cmocka_unit_test(test_topk_matches_reference),
+      cmocka_unit_test(test_topk_ties_and_nan),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

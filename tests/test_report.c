@@ -173,7 +173,7 @@ static int csv_fields(char *line, char **f) {
 static const char *CSV_HEADER =
     "stage,file,layer,kind,base_weights,active_weights,total_weights,density,flops,flops_act,"
     "act_frac,in_frac,conv_frac,base_flops,weight_compression,flop_compression,val_error,"
-    "test_error";
+    "test_error,val_top5_error,test_top5_error";
 
 /* ---- a grow-and-prune run --------------------------------------------------------------------- */
 
@@ -211,6 +211,7 @@ static void make_run3(run3 *r) {
   assert_ok(nest_model_save_info(r->net[1], &i1, r->path[1]));
   nest_model_info i2 = make_info(r->net[2], "pruned", "lenet300", 0.03125, 0.046875, a, b, act2,
                                  in2);
+  i2.has_top5 = 1, i2.val_top5_error = 0.015625, i2.test_top5_error = NAN;
   assert_ok(nest_model_save_info(r->net[2], &i2, r->path[2]));
 }
 
@@ -254,6 +255,8 @@ static void test_run_dir(void **state) {
   /* Errors and activation figures. */
   assert_true(rep->stages[0].val_error == 0.5 && isnan(rep->stages[0].test_error));
   assert_true(rep->stages[2].test_error == 0.046875);
+  assert_true(rep->stages[2].val_top5_error == 0.015625 && isnan(rep->stages[2].test_top5_error));
+  assert_true(isnan(rep->stages[0].val_top5_error) && isnan(rep->stages[1].val_top5_error));
   const nest_report_stage *g = &rep->stages[1], *f = &rep->stages[2];
   assert_true(isnan(rep->stages[0].layers[0].act_frac));
   assert_true(isnan(rep->stages[0].flops_act));
@@ -283,7 +286,7 @@ static void test_run_dir(void **state) {
   int rows = 0;
   while ((line = strtok_r(NULL, "\n", &save))) {
     char *fl[32];
-    assert_int_equal(csv_fields(line, fl), 18);
+    assert_int_equal(csv_fields(line, fl), 20);
     const nest_report_stage *s = &rep->stages[rows / 4];
     assert_string_equal(fl[0], s->label);
     assert_string_equal(fl[1], s->path);
@@ -308,6 +311,10 @@ static void test_run_dir(void **state) {
       assert_true(fabs(atof(fl[14]) - s->weight_compression) < 1e-8 * s->weight_compression);
       assert_true(fabs(atof(fl[15]) - s->flop_compression) < 1e-8 * s->flop_compression);
     }
+    /* top-5 errors: only the pruned stage has one (validation) */
+    if (rows / 4 == 2) assert_true(atof(fl[18]) == 0.015625);
+    else assert_string_equal(fl[18], "");
+    assert_string_equal(fl[19], "");
     ++rows;
   }
   assert_int_equal(rows, 12);
@@ -321,6 +328,7 @@ static void test_run_dir(void **state) {
   nest_report_print(rep, mf, 0);
   fclose(mf);
   assert_non_null(strstr(buf, "pruned: "));
+  assert_null(strstr(buf, "top-5")); /* 4 classes: the report leaves top-5 out */
   assert_non_null(strstr(buf, "base lenet300 (dense: 36400 weights, 72800 FLOPs)"));
   assert_non_null(strstr(buf, "FLOPs w/ Act%"));
   assert_non_null(strstr(buf, "N/A"));
@@ -442,8 +450,24 @@ static void test_conv_and_plain(void **state) {
   nest_test_slurp(csv, text, sizeof text);
   /* fc1: base, act, in, conv, base FLOPs, compressions, errors all unknown: empty fields. */
   char want[4400];
-  snprintf(want, sizeof want, "final,%s,fc1,dense,,240,240,1,480,,,,,,,,,\n", s->path);
+  snprintf(want, sizeof want, "final,%s,fc1,dense,,240,240,1,480,,,,,,,,,,,\n", s->path);
   assert_non_null(strstr(text, want));
+  nest_report_destroy(&rep);
+  nest_net_destroy(&net);
+
+  /* More than 10 classes: the text shows the top-5 errors the file holds. */
+  const char *many = mkdir_in(nest_test_tmpdir(), "classes12");
+  net = make_net("mlp:20-12-12", MLP_IN, 12, 1.0, 0, 1.0, 5);
+  double a12[8], b12[8];
+  nest_model_info i12 = make_info(net, "final", "", 0.25, 0.375, a12, b12, NULL, NULL);
+  i12.has_top5 = 1, i12.val_top5_error = 0.0625, i12.test_top5_error = 0.125;
+  assert_ok(nest_model_save_info(net, &i12, nest_test_path(many, "model.h5")));
+  assert_ok(nest_report_create(many, &rep));
+  mf = open_memstream(&buf, &len);
+  nest_report_print(rep, mf, 0);
+  fclose(mf);
+  assert_non_null(strstr(buf, "val error 25.00% (top-5 6.25%), test error 37.50% (top-5 12.50%)"));
+  free(buf);
   nest_report_destroy(&rep);
   nest_net_destroy(&net);
 }

@@ -55,6 +55,11 @@ typedef struct {
                            ReLU (output layer) and for layers without weights */
   double *in_frac;      /* [nlayers] share of non-zero inputs of each dense / conv layer over
                            the validation set (what its MACs actually multiply); NaN likewise */
+  /* Top-5 errors at save time, NaN = not measured; written only when has_top5 = 1 (so an info
+   * initialised without them, all zero, records none). nest_model_read_info sets has_top5 when
+   * the file holds either. */
+  int has_top5;
+  double val_top5_error, test_top5_error;
 } nest_model_info;
 
 /* nest_model_save plus the info attributes (info may be NULL: same as nest_model_save). */

@@ -11,4 +11,17 @@
 void nest_loss_softmax_xent(const float *logits, const int32_t *labels, int n, int k, float scale,
                             float *dlogits, double *loss_sum, int64_t *correct);
 
+/* logits [n, k], labels [n]: the number of rows whose label is among the `top` largest logits
+ * (top-5 accuracy with top = 5). Logit j ranks above the label's logit z[l] when z[j] > z[l],
+ * or z[j] == z[l] and j < l (ties by lowest index, as the argmax above: top = 1 counts exactly
+ * what *correct counts); the row is a hit when fewer than `top` logits rank above z[l]. A NaN
+ * label logit is a miss (for logits without NaN, top = 1 matches *correct exactly).
+ * top >= k: every row is a hit. O(n k). */
+int64_t nest_loss_topk_hits(const float *logits, const int32_t *labels, int n, int k, int top);
+
+/* Progress lines and the model report show top-5 error only for models with more classes than
+ * this: with 10 classes (MNIST) top-5 is half the classes and says little. metrics.csv and
+ * summary.txt always have it. */
+#define NEST_TOP5_MIN_CLASSES 10
+
 #endif

@@ -43,6 +43,7 @@ typedef struct {
   char widths[256];        /* nest_net_widths_string, e.g. "784-300-100-10" (may be cut) */
   char base_arch[256];     /* "" = unknown */
   double val_error, test_error; /* fractions; NaN = not measured */
+  int nclasses;            /* of the model's output layer */
   int nlayers;             /* dense / conv layers only */
   nest_report_layer *layers;
   int64_t active, total;   /* sums over the layers: every active mask entry of the model */
@@ -50,6 +51,8 @@ typedef struct {
   int64_t base_weights;    /* the dense base net: weights (-1 unknown) and FLOPs (NaN) */
   double base_flops;
   double weight_compression, flop_compression; /* base / stage; NaN if unknown or stage 0 */
+  double val_top5_error, test_top5_error; /* fractions; NaN = not measured (appended: keeps the
+                                             fields above in place) */
 } nest_report_stage;
 
 typedef struct nest_report {
@@ -65,7 +68,8 @@ typedef struct nest_report {
  * shape and class count. On failure *out is NULL. */
 nest_status nest_report_create(const char *run_dir_or_model, nest_report **out);
 
-/* The table: one line per stage describing it (file, widths, errors, base), then one table with
+/* The table: one line per stage describing it (file, widths, errors — top-5 too for a model
+ * with more than NEST_TOP5_MIN_CLASSES classes (loss.h) — base), then one table with
  * a row per stage x layer and a total row per stage. markdown = 0: aligned plain text, stages
  * separated by a blank line; 1: a Markdown list and table (for docs/results.md). */
 void nest_report_print(const nest_report *r, FILE *f, int markdown);

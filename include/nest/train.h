@@ -26,6 +26,7 @@ struct nest_augment;
 typedef struct {
   double loss, acc; /* mean loss, accuracy in [0, 1] */
   int64_t n;
+  double acc5;      /* top-5 accuracy (nest_loss_topk_hits; 1 with fewer than 5 classes) */
 } nest_eval;
 
 /* What a pruning phase did (prune.h; summary.txt, checkpoints). */
@@ -121,6 +122,9 @@ typedef struct nest_trainer {
   nest_prune_result pres[2]; /* prune and area phase results */
   int pran[2];       /* 1 once that phase ran */
   nest_eval last_val, last_test; /* the latest evaluation (summary.txt) */
+  double top5[2];    /* top-5 accuracy of the latest nest_trainer_evaluate of the validation /
+                        test set, i.e. of the network now (NaN: none since start or resume;
+                        not in checkpoints): summary.txt, the stage model files */
   double phase_t0;   /* elapsed run time (s) when the running phase began */
   int resuming;      /* 1 from loading a checkpoint until the loops reached its position */
   struct nest_restart *rst; /* checkpoint writer (restart.h); NULL without a run directory */
@@ -155,7 +159,8 @@ void nest_trainer_destroy(nest_trainer **t);
  * (length n_train). Adds local loss sum / correct count / rows to the accumulators. */
 nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t step_in_epoch,
                               double lr, double *loss_sum, int64_t *correct, int64_t *rows);
-/* Loss and accuracy of the current net over ds[idx[0..n)], sharded over ranks, reduced. */
+/* Loss, accuracy and top-5 accuracy of the current net over ds[idx[0..n)], sharded over ranks,
+ * reduced. Records the top-5 accuracy in t->top5 when ds/idx is the validation or test set. */
 nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
                                   int64_t n, nest_eval *out);
 /* The context of a pass over n local rows (train: training mode; global_n rows in the global
