@@ -9,10 +9,14 @@
 
 #define MAX_SPECS 128
 
+#define MAX_WIDTHS 64
+
 typedef struct {
   nest_layer_spec *s;
   int n;
   const nest_arch_opts *o;
+  int widths[MAX_WIDTHS], nwidths; /* opts->widths parsed; nwidths 0 = none */
+  int hidden;                      /* hidden conv / dense layers built so far */
 } builder;
 
 static nest_layer_spec *push(builder *b, nest_layer_kind kind, const char *fmt, const char *base) {
@@ -29,6 +33,42 @@ static int scaled(int width, double r) {
   return v < 1 ? 1 : (int)v;
 }
 
+/* The next hidden layer's width: its base width (the list's entry if one was given) times r. */
+static int next_width(builder *b, int base) {
+  const int i = b->hidden++;
+  if (b->nwidths && i < b->nwidths) base = b->widths[i];
+  return scaled(base, b->o->width);
+}
+
+int nest_arch_parse_widths(const char *list, int *out, int cap) {
+  int n = 0;
+  for (const char *p = list;;) {
+    if (*p < '0' || *p > '9') return -1;
+    long v = 0;
+    while (*p >= '0' && *p <= '9') {
+      v = v * 10 + (*p++ - '0');
+      if (v > NEST_ARCH_MAX_WIDTH) return -1;
+    }
+    if (v < 1 || n == cap) return -1;
+    out[n++] = (int)v;
+    if (!*p) return n;
+    if (*p++ != ',') return -1;
+  }
+}
+
+int nest_arch_hidden_layers(const char *arch) {
+  if (strcmp(arch, "lenet300") == 0) return 2;
+  if (strcmp(arch, "lenet5") == 0) return 3;
+  if (strcmp(arch, "alexnet") == 0) return 7;
+  if (strcmp(arch, "vgg16") == 0) return 15;
+  if (strncmp(arch, "mlp:", 4) == 0) {
+    int sizes = 1;
+    for (const char *p = arch + 4; *p; ++p) sizes += *p == '-';
+    return sizes - 2;
+  }
+  return -1;
+}
+
 /* A hidden conv or dense layer followed by [BN] and ReLU [and dropout for dense]. */
 static void hidden(builder *b, nest_layer_kind kind, const char *name, nest_layer_hparams hp) {
   nest_layer_spec *s = push(b, kind, "%s", name);
@@ -41,7 +81,7 @@ static void hidden(builder *b, nest_layer_kind kind, const char *name, nest_laye
 
 static void conv(builder *b, const char *name, int out_c, int k, int stride, int pad) {
   hidden(b, NEST_LAYER_CONV2D, name,
-         (nest_layer_hparams){.out_c = scaled(out_c, b->o->width), .kh = k, .kw = k,
+         (nest_layer_hparams){.out_c = next_width(b, out_c), .kh = k, .kw = k,
                               .stride = stride, .pad = pad});
 }
 
@@ -51,7 +91,7 @@ static void pool(builder *b, const char *name, int k, int stride) {
 }
 
 static void fc(builder *b, const char *name, int units) {
-  hidden(b, NEST_LAYER_DENSE, name, (nest_layer_hparams){.units = scaled(units, b->o->width)});
+  hidden(b, NEST_LAYER_DENSE, name, (nest_layer_hparams){.units = next_width(b, units)});
 }
 
 static void output(builder *b, const char *name, int nclasses) {
@@ -97,7 +137,19 @@ nest_status nest_arch_build(const char *arch, const nest_arch_opts *opts, nest_s
   *nspecs = 0;
   if (!(opts->width > 0)) return NEST_ERR(NEST_ERR_CONFIG, "model.width must be positive");
   if (nclasses < 2) return NEST_ERR(NEST_ERR_CONFIG, "the data has %d classes; need at least 2", nclasses);
-  builder b = {NULL, 0, opts};
+  builder b = {.o = opts};
+  if (opts->widths && opts->widths[0]) {
+    b.nwidths = nest_arch_parse_widths(opts->widths, b.widths, MAX_WIDTHS);
+    if (b.nwidths < 0)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "model.widths '%.64s': expected N,N,...,N with integers in [1, %d] (at most "
+                      "%d)", opts->widths, NEST_ARCH_MAX_WIDTH, MAX_WIDTHS);
+    const int want = nest_arch_hidden_layers(arch);
+    if (want >= 0 && b.nwidths != want)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "model.widths has %d entries but model.arch = %.64s has %d hidden conv / "
+                      "dense layers", b.nwidths, arch, want);
+  }
   NEST_CALL(nest_calloc((void **)&b.s, MAX_SPECS, sizeof *b.s, "layer specs"));
   nest_status st = NEST_OK;
   if (strncmp(arch, "mlp:", 4) == 0) {
@@ -109,11 +161,11 @@ nest_status nest_arch_build(const char *arch, const nest_arch_opts *opts, nest_s
   } else if (strcmp(arch, "lenet5") == 0) {
     /* Caffe's LeNet: no nonlinearity after the convolutions, only after ip1. */
     nest_layer_spec *s = push(&b, NEST_LAYER_CONV2D, "%s", "conv1");
-    s->hp = (nest_layer_hparams){.out_c = scaled(20, opts->width), .kh = 5, .kw = 5, .stride = 1};
+    s->hp = (nest_layer_hparams){.out_c = next_width(&b, 20), .kh = 5, .kw = 5, .stride = 1};
     if (opts->batchnorm) push(&b, NEST_LAYER_BATCHNORM, "%s.bn", "conv1");
     pool(&b, "pool1", 2, 2);
     s = push(&b, NEST_LAYER_CONV2D, "%s", "conv2");
-    s->hp = (nest_layer_hparams){.out_c = scaled(50, opts->width), .kh = 5, .kw = 5, .stride = 1};
+    s->hp = (nest_layer_hparams){.out_c = next_width(&b, 50), .kh = 5, .kw = 5, .stride = 1};
     if (opts->batchnorm) push(&b, NEST_LAYER_BATCHNORM, "%s.bn", "conv2");
     pool(&b, "pool2", 2, 2);
     fc(&b, "fc1", 500);

@@ -29,6 +29,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "nest/arch.h"
 #include "nest/atomic.h"
 #include "nest/policy.h"
 
@@ -106,6 +107,7 @@ static const key_def keys[] = {
 
     KEY(model, arch, KT_STRING, "lenet300", "lenet300, lenet5, alexnet, vgg16 or mlp:N-N-...-N (layer sizes)"),
     KEY(model, width, KT_DOUBLE, "1.0", "width ratio applied to hidden widths / channels"),
+    KEY(model, widths, KT_STRING, "", "comma-separated base widths of the hidden conv / dense layers in order, replacing the architecture's (then times model.width); empty = the architecture's own"),
     KEY(model, density, KT_DOUBLE, "1.0", "initial connection density, in (0, 1]"),
     ENUM(model, init, "he", "he|xavier", "weight initialisation"),
     KEY(model, batchnorm, KT_BOOL, "0", "batch norm after each hidden conv/dense layer"),
@@ -1005,6 +1007,21 @@ nest_status nest_config_validate(const nest_config *c) {
                       "would have %.4g units; width x hidden size must be at most %d",
                       DTXT(c->width), shorten(c->arch, strlen(c->arch), vb, sizeof vb), widest,
                       (double)widest * c->width, INT_MAX);
+  }
+  if (c->widths[0]) {
+    int w[64];
+    const int n = nest_arch_parse_widths(c->widths, w, 64);
+    if (n < 0)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "model.widths = %s: expected N,N,...,N (no blanks), at most 64 integers in "
+                      "[1, %d]",
+                      shorten(c->widths, strlen(c->widths), vb, sizeof vb), NEST_ARCH_MAX_WIDTH);
+    const int want = nest_arch_hidden_layers(c->arch);
+    if (n != want)
+      return NEST_ERR(NEST_ERR_CONFIG,
+                      "model.widths = %s: %d entries, but model.arch = %s has %d hidden conv / "
+                      "dense layers",
+                      shorten(c->widths, strlen(c->widths), vb, sizeof vb), n, c->arch, want);
   }
   if (strcmp(c->schedule, "step") == 0)
     RULE(c->step_epochs > 0, "optim.step_epochs", DTXT(c->step_epochs),

@@ -274,7 +274,8 @@ static nest_status setup(nest_trainer *t) {
   } else {
     nest_layer_spec *specs = NULL;
     int nspecs = 0;
-    nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout};
+    nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout,
+                         .widths = c->widths};
     NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
     st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses, t->max_local,
                          t->nthreads, &t->net);

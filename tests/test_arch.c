@@ -1,4 +1,5 @@
-/* test_arch.c — named architectures: layer shapes, width ratio, BN/dropout placement, errors. */
+/* test_arch.c — named architectures: layer shapes, width ratio, per-layer widths (the NeST
+ * AlexNet and VGG-16 seeds), BN/dropout placement, errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -89,6 +90,108 @@ static void test_vgg16_shapes(void **state) {
   nest_net_destroy(&net);
 }
 
+/* The NeST AlexNet seed (paper §4.2, ALGORITHMS.md §1): conv 60,140,240,210,160 feature maps,
+ * fc 3200,1600, then the classes; 227x227 crops (conv1 11x11/4 pad 2: 56x56). */
+static const char *const ALEXNET_SEED = "60,140,240,210,160,3200,1600";
+
+static void test_alexnet_seed(void **state) {
+  nest_net *net = build("alexnet", (nest_arch_opts){.width = 1.0, .widths = ALEXNET_SEED},
+                        (nest_shape){3, 227, 227}, 1000);
+  expect_out(net, "conv1", 60, 56, 56);
+  expect_out(net, "pool1", 60, 27, 27);
+  expect_out(net, "conv2", 140, 27, 27);
+  expect_out(net, "pool2", 140, 13, 13);
+  expect_out(net, "conv3", 240, 13, 13);
+  expect_out(net, "conv4", 210, 13, 13);
+  expect_out(net, "conv5", 160, 13, 13);
+  expect_out(net, "pool5", 160, 6, 6);
+  expect_out(net, "fc6", 3200, 1, 1);
+  expect_out(net, "fc7", 1600, 1, 1);
+  expect_out(net, "fc8", 1000, 1, 1);
+  /* weights (out x in x kh x kw), by hand */
+  static const struct {
+    const char *name;
+    int64_t weights;
+  } w[] = {{"conv1", 60 * 3 * 11 * 11},    {"conv2", 140 * 60 * 5 * 5},
+           {"conv3", 240 * 140 * 3 * 3},   {"conv4", 210 * 240 * 3 * 3},
+           {"conv5", 160 * 210 * 3 * 3},   {"fc6", 3200LL * 160 * 6 * 6},
+           {"fc7", 1600 * 3200},           {"fc8", 1000 * 1600}};
+  int64_t sum = 0;
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; ++i) {
+    nest_layer *l = nest_net_find_layer(net, w[i].name);
+    assert_non_null(l);
+    assert_int_equal((int64_t)l->param[0].count, w[i].weights);
+    sum += w[i].weights;
+  }
+  int64_t aw, tw;
+  nest_net_count(net, &aw, &tw, NULL);
+  assert_int_equal(tw, sum);
+  assert_int_equal(tw, 26442180); /* x d = 0.30: 7.9M active before repair; the paper: 8.4M */
+  nest_net_destroy(&net);
+
+  /* The ratio applies on top of the per-layer widths (the synthetic variant: 0.25); 224x224
+   * crops give the same 6x6 at pool5. */
+  net = build("alexnet", (nest_arch_opts){.width = 0.25, .widths = ALEXNET_SEED},
+              (nest_shape){3, 224, 224}, 10);
+  expect_out(net, "conv1", 15, 55, 55);
+  expect_out(net, "conv2", 35, 27, 27);
+  expect_out(net, "conv3", 60, 13, 13);
+  expect_out(net, "conv4", 53, 13, 13); /* 52.5 rounds away from zero */
+  expect_out(net, "conv5", 40, 13, 13);
+  expect_out(net, "pool5", 40, 6, 6);
+  expect_out(net, "fc6", 800, 1, 1);
+  expect_out(net, "fc7", 400, 1, 1);
+  expect_out(net, "fc8", 10, 1, 1);
+  nest_net_destroy(&net);
+}
+
+static void test_vgg16_seed_and_widths_errors(void **state) {
+  /* The NeST VGG-16 seed: r = 0.75 on the 13 convs, fc 3200, 1600 (paper §4.2). At 32x32 the
+   * five pools leave 1x1, so fc14 has 384 inputs and the net stays small. */
+  static const char *const seed = "48,48,96,96,192,192,192,384,384,384,384,384,384,3200,1600";
+  assert_int_equal(nest_arch_hidden_layers("vgg16"), 15);
+  nest_net *net = build("vgg16", (nest_arch_opts){.width = 1.0, .widths = seed},
+                        (nest_shape){3, 32, 32}, 100);
+  expect_out(net, "conv1", 48, 32, 32);
+  expect_out(net, "conv3", 96, 16, 16);
+  expect_out(net, "conv7", 192, 8, 8);
+  expect_out(net, "conv13", 384, 2, 2);
+  expect_out(net, "fc14", 3200, 1, 1);
+  expect_out(net, "fc15", 1600, 1, 1);
+  expect_out(net, "fc16", 100, 1, 1);
+  assert_int_equal((int64_t)nest_net_find_layer(net, "fc14")->param[0].count, 3200 * 384);
+  nest_net_destroy(&net);
+  /* mlp and lenet5 take widths too */
+  net = build("mlp:20-9-9-4", (nest_arch_opts){.width = 2.0, .widths = "3,5"}, (nest_shape){20, 1, 1}, 4);
+  expect_out(net, "fc1", 6, 1, 1);
+  expect_out(net, "fc2", 10, 1, 1);
+  expect_out(net, "fc3", 4, 1, 1);
+  nest_net_destroy(&net);
+  assert_int_equal(nest_arch_hidden_layers("lenet5"), 3);
+  assert_int_equal(nest_arch_hidden_layers("lenet300"), 2);
+  assert_int_equal(nest_arch_hidden_layers("alexnet"), 7);
+  assert_int_equal(nest_arch_hidden_layers("mlp:784-10"), 0);
+  assert_int_equal(nest_arch_hidden_layers("resnet"), -1);
+  /* A list of the wrong length or syntax: NEST_ERR_CONFIG naming model.widths. */
+  nest_layer_spec *specs = NULL;
+  int n = 0;
+  nest_arch_opts o = {.width = 1.0, .widths = "60,140,240,210,160,3200"};
+  assert_int_equal(nest_arch_build("alexnet", &o, (nest_shape){3, 224, 224}, 10, &specs, &n),
+                   NEST_ERR_CONFIG);
+  assert_non_null(strstr(nest_error_message(), "6 entries"));
+  o.widths = "60,,140";
+  assert_int_equal(nest_arch_build("lenet5", &o, (nest_shape){1, 28, 28}, 10, &specs, &n),
+                   NEST_ERR_CONFIG);
+  assert_non_null(strstr(nest_error_message(), "model.widths"));
+  assert_null(specs);
+  int v[4];
+  assert_int_equal(nest_arch_parse_widths("1,65536", v, 4), 2);
+  assert_int_equal(v[1], 65536);
+  assert_int_equal(nest_arch_parse_widths("1,65537", v, 4), -1);
+  assert_int_equal(nest_arch_parse_widths("1,2,3,4,5", v, 4), -1);
+  assert_int_equal(nest_arch_parse_widths("", v, 4), -1);
+}
+
 static void test_errors(void **state) {
   nest_layer_spec *specs = NULL;
   int n = 0;
@@ -115,6 +218,8 @@ int main(void) {
       cmocka_unit_test(test_lenet5),
       cmocka_unit_test(test_alexnet_shapes),
       cmocka_unit_test(test_vgg16_shapes),
+      cmocka_unit_test(test_alexnet_seed),
+      cmocka_unit_test(test_vgg16_seed_and_widths_errors),
       cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -85,6 +85,7 @@ static const char *const every_key[] = {
     "data.max_test=123456789012",
     "model.arch=mlp:784-300-100-10",
     "model.width=0.5",
+    "model.widths=200,50",
     "model.density=0.03",
     "model.init=xavier",
     "model.batchnorm=on",
@@ -751,6 +752,32 @@ static void test_validate_arch(void **state) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) BAD(strcpy(c.arch, bad[i]), "model.arch");
 }
 
+static void test_validate_widths(void **state) {
+  (void)state;
+  /* model.widths: one base width per hidden conv / dense layer of model.arch */
+  GOOD((strcpy(c.arch, "alexnet"), strcpy(c.widths, "60,140,240,210,160,3200,1600")));
+  GOOD((strcpy(c.arch, "vgg16"),
+        strcpy(c.widths, "48,48,96,96,192,192,192,384,384,384,384,384,384,3200,1600")));
+  GOOD((strcpy(c.arch, "lenet5"), strcpy(c.widths, "1,65536,7")));
+  GOOD((strcpy(c.arch, "mlp:784-300-100-10"), strcpy(c.widths, "30,10")));
+  GOOD((strcpy(c.arch, "mlp:784-10"), strcpy(c.widths, ""))); /* empty: the arch's own */
+  BAD((strcpy(c.arch, "alexnet"), strcpy(c.widths, "60,140,240,210,160,3200")), "model.widths",
+      "6 entries", "alexnet has 7 hidden");
+  BAD((strcpy(c.arch, "lenet300"), strcpy(c.widths, "300,100,10")), "3 entries", "has 2");
+  BAD((strcpy(c.arch, "mlp:784-10"), strcpy(c.widths, "5")), "1 entries", "has 0");
+  static const char *const bad[] = {"0,100", "300,", ",300", "300,,100", "300, 100", "3e2,100",
+                                    "-300,100", "300,65537", "300;100", "99999999999999,1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i)
+    BAD((strcpy(c.arch, "lenet300"), strcpy(c.widths, bad[i])), "model.widths",
+        "expected N,N,...,N");
+  /* a file and --set give it like any string key */
+  nest_config c = valid_config();
+  EXPECT_OK(nest_config_load(&c, write_ini("widths.ini", "[model]\narch = alexnet\n"
+                                                         "widths = 60,140,240,210,160,3200,1600 ; NeST\n")));
+  assert_string_equal(c.widths, "60,140,240,210,160,3200,1600");
+  EXPECT_OK(nest_config_validate(&c));
+}
+
 /* ---- valid ranges of the numeric keys (issue 7) ---- */
 
 /* The three reports: a width of 1e300 trained a net of 1-unit layers, 1.5e8 wrapped to a
@@ -1080,6 +1107,7 @@ int main(void) {
       cmocka_unit_test(test_write_errors),
       cmocka_unit_test(test_validate_rules),
       cmocka_unit_test(test_validate_arch),
+      cmocka_unit_test(test_validate_widths),
       cmocka_unit_test(test_reported_out_of_range),
       cmocka_unit_test(test_every_numeric_key_has_a_range),
       cmocka_unit_test(test_docs_list_ranges),

@@ -49,6 +49,8 @@ typedef struct nest_config {
   int sync_bn;       /* 0/1: batch statistics summed over ranks (results independent of P) */
   double dropout;    /* dropout rate after hidden dense layers (0 = off) */
   char init_from[NEST_PATH_LEN]; /* model file (HDF5) to start from instead of arch; "" = none */
+  char widths[256];  /* "N,N,...,N": base width of each hidden conv / dense layer of arch, in
+                        order, before the ratio (the NeST AlexNet / VGG-16 seeds); "" = arch's */
   /* [augment] affine distortion of training images (ALGORITHMS.md §12) */
   int aug_affine;        /* 0/1 */
   double aug_rotate;     /* degrees, uniform in +-rotate: 12 */
