@@ -2,6 +2,7 @@
 # setup.sh — install what nest needs from Debian (only what is missing) and build it.
 # Usage: bash jobs/setup.sh            (idempotent; safe to re-run)
 # Env:   NEST_BUILD_DIR (default build), NEST_BUILD_TYPE (default Release), NEST_CMAKE_ARGS
+#        (e.g. "-DNEST_NATIVE=OFF -DNEST_MARCH=x86-64-v3" on a login node: docs/building.md)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,9 +13,13 @@ packages=(build-essential cmake pkg-config git
           libcmocka-dev zlib1g-dev)
 
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+if command -v dpkg-query >/dev/null; then
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+else # not Debian: the dependencies come from modules or Spack (docs/building.md)
+  echo "setup: no dpkg: not installing packages, only building"
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""
