@@ -1,9 +1,11 @@
 /* nest_prep.c — convert MNIST IDX (images + labels, raw or .gz) or a CSV table into nest's
- * HDF5 dataset format (docs/data-format.md), so training runs read one validated file.
+ * HDF5 dataset format (docs/data-format.md), so training runs read one validated file; write
+ * image shards (ImageNet-format, read from disk batch by batch) of synthetic images.
  * Serial tool: uses the data module only, never MPI.
  *
  *   nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz
  *   nest_prep -o wdbc.h5 --label-col 1 --drop-cols 0 wdbc.data
+ *   nest_prep --synthetic-images 2000 -o synth/train --classes 10 --size 256
  *
  * The output is never one of the inputs (not even with --force), and an existing output is
  * kept unless --force is given.
@@ -18,12 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "nest/data.h"
 
 static const char *usage_line =
     "usage: nest_prep -o OUT.h5 [--format auto|idx|csv|h5] [--label-col N] [--delim C]\n"
-    "                 [--header] [--drop-cols LIST] [--max N] [--force] INPUT [LABELS]\n";
+    "                 [--header] [--drop-cols LIST] [--max N] [--force] INPUT [LABELS]\n"
+    "       nest_prep --synthetic-images N -o PREFIX [--classes C] [--size S] [--channels K]\n"
+    "                 [--shard-size K] [--seed X] [--force]\n";
 
 static void print_help(void) {
   printf("%s", usage_line);
@@ -40,10 +45,18 @@ static void print_help(void) {
          "  --max N             keep only the first N samples\n"
          "  --force             overwrite an existing output file (never an input)\n"
          "  -h, --help          this help\n"
+         "\nImage shards (PREFIX-00000.h5, PREFIX-00001.h5, ...; data.train = PREFIX-*.h5):\n"
+         "  --synthetic-images N  N learnable synthetic images (class colour + grating + noise)\n"
+         "  --classes C         classes (default 10)\n"
+         "  --size S            images are S x S (default 256)\n"
+         "  --channels K        channels (default 3)\n"
+         "  --shard-size K      images per shard file (default 1024)\n"
+         "  --seed X            seed of the synthetic images (default 1)\n"
          "\nExamples:\n"
          "  nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz\n"
          "  nest_prep -o wdbc.h5 --label-col 1 --drop-cols 0 wdbc.data\n"
-         "  nest_prep -o letters.h5 letter-recognition.data\n");
+         "  nest_prep -o letters.h5 letter-recognition.data\n"
+         "  nest_prep --synthetic-images 5000 -o synth/train --classes 100\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -105,8 +118,59 @@ static int parse_long(const char *s, long lo, long hi, long *v) {
   return 1;
 }
 
+/* Shards: refuse to replace an existing set (its first shard) unless --force; with --force,
+ * shards of the old set beyond the new count are removed after the new set is complete, so
+ * that PREFIX-*.h5 names exactly the new set. */
+static int check_shard_output(const char *prefix, int force) {
+  char path[4096];
+  if (nest_shard_path(prefix, 0, path, sizeof path) != NEST_OK) {
+    fprintf(stderr, "nest_prep: %s\n", nest_error_message());
+    return 1;
+  }
+  struct stat any;
+  if (!force && lstat(path, &any) == 0) {
+    fprintf(stderr, "nest_prep: %s: the output shard exists; refusing to overwrite the set (use "
+            "--force)\n", path);
+    return 1;
+  }
+  return 0;
+}
+
+static void remove_stale_shards(const char *prefix, int from) {
+  char path[4096];
+  struct stat any;
+  for (int k = from; nest_shard_path(prefix, k, path, sizeof path) == NEST_OK &&
+                     lstat(path, &any) == 0; ++k)
+    if (unlink(path) == 0) printf("nest_prep: removed %s (left from an earlier, larger set)\n", path);
+}
+
+typedef struct {
+  long n, classes, size, channels, shard_size;
+  unsigned long long seed;
+} shard_opts;
+
+static int run_synthetic(const char *prefix, const shard_opts *so, int force) {
+  if (check_shard_output(prefix, force)) return 1;
+  const nest_shape shape = {(int)so->channels, (int)so->size, (int)so->size};
+  int nfiles = 0;
+  nest_status st = nest_shards_synthetic(prefix, so->n, shape, (int)so->classes, so->shard_size,
+                                         so->seed, &nfiles);
+  if (st != NEST_OK) {
+    fprintf(stderr, "nest_prep: %s\n", nest_error_message());
+    return 1;
+  }
+  if (force) remove_stale_shards(prefix, nfiles);
+  printf("nest_prep: wrote %s-00000.h5 .. %s-%05d.h5: %ld synthetic images, shape %ldx%ldx%ld "
+         "(uint8), %ld classes, %d shard%s\n", prefix, prefix, nfiles - 1, so->n, so->channels,
+         so->size, so->size, so->classes, nfiles, nfiles == 1 ? "" : "s");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
+      {"synthetic-images", required_argument, NULL, 'S'}, {"classes", required_argument, NULL, 'C'},
+      {"size", required_argument, NULL, 'z'},    {"channels", required_argument, NULL, 'k'},
+      {"shard-size", required_argument, NULL, 'K'}, {"seed", required_argument, NULL, 's'},
       {"output", required_argument, NULL, 'o'},    {"format", required_argument, NULL, 'f'},
       {"label-col", required_argument, NULL, 'l'}, {"delim", required_argument, NULL, 'd'},
       {"header", no_argument, NULL, 'H'},          {"drop-cols", required_argument, NULL, 'x'},
@@ -115,7 +179,8 @@ int main(int argc, char **argv) {
   nest_data_opts o;
   nest_data_opts_default(&o);
   const char *outpath = NULL;
-  int force = 0;
+  int force = 0, synthetic = 0;
+  shard_opts so = {.classes = 10, .size = 256, .channels = 3, .shard_size = 1024, .seed = 1};
   long v;
   opterr = 0; /* we print our own one-line messages */
   int c;
@@ -146,12 +211,48 @@ int main(int argc, char **argv) {
         return usage_error("--max '%s': expected a positive sample count", optarg);
       o.max_samples = v;
       break;
+    case 'S':
+      if (!parse_long(optarg, 1, 1L << 40, &v))
+        return usage_error("--synthetic-images '%s': expected a positive image count", optarg);
+      so.n = v, synthetic = 1;
+      break;
+    case 'C':
+      if (!parse_long(optarg, 1, 1 << 20, &v))
+        return usage_error("--classes '%s': expected 1 .. 1048576", optarg);
+      so.classes = v;
+      break;
+    case 'z':
+      if (!parse_long(optarg, 1, 4096, &v)) return usage_error("--size '%s': expected 1 .. 4096", optarg);
+      so.size = v;
+      break;
+    case 'k':
+      if (!parse_long(optarg, 1, 64, &v)) return usage_error("--channels '%s': expected 1 .. 64", optarg);
+      so.channels = v;
+      break;
+    case 'K':
+      if (!parse_long(optarg, 1, 1L << 30, &v))
+        return usage_error("--shard-size '%s': expected a positive image count", optarg);
+      so.shard_size = v;
+      break;
+    case 's': {
+      char *end;
+      errno = 0;
+      so.seed = strtoull(optarg, &end, 10);
+      if (end == optarg || *end || errno || optarg[0] == '-')
+        return usage_error("--seed '%s': expected a non-negative integer", optarg);
+      break;
+    }
     case 'h': print_help(); return 0;
     case ':': return usage_error("option %s needs a value", argv[optind - 1]);
     default: return usage_error("unknown option '%s'", argv[optind - 1]);
     }
   }
   int npos = argc - optind;
+  if (synthetic) {
+    if (!outpath || !*outpath) return usage_error("%s", "missing -o PREFIX");
+    if (npos > 0) return usage_error("unexpected argument '%s' with --synthetic-images", argv[optind]);
+    return run_synthetic(outpath, &so, force);
+  }
   if (!outpath || !*outpath) return usage_error("%s", "missing -o OUT.h5");
   if (npos < 1 || npos > 2)
     return usage_error("%s", npos < 1 ? "missing INPUT file" : "too many input files");
