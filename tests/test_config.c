@@ -734,6 +734,7 @@ static const range_case range_cases[] = {
     RD("augment.scale", aug_scale, 0, 1, "[0, 1)"),
     RD("augment.shear", aug_shear, 0, 1, "[0, 1)"),
     RD("augment.translate", aug_translate, 0, 1000, "[0, 1000]"),
+    RI("augment.crop", aug_crop, 0, 65535, "[0, 65535]"),
     RI("train.epochs", epochs, 0, 1e5, "[0, 100000]"),
     RI("train.batch", batch, 1, 1048576, "[1, 1048576]"),
     RI("train.eval_every", eval_every, 1, 1e5, "[1, 100000]"),

@@ -133,11 +133,12 @@ void nest_shard_writer_destroy(nest_shard_writer **w);
 nest_status nest_shard_path(const char *prefix, int k, char *out, size_t cap);
 
 /* Learnable synthetic ImageNet-format shards: image i of class k (uniform, from the counter
- * RNG keyed by (seed, SYNTH, i)) is class k's pattern — a colour and an oriented sinusoidal
- * grating, both drawn from (seed, SYNTH, k) — plus uniform noise; any size and count, the same
- * bytes for any shard size and thread count. *nfiles: shards written (may be NULL). */
+ * RNG keyed by (seed, SYNTH, first + i)) is class k's pattern — a colour and an oriented
+ * sinusoidal grating, both drawn from (seed, SYNTH, k) — plus uniform noise; any size and
+ * count, the same bytes for any shard size and thread count. A test set: the same seed and
+ * first = the training set's count (same classes, other images). *nfiles may be NULL. */
 nest_status nest_shards_synthetic(const char *prefix, int64_t n, nest_shape shape, int nclasses,
-                                  int64_t shard_size, uint64_t seed, int *nfiles);
+                                  int64_t shard_size, uint64_t seed, int64_t first, int *nfiles);
 
 /* Write ds (raw data, labels, class count, normalisation, class names) in nest's HDF5
  * format (docs/data-format.md). Written to PATH.tmp and renamed, so a crash never leaves a

@@ -412,8 +412,8 @@ typedef struct {
   int fx, fy;       /* grating frequency: cycles across the width and the height */
 } synth_class;
 
-/* Image i: label from (seed, SYNTH, i, 1); pixels = 128 + colour + 45 sin(grating + phase)
- * + uniform noise in +-40 from (seed, SYNTH, i, 3), rounded and clamped to 0..255. */
+/* Image i: label from (seed, SYNTH, i, 1); pixels = 128 + colour + 40 sin(grating + phase)
+ * + uniform noise in +-50 from (seed, SYNTH, i, 3), rounded and clamped to 0..255. */
 static void synth_image(const synth_class *cls, int nclasses, nest_shape s, uint64_t seed,
                         int64_t i, uint8_t *img, int32_t *label, float *tab) {
   nest_rng r;
@@ -445,7 +445,7 @@ static void synth_image(const synth_class *cls, int nclasses, nest_shape s, uint
         if (!left) bits = nest_rng_u32(&nr), left = 4;
         const float u = (float)(bits & 255u) * (2.0f / 255.0f) - 1.0f; /* 8 bits per pixel */
         bits >>= 8, --left;
-        const float v = 128.0f + col + 45.0f * (sa[x] * cb[y] + ca[x] * sb[y]) + 40.0f * u;
+        const float v = 128.0f + col + 40.0f * (sa[x] * cb[y] + ca[x] * sb[y]) + 50.0f * u;
         const float q = roundf(v);
         o[(size_t)y * s.w + x] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
       }
@@ -453,7 +453,7 @@ static void synth_image(const synth_class *cls, int nclasses, nest_shape s, uint
 }
 
 nest_status nest_shards_synthetic(const char *prefix, int64_t n, nest_shape shape, int nclasses,
-                                  int64_t shard_size, uint64_t seed, int *nfiles) {
+                                  int64_t shard_size, uint64_t seed, int64_t first, int *nfiles) {
   if (n < 1)
     return NEST_ERR(NEST_ERR_ARG, "%s: synthetic shards need at least one image", prefix);
   nest_shard_writer *w = NULL;
@@ -472,7 +472,7 @@ nest_status nest_shards_synthetic(const char *prefix, int64_t n, nest_shape shap
     nest_rng r;
     nest_rng_init(&r, seed, NEST_RNG_SYNTH, (uint64_t)k, 2);
     for (int c = 0; c < 4; ++c) {
-      cls[k].colour[c] = 120.0f * nest_rng_uniform(&r) - 60.0f;
+      cls[k].colour[c] = 60.0f * nest_rng_uniform(&r) - 30.0f;
       cls[k].phase[c] = 6.2831853f * nest_rng_uniform(&r);
     }
     do {
@@ -484,7 +484,7 @@ nest_status nest_shards_synthetic(const char *prefix, int64_t n, nest_shape shap
     const int g = (int)(n - i0 < GROUP ? n - i0 : GROUP);
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < g; ++j)
-      synth_image(cls, nclasses, shape, seed, i0 + j, buf + (size_t)j * ib, &lab[j],
+      synth_image(cls, nclasses, shape, seed, first + i0 + j, buf + (size_t)j * ib, &lab[j],
                   tab + (size_t)j * tabn);
     for (int j = 0; j < g && st == NEST_OK; ++j)
       st = nest_shard_writer_add(w, buf + (size_t)j * ib, lab[j]);

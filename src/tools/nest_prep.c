@@ -28,7 +28,7 @@ static const char *usage_line =
     "usage: nest_prep -o OUT.h5 [--format auto|idx|csv|h5] [--label-col N] [--delim C]\n"
     "                 [--header] [--drop-cols LIST] [--max N] [--force] INPUT [LABELS]\n"
     "       nest_prep --synthetic-images N -o PREFIX [--classes C] [--size S] [--channels K]\n"
-    "                 [--shard-size K] [--seed X] [--force]\n";
+    "                 [--shard-size K] [--seed X] [--first N] [--force]\n";
 
 static void print_help(void) {
   printf("%s", usage_line);
@@ -52,11 +52,14 @@ static void print_help(void) {
          "  --channels K        channels (default 3)\n"
          "  --shard-size K      images per shard file (default 1024)\n"
          "  --seed X            seed of the synthetic images (default 1)\n"
+         "  --first N           number the images from N (default 0): a test set of the same\n"
+         "                      classes is --first <training count> with the same --seed\n"
          "\nExamples:\n"
          "  nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz\n"
          "  nest_prep -o wdbc.h5 --label-col 1 --drop-cols 0 wdbc.data\n"
          "  nest_prep -o letters.h5 letter-recognition.data\n"
-         "  nest_prep --synthetic-images 5000 -o synth/train --classes 100\n");
+         "  nest_prep --synthetic-images 5000 -o synth/train --classes 100\n"
+         "  nest_prep --synthetic-images 500 -o synth/test --classes 100 --first 5000\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -145,7 +148,7 @@ static void remove_stale_shards(const char *prefix, int from) {
 }
 
 typedef struct {
-  long n, classes, size, channels, shard_size;
+  long n, classes, size, channels, shard_size, first;
   unsigned long long seed;
 } shard_opts;
 
@@ -154,7 +157,7 @@ static int run_synthetic(const char *prefix, const shard_opts *so, int force) {
   const nest_shape shape = {(int)so->channels, (int)so->size, (int)so->size};
   int nfiles = 0;
   nest_status st = nest_shards_synthetic(prefix, so->n, shape, (int)so->classes, so->shard_size,
-                                         so->seed, &nfiles);
+                                         so->seed, so->first, &nfiles);
   if (st != NEST_OK) {
     fprintf(stderr, "nest_prep: %s\n", nest_error_message());
     return 1;
@@ -171,6 +174,7 @@ int main(int argc, char **argv) {
       {"synthetic-images", required_argument, NULL, 'S'}, {"classes", required_argument, NULL, 'C'},
       {"size", required_argument, NULL, 'z'},    {"channels", required_argument, NULL, 'k'},
       {"shard-size", required_argument, NULL, 'K'}, {"seed", required_argument, NULL, 's'},
+      {"first", required_argument, NULL, 'T'},
       {"output", required_argument, NULL, 'o'},    {"format", required_argument, NULL, 'f'},
       {"label-col", required_argument, NULL, 'l'}, {"delim", required_argument, NULL, 'd'},
       {"header", no_argument, NULL, 'H'},          {"drop-cols", required_argument, NULL, 'x'},
@@ -233,6 +237,11 @@ int main(int argc, char **argv) {
       if (!parse_long(optarg, 1, 1L << 30, &v))
         return usage_error("--shard-size '%s': expected a positive image count", optarg);
       so.shard_size = v;
+      break;
+    case 'T':
+      if (!parse_long(optarg, 0, 1L << 50, &v))
+        return usage_error("--first '%s': expected a non-negative image number", optarg);
+      so.first = v;
       break;
     case 's': {
       char *end;
