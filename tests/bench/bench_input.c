@@ -7,8 +7,9 @@
  * augment.flip = 1, 100 classes) for N + 1 steps on one rank, twice: with synchronous reads
  * (data.prefetch = 0) and with the background prefetch (data.prefetch = 1). Per step (the
  * first, always synchronous, left out) it reports the step time, the time the trainer spent
- * inside the batch reader (synchronous: pread + crop/flip/convert; prefetch: waiting for the
- * background read), the compute time (step minus input) and input / step in percent — the
+ * inside the batch reader ("wait": synchronous reads, pread + crop/flip/convert; with prefetch,
+ * waiting for the background read), the time spent reading in any thread ("read": hidden behind
+ * compute with prefetch), the compute time (step minus wait) and wait / step in percent — the
  * issue's goal is < 5% with prefetch. Before each run the shard files are evicted from the
  * page cache with posix_fadvise(DONTNEED) and mincore() tells how much of them was still
  * cached: the figure printed says whether the reads came from the disk or from memory. */
@@ -67,7 +68,7 @@ static double evict(const char *pattern) {
 }
 
 typedef struct {
-  double step, input, cached;
+  double step, input, read, cached; /* seconds per step: all, caller waiting, reading (any thread) */
 } result;
 
 static int run(const char *pattern, int batch, int steps, int prefetch, result *r) {
@@ -102,6 +103,7 @@ static int run(const char *pattern, int batch, int steps, int prefetch, result *
   nest_prefetch_get_stats(t->pf, &s1);
   r->step = el / steps;
   r->input = (s1.wait_s - s0.wait_s) / steps;
+  r->read = (s1.read_s - s0.read_s) / steps;
   nest_trainer_destroy(&t);
   return 0;
 }
@@ -142,8 +144,8 @@ int main(int argc, char **argv) {
          "%.1f s; AlexNet, crop 224, flip, 1 rank x %d threads, %d timed steps per run\n",
          (long long)n, (double)n * 3 * 256 * 256 / 1e6, pattern, nest_comm_wtime() - t0,
          omp_get_max_threads(), steps);
-  printf("%6s  %-9s  %8s  %9s  %10s  %8s  %s\n", "batch", "input", "step s", "input s",
-         "compute s", "input %", "shards cached at start");
+  printf("%6s  %-9s  %8s  %10s  %9s  %10s  %8s  %s\n", "batch", "input", "step s", "wait ms",
+         "read ms", "compute s", "wait %", "shards cached at start");
   for (const char *p = batches; *p;) {
     const int b = atoi(p);
     p += strcspn(p, ",");
@@ -151,8 +153,9 @@ int main(int argc, char **argv) {
     for (int pf = 0; pf < 2; ++pf) {
       result r;
       if (run(pattern, b, steps, pf, &r)) return 1;
-      printf("%6d  %-9s  %8.3f  %9.4f  %10.3f  %7.2f%%  %.0f%%\n", b, pf ? "prefetch" : "sync",
-             r.step, r.input, r.step - r.input, 100.0 * r.input / r.step, 100.0 * r.cached);
+      printf("%6d  %-9s  %8.3f  %10.3f  %9.1f  %10.3f  %7.3f%%  %.0f%%\n", b,
+             pf ? "prefetch" : "sync", r.step, 1e3 * r.input, 1e3 * r.read, r.step - r.input,
+             100.0 * r.input / r.step, 100.0 * r.cached);
       fflush(stdout);
     }
   }
