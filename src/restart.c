@@ -491,7 +491,8 @@ static nest_status check_compatible(nest_trainer *t, const char *path, const loa
   data_fingerprint(t, fp);
   static const char *const what[NFP] = {"samples in data.train", "training samples",
                                         "validation samples", "test samples", "classes",
-                                        "features per sample", "hash of the training labels (and shard files)",
+                                        "features per sample",
+                                        "hash of the training labels (and shard files)",
                                         "hash of the test labels (and shard files)"};
   for (int k = 0; k < NFP; ++k)
     if (fp[k] != L->fp[k])
