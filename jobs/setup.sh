@@ -10,7 +10,7 @@ packages=(build-essential cmake pkg-config git
           openmpi-bin libopenmpi-dev
           libhdf5-dev hdf5-tools
           libopenblas-openmp-dev
-          libcmocka-dev zlib1g-dev)
+          libcmocka-dev zlib1g-dev libjpeg62-turbo-dev)
 
 missing=()
 if command -v dpkg-query >/dev/null; then
