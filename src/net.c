@@ -75,6 +75,9 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
     scratch += pad16(l->cache_floats);
     acts += pad16((size_t)max_batch * nest_shape_size(l->out));
   }
+  net->ws_bytes = ws * sizeof(float);
+  net->cache_bytes = scratch * sizeof(float);
+  net->act_bytes = net->dact_bytes = acts * sizeof(float);
   scratch += ws;
   net->nparams = off;
   net->nbuf = boff;

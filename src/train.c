@@ -488,17 +488,31 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
 
   nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
   const float *logits;
+  double tm[5];
+  tm[0] = t->times ? nest_comm_wtime() : 0;
   NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
   /* scale 1/global_rows: the allreduce SUM of per-rank gradients is the mean-loss gradient. */
   nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
                          t->dlogits, loss_sum, correct);
   *rows += count;
+  tm[1] = t->times ? nest_comm_wtime() : 0;
   NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
+  tm[2] = t->times ? nest_comm_wtime() : 0;
   /* One fused sum for every gradient of the step, bit-identical on every rank by construction
    * (comm.h), so the weights stay identical without trusting MPI_Allreduce's reduction order
    * and RigL can rank this gradient. */
   NEST_CALL(nest_comm_sum_same_f32(t->comm, t->net->grads, t->net->nparams));
+  tm[3] = t->times ? nest_comm_wtime() : 0;
   nest_optim_step(t->net, &t->optim, lr, t->nthreads);
+  if (t->times) {
+    tm[4] = nest_comm_wtime();
+    t->times->fwd += tm[1] - tm[0];
+    t->times->bwd += tm[2] - tm[1];
+    t->times->wait += tm[3] - tm[2];
+    t->times->sum += tm[3] - tm[2];
+    t->times->opt += tm[4] - tm[3];
+    t->times->steps++;
+  }
   t->step++;
   return NEST_OK;
 }

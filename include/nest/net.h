@@ -58,6 +58,9 @@ typedef struct nest_net {
 
   float **act, **dact; /* [nlayers + 1] */
   float *act_mem, *scratch_mem;
+  /* Bytes of the allocations above (docs/memory.md; bench_step prints them): activations,
+   * their gradients, the shared per-call workspace and the layers' forward-to-backward caches. */
+  size_t act_bytes, dact_bytes, ws_bytes, cache_bytes;
 } nest_net;
 
 /* Build the layers from specs, check shapes, lay out and allocate the arenas (zeroed, masks
