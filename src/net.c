@@ -323,7 +323,8 @@ nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
   return NEST_OK;
 }
 
-nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits) {
+nest_status nest_net_backward_ready(nest_net *net, const nest_ctx *ctx, const float *dlogits,
+                                   nest_grads_ready_fn ready, void *arg) {
   size_t out_sz = (size_t)ctx->n * (size_t)net->nclasses;
   float *top = net->dact[net->nlayers];
   if (dlogits != top) memcpy(top, dlogits, out_sz * sizeof(float));
@@ -332,8 +333,14 @@ nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *d
     /* The first layer's dx is never needed: pass NULL to skip that GEMM. */
     NEST_CALL(l->ops->backward(l, ctx, net->act[i], net->act[i + 1], net->dact[i + 1],
                                i > 0 ? net->dact[i] : NULL));
+    /* layers lie in the arenas in order: everything from this layer's first tensor is final */
+    if (ready && l->nparams > 0) NEST_CALL(ready(arg, l->param[0].offset));
   }
   return NEST_OK;
+}
+
+nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits) {
+  return nest_net_backward_ready(net, ctx, dlogits, NULL, NULL);
 }
 
 void nest_net_apply_masks(nest_net *net) {

@@ -86,6 +86,14 @@ nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
 /* Backward pass from dL/dlogits ([n, nclasses]); overwrites net->grads. Call after forward
  * with the same ctx. */
 nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits);
+/* The same, calling ready(arg, lo) after each layer that has parameters, once its backward
+ * has returned: grads[lo, nparams) are then final (layers lie in the arenas in layer order, and
+ * backward runs from the last layer to the first), so the caller may start summing them over
+ * ranks while the remaining layers run (train.bucket_mb). lo decreases from call to call; the
+ * first layer with parameters reports lo = 0. An error from ready stops the pass. */
+typedef nest_status (*nest_grads_ready_fn)(void *arg, size_t lo);
+nest_status nest_net_backward_ready(nest_net *net, const nest_ctx *ctx, const float *dlogits,
+                                   nest_grads_ready_fn ready, void *arg);
 
 /* params = masks ? params : 0, momentum likewise (restores the invariant after masks change;
  * a select, so dormant values become +0.0 whatever they held). */
