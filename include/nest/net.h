@@ -11,7 +11,10 @@
  *
  * Activations: act[i] is the input of layer i ([max_batch, in_i]), act[nlayers] the logits
  * ([max_batch, nclasses]); dact[i] = dL/dact[i]. Everything is allocated at create time —
- * nothing in forward/backward allocates.
+ * nothing in forward/backward allocates. A relu layer works in place (act[i + 1] == act[i],
+ * dact[i] == dact[i + 1]), and the activation gradients share two alternating buffers, so
+ * after backward only dact[nlayers] and the gradients of dense layers' outputs still hold
+ * their values (the others were overwritten by lower layers); dact[0] is NULL (net.c).
  *
  * Changing the architecture (growth/pruning of neurons) = build a new net from new specs at a
  * sync point (identical on every rank) and copy the surviving values across (surgery.h). The
@@ -67,6 +70,16 @@ typedef struct nest_net {
  * all ones). The last layer must output nclasses features. */
 nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape in, int nclasses,
                             int max_batch, int nthreads, nest_net **out);
+/* Memory layout options (net.c, "activations"); NULL or all zero = the default: in-place ReLU
+ * and two shared activation-gradient buffers. The alternatives exist for tests comparing the
+ * layouts (the same bits) and for docs/memory.md's figures. */
+typedef struct {
+  int no_inplace_relu; /* 1: every relu layer writes its own output buffer */
+  int separate_grads;  /* 1: every dact[j] has its own buffer (dact[0] too) */
+} nest_net_opts;
+nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_shape in,
+                               int nclasses, int max_batch, int nthreads,
+                               const nest_net_opts *opts, nest_net **out);
 void nest_net_destroy(nest_net **net);
 
 /* Seed connectivity and initial values, identical on every rank for the same seed:
