@@ -36,7 +36,7 @@ static void test_sums(void **state) {
 
 /* The by-construction sums: every rank holds the same bits (checked by hashing the bytes
  * across ranks), and the value is the sum (integers, so exact). Sizes cover the tiny
- * allgather path, reduce-scatter with and without a tail. */
+ * allgather path and owner sums with blocks of unequal length. */
 static void test_sum_same(void **state) {
   const size_t sizes[] = {1, 3, 64, 1000, 4099};
   for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; ++k) {
