@@ -516,9 +516,11 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
    * and RigL can rank this gradient. With train.bucket_mb > 0 it runs in buckets started
    * during backward (overlapped); the bits are those of one fused sum either way. */
   double sum_s = 0;
-  if (t->cfg.bucket_mb > 0 && t->nranks > 1) {
-    grad_buckets b = {t->comm, t->net->nparams,
-                      (size_t)(t->cfg.bucket_mb * 1048576.0 / sizeof(float)) + 1};
+  const size_t bucket = (size_t)(t->cfg.bucket_mb * 1048576.0 / sizeof(float)) + 1;
+  /* a net that fits one bucket has nothing to overlap: the fused sum, without the hand-off */
+  const int bucketed = t->cfg.bucket_mb > 0 && t->nranks > 1 && t->net->nparams > bucket;
+  if (bucketed) {
+    grad_buckets b = {t->comm, t->net->nparams, bucket};
     NEST_CALL(nest_comm_bucket_begin(t->comm, t->net->grads));
     nest_status st = nest_net_backward_ready(t->net, &ctx, t->dlogits, post_bucket, &b);
     tm[2] = t->times ? nest_comm_wtime() : 0;
@@ -537,7 +539,7 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
     t->times->fwd += tm[1] - tm[0];
     t->times->bwd += tm[2] - tm[1];
     t->times->wait += tm[3] - tm[2];
-    t->times->sum += t->cfg.bucket_mb > 0 && t->nranks > 1 ? sum_s : tm[3] - tm[2];
+    t->times->sum += bucketed ? sum_s : tm[3] - tm[2];
     t->times->opt += tm[4] - tm[3];
     t->times->steps++;
   }
