@@ -7,18 +7,27 @@
 #include "nest/comm.h"
 
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+typedef struct nest_bucket_sum nest_bucket_sum;
+static void bucket_destroy(nest_bucket_sum *q);
 
 struct nest_comm {
   MPI_Comm comm;
   int rank, size, local_size;
   int self;           /* 1: single process, no MPI calls */
   int finalize;       /* 1: we called MPI_Init and must finalize */
-  void *scratch;      /* receive block of the by-construction sums; grows, never shrinks */
+  int thread_level;    /* what MPI_Init_thread provided (or the running MPI reports) */
+  void *scratch;      /* received blocks of the by-construction sums; grows, never shrinks */
   size_t scratch_bytes;
+  int *cnt;           /* [4 x size] counts and displacements of those sums */
+  nest_bucket_sum *bq; /* the bucketed sums' thread, started by the first bucket round */
+  float *bucket_buf;  /* the current round's array */
+  double bucket_busy; /* without the thread: seconds the round's sums took */
 };
 
 static nest_status check(int rc, const char *what) {
@@ -34,12 +43,15 @@ nest_status nest_comm_init(int *argc, char ***argv, nest_comm **out) {
   int inited = 0, provided = 0;
   MPI_Initialized(&inited);
   if (!inited) {
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
       return NEST_ERR(NEST_ERR_MPI, "MPI_Init_thread failed");
+  } else {
+    MPI_Query_thread(&provided);
   }
   nest_comm *c = calloc(1, sizeof *c);
   if (!c) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the communicator");
   c->finalize = !inited;
+  c->thread_level = provided;
   NEST_CALL(check(MPI_Comm_dup(MPI_COMM_WORLD, &c->comm), "MPI_Comm_dup"));
   MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(c->comm, &c->rank);
@@ -52,6 +64,8 @@ nest_status nest_comm_init(int *argc, char ***argv, nest_comm **out) {
   } else {
     c->local_size = 1;
   }
+  c->cnt = malloc(sizeof(int) * 4 * (size_t)c->size);
+  if (!c->cnt) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the communicator");
   *out = c;
   return NEST_OK;
 }
@@ -70,12 +84,14 @@ void nest_comm_destroy(nest_comm **cp) {
   if (!cp || !*cp) return;
   nest_comm *c = *cp;
   if (!c->self) {
+    if (c->bq) bucket_destroy(c->bq);
     MPI_Comm_free(&c->comm);
     int fin = 0;
     MPI_Finalized(&fin);
     if (c->finalize && !fin) MPI_Finalize();
   }
   free(c->scratch);
+  free(c->cnt);
   free(c);
   *cp = NULL;
 }
@@ -117,67 +133,317 @@ nest_status nest_comm_allreduce_max_f64(nest_comm *c, double *buf, size_t n) {
   return allreduce(c, buf, n, MPI_DOUBLE, sizeof(double), MPI_MAX, "MPI_Allreduce(double max)");
 }
 
-static nest_status scratch_reserve(nest_comm *c, size_t bytes) {
-  if (bytes <= c->scratch_bytes) return NEST_OK;
-  void *p = realloc(c->scratch, bytes);
+/* ---- by-construction sums ----------------------------------------------------------------
+ *
+ * Every element's sum is computed by nest, on exactly one rank (its owner), in rank order
+ * ((x0 + x1) + x2) + ... + x(P-1); every other rank receives those bits. The owner of an
+ * element and the cutting of the array into segments or buckets therefore never change a bit:
+ * a bucketed sum equals the fused one by construction, for any P. */
+
+/* What one sum needs besides the data: a communicator and a receive buffer. The main thread
+ * and the bucket thread each have their own. */
+typedef struct {
+  MPI_Comm comm;
+  int rank, size;
+  int poll;             /* 1: non-blocking calls completed by a Test loop that sleeps between
+                           tests (the bucket thread: it must not spin on a core the layers
+                           compute on); 0: blocking calls (the main thread) */
+  void *scratch;        /* P-1 received blocks; grows, never shrinks */
+  size_t scratch_bytes;
+  int *cnt;             /* [4P]: send counts, send displacements, receive counts, displs */
+} sum_ctx;
+
+static nest_status scratch_reserve(sum_ctx *x, size_t bytes) {
+  if (bytes <= x->scratch_bytes) return NEST_OK;
+  void *p = realloc(x->scratch, bytes);
   if (!p) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for a %zu-byte reduction buffer", bytes);
-  c->scratch = p;
-  c->scratch_bytes = bytes;
+  x->scratch = p;
+  x->scratch_bytes = bytes;
   return NEST_OK;
 }
 
-/* See comm.h. Elements [0, P*blk) go through reduce-scatter + allgather in segments of at
- * most P * 2^26 elements (MPI counts are int); the tail of n mod P through reduce + bcast. */
-static nest_status sum_same(nest_comm *c, void *buf, size_t n, MPI_Datatype t, size_t esize) {
-  if (c->self || c->size == 1 || n == 0) return NEST_OK;
-  const size_t P = (size_t)c->size;
+/* Complete *req: MPI_Wait, or (poll) MPI_Test with sleeps of 20 us to 0.5 ms in between. */
+static nest_status finish(const sum_ctx *x, MPI_Request *req, const char *what) {
+  if (!x->poll) return check(MPI_Wait(req, MPI_STATUS_IGNORE), what);
+  long ns = 20000;
+  for (;;) {
+    int done = 0;
+    NEST_CALL(check(MPI_Test(req, &done, MPI_STATUS_IGNORE), what));
+    if (done) return NEST_OK;
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+    if (ns < 500000) ns *= 2;
+  }
+}
+
+/* a[i] += b[i]: one rank's term of the rank-order sum (elementwise, so vector code adds the
+ * same floats in the same order as a scalar loop). */
+static void add_to(void *a, const void *b, size_t n, int dbl) {
+  if (dbl) {
+    double *restrict p = a;
+    const double *restrict q = b;
+    for (size_t i = 0; i < n; ++i) p[i] += q[i];
+  } else {
+    float *restrict p = a;
+    const float *restrict q = b;
+    for (size_t i = 0; i < n; ++i) p[i] += q[i];
+  }
+}
+
+/* Elements per segment: a segment's P-1 received blocks fit the scratch (<= 64 MiB of floats)
+ * and every MPI count fits an int. */
+#define SEG_ELEMS ((size_t)1 << 24)
+
+/* One segment b[0, m) (m <= SEG_ELEMS): block r = [m r / P, m (r+1) / P) belongs to rank r.
+ * 1. all-to-all: rank r receives every other rank's block r (scratch, in rank order, its own
+ *    block skipped); 2. rank r sums block r in rank order; 3. allgather of the summed blocks. */
+static nest_status sum_segment(sum_ctx *x, char *b, size_t m, MPI_Datatype t, size_t esize) {
+  const int P = x->size, me = x->rank, dbl = t == MPI_DOUBLE;
+  int *scnt = x->cnt, *sdsp = scnt + P, *rcnt = sdsp + P, *rdsp = rcnt + P;
+  const size_t mlo = m * (size_t)me / (size_t)P, mine = m * (size_t)(me + 1) / (size_t)P - mlo;
+  NEST_CALL(scratch_reserve(x, (mine ? mine : 1) * (size_t)(P - 1) * esize));
+  for (int r = 0; r < P; ++r) {
+    const size_t lo = m * (size_t)r / (size_t)P, hi = m * (size_t)(r + 1) / (size_t)P;
+    scnt[r] = r == me ? 0 : (int)(hi - lo);
+    sdsp[r] = (int)lo;
+    rcnt[r] = r == me ? 0 : (int)mine;
+    rdsp[r] = (int)(mine * (size_t)(r < me ? r : r - 1)); /* slot of rank r */
+  }
+  MPI_Request req;
+  if (x->poll) {
+    NEST_CALL(check(MPI_Ialltoallv(b, scnt, sdsp, t, x->scratch, rcnt, rdsp, t, x->comm, &req),
+                    "MPI_Ialltoallv(sum)"));
+    NEST_CALL(finish(x, &req, "MPI_Ialltoallv(sum)"));
+  } else {
+    NEST_CALL(check(MPI_Alltoallv(b, scnt, sdsp, t, x->scratch, rcnt, rdsp, t, x->comm),
+                    "MPI_Alltoallv(sum)"));
+  }
+  /* block me = x0 + x1 + ... in rank order; own = rank me's term */
+  char *own = b + mlo * esize, *slot = x->scratch;
+  if (me == 0) {
+    for (int r = 1; r < P; ++r) add_to(own, slot + (size_t)(r - 1) * mine * esize, mine, dbl);
+  } else {
+    char *acc = slot; /* rank 0's term, then the others added into it */
+    for (int r = 1; r < P; ++r)
+      add_to(acc, r == me ? own : slot + (size_t)(r < me ? r : r - 1) * mine * esize, mine, dbl);
+    memcpy(own, acc, mine * esize);
+  }
+  for (int r = 0; r < P; ++r) {
+    const size_t lo = m * (size_t)r / (size_t)P, hi = m * (size_t)(r + 1) / (size_t)P;
+    rcnt[r] = (int)(hi - lo);
+    rdsp[r] = (int)lo;
+  }
+  if (x->poll) {
+    NEST_CALL(check(MPI_Iallgatherv(MPI_IN_PLACE, 0, t, b, rcnt, rdsp, t, x->comm, &req),
+                    "MPI_Iallgatherv(sum)"));
+    return finish(x, &req, "MPI_Iallgatherv(sum)");
+  }
+  return check(MPI_Allgatherv(MPI_IN_PLACE, 0, t, b, rcnt, rdsp, t, x->comm),
+               "MPI_Allgatherv(sum)");
+}
+
+/* See comm.h. Short vectors (n x P <= 256): allgather everything, every rank sums in rank
+ * order (the same bits as the owner's sum). */
+static nest_status sum_same(sum_ctx *x, void *buf, size_t n, MPI_Datatype t, size_t esize) {
+  if (x->size == 1 || n == 0) return NEST_OK;
+  const size_t P = (size_t)x->size;
+  const int dbl = t == MPI_DOUBLE;
   char *b = buf;
-  if (n * P <= 256) { /* tiny: allgather everything, sum in rank order on every rank */
-    NEST_CALL(scratch_reserve(c, n * P * esize));
-    NEST_CALL(check(MPI_Allgather(b, (int)n, t, c->scratch, (int)n, t, c->comm),
+  if (n * P <= 256) {
+    NEST_CALL(scratch_reserve(x, n * P * esize));
+    NEST_CALL(check(MPI_Allgather(b, (int)n, t, x->scratch, (int)n, t, x->comm),
                     "MPI_Allgather(sum)"));
-    for (size_t i = 0; i < n; ++i) {
-      if (t == MPI_DOUBLE) {
-        const double *all = c->scratch;
-        double v = all[i];
-        for (size_t r = 1; r < P; ++r) v += all[r * n + i];
-        ((double *)b)[i] = v;
-      } else {
-        const float *all = c->scratch;
-        float v = all[i];
-        for (size_t r = 1; r < P; ++r) v += all[r * n + i];
-        ((float *)b)[i] = v;
-      }
-    }
+    char *all = x->scratch;
+    for (size_t r = 1; r < P; ++r) add_to(all, all + r * n * esize, n, dbl);
+    memcpy(b, all, n * esize);
     return NEST_OK;
   }
-  const size_t seg_blk = (size_t)1 << 26;
-  size_t done = 0, body = n / P * P;
-  while (done < body) {
-    size_t blk = (body - done) / P;
-    if (blk > seg_blk) blk = seg_blk;
-    NEST_CALL(scratch_reserve(c, blk * esize));
-    NEST_CALL(check(MPI_Reduce_scatter_block(b + done * esize, c->scratch, (int)blk, t, MPI_SUM,
-                                             c->comm),
-                    "MPI_Reduce_scatter_block"));
-    NEST_CALL(check(MPI_Allgather(c->scratch, (int)blk, t, b + done * esize, (int)blk, t, c->comm),
-                    "MPI_Allgather"));
-    done += blk * P;
-  }
-  if (n > body) {
-    const int tail = (int)(n - body);
-    void *in = c->rank == 0 ? MPI_IN_PLACE : (void *)(b + body * esize);
-    NEST_CALL(check(MPI_Reduce(in, b + body * esize, tail, t, MPI_SUM, 0, c->comm), "MPI_Reduce"));
-    NEST_CALL(check(MPI_Bcast(b + body * esize, tail, t, 0, c->comm), "MPI_Bcast"));
+  for (size_t done = 0; done < n; done += SEG_ELEMS) {
+    const size_t m = n - done < SEG_ELEMS ? n - done : SEG_ELEMS;
+    NEST_CALL(sum_segment(x, b + done * esize, m, t, esize));
   }
   return NEST_OK;
+}
+
+static sum_ctx main_ctx(nest_comm *c) {
+  return (sum_ctx){c->comm, c->rank, c->size, 0, c->scratch, c->scratch_bytes, c->cnt};
+}
+
+static nest_status main_sum(nest_comm *c, void *buf, size_t n, MPI_Datatype t, size_t esize) {
+  if (c->self || c->size == 1 || n == 0) return NEST_OK;
+  sum_ctx x = main_ctx(c);
+  nest_status st = sum_same(&x, buf, n, t, esize);
+  c->scratch = x.scratch; /* it may have grown */
+  c->scratch_bytes = x.scratch_bytes;
+  return st;
 }
 
 nest_status nest_comm_sum_same_f32(nest_comm *c, float *buf, size_t n) {
-  return sum_same(c, buf, n, MPI_FLOAT, sizeof(float));
+  return main_sum(c, buf, n, MPI_FLOAT, sizeof(float));
 }
 nest_status nest_comm_sum_same_f64(nest_comm *c, double *buf, size_t n) {
-  return sum_same(c, buf, n, MPI_DOUBLE, sizeof(double));
+  return main_sum(c, buf, n, MPI_DOUBLE, sizeof(double));
+}
+
+/* ---- bucketed sums on a communication thread ------------------------------------------- */
+
+struct nest_bucket_sum {
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t wake, idle; /* posted work / all posted work done */
+  sum_ctx x;                 /* the thread's own communicator (a duplicate) and scratch */
+  float *buf;                /* the array of the current round */
+  size_t *lo, *hi;           /* posted ranges, in posting order */
+  int cap, posted, done;
+  int quit;
+  nest_status st;            /* the thread's first error; its message in msg */
+  char msg[1000];
+  double t_first, t_last;    /* start of the round's first range, end of its last */
+};
+
+static void *bucket_thread(void *arg) {
+  nest_bucket_sum *q = arg;
+  pthread_mutex_lock(&q->mu);
+  for (;;) {
+    while (!q->quit && q->done == q->posted) pthread_cond_wait(&q->wake, &q->mu);
+    if (q->quit) break;
+    const size_t lo = q->lo[q->done], hi = q->hi[q->done];
+    float *buf = q->buf;
+    const int failed = q->st != NEST_OK;
+    pthread_mutex_unlock(&q->mu);
+    /* After an error the remaining ranges are skipped (the round's result is an error). */
+    const double t0 = MPI_Wtime();
+    nest_status st = failed ? NEST_OK : sum_same(&q->x, buf + lo, hi - lo, MPI_FLOAT, sizeof(float));
+    const double t1 = MPI_Wtime();
+    pthread_mutex_lock(&q->mu);
+    if (q->done == 0) q->t_first = t0;
+    q->t_last = t1;
+    if (st != NEST_OK && q->st == NEST_OK) {
+      q->st = st;
+      snprintf(q->msg, sizeof q->msg, "%s", nest_error_message());
+    }
+    q->done++;
+    if (q->done == q->posted) pthread_cond_signal(&q->idle);
+  }
+  pthread_mutex_unlock(&q->mu);
+  return NULL;
+}
+
+static void bucket_destroy(nest_bucket_sum *q) {
+  if (!q) return;
+  pthread_mutex_lock(&q->mu);
+  q->quit = 1;
+  pthread_cond_signal(&q->wake);
+  pthread_mutex_unlock(&q->mu);
+  pthread_join(q->thread, NULL);
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->wake);
+  pthread_cond_destroy(&q->idle);
+  MPI_Comm_free(&q->x.comm);
+  free(q->x.scratch);
+  free(q->x.cnt);
+  free(q->lo);
+  free(q->hi);
+  free(q);
+}
+
+/* Collective (MPI_Comm_dup): every rank creates its thread at the same call. */
+static nest_status bucket_create(nest_comm *c, nest_bucket_sum **out) {
+  nest_bucket_sum *q = calloc(1, sizeof *q);
+  if (!q) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucketed sum");
+  q->cap = 64;
+  q->lo = malloc(sizeof *q->lo * (size_t)q->cap);
+  q->hi = malloc(sizeof *q->hi * (size_t)q->cap);
+  q->x.cnt = malloc(sizeof(int) * 4 * (size_t)c->size);
+  nest_status st = NEST_OK;
+  if (!q->lo || !q->hi || !q->x.cnt) st = NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucketed sum");
+  if (st == NEST_OK) st = check(MPI_Comm_dup(c->comm, &q->x.comm), "MPI_Comm_dup(buckets)");
+  if (st != NEST_OK) {
+    free(q->lo), free(q->hi), free(q->x.cnt), free(q);
+    return st;
+  }
+  MPI_Comm_set_errhandler(q->x.comm, MPI_ERRORS_RETURN);
+  q->x.rank = c->rank;
+  q->x.size = c->size;
+  q->x.poll = 1;
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_cond_init(&q->wake, NULL);
+  pthread_cond_init(&q->idle, NULL);
+  if (pthread_create(&q->thread, NULL, bucket_thread, q) != 0) {
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->wake);
+    pthread_cond_destroy(&q->idle);
+    MPI_Comm_free(&q->x.comm);
+    free(q->lo), free(q->hi), free(q->x.cnt), free(q);
+    return NEST_ERR(NEST_ERR_NOMEM, "cannot start the communication thread");
+  }
+  *out = q;
+  return NEST_OK;
+}
+
+static int bucket_threaded(const nest_comm *c) { return c->thread_level >= MPI_THREAD_MULTIPLE; }
+
+nest_status nest_comm_bucket_begin(nest_comm *c, float *buf) {
+  if (c->self || c->size == 1) return NEST_OK;
+  c->bucket_buf = buf;
+  if (!bucket_threaded(c)) return NEST_OK;
+  if (!c->bq) NEST_CALL(bucket_create(c, &c->bq));
+  nest_bucket_sum *q = c->bq;
+  pthread_mutex_lock(&q->mu);
+  NEST_ASSERT(q->done == q->posted); /* the previous round was ended */
+  q->buf = buf;
+  q->posted = q->done = 0;
+  q->st = NEST_OK;
+  q->t_first = q->t_last = 0;
+  pthread_mutex_unlock(&q->mu);
+  return NEST_OK;
+}
+
+nest_status nest_comm_bucket_post(nest_comm *c, size_t lo, size_t hi) {
+  if (c->self || c->size == 1 || hi <= lo) return NEST_OK;
+  if (!bucket_threaded(c)) { /* no thread: sum now, on this thread (the same bits) */
+    const double t0 = MPI_Wtime();
+    nest_status st = nest_comm_sum_same_f32(c, c->bucket_buf + lo, hi - lo);
+    c->bucket_busy += MPI_Wtime() - t0;
+    return st;
+  }
+  nest_bucket_sum *q = c->bq;
+  pthread_mutex_lock(&q->mu);
+  if (q->posted == q->cap) { /* rare: more buckets than ever before */
+    size_t *l = realloc(q->lo, sizeof *l * 2 * (size_t)q->cap);
+    if (l) q->lo = l;
+    size_t *h = l ? realloc(q->hi, sizeof *h * 2 * (size_t)q->cap) : NULL;
+    if (h) q->hi = h;
+    if (!l || !h) {
+      pthread_mutex_unlock(&q->mu);
+      return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucket list");
+    }
+    q->cap *= 2;
+  }
+  q->lo[q->posted] = lo;
+  q->hi[q->posted] = hi;
+  q->posted++;
+  pthread_cond_signal(&q->wake);
+  pthread_mutex_unlock(&q->mu);
+  return NEST_OK;
+}
+
+nest_status nest_comm_bucket_end(nest_comm *c, double *seconds) {
+  if (seconds) *seconds = 0;
+  if (c->self || c->size == 1) return NEST_OK;
+  if (!bucket_threaded(c)) {
+    if (seconds) *seconds = c->bucket_busy;
+    c->bucket_busy = 0;
+    return NEST_OK;
+  }
+  nest_bucket_sum *q = c->bq;
+  pthread_mutex_lock(&q->mu);
+  while (q->done < q->posted) pthread_cond_wait(&q->idle, &q->mu);
+  nest_status st = q->st;
+  if (seconds && q->posted) *seconds = q->t_last - q->t_first;
+  pthread_mutex_unlock(&q->mu);
+  if (st != NEST_OK) nest_error_adopt(st, q->msg);
+  return st;
 }
 
 nest_status nest_comm_bcast(nest_comm *c, void *buf, size_t bytes, int root) {

@@ -129,6 +129,7 @@ static const key_def keys[] = {
     KEY(train, epochs, KT_INT, "20", "training epochs"),
     KEY(train, batch, KT_INT, "128", "global batch size, summed over all ranks"),
     KEY(train, eval_every, KT_INT, "1", "epochs between validation/test evaluations"),
+    KEY(train, bucket_mb, KT_DOUBLE, "25", "MiB per bucket of the gradient sum started during backward (overlap); 0 = one sum after backward"),
 
     KEY(optim, lr, KT_DOUBLE, "0.05", "base learning rate"),
     KEY(optim, momentum, KT_DOUBLE, "0.9", "SGD momentum, in [0, 1)"),
@@ -342,6 +343,8 @@ static const key_range ranges[] = {
     /* 2^20: the trainer computes batch + ranks - 1 in int and allocates batch x sample size */
     {"train.batch", '[', 1, 1048576, ']'},
     {"train.eval_every", '[', 1, 1e5, ']'},
+    /* MiB: a bucket's element count fits the int counts of MPI */
+    {"train.bucket_mb", '[', 0, 4096, ']'},
     /* learning rates: finite, and far above any rate that trains */
     {"optim.lr", '(', 0, 1000, ']'},
     {"optim.momentum", '[', 0, 1, ')'},

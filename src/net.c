@@ -13,8 +13,112 @@
 /* Round up to a multiple of 16 floats so every tensor starts 64-byte aligned. */
 static size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
 
+/* ---- activations --------------------------------------------------------------------------
+ *
+ * act[j] / dact[j] (j = 0..nlayers) hold layer j's input and its gradient, [max_batch, size of
+ * shape j] with shape 0 the net's input and shape j + 1 layer j's output.
+ *
+ * In-place ReLU: a relu layer i > 0 writes its output over its input (act[i + 1] = act[i])
+ * and its dx over its dy (dact[i] = dact[i + 1]): y = max(x, 0) and dx = (y > 0 ? dy : 0) are
+ * elementwise, and relu's backward needs only y, which the buffer then holds. That is correct
+ * because no layer's backward reads its own output y except relu's (dense, conv2d, maxpool,
+ * batchnorm and dropout read x, dy and their caches), and a relu before an in-place relu finds
+ * its output unchanged (relu(y) = y). Readers of activations after a pass see post-ReLU values
+ * at a relu's input, which is what they read there anyway (gradpass reads act[l] of dense /
+ * conv inputs and the relu outputs nest_actpass_output names, never the pre-ReLU values).
+ *
+ * Shared gradient buffers: backward needs only dact[j + 1] (its dy) and dact[j] (its dx) at a
+ * time, so the activation gradients alternate between two buffers A and B, each the size of
+ * the largest gradient it holds. Exceptions, with buffers of their own: dact[nlayers] (dL/dlogits,
+ * written before backward) and the gradient of every dense layer's output — the gradient pass
+ * reads dact[c + 1] of a dense consumer c after backward for the bridging products (growth)
+ * — both small. dact[0] is never written (the first layer gets dx = NULL) and is NULL.
+ * Without sharing (opts->separate_grads), every dact[j] has its own buffer, as act does. */
+
+static int relu_in_place(const nest_net *net, const nest_net_opts *o, int i) {
+  return !(o && o->no_inplace_relu) && i > 0 && net->layers[i]->kind == NEST_LAYER_RELU;
+}
+
+static nest_status layout_activations(nest_net *net, const nest_net_opts *o) {
+  const int L = net->nlayers;
+  const int share = !(o && o->separate_grads);
+  size_t *sz = NULL, *aoff = NULL, *doff = NULL;
+  int *grp = NULL; /* dact: -1 own buffer, 0 = A, 1 = B */
+  nest_status st = NEST_OK;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&sz, (size_t)L + 1, sizeof *sz, "activation sizes"), done);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&aoff, (size_t)L + 1, sizeof *aoff, "activation sizes"), done);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&doff, (size_t)L + 1, sizeof *doff, "activation sizes"), done);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&grp, (size_t)L + 1, sizeof *grp, "activation sizes"), done);
+  for (int j = 0; j <= L; ++j)
+    sz[j] = pad16((size_t)net->max_batch *
+                  nest_shape_size(j == 0 ? net->in_shape : net->layers[j - 1]->out));
+  /* act: own buffers, except in-place relu outputs */
+  size_t total = 0;
+  for (int j = 0; j <= L; ++j) {
+    if (j > 0 && relu_in_place(net, o, j - 1)) {
+      aoff[j] = aoff[j - 1];
+      continue;
+    }
+    aoff[j] = total;
+    total += sz[j];
+  }
+  net->act_bytes = total * sizeof(float);
+  /* dact, top down: an in-place relu i aliases dact[i] to dact[i + 1] (one group); a group is
+   * private if it is the top one or holds a dense layer's output gradient; the others take
+   * turns between A and B (never the buffer of the group above: a layer reads one and writes
+   * the other). */
+  size_t dtotal = 0, szab[2] = {0, 0};
+  int above = -1; /* buffer of the group above: -1 private */
+  for (int j = L; j >= 1;) {
+    int lo = j; /* the group is [lo, j] */
+    while (lo - 1 >= 1 && relu_in_place(net, o, lo - 1)) --lo;
+    int priv = !share || j == L;
+    for (int m = lo; m <= j; ++m) priv |= net->layers[m - 1]->kind == NEST_LAYER_DENSE;
+    int g = -1;
+    if (!priv) g = above == 0 ? 1 : 0;
+    for (int m = lo; m <= j; ++m) grp[m] = g;
+    if (g < 0) {
+      for (int m = lo; m <= j; ++m) doff[m] = dtotal;
+      dtotal += sz[j];
+    } else if (sz[j] > szab[g]) {
+      szab[g] = sz[j];
+    }
+    above = g;
+    j = lo - 1;
+  }
+  /* dact[0]: own buffer only without sharing (old layout), else none */
+  const size_t d0 = share ? 0 : sz[0];
+  const size_t base_ab = total + dtotal + d0;
+  const size_t all = base_ab + szab[0] + szab[1];
+  net->dact_bytes = (all - total) * sizeof(float);
+  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->act_mem, (all ? all : 1) * sizeof(float),
+                                         "activations"),
+                 done);
+  memset(net->act_mem, 0, (all ? all : 1) * sizeof(float));
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->act, (size_t)L + 1, sizeof(float *), "act"), done);
+  NEST_CALL_GOTO(st, nest_calloc((void **)&net->dact, (size_t)L + 1, sizeof(float *), "dact"), done);
+  for (int j = 0; j <= L; ++j) net->act[j] = net->act_mem + aoff[j];
+  net->dact[0] = share ? NULL : net->act_mem + total + dtotal;
+  for (int j = 1; j <= L; ++j)
+    net->dact[j] = grp[j] < 0   ? net->act_mem + total + doff[j]
+                   : grp[j] == 0 ? net->act_mem + base_ab
+                                 : net->act_mem + base_ab + szab[0];
+done:
+  free(sz);
+  free(aoff);
+  free(doff);
+  free(grp);
+  return st;
+}
+
 nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape in, int nclasses,
                             int max_batch, int nthreads, nest_net **out) {
+  return nest_net_create_ex(specs, nspecs, in, nclasses, max_batch, nthreads, NULL, out);
+}
+
+nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_shape in,
+                               int nclasses, int max_batch, int nthreads,
+                               const nest_net_opts *opts, nest_net **out) {
   *out = NULL;
   if (nspecs <= 0) return NEST_ERR(NEST_ERR_CONFIG, "network has no layers");
   if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "max_batch must be positive");
@@ -57,7 +161,6 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
 
   /* 2. Lay out the arenas: offsets for every declared tensor and buffer. */
   size_t off = 0, boff = 0, scratch = 0, ws = 0;
-  size_t acts = pad16((size_t)max_batch * nest_shape_size(in));
   int ntensors = 0;
   for (int i = 0; i < net->nlayers; ++i) {
     nest_layer *l = net->layers[i];
@@ -73,8 +176,9 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
     /* ws is per-call workspace (layer.h): one block, the largest, serves every layer */
     if (pad16(l->ws_floats) > ws) ws = pad16(l->ws_floats);
     scratch += pad16(l->cache_floats);
-    acts += pad16((size_t)max_batch * nest_shape_size(l->out));
   }
+  net->ws_bytes = ws * sizeof(float);
+  net->cache_bytes = scratch * sizeof(float);
   scratch += ws;
   net->nparams = off;
   net->nbuf = boff;
@@ -97,24 +201,9 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
   NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->scratch_mem,
                                          (scratch ? scratch : 1) * sizeof(float), "layer scratch"),
                  fail);
-  /* Activations and their gradients share one allocation: act then dact. */
-  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->act_mem, 2 * acts * sizeof(float),
-                                         "activations"),
-                 fail);
-  memset(net->act_mem, 0, 2 * acts * sizeof(float));
-  NEST_CALL_GOTO(st, nest_calloc((void **)&net->act, net->nlayers + 1, sizeof(float *), "act"),
-                 fail);
-  NEST_CALL_GOTO(st, nest_calloc((void **)&net->dact, net->nlayers + 1, sizeof(float *), "dact"),
-                 fail);
-
+  NEST_CALL_GOTO(st, layout_activations(net, opts), fail);
   /* 3. Bind layer pointers into the arenas. */
   float *ws_mem = net->scratch_mem, *sp = net->scratch_mem + ws;
-  float *ap = net->act_mem, *dp = net->act_mem + acts;
-  size_t in_sz = pad16((size_t)max_batch * nest_shape_size(in));
-  net->act[0] = ap;
-  net->dact[0] = dp;
-  ap += in_sz;
-  dp += in_sz;
   ntensors = 0;
   for (int i = 0; i < net->nlayers; ++i) {
     nest_layer *l = net->layers[i];
@@ -129,11 +218,6 @@ nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape
     l->ws = l->ws_floats ? ws_mem : NULL;
     l->cache = l->cache_floats ? sp : NULL;
     sp += pad16(l->cache_floats);
-    size_t osz = pad16((size_t)max_batch * nest_shape_size(l->out));
-    net->act[i + 1] = ap;
-    net->dact[i + 1] = dp;
-    ap += osz;
-    dp += osz;
   }
   net->ntensors = ntensors;
   *out = net;
@@ -320,7 +404,8 @@ nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
   return NEST_OK;
 }
 
-nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits) {
+nest_status nest_net_backward_ready(nest_net *net, const nest_ctx *ctx, const float *dlogits,
+                                   nest_grads_ready_fn ready, void *arg) {
   size_t out_sz = (size_t)ctx->n * (size_t)net->nclasses;
   float *top = net->dact[net->nlayers];
   if (dlogits != top) memcpy(top, dlogits, out_sz * sizeof(float));
@@ -329,8 +414,14 @@ nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *d
     /* The first layer's dx is never needed: pass NULL to skip that GEMM. */
     NEST_CALL(l->ops->backward(l, ctx, net->act[i], net->act[i + 1], net->dact[i + 1],
                                i > 0 ? net->dact[i] : NULL));
+    /* layers lie in the arenas in order: everything from this layer's first tensor is final */
+    if (ready && l->nparams > 0) NEST_CALL(ready(arg, l->param[0].offset));
   }
   return NEST_OK;
+}
+
+nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits) {
+  return nest_net_backward_ready(net, ctx, dlogits, NULL, NULL);
 }
 
 void nest_net_apply_masks(nest_net *net) {

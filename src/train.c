@@ -498,6 +498,21 @@ void nest_trainer_read_ahead(nest_trainer *t, const nest_dataset *ds, const int6
   nest_prefetch_ahead(t->pf, &r);
 }
 
+/* Bucketed gradient sum: ranges [lo, top) of the gradient arena are posted once they hold at
+ * least `bucket` floats (whole layers: a bucket starts where a layer starts). */
+typedef struct {
+  nest_comm *comm;
+  size_t top, bucket;
+} grad_buckets;
+
+static nest_status post_bucket(void *arg, size_t lo) {
+  grad_buckets *b = arg;
+  if (b->top - lo < b->bucket) return NEST_OK;
+  NEST_CALL(nest_comm_bucket_post(b->comm, lo, b->top));
+  b->top = lo;
+  return NEST_OK;
+}
+
 nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, double lr,
                               double *loss_sum, int64_t *correct, int64_t *rows) {
   int64_t begin;
@@ -521,17 +536,46 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
 
   nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
   const float *logits;
+  double tm[5];
+  tm[0] = t->times ? nest_comm_wtime() : 0;
   NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
   /* scale 1/global_rows: the allreduce SUM of per-rank gradients is the mean-loss gradient. */
   nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
                          t->dlogits, loss_sum, correct);
   *rows += count;
-  NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
-  /* One fused sum for every gradient of the step, bit-identical on every rank by construction
+  tm[1] = t->times ? nest_comm_wtime() : 0;
+  /* The sum of the gradient arena over ranks, bit-identical on every rank by construction
    * (comm.h), so the weights stay identical without trusting MPI_Allreduce's reduction order
-   * and RigL can rank this gradient. */
-  NEST_CALL(nest_comm_sum_same_f32(t->comm, t->net->grads, t->net->nparams));
+   * and RigL can rank this gradient. With train.bucket_mb > 0 it runs in buckets started
+   * during backward (overlapped); the bits are those of one fused sum either way. */
+  double sum_s = 0;
+  const size_t bucket = (size_t)(t->cfg.bucket_mb * 1048576.0 / sizeof(float)) + 1;
+  /* a net that fits one bucket has nothing to overlap: the fused sum, without the hand-off */
+  const int bucketed = t->cfg.bucket_mb > 0 && t->nranks > 1 && t->net->nparams > bucket;
+  if (bucketed) {
+    grad_buckets b = {t->comm, t->net->nparams, bucket};
+    NEST_CALL(nest_comm_bucket_begin(t->comm, t->net->grads));
+    nest_status st = nest_net_backward_ready(t->net, &ctx, t->dlogits, post_bucket, &b);
+    tm[2] = t->times ? nest_comm_wtime() : 0;
+    if (st == NEST_OK) st = nest_comm_bucket_post(t->comm, 0, b.top);
+    nest_status st2 = nest_comm_bucket_end(t->comm, &sum_s); /* also after an error */
+    NEST_CALL(st != NEST_OK ? st : st2);
+  } else {
+    NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
+    tm[2] = t->times ? nest_comm_wtime() : 0;
+    NEST_CALL(nest_comm_sum_same_f32(t->comm, t->net->grads, t->net->nparams));
+  }
+  tm[3] = t->times ? nest_comm_wtime() : 0;
   nest_optim_step(t->net, &t->optim, lr, t->nthreads);
+  if (t->times) {
+    tm[4] = nest_comm_wtime();
+    t->times->fwd += tm[1] - tm[0];
+    t->times->bwd += tm[2] - tm[1];
+    t->times->wait += tm[3] - tm[2];
+    t->times->sum += bucketed ? sum_s : tm[3] - tm[2];
+    t->times->opt += tm[4] - tm[3];
+    t->times->steps++;
+  }
   t->step++;
   return NEST_OK;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "nest/comm.h"
+#include "test_util.h"
 
 static nest_comm *comm;
 static int R, P;
@@ -35,7 +36,7 @@ static void test_sums(void **state) {
 
 /* The by-construction sums: every rank holds the same bits (checked by hashing the bytes
  * across ranks), and the value is the sum (integers, so exact). Sizes cover the tiny
- * allgather path, reduce-scatter with and without a tail. */
+ * allgather path and owner sums with blocks of unequal length. */
 static void test_sum_same(void **state) {
   const size_t sizes[] = {1, 3, 64, 1000, 4099};
   for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; ++k) {
@@ -64,6 +65,105 @@ static void test_sum_same(void **state) {
     free(d);
     free(f);
   }
+}
+
+
+/* Rank r's terms: pseudo-random in [-0.5, 0.5) from a multiplicative hash of (seed, r, i)
+ * (cheap: the largest case has 2^24 elements per rank, every rank computes all P ranks'
+ * terms), rank 0's scaled by 1e4 so that the float sum depends on the order of the additions. */
+static void terms(float *x, size_t n, int r, uint64_t seed) {
+  const float scale = r == 0 ? 1e4f : 1.0f;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t h = (seed * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)r << 40) ^ i;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+    h *= 0x94D049BB133111EBull;
+    h ^= h >> 29;
+    x[i] = scale * ((float)(h >> 40) / 16777216.0f - 0.5f);
+  }
+}
+
+/* Hash of n floats compared across ranks: every rank holds the same bits. */
+static void assert_same_everywhere(const float *x, size_t n, const char *what) {
+  assert_ok(nest_comm_check_same(comm, nest_test_hash_bytes(x, n * sizeof *x), what));
+}
+
+/* One bucketed round over buf[0, n): ranges of `bucket` elements from the top down (as
+ * backward posts them), the last one shorter. */
+static void bucketed(float *buf, size_t n, size_t bucket) {
+  assert_ok(nest_comm_bucket_begin(comm, buf));
+  size_t top = n;
+  while (top > 0) {
+    const size_t lo = top > bucket ? top - bucket : 0;
+    assert_ok(nest_comm_bucket_post(comm, lo, top));
+    top = lo;
+  }
+  double sec = -1;
+  assert_ok(nest_comm_bucket_end(comm, &sec));
+  assert_true(sec >= 0);
+}
+
+/* The bucketed sum gives the bits of the fused one — and both are the rank-order float sum
+ * ((x0 + x1) + x2) + ..., computed here from every rank's terms — for random data, bucket
+ * sizes from 1 element to more than the array, lengths below P, uneven lengths, and one past
+ * a 2^24-element segment boundary; identical on every rank. */
+static void test_bucketed_equals_fused(void **state) {
+  const size_t sizes[] = {1, 2, 3, 5, 64, 1001, 4099, 70001, ((size_t)1 << 24) + 1001};
+  const size_t buckets[] = {1, 7, 100, 4096, 65536, (size_t)1 << 30};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; ++k) {
+    const size_t n = sizes[k];
+    float *x = nest_test_falloc(n), *fused = nest_test_falloc(n), *b = nest_test_falloc(n);
+    float *want = nest_test_falloc(n);
+    /* the rank-order sum, from every rank's terms */
+    terms(want, n, 0, k + 1);
+    for (int r = 1; r < P; ++r) {
+      terms(x, n, r, k + 1);
+      for (size_t i = 0; i < n; ++i) want[i] += x[i];
+    }
+    terms(x, n, R, k + 1);
+    memcpy(fused, x, n * sizeof *x);
+    assert_ok(nest_comm_sum_same_f32(comm, fused, n));
+    if (memcmp(fused, want, n * sizeof *x) != 0)
+      fail_msg("n=%zu: the fused sum is not the rank-order sum", n);
+    assert_same_everywhere(fused, n, "fused sum");
+    for (size_t j = 0; j < sizeof buckets / sizeof buckets[0]; ++j) {
+      if (n / buckets[j] > 1000) continue; /* thousands of tiny ranges: slow, nothing new */
+      memcpy(b, x, n * sizeof *x);
+      bucketed(b, n, buckets[j]);
+      if (memcmp(b, fused, n * sizeof *x) != 0)
+        fail_msg("n=%zu bucket=%zu: bucketed sum differs from the fused one", n, buckets[j]);
+      assert_same_everywhere(b, n, "bucketed sum");
+    }
+    free(x), free(fused), free(b), free(want);
+  }
+}
+
+/* Uneven, unaligned buckets posted in an arbitrary (but common) order, with the main thread
+ * calling collectives (by-construction f64 sums, as sync batch-norm does in backward) while
+ * the bucket thread works; two rounds in a row reuse the thread. */
+static void test_bucketed_uneven_concurrent(void **state) {
+  const size_t n = 100003;
+  const size_t cut[] = {0, 17, 18, 5000, 5001, 40000, 99990, n}; /* 7 ranges */
+  const int order[] = {3, 6, 0, 5, 1, 4, 2};
+  float *x = nest_test_falloc(n), *fused = nest_test_falloc(n), *b = nest_test_falloc(n);
+  for (int round = 0; round < 2; ++round) {
+    terms(x, n, R, 40 + round);
+    memcpy(fused, x, n * sizeof *x);
+    assert_ok(nest_comm_sum_same_f32(comm, fused, n));
+    memcpy(b, x, n * sizeof *x);
+    assert_ok(nest_comm_bucket_begin(comm, b));
+    for (int k = 0; k < 7; ++k) {
+      assert_ok(nest_comm_bucket_post(comm, cut[order[k]], cut[order[k] + 1]));
+      double d[300];
+      for (int i = 0; i < 300; ++i) d[i] = R + 0.25 * i;
+      assert_ok(nest_comm_sum_same_f64(comm, d, 300));
+      for (int i = 0; i < 300; ++i) assert_true(d[i] == P * (P - 1) / 2.0 + 0.25 * i * P);
+    }
+    assert_ok(nest_comm_bucket_end(comm, NULL));
+    assert_memory_equal(b, fused, n * sizeof *x);
+    assert_same_everywhere(b, n, "bucketed sum");
+  }
+  free(x), free(fused), free(b);
 }
 
 static void test_bcast_allgather(void **state) {
@@ -111,6 +211,11 @@ static void test_self(void **state) {
   assert_int_equal(nest_comm_allreduce_f32(self, f, 2), NEST_OK);
   assert_true(f[0] == 1 && f[1] == 2);
   assert_int_equal(nest_comm_agree(self, NEST_ERR_IO), NEST_ERR_IO);
+  /* bucketed sums over one process: identities */
+  assert_ok(nest_comm_bucket_begin(self, f));
+  assert_ok(nest_comm_bucket_post(self, 0, 2));
+  assert_ok(nest_comm_bucket_end(self, NULL));
+  assert_true(f[0] == 1 && f[1] == 2);
   nest_comm_destroy(&self);
   assert_null(self);
 }
@@ -121,6 +226,8 @@ int main(int argc, char **argv) {
   P = nest_comm_size(comm);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sums),        cmocka_unit_test(test_sum_same),
+      cmocka_unit_test(test_bucketed_equals_fused),
+      cmocka_unit_test(test_bucketed_uneven_concurrent),
       cmocka_unit_test(test_bcast_allgather),
       cmocka_unit_test(test_agree),       cmocka_unit_test(test_check_same),
       cmocka_unit_test(test_self),

@@ -238,6 +238,75 @@ static void test_dormant_gradients_and_masked_update(void **state) {
   nest_net_destroy(&net);
 }
 
+
+/* In-place ReLU and the two shared activation-gradient buffers (net.c, "activations") give
+ * the bits of the reference layout (every activation and gradient in a buffer of its own):
+ * logits, loss gradients, every parameter gradient, the dense outputs' gradients that the
+ * gradient pass reads, and the weights after SGD steps. The net has two relus in a row, a relu
+ * after batch norm, after maxpool's input conv, after a dense layer, and dropout after a relu. */
+static void test_inplace_relu_same_bits(void **state) {
+  enum { B = 5, C = 2, H = 9, W = 9, K = 5 };
+  nest_layer_spec sp[] = {
+      {NEST_LAYER_CONV2D, "conv1", {.out_c = 4, .kh = 3, .pad = 1}},
+      {NEST_LAYER_RELU, "conv1.relu", {0}},
+      {NEST_LAYER_RELU, "conv1.relu2", {0}},
+      {NEST_LAYER_MAXPOOL, "pool1", {.kh = 2}},
+      {NEST_LAYER_CONV2D, "conv2", {.out_c = 3, .kh = 3}},
+      {NEST_LAYER_BATCHNORM, "conv2.bn", {0}},
+      {NEST_LAYER_RELU, "conv2.relu", {0}},
+      {NEST_LAYER_DENSE, "fc1", {.units = 7}},
+      {NEST_LAYER_RELU, "fc1.relu", {0}},
+      {NEST_LAYER_DROPOUT, "fc1.drop", {.rate = 0.3f}},
+      {NEST_LAYER_DENSE, "fc2", {.units = K}},
+  };
+  const int ns = (int)(sizeof sp / sizeof sp[0]);
+  const nest_net_opts layouts[] = {{1, 1}, {0, 0}, {0, 1}, {1, 0}}; /* [0] = the reference */
+  nest_net *net[4];
+  for (int k = 0; k < 4; ++k) {
+    assert_ok(nest_net_create_ex(sp, ns, (nest_shape){C, H, W}, K, B, 1, &layouts[k], &net[k]));
+    assert_ok(nest_net_init(net[k], 11, 0.7, -1));
+  }
+  /* the default layout aliases and saves memory */
+  assert_ptr_equal(net[1]->act[2], net[1]->act[1]);
+  assert_ptr_equal(net[1]->dact[2], net[1]->dact[1]);
+  assert_ptr_not_equal(net[0]->act[2], net[0]->act[1]);
+  assert_null(net[1]->dact[0]);
+  assert_true(net[1]->act_bytes < net[0]->act_bytes);
+  assert_true(net[1]->dact_bytes < net[0]->dact_bytes);
+  float x[B * C * H * W], dl[B * K];
+  int32_t y[B] = {0, 4, 2, 1, 3};
+  int64_t ids[B] = {10, 11, 12, 13, 14};
+  nest_test_fill_normal(x, B * C * H * W, 5, 1.0f);
+  nest_optim o = {.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3};
+  float *ref_logits = nest_test_falloc(B * K), *ref_dfc1 = nest_test_falloc(B * 7);
+  for (int step = 0; step < 3; ++step) {
+    for (int k = 0; k < 4; ++k) {
+      nest_ctx ctx = {.n = B, .train = 1, .nthreads = 1, .seed = 3, .step = step, .sample_ids = ids};
+      const float *logits;
+      double l = 0;
+      int64_t c = 0;
+      assert_ok(nest_net_forward(net[k], &ctx, x, &logits));
+      nest_loss_softmax_xent(logits, y, B, K, 1.0f / B, dl, &l, &c);
+      assert_ok(nest_net_backward(net[k], &ctx, dl));
+      /* fc1's output gradient: dact[8] (fc1 is layer 7) */
+      if (k == 0) {
+        memcpy(ref_logits, logits, sizeof(float) * B * K);
+        memcpy(ref_dfc1, net[0]->dact[8], sizeof(float) * B * 7);
+      } else {
+        assert_memory_equal(logits, ref_logits, sizeof(float) * B * K);
+        assert_memory_equal(net[k]->dact[8], ref_dfc1, sizeof(float) * B * 7);
+        assert_memory_equal(net[k]->grads, net[0]->grads, net[0]->nparams * sizeof(float));
+      }
+    }
+    for (int k = 0; k < 4; ++k) nest_optim_step(net[k], &o, 0.1, 1);
+  }
+  for (int k = 1; k < 4; ++k)
+    assert_memory_equal(net[k]->params, net[0]->params, net[0]->nparams * sizeof(float));
+  free(ref_logits);
+  free(ref_dfc1);
+  for (int k = 0; k < 4; ++k) nest_net_destroy(&net[k]);
+}
+
 static void test_shape_errors(void **state) {
   nest_layer_spec spec = {.kind = NEST_LAYER_DENSE, .name = "fc1", .hp = {.units = 3}};
   nest_net *net = NULL;
@@ -256,6 +325,7 @@ int main(void) {
       cmocka_unit_test(test_hash_deterministic),
       cmocka_unit_test(test_area_flops_frac_hash),
       cmocka_unit_test(test_dormant_gradients_and_masked_update),
+      cmocka_unit_test(test_inplace_relu_same_bits),
       cmocka_unit_test(test_shape_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

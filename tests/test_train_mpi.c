@@ -99,6 +99,55 @@ static void test_conv(void **state) {
   run_equivalence("lenet5", (nest_shape){1, 16, 16}, 1, 0.0);
 }
 
+
+/* The bucketed gradient sum (train.bucket_mb > 0: buckets summed on the communication thread
+ * during backward) leaves the weights bit for bit where the fused sum (bucket_mb = 0) leaves
+ * them, step after step: tiny buckets (many ranges, every layer its own) and middling ones
+ * (a bucket larger than the arena takes the fused path). LeNet-5 with sync batch-norm, so the main thread calls
+ * collectives in backward while the bucket thread runs. */
+static void test_bucketed_steps_equal_fused(void **state) {
+  nest_config cfg;
+  nest_config_defaults(&cfg);
+  snprintf(cfg.arch, sizeof cfg.arch, "lenet5");
+  cfg.out_dir[0] = '\0';
+  cfg.run_dir[0] = '\0';
+  cfg.batch = 10;
+  cfg.batchnorm = 1;
+  cfg.sync_bn = 1;
+  cfg.density = 0.5;
+  cfg.width = 0.5;
+  cfg.seed = 9;
+  cfg.val_split = 0;
+  const nest_shape shape = {1, 16, 16};
+  const double mb[] = {0.0001, 0.002, 0.02};
+  cfg.bucket_mb = 0;
+  nest_trainer *fused = make(comm, &cfg, shape, 40);
+  nest_trainer *bk[3];
+  for (int k = 0; k < 3; ++k) {
+    cfg.bucket_mb = mb[k];
+    bk[k] = make(comm, &cfg, shape, 40);
+  }
+  const size_t bytes = fused->net->nparams * sizeof(float);
+  nest_shard_permute(cfg.seed, 0, fused->train_idx, fused->n_train, fused->perm);
+  for (int64_t s = 0; s < fused->steps_per_epoch; ++s) {
+    double l = 0;
+    int64_t c = 0, rows = 0;
+    assert_int_equal(nest_trainer_step(fused, fused->perm, s, 0.05, &l, &c, &rows), NEST_OK);
+    for (int k = 0; k < 3; ++k) {
+      assert_int_equal(nest_trainer_step(bk[k], fused->perm, s, 0.05, &l, &c, &rows), NEST_OK);
+      if (memcmp(bk[k]->net->grads, fused->net->grads, bytes) != 0 ||
+          memcmp(bk[k]->net->params, fused->net->params, bytes) != 0)
+        fail_msg("step %lld, bucket_mb %g: gradients or weights differ from the fused sum's",
+                 (long long)s, mb[k]);
+    }
+  }
+  assert_int_equal(nest_comm_check_same(comm, nest_net_hash(fused->net, NEST_HASH_ALL),
+                                        "weights and masks"),
+                   NEST_OK);
+  for (int k = 0; k < 3; ++k) nest_trainer_destroy(&bk[k]);
+  nest_trainer_destroy(&fused);
+}
+
 int main(int argc, char **argv) {
   if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) return 1;
   R = nest_comm_rank(comm);
@@ -106,6 +155,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mlp_bn_dropout),
       cmocka_unit_test(test_conv),
+      cmocka_unit_test(test_bucketed_steps_equal_fused),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   nest_comm_destroy(&comm);

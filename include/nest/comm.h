@@ -13,7 +13,10 @@
 
 typedef struct nest_comm nest_comm;
 
-/* MPI_Init (thread level FUNNELED) + the world communicator. Call once per process. */
+/* MPI_Init_thread + the world communicator. Call once per process. It asks for
+ * MPI_THREAD_MULTIPLE: the bucketed sums below run on a thread of their own while the main
+ * thread may call MPI too (sync batch-norm in backward). With a lower level provided, bucketed
+ * sums run at post time on the calling thread instead (no overlap, the same bits). */
 nest_status nest_comm_init(int *argc, char ***argv, nest_comm **out);
 /* A communicator over a single process (no MPI required), for serial tools and unit tests.
  * All collectives become identities. */
@@ -31,14 +34,41 @@ nest_status nest_comm_allreduce_f32(nest_comm *c, float *buf, size_t n);
 nest_status nest_comm_allreduce_f64(nest_comm *c, double *buf, size_t n);
 nest_status nest_comm_allreduce_i64(nest_comm *c, int64_t *buf, size_t n);
 /* In-place sums whose result is bit-identical on every rank BY CONSTRUCTION (MPI does not
- * promise that for MPI_Allreduce): each element is reduced exactly once, on one rank
- * (MPI_Reduce_scatter_block over P equal blocks, MPI_Reduce for the n mod P tail) and those
- * bits are copied to every rank (MPI_Allgather / MPI_Bcast). Short vectors (n x P <= 256) are
- * allgathered and summed on every rank in rank order, which is identical by the same argument.
- * Used for every value a decision or the weights are computed from: the gradient arena of
- * each step, batch-norm statistics, growth gradient sums, losses that are compared. */
+ * promise that for MPI_Allreduce): each element is summed by nest on exactly one rank, its
+ * owner, in rank order ((x0 + x1) + x2) + ... + x(P-1), and the owner's bits are copied to
+ * every rank. The array is cut into segments of at most 2^24 elements; segment [0, m) is cut
+ * into P blocks, block r = [m r / P, m (r+1) / P) owned by rank r: MPI_Alltoallv sends every
+ * block to its owner, the owner adds the P terms in rank order, MPI_Allgatherv copies the sums
+ * back. Since neither the owner nor the cutting changes an element's sum, any split of the
+ * array into ranges summed separately (nest_comm_bucket_*) gives the same bits as one sum of
+ * the whole, for any P. Short vectors (n x P <= 256) are allgathered and summed on every rank
+ * in rank order, which is the same sum. Traffic per rank: (P-1)/P of the array out and in per
+ * phase, as a ring allreduce; P-1 messages per phase. Used for every value a decision or the
+ * weights are computed from: the gradient arena of each step, batch-norm statistics, growth
+ * gradient sums, losses that are compared. */
 nest_status nest_comm_sum_same_f32(nest_comm *c, float *buf, size_t n);
 nest_status nest_comm_sum_same_f64(nest_comm *c, double *buf, size_t n);
+
+/* Bucketed sum of a float array, overlapped with the caller's work (the gradient arena during
+ * backward, train.c). A round: begin(buf); post(lo, hi) for ranges of buf whose values are
+ * final, as soon as they are; end() waits until every posted range holds its sum. The result
+ * is nest_comm_sum_same_f32 of each range, whose bits equal those of one fused sum of their
+ * union (see above). Every rank posts the same ranges in the same order; the ranges are
+ * disjoint, and the caller leaves them alone between post and end.
+ *
+ * Why a thread: Open MPI 4.1 has no asynchronous progress ("OMPI progress: no" in ompi_info),
+ * so a non-blocking collective started during backward would only advance inside later MPI
+ * calls — between layers at best, never inside a long convolution. A communication thread
+ * (started by the first round; needs MPI_THREAD_MULTIPLE) runs the ranges' sums in posting
+ * order on its own duplicate communicator, so the exchanges and the owners' additions proceed
+ * while the layers compute. It sleeps on a condition variable when idle and completes its
+ * non-blocking calls with MPI_Test and short sleeps (20 us doubling to 0.5 ms), rather than
+ * spinning in MPI_Wait on a core the layers need. A no-op with one rank. end() returns the
+ * thread's first error (its message adopted); *seconds (optional) = the time from the start
+ * of the round's first sum to the end of its last. */
+nest_status nest_comm_bucket_begin(nest_comm *c, float *buf);
+nest_status nest_comm_bucket_post(nest_comm *c, size_t lo, size_t hi);
+nest_status nest_comm_bucket_end(nest_comm *c, double *seconds);
 /* In-place max / min over all ranks. */
 nest_status nest_comm_allreduce_max_i64(nest_comm *c, int64_t *buf, size_t n);
 nest_status nest_comm_allreduce_min_i64(nest_comm *c, int64_t *buf, size_t n);

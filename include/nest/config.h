@@ -68,6 +68,7 @@ typedef struct nest_config {
   int epochs;        /* 20 */
   int batch;         /* global batch size over all ranks: 128 */
   int eval_every;    /* epochs between validation/test evaluations: 1 */
+  double bucket_mb;  /* MiB per gradient-sum bucket started during backward; 0 = fused: 25 */
   /* [optim] */
   double lr;            /* base learning rate: 0.05 */
   double momentum;      /* 0.9 */

@@ -11,7 +11,10 @@
  *
  * Activations: act[i] is the input of layer i ([max_batch, in_i]), act[nlayers] the logits
  * ([max_batch, nclasses]); dact[i] = dL/dact[i]. Everything is allocated at create time —
- * nothing in forward/backward allocates.
+ * nothing in forward/backward allocates. A relu layer works in place (act[i + 1] == act[i],
+ * dact[i] == dact[i + 1]), and the activation gradients share two alternating buffers, so
+ * after backward only dact[nlayers] and the gradients of dense layers' outputs still hold
+ * their values (the others were overwritten by lower layers); dact[0] is NULL (net.c).
  *
  * Changing the architecture (growth/pruning of neurons) = build a new net from new specs at a
  * sync point (identical on every rank) and copy the surviving values across (surgery.h). The
@@ -58,12 +61,25 @@ typedef struct nest_net {
 
   float **act, **dact; /* [nlayers + 1] */
   float *act_mem, *scratch_mem;
+  /* Bytes of the allocations above (docs/memory.md; bench_step prints them): activations,
+   * their gradients, the shared per-call workspace and the layers' forward-to-backward caches. */
+  size_t act_bytes, dact_bytes, ws_bytes, cache_bytes;
 } nest_net;
 
 /* Build the layers from specs, check shapes, lay out and allocate the arenas (zeroed, masks
  * all ones). The last layer must output nclasses features. */
 nest_status nest_net_create(const nest_layer_spec *specs, int nspecs, nest_shape in, int nclasses,
                             int max_batch, int nthreads, nest_net **out);
+/* Memory layout options (net.c, "activations"); NULL or all zero = the default: in-place ReLU
+ * and two shared activation-gradient buffers. The alternatives exist for tests comparing the
+ * layouts (the same bits) and for docs/memory.md's figures. */
+typedef struct {
+  int no_inplace_relu; /* 1: every relu layer writes its own output buffer */
+  int separate_grads;  /* 1: every dact[j] has its own buffer (dact[0] too) */
+} nest_net_opts;
+nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_shape in,
+                               int nclasses, int max_batch, int nthreads,
+                               const nest_net_opts *opts, nest_net **out);
 void nest_net_destroy(nest_net **net);
 
 /* Seed connectivity and initial values, identical on every rank for the same seed:
@@ -83,6 +99,14 @@ nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
 /* Backward pass from dL/dlogits ([n, nclasses]); overwrites net->grads. Call after forward
  * with the same ctx. */
 nest_status nest_net_backward(nest_net *net, const nest_ctx *ctx, const float *dlogits);
+/* The same, calling ready(arg, lo) after each layer that has parameters, once its backward
+ * has returned: grads[lo, nparams) are then final (layers lie in the arenas in layer order, and
+ * backward runs from the last layer to the first), so the caller may start summing them over
+ * ranks while the remaining layers run (train.bucket_mb). lo decreases from call to call; the
+ * first layer with parameters reports lo = 0. An error from ready stops the pass. */
+typedef nest_status (*nest_grads_ready_fn)(void *arg, size_t lo);
+nest_status nest_net_backward_ready(nest_net *net, const nest_ctx *ctx, const float *dlogits,
+                                   nest_grads_ready_fn ready, void *arg);
 
 /* params = masks ? params : 0, momentum likewise (restores the invariant after masks change;
  * a select, so dormant values become +0.0 whatever they held). */

@@ -71,6 +71,15 @@ typedef struct {
 
 struct nest_restart;
 
+/* Seconds nest_trainer_step spent per part, added up over steps while nest_trainer.times is
+ * set (tests/bench/bench_step.c): forward + loss, backward, the wait for the gradient sum
+ * after backward (the exposed allreduce), the optimizer; sum = how long the gradient sum was
+ * in progress (from its start to its end: with overlap it starts during backward). */
+typedef struct {
+  double fwd, bwd, wait, opt, sum;
+  int64_t steps;
+} nest_step_times;
+
 /* The phases of a run (synthesis.phases), in the order they run. */
 typedef enum { NEST_PHASE_GROW, NEST_PHASE_TRAIN, NEST_PHASE_PRUNE, NEST_PHASE_AREA,
                NEST_PHASE_COUNT } nest_phase;
@@ -137,6 +146,7 @@ typedef struct nest_trainer {
   char run_dir[NEST_PATH_LEN];
   FILE *metrics;
   int quiet; /* 1: no progress lines (tests) */
+  nest_step_times *times; /* NULL, or where nest_trainer_step adds its per-part seconds */
 } nest_trainer;
 
 /* One epoch of a phase (nest_trainer_epoch). */

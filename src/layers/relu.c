@@ -1,5 +1,7 @@
 /* relu.c — rectified linear unit, elementwise: y = max(x, 0); dx = dy where y > 0.
- * Shapes: x, y, dy, dx all [n, c, h, w]. Memory-bound; OpenMP + SIMD over all elements. */
+ * Shapes: x, y, dy, dx all [n, c, h, w]. Memory-bound; OpenMP + SIMD over all elements.
+ * In place: the network passes y == x and dx == dy (net.c, "activations"): every element is
+ * read before it is written at the same index, and backward needs only the output's sign. */
 #include "nest/layer.h"
 
 static nest_status relu_setup(nest_layer *l, int max_batch, int nthreads) {
