@@ -80,7 +80,7 @@ nest_job() {
   # More ranks x threads on this node than cores it has (the local Slurm's 64 CPUs on 2 cores,
   # or a job with --overcommit): Open MPI's ranks busy-poll while they wait in a collective, and
   # only notice they share cores when mpirun itself oversubscribes, which it does not here (Slurm
-  # gave it the slots). Told to yield, 64 ranks on 2 cores run 50x faster (docs/slurm.md).
+  # gave it the slots). Told to yield, 64 ranks on 2 cores ran about 35x faster (docs/slurm.md).
   # (nproc counts the cores this script may use, but believes OMP_NUM_THREADS: unset it there.)
   local here_tasks=${SLURM_TASKS_PER_NODE:-1} cores
   here_tasks=${here_tasks%%[(,]*}

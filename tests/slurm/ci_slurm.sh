@@ -206,8 +206,10 @@ grep -q "resuming .* from its newest checkpoint (restart 1)" "$work/stopped.out"
 
 # Bit-identical: the final model, the metrics without images_per_s and elapsed_s (columns 13,
 # 14) and the events without seconds (column 11).
-h5diff "$work/ref/model.h5" "$work/stopped/model.h5" ||
+if ! h5diff "$work/ref/model.h5" "$work/stopped/model.h5" > "$work/h5diff.txt" 2>&1; then
+  head -n 20 "$work/h5diff.txt" >&2
   fail "model.h5 of the stopped and resumed job differs from the straight run's (h5diff above)"
+fi
 for f in metrics.csv:13,14 events.csv:11; do
   cols=${f#*:}
   f=${f%%:*}
