@@ -9,7 +9,7 @@ packages=(build-essential cmake pkg-config git
           openmpi-bin libopenmpi-dev
           libhdf5-dev hdf5-tools
           libopenblas-openmp-dev
-          libcmocka-dev zlib1g-dev libinih-dev)
+          libcmocka-dev zlib1g-dev libinih-dev libjpeg62-turbo-dev)
 
 missing=()
 for p in "${packages[@]}"; do

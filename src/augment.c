@@ -1,5 +1,6 @@
 /* augment.c — affine distortion of training images: per-sample transforms from a counter-based
- * stream, the fast in-place bilinear warp over a batch, and its naive double reference twin.
+ * stream, the fast in-place bilinear warp over a batch, and its naive double reference twin;
+ * crop and flip of image shards fused with the u8 -> float conversion, and its twin.
  * Geometry and conventions: include/nest/augment.h. */
 #include "nest/augment.h"
 
@@ -227,4 +228,50 @@ void nest_ref_augment(const nest_aug_xform *xf, nest_shape shape, const double *
       }
     }
   }
+}
+
+/* ---- crop and flip ----------------------------------------------------------------------------- */
+
+/* Uniform integer in [0, n) from a 32-bit draw: (r * n) >> 32 (bias below n / 2^32). */
+static int below(uint32_t r, int n) { return (int)(((uint64_t)r * (uint64_t)n) >> 32); }
+
+nest_crop_window nest_aug_crop_draw(uint64_t seed, int64_t data_key, int64_t id, nest_shape stored,
+                                    nest_shape out, int flip, int train) {
+  nest_crop_window w = {(stored.h - out.h) / 2, (stored.w - out.w) / 2, 0};
+  if (!train) return w;
+  /* Elements 6..8: 0..5 are the affine map's (both may be on). */
+  const uint64_t k = (uint64_t)data_key, i = (uint64_t)id;
+  w.y0 = below(nest_rng_at(seed, NEST_RNG_AUGMENT, i, k, 6), stored.h - out.h + 1);
+  w.x0 = below(nest_rng_at(seed, NEST_RNG_AUGMENT, i, k, 7), stored.w - out.w + 1);
+  w.flip = flip ? (int)(nest_rng_at(seed, NEST_RNG_AUGMENT, i, k, 8) & 1u) : 0;
+  return w;
+}
+
+void nest_augment_crop_u8(const uint8_t *src, nest_shape stored, nest_shape out,
+                          nest_crop_window win, const float *a, const float *b, float *dst) {
+  const size_t shw = (size_t)stored.h * stored.w, ohw = (size_t)out.h * out.w;
+  const int cw = out.w;
+  for (int c = 0; c < out.c; ++c) {
+    const float ac = a[c], bc = b[c];
+    for (int i = 0; i < out.h; ++i) {
+      const uint8_t *restrict row = src + c * shw + (size_t)(win.y0 + i) * stored.w + win.x0;
+      float *restrict o = dst + c * ohw + (size_t)i * cw;
+      if (!win.flip)
+        for (int j = 0; j < cw; ++j) o[j] = (float)row[j] * ac + bc;
+      else
+        for (int j = 0; j < cw; ++j) o[j] = (float)row[cw - 1 - j] * ac + bc;
+    }
+  }
+}
+
+void nest_ref_crop_u8(const uint8_t *src, nest_shape stored, nest_shape out, nest_crop_window win,
+                      const float *mean, const float *std, double scale, double *dst) {
+  for (int c = 0; c < out.c; ++c)
+    for (int y = 0; y < out.h; ++y)
+      for (int x = 0; x < out.w; ++x) {
+        const int sy = win.y0 + y, sx = win.x0 + (win.flip ? out.w - 1 - x : x);
+        NEST_ASSERT(sy >= 0 && sy < stored.h && sx >= 0 && sx < stored.w);
+        const double v = src[((size_t)c * stored.h + sy) * stored.w + sx];
+        dst[((size_t)c * out.h + y) * out.w + x] = (v * scale - mean[c]) / std[c];
+      }
 }

@@ -105,6 +105,7 @@ static const key_def keys[] = {
     KEY(data, csv_drop_cols, KT_STRING, "", "CSV: comma-separated 0-based columns to ignore"),
     KEY(data, max_train, KT_INT64, "0", "use only the first N training samples; 0 = all"),
     KEY(data, max_test, KT_INT64, "0", "use only the first N test samples; 0 = all"),
+    KEY(data, prefetch, KT_BOOL, "1", "image shards: read the next batch in a background thread while this one computes"),
 
     KEY(model, arch, KT_STRING, "lenet300", "lenet300, lenet5, alexnet, vgg16 or mlp:N-N-...-N (layer sizes)"),
     KEY(model, width, KT_DOUBLE, "1.0", "width ratio applied to hidden widths / channels"),
@@ -120,6 +121,8 @@ static const key_def keys[] = {
     AKEY(scale, KT_DOUBLE, "0.1", "scale per axis uniform in [1 - scale, 1 + scale], in [0, 1); 0 = none"),
     AKEY(shear, KT_DOUBLE, "0.15", "shear uniform in +-shear; 0 = none"),
     AKEY(translate, KT_DOUBLE, "2", "translation uniform in +-translate pixels per axis; 0 = none"),
+    AKEY(crop, KT_INT, "0", "image shards: the net sees crop x crop inputs, a random window for training, the centre for evaluation; 0 = the stored size"),
+    AKEY(flip, KT_BOOL, "0", "image shards: mirror training samples left-right with probability 1/2"),
 
     KEY(synthesis, phases, KT_STRING, "", "phases run in order, comma-separated: grow, train, prune, area; empty = grow (if grow.policy lists a growth policy), then train"),
 
@@ -332,6 +335,8 @@ static const key_range ranges[] = {
     {"augment.scale", '[', 0, 1, ')'},
     {"augment.shear", '[', 0, 1, ')'},
     {"augment.translate", '[', 0, 1000, ']'},
+    /* a crop side: image shards store at most 65535 x 65535 */
+    {"augment.crop", '[', 0, 65535, ']'},
     /* epochs: 1e5 x steps per epoch (at most the sample count) is far inside int64 */
     {"train.epochs", '[', 0, 1e5, ']'},
     /* 2^20: the trainer computes batch + ranks - 1 in int and allocates batch x sample size */

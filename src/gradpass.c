@@ -21,7 +21,14 @@ static nest_status pass_batch(nest_trainer *t, const int64_t *ids, int64_t n, in
   nest_shard_slice(n, t->cfg.batch, s, t->rank, t->nranks, &begin, &count);
   const int global_rows = nest_shard_batch_rows(n, t->cfg.batch, s);
   for (int i = 0; i < count; ++i) t->ids[i] = ids[begin + i];
-  nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
+  /* Undistorted (centre crop); every rank passes here for each s, so the read is agreed. */
+  NEST_CALL(nest_trainer_read_agree(t, t->train, nest_trainer_read(t, t->train, t->ids, count, 0)));
+  if (s + 1 < nest_shard_steps(n, t->cfg.batch)) {
+    int64_t nb;
+    int nc;
+    nest_shard_slice(n, t->cfg.batch, s + 1, t->rank, t->nranks, &nb, &nc);
+    nest_trainer_read_ahead(t, t->train, ids + nb, nc, 0);
+  }
   nest_ctx ctx = nest_trainer_ctx(t, count, 1, global_rows);
   ctx.grad_only = 1;
   const float *logits;
@@ -228,10 +235,15 @@ nest_status nest_actpass(nest_trainer *t, const nest_dataset *ds, const int64_t 
   double *cnt = a->mem + counters;
 
   const int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
+  nest_status rd = NEST_OK; /* ranks may run different batch counts: reads agreed after */
   for (int64_t b = lo; b < hi; b += t->max_local) {
     const int rows = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
     for (int i = 0; i < rows; ++i) t->ids[i] = ids[b + i];
-    nest_dataset_gather(ds, t->ids, rows, t->x, t->y);
+    if ((rd = nest_trainer_read(t, ds, t->ids, rows, 0)) != NEST_OK) break;
+    if (b + rows < hi) {
+      const int64_t nb = b + rows;
+      nest_trainer_read_ahead(t, ds, ids + nb, (int)((hi - nb) < t->max_local ? (hi - nb) : t->max_local), 0);
+    }
     nest_ctx ctx = nest_trainer_ctx(t, rows, 0, 0);
     const float *logits;
     NEST_CALL_GOTO(st, nest_net_forward(net, &ctx, t->x, &logits), fail);
@@ -269,6 +281,7 @@ nest_status nest_actpass(nest_trainer *t, const nest_dataset *ds, const int64_t 
         NEST_CALL_GOTO(st, nest_conv2d_area_accumulate(ly, net->act[l], rows, a->area[l]), fail);
     }
   }
+  NEST_CALL_GOTO(st, nest_trainer_read_agree(t, ds, rd), fail);
   NEST_CALL_GOTO(st, nest_comm_sum_same_f64(t->comm, a->mem, a->nmem), fail);
   for (int l = 0; l < L; ++l) {
     a->act_frac[l] = cnt[4 * l + 1] > 0 ? cnt[4 * l + 0] / cnt[4 * l + 1] : NAN;

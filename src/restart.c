@@ -200,7 +200,9 @@ static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {
 
 #define NFP 8
 /* What identifies the data a run trains on: sizes, shape, classes, hashes of the labels (the
- * normalisation statistics, saved beside, cover the feature values). */
+ * normalisation statistics, saved beside, cover the feature values). Image shards add their
+ * files' base names, sizes and sample counts (source_hash, data.h; 0 in memory, which leaves
+ * the label hashes as they were): metadata only, no pixel is read for it. */
 static void data_fingerprint(const nest_trainer *t, int64_t fp[NFP]) {
   const uint64_t h0 = 1469598103934665603ull;
   fp[0] = t->train->n;
@@ -209,8 +211,11 @@ static void data_fingerprint(const nest_trainer *t, int64_t fp[NFP]) {
   fp[3] = t->n_test;
   fp[4] = t->train->nclasses;
   fp[5] = nest_dataset_dim(t->train);
-  fp[6] = (int64_t)fnv1a(t->train->labels, sizeof(int32_t) * (size_t)t->train->n, h0);
-  fp[7] = t->test ? (int64_t)fnv1a(t->test->labels, sizeof(int32_t) * (size_t)t->test->n, h0) : 0;
+  fp[6] = (int64_t)fnv1a(t->train->labels, sizeof(int32_t) * (size_t)t->train->n,
+                         h0 ^ t->train->source_hash);
+  fp[7] = t->test ? (int64_t)fnv1a(t->test->labels, sizeof(int32_t) * (size_t)t->test->n,
+                                   h0 ^ t->test->source_hash)
+                  : 0;
 }
 
 /* ---- writing ---------------------------------------------------------------------------------- */
@@ -486,8 +491,9 @@ static nest_status check_compatible(nest_trainer *t, const char *path, const loa
   data_fingerprint(t, fp);
   static const char *const what[NFP] = {"samples in data.train", "training samples",
                                         "validation samples", "test samples", "classes",
-                                        "features per sample", "hash of the training labels",
-                                        "hash of the test labels"};
+                                        "features per sample",
+                                        "hash of the training labels (and shard files)",
+                                        "hash of the test labels (and shard files)"};
   for (int k = 0; k < NFP; ++k)
     if (fp[k] != L->fp[k])
       return NEST_ERR(NEST_ERR_CONFIG, "%s: written for other data: %s %lld, now %lld (%s)", path,

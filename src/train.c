@@ -22,6 +22,7 @@
 #include "nest/report.h"
 #include "nest/restart.h"
 #include "nest/loss.h"
+#include "nest/prefetch.h"
 #include "nest/shard.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -238,8 +239,11 @@ static nest_status setup(nest_trainer *t) {
   if (t->n_train < 1)
     return NEST_ERR(NEST_ERR_CONFIG, "%s: no training samples left after data.val_split = %g",
                     t->train->path, c->val_split);
+  /* The batch reader (prefetch.h); with image shards augment.crop sets the net's input shape. */
+  NEST_CALL(nest_prefetch_from_config(c, t->train, t->test, (c->batch + t->nranks - 1) / t->nranks,
+                                      t->nthreads, &t->pf));
   nest_norm norm = {0};
-  NEST_CALL(nest_norm_compute(t->train, t->train_idx, t->n_train, &norm));
+  NEST_CALL(nest_dataset_train_norm(t->train, t->train_idx, t->n_train, &norm));
   nest_status st = nest_dataset_set_norm(t->train, &norm);
   if (st == NEST_OK && t->test) {
     if (nest_dataset_dim(t->test) != nest_dataset_dim(t->train))
@@ -445,6 +449,7 @@ void nest_trainer_destroy(nest_trainer **tp) {
   nest_grow_destroy(&t->grow);
   nest_augment_destroy(&t->aug);
   nest_net_destroy(&t->net);
+  nest_prefetch_destroy(&t->pf); /* its thread may be reading the datasets */
   nest_dataset_destroy(&t->train);
   nest_dataset_destroy(&t->test);
   free(t->train_idx);
@@ -474,15 +479,40 @@ nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n) {
   return ctx;
 }
 
+nest_status nest_trainer_read(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int n,
+                              int train) {
+  const nest_batch_req r = {.ds = ds, .ids = ids, .n = n, .train = train, .data_key = t->data_key};
+  return nest_prefetch_get(t->pf, &r, &t->x, &t->y);
+}
+
+nest_status nest_trainer_read_agree(nest_trainer *t, const nest_dataset *ds, nest_status st) {
+  return nest_dataset_is_sharded(ds) ? nest_comm_agree(t->comm, st) : st;
+}
+
+void nest_trainer_read_ahead(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int n,
+                             int train) {
+  const nest_batch_req r = {.ds = ds, .ids = ids, .n = n, .train = train, .data_key = t->data_key};
+  nest_prefetch_ahead(t->pf, &r);
+}
+
 nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, double lr,
                               double *loss_sum, int64_t *correct, int64_t *rows) {
   int64_t begin;
   int count;
   const int batch = t->cfg.batch;
+  /* This rank's slice of global batch s (shard.h), read into t->x [count, C, H, W], t->y: from
+   * memory, or from image shards on disk with crop / flip (prefetch.h), where it was usually
+   * read in the background during the previous step. A read error on one rank is agreed. */
   nest_shard_slice(t->n_train, batch, s, t->rank, t->nranks, &begin, &count);
   const int global_rows = nest_shard_batch_rows(t->n_train, batch, s);
   for (int i = 0; i < count; ++i) t->ids[i] = perm[begin + i];
-  nest_dataset_gather(t->train, t->ids, count, t->x, t->y);
+  NEST_CALL(nest_trainer_read_agree(t, t->train, nest_trainer_read(t, t->train, t->ids, count, 1)));
+  if (s + 1 < t->steps_per_epoch) { /* the next step's slice, read while this one computes */
+    int64_t nb;
+    int nc;
+    nest_shard_slice(t->n_train, batch, s + 1, t->rank, t->nranks, &nb, &nc);
+    nest_trainer_read_ahead(t, t->train, perm + nb, nc, 1);
+  }
   /* Training steps only (never evaluation or gradient passes): keyed by sample id, not rank. */
   if (t->aug) nest_augment_apply(t->aug, t->data_key, t->ids, count, t->x, t->nthreads);
 
@@ -507,10 +537,16 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
                                   int64_t n, nest_eval *out) {
   double acc[3] = {0, 0, 0}; /* loss sum, correct, rows */
   int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
+  nest_status st = NEST_OK;
   for (int64_t b = lo; b < hi; b += t->max_local) {
     int count = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
     for (int i = 0; i < count; ++i) t->ids[i] = idx[b + i];
-    nest_dataset_gather(ds, t->ids, count, t->x, t->y);
+    /* Ranks may run different numbers of batches here: read errors are agreed after the loop. */
+    if ((st = nest_trainer_read(t, ds, t->ids, count, 0)) != NEST_OK) break;
+    if (b + count < hi) {
+      const int64_t nb = b + count;
+      nest_trainer_read_ahead(t, ds, idx + nb, (int)((hi - nb) < t->max_local ? (hi - nb) : t->max_local), 0);
+    }
     nest_ctx ctx = nest_trainer_ctx(t, count, 0, 0);
     const float *logits;
     NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
@@ -519,6 +555,7 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
     acc[1] += (double)hits;
     acc[2] += count;
   }
+  NEST_CALL(nest_trainer_read_agree(t, ds, st));
   NEST_CALL(nest_comm_allreduce_f64(t->comm, acc, 3));
   out->n = (int64_t)acc[2];
   out->loss = acc[2] > 0 ? acc[0] / acc[2] : NAN;

@@ -9,9 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <stdio.h>
+#include <jpeglib.h>
 #include <zlib.h>
 
 #include "nest/data.h"
@@ -367,6 +370,95 @@ static void test_prep_refuses_overwrite(void **state) {
   free(lab_bytes);
 }
 
+/* ---- image shards ------------------------------------------------------------------------- */
+
+/* A w x h JPEG of one colour (k = 3: RGB, 1: gray, 4: CMYK), written with libjpeg. */
+static void write_jpeg(const char *path, int w, int h, int k, const unsigned char *px) {
+  struct jpeg_compress_struct c;
+  struct jpeg_error_mgr e;
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  c.err = jpeg_std_error(&e);
+  jpeg_create_compress(&c);
+  jpeg_stdio_dest(&c, f);
+  c.image_width = (JDIMENSION)w;
+  c.image_height = (JDIMENSION)h;
+  c.input_components = k;
+  c.in_color_space = k == 1 ? JCS_GRAYSCALE : k == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 95, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  unsigned char *row = malloc((size_t)w * k);
+  for (int x = 0; x < w; ++x) memcpy(row + x * k, px, (size_t)k);
+  while (c.next_scanline < c.image_height) jpeg_write_scanlines(&c, &row, 1);
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  fclose(f);
+  free(row);
+}
+
+/* The centre pixel of image i of a shard set, channel c. */
+static int centre(nest_dataset *ds, int64_t i, int c, uint8_t *buf) {
+  assert_ok(nest_dataset_read_u8(ds, i, buf));
+  const nest_shape s = nest_dataset_stored_shape(ds);
+  return buf[((size_t)c * s.h + s.h / 2) * s.w + s.w / 2];
+}
+
+static void test_prep_jpeg(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char src[1024], d[1200], f[1300], out[1300], args[4096];
+  snprintf(src, sizeof src, "%s", nest_test_path(dir, "jpegs"));
+  const char *cls[3] = {"cat", "dog", "zebra"};
+  assert_int_equal(mkdir(src, 0775), 0);
+  for (int k = 0; k < 3; ++k) {
+    snprintf(d, sizeof d, "%s/%s", src, cls[k]);
+    assert_int_equal(mkdir(d, 0775), 0);
+  }
+  const unsigned char red[3] = {220, 30, 40}, blue[3] = {20, 40, 230}, gray[1] = {90};
+  const unsigned char cmyk_red[4] = {255, 0, 0, 255}; /* Adobe (inverted) CMYK: red */
+  snprintf(f, sizeof f, "%s/cat/a.JPEG", src);
+  write_jpeg(f, 40, 30, 3, red); /* landscape */
+  snprintf(f, sizeof f, "%s/cat/b.jpg", src);
+  write_jpeg(f, 30, 70, 3, blue); /* portrait */
+  snprintf(f, sizeof f, "%s/dog/gray.jpeg", src);
+  write_jpeg(f, 20, 50, 1, gray);
+  snprintf(f, sizeof f, "%s/dog/print.jpg", src);
+  write_jpeg(f, 16, 16, 4, cmyk_red);
+  snprintf(f, sizeof f, "%s/zebra/big.jpg", src);
+  write_jpeg(f, 300, 200, 3, blue); /* decoded at 1/8, then resized */
+  snprintf(f, sizeof f, "%s/zebra/bad.jpg", src);
+  assert_int_equal(nest_test_write_file(f, "this is not a JPEG file at all", 30), 0);
+  snprintf(f, sizeof f, "%s/zebra/notes.txt", src);
+  assert_int_equal(nest_test_write_file(f, "ignored", 7), 0);
+  snprintf(out, sizeof out, "%s", nest_test_path(dir, "jp"));
+  snprintf(args, sizeof args, "--images '%s' -o '%s' --size 16 --shard-size 2", src, out);
+  assert_int_equal(prep(args), 0);
+  if (!strstr(out_text, "5 images, shape 3x16x16") || !strstr(out_text, "1 corrupt file skipped") ||
+      !strstr(out_text, "3 classes, 3 shards") || !strstr(out_text, "6/6 images"))
+    fail_msg("stdout: %s", out_text);
+  if (!strstr(err_text, "skipped") || !strstr(err_text, "bad.jpg")) fail_msg("stderr: %s", err_text);
+  char pat[2500];
+  snprintf(pat, sizeof pat, "%s-*.h5", out);
+  nest_dataset *ds = load(pat, NULL);
+  assert_int_equal(ds->n, 5);
+  assert_int_equal(ds->nclasses, 3);
+  for (int k = 0; k < 3; ++k) assert_string_equal(ds->class_names[k], cls[k]);
+  const int32_t want[5] = {0, 0, 1, 1, 2};
+  assert_memory_equal(ds->labels, want, sizeof want);
+  uint8_t buf[3 * 16 * 16];
+  const unsigned char *col[5] = {red, blue, NULL, NULL, blue};
+  for (int i = 0; i < 5; ++i)
+    for (int c = 0; c < 3; ++c) {
+      const int v = centre(ds, i, c, buf);
+      const int expect = i == 2 ? gray[0] : i == 3 ? (c == 0 ? 255 : 0) : col[i][c];
+      if (abs(v - expect) > 6) fail_msg("image %d channel %d: %d, expected about %d", i, c, v, expect);
+    }
+  nest_dataset_destroy(&ds);
+  /* an existing set is kept without --force */
+  assert_int_equal(prep(args), 1);
+  assert_non_null(strstr(err_text, "refusing to overwrite"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prep_idx),
@@ -374,6 +466,7 @@ int main(void) {
       cmocka_unit_test(test_prep_real),
       cmocka_unit_test(test_prep_errors),
       cmocka_unit_test(test_prep_refuses_overwrite),
+      cmocka_unit_test(test_prep_jpeg),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

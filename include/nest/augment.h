@@ -98,4 +98,35 @@ void nest_augment_apply(const nest_augment *a, int64_t data_key, const int64_t *
 void nest_ref_augment(const nest_aug_xform *xf, nest_shape shape, const double *fill,
                       const double *src, double *dst);
 
+/* ---- crop and flip of image shards (augment.crop, augment.flip) --------------------------------
+ *
+ * A stored image [C, H, W] (uint8) becomes the net's input [C, ch, cw] (the crop; the stored
+ * size when augment.crop = 0). Training steps take a random window and, with flip, mirror it
+ * left-right with probability 1/2; evaluation and gradient passes take the centre window
+ * ((H - ch) / 2, (W - cw) / 2) unflipped. The training window comes from elements 6, 7, 8 of
+ * the same per-sample stream as the affine map (nest_rng_at(seed, NEST_RNG_AUGMENT, id,
+ * data_key, k)): a pure function of (seed, data key = epoch or pruning key, global sample id),
+ * so the same on any rank count, thread count or batch position, and new every epoch.
+ *
+ * The kernel fuses the window, the flip, the u8 -> float conversion and the normalisation in
+ * one pass, computing each value exactly as nest_dataset_gather does: x = v * a[c] + b[c] with
+ * a = u8_scale / std[c], b = -mean[c] / std[c] (so an uncropped, unflipped read gives gather's
+ * bits). nest_ref_crop_u8 is its naive double twin. */
+typedef struct {
+  int y0, x0; /* top-left corner of the window in the stored image */
+  int flip;   /* 1: mirrored left-right */
+} nest_crop_window;
+
+/* The window of sample `id`: train = 1 random (flip allowed when `flip`), 0 the centre. */
+nest_crop_window nest_aug_crop_draw(uint64_t seed, int64_t data_key, int64_t id, nest_shape stored,
+                                    nest_shape out, int flip, int train);
+/* dst[C, out.h, out.w] = window `win` of src[C, stored.h, stored.w], mirrored if win.flip,
+ * times a[c] plus b[c]. No allocation. */
+void nest_augment_crop_u8(const uint8_t *src, nest_shape stored, nest_shape out,
+                          nest_crop_window win, const float *a, const float *b, float *dst);
+/* Reference twin in double: dst = (v * scale - mean[c]) / std[c] over the window, by explicit
+ * source coordinates. */
+void nest_ref_crop_u8(const uint8_t *src, nest_shape stored, nest_shape out, nest_crop_window win,
+                      const float *mean, const float *std, double scale, double *dst);
+
 #endif

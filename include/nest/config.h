@@ -40,6 +40,8 @@ typedef struct nest_config {
   char csv_drop_cols[256];          /* comma-separated 0-based columns to ignore */
   int64_t max_train;                /* > 0: use only the first N training samples */
   int64_t max_test;                 /* > 0: use only the first N test samples */
+  int prefetch;                     /* 0/1: image shards: read the next batch in a background
+                                       thread (prefetch.h): 1 */
   /* [model] */
   char arch[256];    /* lenet300 | lenet5 | alexnet | vgg16 | mlp:784-300-100-10 */
   double width;      /* width ratio r for hidden widths / channels: 1.0 */
@@ -55,6 +57,8 @@ typedef struct nest_config {
   double aug_scale;      /* per-axis scale uniform in [1 - scale, 1 + scale]: 0.1 */
   double aug_shear;      /* shear uniform in +-shear: 0.15 */
   double aug_translate;  /* pixels, uniform in +-translate: 2 */
+  int aug_crop;          /* image shards: crop x crop input (train random, eval centre); 0 = none */
+  int aug_flip;          /* 0/1: image shards: horizontal flip of training samples */
   /* [synthesis] */
   char phases[128];      /* comma-separated phases run in order: grow, train, prune, area;
                             "" = grow (if grow.policy lists a growth policy), then train */

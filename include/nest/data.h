@@ -1,8 +1,11 @@
-/* data.h — datasets: readers (MNIST IDX raw/.gz, CSV, nest HDF5), normalisation, splits,
- * gathering a batch, the HDF5 writer used by nest_prep, and synthetic data for tests.
+/* data.h — datasets: readers (MNIST IDX raw/.gz, CSV, nest HDF5, image shards), normalisation,
+ * splits, gathering a batch, the HDF5 writers used by nest_prep, and synthetic data for tests.
  *
- * A dataset holds every sample in memory, either as raw bytes (images: u8, converted with
- * u8_scale) or as float32 features, plus int32 labels in [0, nclasses). Normalisation is
+ * An in-memory dataset holds every sample in memory, either as raw bytes (images: u8, converted
+ * with u8_scale) or as float32 features, plus int32 labels in [0, nclasses). A SHARDED dataset
+ * (image shards, docs/data-format.md: one or more HDF5 files of uint8 images, e.g. ImageNet)
+ * holds only its labels and where each image sits on disk: the images are read one by one on
+ * demand (nest_dataset_read_u8), by the batch reader of prefetch.h. Normalisation is
  * applied when a batch is gathered, per channel (images) or per feature (tabular), with
  * statistics computed on the TRAINING subset and copied to validation/test sets.
  * Every reader error is NEST_ERR_IO / NEST_ERR_FORMAT with a one-line message naming the file
@@ -31,10 +34,16 @@ typedef struct nest_dataset {
   float u8_scale;      /* u8 -> float multiplier applied before normalisation (1/255) */
   nest_norm norm;      /* applied by gather: (v - mean[ch]) / std[ch] */
   char **class_names;  /* [nclasses] original label strings (CSV), or NULL */
+  struct nest_shards *shards; /* image shards read on demand, or NULL (in memory). Then u8 and
+                                 f32 are NULL and `shape` is the shape delivered to the net:
+                                 the stored shape, or crop x crop after nest_dataset_set_crop */
+  uint64_t source_hash; /* image shards: hash of the files' base names, sizes and sample counts
+                           (restart's data fingerprint; no pixel is hashed); 0 in memory */
 } nest_dataset;
 
 typedef struct {
-  const char *path;          /* IDX images (raw or .gz), CSV, or nest HDF5 (.h5) */
+  const char *path;          /* IDX images (raw or .gz), CSV, nest HDF5 (.h5), one image shard,
+                                or a glob pattern (contains '*' or '?') of image shards */
   const char *labels_path;   /* IDX labels (raw or .gz); IDX only */
   const char *format;        /* "auto" (by magic / extension), "idx", "csv", "h5" */
   int csv_label_col;         /* 0-based label column; -1 = last column */
@@ -48,7 +57,9 @@ typedef struct {
 void nest_data_opts_default(nest_data_opts *o);
 
 /* Load a dataset. Format "auto": HDF5 signature -> h5; gzip or IDX magic -> idx (a labels
- * file also implies idx); ".h5"/".hdf5" -> h5; anything else -> csv.
+ * file also implies idx); ".h5"/".hdf5" -> h5; anything else -> csv. An h5 file with root
+ * attribute nest_format = "image-shard", or a glob pattern, opens image shards: labels are
+ * read whole, images stay on disk; a pattern must match a whole set (shard_index 0..count-1).
  * label_ref, if not NULL, is the training set whose class mapping the new set must use (e.g.
  * the test set): labels are matched by class name when both sets have names, else must be
  * below label_ref->nclasses; an unknown label is an error. */
@@ -56,7 +67,7 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
                               nest_dataset **out);
 void nest_dataset_destroy(nest_dataset **ds);
 
-/* Features per sample (c*h*w). */
+/* Features per sample (c*h*w) as delivered (image shards: after the crop). */
 static inline int64_t nest_dataset_dim(const nest_dataset *ds) {
   return (int64_t)nest_shape_size(ds->shape);
 }
@@ -78,6 +89,56 @@ void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, floa
  * every rank): n_val = round(val_fraction * n). Both lists are sorted ascending and allocated. */
 nest_status nest_dataset_split(int64_t n, double val_fraction, uint64_t seed, int64_t **train_idx,
                                int64_t *n_train, int64_t **val_idx, int64_t *n_val);
+
+/* ---- image shards (docs/data-format.md) ---------------------------------------------------- */
+
+static inline int nest_dataset_is_sharded(const nest_dataset *ds) { return ds->shards != NULL; }
+/* The stored per-sample shape (image shards: before the crop; in memory: ds->shape). */
+nest_shape nest_dataset_stored_shape(const nest_dataset *ds);
+/* Image shards: deliver crop x crop samples from now on (ds->shape becomes (c, crop, crop));
+ * crop 0 keeps the stored size. NEST_ERR_CONFIG naming augment.crop if the set is not image
+ * shards (crop > 0) or crop exceeds the stored height or width. */
+nest_status nest_dataset_set_crop(nest_dataset *ds, int crop);
+/* Image shards: the stored bytes [c, h, w] of sample id into buf (stored-shape bytes).
+ * Thread-safe and HDF5-free: a pread() at the offset resolved when the set was opened, so the
+ * prefetch thread may call it while the main thread writes a checkpoint with HDF5. Errors:
+ * NEST_ERR_IO naming the shard file (read error, file truncated since it was opened). */
+nest_status nest_dataset_read_u8(const nest_dataset *ds, int64_t id, uint8_t *buf);
+/* Normalisation for training on ds[idx[0..n)]: nest_norm_compute for in-memory sets; image
+ * shards: their stored /mean, /std (over the whole set, raw units) times u8_scale. */
+nest_status nest_dataset_train_norm(const nest_dataset *ds, const int64_t *idx, int64_t n,
+                                    nest_norm *out);
+/* What an image-shard set has read so far (zeros in memory): images, bytes, in all threads. */
+typedef struct {
+  int64_t images, bytes;
+} nest_io_counts;
+void nest_dataset_io_counts(const nest_dataset *ds, nest_io_counts *out);
+/* Tests: count reads per sample into counts[ds->n] (atomically; caller-owned), NULL = stop. */
+void nest_dataset_track_reads(nest_dataset *ds, int32_t *counts);
+
+/* Writing image shards: PREFIX-00000.h5, PREFIX-00001.h5, ... with shard_size images each
+ * (the last may hold fewer). Images are added one at a time ([c, h, w] bytes); the per-channel
+ * mean / std over ALL images are known only at the end, so every shard is written as
+ * PATH.tmp, completed by finish (mean, std, shard_index, shard_count) and only then renamed
+ * (atomic.h); destroy without finish removes the .tmp files. class_names: [nclasses] or NULL. */
+typedef struct nest_shard_writer nest_shard_writer;
+nest_status nest_shard_writer_create(const char *prefix, nest_shape shape, int nclasses,
+                                     int64_t shard_size, char *const *class_names,
+                                     nest_shard_writer **out);
+nest_status nest_shard_writer_add(nest_shard_writer *w, const uint8_t *image, int32_t label);
+/* Completes and renames every shard; *n images, *nfiles shards (either may be NULL). */
+nest_status nest_shard_writer_finish(nest_shard_writer *w, int64_t *n, int *nfiles);
+void nest_shard_writer_destroy(nest_shard_writer **w);
+/* The shard path of index k: PREFIX-%05d.h5 (cap bytes; error if it does not fit). */
+nest_status nest_shard_path(const char *prefix, int k, char *out, size_t cap);
+
+/* Learnable synthetic ImageNet-format shards: image i of class k (uniform, from the counter
+ * RNG keyed by (seed, SYNTH, first + i)) is class k's pattern — a colour and an oriented
+ * sinusoidal grating, both drawn from (seed, SYNTH, k) — plus uniform noise; any size and
+ * count, the same bytes for any shard size and thread count. A test set: the same seed and
+ * first = the training set's count (same classes, other images). *nfiles may be NULL. */
+nest_status nest_shards_synthetic(const char *prefix, int64_t n, nest_shape shape, int nclasses,
+                                  int64_t shard_size, uint64_t seed, int64_t first, int *nfiles);
 
 /* Write ds (raw data, labels, class count, normalisation, class names) in nest's HDF5
  * format (docs/data-format.md). Written to PATH.tmp and renamed, so a crash never leaves a

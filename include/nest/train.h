@@ -22,6 +22,7 @@
 
 struct nest_grow;
 struct nest_augment;
+struct nest_prefetch;
 
 typedef struct {
   double loss, acc; /* mean loss, accuracy in [0, 1] */
@@ -88,7 +89,8 @@ typedef struct nest_trainer {
   nest_optim optim;
   int max_local; /* rows a rank handles per step at most: ceil(batch / nranks) */
 
-  /* Per-step buffers, allocated once. */
+  /* Per-step buffers, allocated once. x and y may be swapped with the batch reader's second
+   * pair (prefetch.h): read them after nest_trainer_read, never keep the pointers. */
   float *x, *dlogits;
   int32_t *y;
   int64_t *ids, *perm;
@@ -107,6 +109,8 @@ typedef struct nest_trainer {
   int phase_has[NEST_PHASE_COUNT];
   struct nest_augment *aug; /* distorts training steps' batches (augment.h); NULL unless
                                augment.affine */
+  struct nest_prefetch *pf; /* the batch reader: gather, or image shards from disk with crop,
+                               flip and a background prefetch thread (prefetch.h) */
 
   /* Position and loop state (everything a checkpoint saves besides the net, restart.h). */
   nest_cursor cur;
@@ -155,6 +159,18 @@ void nest_trainer_destroy(nest_trainer **t);
  * (length n_train). Adds local loss sum / correct count / rows to the accumulators. */
 nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t step_in_epoch,
                               double lr, double *loss_sum, int64_t *correct, int64_t *rows);
+/* This rank's rows ids[0..n) of ds (train or test) into t->x [n, C, H, W] and t->y through the
+ * batch reader (prefetch.h): a gather for in-memory sets; image shards are read from disk,
+ * cropped and flipped when `train` (a training step, keyed by t->data_key) or centre-cropped.
+ * Not collective: agree with nest_trainer_read_agree at a point every rank reaches. */
+nest_status nest_trainer_read(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int n,
+                              int train);
+/* Agree on this rank's read outcome `st` (collective for image shards, whose reads can fail on
+ * one rank; in-memory reads cannot fail, and cost no communication). */
+nest_status nest_trainer_read_agree(nest_trainer *t, const nest_dataset *ds, nest_status st);
+/* Announce this rank's next read (same arguments) so that it happens in the background. */
+void nest_trainer_read_ahead(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int n,
+                             int train);
 /* Loss and accuracy of the current net over ds[idx[0..n)], sharded over ranks, reduced. */
 nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
                                   int64_t n, nest_eval *out);

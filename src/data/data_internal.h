@@ -18,4 +18,11 @@ nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *labe
                                nest_dataset **out);
 nest_status nest_data_h5_read(const char *path, int64_t max_samples, nest_dataset **out);
 
+/* Image shards (shards.c). 1 if path is an HDF5 file with nest_format = "image-shard". */
+int nest_data_is_shard(const char *path);
+/* Open image shards: `pattern` (contains '*' or '?') is expanded with glob(3), sorted, and
+ * must match a whole set; otherwise it names one shard file. Labels are read, images not. */
+nest_status nest_data_shards_open(const char *pattern, int64_t max_samples, nest_dataset **out);
+void nest_data_shards_free(struct nest_shards *s);
+
 #endif

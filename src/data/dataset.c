@@ -165,6 +165,17 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
     return NEST_ERR(NEST_ERR_ARG, "%s: max_samples = %lld must be >= 0", path,
                     (long long)opts->max_samples);
 
+  nest_dataset *ds = NULL;
+  /* Image shards: a glob pattern, or one file marked nest_format = "image-shard". */
+  const int pattern = strpbrk(path, "*?") != NULL;
+  if (pattern && labels)
+    return NEST_ERR(NEST_ERR_ARG, "%s: a labels file (%s) is only used with IDX data", path, labels);
+  if (pattern || (!labels && strcmp(fmt, "auto") == 0 && nest_data_is_shard(path)) ||
+      (strcmp(fmt, "h5") == 0 && nest_data_is_shard(path))) {
+    NEST_CALL(nest_data_shards_open(path, opts->max_samples, &ds));
+    goto loaded;
+  }
+
   const char *detected = "csv";
   NEST_CALL(sniff_format(path, &detected)); /* also: missing file -> "PATH: cannot open: ..." */
   /* auto: a labels file means IDX, unless the data file is clearly HDF5 (error below). */
@@ -175,7 +186,6 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
     return NEST_ERR(NEST_ERR_ARG, "%s: a labels file (%s) is only used with IDX data, format is %s",
                     path, labels, fmt);
 
-  nest_dataset *ds = NULL;
   if (strcmp(fmt, "idx") == 0) {
     if (!labels)
       return NEST_ERR(NEST_ERR_ARG, "%s: IDX images need a labels file too", path);
@@ -186,6 +196,7 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
     NEST_CALL(nest_data_csv_read(opts, label_ref, &ds));
     label_ref = NULL; /* already applied, with line numbers in messages */
   }
+loaded:
   if (label_ref) {
     nest_status st = apply_label_ref(ds, label_ref);
     if (st != NEST_OK) {
@@ -206,6 +217,7 @@ void nest_dataset_destroy(nest_dataset **ds) {
   free(d->f32);
   nest_norm_free(&d->norm);
   nest_data_free_names(d->class_names, d->nclasses);
+  nest_data_shards_free(d->shards);
   free(d);
   *ds = NULL;
 }
@@ -228,6 +240,9 @@ nest_status nest_norm_compute(const nest_dataset *ds, const int64_t *idx, int64_
   memset(out, 0, sizeof *out);
   if (!ds || n <= 0 || (!idx && n > ds->n))
     return NEST_ERR(NEST_ERR_ARG, "nest_norm_compute: need 1..n samples (n = %lld)", (long long)n);
+  if (!ds->u8 && !ds->f32)
+    return NEST_ERR(NEST_ERR_ARG, "%s: nest_norm_compute: no samples in memory (image shards "
+                    "carry their statistics: nest_dataset_train_norm)", ds->path);
   if (idx)
     for (int64_t i = 0; i < n; ++i)
       if (idx[i] < 0 || idx[i] >= ds->n)
@@ -354,6 +369,7 @@ void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, floa
   const int has_norm = ds->norm.nch == C && C > 0;
   const float *mean = ds->norm.mean, *sd = ds->norm.std;
   const int64_t nds = ds->n;
+  NEST_ASSERT(ds->u8 || ds->f32); /* image shards are read by prefetch.h, never gathered */
 #pragma omp parallel for schedule(static) if ((int64_t)n * dim >= (1 << 17))
   for (int i = 0; i < n; ++i) {
     const int64_t s = idx[i];

@@ -1,9 +1,11 @@
 /* nest_prep.c — convert MNIST IDX (images + labels, raw or .gz) or a CSV table into nest's
- * HDF5 dataset format (docs/data-format.md), so training runs read one validated file.
+ * HDF5 dataset format (docs/data-format.md), so training runs read one validated file; write
+ * image shards (ImageNet-format, read from disk batch by batch) of synthetic images.
  * Serial tool: uses the data module only, never MPI.
  *
  *   nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz
  *   nest_prep -o wdbc.h5 --label-col 1 --drop-cols 0 wdbc.data
+ *   nest_prep --synthetic-images 2000 -o synth/train --classes 10 --size 256
  *
  * The output is never one of the inputs (not even with --force), and an existing output is
  * kept unless --force is given.
@@ -17,13 +19,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <dirent.h>
+#include <jpeglib.h>
+#include <math.h>
+#include <setjmp.h>
+#include <time.h>
 
 #include "nest/data.h"
 
 static const char *usage_line =
     "usage: nest_prep -o OUT.h5 [--format auto|idx|csv|h5] [--label-col N] [--delim C]\n"
-    "                 [--header] [--drop-cols LIST] [--max N] [--force] INPUT [LABELS]\n";
+    "                 [--header] [--drop-cols LIST] [--max N] [--force] INPUT [LABELS]\n"
+    "       nest_prep --images SRC_DIR -o PREFIX [--size S] [--shard-size K] [--force]\n"
+    "       nest_prep --synthetic-images N -o PREFIX [--classes C] [--size S] [--channels K]\n"
+    "                 [--shard-size K] [--seed X] [--first N] [--force]\n";
 
 static void print_help(void) {
   printf("%s", usage_line);
@@ -40,10 +53,23 @@ static void print_help(void) {
          "  --max N             keep only the first N samples\n"
          "  --force             overwrite an existing output file (never an input)\n"
          "  -h, --help          this help\n"
+         "\nImage shards (PREFIX-00000.h5, PREFIX-00001.h5, ...; data.train = PREFIX-*.h5):\n"
+         "  --images SRC_DIR    JPEGs in SRC_DIR/<class>/ (ILSVRC2012 layout; sorted folder\n"
+         "                      names = class ids): short side resized to S, centre S x S\n"
+         "  --synthetic-images N  N learnable synthetic images (class colour + grating + noise)\n"
+         "  --classes C         classes (default 10)\n"
+         "  --size S            images are S x S (default 256)\n"
+         "  --channels K        channels (default 3)\n"
+         "  --shard-size K      images per shard file (default 1024)\n"
+         "  --seed X            seed of the synthetic images (default 1)\n"
+         "  --first N           number the images from N (default 0): a test set of the same\n"
+         "                      classes is --first <training count> with the same --seed\n"
          "\nExamples:\n"
          "  nest_prep -o mnist-train.h5 train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz\n"
          "  nest_prep -o wdbc.h5 --label-col 1 --drop-cols 0 wdbc.data\n"
-         "  nest_prep -o letters.h5 letter-recognition.data\n");
+         "  nest_prep -o letters.h5 letter-recognition.data\n"
+         "  nest_prep --synthetic-images 5000 -o synth/train --classes 100\n"
+         "  nest_prep --synthetic-images 500 -o synth/test --classes 100 --first 5000\n");
 }
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -105,8 +131,351 @@ static int parse_long(const char *s, long lo, long hi, long *v) {
   return 1;
 }
 
+/* Shards: refuse to replace an existing set (its first shard) unless --force; with --force,
+ * shards of the old set beyond the new count are removed after the new set is complete, so
+ * that PREFIX-*.h5 names exactly the new set. */
+static int check_shard_output(const char *prefix, int force) {
+  char path[4096];
+  if (nest_shard_path(prefix, 0, path, sizeof path) != NEST_OK) {
+    fprintf(stderr, "nest_prep: %s\n", nest_error_message());
+    return 1;
+  }
+  struct stat any;
+  if (!force && lstat(path, &any) == 0) {
+    fprintf(stderr, "nest_prep: %s: the output shard exists; refusing to overwrite the set (use "
+            "--force)\n", path);
+    return 1;
+  }
+  return 0;
+}
+
+static void remove_stale_shards(const char *prefix, int from) {
+  char path[4096];
+  struct stat any;
+  for (int k = from; nest_shard_path(prefix, k, path, sizeof path) == NEST_OK &&
+                     lstat(path, &any) == 0; ++k)
+    if (unlink(path) == 0) printf("nest_prep: removed %s (left from an earlier, larger set)\n", path);
+}
+
+typedef struct {
+  long n, classes, size, channels, shard_size, first;
+  unsigned long long seed;
+} shard_opts;
+
+/* ---- JPEG directories (ILSVRC2012 layout) -------------------------------------------------- */
+
+/* libjpeg reports fatal errors through error_exit, which must not return: jump back to the
+ * decode call, so a corrupt file is skipped and never ends the process. */
+typedef struct {
+  struct jpeg_error_mgr pub;
+  jmp_buf jump;
+  char msg[JMSG_LENGTH_MAX];
+} jpeg_err;
+
+static void on_jpeg_error(j_common_ptr cinfo) {
+  jpeg_err *e = (jpeg_err *)cinfo->err;
+  (*cinfo->err->format_message)(cinfo, e->msg);
+  longjmp(e->jump, 1);
+}
+
+static void on_jpeg_message(j_common_ptr cinfo, int level) {
+  (void)cinfo, (void)level; /* warnings are counted (num_warnings), not printed */
+}
+
+/* Resample one line: out[k] over `on` outputs from in[] (`in_n` values `stride` apart), a
+ * triangle filter of radius max(1, scale) about each output's source position (bilinear when
+ * enlarging, an area-weighted average when reducing, so no aliasing). */
+static void resample_line(const float *in, int in_n, int stride, float *out, int on, int ostride) {
+  const double scale = (double)in_n / on, rad = scale > 1 ? scale : 1;
+  for (int k = 0; k < on; ++k) {
+    const double c = (k + 0.5) * scale - 0.5;
+    int lo = (int)floor(c - rad) + 1, hi = (int)ceil(c + rad) - 1;
+    if (lo < 0) lo = 0;
+    if (hi > in_n - 1) hi = in_n - 1;
+    double s = 0, w = 0;
+    for (int j = lo; j <= hi; ++j) {
+      const double t = 1.0 - fabs(j - c) / rad;
+      if (t <= 0) continue;
+      s += t * in[(size_t)j * stride], w += t;
+    }
+    out[(size_t)k * ostride] = (float)(w > 0 ? s / w : in[(size_t)(c < 0 ? 0 : in_n - 1) * stride]);
+  }
+}
+
+/* Decode `path` to img[3, size, size]: RGB (grayscale replicated, CMYK converted), the short
+ * side resized to `size`, the centre size x size kept. 0 on success; -1 with a message in msg
+ * for a file that cannot be decoded. *warned = 1 if libjpeg warned (a damaged but decodable
+ * file). */
+static int decode_jpeg(const char *path, int size, uint8_t *img, char *msg, size_t cap,
+                       int *warned) {
+  struct jpeg_decompress_struct ci;
+  jpeg_err err;
+  FILE *volatile f = fopen(path, "rb");
+  unsigned char *volatile rgb = NULL;
+  float *volatile tmp = NULL;
+  *warned = 0;
+  if (!f) {
+    snprintf(msg, cap, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  ci.err = jpeg_std_error(&err.pub);
+  err.pub.error_exit = on_jpeg_error;
+  err.pub.emit_message = on_jpeg_message;
+  if (setjmp(err.jump)) {
+    snprintf(msg, cap, "%s: %s", path, err.msg);
+    jpeg_destroy_decompress(&ci);
+    fclose(f);
+    free(rgb);
+    free(tmp);
+    return -1;
+  }
+  jpeg_create_decompress(&ci);
+  jpeg_stdio_src(&ci, f);
+  jpeg_read_header(&ci, TRUE);
+  const int cmyk = ci.jpeg_color_space == JCS_CMYK || ci.jpeg_color_space == JCS_YCCK;
+  ci.out_color_space = cmyk ? JCS_CMYK : ci.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  /* Let the decoder shrink by 1/2, 1/4 or 1/8 while the short side stays >= size (faster). */
+  const unsigned short_side = ci.image_width < ci.image_height ? ci.image_width : ci.image_height;
+  ci.scale_num = 1;
+  ci.scale_denom = 1;
+  while (ci.scale_denom < 8 && short_side / (ci.scale_denom * 2) >= (unsigned)size) ci.scale_denom *= 2;
+  jpeg_start_decompress(&ci);
+  const int W = (int)ci.output_width, H = (int)ci.output_height, K = ci.output_components;
+  rgb = malloc((size_t)W * H * K);
+  if (!rgb) {
+    snprintf(err.msg, sizeof err.msg, "out of memory (%dx%d)", W, H);
+    longjmp(err.jump, 1);
+  }
+  while (ci.output_scanline < ci.output_height) {
+    JSAMPROW row = rgb + (size_t)ci.output_scanline * W * K;
+    jpeg_read_scanlines(&ci, &row, 1);
+  }
+  *warned = err.pub.num_warnings > 0;
+  jpeg_finish_decompress(&ci);
+  const int saw_adobe = ci.saw_Adobe_marker;
+  jpeg_destroy_decompress(&ci);
+  fclose(f);
+  f = NULL;
+  /* Resize: short side -> size, long side in proportion; then keep the centre. */
+  const int oh = H <= W ? size : (int)lround((double)H * size / W);
+  const int ow = W <= H ? size : (int)lround((double)W * size / H);
+  tmp = malloc(sizeof(float) * ((size_t)W * H + (size_t)W * oh + (size_t)ow * oh));
+  if (!tmp) {
+    free(rgb);
+    snprintf(msg, cap, "%s: out of memory", path);
+    return -1;
+  }
+  float *plane = tmp, *cols = tmp + (size_t)W * H, *res = cols + (size_t)W * oh;
+  const int y0 = (oh - size) / 2, x0 = (ow - size) / 2;
+  for (int c = 0; c < 3; ++c) {
+    for (size_t p = 0; p < (size_t)W * H; ++p) {
+      const unsigned char *px = rgb + p * K;
+      float v;
+      if (K == 1) v = px[0];
+      else if (!cmyk) v = px[c];
+      else { /* Adobe writes inverted CMYK (saw_Adobe_marker): R = C * K / 255 on stored values */
+        const float cc = saw_adobe ? px[c] : 255 - px[c], kk = saw_adobe ? px[3] : 255 - px[3];
+        v = cc * kk / 255.0f;
+      }
+      plane[p] = v;
+    }
+    for (int x = 0; x < W; ++x) resample_line(plane + x, H, W, cols + x, oh, W); /* vertical */
+    for (int y = 0; y < oh; ++y) resample_line(cols + (size_t)y * W, W, 1, res + (size_t)y * ow, ow, 1);
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x) {
+        const float v = roundf(res[(size_t)(y + y0) * ow + x + x0]);
+        img[((size_t)c * size + y) * size + x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+      }
+  }
+  free(rgb);
+  free(tmp);
+  return 0;
+}
+
+static int has_jpeg_ext(const char *name) {
+  const char *d = strrchr(name, '.');
+  return d && (strcasecmp(d, ".jpg") == 0 || strcasecmp(d, ".jpeg") == 0);
+}
+
+static int cmp_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted entries of `path` that are directories (want_dirs) or JPEG files; NULL on error. */
+static char **list_dir(const char *path, int want_dirs, int *n) {
+  DIR *d = opendir(path);
+  *n = 0;
+  if (!d) return NULL;
+  int cap = 64;
+  char **v = malloc(sizeof(char *) * (size_t)cap);
+  struct dirent *e;
+  while (v && (e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char full[8192];
+    if ((size_t)snprintf(full, sizeof full, "%.4000s/%.4000s", path, e->d_name) >= sizeof full) continue;
+    struct stat sb;
+    if (stat(full, &sb) != 0) continue;
+    if (want_dirs ? !S_ISDIR(sb.st_mode) : !(S_ISREG(sb.st_mode) && has_jpeg_ext(e->d_name)))
+      continue;
+    if (*n == cap) {
+      char **nv = realloc(v, sizeof(char *) * (size_t)(cap *= 2));
+      if (!nv) break;
+      v = nv;
+    }
+    v[(*n)++] = strdup(e->d_name);
+  }
+  closedir(d);
+  if (v) qsort(v, (size_t)*n, sizeof(char *), cmp_name); /* byte order: class ids stable */
+  return v;
+}
+
+static void free_list(char **v, int n) {
+  for (int i = 0; v && i < n; ++i) free(v[i]);
+  free(v);
+}
+
+static double wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* SRC_DIR/<class>/<image>.JPEG -> shards of 3 x size x size images, class ids = the sorted
+ * folder names (stored as class_names). Files that do not decode are skipped with a message and
+ * counted. Decoding runs GROUP images at a time over the OpenMP threads; writing is in order. */
+static int run_images(const char *src, const char *prefix, long size, long shard_size, int force) {
+  if (check_shard_output(prefix, force)) return 1;
+  int nclasses = 0;
+  char **classes = list_dir(src, 1, &nclasses);
+  if (!classes) {
+    fprintf(stderr, "nest_prep: %s: cannot read the directory: %s\n", src, strerror(errno));
+    return 1;
+  }
+  if (nclasses == 0) {
+    fprintf(stderr, "nest_prep: %s: no class folders (expected SRC_DIR/<class>/*.JPEG)\n", src);
+    free_list(classes, nclasses);
+    return 1;
+  }
+  /* All files first: the total for the progress line. */
+  int64_t total = 0;
+  char ***files = calloc((size_t)nclasses, sizeof(char **));
+  int *nfiles = calloc((size_t)nclasses, sizeof(int));
+  for (int k = 0; files && nfiles && k < nclasses; ++k) {
+    char d[8192];
+    snprintf(d, sizeof d, "%s/%s", src, classes[k]);
+    files[k] = list_dir(d, 0, &nfiles[k]);
+    total += nfiles[k];
+  }
+  int rc = 1;
+  nest_shard_writer *w = NULL;
+  enum { GROUP = 32 };
+  const size_t ib = 3 * (size_t)size * (size_t)size;
+  uint8_t *buf = malloc(ib * GROUP);
+  char (*msgs)[1024] = malloc(sizeof *msgs * GROUP);
+  int ok[GROUP], warn[GROUP];
+  char *paths[GROUP] = {0};
+  int32_t labels[GROUP];
+  int64_t done = 0, written = 0, corrupt = 0, warned = 0;
+  nest_status st = NEST_OK;
+  if (!files || !nfiles || !buf || !msgs) {
+    fprintf(stderr, "nest_prep: out of memory\n");
+    goto out;
+  }
+  if (total == 0) {
+    fprintf(stderr, "nest_prep: %s: no .jpg / .jpeg files in the %d class folders\n", src, nclasses);
+    goto out;
+  }
+  st = nest_shard_writer_create(prefix, (nest_shape){3, (int)size, (int)size}, nclasses,
+                                shard_size, classes, &w);
+  double last = 0;
+  const double t0 = wall();
+  int k = 0, i = 0;
+  while (st == NEST_OK && done < total) {
+    int g = 0;
+    for (; g < GROUP && k < nclasses; ++i) {
+      if (i >= nfiles[k]) { ++k, i = -1; continue; }
+      char *p = malloc(strlen(src) + strlen(classes[k]) + strlen(files[k][i]) + 3);
+      sprintf(p, "%s/%s/%s", src, classes[k], files[k][i]);
+      paths[g] = p, labels[g] = k, ++g;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int j = 0; j < g; ++j)
+      ok[j] = decode_jpeg(paths[j], (int)size, buf + (size_t)j * ib, msgs[j], sizeof msgs[j], &warn[j]) == 0;
+    for (int j = 0; j < g; ++j) {
+      if (!ok[j]) {
+        fprintf(stderr, "\nnest_prep: skipped %s\n", msgs[j]);
+        ++corrupt;
+      } else {
+        warned += warn[j];
+        if (st == NEST_OK) st = nest_shard_writer_add(w, buf + (size_t)j * ib, labels[j]);
+        ++written;
+      }
+      free(paths[j]);
+      paths[j] = NULL;
+    }
+    done += g;
+    const double now = wall();
+    if (now - last >= 1.0 || done == total) {
+      last = now;
+      printf("\rnest_prep: %lld/%lld images (%.1f%%), %lld corrupt skipped, %.0f images/s   ",
+             (long long)done, (long long)total, 100.0 * (double)done / (double)total,
+             (long long)corrupt, (double)done / (now - t0 + 1e-9));
+      fflush(stdout);
+    }
+  }
+  printf("\n");
+  int nshards = 0;
+  if (st == NEST_OK && written == 0) {
+    fprintf(stderr, "nest_prep: %s: no image could be decoded (%lld corrupt)\n", src, (long long)corrupt);
+    goto out;
+  }
+  if (st == NEST_OK) st = nest_shard_writer_finish(w, NULL, &nshards);
+  if (st != NEST_OK) {
+    fprintf(stderr, "nest_prep: %s\n", nest_error_message());
+    goto out;
+  }
+  if (force) remove_stale_shards(prefix, nshards);
+  printf("nest_prep: wrote %s-00000.h5 .. %s-%05d.h5: %lld images, shape 3x%ldx%ld (uint8), %d "
+         "classes, %d shard%s; %lld corrupt file%s skipped, %lld decoded with warnings\n", prefix,
+         prefix, nshards - 1, (long long)written, size, size, nclasses, nshards,
+         nshards == 1 ? "" : "s", (long long)corrupt, corrupt == 1 ? "" : "s", (long long)warned);
+  rc = 0;
+out:
+  nest_shard_writer_destroy(&w);
+  for (int j = 0; j < GROUP; ++j) free(paths[j]);
+  for (int c = 0; files && c < nclasses; ++c) free_list(files[c], nfiles ? nfiles[c] : 0);
+  free(files);
+  free(nfiles);
+  free(buf);
+  free(msgs);
+  free_list(classes, nclasses);
+  return rc;
+}
+
+static int run_synthetic(const char *prefix, const shard_opts *so, int force) {
+  if (check_shard_output(prefix, force)) return 1;
+  const nest_shape shape = {(int)so->channels, (int)so->size, (int)so->size};
+  int nfiles = 0;
+  nest_status st = nest_shards_synthetic(prefix, so->n, shape, (int)so->classes, so->shard_size,
+                                         so->seed, so->first, &nfiles);
+  if (st != NEST_OK) {
+    fprintf(stderr, "nest_prep: %s\n", nest_error_message());
+    return 1;
+  }
+  if (force) remove_stale_shards(prefix, nfiles);
+  printf("nest_prep: wrote %s-00000.h5 .. %s-%05d.h5: %ld synthetic images, shape %ldx%ldx%ld "
+         "(uint8), %ld classes, %d shard%s\n", prefix, prefix, nfiles - 1, so->n, so->channels,
+         so->size, so->size, so->classes, nfiles, nfiles == 1 ? "" : "s");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
+      {"synthetic-images", required_argument, NULL, 'S'}, {"classes", required_argument, NULL, 'C'},
+      {"size", required_argument, NULL, 'z'},    {"channels", required_argument, NULL, 'k'},
+      {"shard-size", required_argument, NULL, 'K'}, {"seed", required_argument, NULL, 's'},
+      {"first", required_argument, NULL, 'T'},
+      {"images", required_argument, NULL, 'I'},
       {"output", required_argument, NULL, 'o'},    {"format", required_argument, NULL, 'f'},
       {"label-col", required_argument, NULL, 'l'}, {"delim", required_argument, NULL, 'd'},
       {"header", no_argument, NULL, 'H'},          {"drop-cols", required_argument, NULL, 'x'},
@@ -115,7 +484,9 @@ int main(int argc, char **argv) {
   nest_data_opts o;
   nest_data_opts_default(&o);
   const char *outpath = NULL;
-  int force = 0;
+  int force = 0, synthetic = 0;
+  const char *images = NULL;
+  shard_opts so = {.classes = 10, .size = 256, .channels = 3, .shard_size = 1024, .seed = 1};
   long v;
   opterr = 0; /* we print our own one-line messages */
   int c;
@@ -146,12 +517,60 @@ int main(int argc, char **argv) {
         return usage_error("--max '%s': expected a positive sample count", optarg);
       o.max_samples = v;
       break;
+    case 'S':
+      if (!parse_long(optarg, 1, 1L << 40, &v))
+        return usage_error("--synthetic-images '%s': expected a positive image count", optarg);
+      so.n = v, synthetic = 1;
+      break;
+    case 'C':
+      if (!parse_long(optarg, 1, 1 << 20, &v))
+        return usage_error("--classes '%s': expected 1 .. 1048576", optarg);
+      so.classes = v;
+      break;
+    case 'z':
+      if (!parse_long(optarg, 1, 4096, &v)) return usage_error("--size '%s': expected 1 .. 4096", optarg);
+      so.size = v;
+      break;
+    case 'k':
+      if (!parse_long(optarg, 1, 64, &v)) return usage_error("--channels '%s': expected 1 .. 64", optarg);
+      so.channels = v;
+      break;
+    case 'K':
+      if (!parse_long(optarg, 1, 1L << 30, &v))
+        return usage_error("--shard-size '%s': expected a positive image count", optarg);
+      so.shard_size = v;
+      break;
+    case 'I': images = optarg; break;
+    case 'T':
+      if (!parse_long(optarg, 0, 1L << 50, &v))
+        return usage_error("--first '%s': expected a non-negative image number", optarg);
+      so.first = v;
+      break;
+    case 's': {
+      char *end;
+      errno = 0;
+      so.seed = strtoull(optarg, &end, 10);
+      if (end == optarg || *end || errno || optarg[0] == '-')
+        return usage_error("--seed '%s': expected a non-negative integer", optarg);
+      break;
+    }
     case 'h': print_help(); return 0;
     case ':': return usage_error("option %s needs a value", argv[optind - 1]);
     default: return usage_error("unknown option '%s'", argv[optind - 1]);
     }
   }
   int npos = argc - optind;
+  if (images) {
+    if (synthetic) return usage_error("%s", "--images and --synthetic-images exclude each other");
+    if (!outpath || !*outpath) return usage_error("%s", "missing -o PREFIX");
+    if (npos > 0) return usage_error("unexpected argument '%s' with --images", argv[optind]);
+    return run_images(images, outpath, so.size, so.shard_size, force);
+  }
+  if (synthetic) {
+    if (!outpath || !*outpath) return usage_error("%s", "missing -o PREFIX");
+    if (npos > 0) return usage_error("unexpected argument '%s' with --synthetic-images", argv[optind]);
+    return run_synthetic(outpath, &so, force);
+  }
   if (!outpath || !*outpath) return usage_error("%s", "missing -o OUT.h5");
   if (npos < 1 || npos > 2)
     return usage_error("%s", npos < 1 ? "missing INPUT file" : "too many input files");
