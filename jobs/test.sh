@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash jobs/setup.sh
-bash slurm/setup.sh
+bash slurm/setup.sh || echo "test.sh: the Slurm packages could not be installed; the slurm_ci test will skip"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cd "${NEST_BUILD_DIR:-build}"
 ctest --output-on-failure --timeout 900 "$@"

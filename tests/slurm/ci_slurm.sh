@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # ci_slurm.sh — CI runs a real Slurm job (issue 8, docs/slurm.md): bring up the local
-# single-node Slurm (slurm/start.sh), then
-#  1. sbatch the same small 4-task NeST job twice through its job script in jobs/: once straight
-#     through, once stopped by SIGUSR1 mid-run (`scancel --signal=USR1 --batch`, what
-#     --signal=B:USR1@T does at the time limit), which checkpoints, requeues itself, resumes
-#     and completes; the two final states must be bit-identical (model.h5 by h5diff,
+# single-node Slurm (slurm/start.sh), make synthetic ImageNet-format shards, then
+#  1. sbatch the same small 4-task AlexNet-shaped NeST job twice through jobs/alexnet_nest.slurm:
+#     once straight through, once stopped by SIGUSR1 mid-run (`scancel --signal=USR1 --batch`,
+#     what --signal=B:USR1@T does at the time limit), which checkpoints, requeues itself,
+#     resumes and completes; the two final states must be bit-identical (model.h5 by h5diff,
 #     metrics.csv without its timing columns, events.csv without its seconds column);
-#  2. sbatch a 64-task LeNet-300 job (64 tasks on however many cores: oversubscribed) that
-#     must complete;
+#  2. sbatch a 64-task LeNet-300 NeST job through jobs/lenet300_nest.slurm (64 tasks on however
+#     many cores: oversubscribed) that must complete;
 # and tear the Slurm down again (also on failure), unless it was already running before.
-# Exit 0 = passed, 77 = skipped (not root, no Slurm packages, no data), else failed.
+# Exit 0 = passed, 77 = skipped (not root, no Slurm packages), else failed. No dataset needed.
 #
 # Usage: bash tests/slurm/ci_slurm.sh       (ctest runs it as test slurm_ci, labels slurm;slow)
-# Env:   NEST_BUILD_DIR (default build), NEST_DATA_DIR (default ../shared/data, holding mnist/),
+# Env:   NEST_BUILD_DIR (default build),
 #        NEST_SLURM_DIR (the local Slurm's state, default /tmp/nest-slurm),
 #        NEST_CI_KEEP=1 keeps the work directory (it is kept anyway when the test fails).
 set -euo pipefail
@@ -38,38 +38,100 @@ for c in munge munged slurmctld slurmd sbatch scontrol h5diff; do
 done
 [ -x "$build/nest_mpi" ] || fail "$build/nest_mpi: not built"
 
+work=$(mktemp -d /tmp/nest-ci-slurm.XXXXXX)
+mkdir "$work/data"
+
 # ============================================================================================
-# The 4-task job: its data and its configuration, all here.
-# Now: LeNet-5 NeST (grow with feature maps, train, prune, partial-area convolution) on the
-# first 2,000 MNIST training images from $NEST_DATA_DIR/mnist, through jobs/lenet5_nest.slurm;
-# skipped without MNIST.
-# To come (issue 8): an AlexNet-shaped NeST job (reduced widths) on synthetic ImageNet-format
-# shards made here by `nest_prep --synthetic-images`, through jobs/alexnet_nest.slurm, so that
-# the test needs no data on a fresh machine. Only this block changes for that.
-ci_data() { # prepares the data in $1 (the work directory), exports what the job script needs;
-             # returns 77 when there is no data
-  local mnist=${NEST_DATA_DIR:-../shared/data}/mnist
-  [ -f "$mnist/train-images-idx3-ubyte.gz" ] || return 77
-  export NEST_MNIST_DIR=$mnist
+# The jobs' data and configuration, all here. Synthetic images made by nest_prep in ImageNet's
+# shard format (docs/data-format.md), so the test needs no dataset.
+# 4-task job: AlexNet-shaped NeST — arch alexnet at width 0.1 (conv 10, 26, 38, 38, 26 maps,
+# fc 410, 410), 30% of the connections active, on 1,600 synthetic 3x72x72 images of 10 classes
+# in 4 shards, random 64x64 crops and flips; 2 growth iterations (connections, feature maps,
+# neurons), 1 training epoch, 1 pruning iteration; a checkpoint every 5 steps (44 in all). It
+# goes through jobs/alexnet_nest.slurm (NEST_CONFIG replaces the full-size config) with one
+# small node's resources.
+# 64-task job: the shipped LeNet-300 NeST job (jobs/lenet300_nest.slurm), cut to one iteration
+# of each phase, on 2,560 synthetic 1x28x28 images.
+ci_data() { # $1: the directory to fill
+  local p=$build/nest_prep
+  "$p" --synthetic-images 1600 -o "$1/train" --classes 10 --size 72 --shard-size 400 &&
+    "$p" --synthetic-images 400 -o "$1/test" --classes 10 --size 72 --first 1600 &&
+    "$p" --synthetic-images 2560 -o "$1/lenet-train" --classes 10 --size 28 --channels 1 \
+      --shard-size 1280 &&
+    "$p" --synthetic-images 500 -o "$1/lenet-test" --classes 10 --size 28 --channels 1 \
+      --first 2560 || return 1
+  cat > "$1/ci_alexnet.ini" << 'EOF'
+; tests/slurm/ci_slurm.sh: a reduced AlexNet NeST run on synthetic shards in data.dir
+[run]
+seed = 1
+[data]
+train = train-*.h5
+test = test-*.h5
+val_split = 0.1
+[model]
+arch = alexnet
+width = 0.1
+density = 0.3
+dropout = 0.5
+[augment]
+crop = 64
+flip = 1
+[synthesis]
+phases = grow, train, prune
+[train]
+epochs = 1
+batch = 32
+[optim]
+lr = 0.01
+momentum = 0.9
+weight_decay = 0.0005
+schedule = cosine
+[grow]
+policy = conn,fmap,neuron
+iterations = 2
+train_epochs = 1
+conn_ratio = 0.2
+fmaps = 2
+fmap_candidates = 3
+neurons = 16
+batches = 10
+score_batch = 128
+[prune]
+gamma_start = 0.2
+gamma = 0.1
+retrain_steps = 10
+retries = 0
+lr = 0.005
+tolerance = 0.05
+iterations = 1
+epochs = 0
+[checkpoint]
+every_steps = 5
+EOF
 }
-ci_script=jobs/lenet5_nest.slurm
-ci_args=(--set data.max_train=2000 --set data.max_test=500 --set data.val_split=0.2
-         --set grow.iterations=2 --set grow.train_epochs=1 --set grow.fmap_candidates=3
-         --set train.epochs=1 --set prune.iterations=2 --set prune.retrain_steps=20
-         --set prune.epochs=1 --set checkpoint.every_steps=5)
-# The stop comes once checkpoint number ci_stop_at exists (the straight run writes about 70:
-# one every 5 steps, at the start and after every growth and pruning iteration).
-ci_stop_at=20
+ci_script=jobs/alexnet_nest.slurm
+ci_env=(NEST_CONFIG="$work/data/ci_alexnet.ini" NEST_IMAGENET_DIR="$work/data")
+# The script asks for 8 nodes x 8 tasks x 4 CPUs and a signal 900 s before its limit.
+ci_sbatch=(--nodes=1 --ntasks=4 --ntasks-per-node=4 --cpus-per-task=1 --mem-per-cpu=500M
+           --signal=B:USR1@60)
+ci_args=()
+# The stop comes once checkpoint number ci_stop_at exists (of 44: in the 2nd growth iteration).
+ci_stop_at=15
+big_script=jobs/lenet300_nest.slurm
+big_env=()
+big_sbatch=(--ntasks=64 --mem-per-cpu=200M)
+big_args=(--set data.dir="$work/data" --set "data.train=lenet-train-*.h5"
+          --set "data.test=lenet-test-*.h5" --set data.train_labels= --set data.test_labels=
+          --set grow.iterations=1 --set grow.train_epochs=1 --set train.epochs=1
+          --set prune.iterations=1 --set prune.epochs=1 --set prune.retrain_steps=5)
 # ============================================================================================
 
-work=$(mktemp -d /tmp/nest-ci-slurm.XXXXXX)
-rc=0
-ci_data "$work" || rc=$?
-if [ "$rc" = 77 ]; then
-  rmdir "$work"
-  skip "no data for the 4-task job (MNIST in ${NEST_DATA_DIR:-../shared/data}/mnist)"
-fi
-[ "$rc" = 0 ] || fail "preparing the 4-task job's data failed"
+t0=$SECONDS
+ci_data "$work/data" > "$work/data.log" 2>&1 || {
+  cat "$work/data.log" >&2
+  fail "making the jobs' data failed (log above; $work kept)"
+}
+say "data made in $((SECONDS - t0)) s"
 
 # --- the local Slurm: started here unless it already runs (then it is left running).
 ours=1
@@ -103,13 +165,20 @@ export NEST_HOME=$src NEST_BUILD_DIR=$build
 
 # job_field JOBID FIELD: one field of `scontrol show job`.
 job_field() { scontrol -o show job "$1" 2> /dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-# submit NAME SBATCH_ARGS... -- SCRIPT ARGS...: sbatch, output in $work/NAME.out, run directory
-# $work/NAME; prints the job id.
+# submit NAME [VAR=VALUE...] -- SBATCH_ARGS... SCRIPT ARGS...: sbatch with the variables in its
+# environment (sbatch passes its environment to the job), output in $work/NAME.out, run
+# directory $work/NAME; prints the job id.
 submit() {
   local name=$1 j
   shift
-  j=$(NEST_RUN_DIR=$work/$name sbatch --parsable --job-name="ci_$name" --output="$work/$name.out" \
-        --time=00:15:00 "$@") || fail "sbatch $name failed"
+  local -a vars=()
+  while [ "$1" != -- ]; do
+    vars+=("$1")
+    shift
+  done
+  shift
+  j=$(env "${vars[@]}" NEST_RUN_DIR="$work/$name" sbatch --parsable --job-name="ci_$name" \
+        --output="$work/$name.out" --time=00:15:00 "$@") || fail "sbatch $name failed"
   echo "${j%%;*}"
 }
 # finished JOBID: the job reached an end state (a requeued job passes through REQUEUED and
@@ -162,9 +231,9 @@ newest_ckpt() {
 
 # --- 1. the 4-task job, straight through and stopped + requeued, side by side.
 t0=$SECONDS
-ref=$(submit ref --ntasks=4 --mem-per-cpu=500M "$ci_script" "${ci_args[@]}")
+ref=$(submit ref "${ci_env[@]}" -- "${ci_sbatch[@]}" "$ci_script" "${ci_args[@]}")
 jobs_submitted+=("$ref")
-int=$(submit stopped --ntasks=4 --mem-per-cpu=500M "$ci_script" "${ci_args[@]}")
+int=$(submit stopped "${ci_env[@]}" -- "${ci_sbatch[@]}" "$ci_script" "${ci_args[@]}")
 jobs_submitted+=("$int")
 say "4-task job $ci_script: $ref straight through, $int to be stopped at checkpoint $ci_stop_at"
 end=$((SECONDS + 300))
@@ -192,7 +261,7 @@ until restarted; do
   sleep 0.5
 done
 say "job $int: requeued and running again $((SECONDS - t_sig)) s after the signal"
-wait_jobs 420 "$ref" "$int"
+wait_jobs 360 "$ref" "$int"
 check_done ref "$ref"
 check_done stopped "$int"
 say "4-task jobs done in $((SECONDS - t0)) s"
@@ -224,21 +293,12 @@ say "stopped + requeued + resumed job == straight job: model.h5, metrics.csv, ev
 # --- 2. 64 tasks on this machine's cores. The node claims 64 CPUs (slurm.conf.in), and
 # jobs/slurm_job.sh tells Open MPI's ranks to yield when there are more of them than cores.
 t0=$SECONDS
-mnist=${NEST_DATA_DIR:-../shared/data}/mnist
-if [ -f "$mnist/train-images-idx3-ubyte.gz" ]; then
-  export NEST_MNIST_DIR=$mnist
-  big=$(submit lenet64 --ntasks=64 --mem-per-cpu=200M jobs/lenet300_nest.slurm \
-          --set data.max_train=2560 --set data.max_test=500 --set grow.iterations=1 \
-          --set grow.train_epochs=1 --set train.epochs=1 --set prune.iterations=1 \
-          --set prune.epochs=1 --set prune.retrain_steps=5)
-  jobs_submitted+=("$big")
-  say "64-task job jobs/lenet300_nest.slurm: $big"
-  wait_jobs 360 "$big"
-  check_done lenet64 "$big"
-  grep -q "64 ranks" "$work/lenet64.out" || fail "job $big: nest did not run on 64 ranks"
-  [ -f "$work/lenet64/model.h5" ] || fail "job $big: no model.h5"
-  say "64-task job done in $((SECONDS - t0)) s"
-else
-  say "64-task job skipped: no MNIST in $mnist"
-fi
+big=$(submit lenet64 "${big_env[@]}" -- "${big_sbatch[@]}" "$big_script" "${big_args[@]}")
+jobs_submitted+=("$big")
+say "64-task job $big_script: $big"
+wait_jobs 300 "$big"
+check_done lenet64 "$big"
+grep -q "64 ranks" "$work/lenet64.out" || fail "job $big: nest did not run on 64 ranks"
+[ -f "$work/lenet64/model.h5" ] || fail "job $big: no model.h5"
+say "64-task job done in $((SECONDS - t0)) s"
 say "PASS"
