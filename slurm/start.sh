@@ -31,8 +31,8 @@ bash "$here/setup.sh"
 alive() {
   local pid
   [ -s "$2" ] || return 1
-  pid=$(cat "$2")
-  [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$1" ]
+  pid=$(cat "$2" 2> /dev/null) || return 1  # (the daemon removes it as it exits)
+  [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = "$1" ]
 }
 # wait_for SECONDS COMMAND...: poll COMMAND every half second until it succeeds.
 wait_for() {

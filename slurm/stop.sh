@@ -16,8 +16,8 @@ say() { echo "slurm/stop: $*"; }
 alive() {
   local pid
   [ -s "$2" ] || return 1
-  pid=$(cat "$2")
-  [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$1" ]
+  pid=$(cat "$2" 2> /dev/null) || return 1  # (the daemon removes it as it exits)
+  [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = "$1" ]
 }
 dead() { ! alive "$@"; }
 wait_for() {
@@ -35,7 +35,7 @@ stop() {
     rm -f "$2"
     return 0
   fi
-  pid=$(cat "$2")
+  pid=$(cat "$2" 2> /dev/null) || return 0  # it exited meanwhile (and removed its pid file)
   kill -TERM "$pid" 2>/dev/null || true
   if ! wait_for "$timeout" dead "$1" "$2"; then
     say "$1 (pid $pid) ignored SIGTERM for ${timeout} s: SIGKILL"

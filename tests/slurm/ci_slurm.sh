@@ -135,8 +135,7 @@ say "data made in $((SECONDS - t0)) s"
 
 # --- the local Slurm: started here unless it already runs (then it is left running).
 ours=1
-if [ -s "$state/slurmctld.pid" ] && [ -r "/proc/$(cat "$state/slurmctld.pid")/comm" ] &&
-   [ "$(cat "/proc/$(cat "$state/slurmctld.pid")/comm")" = slurmctld ]; then
+if [ "$(cat "/proc/$(cat "$state/slurmctld.pid" 2> /dev/null)/comm" 2> /dev/null)" = slurmctld ]; then
   ours=0
 fi
 jobs_submitted=()
