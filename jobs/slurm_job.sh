@@ -112,6 +112,11 @@ nest_job() {
 
   if compgen -G "$run_dir/checkpoints/ckpt-*.h5" > /dev/null; then
     nest_job_say "resuming $run_dir from its newest checkpoint (restart ${SLURM_RESTART_COUNT:-0})"
+    # A job's first start that finds checkpoints: meant (NEST_RUN_DIR set to continue a run),
+    # or a job id used before (a Slurm whose state was reset numbers jobs from 1 again).
+    if [ "${SLURM_RESTART_COUNT:-0}" = 0 ] && [ -z "${NEST_RUN_DIR:-}" ]; then
+      nest_job_say "warning: this job's first start found checkpoints in $run_dir: continuing that run; if it is an older job's (job ids reused), cancel and submit with NEST_RUN_DIR set to a new directory" >&2
+    fi
   else
     nest_job_say "starting $run_dir"
   fi

@@ -6,7 +6,7 @@
 # exactly that. Returns once sinfo shows the node idle.
 #
 # Usage: bash slurm/start.sh
-# Env:   NEST_SLURM_DIR   state directory: config, pid files, logs, spool (default /tmp/nest-slurm)
+# Env:   NEST_SLURM_DIR   state directory: config, pid files, logs, spool (default /var/tmp/nest-slurm)
 #        NEST_SLURM_CPUS  CPUs the node claims (default 64, whatever the machine has)
 #        NEST_SLURM_PORT  slurmctld's port; slurmd uses the next one (default 6817)
 #        NEST_SLURM_TIMEOUT seconds to wait for each daemon and for the idle node (default 60)
@@ -14,7 +14,7 @@
 #        /etc/slurm/slurm.conf did not exist: start.sh links it to this one then)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-state=${NEST_SLURM_DIR:-/tmp/nest-slurm}
+state=${NEST_SLURM_DIR:-/var/tmp/nest-slurm}
 cpus=${NEST_SLURM_CPUS:-64}
 ctld_port=${NEST_SLURM_PORT:-6817}
 timeout=${NEST_SLURM_TIMEOUT:-60}

@@ -5,9 +5,9 @@
 # stopped; a munged that was already running is left alone. Idempotent.
 #
 # Usage: bash slurm/stop.sh
-# Env:   NEST_SLURM_DIR (default /tmp/nest-slurm), NEST_SLURM_TIMEOUT (default 60 s per wait)
+# Env:   NEST_SLURM_DIR (default /var/tmp/nest-slurm), NEST_SLURM_TIMEOUT (default 60 s per wait)
 set -euo pipefail
-state=${NEST_SLURM_DIR:-/tmp/nest-slurm}
+state=${NEST_SLURM_DIR:-/var/tmp/nest-slurm}
 timeout=${NEST_SLURM_TIMEOUT:-60}
 export SLURM_CONF=$state/slurm.conf
 

@@ -13,13 +13,13 @@
 #
 # Usage: bash tests/slurm/ci_slurm.sh       (ctest runs it as test slurm_ci, labels slurm;slow)
 # Env:   NEST_BUILD_DIR (default build),
-#        NEST_SLURM_DIR (the local Slurm's state, default /tmp/nest-slurm),
+#        NEST_SLURM_DIR (the local Slurm's state, default /var/tmp/nest-slurm),
 #        NEST_CI_KEEP=1 keeps the work directory (it is kept anyway when the test fails).
 set -euo pipefail
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$src"
 build=$(cd "${NEST_BUILD_DIR:-build}" && pwd)
-state=${NEST_SLURM_DIR:-/tmp/nest-slurm}
+state=${NEST_SLURM_DIR:-/var/tmp/nest-slurm}
 t_start=$SECONDS
 
 say() { echo "ci_slurm: $*"; }
