@@ -145,7 +145,8 @@ int main(int argc, char **argv) {
   if (rank == 0 && (long)threads * nest_comm_local_size(comm) > online)
     fprintf(stderr,
             "nest_mpi: warning: %d ranks x %d threads on a node with %ld cores: oversubscribed, "
-            "expect slow training\n",
+            "expect slow training (with Open MPI set OMPI_MCA_mpi_yield_when_idle=1, which mpirun "
+            "--oversubscribe does by itself: docs/scaling.md)\n",
             nest_comm_local_size(comm), threads, online);
 
   nest_trainer *t = NULL;
