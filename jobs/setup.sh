@@ -12,21 +12,10 @@ packages=(build-essential cmake pkg-config git
           libopenblas-openmp-dev
           libcmocka-dev zlib1g-dev libjpeg62-turbo-dev)
 
-missing=()
 if command -v dpkg-query >/dev/null; then
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  bash jobs/install_packages.sh setup "${packages[@]}"
 else # not Debian: the dependencies come from modules or Spack (docs/building.md)
   echo "setup: no dpkg: not installing packages, only building"
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 build=${NEST_BUILD_DIR:-build}

@@ -27,22 +27,9 @@ die() { echo "slurm/start: error: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (slurmctld and slurmd run as root here, munged as munge)"
 bash "$here/setup.sh"
 
-# alive NAME PIDFILE: the pid file names a running process called NAME.
-alive() {
-  local pid
-  [ -s "$2" ] || return 1
-  pid=$(cat "$2" 2> /dev/null) || return 1  # (the daemon removes it as it exits)
-  [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = "$1" ]
-}
-# wait_for SECONDS COMMAND...: poll COMMAND every half second until it succeeds.
-wait_for() {
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -lt "$end" ] || return 1
-    sleep 0.5
-  done
-}
+# alive, wait_for
+# shellcheck source=slurm/lib.sh
+. "$here/lib.sh"
 
 mkdir -p "$state/ctld" "$state/spool"
 chmod 755 "$state"

@@ -13,21 +13,9 @@ export SLURM_CONF=$state/slurm.conf
 
 say() { echo "slurm/stop: $*"; }
 
-alive() {
-  local pid
-  [ -s "$2" ] || return 1
-  pid=$(cat "$2" 2> /dev/null) || return 1  # (the daemon removes it as it exits)
-  [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = "$1" ]
-}
-dead() { ! alive "$@"; }
-wait_for() {
-  local end=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -lt "$end" ] || return 1
-    sleep 0.5
-  done
-}
+# alive, dead, wait_for
+# shellcheck source=slurm/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 # stop NAME PIDFILE: SIGTERM, then SIGKILL if it is still there after the timeout.
 stop() {
   local pid

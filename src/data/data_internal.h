@@ -2,7 +2,20 @@
 #ifndef NEST_DATA_INTERNAL_H
 #define NEST_DATA_INTERNAL_H
 
+#include <hdf5.h>
+
 #include "nest/data.h"
+
+/* HDF5 helpers shared by h5.c (nest .h5 sets) and shards.c (image shards). */
+/* Silence HDF5's own error stack printing: nest reports its own one-line errors. */
+static inline void nest_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+/* Close *id with `close` if it is open, and mark it closed (-1). */
+static inline void nest_h5_close(hid_t *id, herr_t (*close)(hid_t)) {
+  if (*id >= 0) close(*id);
+  *id = -1;
+}
+/* A scalar int32 attribute `name` = v on loc (h5.c). Negative on failure. */
+herr_t nest_h5_put_int_attr(hid_t loc, const char *name, int v);
 
 /* A dataset with n samples of `shape`: labels [n] allocated; kind 1 also allocates u8 [n, D],
  * kind 2 f32 [n, D], kind 0 neither (the reader attaches its own buffer). */

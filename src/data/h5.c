@@ -27,13 +27,6 @@
 #define NEST_H5_VERSION 1
 #define NEST_H5_MAX_CLASSES (1 << 20)
 
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static void h5_close(hid_t *id, herr_t (*close)(hid_t)) {
-  if (*id >= 0) close(*id);
-  *id = -1;
-}
-
 /* ---- reading ------------------------------------------------------------------------------ */
 
 /* Open root attribute `name`; *present = 0 if it does not exist. Its element count -> *npts. */
@@ -47,7 +40,7 @@ static nest_status attr_open(hid_t file, const char *path, const char *name, hid
   if (sp >= 0) H5Sclose(sp);
   if (ty >= 0) H5Tclose(ty);
   if (*npts < 0) {
-    h5_close(attr, H5Aclose);
+    nest_h5_close(attr, H5Aclose);
     return NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read the shape of attribute '%s'", path, name);
   }
   return NEST_OK;
@@ -167,9 +160,9 @@ done:
     for (int k = 0; k < n; ++k) free(names[k]);
   free(names);
   free(fixed);
-  h5_close(&mtype, H5Tclose);
-  h5_close(&ftype, H5Tclose);
-  h5_close(&a, H5Aclose);
+  nest_h5_close(&mtype, H5Tclose);
+  nest_h5_close(&ftype, H5Tclose);
+  nest_h5_close(&a, H5Aclose);
   return st;
 }
 
@@ -185,8 +178,8 @@ static nest_status dset_open(hid_t file, const char *path, const char *name, int
   if (sp >= 0) H5Sclose(sp);
   *type = H5Dget_type(*dset);
   if (*rank != rank_a && *rank != rank_b) {
-    h5_close(type, H5Tclose);
-    h5_close(dset, H5Dclose);
+    nest_h5_close(type, H5Tclose);
+    nest_h5_close(dset, H5Dclose);
     if (rank_a == rank_b)
       return NEST_ERR(NEST_ERR_FORMAT, "%s: dataset %s has rank %d, expected %d", path, name,
                       *rank, rank_a);
@@ -216,7 +209,7 @@ static nest_status dset_read_rows(hid_t dset, const char *path, const char *name
 }
 
 nest_status nest_data_h5_read(const char *path, int64_t max_samples, nest_dataset **out) {
-  h5_quiet();
+  nest_h5_quiet();
   *out = NULL;
   hid_t file = -1, dset = -1, type = -1, lset = -1, ltype = -1;
   nest_dataset *ds = NULL;
@@ -344,18 +337,18 @@ nest_status nest_data_h5_read(const char *path, int64_t max_samples, nest_datase
   *out = ds;
   ds = NULL;
 done:
-  h5_close(&ltype, H5Tclose);
-  h5_close(&lset, H5Dclose);
-  h5_close(&type, H5Tclose);
-  h5_close(&dset, H5Dclose);
-  h5_close(&file, H5Fclose);
+  nest_h5_close(&ltype, H5Tclose);
+  nest_h5_close(&lset, H5Dclose);
+  nest_h5_close(&type, H5Tclose);
+  nest_h5_close(&dset, H5Dclose);
+  nest_h5_close(&file, H5Fclose);
   nest_dataset_destroy(&ds);
   return st;
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-static herr_t put_int_attr(hid_t file, const char *name, int v) {
+herr_t nest_h5_put_int_attr(hid_t file, const char *name, int v) {
   hid_t sp = H5Screate(H5S_SCALAR);
   hid_t a = sp >= 0 ? H5Acreate2(file, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
   herr_t e = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT, &v) : -1;
@@ -425,7 +418,7 @@ static herr_t put_dataset(hid_t file, const char *name, int rank, const hsize_t 
 }
 
 nest_status nest_dataset_save_h5(const nest_dataset *ds, const char *path) {
-  h5_quiet();
+  nest_h5_quiet();
   if (!ds || !path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_dataset_save_h5: no dataset or path");
   if (ds->n <= 0 || !ds->labels || (!ds->u8) == (!ds->f32) || ds->nclasses < 1)
     return NEST_ERR(NEST_ERR_ARG, "%s: cannot save an empty or inconsistent dataset", path);
@@ -461,8 +454,8 @@ nest_status nest_dataset_save_h5(const nest_dataset *ds, const char *path) {
   }
   if (e >= 0)
     e = put_dataset(file, "labels", 1, dims, H5T_STD_I32LE, H5T_NATIVE_INT32, 4, 0, ds->labels);
-  if (e >= 0) e = put_int_attr(file, "format_version", NEST_H5_VERSION);
-  if (e >= 0) e = put_int_attr(file, "nclasses", ds->nclasses);
+  if (e >= 0) e = nest_h5_put_int_attr(file, "format_version", NEST_H5_VERSION);
+  if (e >= 0) e = nest_h5_put_int_attr(file, "nclasses", ds->nclasses);
   if (e >= 0 && ds->norm.nch > 0) e = put_float_attr(file, "mean", ds->norm.mean, ds->norm.nch);
   if (e >= 0 && ds->norm.nch > 0) e = put_float_attr(file, "std", ds->norm.std, ds->norm.nch);
   if (e >= 0 && ds->class_names) e = put_names_attr(file, ds->class_names, ds->nclasses);

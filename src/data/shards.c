@@ -60,13 +60,6 @@ struct nest_shards {
   int32_t *track;     /* tests: reads per sample id, or NULL */
 };
 
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static void h5_close(hid_t *id, herr_t (*close)(hid_t)) {
-  if (*id >= 0) close(*id);
-  *id = -1;
-}
-
 static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {
   const unsigned char *b = p;
   for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
@@ -81,15 +74,6 @@ nest_status nest_shard_path(const char *prefix, int k, char *out, size_t cap) {
 }
 
 /* ---- small HDF5 helpers ------------------------------------------------------------------- */
-
-static herr_t put_int_attr(hid_t loc, const char *name, int v) {
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = sp >= 0 ? H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  herr_t e = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT, &v) : -1;
-  if (a >= 0) H5Aclose(a);
-  if (sp >= 0) H5Sclose(sp);
-  return e;
-}
 
 static herr_t put_str_attr(hid_t loc, const char *name, const char *v) {
   hid_t ty = H5Tcopy(H5T_C_S1);
@@ -175,7 +159,7 @@ static void get_str_attr(hid_t file, const char *name, char *out, size_t cap) {
 }
 
 int nest_data_is_shard(const char *path) {
-  h5_quiet();
+  nest_h5_quiet();
   if (H5Fis_hdf5(path) <= 0) return 0;
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) return 0;
@@ -207,7 +191,7 @@ struct nest_shard_writer {
 nest_status nest_shard_writer_create(const char *prefix, nest_shape shape, int nclasses,
                                      int64_t shard_size, char *const *class_names,
                                      nest_shard_writer **out) {
-  h5_quiet();
+  nest_h5_quiet();
   *out = NULL;
   if (!prefix || !*prefix || shape.c < 1 || shape.h < 1 || shape.w < 1 || nclasses < 1 ||
       nclasses > SHARD_MAX_CLASSES || shard_size < 1 ||
@@ -304,8 +288,8 @@ static nest_status close_shard(nest_shard_writer *w) {
   if (e >= 0)
     e = put_1d(w->file, "labels", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)w->in_shard, w->labels);
   if (e >= 0) e = put_str_attr(w->file, "nest_format", SHARD_FORMAT);
-  if (e >= 0) e = put_int_attr(w->file, "shard_version", SHARD_VERSION);
-  if (e >= 0) e = put_int_attr(w->file, "nclasses", w->nclasses);
+  if (e >= 0) e = nest_h5_put_int_attr(w->file, "shard_version", SHARD_VERSION);
+  if (e >= 0) e = nest_h5_put_int_attr(w->file, "nclasses", w->nclasses);
   if (e >= 0 && w->names) e = put_names(w->file, w->names, w->nclasses);
   if (H5Fclose(w->file) < 0) e = -1;
   w->file = -1;
@@ -363,8 +347,8 @@ nest_status nest_shard_writer_finish(nest_shard_writer *w, int64_t *n, int *nfil
     herr_t e = f >= 0 ? 0 : -1;
     if (e >= 0) e = put_1d(f, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, (hsize_t)C, m);
     if (e >= 0) e = put_1d(f, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, (hsize_t)C, s);
-    if (e >= 0) e = put_int_attr(f, "shard_index", k);
-    if (e >= 0) e = put_int_attr(f, "shard_count", w->ntmp);
+    if (e >= 0) e = nest_h5_put_int_attr(f, "shard_index", k);
+    if (e >= 0) e = nest_h5_put_int_attr(f, "shard_count", w->ntmp);
     if (f >= 0 && H5Fclose(f) < 0) e = -1;
     if (e < 0) st = NEST_ERR(NEST_ERR_IO, "%s: completing the shard failed (disk full?)", w->tmp[k]);
   }
@@ -385,9 +369,9 @@ nest_status nest_shard_writer_finish(nest_shard_writer *w, int64_t *n, int *nfil
 void nest_shard_writer_destroy(nest_shard_writer **wp) {
   if (!wp || !*wp) return;
   nest_shard_writer *w = *wp;
-  h5_close(&w->dset, H5Dclose);
-  h5_close(&w->mspace, H5Sclose);
-  h5_close(&w->file, H5Fclose);
+  nest_h5_close(&w->dset, H5Dclose);
+  nest_h5_close(&w->mspace, H5Sclose);
+  nest_h5_close(&w->file, H5Fclose);
   for (int k = 0; k < w->ntmp; ++k) {
     if (w->tmp && w->tmp[k]) nest_atomic_abort(w->tmp[k]); /* not finished: no half set */
     if (w->tmp) free(w->tmp[k]);
@@ -818,13 +802,13 @@ static nest_status open_file(const char *path, const shard_meta *meta0, shard_fi
   *total += m->n;
   NEST_CALL_GOTO(st, nest_data_strdup(path, &f->path), done);
 done:
-  h5_close(&fcpl, H5Pclose);
-  h5_close(&dcpl, H5Pclose);
-  h5_close(&ty, H5Tclose);
-  h5_close(&sp, H5Sclose);
-  h5_close(&lab, H5Dclose);
-  h5_close(&img, H5Dclose);
-  h5_close(&file, H5Fclose);
+  nest_h5_close(&fcpl, H5Pclose);
+  nest_h5_close(&dcpl, H5Pclose);
+  nest_h5_close(&ty, H5Tclose);
+  nest_h5_close(&sp, H5Sclose);
+  nest_h5_close(&lab, H5Dclose);
+  nest_h5_close(&img, H5Dclose);
+  nest_h5_close(&file, H5Fclose);
   return st;
 }
 
@@ -851,7 +835,7 @@ static void ensure_fd_limit(int nfiles) {
 }
 
 nest_status nest_data_shards_open(const char *pattern, int64_t max_samples, nest_dataset **out) {
-  h5_quiet();
+  nest_h5_quiet();
   *out = NULL;
   const int is_glob = strpbrk(pattern, "*?") != NULL;
   glob_t g;
