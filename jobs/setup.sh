@@ -19,6 +19,7 @@ else # not Debian: the dependencies come from modules or Spack (docs/building.md
 fi
 
 build=${NEST_BUILD_DIR:-build}
+# shellcheck disable=SC2086 # NEST_CMAKE_ARGS is a list of words
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE="${NEST_BUILD_TYPE:-Release}" ${NEST_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j "$(nproc)"
 echo "setup: built nest in $build/"

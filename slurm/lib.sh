@@ -1,4 +1,5 @@
 # slurm/lib.sh — shell functions shared by slurm/start.sh and slurm/stop.sh (sourced, not run).
+# shellcheck shell=bash
 
 # alive NAME PIDFILE: the pid file names a running process called NAME.
 alive() {
