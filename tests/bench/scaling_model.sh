@@ -18,8 +18,9 @@
 # their owners, owner adds in rank order, allgather) — the bandwidth term of a ring allreduce,
 # 2 (P-1)/P s / bandwidth, plus (P-1) latencies for each of the two phases:
 #   T(s, P) = 2 (P-1)/P * s / bw + 2 (P-1) * alpha
-# Exposed per step = max(T(S_last, P) + (B-1) latency terms not hidden, T(S, P) + B*2(P-1)alpha
-#                    - T_HIDE), floored at the last bucket's own cost.
+# Exposed per step = T(S, P) - T_HIDE, but at least the last bucket's own T(S_last, P) (nothing
+# is left to hide it) and at most T(S, P); the checkpoint column amortises CKPT_s over the
+# steps of CKPT_EVERY_s.
 set -euo pipefail
 if [ $# -lt 8 ]; then
   sed -n '2,22p' "$0" >&2
