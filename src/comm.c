@@ -176,6 +176,25 @@ static nest_status finish(const sum_ctx *x, MPI_Request *req, const char *what) 
   }
 }
 
+/* scratch_reserve for a request that is the same on every rank (so every rank grows its
+ * scratch at the same calls), with the growth agreed: a local out-of-memory must not leave the
+ * other ranks waiting in the collective that follows. Costs a 1-int allreduce only when the
+ * scratch grows (the first sums of a run). */
+static nest_status scratch_agree(sum_ctx *x, size_t bytes) {
+  if (bytes <= x->scratch_bytes) return NEST_OK;
+  const nest_status mine = scratch_reserve(x, bytes);
+  int fail = mine != NEST_OK, any = 0;
+  MPI_Request req;
+  NEST_CALL(check(MPI_Iallreduce(&fail, &any, 1, MPI_INT, MPI_MAX, x->comm, &req),
+                  "MPI_Iallreduce(reduction buffer)"));
+  NEST_CALL(finish(x, &req, "MPI_Iallreduce(reduction buffer)"));
+  if (fail) return mine;
+  if (any)
+    return NEST_ERR(NEST_ERR_NOMEM, "another rank ran out of memory for a %zu-byte reduction buffer",
+                    bytes);
+  return NEST_OK;
+}
+
 /* a[i] += b[i]: one rank's term of the rank-order sum (elementwise, so vector code adds the
  * same floats in the same order as a scalar loop). */
 static void add_to(void *a, const void *b, size_t n, int dbl) {
@@ -201,7 +220,8 @@ static nest_status sum_segment(sum_ctx *x, char *b, size_t m, MPI_Datatype t, si
   const int P = x->size, me = x->rank, dbl = t == MPI_DOUBLE;
   int *scnt = x->cnt, *sdsp = scnt + P, *rcnt = sdsp + P, *rdsp = rcnt + P;
   const size_t mlo = m * (size_t)me / (size_t)P, mine = m * (size_t)(me + 1) / (size_t)P - mlo;
-  NEST_CALL(scratch_reserve(x, (mine ? mine : 1) * (size_t)(P - 1) * esize));
+  /* the largest block's size, not this rank's: the same request on every rank */
+  NEST_CALL(scratch_agree(x, ((m + (size_t)P - 1) / (size_t)P) * (size_t)(P - 1) * esize));
   for (int r = 0; r < P; ++r) {
     const size_t lo = m * (size_t)r / (size_t)P, hi = m * (size_t)(r + 1) / (size_t)P;
     scnt[r] = r == me ? 0 : (int)(hi - lo);
@@ -250,7 +270,7 @@ static nest_status sum_same(sum_ctx *x, void *buf, size_t n, MPI_Datatype t, siz
   const int dbl = t == MPI_DOUBLE;
   char *b = buf;
   if (n * P <= 256) {
-    NEST_CALL(scratch_reserve(x, n * P * esize));
+    NEST_CALL(scratch_agree(x, n * P * esize));
     NEST_CALL(check(MPI_Allgather(b, (int)n, t, x->scratch, (int)n, t, x->comm),
                     "MPI_Allgather(sum)"));
     char *all = x->scratch;
@@ -311,7 +331,9 @@ static void *bucket_thread(void *arg) {
     float *buf = q->buf;
     const int failed = q->st != NEST_OK;
     pthread_mutex_unlock(&q->mu);
-    /* After an error the remaining ranges are skipped (the round's result is an error). */
+    /* After an error the remaining ranges are skipped (the round's result is an error). Errors
+     * that one rank alone could meet (its reduction buffer) are agreed inside the sum, so
+     * every rank stops at the same range and none waits in the next range's all-to-all. */
     const double t0 = MPI_Wtime();
     nest_status st = failed ? NEST_OK : sum_same(&q->x, buf + lo, hi - lo, MPI_FLOAT, sizeof(float));
     const double t1 = MPI_Wtime();
@@ -350,16 +372,20 @@ static void bucket_destroy(nest_bucket_sum *q) {
 /* Collective (MPI_Comm_dup): every rank creates its thread at the same call. */
 static nest_status bucket_create(nest_comm *c, nest_bucket_sum **out) {
   nest_bucket_sum *q = calloc(1, sizeof *q);
-  if (!q) return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucketed sum");
-  q->cap = 64;
-  q->lo = malloc(sizeof *q->lo * (size_t)q->cap);
-  q->hi = malloc(sizeof *q->hi * (size_t)q->cap);
-  q->x.cnt = malloc(sizeof(int) * 4 * (size_t)c->size);
+  if (q) {
+    q->cap = 64;
+    q->lo = malloc(sizeof *q->lo * (size_t)q->cap);
+    q->hi = malloc(sizeof *q->hi * (size_t)q->cap);
+    q->x.cnt = malloc(sizeof(int) * 4 * (size_t)c->size);
+  }
   nest_status st = NEST_OK;
-  if (!q->lo || !q->hi || !q->x.cnt) st = NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucketed sum");
+  if (!q || !q->lo || !q->hi || !q->x.cnt)
+    st = NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucketed sum");
+  /* agreed before the collective MPI_Comm_dup, which a failed rank would not reach */
+  st = nest_comm_agree(c, st);
   if (st == NEST_OK) st = check(MPI_Comm_dup(c->comm, &q->x.comm), "MPI_Comm_dup(buckets)");
   if (st != NEST_OK) {
-    free(q->lo), free(q->hi), free(q->x.cnt), free(q);
+    if (q) free(q->lo), free(q->hi), free(q->x.cnt), free(q);
     return st;
   }
   MPI_Comm_set_errhandler(q->x.comm, MPI_ERRORS_RETURN);
