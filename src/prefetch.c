@@ -38,11 +38,7 @@ nest_status nest_prefetch_read(const nest_batch_req *r, uint64_t seed, int flip,
   NEST_ASSERT(scratch_slot >= nest_shape_size(stored));
   /* x = v * a + b, the factors gather uses (data.h), so both paths agree bit for bit. */
   float a[MAX_CHANNELS], b[MAX_CHANNELS];
-  const int has_norm = ds->norm.nch == C;
-  for (int c = 0; c < C; ++c) {
-    a[c] = has_norm ? ds->u8_scale / ds->norm.std[c] : ds->u8_scale;
-    b[c] = has_norm ? -ds->norm.mean[c] / ds->norm.std[c] : 0.0f;
-  }
+  for (int c = 0; c < C; ++c) nest_dataset_u8_factors(ds, c, &a[c], &b[c]);
   const size_t dim = nest_shape_size(out);
   int bad_i = r->n; /* the lowest failing row: the same message whatever the schedule */
   nest_status bad = NEST_OK;

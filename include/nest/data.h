@@ -72,6 +72,16 @@ static inline int64_t nest_dataset_dim(const nest_dataset *ds) {
   return (int64_t)nest_shape_size(ds->shape);
 }
 
+/* The u8 -> float factors of channel c: v * a + b = (v * u8_scale - mean[c]) / std[c] in fused
+ * form (a = u8_scale / std[c], b = -mean[c] / std[c]; without a normalisation a = u8_scale,
+ * b = 0). Every reader of u8 images (gather, the image-shard reader) uses these, so their
+ * batches agree bit for bit. */
+static inline void nest_dataset_u8_factors(const nest_dataset *ds, int c, float *a, float *b) {
+  const int has_norm = ds->norm.nch == ds->shape.c && ds->shape.c > 0;
+  *a = has_norm ? ds->u8_scale / ds->norm.std[c] : ds->u8_scale;
+  *b = has_norm ? -ds->norm.mean[c] / ds->norm.std[c] : 0.0f;
+}
+
 /* Mean / std per channel (images) or per feature (tabular) over the samples idx[0..n)
  * (idx NULL: the first n samples); bit-identical for any thread count.
  * std is floored at 1e-6 (a constant feature must not divide by zero). out is allocated. */

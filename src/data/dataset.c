@@ -378,8 +378,8 @@ void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, floa
     if (ds->u8) {
       const uint8_t *restrict src = ds->u8 + s * dim;
       for (int c = 0; c < C; ++c) {
-        const float a = has_norm ? ds->u8_scale / sd[c] : ds->u8_scale;
-        const float b = has_norm ? -mean[c] / sd[c] : 0.0f;
+        float a, b;
+        nest_dataset_u8_factors(ds, c, &a, &b);
         float *restrict o = xo + c * hw;
         const uint8_t *restrict p = src + c * hw;
         for (int64_t j = 0; j < hw; ++j) o[j] = (float)p[j] * a + b;
