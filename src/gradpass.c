@@ -237,13 +237,8 @@ nest_status nest_actpass(nest_trainer *t, const nest_dataset *ds, const int64_t 
   const int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
   nest_status rd = NEST_OK; /* ranks may run different batch counts: reads agreed after */
   for (int64_t b = lo; b < hi; b += t->max_local) {
-    const int rows = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
-    for (int i = 0; i < rows; ++i) t->ids[i] = ids[b + i];
-    if ((rd = nest_trainer_read(t, ds, t->ids, rows, 0)) != NEST_OK) break;
-    if (b + rows < hi) {
-      const int64_t nb = b + rows;
-      nest_trainer_read_ahead(t, ds, ids + nb, (int)((hi - nb) < t->max_local ? (hi - nb) : t->max_local), 0);
-    }
+    int rows;
+    if ((rd = nest_trainer_read_chunk(t, ds, ids, b, hi, &rows)) != NEST_OK) break;
     nest_ctx ctx = nest_trainer_ctx(t, rows, 0, 0);
     const float *logits;
     NEST_CALL_GOTO(st, nest_net_forward(net, &ctx, t->x, &logits), fail);

@@ -498,6 +498,18 @@ void nest_trainer_read_ahead(nest_trainer *t, const nest_dataset *ds, const int6
   nest_prefetch_ahead(t->pf, &r);
 }
 
+nest_status nest_trainer_read_chunk(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
+                                    int64_t b, int64_t hi, int *rows) {
+  const int n = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
+  *rows = n;
+  for (int i = 0; i < n; ++i) t->ids[i] = idx[b + i];
+  NEST_CALL(nest_trainer_read(t, ds, t->ids, n, 0));
+  const int64_t nb = b + n;
+  if (nb < hi)
+    nest_trainer_read_ahead(t, ds, idx + nb, (int)((hi - nb) < t->max_local ? (hi - nb) : t->max_local), 0);
+  return NEST_OK;
+}
+
 /* Bucketed gradient sum: ranges [lo, top) of the gradient arena are posted once they hold at
  * least `bucket` floats (whole layers: a bucket starts where a layer starts). */
 typedef struct {
@@ -586,14 +598,9 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
   int64_t lo = n * t->rank / t->nranks, hi = n * (t->rank + 1) / t->nranks;
   nest_status st = NEST_OK;
   for (int64_t b = lo; b < hi; b += t->max_local) {
-    int count = (int)((hi - b) < t->max_local ? (hi - b) : t->max_local);
-    for (int i = 0; i < count; ++i) t->ids[i] = idx[b + i];
+    int count;
     /* Ranks may run different numbers of batches here: read errors are agreed after the loop. */
-    if ((st = nest_trainer_read(t, ds, t->ids, count, 0)) != NEST_OK) break;
-    if (b + count < hi) {
-      const int64_t nb = b + count;
-      nest_trainer_read_ahead(t, ds, idx + nb, (int)((hi - nb) < t->max_local ? (hi - nb) : t->max_local), 0);
-    }
+    if ((st = nest_trainer_read_chunk(t, ds, idx, b, hi, &count)) != NEST_OK) break;
     nest_ctx ctx = nest_trainer_ctx(t, count, 0, 0);
     const float *logits;
     NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));

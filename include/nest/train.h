@@ -185,6 +185,12 @@ nest_status nest_trainer_read_agree(nest_trainer *t, const nest_dataset *ds, nes
 /* Announce this rank's next read (same arguments) so that it happens in the background. */
 void nest_trainer_read_ahead(nest_trainer *t, const nest_dataset *ds, const int64_t *ids, int n,
                              int train);
+/* One chunk of a pass over this rank's rows idx[b, hi) (evaluation, activation passes): rows
+ * idx[b, b + *rows) with *rows = min(hi - b, t->max_local) are read into t->x / t->y (in the
+ * evaluation mode: centre crop, no flip), and the next chunk is announced so that it is read
+ * during this one's compute. Not collective, like nest_trainer_read. */
+nest_status nest_trainer_read_chunk(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
+                                    int64_t b, int64_t hi, int *rows);
 /* Loss, accuracy and top-5 accuracy of the current net over ds[idx[0..n)], sharded over ranks,
  * reduced. Records the top-5 accuracy in t->top5 when ds/idx is the validation or test set. */
 nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
