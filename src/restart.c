@@ -17,6 +17,7 @@
 
 #include "nest/checkpoint.h"
 #include "nest/grow.h"
+#include "nest/rng.h"
 
 /* ---- signals ------------------------------------------------------------------------------ */
 
@@ -192,28 +193,22 @@ nest_status nest_restart_truncate(const char *path, int64_t bytes, FILE **f) {
 
 /* ---- fingerprints --------------------------------------------------------------------------- */
 
-static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 #define NFP 8
 /* What identifies the data a run trains on: sizes, shape, classes, hashes of the labels (the
  * normalisation statistics, saved beside, cover the feature values). Image shards add their
  * files' base names, sizes and sample counts (source_hash, data.h; 0 in memory, which leaves
  * the label hashes as they were): metadata only, no pixel is read for it. */
 static void data_fingerprint(const nest_trainer *t, int64_t fp[NFP]) {
-  const uint64_t h0 = 1469598103934665603ull;
+  const uint64_t h0 = NEST_FNV1A_INIT;
   fp[0] = t->train->n;
   fp[1] = t->n_train;
   fp[2] = t->n_val;
   fp[3] = t->n_test;
   fp[4] = t->train->nclasses;
   fp[5] = nest_dataset_dim(t->train);
-  fp[6] = (int64_t)fnv1a(t->train->labels, sizeof(int32_t) * (size_t)t->train->n,
+  fp[6] = (int64_t)nest_hash_fnv1a(t->train->labels, sizeof(int32_t) * (size_t)t->train->n,
                          h0 ^ t->train->source_hash);
-  fp[7] = t->test ? (int64_t)fnv1a(t->test->labels, sizeof(int32_t) * (size_t)t->test->n,
+  fp[7] = t->test ? (int64_t)nest_hash_fnv1a(t->test->labels, sizeof(int32_t) * (size_t)t->test->n,
                                    h0 ^ t->test->source_hash)
                   : 0;
 }

@@ -106,3 +106,15 @@ uint32_t nest_rng_at(uint64_t seed, uint32_t purpose, uint64_t index, uint64_t s
   nest_philox4x32_10(ctr, key, out);
   return out[i & 3];
 }
+
+double nest_rng_normal_f64(nest_rng *r) {
+  const double u1 = ((double)(nest_rng_u32(r) >> 8) + 1.0) / 16777216.0; /* (0, 1]: finite log */
+  const double u2 = (double)(nest_rng_u32(r) >> 8) / 16777216.0;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+uint64_t nest_hash_fnv1a(const void *p, size_t n, uint64_t h) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}

@@ -7,6 +7,7 @@
 #ifndef NEST_RNG_H
 #define NEST_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum {
@@ -41,9 +42,17 @@ float nest_rng_uniform(nest_rng *r);
 uint64_t nest_rng_below(nest_rng *r, uint64_t n);
 /* Standard normal N(0,1) (Box-Muller, float). */
 float nest_rng_normal(nest_rng *r);
+/* Standard normal N(0,1) in double from two 24-bit uniforms, cosine branch only (no spare
+ * kept: each call consumes exactly two draws, so a stream's position is the call count). */
+double nest_rng_normal_f64(nest_rng *r);
 /* Stateless: one 32-bit draw for element `i` of stream (seed, purpose, index, step).
  * Lets OpenMP loops draw per-element numbers in any order with identical results. */
 uint32_t nest_rng_at(uint64_t seed, uint32_t purpose, uint64_t index, uint64_t step, uint64_t i);
+
+/* FNV-1a over n bytes, continuing from h (start with NEST_FNV1A_INIT): fingerprints of files
+ * and data (not random numbers; it lives here with the other hashing). */
+#define NEST_FNV1A_INIT 1469598103934665603ull
+uint64_t nest_hash_fnv1a(const void *p, size_t n, uint64_t h);
 
 /* The raw Philox4x32-10 bijection (exposed for tests against known-answer vectors). */
 void nest_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);

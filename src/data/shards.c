@@ -60,12 +60,6 @@ struct nest_shards {
   int32_t *track;     /* tests: reads per sample id, or NULL */
 };
 
-static uint64_t fnv1a(const void *p, size_t n, uint64_t h) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 nest_status nest_shard_path(const char *prefix, int k, char *out, size_t cap) {
   int len = snprintf(out, cap, "%s-%05d.h5", prefix, k);
   if (len < 0 || (size_t)len >= cap)
@@ -922,16 +916,16 @@ nest_status nest_data_shards_open(const char *pattern, int64_t max_samples, nest
   ds->class_names = m0.names;
   m0.names = NULL;
   /* The fingerprint of the set: base names, sizes, counts; the stored shape. */
-  uint64_t h = 1469598103934665603ull;
-  h = fnv1a(&s->stored, sizeof s->stored, h);
+  uint64_t h = NEST_FNV1A_INIT;
+  h = nest_hash_fnv1a(&s->stored, sizeof s->stored, h);
   for (int k = 0; k < s->nfiles; ++k) {
     const char *b = strrchr(s->f[k].path, '/');
     b = b ? b + 1 : s->f[k].path;
     struct stat sb;
     const int64_t size = fstat(s->f[k].fd, &sb) == 0 ? (int64_t)sb.st_size : -1;
-    h = fnv1a(b, strlen(b) + 1, h);
-    h = fnv1a(&size, sizeof size, h);
-    h = fnv1a(&s->f[k].n, sizeof s->f[k].n, h);
+    h = nest_hash_fnv1a(b, strlen(b) + 1, h);
+    h = nest_hash_fnv1a(&size, sizeof size, h);
+    h = nest_hash_fnv1a(&s->f[k].n, sizeof s->f[k].n, h);
   }
   ds->source_hash = h ? h : 1;
   /* The stored statistics as the dataset's normalisation (after u8_scale, like gather's). */

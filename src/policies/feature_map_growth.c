@@ -52,20 +52,13 @@ static void fmap_release(void *state) {
   free(s->loss);
 }
 
-/* Standard normal from two 24-bit uniforms (Box-Muller, double). */
-static double normal(nest_rng *r) {
-  const double u1 = ((double)(nest_rng_u32(r) >> 8) + 1.0) / 16777216.0;
-  const double u2 = (double)(nest_rng_u32(r) >> 8) / 16777216.0;
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 /* v[n], mask[n]: each element active with probability d (at least one), value scale x N(0,1). */
 static void draw_masked(nest_rng *r, float *v, float *mask, size_t n, double d, double scale) {
   const uint32_t thr = d >= 1.0 ? UINT32_MAX : (uint32_t)(d * 4294967296.0);
   size_t active = 0;
   for (size_t i = 0; i < n; ++i) {
     const int on = d >= 1.0 || nest_rng_u32(r) < thr;
-    const double x = normal(r);
+    const double x = nest_rng_normal_f64(r);
     mask[i] = on ? 1.0f : 0.0f;
     v[i] = on ? (float)(scale * x) : 0.0f;
     active += (size_t)on;
@@ -73,7 +66,7 @@ static void draw_masked(nest_rng *r, float *v, float *mask, size_t n, double d, 
   if (!active) { /* every map keeps an input and an output connection */
     const size_t i = (size_t)nest_rng_below(r, n);
     mask[i] = 1.0f;
-    v[i] = (float)(scale * normal(r));
+    v[i] = (float)(scale * nest_rng_normal_f64(r));
   }
 }
 

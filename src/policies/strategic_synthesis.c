@@ -82,12 +82,6 @@ static void fit_column(const float *w, const float *m, int64_t rows, int64_t col
   *sigma = var > 1.0 ? sqrt(var) : 1.0;
 }
 
-static double normal(nest_rng *r) {
-  const double u1 = ((double)(nest_rng_u32(r) >> 8) + 1.0) / 16777216.0;
-  const double u2 = (double)(nest_rng_u32(r) >> 8) / 16777216.0;
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 static nest_status strat_select(nest_policy_run *r) {
   strat_state *s = r->state;
   if (s->k == 0 || s->ntop == 0) return NEST_OK;
@@ -117,7 +111,7 @@ static nest_status strat_select(nest_policy_run *r) {
     if (isnan(mu[i])) fit_column(w, m, rows, cols, i, &mu[i], &sigma[i]);
     int found = 0;
     for (int tr = 0; tr < r->t->cfg.grow_tries && !found; ++tr) {
-      const double jd = nearbyint(mu[i] + sigma[i] * normal(&rng));
+      const double jd = nearbyint(mu[i] + sigma[i] * nest_rng_normal_f64(&rng));
       if (jd < 0 || jd >= (double)rows) continue;
       const size_t at = (size_t)((int64_t)jd * cols + i);
       if (m[at] != 0.0f || taken[at]) continue;
