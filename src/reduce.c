@@ -1,13 +1,14 @@
 /* reduce.c — min-max normalisation and linear reductions d -> k (PCA, Gaussian and sparse
  * random projections) for DR+SCANN; contract and determinism argument in reduce.h.
  *
- * Fit, in three passes over the training rows, each in chunks of NEST_REDUCE_CHUNK rows fixed
- * by n (threads only pick whole chunks or panels, never cut the work):
+ * Fit, in three passes over the training rows, each in chunks fixed by n and d (threads only
+ * pick whole chunks or panels, never cut the work):
  *   1. min / max per feature (exact, order-free) and the finiteness check;
  *   2. mean of z per feature: a double partial per chunk, partials added in chunk order;
- *   3. PCA only: covariance S [d, d] = sum over chunks (in order) of Zc^T Zc, Zc [m, d] the
- *      chunk's centred z in double; the upper triangle in column panels of NEST_REDUCE_PANEL
- *      rows, one single-threaded dgemm per panel per chunk; then dsyevr on S / (n - 1).
+ *   3. PCA only: covariance S [d, d] = sum over covariance chunks (in order) of Zc^T Zc, Zc
+ *      [m, d] the chunk's centred z in double (a chunk: about NEST_REDUCE_COV_ELEMS values, its
+ *      row count fixed by d); the upper triangle in row panels of NEST_REDUCE_PANEL rows, one
+ *      single-threaded dgemm per panel per chunk; then dsyevr on S / (n - 1).
  * LAPACK: the dsyevr_ that OpenBLAS exports (Debian's libopenblas-openmp-dev builds reference
  * LAPACK into libopenblas.so, so the library nest already links provides it; CMakeLists.txt
  * checks for the symbol at configure time). Declared here with the gfortran calling convention
@@ -218,24 +219,31 @@ done:
   return st;
 }
 
+/* Rows per covariance chunk: NEST_REDUCE_COV_ELEMS / d rounded down to a multiple of
+ * NEST_REDUCE_CHUNK (at least one chunk) — a function of d alone, so the order of the sums
+ * depends on (n, d) only; large chunks keep the dgemm calls (and the barriers) few. */
+static int64_t cov_rows(int d) {
+  const int64_t r = (int64_t)NEST_REDUCE_COV_ELEMS / d / NEST_REDUCE_CHUNK * NEST_REDUCE_CHUNK;
+  return r > NEST_REDUCE_CHUNK ? r : NEST_REDUCE_CHUNK;
+}
+
 /* Pass 3 (PCA): S [d, d] (upper triangle, then mirrored) = sum over training rows of
  * (z - mean)(z - mean)^T / (n - 1) in double, in a fixed order (file comment). */
 static nest_status fit_covariance(const fit_rows *f, const nest_reduce *r, const float *sc,
                                   double *S) {
   const int d = f->d, panels = (d + NEST_REDUCE_PANEL - 1) / NEST_REDUCE_PANEL;
-  double *Z = NULL; /* [NEST_REDUCE_CHUNK, d] the chunk's centred rows */
+  const int64_t rows = cov_rows(d) < f->n ? cov_rows(d) : f->n;
+  double *Z = NULL; /* [rows, d] the chunk's centred rows */
   float *zbuf = NULL;
   const int nt = omp_get_max_threads();
   nest_status st = NEST_OK;
-  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&Z, sizeof(double) * NEST_REDUCE_CHUNK * d,
+  NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&Z, sizeof(double) * (size_t)rows * d,
                                          "reduce covariance rows"), done);
   NEST_CALL_GOTO(st, nest_malloc((void **)&zbuf, sizeof(float) * (size_t)nt * d, "reduce rows"),
                  done);
   memset(S, 0, sizeof(double) * (size_t)d * d);
-  for (int64_t c = 0; c < f->chunks; ++c) {
-    const int64_t lo = c * NEST_REDUCE_CHUNK,
-                  hi = lo + NEST_REDUCE_CHUNK < f->n ? lo + NEST_REDUCE_CHUNK : f->n;
-    const int m = (int)(hi - lo);
+  for (int64_t lo = 0; lo < f->n; lo += rows) {
+    const int m = (int)(lo + rows < f->n ? rows : f->n - lo);
 #pragma omp parallel num_threads(nt)
     {
       /* This task's OpenBLAS budget: single-threaded dgemm, also in a team of one. */

@@ -301,6 +301,48 @@ static void test_threads(void **state) {
   free(x);
 }
 
+/* Several covariance chunks (d = 600: 6912 rows each; n = 8000 -> 2 chunks, the second short):
+ * the eigenvalues sum to the naive total variance, the outputs' variances are the eigenvalues,
+ * and 1 and 2 threads give the same bits. */
+static void test_pca_chunks(void **state) {
+  (void)state;
+  const int64_t n = 8000;
+  const int d = 600, k = 5;
+  assert_true(n > (int64_t)NEST_REDUCE_COV_ELEMS / d && n < 2 * (int64_t)NEST_REDUCE_COV_ELEMS / d);
+  float *x = nest_test_falloc((size_t)n * d), *y = nest_test_falloc((size_t)n * k);
+  nest_test_fill_normal(x, (size_t)n * d, 77, 1.0f);
+  for (int64_t t = 0; t < n; ++t) /* correlated neighbours, growing scale: distinct eigenvalues */
+    for (int i = 1; i < d; ++i) x[t * d + i] = 0.9f * x[t * d + i - 1] + x[t * d + i] * (1 + i % 7);
+  nest_reduce *r[3] = {NULL};
+  for (int nt = 1; nt <= 2; ++nt) {
+    omp_set_num_threads(nt);
+    openblas_set_num_threads(nt);
+    r[nt] = fit(NEST_REDUCE_PCA, k, 0, x, n, d, NULL, n);
+  }
+  omp_set_num_threads(1);
+  openblas_set_num_threads(1);
+  assert_memory_equal(r[1]->components, r[2]->components, sizeof(float) * k * d);
+  assert_memory_equal(r[1]->variance, r[2]->variance, sizeof(float) * d);
+  double *z = ref_z(r[1], x, NULL, n), total = 0, sum = 0;
+  for (int i = 0; i < d; ++i) {
+    double m = 0, v = 0;
+    for (int64_t t = 0; t < n; ++t) m += z[t * d + i] / (double)n;
+    for (int64_t t = 0; t < n; ++t) v += pow(z[t * d + i] - m, 2) / (double)(n - 1);
+    total += v, sum += r[1]->variance[i];
+  }
+  if (!(fabs(sum - total) <= 1e-5 * total)) fail_msg("eigenvalues sum to %.9g, total %.9g", sum, total);
+  assert_ok(nest_reduce_apply(r[1], x, n, y));
+  for (int j = 0; j < k; ++j) {
+    double m = 0, v = 0;
+    for (int64_t t = 0; t < n; ++t) m += y[t * k + j] / (double)n;
+    for (int64_t t = 0; t < n; ++t) v += pow(y[t * k + j] - m, 2) / (double)(n - 1);
+    if (!(fabs(v - r[1]->variance[j]) <= 1e-4 * r[1]->variance[j]))
+      fail_msg("output %d: variance %.7g, eigenvalue %.7g", j, v, r[1]->variance[j]);
+  }
+  nest_reduce_destroy(&r[1]), nest_reduce_destroy(&r[2]);
+  free(x), free(y), free(z);
+}
+
 /* Min-max from the training rows only (a held-out row with extreme values changes nothing);
  * constant features map to 0 (and do not move the output); other rows may leave [0, 1]. */
 static void test_minmax(void **state) {
@@ -428,7 +470,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pca_reference),  cmocka_unit_test(test_pca_invariants),
       cmocka_unit_test(test_projection_jl),  cmocka_unit_test(test_projection_entries),
-      cmocka_unit_test(test_threads),        cmocka_unit_test(test_minmax),
+      cmocka_unit_test(test_threads),        cmocka_unit_test(test_pca_chunks),
+      cmocka_unit_test(test_minmax),
       cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_arrays),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

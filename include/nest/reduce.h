@@ -23,10 +23,12 @@
  *
  * Rank-identical by construction: a fit reads only data every rank holds identically (in-memory
  * datasets are loaded the same way on every rank; the split is seeded) and computes with sums in
- * a fixed order — training rows in fixed chunks of NEST_REDUCE_CHUNK, the d x d covariance in
- * column panels fixed by d, each element summed by one single-threaded BLAS call per chunk, chunks
- * added in order; the eigensolver runs single-threaded — so every rank gets the same bits without
- * communicating, for any OpenMP / OpenBLAS thread count (on one CPU type and build). Applying is
+ * a fixed order — the mean in double partials over chunks of NEST_REDUCE_CHUNK training rows added
+ * in chunk order; the d x d covariance in double over chunks of a row count fixed by d (about
+ * NEST_REDUCE_COV_ELEMS values each) and in row panels fixed by d, each element summed by one
+ * single-threaded BLAS call per chunk, chunks added in order; the eigensolver runs
+ * single-threaded — so every rank gets the same bits without communicating, for any OpenMP /
+ * OpenBLAS thread count (on one CPU type and build). Applying is
  * per row (one single-threaded sgemv per row), so a row's output bits do not depend on the thread
  * count nor on which other rows are in the call: reducing a whole dataset at load and reducing one
  * sample at inference give the same numbers.
@@ -42,9 +44,11 @@
 
 /* rng.h purpose for random projections (above rng.h's enum values, below NEST_RNG_TEST). */
 #define NEST_REDUCE_RNG_PURPOSE 20u
-/* Training rows per covariance chunk (fixed: the order of the sums depends on n only). */
+/* Training rows per min/max and mean partial (fixed: the order of the sums depends on n only). */
 #define NEST_REDUCE_CHUNK 256
-/* Covariance column-panel width (fixed: panels depend on d only). */
+/* Values (rows x d) per covariance chunk: 4M doubles, 32 MB of scratch. */
+#define NEST_REDUCE_COV_ELEMS (4 << 20)
+/* Covariance row-panel height (fixed: panels depend on d only). */
 #define NEST_REDUCE_PANEL 64
 
 typedef enum {
