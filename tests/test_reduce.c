@@ -139,6 +139,20 @@ static void test_pca_reference(void **state) {
   assert_null(r);
 }
 
+/* PCA outputs y [n, k] of the training rows: each has mean ~0 and variance = its eigenvalue. */
+static void check_outputs(const nest_reduce *r, const float *y, int64_t n) {
+  const int k = r->k;
+  for (int j = 0; j < k; ++j) {
+    double m = 0, v = 0;
+    for (int64_t t = 0; t < n; ++t) m += y[t * k + j] / (double)n;
+    for (int64_t t = 0; t < n; ++t) v += pow(y[t * k + j] - m, 2) / (double)(n - 1);
+    if (!(fabs(m) < 1e-4 * sqrt(r->variance[0])))
+      fail_msg("output %d: training mean %.3g, expected 0", j, m);
+    if (!(fabs(v - r->variance[j]) <= 1e-4 * r->variance[j]))
+      fail_msg("output %d: variance %.7g, eigenvalue %.7g", j, v, r->variance[j]);
+  }
+}
+
 /* Invariants on a training subset: C C^T = I; the variance of each output over the training
  * rows = its eigenvalue (outputs centred); mean squared reconstruction error = the sum of the
  * dropped eigenvalues. */
@@ -164,14 +178,7 @@ static void test_pca_invariants(void **state) {
   double *z = ref_z(r, x, idx, n), *mu = nest_test_dalloc(d), recon = 0, dropped = 0, total = 0;
   for (int64_t t = 0; t < n; ++t)
     for (int i = 0; i < d; ++i) mu[i] += z[t * d + i] / (double)n;
-  for (int j = 0; j < k; ++j) {
-    double m = 0, v = 0;
-    for (int64_t t = 0; t < n; ++t) m += y[t * k + j] / (double)n;
-    for (int64_t t = 0; t < n; ++t) v += (y[t * k + j] - m) * (y[t * k + j] - m) / (double)(n - 1);
-    assert_true(fabs(m) < 1e-5);
-    if (!(fabs(v - r->variance[j]) <= 1e-4 * r->variance[j]))
-      fail_msg("output %d: variance %.7g, eigenvalue %.7g", j, v, r->variance[j]);
-  }
+  check_outputs(r, y, n);
   for (int64_t t = 0; t < n; ++t)
     for (int i = 0; i < d; ++i) {
       double back = mu[i];
@@ -332,13 +339,7 @@ static void test_pca_chunks(void **state) {
   }
   if (!(fabs(sum - total) <= 1e-5 * total)) fail_msg("eigenvalues sum to %.9g, total %.9g", sum, total);
   assert_ok(nest_reduce_apply(r[1], x, n, y));
-  for (int j = 0; j < k; ++j) {
-    double m = 0, v = 0;
-    for (int64_t t = 0; t < n; ++t) m += y[t * k + j] / (double)n;
-    for (int64_t t = 0; t < n; ++t) v += pow(y[t * k + j] - m, 2) / (double)(n - 1);
-    if (!(fabs(v - r[1]->variance[j]) <= 1e-4 * r[1]->variance[j]))
-      fail_msg("output %d: variance %.7g, eigenvalue %.7g", j, v, r[1]->variance[j]);
-  }
+  check_outputs(r[1], y, n);
   nest_reduce_destroy(&r[1]), nest_reduce_destroy(&r[2]);
   free(x), free(y), free(z);
 }
