@@ -129,3 +129,25 @@ uint64_t nest_test_hash_bytes(const void *p, size_t n) {
   for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
   return h;
 }
+
+nest_net *nest_test_net(const char *arch, nest_shape in, int classes, const nest_arch_opts *opts,
+                        const char *grow_layer, int grow_by) {
+  const nest_arch_opts def = {.width = 1.0};
+  nest_layer_spec *specs = NULL;
+  int n = 0, grown = grow_layer == NULL;
+  nest_net *net = NULL;
+  nest_status st = nest_arch_build(arch, opts ? opts : &def, in, classes, &specs, &n);
+  for (int i = 0; st == NEST_OK && i < n; ++i)
+    if (grow_layer && strcmp(specs[i].name, grow_layer) == 0) {
+      if (specs[i].kind == NEST_LAYER_DENSE) specs[i].hp.units += grow_by;
+      else specs[i].hp.out_c += grow_by;
+      grown = 1;
+    }
+  if (st == NEST_OK && grown) st = nest_net_create(specs, n, in, classes, 4, 1, &net);
+  free(specs);
+  if (st != NEST_OK || !grown) {
+    fprintf(stderr, "nest_test_net(%s): %s\n", arch, grown ? nest_error_message() : "no such layer");
+    abort();
+  }
+  return net;
+}
