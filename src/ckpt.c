@@ -61,14 +61,13 @@ nest_status nest_ckpt_create(const char *path, nest_ckpt **out) {
   w->file = w->state = -1;
   w->writing = 1;
   snprintf(w->path, sizeof w->path, "%s", path);
-  nest_status st = nest_atomic_begin(path, w->tmp, sizeof w->tmp);
+  nest_status st = nest_h5_begin(path, w->tmp, sizeof w->tmp, H5F_LIBVER_V110, &w->file);
   if (st != NEST_OK) {
     free(w);
     nest_error_trace(__FILE__, __LINE__);
     return st;
   }
-  w->file = nest_h5_create(w->tmp, H5F_LIBVER_V110); /* as model files */
-  if (w->file >= 0) w->state = H5Gcreate2(w->file, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  w->state = H5Gcreate2(w->file, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   const int v = NEST_CHECKPOINT_VERSION;
   if (w->state < 0 || nest_h5_put_int(w->file, "checkpoint_version", v) < 0) {
     nest_ckpt_close(&w);
@@ -131,15 +130,10 @@ nest_status nest_ckpt_put_attr(nest_ckpt *w, const char *name, const char *value
 
 nest_status nest_ckpt_commit(nest_ckpt **wp) {
   nest_ckpt *w = *wp;
-  herr_t e = H5Gclose(w->state);
+  const herr_t e = H5Gclose(w->state);
   w->state = -1;
-  if (H5Fclose(w->file) < 0) e = -1;
-  w->file = -1;
-  nest_status st = NEST_OK;
-  if (e < 0)
-    st = NEST_ERR(NEST_ERR_IO, "%s: closing the checkpoint failed (disk full?)", w->tmp);
-  else
-    st = nest_atomic_commit(w->tmp, w->path);
+  nest_status st = e < 0 ? NEST_ERR(NEST_ERR_IO, "%s: closing /state failed (disk full?)", w->tmp)
+                         : nest_h5_commit(&w->file, w->tmp, w->path);
   if (st == NEST_OK) w->tmp[0] = '\0'; /* nothing left to remove */
   nest_ckpt_close(wp);
   return st;
@@ -157,9 +151,7 @@ void nest_ckpt_close(nest_ckpt **wp) {
 }
 
 int nest_ckpt_is_checkpoint(const char *path) {
-  nest_h5_quiet();
-  if (H5Fis_hdf5(path) <= 0) return 0;
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t f = nest_h5_probe(path);
   if (f < 0) return 0;
   const int is = H5Aexists(f, "checkpoint_version") > 0;
   H5Fclose(f);

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "nest/h5io.h"
 
+#include "nest/atomic.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -44,6 +46,11 @@ nest_status nest_h5_open_read(const char *path, const char *what, hid_t *file) {
   return NEST_OK;
 }
 
+hid_t nest_h5_probe(const char *path) {
+  nest_h5_quiet();
+  return H5Fis_hdf5(path) > 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+}
+
 hid_t nest_h5_create(const char *path, H5F_libver_t low) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl < 0) return -1;
@@ -51,6 +58,33 @@ hid_t nest_h5_create(const char *path, H5F_libver_t low) {
   hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   return file;
+}
+
+nest_status nest_h5_begin(const char *path, char *tmp, size_t cap, H5F_libver_t low,
+                          hid_t *file) {
+  *file = -1;
+  NEST_CALL(nest_atomic_begin(path, tmp, cap));
+  *file = nest_h5_create(tmp, low);
+  if (*file < 0) {
+    nest_atomic_abort(tmp);
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
+  }
+  return NEST_OK;
+}
+
+nest_status nest_h5_commit(hid_t *file, const char *tmp, const char *path) {
+  const herr_t e = H5Fclose(*file);
+  *file = -1;
+  if (e < 0) {
+    nest_atomic_abort(tmp);
+    return NEST_ERR(NEST_ERR_IO, "%s: closing the HDF5 file failed (disk full?)", tmp);
+  }
+  return nest_atomic_commit(tmp, path);
+}
+
+void nest_h5_abort(hid_t *file, const char *tmp) {
+  nest_h5_close(file, H5Fclose);
+  nest_atomic_abort(tmp);
 }
 
 /* ---- groups ------------------------------------------------------------------------------- */

@@ -22,7 +22,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "nest/model.h"
 
-#include "nest/atomic.h"
 #include "nest/h5io.h"
 
 #include "model_layout.h"
@@ -269,36 +268,18 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
   size_t maxmask;
   NEST_CALL(nest_model_check(net, path, &maxmask));
 
-  char tmp[4096];
-  NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
-
-  nest_status st = NEST_OK;
   uint8_t *u8 = NULL;
+  NEST_CALL(nest_malloc((void **)&u8, maxmask, "mask buffer"));
+  char tmp[4096];
   hid_t file = -1;
-  NEST_CALL_GOTO(st, nest_malloc((void **)&u8, maxmask, "mask buffer"), done);
   /* 1.10 object headers carry checksums of their own (attributes included) and have no 64 KiB
    * attribute limit (long arch strings of deep nets). */
-  file = nest_h5_create(tmp, H5F_LIBVER_V110);
-  if (file < 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
-    goto done;
-  }
-  if (nest_model_layout_write(file, net, info, u8, 0, 2) < 0) {
+  nest_status st = nest_h5_begin(path, tmp, sizeof tmp, H5F_LIBVER_V110, &file);
+  if (st == NEST_OK && nest_model_layout_write(file, net, info, u8, 0, 2) < 0)
     st = NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
-    goto done;
-  }
-  herr_t e = H5Fclose(file);
-  file = -1;
-  if (e < 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: closing the HDF5 file failed (disk full?)", tmp);
-    goto done;
-  }
-  st = nest_atomic_commit(tmp, path);
-
-done:
-  nest_h5_close(&file, H5Fclose);
+  if (st == NEST_OK) st = nest_h5_commit(&file, tmp, path);
+  else if (file >= 0) nest_h5_abort(&file, tmp);
   free(u8);
-  if (st != NEST_OK) nest_atomic_abort(tmp);
   return st;
 }
 

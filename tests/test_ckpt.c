@@ -163,11 +163,7 @@ static hid_t edit(void) {
 static void replace_dataset(hid_t f, const char *name, int rank, const hsize_t *dims,
                             hid_t type) {
   if (H5Lexists(f, name, H5P_DEFAULT) > 0) assert_true(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
-  hid_t sp = H5Screate_simple(rank, dims, NULL);
-  hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
+  nest_test_h5_dataset(f, name, type, rank, dims, NULL, 0);
 }
 
 /* One FORMAT message naming the bad file and containing `word`. */

@@ -539,11 +539,7 @@ static void h5_replace(const char *path, const char *name, hid_t type, int rank,
   hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
   assert_true(f >= 0);
   if (H5Lexists(f, name, H5P_DEFAULT) > 0) H5Ldelete(f, name, H5P_DEFAULT);
-  hid_t sp = H5Screate_simple(rank, dims, NULL);
-  hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
+  nest_test_h5_dataset(f, name, type, rank, dims, NULL, 0);
   H5Fclose(f);
 }
 
@@ -661,21 +657,9 @@ static const char *h5_claiming(const char *name, hsize_t n, hsize_t d) {
   const char *p = tmp(name);
   hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   assert_true(f >= 0);
-  hsize_t fd[2] = {n, d}, fc[2] = {1, d}, ld[1] = {n}, lc[1] = {1};
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  assert_true(H5Pset_chunk(dcpl, 2, fc) >= 0);
-  hid_t sp = H5Screate_simple(2, fd, NULL);
-  hid_t ds = H5Dcreate2(f, "features", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  assert_true(ds >= 0);
-  H5Dclose(ds);
-  H5Sclose(sp);
-  assert_true(H5Pset_chunk(dcpl, 1, lc) >= 0);
-  sp = H5Screate_simple(1, ld, NULL);
-  ds = H5Dcreate2(f, "labels", H5T_STD_I32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  assert_true(ds >= 0);
-  H5Dclose(ds);
-  H5Sclose(sp);
-  H5Pclose(dcpl);
+  const hsize_t fd[2] = {n, d}, fc[2] = {1, d}, ld[1] = {n}, lc[1] = {1};
+  nest_test_h5_dataset(f, "features", H5T_IEEE_F32LE, 2, fd, fc, 0);
+  nest_test_h5_dataset(f, "labels", H5T_STD_I32LE, 1, ld, lc, 0);
   const int one = 1, two = 2;
   hid_t as = H5Screate(H5S_SCALAR);
   hid_t a = H5Acreate2(f, "format_version", H5T_STD_I32LE, as, H5P_DEFAULT, H5P_DEFAULT);

@@ -158,6 +158,16 @@ static hid_t open_rw(const char *path) {
   return f;
 }
 
+/* A copy of good without object `obj` must be refused as expect_bad says. */
+static void expect_without(const char *good, const char *bad, const char *obj, const char *word,
+                           int masks_too) {
+  copy_file(good, bad, -1);
+  hid_t f = open_rw(bad);
+  assert_true(H5Ldelete(f, obj, H5P_DEFAULT) >= 0);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, word, masks_too);
+}
+
 static void rewrite_dataset(hid_t f, const char *name, hid_t mtype, const void *buf) {
   hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
   assert_true(d >= 0);
@@ -167,11 +177,7 @@ static void rewrite_dataset(hid_t f, const char *name, hid_t mtype, const void *
 
 static void replace_dataset(hid_t f, const char *name, int rank, const hsize_t *dims, hid_t ftype) {
   assert_true(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
-  hid_t sp = H5Screate_simple(rank, dims, NULL);
-  hid_t d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
+  nest_test_h5_dataset(f, name, ftype, rank, dims, NULL, 0);
 }
 
 static void replace_str_attr(hid_t obj, const char *name, const char *v) {
@@ -374,38 +380,23 @@ static void test_bad_files(void **state) {
   expect_bad(bad, NEST_ERR_FORMAT, "W_mask has dims 12x21, expected 12x20", 1);
 
   /* Missing dataset. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/002_fc2/W", H5P_DEFAULT) >= 0);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "missing dataset /layers/002_fc2/W", 1);
-
+  expect_without(good, bad, "/layers/002_fc2/W", "missing dataset /layers/002_fc2/W", 1);
   /* A missing mask: every reader refuses the file (the mask reader used to skip the tensor,
    * and nest_jaccard then compared the other tensors only). */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/002_fc2/W_mask", H5P_DEFAULT) >= 0);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "missing dataset /layers/002_fc2/W_mask", 1);
+  expect_without(good, bad, "/layers/002_fc2/W_mask", "missing dataset /layers/002_fc2/W_mask",
+                 1);
 
   /* Groups that are not groups (every group open is checked): a layer entry that is a
    * dataset, /layers itself a dataset, a layer entry that is a dangling soft link. */
   copy_file(good, bad, -1);
   f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/001_fc1.relu", H5P_DEFAULT) >= 0);
   hsize_t d1 = 1;
-  sp = H5Screate_simple(1, &d1, NULL);
-  H5Dclose(H5Dcreate2(f, "/layers/001_fc1.relu", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT,
-                      H5P_DEFAULT));
-  H5Sclose(sp);
+  replace_dataset(f, "/layers/001_fc1.relu", 1, &d1, H5T_STD_I32LE);
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
   copy_file(good, bad, -1);
   f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers", H5P_DEFAULT) >= 0);
-  sp = H5Screate_simple(1, &d1, NULL);
-  H5Dclose(H5Dcreate2(f, "/layers", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  H5Sclose(sp);
+  replace_dataset(f, "/layers", 1, &d1, H5T_STD_I32LE);
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "/layers", 1);
   copy_file(good, bad, -1);
@@ -479,11 +470,7 @@ static void test_bad_files(void **state) {
   expect_bad(bad, NEST_ERR_FORMAT, "units > 0", 0);
 
   /* A layer group gone. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/003_fc2.relu", H5P_DEFAULT) >= 0);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "nlayers", 1);
+  expect_without(good, bad, "/layers/003_fc2.relu", "nlayers", 1);
 
   /* The good file still loads (the copies above did not touch it). */
   nest_net *back;

@@ -219,35 +219,15 @@ static const char *craft_shard(const char *name, hsize_t n, hsize_t c, hsize_t h
     H5Aclose(a);
   }
   H5Sclose(as);
-  hsize_t dims[4] = {n, c, h, w}, chunk[4] = {1, c, h, w};
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  if (contiguous) {
-    assert_true(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) >= 0);
-    assert_true(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0);
-  } else {
-    assert_true(H5Pset_chunk(dcpl, 4, chunk) >= 0);
-  }
-  hid_t sp = H5Screate_simple(4, dims, NULL);
-  hid_t d = H5Dcreate2(f, "images", H5T_STD_U8LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
-  H5Pclose(dcpl);
-  dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  hsize_t lc = n < 1024 ? n : 1024;
-  assert_true(H5Pset_chunk(dcpl, 1, &lc) >= 0);
-  sp = H5Screate_simple(1, &n, NULL);
-  d = H5Dcreate2(f, "labels", H5T_STD_I32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
-  H5Pclose(dcpl);
+  const hsize_t dims[4] = {n, c, h, w}, chunk[4] = {1, c, h, w}, lc = n < 1024 ? n : 1024;
+  nest_test_h5_dataset(f, "images", H5T_STD_U8LE, 4, dims, contiguous ? NULL : chunk, contiguous);
+  nest_test_h5_dataset(f, "labels", H5T_STD_I32LE, 1, &n, &lc, 0);
   float stat[4] = {1, 1, 1, 1};
   assert_true(c <= 4);
-  sp = H5Screate_simple(1, &c, NULL);
+  hid_t sp = H5Screate_simple(1, &c, NULL);
   const char *stats[2] = {"mean", "std"};
   for (int k = 0; k < 2; ++k) {
-    d = H5Dcreate2(f, stats[k], H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t d = H5Dcreate2(f, stats[k], H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, stat) >= 0);
     H5Dclose(d);
   }

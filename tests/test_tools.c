@@ -232,6 +232,15 @@ static void test_jaccard_missing_mask(void **state) {
 
 static int export_(const char *args) { return tool(EXPORT, args); }
 
+/* nest_export ARGS succeeds and writes to `out` a model file holding `net`. */
+static void export_ok(const char *args, const char *out, const nest_net *net) {
+  if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
+  nest_net *back;
+  assert_ok(nest_model_load(out, 4, 1, &back));
+  assert_true(nest_net_hash(back, NEST_HASH_ALL) == nest_net_hash(net, NEST_HASH_ALL));
+  nest_net_destroy(&back);
+}
+
 /* A restart checkpoint of `net` at path (the container only: net with momentum, one /state
  * dataset): what nest_mpi leaves in RUN/checkpoints. */
 static void write_ckpt(const nest_net *net, const char *path, int64_t step) {
@@ -281,11 +290,7 @@ static void test_export(void **state) {
 
   /* A run directory: its newest checkpoint, as a plain model file. */
   snprintf(args, sizeof args, "'%s' '%s'", run, out);
-  if (export_(args) != 0) fail_msg("nest_export: %s", err_text);
-  nest_net *back;
-  assert_ok(nest_model_load(out, 4, 1, &back));
-  assert_true(nest_net_hash(back, NEST_HASH_ALL) == nest_net_hash(net, NEST_HASH_ALL));
-  nest_net_destroy(&back);
+  export_ok(args, out, net);
   nest_ckpt *r;
   assert_int_equal(nest_ckpt_open(out, &r), NEST_ERR_FORMAT); /* not a checkpoint */
   /* An existing output needs --force; the input itself is never an output. */
@@ -368,11 +373,7 @@ static void test_export_force_atomic(void **state) {
   assert_int_not_equal(access(tmp, F_OK), 0);
   /* Without the limit, --force replaces it. */
   snprintf(args, sizeof args, "'%s' '%s' --force", big, out);
-  if (export_(args) != 0) fail_msg("nest_export: %s", err_text);
-  nest_net *back;
-  assert_ok(nest_model_load(out, 4, 1, &back));
-  assert_true(nest_net_hash(back, NEST_HASH_ALL) == nest_net_hash(large, NEST_HASH_ALL));
-  nest_net_destroy(&back);
+  export_ok(args, out, large);
   nest_net_destroy(&small);
   nest_net_destroy(&large);
 }

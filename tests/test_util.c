@@ -151,3 +151,21 @@ nest_net *nest_test_net(const char *arch, nest_shape in, int classes, const nest
   }
   return net;
 }
+
+void nest_test_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, int allocate) {
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  herr_t e = dcpl >= 0 ? 0 : -1;
+  if (e >= 0 && chunk) e = H5Pset_chunk(dcpl, rank, chunk);
+  if (e >= 0 && allocate) e = H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+  if (e >= 0 && allocate) e = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  hid_t sp = e >= 0 ? H5Screate_simple(rank, dims, NULL) : -1;
+  hid_t d = sp >= 0 ? H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
+  if (d >= 0) H5Dclose(d);
+  if (sp >= 0) H5Sclose(sp);
+  if (dcpl >= 0) H5Pclose(dcpl);
+  if (d < 0) {
+    fprintf(stderr, "nest_test_h5_dataset: cannot create %s\n", name);
+    abort();
+  }
+}

@@ -2,6 +2,7 @@
 #ifndef NEST_TEST_UTIL_H
 #define NEST_TEST_UTIL_H
 
+#include <hdf5.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,13 @@ int nest_test_run(const char *command, char *out, size_t out_cap, char *err, siz
  * leaves it. Parameters as nest_net_create leaves them. Aborts with nest's message on failure. */
 nest_net *nest_test_net(const char *arch, nest_shape in, int classes, const nest_arch_opts *opts,
                         const char *grow_layer, int grow_by);
+
+/* Crafting files: dataset NAME of loc with `type` and dims, never written. chunk = the chunk
+ * dims (HDF5 then stores nothing, so the dims may claim anything), or NULL for the contiguous
+ * layout; allocate = 1 (contiguous only) reserves its bytes in the file without writing them
+ * (a sparse file). Aborts on failure. */
+void nest_test_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, int allocate);
 
 /* FNV-1a of n bytes (comparing whole arenas, e.g. momentum, before and after). */
 uint64_t nest_test_hash_bytes(const void *p, size_t n);

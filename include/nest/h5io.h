@@ -41,9 +41,22 @@ void nest_h5_close(hid_t *id, herr_t (*close)(hid_t));
  *   NEST_ERR_FORMAT "PATH: not an HDF5 file (WHAT was expected)", "PATH: cannot open as HDF5
  *                   (truncated or corrupt file?)". */
 nest_status nest_h5_open_read(const char *path, const char *what, hid_t *file);
+/* Open an existing file read-only without a word (HDF5's errors silenced): -1 if it is not an
+ * HDF5 file or cannot be opened. For probes ("is this a shard / a checkpoint?"). */
+hid_t nest_h5_probe(const char *path);
 /* Create (truncate) a file with object headers of at least format `low` (H5F_LIBVER_V18 or
  * H5F_LIBVER_V110); negative on failure. */
 hid_t nest_h5_create(const char *path, H5F_libver_t low);
+/* Start writing `path` atomically (atomic.h): *file = a new HDF5 file (nest_h5_create) at
+ * tmp = "PATH.tmp" (cap bytes). NEST_ERR_IO naming the file otherwise, nothing left behind. */
+nest_status nest_h5_begin(const char *path, char *tmp, size_t cap, H5F_libver_t low,
+                          hid_t *file);
+/* Close the complete *file (-1 after) and rename tmp over path (atomic.h). On failure ("TMP:
+ * closing the HDF5 file failed (disk full?)" or the rename's error) tmp is removed and path is
+ * untouched. */
+nest_status nest_h5_commit(hid_t *file, const char *tmp, const char *path);
+/* Give up a file being written: close it if open, remove tmp. */
+void nest_h5_abort(hid_t *file, const char *tmp);
 
 /* ---- groups ------------------------------------------------------------------------------- */
 

@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nest/atomic.h"
 #include "nest/data.h"
 #include "nest/h5io.h"
 
@@ -186,15 +185,9 @@ nest_status nest_dataset_save_h5(const nest_dataset *ds, const char *path) {
                       ds->labels[i], (long long)i, ds->nclasses);
 
   char tmp[4096];
-  NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
-
-  nest_status st = NEST_OK;
+  hid_t file;
   /* 1.8+ object headers: attributes (mean/std of many features) may exceed 64 KiB. */
-  hid_t file = nest_h5_create(tmp, H5F_LIBVER_V18);
-  if (file < 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
-    goto done;
-  }
+  NEST_CALL(nest_h5_begin(path, tmp, sizeof tmp, H5F_LIBVER_V18, &file));
   const nest_shape s = ds->shape;
   hsize_t dims[4] = {(hsize_t)ds->n, (hsize_t)s.c, (hsize_t)s.h, (hsize_t)s.w};
   herr_t e;
@@ -219,19 +212,8 @@ nest_status nest_dataset_save_h5(const nest_dataset *ds, const char *path) {
   if (e >= 0 && ds->class_names) e = nest_h5_put_strs(file, "class_names", ds->class_names,
                                                       ds->nclasses, 1);
   if (e < 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
-    goto done;
+    nest_h5_abort(&file, tmp);
+    return NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
   }
-  e = H5Fclose(file);
-  file = -1;
-  if (e < 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: closing the HDF5 file failed (disk full?)", tmp);
-    goto done;
-  }
-  st = nest_atomic_commit(tmp, path);
-
-done:
-  nest_h5_close(&file, H5Fclose);
-  if (st != NEST_OK) nest_atomic_abort(tmp);
-  return st;
+  return nest_h5_commit(&file, tmp, path);
 }

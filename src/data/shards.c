@@ -94,9 +94,7 @@ static void format_of(hid_t file, const char *path, char *out, size_t cap) {
 }
 
 int nest_data_is_shard(const char *path) {
-  nest_h5_quiet();
-  if (H5Fis_hdf5(path) <= 0) return 0;
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t f = nest_h5_probe(path);
   if (f < 0) return 0;
   char fmt[64];
   format_of(f, path, fmt, sizeof fmt);
@@ -172,19 +170,17 @@ static nest_status start_shard(nest_shard_writer *w) {
     if (!t || !f) return NEST_ERR(NEST_ERR_NOMEM, "out of memory (shard list)");
     w->cap = cap;
   }
-  NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
+  NEST_CALL(nest_h5_begin(path, tmp, sizeof tmp, H5F_LIBVER_V18, &w->file));
   nest_status st = nest_data_strdup(tmp, &w->tmp[w->ntmp]);
   if (st == NEST_OK) {
     st = nest_data_strdup(path, &w->final[w->ntmp]);
     if (st != NEST_OK) free(w->tmp[w->ntmp]);
   }
   if (st != NEST_OK) {
-    nest_atomic_abort(tmp);
+    nest_h5_abort(&w->file, tmp);
     return st;
   }
   w->ntmp++;
-  w->file = nest_h5_create(tmp, H5F_LIBVER_V18);
-  if (w->file < 0) return NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
   /* [shard_size, C, H, W], one chunk per image, no filter: a chunk is the image's raw bytes,
    * so the reader can pread() it (see the top of this file). Shrunk at the end if the shard
    * is the last and short. No chunk cache: each image goes straight to the file. */
