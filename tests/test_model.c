@@ -379,36 +379,6 @@ static void test_bad_files(void **state) {
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "W_mask has dims 12x21, expected 12x20", 1);
 
-  /* Missing dataset. */
-  expect_without(good, bad, "/layers/002_fc2/W", "missing dataset /layers/002_fc2/W", 1);
-  /* A missing mask: every reader refuses the file (the mask reader used to skip the tensor,
-   * and nest_jaccard then compared the other tensors only). */
-  expect_without(good, bad, "/layers/002_fc2/W_mask", "missing dataset /layers/002_fc2/W_mask",
-                 1);
-
-  /* Groups that are not groups (every group open is checked): a layer entry that is a
-   * dataset, /layers itself a dataset, a layer entry that is a dangling soft link. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  hsize_t d1 = 1;
-  replace_dataset(f, "/layers/001_fc1.relu", 1, &d1, H5T_STD_I32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  replace_dataset(f, "/layers", 1, &d1, H5T_STD_I32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "/layers", 1);
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/001_fc1.relu", H5P_DEFAULT) >= 0);
-  assert_true(H5Lcreate_soft("/nowhere", f, "/layers/001_fc1.relu", H5P_DEFAULT, H5P_DEFAULT) >= 0);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
-  nest_model_info info;
-  assert_int_equal(nest_model_read_info(bad, &info), NEST_ERR_FORMAT);
-  assert_non_null(strstr(nest_error_message(), bad));
-
   /* Mask values other than 0/1. */
   nest_layer *fc1 = net->layers[0];
   size_t cnt = fc1->param[0].count;
@@ -449,29 +419,6 @@ static void test_bad_files(void **state) {
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "is NaN", 0);
 
-  /* Unknown layer kind; impossible hyper-parameters. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  hid_t g = H5Gopen2(f, "/layers/001_fc1.relu", H5P_DEFAULT);
-  assert_true(g >= 0);
-  replace_str_attr(g, "kind", "wormhole");
-  H5Gclose(g);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "unknown layer kind 'wormhole'", 0);
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  g = H5Gopen2(f, "/layers/000_fc1", H5P_DEFAULT);
-  v = -5;
-  a = H5Aopen(g, "units", H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_INT, &v);
-  H5Aclose(a);
-  H5Gclose(g);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "units > 0", 0);
-
-  /* A layer group gone. */
-  expect_without(good, bad, "/layers/003_fc2.relu", "nlayers", 1);
-
   /* The good file still loads (the copies above did not touch it). */
   nest_net *back;
   assert_ok(nest_model_load(good, 4, 1, &back));
@@ -479,6 +426,70 @@ static void test_bad_files(void **state) {
   nest_net_destroy(&back);
   free(m8);
   free(w);
+  nest_net_destroy(&net);
+}
+
+/* Layers that do not form a network, missing objects, objects that should be groups and are
+ * not (every group open is checked): the loader, the mask reader (and the info reader) refuse
+ * them alike. */
+static void test_bad_structure(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char good[1024], bad[1024];
+  snprintf(good, sizeof good, "%s/good-structure.h5", dir);
+  snprintf(bad, sizeof bad, "%s/bad-structure.h5", dir);
+  nest_net *net = mlp_model(good, 4);
+  /* Unknown layer kind; impossible hyper-parameters. */
+  copy_file(good, bad, -1);
+  hid_t f = open_rw(bad);
+  hid_t g = H5Gopen2(f, "/layers/001_fc1.relu", H5P_DEFAULT);
+  assert_true(g >= 0);
+  replace_str_attr(g, "kind", "wormhole");
+  H5Gclose(g);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "unknown layer kind 'wormhole'", 1);
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  g = H5Gopen2(f, "/layers/000_fc1", H5P_DEFAULT);
+  int v = -5;
+  hid_t a = H5Aopen(g, "units", H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_INT, &v);
+  H5Aclose(a);
+  H5Gclose(g);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "units > 0", 1);
+
+  /* Missing dataset. */
+  expect_without(good, bad, "/layers/002_fc2/W", "missing dataset /layers/002_fc2/W", 1);
+  /* A missing mask: every reader refuses the file (the mask reader used to skip the tensor,
+   * and nest_jaccard then compared the other tensors only). */
+  expect_without(good, bad, "/layers/002_fc2/W_mask", "missing dataset /layers/002_fc2/W_mask",
+                 1);
+
+  /* Groups that are not groups (every group open is checked): a layer entry that is a
+   * dataset, /layers itself a dataset, a layer entry that is a dangling soft link. */
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  hsize_t d1 = 1;
+  replace_dataset(f, "/layers/001_fc1.relu", 1, &d1, H5T_STD_I32LE);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  replace_dataset(f, "/layers", 1, &d1, H5T_STD_I32LE);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "/layers", 1);
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  assert_true(H5Ldelete(f, "/layers/001_fc1.relu", H5P_DEFAULT) >= 0);
+  assert_true(H5Lcreate_soft("/nowhere", f, "/layers/001_fc1.relu", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
+  nest_model_info info;
+  assert_int_equal(nest_model_read_info(bad, &info), NEST_ERR_FORMAT);
+  assert_non_null(strstr(nest_error_message(), bad));
+
+  /* A layer group gone. */
+  expect_without(good, bad, "/layers/003_fc2.relu", "nlayers", 1);
   nest_net_destroy(&net);
 }
 
@@ -714,7 +725,20 @@ static void test_info(void **state) {
   info.val_error = 0.0175;
   assert_ok(nest_model_save_info(net, &info, path));
 
-  /* Malformed attributes: one FORMAT line naming the file and the attribute. */
+  nest_net_destroy(&net);
+}
+
+/* Malformed info attributes: one FORMAT line naming the file and the attribute. */
+static void test_info_malformed(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char path[1024], bad[1024];
+  snprintf(path, sizeof path, "%s/info-good.h5", dir);
+  snprintf(bad, sizeof bad, "%s/info-bad.h5", dir);
+  nest_net *net = mlp_model(NULL, 11);
+  double act[5] = {0.625, NAN, 0.25, NAN, NAN}, inf[5] = {1.0, NAN, 0.5, NAN, 0.125};
+  nest_model_info info = {.stage = "grown", .base_arch = "mlp:20-12-8-4", .val_error = 0.0175,
+                          .test_error = 0.5, .nlayers = 5, .act_frac = act, .in_frac = inf};
+  assert_ok(nest_model_save_info(net, &info, path));
   struct {
     const char *obj, *attr;
     int kind; /* 0 int, 1 string, 2 double 1.5, 3 long string */
@@ -739,6 +763,7 @@ static void test_info(void **state) {
     expect_bad_info(bad, cases[c].attr);
   }
   /* Not a model file at all: the same messages as the loader. */
+  nest_model_info back;
   assert_int_equal(nest_test_write_file(bad, "text\n", 5), 0);
   assert_int_equal(nest_model_read_info(bad, &back), NEST_ERR_FORMAT);
   assert_non_null(strstr(nest_error_message(), bad));
@@ -750,9 +775,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_mlp),    cmocka_unit_test(test_roundtrip_conv_bn),
       cmocka_unit_test(test_roundtrip_area),
-      cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_atomic_save),
-      cmocka_unit_test(test_read_masks),
-      cmocka_unit_test(test_info),
+      cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_bad_structure),
+      cmocka_unit_test(test_atomic_save),      cmocka_unit_test(test_read_masks),
+      cmocka_unit_test(test_info),             cmocka_unit_test(test_info_malformed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
