@@ -1127,6 +1127,89 @@ static void test_docs_list_ranges(void **state) {
   }
 }
 
+/* Every key's row in docs/config.md has the table's type and default (as --help prints them)
+ * and starts its meaning column with the table's meaning (as the written config's comment has
+ * it, without the range and enum words the comment appends): the page cannot drift. */
+static char *row_field(char *row, int field) { /* field 0 = key: "| `a` | b |" split on " | " */
+  char *p = row + 2;
+  for (int i = 0; i < field && p; ++i) {
+    p = strstr(p, " | ");
+    while (p && p[-1] == '\\') p = strstr(p + 1, " | "); /* "\|" is a | inside a cell */
+    if (p) p += 3;
+  }
+  return p;
+}
+
+static void test_docs_rows_match_table(void **state) {
+  (void)state;
+  FILE *f = fopen(NEST_SOURCE_DIR "/docs/config.md", "r");
+  assert_non_null(f);
+  static char docs[1 << 17];
+  docs[fread(docs, 1, sizeof docs - 1, f)] = '\0';
+  fclose(f);
+  char *help = NULL;
+  size_t hlen = 0;
+  f = open_memstream(&help, &hlen);
+  assert_non_null(f);
+  nest_config_print_help(f);
+  fclose(f);
+  nest_config c;
+  nest_config_defaults(&c);
+  char path[1024];
+  snprintf(path, sizeof path, "%s", nest_test_path(nest_test_tmpdir(), "docs-check.ini"));
+  EXPECT_OK(nest_config_write(&c, path));
+  f = fopen(path, "r");
+  assert_non_null(f);
+  char line[2048], comment[2048] = "", section[64] = "";
+  size_t rows = 0;
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (line[0] == ';') {
+      snprintf(comment, sizeof comment, "%s", line + 2);
+      continue;
+    }
+    if (line[0] == '[') {
+      snprintf(section, sizeof section, "%.*s", (int)strcspn(line + 1, "]"), line + 1);
+      continue;
+    }
+    if (!line[0]) continue;
+    char key[128], type[32], def[64], hrow[160], drow[160], want[320];
+    snprintf(key, sizeof key, "%s.%.*s", section, (int)strcspn(line, " "), line);
+    /* --help: "  key  TYPE  DEFAULT  meaning" */
+    snprintf(hrow, sizeof hrow, "\n  %s ", key); /* at a line start, not in a meaning */
+    const char *h = strstr(help, hrow);
+    assert_non_null(h);
+    assert_int_equal(sscanf(h, "%*s %31s %63s", type, def), 2);
+    /* the meaning, without " (default: X)", "; one of: ...", "; in [a, b]" */
+    char *m = strstr(comment, " (default: ");
+    assert_non_null(m);
+    *m = '\0';
+    if ((m = strstr(comment, "; one of:"))) *m = '\0';
+    if ((m = strstr(comment, "; in [")) || (m = strstr(comment, "; in ("))) *m = '\0';
+    snprintf(drow, sizeof drow, "| `%s` |", key);
+    char *r = strstr(docs, drow);
+    if (!r) fail_msg("docs/config.md has no row for %s", key);
+    char row[2048];
+    snprintf(row, sizeof row, "%.*s", (int)strcspn(r, "\n"), r);
+    snprintf(want, sizeof want, "| `%s` | %s | `%s` | ", key, type, def);
+    if (strncmp(row, want, strlen(want)) != 0)
+      fail_msg("docs/config.md row of %s: want type and default '%s', got: %s", key, want, row);
+    char mean[2048], *cell = row_field(row, 4);
+    assert_non_null(cell);
+    size_t k = 0; /* unescape "\|" */
+    for (; *cell && k + 1 < sizeof mean; ++cell)
+      if (!(cell[0] == '\\' && cell[1] == '|')) mean[k++] = *cell;
+    mean[k] = '\0';
+    if (strncmp(mean, comment, strlen(comment)) != 0)
+      fail_msg("docs/config.md row of %s: the meaning should start with '%s', got '%s'", key,
+               comment, mean);
+    ++rows;
+  }
+  fclose(f);
+  free(help);
+  assert_int_equal(rows, NEVERY);
+}
+
 /* ---- help ---- */
 
 static void test_help_mentions_every_key(void **state) {
@@ -1199,6 +1282,7 @@ int main(void) {
       cmocka_unit_test(test_reported_out_of_range),
       cmocka_unit_test(test_every_numeric_key_has_a_range),
       cmocka_unit_test(test_docs_list_ranges),
+      cmocka_unit_test(test_docs_rows_match_table),
       cmocka_unit_test(test_help_mentions_every_key),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
