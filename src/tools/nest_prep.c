@@ -629,6 +629,52 @@ static int run_synthetic(const char *prefix, const shard_opts *so, int force) {
   return 0;
 }
 
+/* The options of the shard writers (--synthetic-images and its companions): 0 if c was one
+ * and its value is good, 2 after a usage error, -1 if c is not one of them. */
+static int shard_option(int c, const char *arg, shard_opts *so) {
+  long v;
+  switch (c) {
+  case 'S':
+    if (!parse_long(arg, 1, 1L << 40, &v))
+      return usage_error("--synthetic-images '%s': expected a positive image count", arg);
+    so->n = v;
+    break;
+  case 'C':
+    if (!parse_long(arg, 1, 1 << 20, &v))
+      return usage_error("--classes '%s': expected 1 .. 1048576", arg);
+    so->classes = v;
+    break;
+  case 'z':
+    if (!parse_long(arg, 1, 4096, &v)) return usage_error("--size '%s': expected 1 .. 4096", arg);
+    so->size = v;
+    break;
+  case 'k':
+    if (!parse_long(arg, 1, 64, &v)) return usage_error("--channels '%s': expected 1 .. 64", arg);
+    so->channels = v;
+    break;
+  case 'K':
+    if (!parse_long(arg, 1, 1L << 30, &v))
+      return usage_error("--shard-size '%s': expected a positive image count", arg);
+    so->shard_size = v;
+    break;
+  case 'T':
+    if (!parse_long(arg, 0, 1L << 50, &v))
+      return usage_error("--first '%s': expected a non-negative image number", arg);
+    so->first = v;
+    break;
+  case 's': {
+    char *end;
+    errno = 0;
+    so->seed = strtoull(arg, &end, 10);
+    if (end == arg || *end || errno || arg[0] == '-')
+      return usage_error("--seed '%s': expected a non-negative integer", arg);
+    break;
+  }
+  default: return -1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"synthetic-images", required_argument, NULL, 'S'}, {"classes", required_argument, NULL, 'C'},
@@ -680,46 +726,18 @@ int main(int argc, char **argv) {
         return usage_error("--max '%s': expected a positive sample count", optarg);
       o.max_samples = v;
       break;
-    case 'S':
-      if (!parse_long(optarg, 1, 1L << 40, &v))
-        return usage_error("--synthetic-images '%s': expected a positive image count", optarg);
-      so.n = v, synthetic = 1;
-      break;
-    case 'C':
-      if (!parse_long(optarg, 1, 1 << 20, &v))
-        return usage_error("--classes '%s': expected 1 .. 1048576", optarg);
-      so.classes = v;
-      break;
-    case 'z':
-      if (!parse_long(optarg, 1, 4096, &v)) return usage_error("--size '%s': expected 1 .. 4096", optarg);
-      so.size = v;
-      break;
-    case 'k':
-      if (!parse_long(optarg, 1, 64, &v)) return usage_error("--channels '%s': expected 1 .. 64", optarg);
-      so.channels = v;
-      break;
-    case 'K':
-      if (!parse_long(optarg, 1, 1L << 30, &v))
-        return usage_error("--shard-size '%s': expected a positive image count", optarg);
-      so.shard_size = v;
-      break;
     case 'I': images = optarg; break;
-    case 'T':
-      if (!parse_long(optarg, 0, 1L << 50, &v))
-        return usage_error("--first '%s': expected a non-negative image number", optarg);
-      so.first = v;
-      break;
-    case 's': {
-      char *end;
-      errno = 0;
-      so.seed = strtoull(optarg, &end, 10);
-      if (end == optarg || *end || errno || optarg[0] == '-')
-        return usage_error("--seed '%s': expected a non-negative integer", optarg);
-      break;
-    }
     case 'h': print_help(); return 0;
     case ':': return usage_error("option %s needs a value", argv[optind - 1]);
-    default: return usage_error("unknown option '%s'", argv[optind - 1]);
+    default: {
+      const int r = shard_option(c, optarg, &so);
+      if (r >= 0) {
+        if (r > 0) return r;
+        synthetic |= c == 'S';
+        break;
+      }
+      return usage_error("unknown option '%s'", argv[optind - 1]);
+    }
     }
   }
   int npos = argc - optind;
