@@ -270,27 +270,94 @@ static nest_status csv_map_own(nest_dataset *ds, int64_t n, char **lab, const in
   return st;
 }
 
-nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *label_ref,
-                               nest_dataset **out) {
-  *out = NULL;
-  const char *path = o->path;
-  char delim = o->csv_delim ? o->csv_delim : ',';
-  char *buf = NULL, *drop = NULL, **fields = NULL, **lab = NULL;
-  int64_t *lineno = NULL;
-  float *feat = NULL;
-  nest_dataset *ds = NULL;
-  nest_status st = NEST_OK;
-  size_t len = 0;
-  if (delim == '\n' || delim == '\r' || delim == '"')
-    return NEST_ERR(NEST_ERR_ARG, "%s: bad CSV delimiter '\\x%02x'", path, (unsigned char)delim);
-  NEST_CALL(csv_slurp(path, &buf, &len));
+/* The parse of one CSV file: its layout (fixed by the first non-blank line) and the rows. */
+typedef struct {
+  const char *path;
+  char delim;
+  int ncols, label_col, dim;
+  int64_t maxrows, n; /* rows the buffers hold (line breaks + 1), rows read */
+  char *drop;         /* [ncols] 1 = dropped column */
+  char **fields;      /* [ncols] the fields of the current line */
+  char **lab;         /* [maxrows] label strings (point into the file buffer) */
+  int64_t *lineno;    /* [maxrows] 1-based line of each row */
+  float *feat;        /* [maxrows, dim] */
+} csv_parse;
 
-  /* Upper bound on rows: number of line breaks + 1. */
-  int64_t maxrows = 1;
-  for (size_t i = 0; i < len; ++i) maxrows += buf[i] == '\n';
+static void csv_parse_free(csv_parse *x) {
+  free(x->drop);
+  free(x->fields);
+  free(x->lab);
+  free(x->lineno);
+  free(x->feat);
+}
 
-  int ncols = 0, label_col = -1, dim = 0;
-  int64_t n = 0, line = 0;
+/* The first non-blank line `text` fixes the column count; then the label column, the dropped
+ * columns and the feature count are checked and the row buffers allocated. */
+static nest_status csv_layout(csv_parse *x, const nest_data_opts *o, const char *text) {
+  int nf = 1;
+  for (; *text; ++text) nf += *text == x->delim;
+  x->ncols = nf;
+  x->label_col = o->csv_label_col < 0 ? x->ncols + o->csv_label_col : o->csv_label_col;
+  if (x->label_col < 0 || x->label_col >= x->ncols)
+    return NEST_ERR(NEST_ERR_ARG, "%s: label column %d out of range (file has %d columns)",
+                    x->path, o->csv_label_col, x->ncols);
+  NEST_CALL(nest_calloc((void **)&x->drop, (size_t)x->ncols, 1, "CSV drop flags"));
+  NEST_CALL(csv_drops(x->path, o->csv_drop_cols, x->ncols, x->drop));
+  if (x->drop[x->label_col])
+    return NEST_ERR(NEST_ERR_ARG, "%s: csv_drop_cols drops the label column %d", x->path,
+                    x->label_col);
+  for (int c = 0; c < x->ncols; ++c) x->dim += c != x->label_col && !x->drop[c];
+  if (x->dim == 0)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: no feature columns (%d columns, label column %d)",
+                    x->path, x->ncols, x->label_col);
+  const size_t rows = (size_t)x->maxrows;
+  NEST_CALL(nest_malloc((void **)&x->fields, sizeof(char *) * (size_t)x->ncols, "CSV fields"));
+  NEST_CALL(nest_malloc((void **)&x->lab, sizeof(char *) * rows, "CSV labels"));
+  NEST_CALL(nest_malloc((void **)&x->lineno, sizeof(int64_t) * rows, "CSV line numbers"));
+  NEST_CALL(nest_malloc((void **)&x->feat, sizeof(float) * rows * (size_t)x->dim, "CSV features"));
+  return NEST_OK;
+}
+
+/* The fields of line `line` (x->fields) as row x->n: its label string and float features. */
+static nest_status csv_row(csv_parse *x, int64_t line) {
+  float *row = x->feat + x->n * x->dim;
+  int k = 0;
+  for (int c = 0; c < x->ncols; ++c) {
+    char *s = x->fields[c];
+    if (c == x->label_col) {
+      if (!*s)
+        return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty label", x->path,
+                        (long long)line, c);
+      x->lab[x->n] = s;
+      continue;
+    }
+    if (x->drop[c]) continue;
+    if (!*s)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty feature", x->path,
+                      (long long)line, c);
+    char *e;
+    errno = 0;
+    float v = strtof(s, &e);
+    if (e == s || *e)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: non-numeric feature '%.32s'",
+                      x->path, (long long)line, c, s);
+    if (isnan(v))
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: feature is NaN ('%.32s')", x->path,
+                      (long long)line, c, s);
+    if (isinf(v))
+      return NEST_ERR(NEST_ERR_FORMAT,
+                      "%s:%lld: column %d: feature '%.32s' is Inf or beyond float range", x->path,
+                      (long long)line, c, s);
+    row[k++] = v;
+  }
+  x->lineno[x->n] = line;
+  ++x->n;
+  return NEST_OK;
+}
+
+/* Every line of buf[len] (modified in place: line ends become NULs) into x. */
+static nest_status csv_lines(csv_parse *x, const nest_data_opts *o, char *buf, size_t len) {
+  int64_t line = 0;
   int header_pending = o->csv_header;
   char *p = buf, *end = buf + len;
   while (p < end) {
@@ -303,149 +370,84 @@ nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *labe
     p = eol + 1;
     ++line;
     if (csv_blank(text)) continue;
-
-    if (ncols == 0) { /* first non-blank line: fix the layout */
-      char *tmp = text;
-      int nf = 1;
-      for (; *tmp; ++tmp) nf += *tmp == delim;
-      ncols = nf;
-      label_col = o->csv_label_col < 0 ? ncols + o->csv_label_col : o->csv_label_col;
-      if (label_col < 0 || label_col >= ncols) {
-        st = NEST_ERR(NEST_ERR_ARG, "%s: label column %d out of range (file has %d columns)",
-                      path, o->csv_label_col, ncols);
-        goto done;
-      }
-      NEST_CALL_GOTO(st, nest_calloc((void **)&drop, (size_t)ncols, 1, "CSV drop flags"), done);
-      NEST_CALL_GOTO(st, csv_drops(path, o->csv_drop_cols, ncols, drop), done);
-      if (drop[label_col]) {
-        st = NEST_ERR(NEST_ERR_ARG, "%s: csv_drop_cols drops the label column %d", path, label_col);
-        goto done;
-      }
-      for (int c = 0; c < ncols; ++c) dim += c != label_col && !drop[c];
-      if (dim == 0) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: no feature columns (%d columns, label column %d)",
-                      path, ncols, label_col);
-        goto done;
-      }
-      NEST_CALL_GOTO(st, nest_malloc((void **)&fields, sizeof(char *) * (size_t)ncols, "CSV fields"),
-                     done);
-      NEST_CALL_GOTO(st, nest_malloc((void **)&lab, sizeof(char *) * (size_t)maxrows, "CSV labels"),
-                     done);
-      NEST_CALL_GOTO(st, nest_malloc((void **)&lineno, sizeof(int64_t) * (size_t)maxrows,
-                                     "CSV line numbers"), done);
-      NEST_CALL_GOTO(st, nest_malloc((void **)&feat, sizeof(float) * (size_t)maxrows * (size_t)dim,
-                                     "CSV features"), done);
-    }
-    int nf = csv_split(text, delim, fields, ncols);
-    if (nf != ncols) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: expected %d columns, got %d", path,
-                    (long long)line, ncols, nf);
-      goto done;
-    }
+    if (x->ncols == 0) NEST_CALL(csv_layout(x, o, text)); /* the first non-blank line */
+    int nf = csv_split(text, x->delim, x->fields, x->ncols);
+    if (nf != x->ncols)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: expected %d columns, got %d", x->path,
+                      (long long)line, x->ncols, nf);
     if (header_pending) {
       header_pending = 0;
       continue;
     }
-    float *row = feat + n * dim;
-    int k = 0;
-    for (int c = 0; c < ncols; ++c) {
-      char *s = fields[c];
-      if (c == label_col) {
-        if (!*s) {
-          st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty label", path,
-                        (long long)line, c);
-          goto done;
-        }
-        lab[n] = s;
-        continue;
-      }
-      if (drop[c]) continue;
-      if (!*s) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty feature", path,
-                      (long long)line, c);
-        goto done;
-      }
-      char *e;
-      errno = 0;
-      float v = strtof(s, &e);
-      if (e == s || *e) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: non-numeric feature '%.32s'", path,
-                      (long long)line, c, s);
-        goto done;
-      }
-      if (isnan(v)) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: feature is NaN ('%.32s')", path,
-                      (long long)line, c, s);
-        goto done;
-      }
-      if (isinf(v)) {
-        st = NEST_ERR(NEST_ERR_FORMAT,
-                      "%s:%lld: column %d: feature '%.32s' is Inf or beyond float range", path,
-                      (long long)line, c, s);
-        goto done;
-      }
-      row[k++] = v;
-    }
-    lineno[n] = line;
-    ++n;
+    NEST_CALL(csv_row(x, line));
   }
-  if (n == 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: no data rows", path);
-    goto done;
-  }
+  if (x->n == 0) return NEST_ERR(NEST_ERR_FORMAT, "%s: no data rows", x->path);
+  return NEST_OK;
+}
 
-  int64_t keep = (o->max_samples > 0 && o->max_samples < n) ? o->max_samples : n;
-  nest_shape shape = {dim, 1, 1};
-  NEST_CALL_GOTO(st, nest_data_new(path, keep, shape, 0, &ds), done);
-  ds->f32 = feat; /* [maxrows, dim] allocation, first keep rows used */
-  feat = NULL;
-  ds->u8_scale = 1.0f;
+/* Class ids of all x->n rows (so an unknown label anywhere is reported, and max_samples never
+ * changes the ids), the first ds->n of them into ds->labels; class names too. */
+static nest_status csv_labels(const csv_parse *x, const nest_dataset *label_ref,
+                              nest_dataset *ds) {
+  const int64_t n = x->n, keep = ds->n;
+  int32_t *all = NULL;
+  NEST_CALL(nest_malloc((void **)&all, sizeof(int32_t) * (size_t)n, "CSV labels"));
+  nest_status st;
   if (label_ref) {
-    /* Map every row (not only the kept ones) so an unknown label anywhere is reported. */
-    int32_t *all = NULL;
-    NEST_CALL_GOTO(st, nest_malloc((void **)&all, sizeof(int32_t) * (size_t)n, "CSV labels"), done);
-    st = csv_map_ref(path, label_ref, n, lab, lineno, all);
+    st = csv_map_ref(x->path, label_ref, n, x->lab, x->lineno, all);
     if (st == NEST_OK) memcpy(ds->labels, all, sizeof(int32_t) * (size_t)keep);
     free(all);
-    if (st != NEST_OK) {
-      nest_error_trace(__FILE__, __LINE__);
-      goto done;
-    }
+    NEST_CALL(st);
     ds->nclasses = label_ref->nclasses;
     if (label_ref->class_names) {
-      NEST_CALL_GOTO(st, nest_calloc((void **)&ds->class_names, (size_t)ds->nclasses,
-                                     sizeof(char *), "class names"), done);
+      NEST_CALL(nest_calloc((void **)&ds->class_names, (size_t)ds->nclasses, sizeof(char *),
+                            "class names"));
       for (int c = 0; c < ds->nclasses; ++c)
-        NEST_CALL_GOTO(st, nest_data_strdup(label_ref->class_names[c], &ds->class_names[c]), done);
+        NEST_CALL(nest_data_strdup(label_ref->class_names[c], &ds->class_names[c]));
     }
-  } else {
-    /* Decide the mapping over all rows, then keep the first `keep` labels. */
-    int64_t nkept = ds->n;
-    int32_t *kept_labels = ds->labels;
-    int32_t *all = NULL;
-    NEST_CALL_GOTO(st, nest_malloc((void **)&all, sizeof(int32_t) * (size_t)n, "CSV labels"), done);
-    ds->labels = all;
-    ds->n = n;
-    st = csv_map_own(ds, n, lab, lineno);
-    memcpy(kept_labels, all, sizeof(int32_t) * (size_t)keep);
-    ds->labels = kept_labels;
-    ds->n = nkept;
-    free(all);
-    if (st != NEST_OK) {
-      nest_error_trace(__FILE__, __LINE__);
-      goto done;
-    }
+    return NEST_OK;
   }
-  *out = ds;
-  ds = NULL;
+  /* Decide the mapping over all rows, then keep the first `keep` labels. */
+  int32_t *kept_labels = ds->labels;
+  ds->labels = all;
+  ds->n = n;
+  st = csv_map_own(ds, n, x->lab, x->lineno);
+  memcpy(kept_labels, all, sizeof(int32_t) * (size_t)keep);
+  ds->labels = kept_labels;
+  ds->n = keep;
+  free(all);
+  return st;
+}
 
-done:
+nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *label_ref,
+                               nest_dataset **out) {
+  *out = NULL;
+  csv_parse x = {.path = o->path, .delim = o->csv_delim ? o->csv_delim : ',', .maxrows = 1};
+  if (x.delim == '\n' || x.delim == '\r' || x.delim == '"')
+    return NEST_ERR(NEST_ERR_ARG, "%s: bad CSV delimiter '\\x%02x'", x.path,
+                    (unsigned char)x.delim);
+  char *buf = NULL;
+  size_t len = 0;
+  NEST_CALL(csv_slurp(x.path, &buf, &len));
+  for (size_t i = 0; i < len; ++i) x.maxrows += buf[i] == '\n'; /* rows <= line breaks + 1 */
+  nest_dataset *ds = NULL;
+  nest_status st = csv_lines(&x, o, buf, len);
+  const int64_t keep = (o->max_samples > 0 && o->max_samples < x.n) ? o->max_samples : x.n;
+  if (st == NEST_OK) st = nest_data_new(x.path, keep, (nest_shape){x.dim, 1, 1}, 0, &ds);
+  if (st == NEST_OK) {
+    ds->f32 = x.feat; /* [maxrows, dim] allocation, first keep rows used */
+    x.feat = NULL;
+    ds->u8_scale = 1.0f;
+    st = csv_labels(&x, label_ref, ds);
+  }
+  if (st == NEST_OK) {
+    *out = ds;
+    ds = NULL;
+  } else {
+    nest_error_trace(__FILE__, __LINE__);
+  }
   free(buf);
-  free(drop);
-  free(fields);
-  free(lab);
-  free(lineno);
-  free(feat);
+  csv_parse_free(&x);
   nest_dataset_destroy(&ds);
   return st;
 }
