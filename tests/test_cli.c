@@ -191,12 +191,8 @@ static void test_usage_text(void **state) {
   assert_non_null(strstr(text, "--help"));
   /* The intro names every section of the key table (it named 6 of 10): the sections are the
    * "[section]" lines of the key help. */
-  char *help = NULL;
-  size_t hlen = 0;
-  f = open_memstream(&help, &hlen);
-  assert_non_null(f);
-  nest_config_print_help(f);
-  fclose(f);
+  char *help = nest_test_capture(nest_config_print_help);
+  assert_non_null(help);
   int nsections = 0;
   for (const char *line = help; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] != 0)) {
     if (line[0] != '[') continue;

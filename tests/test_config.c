@@ -1147,12 +1147,8 @@ static void test_docs_rows_match_table(void **state) {
   static char docs[1 << 17];
   docs[fread(docs, 1, sizeof docs - 1, f)] = '\0';
   fclose(f);
-  char *help = NULL;
-  size_t hlen = 0;
-  f = open_memstream(&help, &hlen);
-  assert_non_null(f);
-  nest_config_print_help(f);
-  fclose(f);
+  char *help = nest_test_capture(nest_config_print_help);
+  assert_non_null(help);
   nest_config c;
   nest_config_defaults(&c);
   char path[1024];
@@ -1214,12 +1210,7 @@ static void test_docs_rows_match_table(void **state) {
 
 static void test_help_mentions_every_key(void **state) {
   (void)state;
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  assert_non_null(f);
-  nest_config_print_help(f);
-  fclose(f);
+  char *text = nest_test_capture(nest_config_print_help);
   assert_non_null(text);
   for (size_t i = 0; i < NEVERY; ++i) {
     char key[64];

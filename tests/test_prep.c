@@ -373,8 +373,9 @@ static void test_prep_refuses_overwrite(void **state) {
 
 /* ---- image shards ------------------------------------------------------------------------- */
 
-/* A w x h JPEG of one colour (k = 3: RGB, 1: gray, 4: CMYK), written with libjpeg. */
-static void write_jpeg(const char *path, int w, int h, int k, const unsigned char *px) {
+/* A w x h JPEG of one colour px (k = 3: RGB, 1: gray, 4: CMYK), or with px NULL an RGB one of
+ * noise (compressed data large enough to cut), written with libjpeg; returns its size. */
+static long write_jpeg(const char *path, int w, int h, int k, const unsigned char *px) {
   struct jpeg_compress_struct c;
   struct jpeg_error_mgr e;
   FILE *f = fopen(path, "wb");
@@ -384,18 +385,29 @@ static void write_jpeg(const char *path, int w, int h, int k, const unsigned cha
   jpeg_stdio_dest(&c, f);
   c.image_width = (JDIMENSION)w;
   c.image_height = (JDIMENSION)h;
-  c.input_components = k;
-  c.in_color_space = k == 1 ? JCS_GRAYSCALE : k == 3 ? JCS_RGB : JCS_CMYK;
+  c.input_components = px ? k : 3;
+  c.in_color_space = c.input_components == 1 ? JCS_GRAYSCALE
+                     : c.input_components == 3 ? JCS_RGB
+                                               : JCS_CMYK;
   jpeg_set_defaults(&c);
   jpeg_set_quality(&c, 95, TRUE);
   jpeg_start_compress(&c, TRUE);
-  unsigned char *row = malloc((size_t)w * k);
-  for (int x = 0; x < w; ++x) memcpy(row + x * k, px, (size_t)k);
-  while (c.next_scanline < c.image_height) jpeg_write_scanlines(&c, &row, 1);
+  const int kk = c.input_components;
+  unsigned char *row = malloc((size_t)w * kk);
+  assert_non_null(row);
+  for (int x = 0; px && x < w; ++x) memcpy(row + x * kk, px, (size_t)kk);
+  uint32_t r = 12345;
+  while (c.next_scanline < c.image_height) {
+    for (int i = 0; !px && i < w * kk; ++i)
+      row[i] = (unsigned char)((r = r * 1664525u + 1013904223u) >> 24);
+    jpeg_write_scanlines(&c, &row, 1);
+  }
   jpeg_finish_compress(&c);
   jpeg_destroy_compress(&c);
+  const long size = ftell(f);
   fclose(f);
   free(row);
+  return size;
 }
 
 /* The centre pixel of image i of a shard set, channel c. */
@@ -460,39 +472,6 @@ static void test_prep_jpeg(void **state) {
   assert_non_null(strstr(err_text, "refusing to overwrite"));
 }
 
-/* A w x h RGB JPEG of noise (so the compressed data is large enough to cut), written with
- * libjpeg; returns its size in bytes. */
-static long write_noise_jpeg(const char *path, int w, int h) {
-  struct jpeg_compress_struct c;
-  struct jpeg_error_mgr e;
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  c.err = jpeg_std_error(&e);
-  jpeg_create_compress(&c);
-  jpeg_stdio_dest(&c, f);
-  c.image_width = (JDIMENSION)w;
-  c.image_height = (JDIMENSION)h;
-  c.input_components = 3;
-  c.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, 90, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  unsigned char *row = malloc((size_t)w * 3);
-  assert_non_null(row);
-  uint32_t x = 12345;
-  while (c.next_scanline < c.image_height) {
-    for (int i = 0; i < w * 3; ++i)
-      row[i] = (unsigned char)((x = x * 1664525u + 1013904223u) >> 24);
-    jpeg_write_scanlines(&c, &row, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  const long size = ftell(f);
-  fclose(f);
-  free(row);
-  return size;
-}
-
 /* Rewrite the frame header (SOF0) of a JPEG to claim w x h: the data then ends long before
  * the image does. */
 static void claim_size(const char *path, int w, int h) {
@@ -527,13 +506,13 @@ static void test_prep_jpeg_warnings(void **state) {
   char src[1024], f[1300], out[1300], args[4096];
   image_dir("warn-src", src, sizeof src);
   snprintf(f, sizeof f, "%s/c/cut.jpg", src);
-  const long size = write_noise_jpeg(f, 64, 48);
+  const long size = write_jpeg(f, 64, 48, 3, NULL);
   assert_int_equal(truncate(f, size / 2), 0);
   snprintf(f, sizeof f, "%s/c/huge.jpg", src);
-  write_noise_jpeg(f, 32, 32);
+  write_jpeg(f, 32, 32, 3, NULL);
   claim_size(f, 65500, 65500);
   snprintf(f, sizeof f, "%s/c/good.jpg", src);
-  write_noise_jpeg(f, 20, 20);
+  write_jpeg(f, 20, 20, 3, NULL);
   snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "warn"));
   snprintf(args, sizeof args, "--images '%s' -o '%s' --size 16", src, out);
   assert_int_equal(prep(args), 0);
@@ -573,7 +552,7 @@ static void test_prep_jpeg_size_limit(void **state) {
    * 157 million pixels, 1.6 GiB to convert: over the limit, skipped, counted */
   image_dir("big-src", src, sizeof src);
   snprintf(f, sizeof f, "%s/c/big.jpg", src);
-  write_noise_jpeg(f, 32, 32);
+  write_jpeg(f, 32, 32, 3, NULL);
   claim_size(f, 65500, 2400);
   snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "big"));
   snprintf(cmd, sizeof cmd, "%s'%s' --images '%s' -o '%s' --size 2048", limit, PREP, src, out);
@@ -590,11 +569,11 @@ static void test_prep_unreadable_class(void **state) {
   char src[1024], f[1400], d[1300], out[1300], args[4096];
   image_dir("locked-src", src, sizeof src);
   snprintf(f, sizeof f, "%s/c/a.jpg", src);
-  write_noise_jpeg(f, 20, 20);
+  write_jpeg(f, 20, 20, 3, NULL);
   snprintf(d, sizeof d, "%s/locked", src);
   assert_int_equal(mkdir(d, 0775), 0);
   snprintf(f, sizeof f, "%s/locked/b.jpg", src);
-  write_noise_jpeg(f, 20, 20);
+  write_jpeg(f, 20, 20, 3, NULL);
   assert_int_equal(chmod(d, 0), 0);
   const char *drop = "";
   if (geteuid() == 0) {

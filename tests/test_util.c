@@ -129,3 +129,16 @@ uint64_t nest_test_hash_bytes(const void *p, size_t n) {
   for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
   return h;
 }
+
+char *nest_test_capture(void (*print)(FILE *f)) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return NULL;
+  print(f);
+  if (fclose(f) != 0) {
+    free(text);
+    return NULL;
+  }
+  return text;
+}

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "nest/status.h"
 
@@ -34,6 +35,10 @@ int nest_test_run(const char *command, char *out, size_t out_cap, char *err, siz
     nest_status s_ = (expr);                                                                 \
     if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
   } while (0)
+
+/* What print(f) writes, as a malloc'd string (NULL if out of memory): e.g. the help text of
+ * nest_config_print_help. */
+char *nest_test_capture(void (*print)(FILE *f));
 
 /* FNV-1a of n bytes (comparing whole arenas, e.g. momentum, before and after). */
 uint64_t nest_test_hash_bytes(const void *p, size_t n);
