@@ -3,24 +3,46 @@
 # run nest with 2 MPI ranks: by default the NeST synthesis of LeNet-300-100 (seed -> growth ->
 # training -> pruning), which ends by printing the model report and where the final model is.
 # Results go to outputs/<config name>-<date-time>/.
-# Usage: bash jobs/run_local.sh [CONFIG.ini] [--set section.key=value ...]
-#   default CONFIG: inputs/mnist_lenet300_nest.ini. Env NEST_RANKS (default 2).
-# MNIST is taken from ../shared/data/mnist beside the checkout when present, else from
-# inputs/data/mnist (downloaded there by inputs/download_mnist.sh if missing).
+# Usage: bash jobs/run_local.sh [--dry-run] [CONFIG.ini] [--set section.key=value ...]
+#   default CONFIG: inputs/mnist_lenet300_nest.ini. Env NEST_RANKS (default 2), NEST_MNIST_DIR.
+#   --dry-run: print the command it would run (after the data.dir decision below), run nothing:
+#   no set-up, no download.
+# nest runs from the checkout, so relative paths in CONFIG (data.dir, run.out_dir, ...) are
+# relative to the checkout; CONFIG itself may be given relative to where you are.
+# MNIST: a config that reads MNIST by its file names (train-images-idx3-ubyte[.gz]) from a
+# data.dir that does not hold it (the shipped configs say inputs/data/mnist) gets
+# --set data.dir=<the MNIST directory>: NEST_MNIST_DIR, ../shared/data/mnist beside the checkout,
+# or inputs/data/mnist, downloaded there by inputs/download_mnist.sh if missing. Any other
+# config, or one whose --set arguments give data.dir, runs as written (jobs/mnist.sh).
 set -euo pipefail
+here=$PWD
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash jobs/setup.sh
+# shellcheck source=jobs/mnist.sh
+source jobs/mnist.sh
 
+dry=0
+if [ "${1:-}" = --dry-run ]; then dry=1; shift; fi
 config=inputs/mnist_lenet300_nest.ini
 if [ $# -gt 0 ] && [[ "$1" != --* ]]; then config=$1; shift; fi
+if [[ $config != /* ]] && [ "$here" != "$PWD" ] && [ -e "$here/$config" ]; then
+  config=$here/$config
+fi
+[ -f "$config" ] || { echo "run_local: $config: no such config" >&2; exit 1; }
 
-data=""
-for d in ../shared/data/mnist inputs/data/mnist; do
-  if [ -f "$d/train-images-idx3-ubyte.gz" ]; then data=$d; break; fi
-done
-if [ -z "$data" ]; then
-  bash inputs/download_mnist.sh inputs/data/mnist
-  data=inputs/data/mnist
+[ "$dry" = 1 ] || bash jobs/setup.sh
+
+data=()
+if nest_mnist_needed "$config" "$@"; then
+  if ! mnist=$(nest_mnist_find "$nest_mnist_file"); then
+    mnist=inputs/data/mnist
+    if [ "$dry" = 1 ]; then
+      echo "run_local: would download MNIST into $mnist (inputs/download_mnist.sh)" >&2
+    else
+      bash inputs/download_mnist.sh "$mnist"
+    fi
+  fi
+  echo "run_local: $config reads $nest_mnist_file from data.dir = ${nest_mnist_config_dir:-.}, which does not hold it: --set data.dir=$mnist" >&2
+  data=(--set data.dir="$mnist")
 fi
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -28,5 +50,10 @@ ranks=${NEST_RANKS:-2}
 cores=$(nproc)
 extra=()
 [ "$ranks" -gt "$cores" ] && extra+=(--oversubscribe)
-exec mpirun -n "$ranks" "${extra[@]}" "${NEST_BUILD_DIR:-build}/nest_mpi" "$config" \
-  --set data.dir="$data" "$@"
+cmd=(mpirun -n "$ranks" "${extra[@]}" "${NEST_BUILD_DIR:-build}/nest_mpi" "$config" "${data[@]}" "$@")
+if [ "$dry" = 1 ]; then
+  printf '%q ' "${cmd[@]}"
+  echo
+  exit 0
+fi
+exec "${cmd[@]}"

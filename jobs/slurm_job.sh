@@ -18,10 +18,21 @@
 # 4. Exit 10 -> `scontrol requeue` this job and exit 0; the requeued job runs this script again
 #    and resumes. Any other exit status is the job's.
 #
+# 5. MNIST (jobs/mnist.sh, the rule jobs/run_local.sh follows too): a config that reads MNIST
+#    by its file names from a data.dir that does not hold it (the shipped configs say
+#    inputs/data/mnist) gets --set data.dir=<NEST_MNIST_DIR, ../shared/data/mnist or
+#    inputs/data/mnist>; any other config (NEST_CONFIG with your own data), or arguments that
+#    set data.dir, run as written. A batch job does not download: compute nodes are often
+#    offline; run inputs/download_mnist.sh inputs/data/mnist on a login node first.
+#
 # Env: NEST_HOME (the checkout; default: the directory sbatch was called from),
 #      NEST_BUILD_DIR (default build), NEST_LAUNCHER (srun | mpirun), NEST_SRUN_ARGS,
-#      NEST_MPIRUN_ARGS (extra launcher arguments, split on blanks), NEST_RUN_DIR, NEST_CONFIG.
+#      NEST_MPIRUN_ARGS (extra launcher arguments, split on blanks), NEST_RUN_DIR, NEST_CONFIG,
+#      NEST_MNIST_DIR.
 # shellcheck shell=bash
+
+# shellcheck source=jobs/mnist.sh
+source jobs/mnist.sh
 
 # Messages name the job as squeue does: JOBID, or ARRAYID_TASKID in a job array.
 nest_job_name() {
@@ -37,21 +48,19 @@ nest_job_die() {
   exit 1
 }
 
-# nest_job_mnist: the MNIST directory (like jobs/run_local.sh: ../shared/data/mnist beside
-# the checkout, else inputs/data/mnist). A batch job does not download: compute nodes are
-# often offline; run inputs/download_mnist.sh inputs/data/mnist on a login node first.
-# Without MNIST it warns and names inputs/data/mnist: nest then stops with the missing file,
-# unless the job's arguments point the data elsewhere (--set data.dir=... data.train=...).
-nest_job_mnist() {
-  local d
-  for d in ${NEST_MNIST_DIR:-} ../shared/data/mnist inputs/data/mnist; do
-    if [ -f "$d/train-images-idx3-ubyte.gz" ]; then
-      echo "$d"
-      return 0
-    fi
-  done
-  nest_job_say "warning: no MNIST in ${NEST_MNIST_DIR:+$NEST_MNIST_DIR, }../shared/data/mnist or inputs/data/mnist: run 'bash inputs/download_mnist.sh inputs/data/mnist' on a login node first" >&2
-  echo inputs/data/mnist
+# The MNIST arguments of a job (point 5 above) into the array nest_job_data.
+nest_job_data=()
+nest_job_mnist_args() {
+  local config=$1 mnist
+  shift
+  nest_job_data=()
+  nest_mnist_needed "$config" "$@" || return 0
+  if ! mnist=$(nest_mnist_find "$nest_mnist_file"); then
+    mnist=inputs/data/mnist
+    nest_job_say "warning: no $nest_mnist_file in ${NEST_MNIST_DIR:+$NEST_MNIST_DIR, }../shared/data/mnist or inputs/data/mnist: run 'bash inputs/download_mnist.sh inputs/data/mnist' on a login node first" >&2
+  fi
+  nest_job_say "$config reads $nest_mnist_file from data.dir = ${nest_mnist_config_dir:-.}, which does not hold it: --set data.dir=$mnist"
+  nest_job_data=(--set data.dir="$mnist")
 }
 
 # The trap: remember the signal, and pass it on once the launcher runs.
@@ -120,10 +129,12 @@ nest_job() {
   else
     nest_job_say "starting $run_dir"
   fi
-  nest_job_say "$launcher: ${SLURM_NTASKS:-?} tasks x $threads threads on ${SLURM_JOB_NODELIST:-?}: $config $*"
+  nest_job_mnist_args "$config" "$@"
+  nest_job_say "$launcher: ${SLURM_NTASKS:-?} tasks x $threads threads on ${SLURM_JOB_NODELIST:-?}: $config ${nest_job_data[*]} $*"
 
   trap nest_job_forward USR1
-  "${cmd[@]}" "$bin" "$config" --set run.run_dir="$run_dir" --set run.threads="$threads" "$@" &
+  "${cmd[@]}" "$bin" "$config" "${nest_job_data[@]}" --set run.run_dir="$run_dir" \
+    --set run.threads="$threads" "$@" &
   nest_job_pid=$!
   # A signal that came before the launcher existed.
   if [ "$nest_job_signalled" = 1 ]; then kill -USR1 "$nest_job_pid" 2>/dev/null || true; fi

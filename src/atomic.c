@@ -4,7 +4,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* fsync a file or directory by name; -1 with errno on failure. */
@@ -80,4 +83,33 @@ nest_status nest_atomic_fclose(FILE *f, const char *tmp, const char *path) {
     return NEST_ERR(NEST_ERR_IO, "%s: cannot write: %s", path, strerror(e));
   }
   return nest_atomic_commit(tmp, path);
+}
+
+/* mkdir that accepts an existing directory (and only a directory). */
+static nest_status mkdir_one(const char *dir) {
+  if (mkdir(dir, 0775) == 0) return NEST_OK;
+  const int err = errno;
+  struct stat st;
+  if (err == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return NEST_OK;
+  return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", dir,
+                  err == EEXIST ? "exists and is not a directory" : strerror(err));
+}
+
+nest_status nest_atomic_mkdirs(const char *dir) {
+  if (!dir || !*dir) return NEST_ERR(NEST_ERR_ARG, "nest_atomic_mkdirs: empty path");
+  const size_t len = strlen(dir);
+  char *buf = malloc(len + 1);
+  if (!buf) return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory", dir);
+  memcpy(buf, dir, len + 1);
+  nest_status st = NEST_OK;
+  /* each parent in turn ("a", "a/b", ...), then the directory itself */
+  for (char *p = buf + 1; st == NEST_OK && *p; ++p) {
+    if (*p != '/' || p[-1] == '/') continue;
+    *p = '\0';
+    st = mkdir_one(buf);
+    *p = '/';
+  }
+  if (st == NEST_OK) st = mkdir_one(buf);
+  free(buf);
+  return st;
 }

@@ -15,7 +15,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include "nest/config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -29,9 +28,13 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/* Layering: config sits below the training engine and beside the net-level arch module, whose
+ * nest_arch_check validates the model keys (arch.h never includes config.h); list.h and
+ * atomic.h are leaves. config.c knows nothing of policies, phases or the trainer: the pipeline
+ * checks that grow.policy / synthesis.phases name things that exist. */
 #include "nest/arch.h"
 #include "nest/atomic.h"
-#include "nest/policy.h"
+#include "nest/list.h"
 
 /* ---- the key table ---- */
 
@@ -43,11 +46,19 @@ typedef enum {
   KT_DOUBLE, /* double, finite */
   KT_BOOL,   /* int, 0 or 1 */
   KT_ENUM,   /* char[N] holding one of the '|'-separated allowed words */
-  KT_CHAR    /* char[N] holding exactly one character (CSV delimiter) */
+  KT_CHAR,   /* char[N] holding exactly one character (CSV delimiter) */
+  KT_LIST    /* char[N]: a comma-separated list, split by nest_list_split (list.h) */
 } key_type;
 
-static const char *const type_names[] = {"string", "int",  "int64", "uint64",
-                                         "double", "bool", "enum",  "char"};
+static const char *const type_names[] = {"string", "int",  "int64", "uint64", "double",
+                                         "bool",   "enum", "char",  "list"};
+
+/* The valid range of a numeric key: "[lo, hi]", '(' / ')' for an open end; lo_br 0 = none. */
+typedef struct {
+  char lo_br;
+  double lo, hi;
+  char hi_br;
+} key_range;
 
 typedef struct {
   const char *section;
@@ -56,139 +67,164 @@ typedef struct {
   size_t offset, size;
   const char *def;     /* default as text: parsed by the same code as a file value */
   const char *allowed; /* KT_ENUM: "a|b|c" */
+  key_range range;     /* int, int64 and double keys: the valid values; others ANY */
   const char *meaning; /* one line */
 } key_def;
 
+#define IN(lo_br, lo, hi, hi_br) { lo_br, lo, hi, hi_br }
+#define ANY { 0, 0, 0, 0 }
 #define FIELD_(f) offsetof(nest_config, f), sizeof(((nest_config *)0)->f)
-#define KEY(sec, f, type, def, meaning)                                                            \
-  { #sec, #f, type, FIELD_(f), def, NULL, meaning }
+#define KEY(sec, f, type, def, range, meaning)                                                     \
+  { #sec, #f, type, FIELD_(f), def, NULL, range, meaning }
 #define ENUM(sec, f, def, allowed, meaning)                                                        \
-  { #sec, #f, KT_ENUM, FIELD_(f), def, allowed, meaning }
+  { #sec, #f, KT_ENUM, FIELD_(f), def, allowed, ANY, meaning }
 /* [grow] keys live in fields named grow_<key>. */
-#define GKEY(k, type, def, meaning)                                                                \
-  { "grow", #k, type, FIELD_(grow_##k), def, NULL, meaning }
+#define GKEY(k, type, def, range, meaning)                                                         \
+  { "grow", #k, type, FIELD_(grow_##k), def, NULL, range, meaning }
 #define GENUM(k, def, allowed, meaning)                                                            \
-  { "grow", #k, KT_ENUM, FIELD_(grow_##k), def, allowed, meaning }
+  { "grow", #k, KT_ENUM, FIELD_(grow_##k), def, allowed, ANY, meaning }
 /* [prune] keys live in fields named prune_<key>, [augment] keys in aug_<key>. */
-#define PKEY(k, type, def, meaning)                                                                \
-  { "prune", #k, type, FIELD_(prune_##k), def, NULL, meaning }
-#define AKEY(k, type, def, meaning)                                                                \
-  { "augment", #k, type, FIELD_(aug_##k), def, NULL, meaning }
+#define PKEY(k, type, def, range, meaning)                                                         \
+  { "prune", #k, type, FIELD_(prune_##k), def, NULL, range, meaning }
+#define AKEY(k, type, def, range, meaning)                                                         \
+  { "augment", #k, type, FIELD_(aug_##k), def, NULL, range, meaning }
 /* [checkpoint] keys live in fields named ck_<key>. */
-#define CKEY(k, type, def, meaning)                                                                \
-  { "checkpoint", #k, type, FIELD_(ck_##k), def, NULL, meaning }
+#define CKEY(k, type, def, range, meaning)                                                         \
+  { "checkpoint", #k, type, FIELD_(ck_##k), def, NULL, range, meaning }
 
-/* Adding a key: one line here (plus the field in config.h and a line in docs/config.md);
- * a numeric key also needs its valid range in ranges[] below (test_config checks). */
+/* Adding a key: one line here (plus the field in config.h and a row in docs/config.md, which
+ * test_config checks against this table). Every int, int64 and double key has its valid range
+ * on its line, checked by nest_config_validate and quoted when a value does not even fit its
+ * type. The bounds are chosen so that nothing downstream can overflow or misbehave on an
+ * accepted value: a width ratio times a layer size fits an int, a batch fits the int
+ * arithmetic and buffers of batch x sample size, products of epoch / iteration / step counts
+ * stay far inside int64, fractions are fractions, rates are finite; a comment above a line
+ * gives a reason that is not obvious. run.seed (uint64) accepts every value of its type. */
 /* clang-format off */
 static const key_def keys[] = {
-    KEY(run, name, KT_STRING, "", "run name; empty = the config file's basename"),
-    KEY(run, out_dir, KT_STRING, "outputs", "parent directory of run directories"),
-    KEY(run, run_dir, KT_STRING, "", "explicit run directory; empty = out_dir/NAME-YYYYmmdd-HHMMSS"),
-    KEY(run, seed, KT_UINT64, "1", "seed of every random choice"),
-    KEY(run, threads, KT_INT, "0", "OpenMP/BLAS threads per rank; 0 = cores in the affinity mask"),
-    KEY(run, log_every, KT_INT, "0", "steps between progress lines; 0 = about 10 per epoch"),
-    KEY(run, hash_every, KT_INT, "0", "steps between cross-rank weight/mask hash checks; 0 = off"),
-    KEY(run, check_masks, KT_BOOL, "1", "compare a hash of the masks across ranks after every architecture change"),
+    KEY(run, name, KT_STRING, "", ANY, "run name; empty = the config file's basename"),
+    KEY(run, out_dir, KT_STRING, "outputs", ANY, "parent directory of run directories"),
+    KEY(run, run_dir, KT_STRING, "", ANY, "explicit run directory; empty = out_dir/NAME-YYYYmmdd-HHMMSS"),
+    KEY(run, seed, KT_UINT64, "1", ANY, "seed of every random choice"),
+    /* threads per rank: more than any node has cores (buffers are allocated per thread) */
+    KEY(run, threads, KT_INT, "0", IN('[', 0, 1024, ']'), "OpenMP/BLAS threads per rank; 0 = cores in the affinity mask"),
+    /* steps between events: int fields compared with int64 step counters */
+    KEY(run, log_every, KT_INT, "0", IN('[', 0, 1e9, ']'), "steps between progress lines; 0 = about 10 per epoch"),
+    KEY(run, hash_every, KT_INT, "0", IN('[', 0, 1e9, ']'), "steps between cross-rank weight/mask hash checks; 0 = off"),
+    KEY(run, check_masks, KT_BOOL, "1", ANY, "compare a hash of the masks across ranks after every architecture change"),
 
-    KEY(data, dir, KT_STRING, "", "base directory for relative data paths; empty = current directory"),
-    KEY(data, train, KT_STRING, "", "training data file; required"),
-    KEY(data, train_labels, KT_STRING, "", "IDX label file for data.train (empty for CSV / HDF5)"),
-    KEY(data, test, KT_STRING, "", "test data file; empty = no test set"),
-    KEY(data, test_labels, KT_STRING, "", "IDX label file for data.test"),
+    KEY(data, dir, KT_STRING, "", ANY, "base directory for relative data paths; empty = current directory"),
+    KEY(data, train, KT_STRING, "", ANY, "training data file; required"),
+    KEY(data, train_labels, KT_STRING, "", ANY, "IDX label file for data.train (empty for CSV / HDF5)"),
+    KEY(data, test, KT_STRING, "", ANY, "test data file; empty = no test set"),
+    KEY(data, test_labels, KT_STRING, "", ANY, "IDX label file for data.test"),
     ENUM(data, format, "auto", "auto|idx|csv|h5", "data file format; auto = detect"),
-    KEY(data, val_split, KT_DOUBLE, "0.1", "fraction of the training set held out for validation, in [0, 1)"),
-    KEY(data, csv_label_col, KT_INT, "0", "CSV: 0-based label column; -1 = last column"),
-    KEY(data, csv_delim, KT_CHAR, ",", "CSV: field delimiter: one character, or tab, space, comma, semicolon"),
-    KEY(data, csv_header, KT_BOOL, "0", "CSV: the first line is a header (skipped)"),
-    KEY(data, csv_drop_cols, KT_STRING, "", "CSV: comma-separated 0-based columns to ignore"),
-    KEY(data, max_train, KT_INT64, "0", "use only the first N training samples; 0 = all"),
-    KEY(data, max_test, KT_INT64, "0", "use only the first N test samples; 0 = all"),
-    KEY(data, prefetch, KT_BOOL, "1", "image shards: read the next batch in a background thread while this one computes"),
+    KEY(data, val_split, KT_DOUBLE, "0.1", IN('[', 0, 1, ')'), "fraction of the training set held out for validation, in [0, 1)"),
+    KEY(data, csv_label_col, KT_INT, "0", IN('[', -1, 1e6, ']'), "CSV: 0-based label column; -1 = last column"),
+    KEY(data, csv_delim, KT_CHAR, ",", ANY, "CSV: field delimiter: one character, or tab, space, comma, semicolon"),
+    KEY(data, csv_header, KT_BOOL, "0", ANY, "CSV: the first line is a header (skipped)"),
+    KEY(data, csv_drop_cols, KT_LIST, "", ANY, "CSV: 0-based columns to ignore"),
+    /* sample counts: more than any data set held in memory (0 = all) */
+    KEY(data, max_train, KT_INT64, "0", IN('[', 0, 1e12, ']'), "use only the first N training samples; 0 = all"),
+    KEY(data, max_test, KT_INT64, "0", IN('[', 0, 1e12, ']'), "use only the first N test samples; 0 = all"),
+    KEY(data, prefetch, KT_BOOL, "1", ANY, "image shards: read the next batch in a background thread while this one computes"),
 
-    KEY(model, arch, KT_STRING, "lenet300", "lenet300, lenet5, alexnet, vgg16 or mlp:N-N-...-N (layer sizes)"),
-    KEY(model, width, KT_DOUBLE, "1.0", "width ratio applied to hidden widths / channels"),
-    KEY(model, widths, KT_STRING, "", "comma-separated base widths of the hidden conv / dense layers in order, replacing the architecture's (then times model.width); empty = the architecture's own"),
-    KEY(model, density, KT_DOUBLE, "1.0", "initial connection density, in (0, 1]"),
+    KEY(model, arch, KT_STRING, "lenet300", ANY, "lenet300, lenet5, alexnet, vgg16 or mlp:N-N-...-N (layer sizes)"),
+    /* 64 x the widest named layer (4096) is 262144 units; the sizes that result with
+     * model.arch and model.widths are held to the model size limit (arch.h) */
+    KEY(model, width, KT_DOUBLE, "1.0", IN('(', 0, 64, ']'), "width ratio applied to hidden widths / channels"),
+    KEY(model, widths, KT_LIST, "", ANY, "base widths of the hidden conv / dense layers in order, each in [1, 65536], replacing the architecture's (then times model.width); empty = the architecture's own"),
+    KEY(model, density, KT_DOUBLE, "1.0", IN('(', 0, 1, ']'), "initial connection density, in (0, 1]"),
     ENUM(model, init, "he", "he|xavier", "weight initialisation"),
-    KEY(model, batchnorm, KT_BOOL, "0", "batch norm after each hidden conv/dense layer"),
-    KEY(model, sync_bn, KT_BOOL, "1", "batch-norm statistics summed over ranks (results independent of P)"),
-    KEY(model, dropout, KT_DOUBLE, "0", "dropout rate after hidden dense layers, in [0, 1)"),
-    KEY(model, init_from, KT_STRING, "", "model file (model.h5 of an earlier run) to start from instead of model.arch; empty = none"),
+    KEY(model, batchnorm, KT_BOOL, "0", ANY, "batch norm after each hidden conv/dense layer"),
+    KEY(model, sync_bn, KT_BOOL, "1", ANY, "batch-norm statistics summed over ranks (results independent of P)"),
+    KEY(model, dropout, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "dropout rate after hidden dense layers, in [0, 1)"),
+    KEY(model, init_from, KT_STRING, "", ANY, "model file (model.h5 of an earlier run) to start from instead of model.arch; empty = none"),
 
-    AKEY(affine, KT_BOOL, "0", "affine distortion of training images (rotation, scale, shear, translation per sample and epoch)"),
-    AKEY(rotate, KT_DOUBLE, "12", "rotation uniform in +-rotate degrees; 0 = none"),
-    AKEY(scale, KT_DOUBLE, "0.1", "scale per axis uniform in [1 - scale, 1 + scale], in [0, 1); 0 = none"),
-    AKEY(shear, KT_DOUBLE, "0.15", "shear uniform in +-shear; 0 = none"),
-    AKEY(translate, KT_DOUBLE, "2", "translation uniform in +-translate pixels per axis; 0 = none"),
-    AKEY(crop, KT_INT, "0", "image shards: the net sees crop x crop inputs, a random window for training, the centre for evaluation; 0 = the stored size"),
-    AKEY(flip, KT_BOOL, "0", "image shards: mirror training samples left-right with probability 1/2"),
+    AKEY(affine, KT_BOOL, "0", ANY, "affine distortion of training images (rotation, scale, shear, translation per sample and epoch)"),
+    AKEY(rotate, KT_DOUBLE, "12", IN('[', 0, 180, ']'), "rotation uniform in +-rotate degrees; 0 = none"),
+    AKEY(scale, KT_DOUBLE, "0.1", IN('[', 0, 1, ')'), "scale per axis uniform in [1 - scale, 1 + scale], in [0, 1); 0 = none"),
+    AKEY(shear, KT_DOUBLE, "0.15", IN('[', 0, 1, ')'), "shear uniform in +-shear; 0 = none"),
+    AKEY(translate, KT_DOUBLE, "2", IN('[', 0, 1000, ']'), "translation uniform in +-translate pixels per axis; 0 = none"),
+    /* a crop side: image shards store at most 65535 x 65535 */
+    AKEY(crop, KT_INT, "0", IN('[', 0, 65535, ']'), "image shards: the net sees crop x crop inputs, a random window for training, the centre for evaluation; 0 = the stored size"),
+    AKEY(flip, KT_BOOL, "0", ANY, "image shards: mirror training samples left-right with probability 1/2"),
 
-    KEY(synthesis, phases, KT_STRING, "", "phases run in order, comma-separated: grow, train, prune, area; empty = grow (if grow.policy lists a growth policy), then train"),
+    KEY(synthesis, phases, KT_LIST, "", ANY, "phases run in order: grow, train, prune, area; empty = grow (if grow.policy lists a growth policy), then train"),
 
-    KEY(train, epochs, KT_INT, "20", "training epochs"),
-    KEY(train, batch, KT_INT, "128", "global batch size, summed over all ranks"),
-    KEY(train, eval_every, KT_INT, "1", "epochs between validation/test evaluations"),
-    KEY(train, bucket_mb, KT_DOUBLE, "25", "MiB per bucket of the gradient sum started during backward (overlap); 0 = one sum after backward"),
+    /* epochs: 1e5 x steps per epoch (at most the sample count) is far inside int64 */
+    KEY(train, epochs, KT_INT, "20", IN('[', 0, 1e5, ']'), "training epochs"),
+    /* 2^20: the trainer computes batch + ranks - 1 in int and allocates batch x sample size */
+    KEY(train, batch, KT_INT, "128", IN('[', 1, 1048576, ']'), "global batch size, summed over all ranks"),
+    KEY(train, eval_every, KT_INT, "1", IN('[', 1, 1e5, ']'), "epochs between validation/test evaluations"),
+    /* MiB: a bucket's element count fits the int counts of MPI */
+    KEY(train, bucket_mb, KT_DOUBLE, "25", IN('[', 0, 4096, ']'), "MiB per bucket of the gradient sum started during backward (overlap); 0 = one sum after backward"),
 
-    KEY(optim, lr, KT_DOUBLE, "0.05", "base learning rate"),
-    KEY(optim, momentum, KT_DOUBLE, "0.9", "SGD momentum, in [0, 1)"),
-    KEY(optim, nesterov, KT_BOOL, "0", "Nesterov momentum"),
-    KEY(optim, weight_decay, KT_DOUBLE, "5e-4", "L2 penalty on weights (not biases or batch norm)"),
+    /* learning rates: finite, and far above any rate that trains */
+    KEY(optim, lr, KT_DOUBLE, "0.05", IN('(', 0, 1000, ']'), "base learning rate"),
+    KEY(optim, momentum, KT_DOUBLE, "0.9", IN('[', 0, 1, ')'), "SGD momentum, in [0, 1)"),
+    KEY(optim, nesterov, KT_BOOL, "0", ANY, "Nesterov momentum"),
+    KEY(optim, weight_decay, KT_DOUBLE, "5e-4", IN('[', 0, 1, ']'), "L2 penalty on weights (not biases or batch norm)"),
     ENUM(optim, schedule, "cosine", "const|step|cosine", "learning-rate schedule after warm-up"),
-    KEY(optim, warmup_epochs, KT_DOUBLE, "0", "epochs of linear warm-up from 0 to optim.lr"),
-    KEY(optim, step_epochs, KT_DOUBLE, "10", "step schedule: epochs between multiplications by step_gamma"),
-    KEY(optim, step_gamma, KT_DOUBLE, "0.1", "step schedule: factor, in (0, 1]"),
-    KEY(optim, min_lr, KT_DOUBLE, "0", "cosine schedule: floor of the learning rate"),
+    KEY(optim, warmup_epochs, KT_DOUBLE, "0", IN('[', 0, 1e5, ']'), "epochs of linear warm-up from 0 to optim.lr"),
+    /* and > 0 for the step schedule */
+    KEY(optim, step_epochs, KT_DOUBLE, "10", IN('[', 0, 1e5, ']'), "step schedule: epochs between multiplications by step_gamma"),
+    KEY(optim, step_gamma, KT_DOUBLE, "0.1", IN('(', 0, 1, ']'), "step schedule: factor, in (0, 1]"),
+    KEY(optim, min_lr, KT_DOUBLE, "0", IN('[', 0, 1000, ']'), "cosine schedule: floor of the learning rate"),
 
-    GKEY(policy, KT_STRING, "", "comma-separated growth policies, applied in order: conn, neuron, fmap, strategic, set, rigl; empty = no growth"),
-    GKEY(layers, KT_STRING, "", "comma-separated layers to grow; empty = every layer each policy can act on"),
-    GKEY(iterations, KT_INT, "10", "growth phase: iterations of {grow, train} at most"),
-    GKEY(train_epochs, KT_INT, "1", "growth phase: epochs trained after each growth step"),
-    GKEY(lr, KT_DOUBLE, "0", "growth phase: learning rate (the peak of each iteration's cosine); 0 = optim.lr"),
+    GKEY(policy, KT_LIST, "", ANY, "growth policies, applied in order: conn, neuron, fmap, strategic, set, rigl; empty = no growth"),
+    GKEY(layers, KT_LIST, "", ANY, "layers to grow; empty = every layer each policy can act on"),
+    /* growth phase: iterations x train_epochs x steps per epoch is far inside int64, and
+     * iterations x grow.neurons new units on a layer fit an int */
+    GKEY(iterations, KT_INT, "10", IN('[', 0, 1e4, ']'), "growth phase: iterations of {grow, train} at most"),
+    GKEY(train_epochs, KT_INT, "1", IN('[', 0, 1000, ']'), "growth phase: epochs trained after each growth step"),
+    GKEY(lr, KT_DOUBLE, "0", IN('[', 0, 1000, ']'), "growth phase: learning rate (the peak of each iteration's cosine); 0 = optim.lr"),
     GENUM(schedule, "cosine", "cosine|const", "growth phase: each iteration's epochs anneal from grow.lr to optim.min_lr (cosine) or keep it (const)"),
-    GKEY(target_error, KT_DOUBLE, "0", "growth phase: stop at this validation error (fraction); 0 = never"),
-    GKEY(max_weights, KT_INT64, "0", "growth phase: stop at this many active weights; 0 = no cap"),
-    GKEY(batches, KT_INT, "0", "growth set: this many global batches; 0 = the whole training set"),
-    GKEY(score_batch, KT_INT, "1024", "samples of the fixed scoring batch (event losses, feature-map candidates)"),
-    GKEY(conn_ratio, KT_DOUBLE, "0.25", "conn/strategic: new connections per tensor = ceil(ratio x active)"),
-    GKEY(conn_count, KT_INT64, "0", "conn/strategic: explicit new connections per tensor; 0 = use conn_ratio"),
+    GKEY(target_error, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "growth phase: stop at this validation error (fraction); 0 = never"),
+    GKEY(max_weights, KT_INT64, "0", IN('[', 0, 1e12, ']'), "growth phase: stop at this many active weights; 0 = no cap"),
+    GKEY(batches, KT_INT, "0", IN('[', 0, 1e6, ']'), "growth set: this many global batches; 0 = the whole training set"),
+    GKEY(score_batch, KT_INT, "1024", IN('[', 1, 1048576, ']'), "samples of the fixed scoring batch (event losses, feature-map candidates)"),
+    /* ceil(ratio x active weights) must fit an int64 */
+    GKEY(conn_ratio, KT_DOUBLE, "0.25", IN('(', 0, 1000, ']'), "conn/strategic: new connections per tensor = ceil(ratio x active)"),
+    GKEY(conn_count, KT_INT64, "0", IN('[', 0, 1e12, ']'), "conn/strategic: explicit new connections per tensor; 0 = use conn_ratio"),
     GENUM(conn_init, "zero", "zero|grad", "conn: new weights 0, or -conn_lr x G"),
-    GKEY(conn_lr, KT_DOUBLE, "0.1", "conn: lr_grow of conn_init = grad"),
-    GKEY(beta, KT_DOUBLE, "0.05", "neuron: growth ratio beta, in (0, 1]: the top beta x M x N bridging gradients"),
-    GKEY(alpha, KT_DOUBLE, "0.5", "neuron/fmap: birth strength alpha"),
-    GKEY(neurons, KT_INT, "10", "neuron: neurons added per dense layer per growth step (K)"),
-    GKEY(fmaps, KT_INT, "2", "fmap: feature maps added per conv layer per growth step"),
-    GKEY(fmap_candidates, KT_INT, "10", "fmap: random candidates scored per feature map"),
-    GKEY(capacity, KT_DOUBLE, "0.5", "strategic: grow a tensor while active < capacity x size, in (0, 1]"),
-    GKEY(top, KT_DOUBLE, "0.1", "strategic: origins are drawn from the top fraction of |w|, in (0, 1]"),
-    GKEY(tries, KT_INT, "20", "strategic: endpoint draws per new connection at most"),
-    GKEY(set_zeta, KT_DOUBLE, "0.3", "set: fraction of positive and of negative weights replaced each epoch, in (0, 1)"),
-    GKEY(rigl_dt, KT_INT, "100", "rigl: steps between connection updates"),
-    GKEY(rigl_end, KT_DOUBLE, "0.75", "rigl: last update at this fraction of the training phase, in (0, 1]"),
-    GKEY(rigl_alpha, KT_DOUBLE, "0.3", "rigl: initial drop fraction, in (0, 1)"),
+    GKEY(conn_lr, KT_DOUBLE, "0.1", IN('(', 0, 1000, ']'), "conn: lr_grow of conn_init = grad"),
+    GKEY(beta, KT_DOUBLE, "0.05", IN('(', 0, 1, ']'), "neuron: growth ratio beta, in (0, 1]: the top beta x M x N bridging gradients"),
+    GKEY(alpha, KT_DOUBLE, "0.5", IN('(', 0, 1000, ']'), "neuron/fmap: birth strength alpha"),
+    GKEY(neurons, KT_INT, "10", IN('[', 1, 1e4, ']'), "neuron: neurons added per dense layer per growth step (K)"),
+    GKEY(fmaps, KT_INT, "2", IN('[', 1, 1000, ']'), "fmap: feature maps added per conv layer per growth step"),
+    GKEY(fmap_candidates, KT_INT, "10", IN('[', 1, 1000, ']'), "fmap: random candidates scored per feature map"),
+    GKEY(capacity, KT_DOUBLE, "0.5", IN('(', 0, 1, ']'), "strategic: grow a tensor while active < capacity x size, in (0, 1]"),
+    GKEY(top, KT_DOUBLE, "0.1", IN('(', 0, 1, ']'), "strategic: origins are drawn from the top fraction of |w|, in (0, 1]"),
+    GKEY(tries, KT_INT, "20", IN('[', 1, 1e6, ']'), "strategic: endpoint draws per new connection at most"),
+    GKEY(set_zeta, KT_DOUBLE, "0.3", IN('(', 0, 1, ')'), "set: fraction of positive and of negative weights replaced each epoch, in (0, 1)"),
+    GKEY(rigl_dt, KT_INT, "100", IN('[', 1, 1e9, ']'), "rigl: steps between connection updates"),
+    GKEY(rigl_end, KT_DOUBLE, "0.75", IN('(', 0, 1, ']'), "rigl: last update at this fraction of the training phase, in (0, 1]"),
+    GKEY(rigl_alpha, KT_DOUBLE, "0.3", IN('(', 0, 1, ')'), "rigl: initial drop fraction, in (0, 1)"),
 
-    PKEY(layers, KT_STRING, "", "comma-separated layers to prune; empty = every layer with a weight mask"),
-    PKEY(gamma, KT_DOUBLE, "0.01", "smallest pruning step: fraction of a layer's active weights, in (0, 1)"),
-    PKEY(gamma_start, KT_DOUBLE, "0.2", "first pruning step of each layer; halved at each guard trip until below prune.gamma, in (0, 1)"),
-    PKEY(retrain_steps, KT_INT, "300", "optimizer steps of retraining after each pruning step"),
-    PKEY(retries, KT_INT, "1", "guard: before restoring, retrain prune.retrain_steps more steps this many times and check again"),
-    PKEY(lr, KT_DOUBLE, "0.01", "retraining learning rate: each retraining anneals from it to optim.min_lr with a cosine"),
-    PKEY(target_error, KT_DOUBLE, "0", "guard: target validation error; 0 = the validation error at the start of the phase"),
-    PKEY(tolerance, KT_DOUBLE, "0.001", "guard: validation error allowed above the target"),
-    PKEY(floor, KT_DOUBLE, "0", "a layer stops pruning at this density (active / all weights), in [0, 1)"),
-    PKEY(iterations, KT_INT, "200", "pruning (and area) phase: iterations at most"),
-    PKEY(neuron_thresh, KT_DOUBLE, "0", "remove units whose mean |output| over the validation set is below this; 0 = only units without active inputs or outputs"),
-    PKEY(calib, KT_INT, "2048", "area phase: samples of the calibration set for the contribution scores"),
-    PKEY(area_gamma, KT_DOUBLE, "0.01", "area phase: smallest step, fraction of a layer's active area, in (0, 1)"),
-    PKEY(area_gamma_start, KT_DOUBLE, "0.1", "area phase: first step of each layer; halved at each guard trip, in (0, 1)"),
-    PKEY(area_tolerance, KT_DOUBLE, "0.001", "area phase: validation error allowed above the target (the prune phase uses prune.tolerance)"),
-    PKEY(area_epochs, KT_INT, "-1", "epochs of fine-tuning after the area phase; -1 = prune.epochs"),
-    PKEY(epochs, KT_INT, "0", "epochs of fine-tuning (optim schedule) after the prune / area phase"),
+    PKEY(layers, KT_LIST, "", ANY, "layers to prune (their weights, and in the prune phase their dead or quiet units); empty = every layer with a weight mask"),
+    PKEY(gamma, KT_DOUBLE, "0.01", IN('(', 0, 1, ')'), "smallest pruning step: fraction of a layer's active weights, in (0, 1)"),
+    PKEY(gamma_start, KT_DOUBLE, "0.2", IN('(', 0, 1, ')'), "first pruning step of each layer; halved at each guard trip until below prune.gamma, in (0, 1)"),
+    /* the pruning phase prints retrain_steps x (1 + retries) as an int */
+    PKEY(retrain_steps, KT_INT, "300", IN('[', 0, 1e6, ']'), "optimizer steps of retraining after each pruning step"),
+    PKEY(retries, KT_INT, "1", IN('[', 0, 100, ']'), "guard: before restoring, retrain prune.retrain_steps more steps this many times and check again"),
+    PKEY(lr, KT_DOUBLE, "0.01", IN('(', 0, 1000, ']'), "retraining learning rate: each retraining anneals from it to optim.min_lr with a cosine"),
+    PKEY(target_error, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "guard: target validation error; 0 = the validation error at the start of the phase"),
+    PKEY(tolerance, KT_DOUBLE, "0.001", IN('[', 0, 1, ']'), "guard: validation error allowed above the target"),
+    PKEY(floor, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "a layer stops pruning at this density (active / all weights), in [0, 1)"),
+    PKEY(iterations, KT_INT, "200", IN('[', 0, 1e5, ']'), "pruning (and area) phase: iterations at most"),
+    PKEY(neuron_thresh, KT_DOUBLE, "0", IN('[', 0, 1e6, ']'), "prune phase: remove units of the prune.layers whose mean |output| over the validation set is below this; 0 = only units without active inputs or outputs"),
+    PKEY(calib, KT_INT, "2048", IN('[', 1, 1048576, ']'), "area phase: samples of the calibration set for the contribution scores"),
+    PKEY(area_gamma, KT_DOUBLE, "0.01", IN('(', 0, 1, ')'), "area phase: smallest step, fraction of a layer's active area, in (0, 1)"),
+    PKEY(area_gamma_start, KT_DOUBLE, "0.1", IN('(', 0, 1, ')'), "area phase: first step of each layer; halved at each guard trip, in (0, 1)"),
+    PKEY(area_tolerance, KT_DOUBLE, "0.001", IN('[', 0, 1, ']'), "area phase: validation error allowed above the target (the prune phase uses prune.tolerance)"),
+    PKEY(area_epochs, KT_INT, "-1", IN('[', -1, 1e5, ']'), "epochs of fine-tuning after the area phase; -1 = prune.epochs"),
+    PKEY(epochs, KT_INT, "0", IN('[', 0, 1e5, ']'), "epochs of fine-tuning after the prune / area phase, the learning rate a cosine from prune.lr down to optim.min_lr (not the optim schedule)"),
 
-    CKEY(every_steps, KT_INT, "0", "write a restart checkpoint every this many optimizer steps; 0 = off"),
-    CKEY(every_minutes, KT_DOUBLE, "30", "write a restart checkpoint every this many minutes (rank 0's clock); 0 = off"),
-    CKEY(keep, KT_INT, "3", "restart checkpoints kept in RUN_DIR/checkpoints (the newest ones), at least 1"),
+    /* steps between checkpoints, like run.hash_every; minutes and kept count as before */
+    CKEY(every_steps, KT_INT, "0", IN('[', 0, 1e9, ']'), "write a restart checkpoint every this many optimizer steps; 0 = off"),
+    CKEY(every_minutes, KT_DOUBLE, "30", IN('[', 0, 1e6, ']'), "write a restart checkpoint every this many minutes (rank 0's clock); 0 = off"),
+    CKEY(keep, KT_INT, "3", IN('[', 1, 1e6, ']'), "restart checkpoints kept in RUN_DIR/checkpoints (the newest ones), at least 1"),
 };
 /* clang-format on */
 
@@ -299,120 +335,11 @@ static const char *key_hint(const char *sec, size_t slen, const char *key, size_
   return buf;
 }
 
-/* ---- valid ranges of the numeric keys ---- */
-
-/* Every int, int64 and double key has a valid range, checked by nest_config_validate (and
- * quoted when a value does not even fit its type). The bounds are chosen so that nothing
- * downstream can overflow or misbehave on an accepted value: a width ratio times a layer size
- * fits an int, a batch fits the int arithmetic and buffers of batch x sample size, products of
- * epoch / iteration / step counts stay far inside int64, fractions are fractions, rates are
- * finite. run.seed (uint64) accepts every value of its type and has no entry. Kept apart from
- * keys[] so a table line stays one key; docs/config.md lists the same ranges. */
-typedef struct {
-  const char *name; /* "section.key" */
-  char lo_br;       /* '[' closed or '(' open */
-  double lo, hi;
-  char hi_br;       /* ']' closed or ')' open */
-} key_range;
-
-/* clang-format off */
-static const key_range ranges[] = {
-    /* threads per rank: more than any node has cores (buffers are allocated per thread) */
-    {"run.threads", '[', 0, 1024, ']'},
-    /* steps between events: int fields compared with int64 step counters */
-    {"run.log_every", '[', 0, 1e9, ']'},
-    {"run.hash_every", '[', 0, 1e9, ']'},
-    {"data.val_split", '[', 0, 1, ')'},
-    {"data.csv_label_col", '[', -1, 1e6, ']'},
-    /* sample counts: more than any data set held in memory (0 = all) */
-    {"data.max_train", '[', 0, 1e12, ']'},
-    {"data.max_test", '[', 0, 1e12, ']'},
-    /* 64 x the widest named layer (4096) is 262144 units; an mlp's hidden sizes x width must
-     * fit an int too, which nest_config_validate checks against model.arch */
-    {"model.width", '(', 0, 64, ']'},
-    {"model.density", '(', 0, 1, ']'},
-    {"model.dropout", '[', 0, 1, ')'},
-    {"augment.rotate", '[', 0, 180, ']'},
-    {"augment.scale", '[', 0, 1, ')'},
-    {"augment.shear", '[', 0, 1, ')'},
-    {"augment.translate", '[', 0, 1000, ']'},
-    /* a crop side: image shards store at most 65535 x 65535 */
-    {"augment.crop", '[', 0, 65535, ']'},
-    /* epochs: 1e5 x steps per epoch (at most the sample count) is far inside int64 */
-    {"train.epochs", '[', 0, 1e5, ']'},
-    /* 2^20: the trainer computes batch + ranks - 1 in int and allocates batch x sample size */
-    {"train.batch", '[', 1, 1048576, ']'},
-    {"train.eval_every", '[', 1, 1e5, ']'},
-    /* MiB: a bucket's element count fits the int counts of MPI */
-    {"train.bucket_mb", '[', 0, 4096, ']'},
-    /* learning rates: finite, and far above any rate that trains */
-    {"optim.lr", '(', 0, 1000, ']'},
-    {"optim.momentum", '[', 0, 1, ')'},
-    {"optim.weight_decay", '[', 0, 1, ']'},
-    {"optim.warmup_epochs", '[', 0, 1e5, ']'},
-    {"optim.step_epochs", '[', 0, 1e5, ']'}, /* and > 0 for the step schedule */
-    {"optim.step_gamma", '(', 0, 1, ']'},
-    {"optim.min_lr", '[', 0, 1000, ']'},
-    /* growth phase: iterations x train_epochs x steps per epoch is far inside int64, and
-     * iterations x grow.neurons new units on a layer fit an int */
-    {"grow.iterations", '[', 0, 1e4, ']'},
-    {"grow.train_epochs", '[', 0, 1000, ']'},
-    {"grow.lr", '[', 0, 1000, ']'},
-    {"grow.target_error", '[', 0, 1, ')'},
-    {"grow.max_weights", '[', 0, 1e12, ']'},
-    {"grow.batches", '[', 0, 1e6, ']'},
-    {"grow.score_batch", '[', 1, 1048576, ']'},
-    /* ceil(ratio x active weights) must fit an int64 */
-    {"grow.conn_ratio", '(', 0, 1000, ']'},
-    {"grow.conn_count", '[', 0, 1e12, ']'},
-    {"grow.conn_lr", '(', 0, 1000, ']'},
-    {"grow.beta", '(', 0, 1, ']'},
-    {"grow.alpha", '(', 0, 1000, ']'},
-    {"grow.neurons", '[', 1, 1e4, ']'},
-    {"grow.fmaps", '[', 1, 1000, ']'},
-    {"grow.fmap_candidates", '[', 1, 1000, ']'},
-    {"grow.capacity", '(', 0, 1, ']'},
-    {"grow.top", '(', 0, 1, ']'},
-    {"grow.tries", '[', 1, 1e6, ']'},
-    {"grow.set_zeta", '(', 0, 1, ')'},
-    {"grow.rigl_dt", '[', 1, 1e9, ']'},
-    {"grow.rigl_end", '(', 0, 1, ']'},
-    {"grow.rigl_alpha", '(', 0, 1, ')'},
-    {"prune.gamma", '(', 0, 1, ')'},
-    {"prune.gamma_start", '(', 0, 1, ')'},
-    /* the pruning phase prints retrain_steps x (1 + retries) as an int */
-    {"prune.retrain_steps", '[', 0, 1e6, ']'},
-    {"prune.retries", '[', 0, 100, ']'},
-    {"prune.lr", '(', 0, 1000, ']'},
-    {"prune.target_error", '[', 0, 1, ')'},
-    {"prune.tolerance", '[', 0, 1, ']'},
-    {"prune.floor", '[', 0, 1, ')'},
-    {"prune.iterations", '[', 0, 1e5, ']'},
-    {"prune.neuron_thresh", '[', 0, 1e6, ']'},
-    {"prune.calib", '[', 1, 1048576, ']'},
-    {"prune.area_gamma", '(', 0, 1, ')'},
-    {"prune.area_gamma_start", '(', 0, 1, ')'},
-    {"prune.area_tolerance", '[', 0, 1, ']'},
-    {"prune.area_epochs", '[', -1, 1e5, ']'},
-    {"prune.epochs", '[', 0, 1e5, ']'},
-    /* steps between checkpoints, like run.hash_every; minutes and kept count as before */
-    {"checkpoint.every_steps", '[', 0, 1e9, ']'},
-    {"checkpoint.every_minutes", '[', 0, 1e6, ']'},
-    {"checkpoint.keep", '[', 1, 1e6, ']'},
-};
-/* clang-format on */
-
-static const key_range *find_range(const key_def *k) {
-  size_t slen = strlen(k->section);
-  for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; ++i) {
-    const char *n = ranges[i].name;
-    if (strncmp(n, k->section, slen) == 0 && n[slen] == '.' && strcmp(n + slen + 1, k->key) == 0)
-      return &ranges[i];
-  }
-  return NULL;
-}
+/* ---- valid ranges ---- */
 
 static void format_double(double v, char *buf, size_t n);
+
+static const key_range *find_range(const key_def *k) { return k->range.lo_br ? &k->range : NULL; }
 
 /* "(0, 64]" */
 static const char *range_text(const key_range *r, char *buf, size_t n) {
@@ -512,14 +439,15 @@ static const struct {
 static int parse_value(const key_def *k, const char *text, void *field, char *why, size_t n) {
   char full[96];
   snprintf(full, sizeof full, "%s.%s", k->section, k->key);
-  if (!text[0] && k->type != KT_STRING) {
+  if (!text[0] && k->type != KT_STRING && k->type != KT_LIST) {
     if (k->type == KT_CHAR)
       return fail(why, n, "empty value for %s (write tab, space or semicolon for those characters)",
                   full);
     return fail(why, n, "empty value for %s", full);
   }
   switch (k->type) {
-  case KT_STRING: {
+  case KT_STRING:
+  case KT_LIST: { /* a list's items are checked by nest_config_validate */
     size_t len = strlen(text);
     if (len >= k->size) {
       snprintf(why, n, "too long (%zu bytes; at most %zu)", len, k->size - 1);
@@ -628,6 +556,7 @@ static int format_value(const key_def *k, const nest_config *c, char *buf, size_
   const void *f = field_cptr(c, k);
   switch (k->type) {
   case KT_STRING:
+  case KT_LIST:
   case KT_ENUM:
   case KT_CHAR: {
     size_t len = strnlen((const char *)f, k->size);
@@ -690,11 +619,15 @@ void nest_config_defaults(nest_config *c) {
       NEST_ASSERT(k->size == 8);
       break;
     case KT_STRING:
+    case KT_LIST:
     case KT_ENUM:
     case KT_CHAR:
       NEST_ASSERT(k->size >= 2 && k->size <= NEST_PATH_LEN);
       break;
     }
+    /* exactly the numeric keys have a range */
+    NEST_ASSERT((k->range.lo_br != 0) ==
+                (k->type == KT_INT || k->type == KT_INT64 || k->type == KT_DOUBLE));
     char why[160];
     NEST_ASSERT(parse_value(k, k->def, field_ptr(c, k), why, sizeof why) == 0);
   }
@@ -919,40 +852,10 @@ nest_status nest_config_set(nest_config *c, const char *assignment, const char *
 
 /* ---- validation ---- */
 
-/* lenet300 | lenet5 | alexnet | vgg16 | mlp:N-N[-N...] with positive int sizes. */
-static int arch_syntax_ok(const char *a) {
-  static const char *const named[] = {"lenet300", "lenet5", "alexnet", "vgg16"};
-  for (size_t i = 0; i < sizeof named / sizeof named[0]; ++i)
-    if (strcmp(a, named[i]) == 0) return 1;
-  if (strncmp(a, "mlp:", 4) != 0) return 0;
-  int count = 0;
-  const char *p = a + 4;
-  for (;;) {
-    if (!isdigit((unsigned char)*p)) return 0;
-    long long v = 0;
-    while (isdigit((unsigned char)*p)) {
-      v = v * 10 + (*p++ - '0');
-      if (v > INT_MAX) return 0;
-    }
-    if (v <= 0) return 0;
-    ++count;
-    if (*p == '\0') break;
-    if (*p++ != '-') return 0;
-  }
-  return count >= 2;
-}
-
-/* A cross-key rule (single-key ranges are in ranges[]). */
-#define RULE(cond, name, valtext, rule)                                                            \
-  do {                                                                                             \
-    if (!(cond)) return NEST_ERR(NEST_ERR_CONFIG, "%s = %s: must be %s", name, valtext, rule);     \
-  } while (0)
-
-nest_status nest_config_validate(const nest_config *c) {
-  if (!c) return NEST_ERR(NEST_ERR_ARG, "nest_config_validate: NULL argument");
+/* Every field holds a value its own parser accepts (catches unterminated strings, bools other
+ * than 0/1, unknown enum words, non-finite doubles set by code). */
+static nest_status check_fields(const nest_config *c) {
   char text[NEST_PATH_LEN + 64], vb[SHORT_LEN], scratch[NEST_PATH_LEN], why[160];
-  /* Every field must hold a value its own parser accepts (catches unterminated strings,
-   * bools other than 0/1, unknown enum words, non-finite doubles set by code). */
   for (size_t i = 0; i < NKEYS; ++i) {
     const key_def *k = &keys[i];
     if (format_value(k, c, text, sizeof text))
@@ -963,16 +866,13 @@ nest_status nest_config_validate(const nest_config *c) {
       return NEST_ERR(NEST_ERR_CONFIG, "%s.%s = '%s': %s", k->section, k->key,
                       shorten(text, strlen(text), vb, sizeof vb), why);
   }
-  char d[40];
-#define DTXT(v) (format_double((v), d, sizeof d), d)
-#define ITXT(v) (snprintf(d, sizeof d, "%lld", (long long)(v)), d)
-  if (!c->train[0])
-    return NEST_ERR(NEST_ERR_CONFIG,
-                    "data.train is required: set it in the config or with --set data.train=PATH");
-  /* Every numeric key within its range (the table above), in table order. */
+  return NEST_OK;
+}
+
+/* Every numeric key within the range on its table line, in table order. */
+static nest_status check_ranges(const nest_config *c) {
   for (size_t i = 0; i < NKEYS; ++i) {
     const key_def *k = &keys[i];
-    if (k->type != KT_INT && k->type != KT_INT64 && k->type != KT_DOUBLE) continue;
     const key_range *r = find_range(k);
     if (!r) continue;
     const void *f = field_cptr(c, k);
@@ -989,54 +889,57 @@ nest_status nest_config_validate(const nest_config *c) {
       memcpy(&v, f, sizeof v);
     }
     if (!in_range(r, v)) {
-      char rb[96];
+      char text[64], rb[96];
       format_value(k, c, text, sizeof text);
       return NEST_ERR(NEST_ERR_CONFIG, "%s.%s = %s: must be in %s", k->section, k->key, text,
                       range_text(r, rb, sizeof rb));
     }
   }
-  if (!arch_syntax_ok(c->arch))
+  return NEST_OK;
+}
+
+/* Every list key splits (list.h): no empty items, none too long. What the items must name
+ * (policies, phases, layers, columns) is checked by the modules that use them. */
+static nest_status check_lists(const nest_config *c) {
+  for (size_t i = 0; i < NKEYS; ++i) {
+    const key_def *k = &keys[i];
+    if (k->type != KT_LIST) continue;
+    const int cap = (int)(k->size / 2 + 1); /* items a value of this size can hold */
+    char(*items)[NEST_LIST_ITEM];
+    NEST_CALL(nest_malloc((void **)&items, (size_t)cap * NEST_LIST_ITEM, "list items"));
+    char name[96];
+    snprintf(name, sizeof name, "%s.%s", k->section, k->key);
+    int n = 0;
+    const nest_status st = nest_list_split(name, (const char *)field_cptr(c, k), items, cap, &n);
+    free(items);
+    NEST_CALL(st);
+  }
+  return NEST_OK;
+}
+
+/* A cross-key rule (single-key ranges are on the table's lines). */
+#define RULE(cond, name, valtext, rule)                                                            \
+  do {                                                                                             \
+    if (!(cond)) return NEST_ERR(NEST_ERR_CONFIG, "%s = %s: must be %s", name, valtext, rule);     \
+  } while (0)
+
+nest_status nest_config_validate(const nest_config *c) {
+  if (!c) return NEST_ERR(NEST_ERR_ARG, "nest_config_validate: NULL argument");
+  NEST_CALL(check_fields(c));
+  if (!c->train[0])
     return NEST_ERR(NEST_ERR_CONFIG,
-                    "model.arch = '%s': expected lenet300, lenet5, alexnet, vgg16 or "
-                    "mlp:N-N-...-N (at least 2 positive sizes)",
-                    shorten(c->arch, strlen(c->arch), vb, sizeof vb));
-  /* The builder rounds size x width to an int unit count; an mlp may name any int size. */
-  if (strncmp(c->arch, "mlp:", 4) == 0) {
-    long long widest = 0;
-    for (const char *p = c->arch + 4; *p;) {
-      char *end;
-      long long v = strtoll(p, &end, 10); /* syntax checked above */
-      if (*end && p != c->arch + 4 && v > widest) widest = v; /* hidden: not first, not last */
-      p = *end ? end + 1 : end;
-    }
-    if ((double)widest * c->width > (double)INT_MAX)
-      return NEST_ERR(NEST_ERR_CONFIG,
-                      "model.width = %s: with model.arch = %s the widest hidden layer (%lld) "
-                      "would have %.4g units; width x hidden size must be at most %d",
-                      DTXT(c->width), shorten(c->arch, strlen(c->arch), vb, sizeof vb), widest,
-                      (double)widest * c->width, INT_MAX);
-  }
-  if (c->widths[0]) {
-    int w[64];
-    const int n = nest_arch_parse_widths(c->widths, w, 64);
-    if (n < 0)
-      return NEST_ERR(NEST_ERR_CONFIG,
-                      "model.widths = %s: expected N,N,...,N (no blanks), at most 64 integers in "
-                      "[1, %d]",
-                      shorten(c->widths, strlen(c->widths), vb, sizeof vb), NEST_ARCH_MAX_WIDTH);
-    const int want = nest_arch_hidden_layers(c->arch);
-    if (n != want)
-      return NEST_ERR(NEST_ERR_CONFIG,
-                      "model.widths = %s: %d entries, but model.arch = %s has %d hidden conv / "
-                      "dense layers",
-                      shorten(c->widths, strlen(c->widths), vb, sizeof vb), n, c->arch, want);
-  }
+                    "data.train is required: set it in the config or with --set data.train=PATH");
+  NEST_CALL(check_ranges(c));
+  NEST_CALL(check_lists(c));
+  /* The architecture's name, widths list and size limit, as far as they do not depend on the
+   * data (nest_arch_build checks the rest when the model is built). */
+  const nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout,
+                             .widths = c->widths};
+  NEST_CALL(nest_arch_check(c->arch, &ao));
+  char d[40];
   if (strcmp(c->schedule, "step") == 0)
-    RULE(c->step_epochs > 0, "optim.step_epochs", DTXT(c->step_epochs),
+    RULE(c->step_epochs > 0, "optim.step_epochs", (format_double(c->step_epochs, d, sizeof d), d),
          "> 0 when optim.schedule = step");
-  NEST_CALL(nest_policy_check_list(c->grow_policy));
-#undef DTXT
-#undef ITXT
   return NEST_OK;
 }
 
@@ -1080,7 +983,8 @@ nest_status nest_config_write(const nest_config *c, const char *path) {
     int bad = parse_value(k, text, scratch, why, sizeof why);
     const void *f = field_cptr(c, k);
     if (!bad) {
-      int same = (k->type == KT_STRING || k->type == KT_ENUM || k->type == KT_CHAR)
+      int same = (k->type == KT_STRING || k->type == KT_LIST || k->type == KT_ENUM ||
+                  k->type == KT_CHAR)
                      ? strcmp(scratch, f) == 0
                      : memcmp(scratch, f, k->size) == 0;
       if (!same) snprintf(why, sizeof why, "would not read back identically"), bad = 1;
@@ -1163,7 +1067,8 @@ void nest_config_print_help(FILE *f) {
   fputs("Configuration keys. In CONFIG.ini write 'key = value' under '[section]';\n"
         "values are unquoted and ';' after a blank starts a comment. On the command\n"
         "line, --set section.key=value overrides the file.\n"
-        "Bools: 0/1, true/false, yes/no, on/off.\n\n",
+        "Bools: 0/1, true/false, yes/no, on/off. Lists: comma-separated items, blanks\n"
+        "around an item ignored ('fc1, fc2' = 'fc1,fc2').\n\n",
         f);
   fprintf(f, "  %-*s  %-*s  %-*s  %s\n", wkey, "KEY", wtype, "TYPE", wdef, "DEFAULT", "MEANING");
   const char *section = NULL;
@@ -1192,15 +1097,24 @@ void nest_cli_print_usage(FILE *f, const char *prog) {
           "       %s --resume RUN_DIR [--set section.key=value ...]\n"
           "\n"
           "Trains a sparse network data-parallel over the MPI ranks, growing and\n"
-          "pruning it, as configured by CONFIG.ini (sections [run] [data] [model]\n"
-          "[train] [optim] [grow]).\n"
-          "Each --set section.key=value (or --set=section.key=value) overrides one key\n"
-          "after the file is read, in command-line order, e.g. --set optim.lr=0.1.\n"
-          "--help (-h) lists every key with its type, default and meaning.\n"
-          "--resume RUN_DIR continues a run from its newest checkpoint with its own config;\n"
-          "a run directory that holds checkpoints is also resumed by the original command.\n"
-          "SIGUSR1, SIGTERM or SIGINT: checkpoint after the current step, exit code 10.\n",
+          "pruning it, as configured by CONFIG.ini, whose sections are\n",
           prog, prog);
+  /* the sections of the key table, in its order */
+  char sections[256];
+  size_t used = 0;
+  for (size_t i = 0; i < NKEYS; ++i)
+    if ((i == 0 || strcmp(keys[i].section, keys[i - 1].section) != 0) && used < sizeof sections)
+      used += (size_t)snprintf(sections + used, sizeof sections - used, "%s[%s]", used ? " " : "",
+                               keys[i].section);
+  fputs("  ", f);
+  print_wrapped(f, sections, 2, 2, 79);
+  fputs("Each --set section.key=value (or --set=section.key=value) overrides one key\n"
+        "after the file is read, in command-line order, e.g. --set optim.lr=0.1.\n"
+        "--help (-h) lists every key with its type, default and meaning.\n"
+        "--resume RUN_DIR continues a run from its newest checkpoint with its own config;\n"
+        "a run directory that holds checkpoints is also resumed by the original command.\n"
+        "SIGUSR1, SIGTERM or SIGINT: checkpoint after the current step, exit code 10.\n",
+        f);
 }
 
 static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
@@ -1315,18 +1229,22 @@ nest_status nest_config_text(const nest_config *c, char **out) {
   return NEST_OK;
 }
 
-/* Is "section.key" matched by the comma-separated patterns ("run.threads,checkpoint.*")? */
+/* Is "section.key" matched by the comma-separated patterns ("run.threads, checkpoint.*")?
+ * The patterns come from code (restart.c), so a list that does not split is a bug. */
 static int key_listed(const key_def *k, const char *patterns) {
-  char full[128];
-  snprintf(full, sizeof full, "%s.%s", k->section, k->key);
-  for (const char *p = patterns; p && *p;) {
-    const size_t len = strcspn(p, ",");
-    if (len >= 2 && p[len - 1] == '*' && p[len - 2] == '.') {
-      if (strlen(k->section) == len - 2 && strncmp(p, k->section, len - 2) == 0) return 1;
-    } else if (strlen(full) == len && strncmp(p, full, len) == 0) {
+  char items[NEST_LIST_MAX][NEST_LIST_ITEM];
+  int n = 0;
+  NEST_ASSERT(nest_list_split("nest_config_diff ignore", patterns, items, NEST_LIST_MAX, &n) ==
+              NEST_OK);
+  for (int i = 0; i < n; ++i) {
+    const size_t len = strlen(items[i]);
+    if (len >= 2 && strcmp(items[i] + len - 2, ".*") == 0) {
+      if (strlen(k->section) == len - 2 && strncmp(items[i], k->section, len - 2) == 0) return 1;
+    } else if (strncmp(items[i], k->section, strlen(k->section)) == 0 &&
+               items[i][strlen(k->section)] == '.' &&
+               strcmp(items[i] + strlen(k->section) + 1, k->key) == 0) {
       return 1;
     }
-    p += len + (p[len] == ',');
   }
   return 0;
 }

@@ -184,12 +184,93 @@ static void test_vgg16_seed_and_widths_errors(void **state) {
                    NEST_ERR_CONFIG);
   assert_non_null(strstr(nest_error_message(), "model.widths"));
   assert_null(specs);
-  int v[4];
-  assert_int_equal(nest_arch_parse_widths("1,65536", v, 4), 2);
+  int v[4], nv = -1;
+  assert_int_equal(nest_arch_parse_widths("1,65536", v, 4, &nv), NEST_OK);
+  assert_int_equal(nv, 2);
   assert_int_equal(v[1], 65536);
-  assert_int_equal(nest_arch_parse_widths("1,65537", v, 4), -1);
-  assert_int_equal(nest_arch_parse_widths("1,2,3,4,5", v, 4), -1);
-  assert_int_equal(nest_arch_parse_widths("", v, 4), -1);
+  /* the one comma-list parser: blanks around entries are fine */
+  assert_int_equal(nest_arch_parse_widths(" 300 , 100", v, 4, &nv), NEST_OK);
+  assert_int_equal(nv, 2);
+  assert_int_equal(v[0], 300);
+  assert_int_equal(v[1], 100);
+  assert_int_equal(nest_arch_parse_widths("", v, 4, &nv), NEST_OK);
+  assert_int_equal(nv, 0);
+  static const char *const bad[] = {"1,65537", "1,2,3,4,5", "0,1", "1,,2", "1,", "3e2", "-1",
+                                    "1 2", "+1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    assert_int_equal(nest_arch_parse_widths(bad[i], v, 4, &nv), NEST_ERR_CONFIG);
+    assert_non_null(strstr(nest_error_message(), "model.widths"));
+  }
+}
+
+/* model.widths = 300, 100 (blanks after the comma) builds lenet300 like 300,100. */
+static void test_widths_with_blanks(void **state) {
+  (void)state;
+  nest_net *a = build("lenet300", (nest_arch_opts){.width = 1.0, .widths = "300, 100"},
+                      (nest_shape){1, 28, 28}, 10);
+  expect_out(a, "fc1", 300, 1, 1);
+  expect_out(a, "fc2", 100, 1, 1);
+  nest_net_destroy(&a);
+  a = build("lenet5", (nest_arch_opts){.width = 1.0, .widths = " 7 ,\t9, 11 "},
+            (nest_shape){1, 28, 28}, 10);
+  expect_out(a, "conv1", 7, 24, 24);
+  expect_out(a, "conv2", 9, 8, 8);
+  expect_out(a, "fc1", 11, 1, 1);
+  nest_net_destroy(&a);
+}
+
+/* The report: --set model.widths=65536,65536 --set model.width=64 ended in "out of memory
+ * allocating 70382098841664 bytes for parameter arena", naming no key. The size limit refuses
+ * it before anything is allocated, naming the keys. */
+static void expect_too_big(const char *arch, nest_arch_opts o, nest_shape in, int classes,
+                           const char *const *words) {
+  nest_layer_spec *specs = NULL;
+  int n = 0;
+  if (nest_arch_build(arch, &o, in, classes, &specs, &n) != NEST_ERR_CONFIG)
+    fail_msg("%s: built (%d specs) or failed otherwise: %s", arch, n, nest_error_message());
+  assert_null(specs);
+  for (; *words; ++words)
+    if (!strstr(nest_error_message(), *words))
+      fail_msg("%s: '%s' lacks '%s'", arch, nest_error_message(), *words);
+}
+
+static void test_size_limit(void **state) {
+  (void)state;
+  const nest_shape mnist = {1, 28, 28};
+  /* the reported case: fc2 alone has 4194304 x 4194304 weights */
+  expect_too_big("lenet300", (nest_arch_opts){.width = 64, .widths = "65536,65536"}, mnist, 10,
+                 (const char *const[]){"model.widths = 65536,65536", "model.width = 64",
+                                        "model.arch = lenet300", "fc2", "2147483647", NULL});
+  assert_int_equal(nest_arch_check("lenet300", &(nest_arch_opts){.width = 64,
+                                                                  .widths = "65536,65536"}),
+                   NEST_ERR_CONFIG);
+  assert_non_null(strstr(nest_error_message(), "at least"));
+  /* an mlp's own sizes: fc1 takes 784 inputs and the hidden layer is what is too wide */
+  expect_too_big("mlp:784-3000000-10", (nest_arch_opts){.width = 1}, mnist, 10,
+                 (const char *const[]){"model.arch = mlp:784-3000000-10", "fc1", NULL});
+  /* data-independent part fine (the first layer's input is counted as 1), the data's 784
+   * inputs make it too big: only nest_arch_build can tell */
+  assert_int_equal(nest_arch_check("mlp:784-3000000-10", &(nest_arch_opts){.width = 1}), NEST_OK);
+  /* a width ratio that makes a hidden layer wider than an int can count */
+  expect_too_big("mlp:784-100000000-10", (nest_arch_opts){.width = 64}, mnist, 10,
+                 (const char *const[]){"model.width = 64", NULL});
+  /* conv nets: the flattened input of fc6 depends on the image size */
+  expect_too_big("alexnet", (nest_arch_opts){.width = 16}, (nest_shape){3, 224, 224}, 1000,
+                 (const char *const[]){"model.width = 16", "fc", NULL});
+  /* just under the limit builds (nothing is allocated by nest_arch_build) */
+  nest_layer_spec *specs = NULL;
+  int n = 0;
+  assert_int_equal(nest_arch_build("mlp:784-2700000-10", &(nest_arch_opts){.width = 1}, mnist,
+                                   10, &specs, &n),
+                   NEST_OK);
+  free(specs);
+  /* an mlp of more sizes than a spec list holds is a config error, not an abort */
+  char big[512] = "mlp:4";
+  for (int i = 0; i < 70; ++i) strcat(big, "-4");
+  assert_int_equal(nest_arch_check(big, &(nest_arch_opts){.width = 1, .batchnorm = 1,
+                                                           .dropout = 0.5}),
+                   NEST_ERR_CONFIG);
+  assert_non_null(strstr(nest_error_message(), "model.arch"));
 }
 
 static void test_errors(void **state) {
@@ -221,6 +302,8 @@ int main(void) {
       cmocka_unit_test(test_alexnet_seed),
       cmocka_unit_test(test_vgg16_seed_and_widths_errors),
       cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_widths_with_blanks),
+      cmocka_unit_test(test_size_limit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -189,7 +189,36 @@ static void test_usage_text(void **state) {
   assert_non_null(strstr(text, "usage: nest_mpi CONFIG.ini"));
   assert_non_null(strstr(text, "--set section.key=value"));
   assert_non_null(strstr(text, "--help"));
+  /* The intro names every section of the key table (it named 6 of 10): the sections are the
+   * "[section]" lines of the key help. */
+  char *help = nest_test_capture(nest_config_print_help);
+  assert_non_null(help);
+  int nsections = 0;
+  for (const char *line = help; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] != 0)) {
+    if (line[0] != '[') continue;
+    char sec[64];
+    snprintf(sec, sizeof sec, "%.*s", (int)strcspn(line, "\n"), line);
+    ++nsections;
+    if (!strstr(text, sec)) fail_msg("usage text lacks the section %s:\n%s", sec, text);
+  }
+  assert_int_equal(nsections, 10);
+  free(help);
   free(text);
+}
+
+/* The size limit: the reported command line is a config error naming the keys, before any
+ * data is read (it ended in "out of memory allocating 70382098841664 bytes for parameter
+ * arena"). */
+static void test_model_size_limit(void **state) {
+  (void)state;
+  nest_config c;
+  int help = 0;
+  EXPECT(CLI(&c, &help, config_path, "--set", "model.widths=65536,65536", "--set",
+             "model.width=64"),
+         NEST_ERR_CONFIG, "model.widths = 65536,65536");
+  assert_non_null(strstr(nest_error_message(), "model.width = 64"));
+  assert_non_null(strstr(nest_error_message(), "limit"));
+  EXPECT(CLI(&c, &help, config_path, "--set", "model.widths=300, 100"), NEST_OK, NULL);
 }
 
 int main(void) {
@@ -200,6 +229,7 @@ int main(void) {
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_out_of_range_overrides),
       cmocka_unit_test(test_usage_text),
+      cmocka_unit_test(test_model_size_limit),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

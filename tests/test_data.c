@@ -372,6 +372,16 @@ static void test_csv_bad(void **state) {
   expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_ARG, p, "out of range");
   o.csv_drop_cols = "1,2";
   expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_FORMAT, p, "no feature");
+  /* the one comma-list parser: blanks around items are fine, empty items are not */
+  o.csv_drop_cols = " 1 ,  2 ";
+  expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_FORMAT, p, "no feature");
+  static const char *const empty_item[] = {"1,,2", ",1", "1,", "1, ,2"};
+  for (size_t i = 0; i < sizeof empty_item / sizeof empty_item[0]; ++i) {
+    o.csv_drop_cols = empty_item[i];
+    expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_ARG, p, "empty item");
+  }
+  o.csv_drop_cols = "1 2";
+  expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_ARG, p, "'1 2' is not a 0-based");
   /* A labels file only makes sense for IDX: with format auto it selects the IDX reader. */
   o.csv_drop_cols = "";
   o.labels_path = p;

@@ -220,9 +220,10 @@ static void test_prep_errors(void **state) {
   assert_int_equal(prep(args), 1);
   assert_one_line_error("bad.csv:2: column 1");
 
-  /* Unwritable output. */
+  /* Unwritable output: its directory cannot be made (a missing one is created). */
   write_idx(img, lab, 10, 4, 4, 0, 0);
-  const char *nodir = nest_test_path(dir, "no/such/dir/x.h5");
+  char nodir[1200];
+  snprintf(nodir, sizeof nodir, "%s/sub/x.h5", img); /* under a regular file */
   snprintf(args, sizeof args, "-o '%s' '%s' '%s'", nodir, img, lab);
   assert_int_equal(prep(args), 1);
   assert_one_line_error("cannot create");
@@ -372,8 +373,9 @@ static void test_prep_refuses_overwrite(void **state) {
 
 /* ---- image shards ------------------------------------------------------------------------- */
 
-/* A w x h JPEG of one colour (k = 3: RGB, 1: gray, 4: CMYK), written with libjpeg. */
-static void write_jpeg(const char *path, int w, int h, int k, const unsigned char *px) {
+/* A w x h JPEG of one colour px (k = 3: RGB, 1: gray, 4: CMYK), or with px NULL an RGB one of
+ * noise (compressed data large enough to cut), written with libjpeg; returns its size. */
+static long write_jpeg(const char *path, int w, int h, int k, const unsigned char *px) {
   struct jpeg_compress_struct c;
   struct jpeg_error_mgr e;
   FILE *f = fopen(path, "wb");
@@ -383,18 +385,29 @@ static void write_jpeg(const char *path, int w, int h, int k, const unsigned cha
   jpeg_stdio_dest(&c, f);
   c.image_width = (JDIMENSION)w;
   c.image_height = (JDIMENSION)h;
-  c.input_components = k;
-  c.in_color_space = k == 1 ? JCS_GRAYSCALE : k == 3 ? JCS_RGB : JCS_CMYK;
+  c.input_components = px ? k : 3;
+  c.in_color_space = c.input_components == 1 ? JCS_GRAYSCALE
+                     : c.input_components == 3 ? JCS_RGB
+                                               : JCS_CMYK;
   jpeg_set_defaults(&c);
   jpeg_set_quality(&c, 95, TRUE);
   jpeg_start_compress(&c, TRUE);
-  unsigned char *row = malloc((size_t)w * k);
-  for (int x = 0; x < w; ++x) memcpy(row + x * k, px, (size_t)k);
-  while (c.next_scanline < c.image_height) jpeg_write_scanlines(&c, &row, 1);
+  const int kk = c.input_components;
+  unsigned char *row = malloc((size_t)w * kk);
+  assert_non_null(row);
+  for (int x = 0; px && x < w; ++x) memcpy(row + x * kk, px, (size_t)kk);
+  uint32_t r = 12345;
+  while (c.next_scanline < c.image_height) {
+    for (int i = 0; !px && i < w * kk; ++i)
+      row[i] = (unsigned char)((r = r * 1664525u + 1013904223u) >> 24);
+    jpeg_write_scanlines(&c, &row, 1);
+  }
   jpeg_finish_compress(&c);
   jpeg_destroy_compress(&c);
+  const long size = ftell(f);
   fclose(f);
   free(row);
+  return size;
 }
 
 /* The centre pixel of image i of a shard set, channel c. */
@@ -459,6 +472,172 @@ static void test_prep_jpeg(void **state) {
   assert_non_null(strstr(err_text, "refusing to overwrite"));
 }
 
+/* Rewrite the frame header (SOF0) of a JPEG to claim w x h: the data then ends long before
+ * the image does. */
+static void claim_size(const char *path, int w, int h) {
+  FILE *f = fopen(path, "r+b");
+  assert_non_null(f);
+  unsigned char b[4096];
+  const size_t n = fread(b, 1, sizeof b, f);
+  size_t at = 0;
+  while (at + 9 < n && !(b[at] == 0xFF && b[at + 1] == 0xC0)) ++at;
+  assert_true(at + 9 < n);
+  b[at + 5] = (unsigned char)(h >> 8), b[at + 6] = (unsigned char)h;
+  b[at + 7] = (unsigned char)(w >> 8), b[at + 8] = (unsigned char)w;
+  assert_int_equal(fseek(f, (long)at, SEEK_SET), 0);
+  assert_int_equal(fwrite(b + at, 1, 9, f), 9);
+  fclose(f);
+}
+
+/* SRC with one class folder "c" (made fresh under the tmpdir); returns SRC. */
+static const char *image_dir(const char *name, char *src, size_t cap) {
+  snprintf(src, cap, "%s", nest_test_path(nest_test_tmpdir(), name));
+  assert_int_equal(mkdir(src, 0775), 0);
+  char d[1200];
+  snprintf(d, sizeof d, "%s/c", src);
+  assert_int_equal(mkdir(d, 0775), 0);
+  return src;
+}
+
+/* libjpeg's warnings are counted, as docs/data-format.md promises: a truncated file and one
+ * whose header claims 65500 x 65500 both decode (the missing data filled in) "with warnings"
+ * (they were reported as "0 decoded with warnings"). */
+static void test_prep_jpeg_warnings(void **state) {
+  char src[1024], f[1300], out[1300], args[4096];
+  image_dir("warn-src", src, sizeof src);
+  snprintf(f, sizeof f, "%s/c/cut.jpg", src);
+  const long size = write_jpeg(f, 64, 48, 3, NULL);
+  assert_int_equal(truncate(f, size / 2), 0);
+  snprintf(f, sizeof f, "%s/c/huge.jpg", src);
+  write_jpeg(f, 32, 32, 3, NULL);
+  claim_size(f, 65500, 65500);
+  snprintf(f, sizeof f, "%s/c/good.jpg", src);
+  write_jpeg(f, 20, 20, 3, NULL);
+  snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "warn"));
+  snprintf(args, sizeof args, "--images '%s' -o '%s' --size 16", src, out);
+  assert_int_equal(prep(args), 0);
+  if (!strstr(out_text, "3 images") || !strstr(out_text, "0 corrupt files skipped") ||
+      !strstr(out_text, "2 decoded with warnings"))
+    fail_msg("stdout: %s\nstderr: %s", out_text, err_text);
+}
+
+/* The image size limit: a 1 x 65500 JPEG asked for ~17 GB (the whole resized row, 16.8
+ * million x 256 floats); it converts within the limit now (only the centre crop is resized),
+ * under a 2 GiB address-space limit. A header whose image needs more than the limit even so
+ * is skipped before anything is allocated, with a message naming the limit. */
+static void test_prep_jpeg_size_limit(void **state) {
+  char src[1024], f[1300], out[1300];
+  const char *limit = "";
+#if !defined(__SANITIZE_ADDRESS__) /* ASan reserves terabytes of address space */
+  limit = "ulimit -v 2097152 && ";
+#endif
+  image_dir("long-src", src, sizeof src);
+  snprintf(f, sizeof f, "%s/c/line.jpg", src);
+  const unsigned char grey[3] = {100, 100, 100};
+  write_jpeg(f, 65500, 1, 3, grey);
+  snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "long"));
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "%s'%s' --images '%s' -o '%s'", limit, PREP, src, out);
+  int code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
+  if (code != 0 || !strstr(out_text, "1 images, shape 3x256x256"))
+    fail_msg("exit %d\nstdout: %s\nstderr: %s", code, out_text, err_text);
+  nest_dataset *ds = load(nest_test_path(nest_test_tmpdir(), "long-*.h5"), NULL);
+  uint8_t *buf = malloc(3 * 256 * 256);
+  assert_non_null(buf);
+  assert_true(abs(centre(ds, 0, 1, buf) - grey[1]) <= 6);
+  free(buf);
+  nest_dataset_destroy(&ds);
+
+  /* 65500 x 2400 at --size 2048: no DCT scaling (the short side would drop below 2048), so
+   * 157 million pixels, 1.6 GiB to convert: over the limit, skipped, counted */
+  image_dir("big-src", src, sizeof src);
+  snprintf(f, sizeof f, "%s/c/big.jpg", src);
+  write_jpeg(f, 32, 32, 3, NULL);
+  claim_size(f, 65500, 2400);
+  snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "big"));
+  snprintf(cmd, sizeof cmd, "%s'%s' --images '%s' -o '%s' --size 2048", limit, PREP, src, out);
+  code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
+  if (code != 1 || !strstr(err_text, "big.jpg") || !strstr(err_text, "limit of 1024 MiB") ||
+      !strstr(err_text, "1 over the size limit"))
+    fail_msg("exit %d\nstdout: %s\nstderr: %s", code, out_text, err_text);
+}
+
+/* A class folder that cannot be read was a class of 0 images, silently (class ids and counts
+ * then wrong): now an error naming it. As root, permissions do not stop reading, so nest_prep
+ * runs without the capabilities that override them (setpriv). */
+static void test_prep_unreadable_class(void **state) {
+  char src[1024], f[1400], d[1300], out[1300], args[4096];
+  image_dir("locked-src", src, sizeof src);
+  snprintf(f, sizeof f, "%s/c/a.jpg", src);
+  write_jpeg(f, 20, 20, 3, NULL);
+  snprintf(d, sizeof d, "%s/locked", src);
+  assert_int_equal(mkdir(d, 0775), 0);
+  snprintf(f, sizeof f, "%s/locked/b.jpg", src);
+  write_jpeg(f, 20, 20, 3, NULL);
+  assert_int_equal(chmod(d, 0), 0);
+  const char *drop = "";
+  if (geteuid() == 0) {
+    if (access("/usr/bin/setpriv", X_OK) != 0) {
+      chmod(d, 0775);
+      print_message("test_prep: root without setpriv: no unreadable folder possible; skipped\n");
+      skip();
+    }
+    drop = "/usr/bin/setpriv --bounding-set=-dac_override,-dac_read_search ";
+  }
+  snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "locked"));
+  snprintf(args, sizeof args, "%s'%s' --images '%s' -o '%s' --size 16", drop, PREP, src, out);
+  const int code = nest_test_run(args, out_text, sizeof out_text, err_text, sizeof err_text);
+  chmod(d, 0775);
+  assert_int_equal(code, 1);
+  assert_one_line_error("locked");
+  assert_non_null(strstr(err_text, "cannot read the class folder"));
+  assert_non_null(strstr(err_text, "ermission denied"));
+  snprintf(f, sizeof f, "%s-00000.h5", out);
+  assert_false(exists(f));
+}
+
+/* The output's directory is created (`nest_prep -o data/synth/train`, as
+ * inputs/synth_alexnet_nest.ini documents it, failed on a fresh checkout with "cannot create:
+ * No such file or directory"), for shards and for a converted file. */
+static void test_prep_creates_output_dir(void **state) {
+  char out[1300], args[4096], f[1400];
+  snprintf(out, sizeof out, "%s", nest_test_path(nest_test_tmpdir(), "fresh/data/synth/train"));
+  snprintf(args, sizeof args, "--synthetic-images 6 -o '%s' --classes 2 --size 8", out);
+  assert_int_equal(prep(args), 0);
+  snprintf(f, sizeof f, "%s-00000.h5", out);
+  assert_true(exists(f));
+  const char *dir = nest_test_tmpdir();
+  write_idx(nest_test_path(dir, "d-img"), nest_test_path(dir, "d-lab"), 5, 3, 3, 0, 0);
+  snprintf(out, sizeof out, "%s", nest_test_path(dir, "fresh2/sub/mnist.h5"));
+  snprintf(args, sizeof args, "-o '%s' '%s' '%s'", out, nest_test_path(dir, "d-img"),
+           nest_test_path(dir, "d-lab"));
+  assert_int_equal(prep(args), 0);
+  assert_true(exists(out));
+  /* a path component that is a file: one line naming it */
+  snprintf(out, sizeof out, "%s", nest_test_path(dir, "d-img/x/train"));
+  snprintf(args, sizeof args, "--synthetic-images 6 -o '%s' --classes 2 --size 8", out);
+  assert_int_equal(prep(args), 1);
+  assert_one_line_error("d-img");
+}
+
+/* --drop-cols takes a list like every list option and key: blanks trimmed, empty items
+ * refused (they were skipped silently). */
+static void test_prep_drop_cols_list(void **state) {
+  const char *dir = nest_test_tmpdir();
+  const char *csv = nest_test_path(dir, "dl.csv");
+  const char *text = "1,9,2,3\n0,8,4,5\n1,7,6,7\n";
+  assert_int_equal(nest_test_write_file(csv, text, strlen(text)), 0);
+  char out[1300], args[3072];
+  snprintf(out, sizeof out, "%s", nest_test_path(dir, "dl.h5"));
+  snprintf(args, sizeof args, "-o '%s' --drop-cols '1, 2' '%s'", out, csv);
+  assert_int_equal(prep(args), 0);
+  assert_non_null(strstr(out_text, "shape 1x1x1"));
+  snprintf(args, sizeof args, "-o '%s' --force --drop-cols '1,,2' '%s'", out, csv);
+  assert_int_equal(prep(args), 2);
+  assert_one_line_error("--drop-cols");
+  assert_non_null(strstr(err_text, "empty item"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prep_idx),
@@ -467,6 +646,11 @@ int main(void) {
       cmocka_unit_test(test_prep_errors),
       cmocka_unit_test(test_prep_refuses_overwrite),
       cmocka_unit_test(test_prep_jpeg),
+      cmocka_unit_test(test_prep_jpeg_warnings),
+      cmocka_unit_test(test_prep_jpeg_size_limit),
+      cmocka_unit_test(test_prep_unreadable_class),
+      cmocka_unit_test(test_prep_creates_output_dir),
+      cmocka_unit_test(test_prep_drop_cols_list),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -169,3 +169,16 @@ void nest_test_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, con
     abort();
   }
 }
+
+char *nest_test_capture(void (*print)(FILE *f)) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return NULL;
+  print(f);
+  if (fclose(f) != 0) {
+    free(text);
+    return NULL;
+  }
+  return text;
+}

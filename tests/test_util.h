@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "nest/arch.h"
 #include "nest/net.h"
@@ -50,6 +51,10 @@ nest_net *nest_test_net(const char *arch, nest_shape in, int classes, const nest
  * (a sparse file). Aborts on failure. */
 void nest_test_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
                           const hsize_t *chunk, int allocate);
+
+/* What print(f) writes, as a malloc'd string (NULL if out of memory): e.g. the help text of
+ * nest_config_print_help. */
+char *nest_test_capture(void (*print)(FILE *f));
 
 /* FNV-1a of n bytes (comparing whole arenas, e.g. momentum, before and after). */
 uint64_t nest_test_hash_bytes(const void *p, size_t n);

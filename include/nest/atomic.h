@@ -20,6 +20,11 @@ nest_status nest_atomic_commit(const char *tmp, const char *path);
 /* Give up: remove tmp (no error if it is gone). */
 void nest_atomic_abort(const char *tmp);
 
+/* Create directory `dir` and its missing parents (mode 0775, like mkdir -p): the place a
+ * writer's PATH goes in. An existing directory is fine; an existing non-directory, or a
+ * mkdir that fails, is NEST_ERR_IO naming that directory and the reason. */
+nest_status nest_atomic_mkdirs(const char *dir);
+
 /* stdio writers: nest_atomic_begin + fopen(tmp, "w"). */
 nest_status nest_atomic_fopen(const char *path, char *tmp, size_t cap, FILE **f);
 /* Check the stream for write errors (disk full), fclose, commit; on failure remove tmp. */

@@ -1,7 +1,10 @@
 /* config.h — run configuration: INI file (nest's own reader, no library) + --set overrides.
  *
- * Every key has a type, a default and a one-line meaning in one table (src/config.c); --help
- * prints that table, the effective config is written back from it. Unknown sections/keys and
+ * Every key has a type, a default, its valid range (numbers) and a one-line meaning in one
+ * table (src/config.c); --help prints that table, the effective config is written back from
+ * it. List-valued keys (type "list": synthesis.phases, grow.policy, grow.layers, prune.layers,
+ * model.widths, data.csv_drop_cols) are split by the one comma-list parser (list.h), blanks
+ * around items ignored. Unknown sections/keys and
  * bad values are NEST_ERR_CONFIG with a one-line message naming file, line and key, e.g.
  *   inputs/x.ini:12: [optim] lr = 'fast': not a number
  *   --set optim.lrr=0.1: unknown key 'lrr' in section [optim]
@@ -107,7 +110,8 @@ typedef struct nest_config {
   double grow_rigl_end;    /* RigL: stop updating after this fraction of training: 0.75 */
   double grow_rigl_alpha;  /* RigL: initial drop fraction: 0.3 */
   /* [prune] (docs/pruning.md) */
-  char prune_layers[512];   /* comma-separated layers to prune; "" = every maskable layer */
+  char prune_layers[512];   /* comma-separated layers to prune (weights; units in the prune
+                               phase); "" = every maskable layer */
   double prune_gamma;       /* smallest step: fraction of a layer's active weights: 0.01 */
   double prune_gamma_start; /* first step; halved on a guard trip until below gamma: 0.2 */
   int prune_retrain_steps;  /* optimizer steps of retraining after each step: 300 */
@@ -123,7 +127,8 @@ typedef struct nest_config {
   double prune_area_gamma;  /* area phase: smallest step fraction of active area: 0.01 */
   double prune_area_gamma_start; /* area phase: first step: 0.1 */
   double prune_area_tolerance;   /* area phase: the guard's tolerance: 0.001 */
-  int prune_epochs;         /* epochs of fine-tuning after the prune / area phase: 0 */
+  int prune_epochs;         /* epochs of fine-tuning after the prune / area phase (a cosine
+                               from prune.lr to optim.min_lr): 0 */
   int prune_area_epochs;    /* epochs of fine-tuning after the area phase; -1 = prune.epochs */
   /* [checkpoint] (docs/restart.md) */
   int ck_every_steps;       /* a restart checkpoint every this many optimizer steps; 0 = off */
@@ -142,7 +147,9 @@ nest_status nest_config_load(nest_config *c, const char *path);
 /* Apply one "section.key=value" override; origin names it in messages (e.g. "--set").
  * On failure *c is left unchanged. */
 nest_status nest_config_set(nest_config *c, const char *assignment, const char *origin);
-/* Cross-key checks (e.g. density in (0,1], batch > 0, train file given). */
+/* Checks of the final values: every numeric key in its range, every list splits, the model
+ * keys (nest_arch_check: name, widths, size limit), cross-key rules, train file given. What
+ * grow.policy and synthesis.phases name is checked by the pipeline when it is created. */
 nest_status nest_config_validate(const nest_config *c);
 /* Write every key = value (with its meaning as a comment) to path, atomically (tmp+rename). */
 nest_status nest_config_write(const nest_config *c, const char *path);

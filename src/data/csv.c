@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "nest/data.h"
+#include "nest/list.h"
 
 #include "data_internal.h"
 
@@ -128,29 +129,36 @@ static int csv_uint(const char *s, long limit, long *v) {
   return 1;
 }
 
-/* "0,3, 5" -> drop[col] = 1; columns must be in [0, ncols). */
+/* "0, 3,5" -> drop[col] = 1, split by the one comma-list parser (list.h: blanks around an item
+ * ignored, an empty item refused); columns must be in [0, ncols). */
 static nest_status csv_drops(const char *path, const char *spec, int ncols, char *drop) {
-  const char *p = spec ? spec : "";
-  while (*p) {
-    while (*p == ' ' || *p == ',') ++p;
-    if (!*p) break;
-    char *end;
-    errno = 0;
-    long c = strtol(p, &end, 10);
-    if (end == p || errno || c < 0)
-      return NEST_ERR(NEST_ERR_ARG, "%s: bad csv_drop_cols '%s': expected 0-based column numbers",
-                      path, spec);
-    if (c >= ncols)
-      return NEST_ERR(NEST_ERR_ARG, "%s: csv_drop_cols: column %ld out of range (file has %d columns)",
-                      path, c, ncols);
-    drop[c] = 1;
-    p = end;
-    while (*p == ' ') ++p;
-    if (*p && *p != ',')
-      return NEST_ERR(NEST_ERR_ARG, "%s: bad csv_drop_cols '%s': expected 0-based column numbers",
-                      path, spec);
+  if (!spec || !spec[0]) return NEST_OK;
+  const int cap = (int)(strlen(spec) / 2 + 1); /* items a string this long can hold */
+  char(*items)[NEST_LIST_ITEM] = NULL;
+  NEST_CALL(nest_malloc((void **)&items, (size_t)cap * NEST_LIST_ITEM, "CSV drop list"));
+  int n = 0;
+  nest_status st = nest_list_split("csv_drop_cols", spec, items, cap, &n);
+  if (st != NEST_OK) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", nest_error_message());
+    st = NEST_ERR(NEST_ERR_ARG, "%s: %s", path, why);
   }
-  return NEST_OK;
+  for (int i = 0; st == NEST_OK && i < n; ++i) {
+    long c = 0;
+    const char *p = items[i];
+    while (*p >= '0' && *p <= '9' && c <= INT_MAX) c = c * 10 + (*p++ - '0');
+    if (*p || p == items[i])
+      st = NEST_ERR(NEST_ERR_ARG, "%s: bad csv_drop_cols '%s': '%s' is not a 0-based column number",
+                    path, spec, items[i]);
+    else if (c >= ncols)
+      st = NEST_ERR(NEST_ERR_ARG,
+                    "%s: csv_drop_cols: column %ld out of range (file has %d columns)", path, c,
+                    ncols);
+    else
+      drop[c] = 1;
+  }
+  free(items);
+  return st;
 }
 
 static int cmp_str(const void *a, const void *b) {
