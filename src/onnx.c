@@ -128,7 +128,8 @@ static void str_add(onnx_str *t, const char *fmt, ...) {
 
 /* Length of the valid UTF-8 sequence at s (1-4), or 0 if s does not start one. */
 static int utf8_len(const unsigned char *s) {
-  int len = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : (s[0] >> 3) == 30 ? 4 : 0;
+  int len = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3
+            : (s[0] >> 3) == 30 ? 4 : 0;
   if (len == 2 && s[0] < 0xc2) return 0; /* overlong */
   for (int i = 1; i < len; ++i)
     if ((s[i] >> 6) != 2) return 0;
@@ -318,7 +319,7 @@ static Onnx__ValueInfoProto *ob_value_info(onnx_builder *b, const char *name, in
   return vi;
 }
 
-/* ---- shape changes ----------------------------------------------------------------------------- */
+/* ---- shape changes --------------------------------------------------------------------------- */
 
 /* The current tensor as [N, C, H, W] for a layer that needs images (a conv or pool after a
  * dense layer: its (d, 1, 1) input). */
@@ -348,7 +349,7 @@ static nest_status ensure_rank2(onnx_builder *b, const char *prefix) {
   return NEST_OK;
 }
 
-/* ---- the input normalisation ------------------------------------------------------------------ */
+/* ---- the input normalisation ----------------------------------------------------------------- */
 
 /* x * input_scale (if not 1), then (x - mean[c]) / std[c] with constants shaped [C, 1, 1]
  * (broadcast over N, H, W) or [D] (tabular). */
@@ -377,7 +378,7 @@ static nest_status emit_input(onnx_builder *b, const nest_net *net, const nest_o
   return NEST_OK;
 }
 
-/* ---- layers ------------------------------------------------------------------------------------- */
+/* ---- layers ---------------------------------------------------------------------------------- */
 
 /* dense: y[N, units] = x[N, D] · Wᵀ + b */
 static nest_status emit_dense(onnx_builder *b, const nest_layer *l) {
@@ -625,10 +626,10 @@ static nest_status emit_output(onnx_builder *b) {
   return NEST_OK;
 }
 
-/* ---- checks and metadata ------------------------------------------------------------------------ */
+/* ---- checks and metadata --------------------------------------------------------------------- */
 
-/* 1: the input is [N, D] (a (D, 1, 1) input and no layer that needs images). */
-static int input_is_tabular(const nest_net *net) {
+/* (onnx.h) A (D, 1, 1) input and no layer that needs images. */
+int nest_onnx_input_is_tabular(const nest_net *net) {
   if (net->in_shape.h != 1 || net->in_shape.w != 1) return 0;
   for (int i = 0; i < net->nlayers; ++i)
     if (net->layers[i]->kind == NEST_LAYER_CONV2D || net->layers[i]->kind == NEST_LAYER_MAXPOOL)
@@ -751,14 +752,15 @@ static nest_status emit_metadata(onnx_builder *b, const nest_net *net, const nes
     str_floats(&t, m->norm->std, m->norm->nch);
     NEST_CALL_GOTO(st, ob_prop_str(b, "nest.norm_std", &t), done);
   }
-  char *arch = ob_alloc(b, (size_t)nest_net_arch_string(net, NULL, 0) + 1);
-  char *widths = ob_alloc(b, (size_t)nest_net_widths_string(net, NULL, 0) + 1);
+  const size_t na = (size_t)nest_net_arch_string(net, NULL, 0) + 1;
+  const size_t nw = (size_t)nest_net_widths_string(net, NULL, 0) + 1;
+  char *arch = ob_alloc(b, na), *widths = ob_alloc(b, nw);
   if (b->st != NEST_OK) {
     st = b->st;
     goto done;
   }
-  nest_net_arch_string(net, arch, (size_t)nest_net_arch_string(net, NULL, 0) + 1);
-  nest_net_widths_string(net, widths, (size_t)nest_net_widths_string(net, NULL, 0) + 1);
+  nest_net_arch_string(net, arch, na);
+  nest_net_widths_string(net, widths, nw);
   NEST_CALL_GOTO(st, ob_prop(b, "nest.arch", arch), done);
   NEST_CALL_GOTO(st, ob_prop(b, "nest.widths", widths), done);
   int64_t active = 0, total = 0, params = 0;
@@ -774,7 +776,7 @@ done:
   return st;
 }
 
-/* ---- the model ---------------------------------------------------------------------------------- */
+/* ---- the model ------------------------------------------------------------------------------- */
 
 /* Build the whole graph and metadata into b, then pack the model into *out. */
 static nest_status build_and_pack(onnx_builder *b, const nest_net *net, const nest_onnx_meta *m,
@@ -788,7 +790,7 @@ static nest_status build_and_pack(onnx_builder *b, const nest_net *net, const ne
   b->props = ob_alloc(b, sizeof(*b->props) * b->capprops);
   if (b->st != NEST_OK) return b->st;
   b->cur = "input";
-  b->rank4 = !input_is_tabular(net);
+  b->rank4 = !nest_onnx_input_is_tabular(net);
   const int64_t in_dims[3] = {in.c, in.h, in.w}, out_dims[1] = {net->nclasses};
   Onnx__ValueInfoProto *vin = ob_value_info(b, "input", b->rank4 ? 3 : 1, in_dims);
   if (!vin) return b->st;

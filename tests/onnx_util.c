@@ -39,7 +39,8 @@ int onnx_test_ort_run(const char *model, const float *x, int n, int ndims, const
                      "NODE_PATH='" ORT_DIR "/node_modules' node '" NEST_SOURCE_DIR
                      "/tests/onnx/ort_run.js' '%s' '%s' '%s' %d",
                      model, in_path, out_path, batch);
-  for (int i = 0; i < ndims; ++i) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %d", dims[i]);
+  for (int i = 0; i < ndims; ++i)
+    len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %d", dims[i]);
   int rc = nest_test_run(cmd, sout, sizeof sout, err, cap);
   if (rc != 0) return rc;
   char expect[64];

@@ -27,16 +27,9 @@
 #define ROWS 23  /* samples per comparison; ONNX Runtime runs them 10 at a time (N symbolic) */
 #define TOL 1e-4 /* max |logit difference| */
 
-/* 1: the exported input is [N, D] (onnx.h) */
-static int tabular(const nest_net *net) {
-  if (net->in_shape.h != 1 || net->in_shape.w != 1) return 0;
-  for (int i = 0; i < net->nlayers; ++i)
-    if (net->layers[i]->kind == NEST_LAYER_CONV2D || net->layers[i]->kind == NEST_LAYER_MAXPOOL)
-      return 0;
-  return 1;
+static float uniform(nest_rng *r, float lo, float hi) {
+  return lo + (hi - lo) * nest_rng_uniform(r);
 }
-
-static float uniform(nest_rng *r, float lo, float hi) { return lo + (hi - lo) * nest_rng_uniform(r); }
 
 /* Build and seed a net, then give every bias, batch-norm parameter and statistic a random
  * value (nest_net_init leaves biases 0 and BN at identity, which would hide mistakes). */
@@ -149,7 +142,7 @@ static void export_and_compare(const char *name, nest_net *net, const nest_norm 
   float *raw = nest_test_falloc((size_t)ROWS * d), *x = nest_test_falloc((size_t)ROWS * d);
   float *ort = nest_test_falloc((size_t)ROWS * net->nclasses);
   make_inputs(net, nm, scale, pixels, 42, raw, x);
-  const int tab = tabular(net);
+  const int tab = nest_onnx_input_is_tabular(net);
   const int dims[3] = {s.c, s.h, s.w};
   char err[8192];
   if (onnx_test_ort_run(path, raw, ROWS, tab ? 1 : 3, dims, 10, ort, net->nclasses, err,

@@ -70,6 +70,10 @@ typedef struct {
   const nest_onnx_prop *props;
 } nest_onnx_meta;
 
+/* 1: the model's input is [N, D] (tabular: an input of shape (D, 1, 1) and no conv2d or maxpool
+ * layer); 0: [N, C, H, W]. */
+int nest_onnx_input_is_tabular(const nest_net *net);
+
 /* Serialise `net` (read only: its params, masks and buffers) as an ONNX model into a malloc'd
  * buffer *out of *len bytes; free() it. On failure *out is NULL. */
 nest_status nest_onnx_encode(const nest_net *net, const nest_onnx_meta *meta, uint8_t **out,
