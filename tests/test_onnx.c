@@ -163,6 +163,18 @@ static void export_and_compare(const char *name, nest_net *net, const nest_norm 
   free(ort);
 }
 
+/* The model nest_onnx_encode writes, read back with protobuf-c (onnx__model_proto__free_unpacked
+ * it). */
+static Onnx__ModelProto *encode_unpack(const nest_net *net, const nest_onnx_meta *meta) {
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  assert_ok(nest_onnx_encode(net, meta, &buf, &len));
+  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
+  assert_non_null(m);
+  free(buf);
+  return m;
+}
+
 /* ---- every layer kind ------------------------------------------------------------------------ */
 
 static void test_tabular_mlp(void **state) {
@@ -231,11 +243,7 @@ static void test_partial_area(void **state) {
   /* The structure of the decomposition: conv1's maps by "10x" are ones, zeros, mixed, ones,
    * zeros: one mixed map (a grouped Conv of group 1, i.e. no group attribute, behind a Gather);
    * conv2's 6 maps are all mixed: one Conv of group 6. */
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  assert_ok(nest_onnx_encode(net, NULL, &buf, &len));
-  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
-  assert_non_null(m);
+  Onnx__ModelProto *m = encode_unpack(net, NULL);
   int nred = 0, ngroup = 0, group = 0, ngather = 0;
   for (size_t i = 0; i < m->graph->n_node; ++i) {
     const Onnx__NodeProto *n = m->graph->node[i];
@@ -252,7 +260,6 @@ static void test_partial_area(void **state) {
   assert_int_equal(group, 6);
   assert_int_equal(nred, 2);
   onnx__model_proto__free_unpacked(m, NULL);
-  free(buf);
   nest_norm_free(&nm);
   nest_net_destroy(&net);
 }
@@ -265,16 +272,11 @@ static void test_area_all_ones(void **state) {
       {NEST_LAYER_DENSE, "fc", {.units = 2}},
   };
   nest_net *net = make_net(specs, 3, (nest_shape){2, 6, 6}, 2, 1.0, 4);
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  assert_ok(nest_onnx_encode(net, NULL, &buf, &len));
-  Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
-  assert_non_null(m);
+  Onnx__ModelProto *m = encode_unpack(net, NULL);
   const char *want[] = {"Conv", "Relu", "Flatten", "Gemm"};
   assert_int_equal(m->graph->n_node, 4);
   for (int i = 0; i < 4; ++i) assert_string_equal(m->graph->node[i]->op_type, want[i]);
   onnx__model_proto__free_unpacked(m, NULL);
-  free(buf);
   export_and_compare("area_ones", net, NULL, 0.0f, 0, NULL);
   nest_net_destroy(&net);
 }
