@@ -29,7 +29,8 @@ unavailable() {
 works() {
   (cd "$dir" && node -e "
     const ort = require('onnxruntime-node');
-    if (ort.env.versions.common !== '$version') { console.error('version', ort.env.versions.common); process.exit(1); }
+    const v = require('onnxruntime-node/package.json').version;
+    if (v !== '$version' || typeof ort.InferenceSession.create !== 'function') process.exit(1);
   ") >/dev/null 2>&1
 }
 
