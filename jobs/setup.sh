@@ -10,7 +10,8 @@ packages=(build-essential cmake pkg-config git
           openmpi-bin libopenmpi-dev
           libhdf5-dev hdf5-tools
           libopenblas-openmp-dev
-          libcmocka-dev zlib1g-dev libjpeg62-turbo-dev)
+          libcmocka-dev zlib1g-dev libjpeg62-turbo-dev
+          gnuplot-nox) # gnuplot-nox: build/nest_plot draws the figures through it (docs/plots.md)
 
 if command -v dpkg-query >/dev/null; then
   bash jobs/install_packages.sh setup "${packages[@]}"
