@@ -528,6 +528,11 @@ static void put_segments(FILE *f, const segment *s, int n) {
       const double x = 0.5 * (s[i - 1].to + s[i].from);
       fprintf(f, "set arrow from %.9g, graph 0 to %.9g, graph 1 nohead dt 2 lc rgb 'gray50'\n",
               x, x);
+      /* metrics.csv without rows of the pruning phase: it happened at this line */
+      if (strcmp(s[i].name, "finetune") == 0 && strcmp(s[i - 1].name, "prune") != 0 &&
+          strcmp(s[i - 1].name, "area") != 0)
+        fprintf(f, "set label 'pruning' at %.9g, graph 0.5 center rotate by 90 offset -0.8,0 "
+                   "font ',9' tc rgb 'gray40'\n", x);
     }
     fputs("set label ", f);
     put_quoted(f, phase_title(s[i].name));
@@ -764,12 +769,12 @@ static nest_status err_collect(const csv_table *t, err_series *e) {
   return NEST_OK;
 }
 
-/* y tics of a log axis in %: 0.1 0.2 0.5 1 2 5 ... (gnuplot keeps those in range). */
+/* y tics of a log axis in %: 0.1 0.15 0.2 0.3 0.5 0.7 1 ... (gnuplot shows those in range). */
 static void log_pct_tics(FILE *f) {
   fputs("set logscale y\nset ytics (", f);
-  const double m[3] = {1, 2, 5};
+  static const double m[6] = {1, 1.5, 2, 3, 5, 7};
   for (int d = -2; d <= 2; ++d)
-    for (int k = 0; k < 3; ++k) fprintf(f, "%s'%g' %g", d == -2 && k == 0 ? "" : ", ",
+    for (int k = 0; k < 6; ++k) fprintf(f, "%s'%g' %g", d == -2 && k == 0 ? "" : ", ",
                                         m[k] * pow(10, d), m[k] * pow(10, d));
   fputs(")\n", f);
 }
@@ -802,7 +807,8 @@ static void plot_errors(const plotter *pl, const char *run, const char *title) {
   fputs("set title ", f);
   put_quoted(f, title);
   fprintf(f, "\nset title offset 0,1\nset xlabel '%s'\nset ylabel 'error (%%, log scale)'\n"
-             "set grid\nset key top right\nset tmargin 4\nset offsets 0.5, 0.5, 0, 0\n",
+             "set grid\nset key top right\nset tmargin 4\nset autoscale yfix\n"
+             "set offsets 0.5, 0.5, graph 0.05, graph 0.05\n",
           e.by_epoch ? "epoch" : "evaluation (metrics.csv row)");
   log_pct_tics(f);
   put_segments(f, e.segs, e.nsegs);
@@ -961,7 +967,7 @@ static void area_grid(FILE *f, const nest_layer *l, const float *area, int nmaps
   }
   fputs("EOD\n", f);
   for (int o = 0; o < nmaps; ++o)
-    fprintf(f, "set label '%d' at %d, %d center font ',8' front\n", o,
+    fprintf(f, "set label 'kernel %d' at %d, %d center font ',8' front\n", o,
             (o % cols) * (Q + gap) + Q / 2, (o / cols) * (P + gap) - 1);
 }
 
@@ -1003,18 +1009,25 @@ static void plot_area(const plotter *pl, const char *run, const char *title) {
   FILE *f = open_memstream(&body, &len);
   fputs("set title ", f);
   put_quoted(f, title);
-  fprintf(f, "\nset label 'kernel n: output positions (p, q) where input map m contributes "
-             "through kernel (n, m); %s: %d kernels%s, %dx%d positions, %.1f%% kept' "
-             "at screen 0.5, screen 0.035 center font ',10'\n",
-          l->name, maps, nmaps < maps ? " (first 64 shown)" : "", P, Q,
-          100.0 * (double)kept / (double)(all ? all : 1));
+  const int C = l->in.c;
+  fprintf(f, "\nset label '%s: %d kernels%s, %dx%d output positions, %.1f%% of the area kept%s' "
+             "at screen 0.5, screen 0.06 center font ',11'\n",
+          l->name, maps, nmaps < maps ? " (the first 64 shown)" : "", P, Q,
+          100.0 * (double)kept / (double)(all ? all : 1),
+          C == 1 ? " (blue: kept, grey: pruned)" : "");
+  fprintf(f, "set label 'each tile: the output positions (p, q) where %s through that kernel "
+             "counts' "
+             "at screen 0.5, screen 0.025 center font ',10' tc rgb 'gray30'\n",
+          C == 1 ? "the image contributes" : "a share of the input maps contributes");
   area_grid(f, l, area, nmaps, cols);
   fprintf(f, "set size ratio -1\nunset xtics\nunset ytics\nunset border\nset cbrange [0:1]\n"
-             "set palette defined (0 '#d9d9d9', 1 '#08306b')\n"
-             "set cbtics ('pruned' 0, 'kept' 1)\nset bmargin 3\n"
-             "set xrange [-0.5:%d.5]\nset yrange [%d.5:-3]\n"
-             "plot $a matrix with image notitle\n",
+             "set palette defined (0 '#d9d9d9', 1 '#08306b')\nset bmargin 4\n"
+             "set xrange [-0.5:%d.5]\nset yrange [%d.5:-3]\n",
           cols * (Q + 2) - 3, rows * (P + 2) - 3);
+  /* one input map: a tile is a 0/1 mask, no colour scale needed; several: the share kept */
+  if (C == 1) fputs("unset colorbox\n", f);
+  else fputs("set cblabel 'share of input maps kept'\n", f);
+  fputs("plot $a matrix with image notitle\n", f);
   fclose(f);
   const int wpx = 1000, hpx = (int)(120 + (wpx - 150) * (double)rows * (P + 2) / (cols * (Q + 2)));
   render(pl, "area.png", wpx, hpx, body, "Fig. 5: area-of-interest masks");
