@@ -328,6 +328,12 @@ main() {
   if [ "$slurm" = 1 ]; then
     submit "$config" "$name" "${items[@]}" || exit $?
     [ "$wait" = 1 ] && [ "$dry_run" = 0 ] || exit 0
+    local d
+    for d in "${rundirs[@]}"; do # the figures of the array's runs, as after a local run
+      if [ -f "$d/summary.txt" ] && [ ! -d "$d/plots" ] && [ -x "$build/nest_plot" ]; then
+        "$build/nest_plot" "$d" > "$d.plots.log" 2>&1 || true
+      fi
+    done
   else
     for r in "${widths[@]}"; do
       for s in "${seeds[@]}"; do
