@@ -208,6 +208,36 @@ static void write_lenet5_area(const char *path) {
 
 /* ---- tests ----------------------------------------------------------------------------- */
 
+/* nest_plot RUN OPTIONS must succeed; RUN/plots, where the figures went. */
+static const char *plot_ok(const char *run, const char *options) {
+  char args[2048];
+  snprintf(args, sizeof args, "'%s' %s", run, options);
+  if (run_plot(NULL, args) != 0) fail_msg("nest_plot %s failed: %s", args, err_text);
+  return mkdir_in(run, "plots");
+}
+
+/* Fig. 8 of write_events / write_events_future: the seed (1100 - 100 + 0), one point per
+ * (phase, iteration), the guard's restore ends pruning iteration 1; the pruning curve starts at
+ * growth's last point. */
+static void check_fig8(const char *out) {
+  char b[4096];
+  datablock(out, "connections.gp", "s0", b, sizeof b);
+  assert_string_equal(b, "0 1000\n1 1150\n2 1350\n");
+  datablock(out, "connections.gp", "s1", b, sizeof b);
+  assert_string_equal(b, "2 1350\n3 1350\n4 1240\n");
+}
+
+/* errors.png's data (x, validation %, test %) and two phrases of its script. */
+static void check_errors(const char *out, const char *data, const char *has1, const char *has2) {
+  static char gp[65536];
+  char b[4096];
+  datablock(out, "errors.gp", "e", b, sizeof b);
+  assert_string_equal(b, data);
+  nest_test_slurp(nest_test_path(out, "errors.gp"), gp, sizeof gp);
+  assert_non_null(strstr(gp, has1));
+  assert_non_null(strstr(gp, has2));
+}
+
 static void test_run_dir(void **state) {
   (void)state;
   if (!have_gnuplot()) skip();
@@ -216,29 +246,16 @@ static void test_run_dir(void **state) {
   write_events(run);
   write_mlp(nest_test_path(run, "model_grown.h5"), 30);
   write_mlp(nest_test_path(run, "model.h5"), 20);
-  char args[2048];
-  snprintf(args, sizeof args, "'%s' --script", run);
-  if (run_plot(NULL, args) != 0) fail_msg("nest_plot failed: %s", err_text);
-  const char *out = mkdir_in(run, "plots");
+  const char *out = plot_ok(run, "--script");
   assert_png(out, "connections.png");
   assert_png(out, "errors.png");
   assert_png(out, "density.png");
   assert_false(exists(out, "area.png"));
   assert_non_null(strstr(out_text, "skipped area.png"));
-  char b[65536];
-  /* Fig. 8: the seed (1100 - 100 + 0), one point per (phase, iteration), the guard's restore
-   * ends pruning iteration 1; the pruning curve starts at growth's last point. */
-  datablock(out, "connections.gp", "s0", b, sizeof b);
-  assert_string_equal(b, "0 1000\n1 1150\n2 1350\n");
-  datablock(out, "connections.gp", "s1", b, sizeof b);
-  assert_string_equal(b, "2 1350\n3 1350\n4 1240\n");
+  check_fig8(out);
   /* errors in %, by epoch, epoch 1 (not evaluated) left out */
-  datablock(out, "errors.gp", "e", b, sizeof b);
-  assert_string_equal(b, "2 10 9\n3 5 4\n4 3 2.5\n");
-  char gp[65536];
-  nest_test_slurp(nest_test_path(out, "errors.gp"), gp, sizeof gp);
-  assert_non_null(strstr(gp, "set xlabel 'epoch'"));
-  assert_non_null(strstr(gp, "'fine-tuning'"));
+  check_errors(out, "2 10 9\n3 5 4\n4 3 2.5\n", "set xlabel 'epoch'", "'fine-tuning'");
+  char b[65536];
   /* Fig. 3: pixel 0 feeds every unit, pixel 1 none, pixel 2 unit 0 of 30 (grown) / 20 */
   datablock(out, "density.gp", "d0", b, sizeof b);
   assert_int_equal(strncmp(b, "1 0 0.0333333 0.0333333 ", 24), 0);
@@ -249,6 +266,7 @@ static void test_run_dir(void **state) {
   assert_int_equal(rows, 28);
 
   /* Drawn again over existing files (atomic replace), only two figures. */
+  char args[2048];
   snprintf(args, sizeof args, "'%s' --only 'errors, density' --out '%s/again'", run, run);
   assert_int_equal(run_plot(NULL, args), 0);
   assert_png(mkdir_in(run, "again"), "errors.png");
@@ -269,24 +287,13 @@ static void test_future_columns(void **state) {
            "finetune,3,0.07,0.065,1240,t\n"
            "finetune,4,0.06"); /* a row being written: left out */
   write_text(nest_test_path(run, "metrics.csv"), text);
-  char args[2048];
-  snprintf(args, sizeof args, "'%s' --script --only connections,errors", run);
-  if (run_plot(NULL, args) != 0) fail_msg("nest_plot failed: %s", err_text);
-  const char *out = mkdir_in(run, "plots");
+  const char *out = plot_ok(run, "--script --only connections,errors");
   assert_png(out, "connections.png");
   assert_png(out, "errors.png");
-  char b[4096];
-  datablock(out, "connections.gp", "s0", b, sizeof b);
-  assert_string_equal(b, "0 1000\n1 1150\n2 1350\n");
-  datablock(out, "connections.gp", "s1", b, sizeof b);
-  assert_string_equal(b, "2 1350\n3 1350\n4 1240\n");
+  check_fig8(out);
   /* rows without an epoch: x is the row's position */
-  datablock(out, "errors.gp", "e", b, sizeof b);
-  assert_string_equal(b, "1 10 9\n2 8 7\n3 9 8.5\n4 8.5 8\n5 7 6.5\n");
-  char gp[65536];
-  nest_test_slurp(nest_test_path(out, "errors.gp"), gp, sizeof gp);
-  assert_non_null(strstr(gp, "evaluation (metrics.csv row)"));
-  assert_non_null(strstr(gp, "'pruning'"));
+  check_errors(out, "1 10 9\n2 8 7\n3 9 8.5\n4 8.5 8\n5 7 6.5\n",
+               "evaluation (metrics.csv row)", "'pruning'");
 }
 
 static void test_area(void **state) {
@@ -294,10 +301,7 @@ static void test_area(void **state) {
   if (!have_gnuplot()) skip();
   const char *run = mkdir_in(nest_test_tmpdir(), "cnn_run");
   write_lenet5_area(nest_test_path(run, "model.h5"));
-  char args[2048];
-  snprintf(args, sizeof args, "'%s' --script", run);
-  if (run_plot(NULL, args) != 0) fail_msg("nest_plot failed: %s", err_text);
-  const char *out = mkdir_in(run, "plots");
+  const char *out = plot_ok(run, "--script");
   assert_png(out, "area.png");
   assert_false(exists(out, "density.png"));
   assert_non_null(strstr(out_text, "skipped density.png: the first weight layer is a convolution"));

@@ -558,6 +558,41 @@ static void seg_add(segment *s, int *n, const char *phase, double x) {
 
 static const char *const seg_colors[] = {"#1b7837", "#b2182b", "#2166ac", "#e08214", "#762a83"};
 
+/* Read RUN/file and collect a figure's series from it: 1 collected, 0 skipped (the file is
+ * absent: note `absent`), -1 error (reported; what collect allocated is for the caller to
+ * free either way). */
+static int load_series(const char *run, const char *file, const char *png, const char *absent,
+                       nest_status (*collect)(const csv_table *, void *), void *series) {
+  char path[PATH_CAP];
+  join(path, sizeof path, run, file);
+  if (!file_exists(path)) {
+    note_skip(png, absent);
+    return 0;
+  }
+  csv_table t;
+  nest_status st = csv_read(path, &t);
+  if (st == NEST_OK) {
+    st = collect(&t, series);
+    csv_free(&t);
+  }
+  if (st != NEST_OK) {
+    report_error(nest_error_message());
+    nest_error_clear();
+    return -1;
+  }
+  return 1;
+}
+
+/* A figure's gnuplot commands are written to a memory stream, starting with its title. */
+static FILE *begin_body(char **body, size_t *len, const char *title) {
+  FILE *f = open_memstream(body, len);
+  if (!f) return NULL;
+  fputs("set title ", f);
+  put_quoted(f, title);
+  fputs("\nset title offset 0,1\nset grid\nset tmargin 4\n", f);
+  return f;
+}
+
 /* ---- Fig. 8: active connections vs synthesis iteration (events.csv) --------------------- */
 
 /* The phase of an events.csv row without a phase column: from the policy registry (growth,
@@ -589,7 +624,8 @@ static void conn_free(conn_series *c) {
 
 /* One point per (phase, iteration) of events.csv, in file order: the active weights after
  * its last event. */
-static nest_status conn_collect(const csv_table *t, conn_series *c) {
+static nest_status conn_collect(const csv_table *t, void *out) {
+  conn_series *c = out;
   const int ci = csv_col(t, "iteration"), ca = csv_col(t, "active_weights");
   const int cp = csv_col(t, "policy"), cph = csv_col(t, "phase");
   const int cadd = csv_col(t, "connections_added"), crem = csv_col(t, "connections_removed");
@@ -649,36 +685,21 @@ static void conn_labels(FILE *f, const conn_series *c) {
 }
 
 static void plot_connections(const plotter *pl, const char *run, const char *title) {
-  char path[PATH_CAP];
-  join(path, sizeof path, run, "events.csv");
-  if (!file_exists(path)) {
-    note_skip("connections.png", "no events.csv (the run neither grew nor pruned)");
-    return;
-  }
-  csv_table t;
   conn_series c = {0};
-  if (csv_read(path, &t) != NEST_OK || conn_collect(&t, &c) != NEST_OK) {
-    report_error(nest_error_message());
-    nest_error_clear();
-    if (t.buf) csv_free(&t);
-    conn_free(&c);
-    return;
-  }
-  csv_free(&t);
-  if (c.n == 0) {
-    note_skip("connections.png", "events.csv has no rows yet");
-    conn_free(&c);
-    return;
-  }
+  const int r = load_series(run, "events.csv", "connections.png",
+                            "no events.csv (the run neither grew nor pruned)", conn_collect,
+                            &c);
+  if (r > 0 && c.n == 0) note_skip("connections.png", "events.csv has no rows yet");
   char *body = NULL;
   size_t len = 0;
-  FILE *f = open_memstream(&body, &len);
-  fputs("set title ", f);
-  put_quoted(f, title);
-  fputs("\nset title offset 0,1\nset xlabel 'synthesis iteration (0 = the seed)'\n"
-        "set ylabel 'active connections (weights)'\nset grid\nset key top left\n"
-        "set format y '%.0f'\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n"
-        "set tmargin 4\n", f);
+  FILE *f = r > 0 && c.n > 0 ? begin_body(&body, &len, title) : NULL;
+  if (!f) {
+    conn_free(&c);
+    return;
+  }
+  fputs("set xlabel 'synthesis iteration (0 = the seed)'\n"
+        "set ylabel 'active connections (weights)'\nset key top left\n"
+        "set format y '%.0f'\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n", f);
   fprintf(f, "set xrange [%g:%.9g]\n", isnan(c.seed) ? 0.5 : -0.5, c.x[c.n - 1] + 0.5);
   put_segments(f, c.segs, c.nsegs);
   conn_labels(f, &c);
@@ -731,7 +752,8 @@ static void err_free(err_series *e) {
 
 /* Rows with a validation or test error; x = the epoch when every such row has one and they
  * increase, else the row's position (rows per pruning iteration share an epoch). */
-static nest_status err_collect(const csv_table *t, err_series *e) {
+static nest_status err_collect(const csv_table *t, void *out) {
+  err_series *e = out;
   const int cve = csv_col(t, "val_error"), cva = csv_col(t, "val_acc");
   const int cte = csv_col(t, "test_error"), cta = csv_col(t, "test_acc");
   const int cep = csv_col(t, "epoch"), cph = csv_col(t, "phase");
@@ -780,35 +802,19 @@ static void log_pct_tics(FILE *f) {
 }
 
 static void plot_errors(const plotter *pl, const char *run, const char *title) {
-  char path[PATH_CAP];
-  join(path, sizeof path, run, "metrics.csv");
-  if (!file_exists(path)) {
-    note_skip("errors.png", "no metrics.csv");
-    return;
-  }
-  csv_table t;
   err_series e = {0};
-  if (csv_read(path, &t) != NEST_OK || err_collect(&t, &e) != NEST_OK) {
-    report_error(nest_error_message());
-    nest_error_clear();
-    if (t.buf) csv_free(&t);
-    err_free(&e);
-    return;
-  }
-  csv_free(&t);
-  if (e.n == 0) {
-    note_skip("errors.png", "metrics.csv has no evaluated row yet");
-    err_free(&e);
-    return;
-  }
+  const int r = load_series(run, "metrics.csv", "errors.png", "no metrics.csv",
+                            err_collect, &e);
+  if (r > 0 && e.n == 0) note_skip("errors.png", "metrics.csv has no evaluated row yet");
   char *body = NULL;
   size_t len = 0;
-  FILE *f = open_memstream(&body, &len);
-  fputs("set title ", f);
-  put_quoted(f, title);
-  fprintf(f, "\nset title offset 0,1\nset xlabel '%s'\nset ylabel 'error (%%, log scale)'\n"
-             "set grid\nset key top right\nset tmargin 4\nset autoscale yfix\n"
-             "set offsets 0.5, 0.5, graph 0.05, graph 0.05\n",
+  FILE *f = r > 0 && e.n > 0 ? begin_body(&body, &len, title) : NULL;
+  if (!f) {
+    err_free(&e);
+    return;
+  }
+  fprintf(f, "set xlabel '%s'\nset ylabel 'error (%%, log scale)'\nset key top right\n"
+             "set autoscale yfix\nset offsets 0.5, 0.5, graph 0.05, graph 0.05\n",
           e.by_epoch ? "epoch" : "evaluation (metrics.csv row)");
   log_pct_tics(f);
   put_segments(f, e.segs, e.nsegs);
@@ -922,6 +928,11 @@ static void plot_density(const plotter *pl, const char *run, const char *title) 
   char *body = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&body, &len);
+  if (!f) {
+    report_error("out of memory");
+    for (int k = 0; k < 2; ++k) free(d[k].dens);
+    return;
+  }
   fprintf(f, "set multiplot layout 1,%d title ", n);
   put_quoted(f, title);
   fputs(" font ',13'\nset size ratio -1\nset palette defined (0 '#ffffff', 0.15 '#c6dbef', "
@@ -1006,11 +1017,14 @@ static void plot_area(const plotter *pl, const char *run, const char *title) {
   for (size_t i = 0; i < all; ++i) kept += area[i] != 0;
   char *body = NULL;
   size_t len = 0;
-  FILE *f = open_memstream(&body, &len);
-  fputs("set title ", f);
-  put_quoted(f, title);
+  FILE *f = begin_body(&body, &len, title);
+  if (!f) {
+    report_error("out of memory");
+    nest_net_destroy(&net);
+    return;
+  }
   const int C = l->in.c;
-  fprintf(f, "\nset label '%s: %d kernels%s, %dx%d output positions, %.1f%% of the area kept%s' "
+  fprintf(f, "unset grid\nset label '%s: %d kernels%s, %dx%d output positions, %.1f%% of the area kept%s' "
              "at screen 0.5, screen 0.06 center font ',11'\n",
           l->name, maps, nmaps < maps ? " (the first 64 shown)" : "", P, Q,
           100.0 * (double)kept / (double)(all ? all : 1),
@@ -1130,10 +1144,14 @@ static void sweep_plot(const plotter *pl, const sweep_run *s, int n, int fig7) {
   char *body = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&body, &len);
+  if (!f) {
+    report_error("out of memory");
+    return;
+  }
   const size_t o1 = fig7 ? offsetof(sweep_run, final) : offsetof(sweep_run, grown);
   const int lines = sweep_block(f, "s", s, n, o1, offsetof(sweep_run, grow_s), fig7);
-  fprintf(f, "set title '%s vs seed width ratio r (NeST Fig. %d): medians of %d runs, bars "
-             "min-max over seeds'\n",
+  fprintf(f, "set title '%s vs seed width ratio r (NeST Fig. %d): medians over seeds (%d runs), "
+             "bars min-max'\n",
           fig7 ? "Final size and pruning compression" : "Post-growth size and growth time",
           fig7 ? 7 : 6, n);
   fprintf(f, "set xlabel 'seed width ratio r (model.width)'\nset ylabel '%s'\n"
