@@ -219,7 +219,11 @@ static const char *plot_ok(const char *run, const char *options) {
 /* Fig. 8 of write_events / write_events_future: the seed (1100 - 100 + 0), one point per
  * (phase, iteration), the guard's restore ends pruning iteration 1; the pruning curve starts at
  * growth's last point. */
-static void check_fig8(const char *out) {
+static void check_fig8(const char *out, const char *last_label) {
+  static char gp[65536];
+  nest_test_slurp(nest_test_path(out, "connections.gp"), gp, sizeof gp);
+  assert_non_null(strstr(gp, "set label 'seed: 1,000' at 0, 1000"));
+  assert_non_null(strstr(gp, last_label));
   char b[4096];
   datablock(out, "connections.gp", "s0", b, sizeof b);
   assert_string_equal(b, "0 1000\n1 1150\n2 1350\n");
@@ -252,7 +256,7 @@ static void test_run_dir(void **state) {
   assert_png(out, "density.png");
   assert_false(exists(out, "area.png"));
   assert_non_null(strstr(out_text, "skipped area.png"));
-  check_fig8(out);
+  check_fig8(out, "set label 'so far: 1,240' at 4, 1240"); /* no summary.txt yet */
   /* errors in %, by epoch, epoch 1 (not evaluated) left out */
   check_errors(out, "2 10 9\n3 5 4\n4 3 2.5\n", "set xlabel 'epoch'", "'fine-tuning'");
   char b[65536];
@@ -287,10 +291,11 @@ static void test_future_columns(void **state) {
            "finetune,3,0.07,0.065,1240,t\n"
            "finetune,4,0.06"); /* a row being written: left out */
   write_text(nest_test_path(run, "metrics.csv"), text);
+  write_text(nest_test_path(run, "summary.txt"), "test_error = 0.065\n"); /* finished */
   const char *out = plot_ok(run, "--script --only connections,errors");
   assert_png(out, "connections.png");
   assert_png(out, "errors.png");
-  check_fig8(out);
+  check_fig8(out, "set label 'final: 1,240' at 4, 1240");
   /* rows without an epoch: x is the row's position */
   check_errors(out, "1 10 9\n2 8 7\n3 9 8.5\n4 8.5 8\n5 7 6.5\n",
                "evaluation (metrics.csv row)", "'pruning'");

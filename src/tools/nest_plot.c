@@ -663,7 +663,8 @@ static nest_status conn_collect(const csv_table *t, void *out) {
   return NEST_OK;
 }
 
-static void conn_labels(FILE *f, const conn_series *c) {
+/* Seed, peak and last counts; the last is "final" once the run wrote summary.txt. */
+static void conn_labels(FILE *f, const conn_series *c, int finished) {
   char a[32];
   int peak = 0;
   for (int i = 1; i < c->n; ++i)
@@ -679,8 +680,8 @@ static void conn_labels(FILE *f, const conn_series *c) {
           right ? "right offset -1,0.6" : "offset 1,0.6");
   if (peak != c->n - 1) {
     fmt_count(c->y[c->n - 1], a, sizeof a);
-    fprintf(f, "set label 'final: %s' at %.9g, %.9g right offset 0,1.2 font ',10'\n", a,
-            c->x[c->n - 1], c->y[c->n - 1]);
+    fprintf(f, "set label '%s: %s' at %.9g, %.9g right offset 0,1.2 font ',10'\n",
+            finished ? "final" : "so far", a, c->x[c->n - 1], c->y[c->n - 1]);
   }
 }
 
@@ -702,7 +703,9 @@ static void plot_connections(const plotter *pl, const char *run, const char *tit
         "set format y '%.0f'\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n", f);
   fprintf(f, "set xrange [%g:%.9g]\n", isnan(c.seed) ? 0.5 : -0.5, c.x[c.n - 1] + 0.5);
   put_segments(f, c.segs, c.nsegs);
-  conn_labels(f, &c);
+  char sum[PATH_CAP];
+  join(sum, sizeof sum, run, "summary.txt");
+  conn_labels(f, &c, file_exists(sum));
   /* One datablock per segment; each starts at the previous segment's last point so the
    * curve stays connected. */
   for (int s = 0; s < c.nsegs; ++s) {
