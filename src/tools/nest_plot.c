@@ -1116,9 +1116,10 @@ static int sweep_stats(const sweep_run *s, int n, double r, size_t off, double *
 /* Datablock $NAME: r, median, min, max of two fields (y1 and y2), one line per ratio with
  * values; y2 may be a ratio grown / final (ratio = 1). */
 static int sweep_block(FILE *f, const char *name, const sweep_run *s, int n, size_t off1,
-                       size_t off2, int ratio) {
+                       size_t off2, int ratio, double top[2]) {
   double rs[MAX_RUNS];
   int nr = 0, lines = 0;
+  top[0] = top[1] = 0;
   for (int i = 0; i < n; ++i) rs[nr++] = s[i].r;
   qsort(rs, (size_t)nr, sizeof *rs, cmp_double);
   fprintf(f, "$%s << EOD\n", name);
@@ -1137,6 +1138,8 @@ static int sweep_block(FILE *f, const char *name, const sweep_run *s, int n, siz
       sweep_stats(s, n, rs[i], off2, &m2, &l2, &h2);
     }
     fprintf(f, "%.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", rs[i], m1, l1, h1, m2, l2, h2);
+    top[0] = fmax(top[0], h1);
+    if (!isnan(h2)) top[1] = fmax(top[1], h2);
     ++lines;
   }
   fputs("EOD\n", f);
@@ -1152,14 +1155,18 @@ static void sweep_plot(const plotter *pl, const sweep_run *s, int n, int fig7) {
     return;
   }
   const size_t o1 = fig7 ? offsetof(sweep_run, final) : offsetof(sweep_run, grown);
-  const int lines = sweep_block(f, "s", s, n, o1, offsetof(sweep_run, grow_s), fig7);
+  double top[2];
+  const int lines = sweep_block(f, "s", s, n, o1, offsetof(sweep_run, grow_s), fig7, top);
+  /* room above the highest bar on both axes; the key goes under the plot */
+  fprintf(f, "set yrange [0:%.9g]\nset y2range [0:%.9g]\n", top[0] > 0 ? 1.1 * top[0] : 1,
+          top[1] > 0 ? 1.1 * top[1] : 1);
   fprintf(f, "set title '%s vs seed width ratio r (NeST Fig. %d): medians over seeds (%d runs), "
              "bars min-max'\n",
           fig7 ? "Final size and pruning compression" : "Post-growth size and growth time",
           fig7 ? 7 : 6, n);
   fprintf(f, "set xlabel 'seed width ratio r (model.width)'\nset ylabel '%s'\n"
              "set y2label '%s'\nset ytics nomirror\nset y2tics\nset grid\n"
-             "set key top left\nset yrange [0:*]\nset y2range [0:*]\nset offsets 0.05, 0.05, 0, 0\n"
+             "set key below\nset offsets 0.05, 0.05, 0, 0\n"
              "set format y '%%.0f'\n",
           fig7 ? "final active weights" : "post-growth active weights",
           fig7 ? "compression (post-growth / final weights)" : "growth time (s)");
