@@ -1197,6 +1197,8 @@ static void plot_sweep(const plotter *pl, char **dirs, int ndirs) {
     }
     if (sweep_read(dirs[i], &s[n]) > 0) pruned += !isnan(s[n++].final);
   }
+  if (ndirs > MAX_RUNS && n == MAX_RUNS)
+    printf("nest_plot: only the first %d finished runs of the sweep are plotted\n", MAX_RUNS);
   if (n == 0) {
     note_skip("sweep_growth.png", "no finished growth run among the directories");
     return;
