@@ -312,16 +312,16 @@ static void test_area(void **state) {
   assert_non_null(strstr(out_text, "skipped density.png: the first weight layer is a convolution"));
   assert_non_null(strstr(out_text, "skipped connections.png: no events.csv"));
   assert_non_null(strstr(out_text, "skipped errors.png: no metrics.csv"));
-  /* 4 tiles of 24 x 24 in 3 columns, 2-pixel NaN gaps: kernel 1 keeps its top half, kernel 2
-   * nothing; the fourth tile goes to the second row. */
+  /* 4 tiles of 24 x 24 in 3 columns, NaN gaps of 2 columns and 6 rows: kernel 1 keeps its
+   * top half, kernel 2 nothing; the fourth tile starts the second row of tiles (row 30). */
   static char b[1 << 16];
   datablock(out, "area.gp", "a", b, sizeof b);
   char *rows[64];
   int n = 0;
   for (char *s = strtok(b, "\n"); s && n < 64; s = strtok(NULL, "\n")) rows[n++] = s;
-  assert_int_equal(n, 2 * 26 - 2);
+  assert_int_equal(n, 2 * 30 - 6);
   double v[80];
-  static const int sample[] = {0, 11, 12, 23, 24, 25, 26, 33, 49};
+  static const int sample[] = {0, 11, 12, 23, 24, 29, 30, 37, 53};
   for (size_t i = 0; i < sizeof sample / sizeof *sample; ++i) {
     const int r = sample[i];
     int k = 0;
@@ -332,13 +332,29 @@ static void test_area(void **state) {
       assert_true(v[26] == (r < 12 ? 1 : 0));            /* kernel 1 */
       assert_true(v[52] == 0 && v[75] == 0);             /* kernel 2 */
       assert_true(isnan(v[24]) && isnan(v[51]));         /* gaps */
-    } else if (r >= 26) {
+    } else if (r >= 30) {
       assert_true(v[0] == 1 && v[1] == 0);               /* kernel 3: even columns */
       assert_true(isnan(v[26]));                         /* no fifth kernel */
     } else {
       assert_true(isnan(v[0]));                          /* the gap between tile rows */
     }
   }
+  char gp[1 << 16];
+  nest_test_slurp(nest_test_path(out, "area.gp"), gp, sizeof gp);
+  assert_non_null(strstr(gp, "set label 'kernel 3' at 12, 27 "));
+  assert_null(strstr(gp, "the run has not finished"));
+
+  /* A live run (no model.h5 yet): its newest checkpoint, not a damaged one, not an older one
+   * (an MLP here, which has no conv layer). */
+  const char *live = mkdir_in(nest_test_tmpdir(), "live_run");
+  const char *ck = mkdir_in(live, "checkpoints");
+  write_mlp(nest_test_path(ck, "ckpt-00000001.h5"), 10);
+  write_lenet5_area(nest_test_path(ck, "ckpt-00000002.h5"));
+  write_text(nest_test_path(ck, "ckpt-00000003.h5.bad"), "damaged");
+  out = plot_ok(live, "--script --only area");
+  assert_png(out, "area.png");
+  nest_test_slurp(nest_test_path(out, "area.gp"), gp, sizeof gp);
+  assert_non_null(strstr(gp, "from ckpt-00000002.h5: the run has not finished"));
 }
 
 static void test_missing_and_no_gnuplot(void **state) {

@@ -13,6 +13,7 @@
  *                    first dense layer's mask in model_grown.h5 (and model.h5) when that layer
  *                    reads the image itself; skipped for a convolutional first layer
  *   area.png         the first conv layer's area-of-interest masks (Fig. 5), from model.h5
+ *                    (a live run: from its newest checkpoint, a model file too)
  *   sweep_growth.png post-growth size and growth time vs seed width ratio r (Fig. 6)
  *   sweep_final.png  final size and pruning compression vs r (Fig. 7)
  * CSV columns are found by header name, so columns added later (a phase column in events.csv,
@@ -23,6 +24,7 @@
  * that does not load, gnuplot failing or an output that cannot be written (one line
  * "nest_plot: error: <file>: <problem>" each; the other figures are still drawn), 2 usage. */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -47,6 +49,8 @@
 #define MAX_SEGS 32   /* phase segments drawn in one figure */
 #define MAX_RUNS 1024 /* runs of a sweep */
 #define AREA_MAX_MAPS 64
+#define AREA_GAP_X 2 /* mask pixels between area tiles side by side */
+#define AREA_GAP_Y 6 /* and between rows of tiles (room for the kernel labels) */
 
 static const char *usage_line =
     "usage: nest_plot RUN_DIR [--out DIR] [--only LIST] [--script]\n"
@@ -64,7 +68,8 @@ static void print_help(void) {
       "                   growth and at the end (Fig. 3; model_grown.h5, model.h5; only when\n"
       "                   the first weight layer is dense and reads the image)\n"
       "  area.png         the first conv layer's area-of-interest masks, one tile per kernel\n"
-      "                   (Fig. 5; model.h5 of a run with partial-area convolution)\n"
+      "                   (Fig. 5; model.h5 of a run with partial-area convolution, or its\n"
+      "                   newest checkpoint while it runs)\n"
       "With --sweep, from several runs of a width-ratio sweep (model.width = r):\n"
       "  sweep_growth.png post-growth size and growth time vs r (Fig. 6)\n"
       "  sweep_final.png  final size and pruning compression vs r (Fig. 7; pruned runs)\n"
@@ -959,14 +964,15 @@ static void plot_density(const plotter *pl, const char *run, const char *title) 
 
 /* ---- Fig. 5: area-of-interest masks of the first conv layer (model.h5) ------------------ */
 
-/* The tile grid: kernels of the first conv layer side by side, NaN gaps between tiles. */
+/* The tile grid: kernels of the first conv layer side by side, NaN gaps between tiles, and
+ * each tile's label above it. */
 static void area_grid(FILE *f, const nest_layer *l, const float *area, int nmaps, int cols) {
-  const int C = l->in.c, P = l->out.h, Q = l->out.w, gap = 2;
-  const int rows = (nmaps + cols - 1) / cols;
+  const int C = l->in.c, P = l->out.h, Q = l->out.w, gx_ = AREA_GAP_X, gy_ = AREA_GAP_Y;
+  const int rows = (nmaps + cols - 1) / cols, width = cols * (Q + gx_) - gx_;
   fputs("$a << EOD\n", f);
-  for (int gy = 0; gy < rows * (P + gap) - gap; ++gy) {
-    for (int gx = 0; gx < cols * (Q + gap) - gap; ++gx) {
-      const int ty = gy / (P + gap), py = gy % (P + gap), tx = gx / (Q + gap), qx = gx % (Q + gap);
+  for (int gy = 0; gy < rows * (P + gy_) - gy_; ++gy) {
+    for (int gx = 0; gx < width; ++gx) {
+      const int ty = gy / (P + gy_), py = gy % (P + gy_), tx = gx / (Q + gx_), qx = gx % (Q + gx_);
       const int o = ty * cols + tx;
       double v = NAN;
       if (py < P && qx < Q && o < nmaps) {
@@ -974,22 +980,39 @@ static void area_grid(FILE *f, const nest_layer *l, const float *area, int nmaps
         for (int m = 0; m < C; ++m) v += area[(((size_t)o * C + m) * P + py) * Q + qx];
         v /= C;
       }
-      const char sep = gx + 1 == cols * (Q + gap) - gap ? '\n' : ' ';
+      const char sep = gx + 1 == width ? '\n' : ' ';
       if (isnan(v)) fprintf(f, "NaN%c", sep);
       else fprintf(f, "%.3g%c", v, sep);
     }
   }
   fputs("EOD\n", f);
   for (int o = 0; o < nmaps; ++o)
-    fprintf(f, "set label 'kernel %d' at %d, %d center font ',8' front\n", o,
-            (o % cols) * (Q + gap) + Q / 2, (o / cols) * (P + gap) - 1);
+    fprintf(f, "set label 'kernel %d' at %d, %g center font ',8' front\n", o,
+            (o % cols) * (Q + gx_) + Q / 2, (o / cols) * (P + gy_) - 0.5 * gy_);
+}
+
+static int newest_checkpoint(const char *run, char *path, size_t cap) {
+  char dir[PATH_CAP], best[256] = "";
+  join(dir, sizeof dir, run, "checkpoints");
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    const size_t n = strlen(e->d_name);
+    if (n < sizeof best && strncmp(e->d_name, "ckpt-", 5) == 0 && n > 8 &&
+        strcmp(e->d_name + n - 3, ".h5") == 0 && strcmp(e->d_name, best) > 0)
+      snprintf(best, sizeof best, "%s", e->d_name);
+  }
+  closedir(d);
+  if (!best[0]) return 0;
+  return snprintf(path, cap, "%s/%s", dir, best) < (int)cap;
 }
 
 static void plot_area(const plotter *pl, const char *run, const char *title) {
   char path[PATH_CAP];
   join(path, sizeof path, run, "model.h5");
-  if (!file_exists(path)) {
-    note_skip("area.png", "no model.h5 (the run has not finished)");
+  /* a live run has no model.h5 yet: its newest checkpoint is a model file too */
+  if (!file_exists(path) && !newest_checkpoint(run, path, sizeof path)) {
+    note_skip("area.png", "no model.h5 or checkpoint (the run has not finished)");
     return;
   }
   nest_net *net = NULL;
@@ -1004,10 +1027,15 @@ static void plot_area(const plotter *pl, const char *run, const char *title) {
   const float *area = NULL;
   for (int b = 0; l && b < l->nbuffers; ++b)
     if (strcmp(l->buffer[b].name, "area") == 0) area = l->buf[b];
+  const char *src = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  const int live = strcmp(src, "model.h5") != 0;
   if (!l || !l->hp.area || !area) {
-    note_skip("area.png", !l ? "model.h5 has no convolution layer"
-                             : "the first conv layer is not a partial-area convolution "
-                               "(no area mask)");
+    char why[512];
+    snprintf(why, sizeof why, "%.200s: %s%s", src,
+             !l ? "no convolution layer"
+                : "the first conv layer is not a partial-area convolution (no area mask)",
+             live ? " (yet: the run has not finished)" : "");
+    note_skip("area.png", why);
     nest_net_destroy(&net);
     return;
   }
@@ -1027,6 +1055,9 @@ static void plot_area(const plotter *pl, const char *run, const char *title) {
     return;
   }
   const int C = l->in.c;
+  if (live)
+    fprintf(f, "set label 'from %s: the run has not finished' at screen 0.5, screen 0.91 "
+               "center font ',10' tc rgb '#b2182b'\n", src);
   fprintf(f, "unset grid\nset label '%s: %d kernels%s, %dx%d output positions, %.1f%% of the area kept%s' "
              "at screen 0.5, screen 0.06 center font ',11'\n",
           l->name, maps, nmaps < maps ? " (the first 64 shown)" : "", P, Q,
@@ -1039,14 +1070,17 @@ static void plot_area(const plotter *pl, const char *run, const char *title) {
   area_grid(f, l, area, nmaps, cols);
   fprintf(f, "set size ratio -1\nunset xtics\nunset ytics\nunset border\nset cbrange [0:1]\n"
              "set palette defined (0 '#d9d9d9', 1 '#08306b')\nset bmargin 4\n"
-             "set xrange [-0.5:%d.5]\nset yrange [%d.5:-3]\n",
-          cols * (Q + 2) - 3, rows * (P + 2) - 3);
+             "set xrange [-0.5:%d.5]\nset yrange [%d.5:-%d]\n",
+          cols * (Q + AREA_GAP_X) - AREA_GAP_X - 1, rows * (P + AREA_GAP_Y) - AREA_GAP_Y - 1,
+          AREA_GAP_Y);
   /* one input map: a tile is a 0/1 mask, no colour scale needed; several: the share kept */
   if (C == 1) fputs("unset colorbox\n", f);
   else fputs("set cblabel 'share of input maps kept'\n", f);
   fputs("plot $a matrix with image notitle\n", f);
   fclose(f);
-  const int wpx = 1000, hpx = (int)(120 + (wpx - 150) * (double)rows * (P + 2) / (cols * (Q + 2)));
+  const int wpx = 1000,
+            hpx = (int)(120 + (wpx - 150) * (double)rows * (P + AREA_GAP_Y) /
+                                  (cols * (Q + AREA_GAP_X)));
   render(pl, "area.png", wpx, hpx, body, "Fig. 5: area-of-interest masks");
   free(body);
   nest_net_destroy(&net);
