@@ -15,7 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nest/checkpoint.h"
+#include "nest/ckpt.h"
+#include "nest/model.h"
 #include "nest/data.h"
 #include "test_util.h"
 

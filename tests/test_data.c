@@ -87,6 +87,7 @@ static void expect_error(nest_status st, nest_status code, const char *file, con
     fail_msg("expected %s error naming '%s' with '%s'; got %s: %s", nest_status_name(code), file,
              word, nest_status_name(st), msg);
   assert_null(strchr(msg, '\n'));
+  assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0); /* no HDF5 object left open */
 }
 
 /* Like assert_int_equal(expr, NEST_OK) but shows the nest error message on failure. */
@@ -538,11 +539,7 @@ static void h5_replace(const char *path, const char *name, hid_t type, int rank,
   hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
   assert_true(f >= 0);
   if (H5Lexists(f, name, H5P_DEFAULT) > 0) H5Ldelete(f, name, H5P_DEFAULT);
-  hid_t sp = H5Screate_simple(rank, dims, NULL);
-  hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
+  nest_test_h5_dataset(f, name, type, rank, dims, NULL, 0);
   H5Fclose(f);
 }
 
@@ -650,6 +647,61 @@ static void test_h5_bad(void **state) {
   assert_ok(nest_dataset_synthetic(3, (nest_shape){1, 1, 1}, 2, 1.0f, 9, 0, &ds));
   p = tmp("no-such-dir/x.h5");
   expect_error(nest_dataset_save_h5(ds, p), NEST_ERR_IO, p, "cannot create");
+  nest_dataset_destroy(&ds);
+}
+
+/* A nest HDF5 file whose sizes claim more than memory can hold: /features [n, d] float32 and
+ * /labels [n] int32, chunked and never written (HDF5 stores nothing for them), so the file is
+ * tiny whatever n says. */
+static const char *h5_claiming(const char *name, hsize_t n, hsize_t d) {
+  const char *p = tmp(name);
+  hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(f >= 0);
+  const hsize_t fd[2] = {n, d}, fc[2] = {1, d}, ld[1] = {n}, lc[1] = {1};
+  nest_test_h5_dataset(f, "features", H5T_IEEE_F32LE, 2, fd, fc, 0);
+  nest_test_h5_dataset(f, "labels", H5T_STD_I32LE, 1, ld, lc, 0);
+  const int one = 1, two = 2;
+  hid_t as = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(f, "format_version", H5T_STD_I32LE, as, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_INT, &one);
+  H5Aclose(a);
+  a = H5Acreate2(f, "nclasses", H5T_STD_I32LE, as, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_INT, &two);
+  H5Aclose(a);
+  H5Sclose(as);
+  H5Fclose(f);
+  return p;
+}
+
+/* The one-line error names the file, and nothing was allocated on the file's word. */
+static void expect_size_error(const char *p) {
+  nest_dataset *ds = NULL;
+  nest_status st = load2(p, NULL, &ds);
+  const char *msg = nest_error_message();
+  if (st == NEST_OK || !strstr(msg, p) || strchr(msg, '\n'))
+    fail_msg("expected one line naming %s, got %s: %s", p, nest_status_name(st), msg);
+  assert_null(ds);
+  assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
+}
+
+/* Sizes from a file are checked before they become an allocation (sizeof(float) * n * d). */
+static void test_h5_sizes(void **state) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  /* 4 * (2^62 + 1) * 4 bytes wraps around to 16 in 64 bits: an unchecked product allocates
+   * 16 bytes and reads 2^62 rows into them. */
+  expect_size_error(h5_claiming("wrap.h5", ((hsize_t)1 << 62) + 1, 4));
+  assert_non_null(strstr(nest_error_message(), "4611686018427387905"));
+  /* No wrap, but 2^40 x 1000 floats (4 PB): the allocation fails, and the message still
+   * names the file (not just "out of memory allocating ... for float samples"). */
+  expect_size_error(h5_claiming("huge.h5", (hsize_t)1 << 40, 1000));
+  /* With data.max_samples only what is kept must fit. */
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = h5_claiming("huge-kept.h5", (hsize_t)1 << 40, 3);
+  o.max_samples = 5;
+  nest_dataset *ds = NULL;
+  assert_ok(nest_dataset_load(&o, NULL, &ds));
+  assert_int_equal(ds->n, 5);
   nest_dataset_destroy(&ds);
 }
 
@@ -1046,6 +1098,7 @@ int main(void) {
       cmocka_unit_test(test_csv_roundtrip),     cmocka_unit_test(test_csv_label_ref),
       cmocka_unit_test(test_csv_bad),           cmocka_unit_test(test_missing_file),
       cmocka_unit_test(test_h5_roundtrip),      cmocka_unit_test(test_h5_bad),
+      cmocka_unit_test(test_h5_sizes),
       cmocka_unit_test(test_real_mnist),        cmocka_unit_test(test_real_wdbc),
       cmocka_unit_test(test_real_letter),       cmocka_unit_test(test_norm_gather),
       cmocka_unit_test(test_norm_threads),      cmocka_unit_test(test_norm_constant),     cmocka_unit_test(test_mnist_gather_speed),

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/data.h"
 #include "test_util.h"
 

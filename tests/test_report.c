@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "nest/arch.h"
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/net.h"
 #include "nest/report.h"
 #include "test_util.h"

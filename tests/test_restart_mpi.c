@@ -31,7 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nest/checkpoint.h"
+#include "nest/ckpt.h"
+#include "nest/model.h"
 #include "restart_util.h"
 #include "test_util.h"
 

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,7 @@ static void expect_error(const char *pattern, const char *want1, const char *wan
   if (!strstr(m, want1) || (want2 && !strstr(m, want2)))
     fail_msg("%s: message '%s' lacks '%s' / '%s'", pattern, m, want1, want2 ? want2 : "");
   if (strchr(m, '\n')) fail_msg("not one line: %s", m);
+  if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) != 0) fail_msg("%s: HDF5 objects left open", pattern);
 }
 
 static void test_round_trip(void **state) {
@@ -192,6 +194,67 @@ static void test_broken_sets(void **state) {
   expect_error(nest_test_path(dir, "nothing-*.h5"), "no file matches the pattern", NULL);
   assert_int_equal(nest_test_write_file(nest_test_path(dir, "junk-00000.h5"), "hello", 5), 0);
   expect_error(nest_test_path(dir, "junk-*.h5"), "junk-00000.h5: not an HDF5 file", NULL);
+}
+
+/* A one-file shard set written with HDF5 directly, whose sizes say what the test wants:
+ * /images uint8 [n, C, H, W] (chunked one image per chunk, or contiguous and allocated but
+ * never written: a sparse file), /labels int32 [n] (chunked, never written: all 0),
+ * /mean, /std [C] and the root attributes of a finished shard. */
+static const char *craft_shard(const char *name, hsize_t n, hsize_t c, hsize_t h, hsize_t w,
+                               int contiguous) {
+  const char *p = nest_test_path(dir, name);
+  hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(f >= 0);
+  hid_t as = H5Screate(H5S_SCALAR), st = H5Tcopy(H5T_C_S1);
+  H5Tset_size(st, strlen("image-shard"));
+  hid_t a = H5Acreate2(f, "nest_format", st, as, H5P_DEFAULT, H5P_DEFAULT);
+  assert_true(H5Awrite(a, st, "image-shard") >= 0);
+  H5Aclose(a);
+  H5Tclose(st);
+  const char *ints[4] = {"shard_version", "nclasses", "shard_index", "shard_count"};
+  const int vals[4] = {1, 3, 0, 1};
+  for (int k = 0; k < 4; ++k) {
+    a = H5Acreate2(f, ints[k], H5T_STD_I32LE, as, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Awrite(a, H5T_NATIVE_INT, &vals[k]) >= 0);
+    H5Aclose(a);
+  }
+  H5Sclose(as);
+  const hsize_t dims[4] = {n, c, h, w}, chunk[4] = {1, c, h, w}, lc = n < 1024 ? n : 1024;
+  nest_test_h5_dataset(f, "images", H5T_STD_U8LE, 4, dims, contiguous ? NULL : chunk, contiguous);
+  nest_test_h5_dataset(f, "labels", H5T_STD_I32LE, 1, &n, &lc, 0);
+  float stat[4] = {1, 1, 1, 1};
+  assert_true(c <= 4);
+  hid_t sp = H5Screate_simple(1, &c, NULL);
+  const char *stats[2] = {"mean", "std"};
+  for (int k = 0; k < 2; ++k) {
+    hid_t d = H5Dcreate2(f, stats[k], H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, stat) >= 0);
+    H5Dclose(d);
+  }
+  H5Sclose(sp);
+  assert_true(H5Fclose(f) >= 0);
+  return p;
+}
+
+/* Sizes from a shard's header are checked before they are trusted. */
+static void test_lying_sizes(void **state) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  /* The crafted skeleton itself opens (one image, all zero). */
+  const char *p = craft_shard("fine.h5", 1, 1, 4, 4, 0);
+  nest_dataset *ds = NULL;
+  nest_status st = try_open(p, &ds);
+  nest_dataset_destroy(&ds);
+  assert_int_equal(st, NEST_ERR_FORMAT); /* chunk never written: "image 0 was never written" */
+  assert_non_null(strstr(nest_error_message(), "image 0 was never written"));
+  /* 2^61 + 1 images in a file of a few KiB: the label buffer's capacity (doubled up to
+   * 2^62 entries, 2^64 bytes) must not wrap around to a tiny allocation. */
+  p = craft_shard("many.h5", ((hsize_t)1 << 61) + 1, 1, 1, 1, 0);
+  expect_error(p, "many.h5: ", "2305843009213693953 images");
+  /* C*H*W = 1 x 46341 x 46341 > INT_MAX: refused from the header, before the reader
+   * allocates two images (4.3 GB) to check where the first one lies. The file is sparse. */
+  p = craft_shard("wide.h5", 1, 1, 46341, 46341, 1);
+  expect_error(p, "wide.h5: ", "INT_MAX");
+  unlink(p);
 }
 
 /* The file shrinks after the set was opened: the read fails with the file's name. */
@@ -502,6 +565,7 @@ int main(void) {
   dir = nest_test_tmpdir();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),       cmocka_unit_test(test_broken_sets),
+      cmocka_unit_test(test_lying_sizes),
       cmocka_unit_test(test_read_error),       cmocka_unit_test(test_crop_reference),
       cmocka_unit_test(test_crop_determinism), cmocka_unit_test(test_same_as_gather),
       cmocka_unit_test(test_synthetic),        cmocka_unit_test(test_prefetch_equals_sync),

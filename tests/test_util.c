@@ -129,3 +129,43 @@ uint64_t nest_test_hash_bytes(const void *p, size_t n) {
   for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
   return h;
 }
+
+nest_net *nest_test_net(const char *arch, nest_shape in, int classes, const nest_arch_opts *opts,
+                        const char *grow_layer, int grow_by) {
+  const nest_arch_opts def = {.width = 1.0};
+  nest_layer_spec *specs = NULL;
+  int n = 0, grown = grow_layer == NULL;
+  nest_net *net = NULL;
+  nest_status st = nest_arch_build(arch, opts ? opts : &def, in, classes, &specs, &n);
+  for (int i = 0; st == NEST_OK && i < n; ++i)
+    if (grow_layer && strcmp(specs[i].name, grow_layer) == 0) {
+      if (specs[i].kind == NEST_LAYER_DENSE) specs[i].hp.units += grow_by;
+      else specs[i].hp.out_c += grow_by;
+      grown = 1;
+    }
+  if (st == NEST_OK && grown) st = nest_net_create(specs, n, in, classes, 4, 1, &net);
+  free(specs);
+  if (st != NEST_OK || !grown) {
+    fprintf(stderr, "nest_test_net(%s): %s\n", arch, grown ? nest_error_message() : "no such layer");
+    abort();
+  }
+  return net;
+}
+
+void nest_test_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, int allocate) {
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  herr_t e = dcpl >= 0 ? 0 : -1;
+  if (e >= 0 && chunk) e = H5Pset_chunk(dcpl, rank, chunk);
+  if (e >= 0 && allocate) e = H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+  if (e >= 0 && allocate) e = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  hid_t sp = e >= 0 ? H5Screate_simple(rank, dims, NULL) : -1;
+  hid_t d = sp >= 0 ? H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
+  if (d >= 0) H5Dclose(d);
+  if (sp >= 0) H5Sclose(sp);
+  if (dcpl >= 0) H5Pclose(dcpl);
+  if (d < 0) {
+    fprintf(stderr, "nest_test_h5_dataset: cannot create %s\n", name);
+    abort();
+  }
+}

@@ -2,9 +2,12 @@
 #ifndef NEST_TEST_UTIL_H
 #define NEST_TEST_UTIL_H
 
+#include <hdf5.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nest/arch.h"
+#include "nest/net.h"
 #include "nest/status.h"
 
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at exit. */
@@ -34,6 +37,19 @@ int nest_test_run(const char *command, char *out, size_t out_cap, char *err, siz
     nest_status s_ = (expr);                                                                 \
     if (s_ != NEST_OK) fail_msg("%s: %s: %s", #expr, nest_status_name(s_), nest_error_message()); \
   } while (0)
+
+/* A net of `arch` (nest_arch_build with opts, NULL = defaults) for max batch 4, one thread; if
+ * grow_layer is set, that layer's width (units / out_c) becomes width + grow_by, as growth
+ * leaves it. Parameters as nest_net_create leaves them. Aborts with nest's message on failure. */
+nest_net *nest_test_net(const char *arch, nest_shape in, int classes, const nest_arch_opts *opts,
+                        const char *grow_layer, int grow_by);
+
+/* Crafting files: dataset NAME of loc with `type` and dims, never written. chunk = the chunk
+ * dims (HDF5 then stores nothing, so the dims may claim anything), or NULL for the contiguous
+ * layout; allocate = 1 (contiguous only) reserves its bytes in the file without writing them
+ * (a sparse file). Aborts on failure. */
+void nest_test_h5_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, int allocate);
 
 /* FNV-1a of n bytes (comparing whole arenas, e.g. momentum, before and after). */
 uint64_t nest_test_hash_bytes(const void *p, size_t n);

@@ -262,27 +262,100 @@ static nest_status csv_map_own(nest_dataset *ds, int64_t n, char **lab, const in
   return st;
 }
 
-nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *label_ref,
-                               nest_dataset **out) {
-  *out = NULL;
-  const char *path = o->path;
-  char delim = o->csv_delim ? o->csv_delim : ',';
-  char *buf = NULL, *drop = NULL, **fields = NULL, **lab = NULL;
-  int64_t *lineno = NULL;
-  float *feat = NULL;
-  nest_dataset *ds = NULL;
-  nest_status st = NEST_OK;
-  size_t len = 0;
-  if (delim == '\n' || delim == '\r' || delim == '"')
-    return NEST_ERR(NEST_ERR_ARG, "%s: bad CSV delimiter '\\x%02x'", path, (unsigned char)delim);
-  NEST_CALL(csv_slurp(path, &buf, &len));
+/* What the rows of a CSV file become while it is parsed. */
+typedef struct {
+  int ncols, label_col, dim; /* columns, the label's, feature columns kept */
+  char *drop;                /* [ncols] 1 = dropped column */
+  char **fields;             /* [ncols] the current line's fields */
+  char **lab;                /* [maxrows] label strings (pointing into the file buffer) */
+  int64_t *lineno;           /* [maxrows] 1-based line of each row */
+  float *feat;               /* [maxrows, dim] */
+  int64_t n;                 /* rows so far */
+} csv_rows;
 
+static void csv_rows_free(csv_rows *r) {
+  free(r->drop);
+  free(r->fields);
+  free(r->lab);
+  free(r->lineno);
+  free(r->feat);
+  memset(r, 0, sizeof *r);
+}
+
+/* The first non-blank line fixes the layout: columns, the label column, dropped and feature
+ * columns; buffers for up to maxrows rows. */
+static nest_status csv_layout(const nest_data_opts *o, const char *text, char delim,
+                              int64_t maxrows, csv_rows *r) {
+  const char *path = o->path;
+  int nf = 1;
+  for (const char *t = text; *t; ++t) nf += *t == delim;
+  r->ncols = nf;
+  r->label_col = o->csv_label_col < 0 ? nf + o->csv_label_col : o->csv_label_col;
+  if (r->label_col < 0 || r->label_col >= nf)
+    return NEST_ERR(NEST_ERR_ARG, "%s: label column %d out of range (file has %d columns)", path,
+                    o->csv_label_col, nf);
+  NEST_CALL(nest_calloc((void **)&r->drop, (size_t)nf, 1, "CSV drop flags"));
+  NEST_CALL(csv_drops(path, o->csv_drop_cols, nf, r->drop));
+  if (r->drop[r->label_col])
+    return NEST_ERR(NEST_ERR_ARG, "%s: csv_drop_cols drops the label column %d", path,
+                    r->label_col);
+  for (int c = 0; c < nf; ++c) r->dim += c != r->label_col && !r->drop[c];
+  if (r->dim == 0)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: no feature columns (%d columns, label column %d)", path,
+                    nf, r->label_col);
+  size_t fbytes;
+  NEST_CALL(nest_data_bytes(path, "CSV features", maxrows, (size_t)r->dim, sizeof(float), &fbytes));
+  NEST_CALL(nest_malloc((void **)&r->fields, sizeof(char *) * (size_t)nf, "CSV fields"));
+  NEST_CALL(nest_malloc((void **)&r->lab, sizeof(char *) * (size_t)maxrows, "CSV labels"));
+  NEST_CALL(nest_malloc((void **)&r->lineno, sizeof(int64_t) * (size_t)maxrows, "CSV line numbers"));
+  NEST_CALL(nest_malloc((void **)&r->feat, fbytes, "CSV features"));
+  return NEST_OK;
+}
+
+/* One data row (already split into r->fields): its label string and finite features. */
+static nest_status csv_row(const char *path, int64_t line, csv_rows *r) {
+  float *row = r->feat + r->n * r->dim;
+  int k = 0;
+  for (int c = 0; c < r->ncols; ++c) {
+    char *s = r->fields[c];
+    if (c == r->label_col) {
+      if (!*s)
+        return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty label", path, (long long)line,
+                        c);
+      r->lab[r->n] = s;
+      continue;
+    }
+    if (r->drop[c]) continue;
+    if (!*s)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty feature", path, (long long)line,
+                      c);
+    char *e;
+    errno = 0;
+    float v = strtof(s, &e);
+    if (e == s || *e)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: non-numeric feature '%.32s'", path,
+                      (long long)line, c, s);
+    if (isnan(v))
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: feature is NaN ('%.32s')", path,
+                      (long long)line, c, s);
+    if (isinf(v))
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: feature '%.32s' is Inf or beyond "
+                      "float range", path, (long long)line, c, s);
+    row[k++] = v;
+  }
+  r->lineno[r->n] = line;
+  ++r->n;
+  return NEST_OK;
+}
+
+/* Split the file (NUL-terminated buffer, modified in place) into rows. */
+static nest_status csv_parse(const nest_data_opts *o, char *buf, size_t len, csv_rows *r) {
+  const char *path = o->path;
+  const char delim = o->csv_delim ? o->csv_delim : ',';
   /* Upper bound on rows: number of line breaks + 1. */
   int64_t maxrows = 1;
   for (size_t i = 0; i < len; ++i) maxrows += buf[i] == '\n';
-
-  int ncols = 0, label_col = -1, dim = 0;
-  int64_t n = 0, line = 0;
+  int64_t line = 0;
   int header_pending = o->csv_header;
   char *p = buf, *end = buf + len;
   while (p < end) {
@@ -295,149 +368,81 @@ nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *labe
     p = eol + 1;
     ++line;
     if (csv_blank(text)) continue;
-
-    if (ncols == 0) { /* first non-blank line: fix the layout */
-      char *tmp = text;
-      int nf = 1;
-      for (; *tmp; ++tmp) nf += *tmp == delim;
-      ncols = nf;
-      label_col = o->csv_label_col < 0 ? ncols + o->csv_label_col : o->csv_label_col;
-      if (label_col < 0 || label_col >= ncols) {
-        st = NEST_ERR(NEST_ERR_ARG, "%s: label column %d out of range (file has %d columns)",
-                      path, o->csv_label_col, ncols);
-        goto done;
-      }
-      NEST_CALL_GOTO(st, nest_calloc((void **)&drop, (size_t)ncols, 1, "CSV drop flags"), done);
-      NEST_CALL_GOTO(st, csv_drops(path, o->csv_drop_cols, ncols, drop), done);
-      if (drop[label_col]) {
-        st = NEST_ERR(NEST_ERR_ARG, "%s: csv_drop_cols drops the label column %d", path, label_col);
-        goto done;
-      }
-      for (int c = 0; c < ncols; ++c) dim += c != label_col && !drop[c];
-      if (dim == 0) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: no feature columns (%d columns, label column %d)",
-                      path, ncols, label_col);
-        goto done;
-      }
-      NEST_CALL_GOTO(st, nest_malloc((void **)&fields, sizeof(char *) * (size_t)ncols, "CSV fields"),
-                     done);
-      NEST_CALL_GOTO(st, nest_malloc((void **)&lab, sizeof(char *) * (size_t)maxrows, "CSV labels"),
-                     done);
-      NEST_CALL_GOTO(st, nest_malloc((void **)&lineno, sizeof(int64_t) * (size_t)maxrows,
-                                     "CSV line numbers"), done);
-      NEST_CALL_GOTO(st, nest_malloc((void **)&feat, sizeof(float) * (size_t)maxrows * (size_t)dim,
-                                     "CSV features"), done);
-    }
-    int nf = csv_split(text, delim, fields, ncols);
-    if (nf != ncols) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: expected %d columns, got %d", path,
-                    (long long)line, ncols, nf);
-      goto done;
-    }
+    if (r->ncols == 0) NEST_CALL(csv_layout(o, text, delim, maxrows, r));
+    const int nf = csv_split(text, delim, r->fields, r->ncols);
+    if (nf != r->ncols)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: expected %d columns, got %d", path,
+                      (long long)line, r->ncols, nf);
     if (header_pending) {
       header_pending = 0;
       continue;
     }
-    float *row = feat + n * dim;
-    int k = 0;
-    for (int c = 0; c < ncols; ++c) {
-      char *s = fields[c];
-      if (c == label_col) {
-        if (!*s) {
-          st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty label", path,
-                        (long long)line, c);
-          goto done;
-        }
-        lab[n] = s;
-        continue;
-      }
-      if (drop[c]) continue;
-      if (!*s) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: empty feature", path,
-                      (long long)line, c);
-        goto done;
-      }
-      char *e;
-      errno = 0;
-      float v = strtof(s, &e);
-      if (e == s || *e) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: non-numeric feature '%.32s'", path,
-                      (long long)line, c, s);
-        goto done;
-      }
-      if (isnan(v)) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s:%lld: column %d: feature is NaN ('%.32s')", path,
-                      (long long)line, c, s);
-        goto done;
-      }
-      if (isinf(v)) {
-        st = NEST_ERR(NEST_ERR_FORMAT,
-                      "%s:%lld: column %d: feature '%.32s' is Inf or beyond float range", path,
-                      (long long)line, c, s);
-        goto done;
-      }
-      row[k++] = v;
-    }
-    lineno[n] = line;
-    ++n;
+    NEST_CALL(csv_row(path, line, r));
   }
-  if (n == 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: no data rows", path);
-    goto done;
-  }
+  if (r->n == 0) return NEST_ERR(NEST_ERR_FORMAT, "%s: no data rows", path);
+  return NEST_OK;
+}
 
-  int64_t keep = (o->max_samples > 0 && o->max_samples < n) ? o->max_samples : n;
-  nest_shape shape = {dim, 1, 1};
-  NEST_CALL_GOTO(st, nest_data_new(path, keep, shape, 0, &ds), done);
-  ds->f32 = feat; /* [maxrows, dim] allocation, first keep rows used */
-  feat = NULL;
-  ds->u8_scale = 1.0f;
+/* Class ids of the first ds->n rows (of r->n), mapped over ALL rows (see the file comment). */
+static nest_status csv_labels(nest_dataset *ds, const nest_dataset *label_ref, const csv_rows *r) {
+  const char *path = ds->path;
+  const int64_t keep = ds->n;
+  int32_t *all = NULL;
+  NEST_CALL(nest_malloc((void **)&all, sizeof(int32_t) * (size_t)r->n, "CSV labels"));
+  nest_status st;
   if (label_ref) {
     /* Map every row (not only the kept ones) so an unknown label anywhere is reported. */
-    int32_t *all = NULL;
-    NEST_CALL_GOTO(st, nest_malloc((void **)&all, sizeof(int32_t) * (size_t)n, "CSV labels"), done);
-    st = csv_map_ref(path, label_ref, n, lab, lineno, all);
+    st = csv_map_ref(path, label_ref, r->n, r->lab, r->lineno, all);
     if (st == NEST_OK) memcpy(ds->labels, all, sizeof(int32_t) * (size_t)keep);
     free(all);
-    if (st != NEST_OK) {
-      nest_error_trace(__FILE__, __LINE__);
-      goto done;
-    }
+    NEST_CALL(st);
     ds->nclasses = label_ref->nclasses;
-    if (label_ref->class_names) {
-      NEST_CALL_GOTO(st, nest_calloc((void **)&ds->class_names, (size_t)ds->nclasses,
-                                     sizeof(char *), "class names"), done);
-      for (int c = 0; c < ds->nclasses; ++c)
-        NEST_CALL_GOTO(st, nest_data_strdup(label_ref->class_names[c], &ds->class_names[c]), done);
-    }
-  } else {
-    /* Decide the mapping over all rows, then keep the first `keep` labels. */
-    int64_t nkept = ds->n;
-    int32_t *kept_labels = ds->labels;
-    int32_t *all = NULL;
-    NEST_CALL_GOTO(st, nest_malloc((void **)&all, sizeof(int32_t) * (size_t)n, "CSV labels"), done);
-    ds->labels = all;
-    ds->n = n;
-    st = csv_map_own(ds, n, lab, lineno);
-    memcpy(kept_labels, all, sizeof(int32_t) * (size_t)keep);
-    ds->labels = kept_labels;
-    ds->n = nkept;
-    free(all);
-    if (st != NEST_OK) {
-      nest_error_trace(__FILE__, __LINE__);
-      goto done;
-    }
+    if (!label_ref->class_names) return NEST_OK;
+    NEST_CALL(nest_calloc((void **)&ds->class_names, (size_t)ds->nclasses, sizeof(char *),
+                          "class names"));
+    for (int c = 0; c < ds->nclasses; ++c)
+      NEST_CALL(nest_data_strdup(label_ref->class_names[c], &ds->class_names[c]));
+    return NEST_OK;
   }
+  /* Decide the mapping over all rows, then keep the first `keep` labels. */
+  int32_t *kept_labels = ds->labels;
+  ds->labels = all;
+  ds->n = r->n;
+  st = csv_map_own(ds, r->n, r->lab, r->lineno);
+  memcpy(kept_labels, all, sizeof(int32_t) * (size_t)keep);
+  ds->labels = kept_labels;
+  ds->n = keep;
+  free(all);
+  NEST_CALL(st);
+  return NEST_OK;
+}
+
+nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *label_ref,
+                               nest_dataset **out) {
+  *out = NULL;
+  const char *path = o->path;
+  const char delim = o->csv_delim ? o->csv_delim : ',';
+  if (delim == '\n' || delim == '\r' || delim == '"')
+    return NEST_ERR(NEST_ERR_ARG, "%s: bad CSV delimiter '\\x%02x'", path, (unsigned char)delim);
+  char *buf = NULL;
+  size_t len = 0;
+  NEST_CALL(csv_slurp(path, &buf, &len));
+  csv_rows r;
+  memset(&r, 0, sizeof r);
+  nest_dataset *ds = NULL;
+  nest_status st = NEST_OK;
+  NEST_CALL_GOTO(st, csv_parse(o, buf, len, &r), done);
+  const int64_t keep = (o->max_samples > 0 && o->max_samples < r.n) ? o->max_samples : r.n;
+  NEST_CALL_GOTO(st, nest_data_new(path, keep, (nest_shape){r.dim, 1, 1}, 0, &ds), done);
+  ds->f32 = r.feat; /* [maxrows, dim] allocation, first keep rows used */
+  r.feat = NULL;
+  ds->u8_scale = 1.0f;
+  NEST_CALL_GOTO(st, csv_labels(ds, label_ref, &r), done);
   *out = ds;
   ds = NULL;
-
 done:
   free(buf);
-  free(drop);
-  free(fields);
-  free(lab);
-  free(lineno);
-  free(feat);
+  csv_rows_free(&r);
   nest_dataset_destroy(&ds);
   return st;
 }

@@ -2,25 +2,22 @@
 #ifndef NEST_DATA_INTERNAL_H
 #define NEST_DATA_INTERNAL_H
 
-#include <hdf5.h>
-
 #include "nest/data.h"
 
-/* HDF5 helpers shared by h5.c (nest .h5 sets) and shards.c (image shards). */
-/* Silence HDF5's own error stack printing: nest reports its own one-line errors. */
-static inline void nest_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-/* Close *id with `close` if it is open, and mark it closed (-1). */
-static inline void nest_h5_close(hid_t *id, herr_t (*close)(hid_t)) {
-  if (*id >= 0) close(*id);
-  *id = -1;
-}
-/* A scalar int32 attribute `name` = v on loc (h5.c). Negative on failure. */
-herr_t nest_h5_put_int_attr(hid_t loc, const char *name, int v);
+/* The HDF5 helpers h5.c (nest .h5 sets) and shards.c (image shards) use are those of the one
+ * HDF5 helper module, nest/h5io.h. */
 
-/* A dataset with n samples of `shape`: labels [n] allocated; kind 1 also allocates u8 [n, D],
- * kind 2 f32 [n, D], kind 0 neither (the reader attaches its own buffer). */
+/* A dataset with n samples of `shape` read from `path`: labels [n] allocated; kind 1 also
+ * allocates u8 [n, D], kind 2 f32 [n, D], kind 0 neither (the reader attaches its own buffer).
+ * n and D usually come from the file: their product is checked before it becomes an
+ * allocation (a size that cannot be addressed is NEST_ERR_FORMAT, an allocation that fails
+ * NEST_ERR_NOMEM, both "PATH: ..." naming the sizes). */
 nest_status nest_data_new(const char *path, int64_t n, nest_shape shape, int kind,
                           nest_dataset **out);
+/* *bytes = n * d * elem, or NEST_ERR_FORMAT "PATH: N samples of D values (WHAT) ..." if that
+ * does not fit in a size_t (n < 0 included). */
+nest_status nest_data_bytes(const char *path, const char *what, int64_t n, size_t d, size_t elem,
+                            size_t *bytes);
 nest_status nest_data_strdup(const char *s, char **out);
 void nest_data_free_names(char **names, int n);
 

@@ -3,6 +3,7 @@
  * the seeded train/validation split and synthetic data. Readers live in idx.c, csv.c, h5.c. */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,24 +19,40 @@
 
 /* A dataset with n samples of `shape`: labels [n] allocated; kind 1 also allocates u8 [n, D],
  * kind 2 f32 [n, D], kind 0 neither (the reader attaches its own buffer). */
+nest_status nest_data_bytes(const char *path, const char *what, int64_t n, size_t d, size_t elem,
+                            size_t *bytes) {
+  *bytes = 0;
+  if (n < 0 || (d > 0 && (uint64_t)n > SIZE_MAX / elem / d))
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: %lld samples of %zu values (%s) are more than this "
+                    "machine can address (a corrupt size in the file?)", path, (long long)n, d,
+                    what);
+  *bytes = (size_t)n * d * elem;
+  return NEST_OK;
+}
+
 nest_status nest_data_new(const char *path, int64_t n, nest_shape shape, int kind,
                           nest_dataset **out) {
-  nest_dataset *ds = NULL;
   *out = NULL;
+  const char *p = path ? path : "";
+  const size_t d = nest_shape_size(shape);
+  size_t lbytes, xbytes = 0;
+  NEST_CALL(nest_data_bytes(p, "labels", n, 1, sizeof(int32_t), &lbytes));
+  if (kind == 1) NEST_CALL(nest_data_bytes(p, "uint8 samples", n, d, 1, &xbytes));
+  if (kind == 2) NEST_CALL(nest_data_bytes(p, "float samples", n, d, sizeof(float), &xbytes));
+  nest_dataset *ds = NULL;
   NEST_CALL(nest_calloc((void **)&ds, 1, sizeof *ds, "dataset"));
-  snprintf(ds->path, sizeof ds->path, "%s", path ? path : "");
+  snprintf(ds->path, sizeof ds->path, "%s", p);
   ds->n = n;
   ds->shape = shape;
   ds->u8_scale = kind == 1 ? 1.0f / 255.0f : 1.0f;
-  size_t d = nest_shape_size(shape);
-  nest_status st = nest_malloc((void **)&ds->labels, sizeof(int32_t) * (size_t)n, "labels");
-  if (st == NEST_OK && kind == 1) st = nest_malloc((void **)&ds->u8, (size_t)n * d, "u8 samples");
-  if (st == NEST_OK && kind == 2)
-    st = nest_malloc((void **)&ds->f32, sizeof(float) * (size_t)n * d, "float samples");
+  nest_status st = nest_malloc((void **)&ds->labels, lbytes, "labels");
+  if (st == NEST_OK && kind == 1) st = nest_malloc((void **)&ds->u8, xbytes, "u8 samples");
+  if (st == NEST_OK && kind == 2) st = nest_malloc((void **)&ds->f32, xbytes, "float samples");
   if (st != NEST_OK) {
     nest_dataset_destroy(&ds);
-    nest_error_trace(__FILE__, __LINE__);
-    return st;
+    /* nest_malloc's message names what, not the file the sizes came from */
+    return NEST_ERR(st, "%s: out of memory for %lld samples of %zu values (%zu bytes)", p,
+                    (long long)n, d, lbytes + xbytes);
   }
   *out = ds;
   return NEST_OK;

@@ -16,12 +16,16 @@
  * AlexNet). Instead HDF5 is used only when a set is opened, on the main thread: it validates
  * the files and resolves where each image's chunk lies in its file (images are uncompressed
  * and one chunk each, so a chunk IS the image's C*H*W bytes); from then on the files are read
- * with pread() on descriptors of our own, which any thread may call at any time. */
+ * with pread() on descriptors of our own, which any thread may call at any time.
+ * Sizes in a shard's header are checked before they are trusted: C*H*W <= INT_MAX (as the
+ * writer and the h5 reader require), n images of C*H*W bytes must fit in the file, and the
+ * label buffer grows without overflow.
+ * A file-format module: HDF5 through the helpers of h5io.h (HDF5 is called only by h5io.c and
+ * the file-format modules model.c, ckpt.c, data/h5.c, data/shards.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
-#include <hdf5.h>
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -34,6 +38,7 @@
 
 #include "nest/atomic.h"
 #include "nest/data.h"
+#include "nest/h5io.h"
 #include "nest/rng.h"
 
 #include "data_internal.h"
@@ -69,96 +74,30 @@ nest_status nest_shard_path(const char *prefix, int k, char *out, size_t cap) {
 
 /* ---- small HDF5 helpers ------------------------------------------------------------------- */
 
-static herr_t put_str_attr(hid_t loc, const char *name, const char *v) {
-  hid_t ty = H5Tcopy(H5T_C_S1);
-  herr_t e = ty >= 0 ? H5Tset_size(ty, strlen(v)) : -1;
-  hid_t sp = e >= 0 ? H5Screate(H5S_SCALAR) : -1;
-  hid_t a = sp >= 0 ? H5Acreate2(loc, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  e = a >= 0 ? H5Awrite(a, ty, v) : -1;
-  if (a >= 0) H5Aclose(a);
-  if (sp >= 0) H5Sclose(sp);
-  if (ty >= 0) H5Tclose(ty);
-  return e;
-}
-
-/* A small contiguous 1-D dataset. */
-static herr_t put_1d(hid_t loc, const char *name, hid_t ftype, hid_t mtype, hsize_t n,
-                     const void *buf) {
-  hid_t sp = H5Screate_simple(1, &n, NULL);
-  hid_t d = sp >= 0 ? H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  herr_t e = d >= 0 ? H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : -1;
-  if (d >= 0 && H5Dclose(d) < 0) e = -1;
-  if (sp >= 0) H5Sclose(sp);
-  return e;
-}
-
-static herr_t put_names(hid_t loc, char *const *names, int n) {
-  hsize_t d = (hsize_t)n;
-  hid_t ty = H5Tcopy(H5T_C_S1);
-  herr_t e = ty >= 0 ? H5Tset_size(ty, H5T_VARIABLE) : -1;
-  if (e >= 0) e = H5Tset_cset(ty, H5T_CSET_UTF8);
-  hid_t sp = e >= 0 ? H5Screate_simple(1, &d, NULL) : -1;
-  hid_t ds = sp >= 0 ? H5Dcreate2(loc, "class_names", ty, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  e = ds >= 0 ? H5Dwrite(ds, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, names) : -1;
-  if (ds >= 0 && H5Dclose(ds) < 0) e = -1;
-  if (sp >= 0) H5Sclose(sp);
-  if (ty >= 0) H5Tclose(ty);
-  return e;
-}
-
-/* Root attribute `name` as an int; *present = 0 when it does not exist. */
-static nest_status get_int_attr(hid_t file, const char *path, const char *name, int *v,
-                                int *present) {
+/* Optional root int attribute: *present = 0 when it does not exist. */
+static nest_status opt_int(hid_t file, const char *path, const char *name, int *v, int *present) {
   *present = H5Aexists(file, name) > 0;
-  if (!*present) return NEST_OK;
-  hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-  hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
-  hid_t ty = a >= 0 ? H5Aget_type(a) : -1;
-  int ok = sp >= 0 && ty >= 0 && H5Sget_simple_extent_npoints(sp) == 1 &&
-           H5Tget_class(ty) == H5T_INTEGER && H5Aread(a, H5T_NATIVE_INT, v) >= 0;
-  if (ty >= 0) H5Tclose(ty);
-  if (sp >= 0) H5Sclose(sp);
-  if (a >= 0) H5Aclose(a);
-  if (!ok) return NEST_ERR(NEST_ERR_FORMAT, "%s: attribute '%s' must be one integer", path, name);
-  return NEST_OK;
+  return *present ? nest_h5_attr_int(file, path, "/", name, v) : NEST_OK;
 }
 
-/* Root string attribute `name` into out (cap bytes); "" when absent or not a string. */
-static void get_str_attr(hid_t file, const char *name, char *out, size_t cap) {
+/* Root attribute nest_format into out (cap bytes): "" when absent or not a string. */
+static void format_of(hid_t file, const char *path, char *out, size_t cap) {
   out[0] = '\0';
-  if (H5Aexists(file, name) <= 0) return;
-  hid_t a = H5Aopen(file, name, H5P_DEFAULT);
-  hid_t ty = a >= 0 ? H5Aget_type(a) : -1;
-  if (ty >= 0 && H5Tget_class(ty) == H5T_STRING) {
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    if (H5Tis_variable_str(ty) > 0) {
-      char *vl = NULL;
-      H5Tset_size(mt, H5T_VARIABLE);
-      if (H5Aread(a, mt, &vl) >= 0 && vl) {
-        snprintf(out, cap, "%s", vl);
-        H5free_memory(vl);
-      }
-    } else {
-      size_t sz = H5Tget_size(ty);
-      char buf[256] = {0};
-      if (sz < sizeof buf) {
-        H5Tset_size(mt, sz);
-        if (H5Aread(a, mt, buf) >= 0) snprintf(out, cap, "%.*s", (int)sz, buf);
-      }
-    }
-    H5Tclose(mt);
+  char *s = NULL;
+  if (H5Aexists(file, "nest_format") <= 0) return;
+  if (nest_h5_attr_str(file, path, "/", "nest_format", &s) != NEST_OK) {
+    nest_error_clear(); /* not a string: not a shard, said by the caller */
+    return;
   }
-  if (ty >= 0) H5Tclose(ty);
-  if (a >= 0) H5Aclose(a);
+  snprintf(out, cap, "%s", s);
+  free(s);
 }
 
 int nest_data_is_shard(const char *path) {
-  nest_h5_quiet();
-  if (H5Fis_hdf5(path) <= 0) return 0;
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t f = nest_h5_probe(path);
   if (f < 0) return 0;
   char fmt[64];
-  get_str_attr(f, "nest_format", fmt, sizeof fmt);
+  format_of(f, path, fmt, sizeof fmt);
   H5Fclose(f);
   return strcmp(fmt, SHARD_FORMAT) == 0;
 }
@@ -231,22 +170,17 @@ static nest_status start_shard(nest_shard_writer *w) {
     if (!t || !f) return NEST_ERR(NEST_ERR_NOMEM, "out of memory (shard list)");
     w->cap = cap;
   }
-  NEST_CALL(nest_atomic_begin(path, tmp, sizeof tmp));
+  NEST_CALL(nest_h5_begin(path, tmp, sizeof tmp, H5F_LIBVER_V18, &w->file));
   nest_status st = nest_data_strdup(tmp, &w->tmp[w->ntmp]);
   if (st == NEST_OK) {
     st = nest_data_strdup(path, &w->final[w->ntmp]);
     if (st != NEST_OK) free(w->tmp[w->ntmp]);
   }
   if (st != NEST_OK) {
-    nest_atomic_abort(tmp);
+    nest_h5_abort(&w->file, tmp);
     return st;
   }
   w->ntmp++;
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-  w->file = fapl >= 0 ? H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
-  if (fapl >= 0) H5Pclose(fapl);
-  if (w->file < 0) return NEST_ERR(NEST_ERR_IO, "%s: cannot create HDF5 file", tmp);
   /* [shard_size, C, H, W], one chunk per image, no filter: a chunk is the image's raw bytes,
    * so the reader can pread() it (see the top of this file). Shrunk at the end if the shard
    * is the last and short. No chunk cache: each image goes straight to the file. */
@@ -280,11 +214,12 @@ static nest_status close_shard(nest_shard_writer *w) {
   if (H5Dclose(w->dset) < 0) e = -1;
   w->dset = -1;
   if (e >= 0)
-    e = put_1d(w->file, "labels", H5T_STD_I32LE, H5T_NATIVE_INT32, (hsize_t)w->in_shard, w->labels);
-  if (e >= 0) e = put_str_attr(w->file, "nest_format", SHARD_FORMAT);
-  if (e >= 0) e = nest_h5_put_int_attr(w->file, "shard_version", SHARD_VERSION);
-  if (e >= 0) e = nest_h5_put_int_attr(w->file, "nclasses", w->nclasses);
-  if (e >= 0 && w->names) e = put_names(w->file, w->names, w->nclasses);
+    e = nest_h5_put_dataset(w->file, "labels", 1, (hsize_t[]){(hsize_t)w->in_shard},
+                            H5T_STD_I32LE, H5T_NATIVE_INT32, 4, NEST_H5_CONTIGUOUS, w->labels);
+  if (e >= 0) e = nest_h5_put_fixed_str(w->file, "nest_format", SHARD_FORMAT);
+  if (e >= 0) e = nest_h5_put_int(w->file, "shard_version", SHARD_VERSION);
+  if (e >= 0) e = nest_h5_put_int(w->file, "nclasses", w->nclasses);
+  if (e >= 0 && w->names) e = nest_h5_put_strs(w->file, "class_names", w->names, w->nclasses, 0);
   if (H5Fclose(w->file) < 0) e = -1;
   w->file = -1;
   if (e < 0) return NEST_ERR(NEST_ERR_IO, "%s: writing the shard failed (disk full?)", tmp);
@@ -339,10 +274,15 @@ nest_status nest_shard_writer_finish(nest_shard_writer *w, int64_t *n, int *nfil
   for (int k = 0; k < w->ntmp && st == NEST_OK; ++k) {
     hid_t f = H5Fopen(w->tmp[k], H5F_ACC_RDWR, H5P_DEFAULT);
     herr_t e = f >= 0 ? 0 : -1;
-    if (e >= 0) e = put_1d(f, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, (hsize_t)C, m);
-    if (e >= 0) e = put_1d(f, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, (hsize_t)C, s);
-    if (e >= 0) e = nest_h5_put_int_attr(f, "shard_index", k);
-    if (e >= 0) e = nest_h5_put_int_attr(f, "shard_count", w->ntmp);
+    const hsize_t c1[1] = {(hsize_t)C};
+    if (e >= 0)
+      e = nest_h5_put_dataset(f, "mean", 1, c1, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4,
+                              NEST_H5_CONTIGUOUS, m);
+    if (e >= 0)
+      e = nest_h5_put_dataset(f, "std", 1, c1, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4,
+                              NEST_H5_CONTIGUOUS, s);
+    if (e >= 0) e = nest_h5_put_int(f, "shard_index", k);
+    if (e >= 0) e = nest_h5_put_int(f, "shard_count", w->ntmp);
     if (f >= 0 && H5Fclose(f) < 0) e = -1;
     if (e < 0) st = NEST_ERR(NEST_ERR_IO, "%s: completing the shard failed (disk full?)", w->tmp[k]);
   }
@@ -500,72 +440,226 @@ typedef struct {
   char **names; /* file 0 only */
 } shard_meta;
 
-/* A small float dataset of exactly len finite elements (std: > 0). */
-static nest_status read_floats(hid_t file, const char *path, const char *name, int len,
-                               int positive, float **out) {
-  *out = NULL;
-  if (H5Lexists(file, name, H5P_DEFAULT) <= 0)
-    return NEST_ERR(NEST_ERR_FORMAT, "%s: missing dataset /%s", path, name);
-  hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
-  hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
-  hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
-  if (sp >= 0) H5Sclose(sp);
-  nest_status st = NEST_OK;
-  if (np != len) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /%s has %lld values, expected %d (one per channel)", path,
-                  name, (long long)np, len);
-  } else {
-    st = nest_malloc((void **)out, sizeof(float) * (size_t)len, name);
-    if (st == NEST_OK && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0)
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read /%s", path, name);
-    for (int c = 0; st == NEST_OK && c < len; ++c)
-      if (!isfinite((*out)[c]) || (positive && !((*out)[c] > 0)))
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: /%s[%d] = %g is invalid", path, name, c,
-                      (double)(*out)[c]);
+/* One shard file being opened: its HDF5 handles and what open_file learns step by step. */
+typedef struct {
+  const char *path;
+  hid_t file, img, dcpl;
+  hsize_t dims[4];     /* of /images: [n, C, H, W] */
+  H5D_layout_t layout; /* of /images: contiguous or chunked one image per chunk */
+  size_t ib;           /* bytes per image, C*H*W <= INT_MAX */
+  int64_t size;        /* of the file, in bytes */
+} shard_open;
+
+static void shard_open_close(shard_open *o) {
+  nest_h5_close(&o->dcpl, H5Pclose);
+  nest_h5_close(&o->img, H5Dclose);
+  nest_h5_close(&o->file, H5Fclose);
+}
+
+/* Root attributes: nest_format, shard_version, nclasses, shard_index, shard_count. */
+static nest_status read_attrs(hid_t file, const char *path, const shard_meta *meta0,
+                              shard_meta *m) {
+  char fmt[64];
+  format_of(file, path, fmt, sizeof fmt);
+  if (strcmp(fmt, SHARD_FORMAT) != 0)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: not an image shard (root attribute nest_format is "
+                    "'%s', expected '" SHARD_FORMAT "')", path, fmt);
+  int v, present;
+  NEST_CALL(opt_int(file, path, "shard_version", &v, &present));
+  if (!present || v != SHARD_VERSION)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: shard_version %d not supported (this build reads %d)",
+                    path, present ? v : -1, SHARD_VERSION);
+  NEST_CALL(opt_int(file, path, "nclasses", &m->nclasses, &present));
+  if (!present || m->nclasses < 1 || m->nclasses > SHARD_MAX_CLASSES)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: attribute nclasses missing or out of range [1, %d]",
+                    path, SHARD_MAX_CLASSES);
+  if (meta0 && m->nclasses != meta0->nclasses)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: nclasses = %d but the first shard has %d", path,
+                    m->nclasses, meta0->nclasses);
+  NEST_CALL(opt_int(file, path, "shard_index", &m->index, &m->has_index));
+  NEST_CALL(opt_int(file, path, "shard_count", &m->count, &m->has_count));
+  return NEST_OK;
+}
+
+/* /images: uint8 [n, C, H, W] with C*H*W <= INT_MAX and the first shard's shape, n images
+ * that fit in the file, contiguous or chunked one image per chunk, no filter, no user block. */
+static nest_status check_images(shard_open *o, const shard_meta *meta0, shard_meta *m) {
+  const char *path = o->path;
+  int rank;
+  hid_t ty;
+  NEST_CALL(nest_h5_dset_open(o->file, path, "", "images", 4, 4, &o->img, &rank, o->dims, &ty));
+  const int u8 = nest_h5_is_u8(ty);
+  H5Tclose(ty);
+  if (!u8) return NEST_ERR(NEST_ERR_FORMAT, "%s: /images must be uint8", path);
+  const hsize_t *dims = o->dims;
+  for (int i = 1; i < 4; ++i)
+    if (dims[i] < 1 || dims[i] > 65535)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s: /images has bad dimensions", path);
+  /* Per-image sizes are ints downstream (the writer and the h5 reader have the same limit). */
+  const uint64_t ib = (uint64_t)dims[1] * dims[2] * dims[3];
+  if (ib > (uint64_t)INT_MAX)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: images of %llux%llux%llu = %llu bytes exceed the limit "
+                    "of %d (INT_MAX) bytes per image", path, (unsigned long long)dims[1],
+                    (unsigned long long)dims[2], (unsigned long long)dims[3],
+                    (unsigned long long)ib, INT_MAX);
+  m->shape = (nest_shape){(int)dims[1], (int)dims[2], (int)dims[3]};
+  o->ib = (size_t)ib;
+  if (meta0 && (m->shape.c != meta0->shape.c || m->shape.h != meta0->shape.h ||
+                m->shape.w != meta0->shape.w))
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: images are %dx%dx%d but the first shard's are %dx%dx%d "
+                    "(all shards of a set have one shape)", path, m->shape.c, m->shape.h,
+                    m->shape.w, meta0->shape.c, meta0->shape.h, meta0->shape.w);
+  /* Every image is ib bytes of the file (uncompressed): a count the file cannot hold is a lie,
+   * refused before it sizes the label buffer. */
+  if (dims[0] > (hsize_t)(o->size / (int64_t)ib))
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: /images claims %llu images of %zu bytes but the file "
+                    "has only %lld bytes (truncated or corrupt?)", path,
+                    (unsigned long long)dims[0], o->ib, (long long)o->size);
+  m->n = (int64_t)dims[0];
+  hid_t fcpl = H5Fget_create_plist(o->file);
+  hsize_t ublock = 1;
+  const int ub_ok = fcpl >= 0 && H5Pget_userblock(fcpl, &ublock) >= 0 && ublock == 0;
+  if (fcpl >= 0) H5Pclose(fcpl);
+  if (!ub_ok)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: files with a user block are not supported", path);
+  o->dcpl = H5Dget_create_plist(o->img);
+  o->layout = o->dcpl >= 0 ? H5Pget_layout(o->dcpl) : H5D_LAYOUT_ERROR;
+  if (o->layout == H5D_CHUNKED) {
+    hsize_t cd[4] = {0, 0, 0, 0};
+    if (H5Pget_chunk(o->dcpl, 4, cd) != 4 || cd[0] != 1 || cd[1] != dims[1] ||
+        cd[2] != dims[2] || cd[3] != dims[3])
+      return NEST_ERR(NEST_ERR_FORMAT, "%s: /images must be chunked one image per chunk (1, %d, "
+                      "%d, %d)", path, m->shape.c, m->shape.h, m->shape.w);
+  } else if (o->layout != H5D_CONTIGUOUS) {
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: /images must be contiguous or chunked per image", path);
   }
-  if (d >= 0) H5Dclose(d);
-  if (st != NEST_OK) {
-    free(*out);
-    *out = NULL;
+  if (H5Pget_nfilters(o->dcpl) != 0)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: /images is compressed or filtered; image shards are "
+                    "stored uncompressed (each image is read directly from the file)", path);
+  return NEST_OK;
+}
+
+/* Room for `need` labels in *labels (capacity *cap, doubled): an error, not a wrapped size,
+ * when the count cannot be allocated at all. */
+static nest_status grow_labels(const char *path, int64_t need, int32_t **labels, int64_t *cap) {
+  if (need <= *cap) return NEST_OK;
+  int64_t c = *cap ? *cap : 1024;
+  while (c < need) {
+    if (c > INT64_MAX / 2 || (uint64_t)c * 2 > SIZE_MAX / sizeof(int32_t))
+      return NEST_ERR(NEST_ERR_FORMAT, "%s: %lld labels in all are more than this machine can "
+                      "address", path, (long long)need);
+    c *= 2;
+  }
+  int32_t *p = realloc(*labels, sizeof(int32_t) * (size_t)c);
+  if (!p)
+    return NEST_ERR(NEST_ERR_NOMEM, "%s: out of memory for %lld labels", path, (long long)c);
+  *labels = p, *cap = c;
+  return NEST_OK;
+}
+
+/* /labels: m->n integers in [0, nclasses), appended at (*labels)[*total]. */
+static nest_status read_labels(hid_t file, const char *path, const shard_meta *m,
+                               int32_t **labels, int64_t *cap, int64_t total) {
+  hid_t lab, ty;
+  int rank;
+  hsize_t ld[4];
+  NEST_CALL(nest_h5_dset_open(file, path, "", "labels", 1, 1, &lab, &rank, ld, &ty));
+  const int lint = H5Tget_class(ty) == H5T_INTEGER;
+  H5Tclose(ty);
+  nest_status st = NEST_OK;
+  if (!lint || ld[0] != (hsize_t)m->n)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /labels must be %lld integers (one per image), has %llu",
+                  path, (long long)m->n, (unsigned long long)ld[0]);
+  if (st == NEST_OK) st = grow_labels(path, total + m->n, labels, cap);
+  if (st == NEST_OK && m->n > 0 &&
+      H5Dread(lab, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, *labels + total) < 0)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read /labels (corrupt or truncated file?)", path);
+  H5Dclose(lab);
+  for (int64_t i = 0; st == NEST_OK && i < m->n; ++i) {
+    const int32_t l = (*labels)[total + i];
+    if (l < 0 || l >= m->nclasses)
+      st = NEST_ERR(NEST_ERR_FORMAT, "%s: /labels[%lld] = %d out of range [0, %d) (nclasses)",
+                    path, (long long)i, l, m->nclasses);
   }
   return st;
 }
 
-static nest_status read_names(hid_t file, const char *path, int n, char ***out) {
-  *out = NULL;
-  if (H5Lexists(file, "class_names", H5P_DEFAULT) <= 0) return NEST_OK;
-  hid_t d = H5Dopen2(file, "class_names", H5P_DEFAULT);
-  hid_t sp = d >= 0 ? H5Dget_space(d) : -1, ty = d >= 0 ? H5Dget_type(d) : -1;
-  hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
-  nest_status st = NEST_OK;
-  char **vl = NULL, **names = NULL;
-  if (np != n || ty < 0 || H5Tget_class(ty) != H5T_STRING || H5Tis_variable_str(ty) <= 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /class_names must be %d variable-length strings", path, n);
-    goto done;
+/* /mean, /std: per channel, identical in every shard of a set (bit for bit); the first file's
+ * optional /class_names. */
+static nest_status read_stats(hid_t file, const char *path, const shard_meta *meta0,
+                              shard_meta *m) {
+  const int C = m->shape.c;
+  NEST_CALL(nest_h5_read_floats(file, path, "mean", 0, C, 0, &m->mean));
+  NEST_CALL(nest_h5_read_floats(file, path, "std", 0, C, 1, &m->std));
+  if (meta0 && (memcmp(m->mean, meta0->mean, sizeof(float) * (size_t)C) != 0 ||
+                memcmp(m->std, meta0->std, sizeof(float) * (size_t)C) != 0))
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: /mean or /std differs from the first shard's (shards "
+                    "of different sets?)", path);
+  if (!meta0 && H5Lexists(file, "class_names", H5P_DEFAULT) > 0)
+    NEST_CALL(nest_h5_read_strs(file, path, "class_names", 0, m->nclasses, &m->names));
+  return NEST_OK;
+}
+
+/* Where each image lies in the file (f->base + i * f->stride, or f->off[i]), all inside it;
+ * opens f->fd, the descriptor later reads use. */
+static nest_status locate_images(const shard_open *o, int64_t n, shard_file *f) {
+  const char *path = o->path;
+  f->fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (f->fd < 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot open: %s%s", path, strerror(errno),
+                    errno == EMFILE ? " (too many shard files open at once: raise ulimit -n or "
+                                      "write larger shards with --shard-size)" : "");
+  struct stat sb;
+  if (fstat(f->fd, &sb) != 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+  const int64_t ib = (int64_t)o->ib;
+  f->n = n;
+  f->stride = ib;
+  if (o->layout == H5D_CONTIGUOUS) {
+    haddr_t a = H5Dget_offset(o->img);
+    if (n > 0 && a == HADDR_UNDEF)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s: /images has no data in the file", path);
+    f->base = (int64_t)a;
+  } else {
+    NEST_CALL(nest_malloc((void **)&f->off, sizeof(int64_t) * (size_t)(n + 1), "offsets"));
+    int arith = 1;
+    for (int64_t i = 0; i < n; ++i) {
+      hsize_t coord[4] = {(hsize_t)i, 0, 0, 0}, size = 0;
+      unsigned mask = 0;
+      haddr_t a = HADDR_UNDEF;
+      if (H5Dget_chunk_info_by_coord(o->img, coord, &mask, &a, &size) < 0 || a == HADDR_UNDEF ||
+          size != o->ib)
+        return NEST_ERR(NEST_ERR_FORMAT, "%s: image %lld was never written (or has a bad chunk)",
+                        path, (long long)i);
+      f->off[i] = (int64_t)a;
+      if (i > 0 && f->off[i] != f->off[0] + i * ib) arith = 0;
+    }
+    f->base = n > 0 ? f->off[0] : 0;
+    if (arith) { /* the usual case: images back to back, no table needed */
+      free(f->off);
+      f->off = NULL;
+    }
   }
-  NEST_CALL_GOTO(st, nest_calloc((void **)&vl, (size_t)n, sizeof(char *), "class names"), done);
-  NEST_CALL_GOTO(st, nest_calloc((void **)&names, (size_t)n, sizeof(char *), "class names"), done);
-  hid_t mt = H5Tcopy(H5T_C_S1);
-  H5Tset_size(mt, H5T_VARIABLE);
-  H5Tset_cset(mt, H5Tget_cset(ty));
-  herr_t e = H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl);
-  H5Tclose(mt);
-  if (e < 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read /class_names", path);
-    goto done;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = f->off ? f->off[i] : f->base + i * f->stride;
+    if (off < 0 || off + ib > (int64_t)sb.st_size)
+      return NEST_ERR(NEST_ERR_FORMAT, "%s: truncated: image %lld ends at byte %lld, the file has "
+                      "%lld", path, (long long)i, (long long)(off + ib), (long long)sb.st_size);
   }
-  for (int k = 0; k < n && st == NEST_OK; ++k) st = nest_data_strdup(vl[k] ? vl[k] : "", &names[k]);
-  if (st == NEST_OK) *out = names, names = NULL;
-done:
-  if (vl) {
-    for (int k = 0; k < n; ++k)
-      if (vl[k]) H5free_memory(vl[k]);
-    free(vl);
-  }
-  nest_data_free_names(names, n);
-  if (ty >= 0) H5Tclose(ty);
-  if (sp >= 0) H5Sclose(sp);
-  if (d >= 0) H5Dclose(d);
+  return NEST_OK;
+}
+
+/* The descriptor reads what HDF5 reads: checked on the first image of the set. */
+static nest_status check_first_image(const shard_open *o, const shard_file *f) {
+  const size_t ib = o->ib;
+  uint8_t *a = NULL;
+  NEST_CALL(nest_malloc((void **)&a, 2 * ib, "image"));
+  nest_status st = nest_h5_read_rows(o->img, o->path, "/images", 4, o->dims, 0, 1,
+                                     H5T_NATIVE_UINT8, a);
+  const ssize_t got = st == NEST_OK ? pread(f->fd, a + ib, ib, (off_t)f->base) : -1;
+  if (st == NEST_OK && (got != (ssize_t)ib || memcmp(a, a + ib, ib) != 0))
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot locate the images in the file", o->path);
+  free(a);
   return st;
 }
 
@@ -574,235 +668,28 @@ done:
 static nest_status open_file(const char *path, const shard_meta *meta0, shard_file *f,
                              shard_meta *m, int32_t **labels, int64_t *labels_cap,
                              int64_t *total) {
-  hid_t file = -1, img = -1, lab = -1, sp = -1, ty = -1, dcpl = -1, fcpl = -1;
-  nest_status st = NEST_OK;
   memset(m, 0, sizeof *m);
   f->fd = -1;
-  if (H5Fis_hdf5(path) <= 0) {
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-      return NEST_ERR(NEST_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    return NEST_ERR(NEST_ERR_FORMAT, "%s: not an HDF5 file (an image shard was expected)", path);
-  }
-  file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (file < 0) return NEST_ERR(NEST_ERR_IO, "%s: cannot open HDF5 file", path);
-  char fmt[64];
-  get_str_attr(file, "nest_format", fmt, sizeof fmt);
-  if (strcmp(fmt, SHARD_FORMAT) != 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: not an image shard (root attribute nest_format is '%s', "
-                  "expected '" SHARD_FORMAT "')", path, fmt);
-    goto done;
-  }
-  int v, present;
-  NEST_CALL_GOTO(st, get_int_attr(file, path, "shard_version", &v, &present), done);
-  if (!present || v != SHARD_VERSION) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: shard_version %d not supported (this build reads %d)",
-                  path, present ? v : -1, SHARD_VERSION);
-    goto done;
-  }
-  NEST_CALL_GOTO(st, get_int_attr(file, path, "nclasses", &m->nclasses, &present), done);
-  if (!present || m->nclasses < 1 || m->nclasses > SHARD_MAX_CLASSES) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: attribute nclasses missing or out of range [1, %d]", path,
-                  SHARD_MAX_CLASSES);
-    goto done;
-  }
-  NEST_CALL_GOTO(st, get_int_attr(file, path, "shard_index", &m->index, &m->has_index), done);
-  NEST_CALL_GOTO(st, get_int_attr(file, path, "shard_count", &m->count, &m->has_count), done);
-
-  /* /images: uint8 [n, C, H, W], contiguous or chunked one image per chunk, no filter. */
-  if (H5Lexists(file, "images", H5P_DEFAULT) <= 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: missing dataset /images", path);
-    goto done;
-  }
-  img = H5Dopen2(file, "images", H5P_DEFAULT);
-  sp = img >= 0 ? H5Dget_space(img) : -1;
-  ty = img >= 0 ? H5Dget_type(img) : -1;
-  hsize_t dims[4] = {0, 0, 0, 0};
-  if (sp < 0 || ty < 0 || H5Sget_simple_extent_ndims(sp) != 4 ||
-      H5Sget_simple_extent_dims(sp, dims, NULL) < 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images must have rank 4 [n, C, H, W]", path);
-    goto done;
-  }
-  if (H5Tget_class(ty) != H5T_INTEGER || H5Tget_size(ty) != 1 || H5Tget_sign(ty) != H5T_SGN_NONE) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images must be uint8", path);
-    goto done;
-  }
-  for (int i = 1; i < 4; ++i)
-    if (dims[i] < 1 || dims[i] > 65535) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images has bad dimensions", path);
-      goto done;
-    }
-  m->shape = (nest_shape){(int)dims[1], (int)dims[2], (int)dims[3]};
-  m->n = (int64_t)dims[0];
-  const size_t ib = nest_shape_size(m->shape);
-  if (meta0 && (m->shape.c != meta0->shape.c || m->shape.h != meta0->shape.h ||
-                m->shape.w != meta0->shape.w)) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: images are %dx%dx%d but the first shard's are %dx%dx%d "
-                  "(all shards of a set have one shape)", path, m->shape.c, m->shape.h,
-                  m->shape.w, meta0->shape.c, meta0->shape.h, meta0->shape.w);
-    goto done;
-  }
-  if (meta0 && m->nclasses != meta0->nclasses) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: nclasses = %d but the first shard has %d", path,
-                  m->nclasses, meta0->nclasses);
-    goto done;
-  }
-  fcpl = H5Fget_create_plist(file);
-  hsize_t ublock = 1;
-  if (fcpl < 0 || H5Pget_userblock(fcpl, &ublock) < 0 || ublock != 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: files with a user block are not supported", path);
-    goto done;
-  }
-  dcpl = H5Dget_create_plist(img);
-  const H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
-  if (layout == H5D_CHUNKED) {
-    hsize_t cd[4] = {0, 0, 0, 0};
-    if (H5Pget_chunk(dcpl, 4, cd) != 4 || cd[0] != 1 || cd[1] != dims[1] || cd[2] != dims[2] ||
-        cd[3] != dims[3]) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images must be chunked one image per chunk (1, %d, %d, "
-                    "%d)", path, m->shape.c, m->shape.h, m->shape.w);
-      goto done;
-    }
-  } else if (layout != H5D_CONTIGUOUS) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images must be contiguous or chunked per image", path);
-    goto done;
-  }
-  if (H5Pget_nfilters(dcpl) != 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images is compressed or filtered; image shards are stored "
-                  "uncompressed (each image is read directly from the file)", path);
-    goto done;
-  }
-
-  /* /labels */
-  if (H5Lexists(file, "labels", H5P_DEFAULT) <= 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: missing dataset /labels", path);
-    goto done;
-  }
-  lab = H5Dopen2(file, "labels", H5P_DEFAULT);
-  hid_t lsp = lab >= 0 ? H5Dget_space(lab) : -1, lty = lab >= 0 ? H5Dget_type(lab) : -1;
-  hssize_t ln = lsp >= 0 && H5Sget_simple_extent_ndims(lsp) == 1 ? H5Sget_simple_extent_npoints(lsp) : -1;
-  const int lint = lty >= 0 && H5Tget_class(lty) == H5T_INTEGER;
-  if (lsp >= 0) H5Sclose(lsp);
-  if (lty >= 0) H5Tclose(lty);
-  if (!lint || ln != (hssize_t)m->n) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /labels must be %lld integers (one per image), has %lld",
-                  path, (long long)m->n, (long long)ln);
-    goto done;
-  }
-  if (*total + m->n > *labels_cap) {
-    int64_t cap = *labels_cap ? *labels_cap : 1024;
-    while (cap < *total + m->n) cap *= 2;
-    int32_t *p = realloc(*labels, sizeof(int32_t) * (size_t)cap);
-    if (!p) {
-      st = NEST_ERR(NEST_ERR_NOMEM, "out of memory (%lld labels)", (long long)cap);
-      goto done;
-    }
-    *labels = p, *labels_cap = cap;
-  }
-  if (m->n > 0 && H5Dread(lab, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, *labels + *total) < 0) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot read /labels (corrupt or truncated file?)", path);
-    goto done;
-  }
-  for (int64_t i = 0; i < m->n; ++i) {
-    const int32_t l = (*labels)[*total + i];
-    if (l < 0 || l >= m->nclasses) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: /labels[%lld] = %d out of range [0, %d) (nclasses)",
-                    path, (long long)i, l, m->nclasses);
-      goto done;
-    }
-  }
-
-  /* /mean, /std: per channel, identical in every shard of a set (bit for bit). */
-  NEST_CALL_GOTO(st, read_floats(file, path, "mean", m->shape.c, 0, &m->mean), done);
-  NEST_CALL_GOTO(st, read_floats(file, path, "std", m->shape.c, 1, &m->std), done);
-  if (meta0 && (memcmp(m->mean, meta0->mean, sizeof(float) * (size_t)m->shape.c) != 0 ||
-                memcmp(m->std, meta0->std, sizeof(float) * (size_t)m->shape.c) != 0)) {
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /mean or /std differs from the first shard's (shards of "
-                  "different sets?)", path);
-    goto done;
-  }
-  if (!meta0) NEST_CALL_GOTO(st, read_names(file, path, m->nclasses, &m->names), done);
-
-  /* Where each image lies in the file. */
+  shard_open o = {.path = path, .file = -1, .img = -1, .dcpl = -1};
+  NEST_CALL(nest_h5_open_read(path, "an image shard", &o.file));
+  nest_status st = NEST_OK;
   struct stat sb;
-  f->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (f->fd < 0) {
-    st = NEST_ERR(NEST_ERR_IO, "%s: cannot open: %s%s", path, strerror(errno),
-                  errno == EMFILE ? " (too many shard files open at once: raise ulimit -n or "
-                                    "write larger shards with --shard-size)" : "");
-    goto done;
-  }
-  if (fstat(f->fd, &sb) != 0) {
+  if (stat(path, &sb) != 0) {
     st = NEST_ERR(NEST_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
     goto done;
   }
-  f->n = m->n;
-  f->stride = (int64_t)ib;
-  if (layout == H5D_CONTIGUOUS) {
-    haddr_t a = H5Dget_offset(img);
-    if (m->n > 0 && a == HADDR_UNDEF) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: /images has no data in the file", path);
-      goto done;
-    }
-    f->base = (int64_t)a;
-  } else {
-    NEST_CALL_GOTO(st, nest_malloc((void **)&f->off, sizeof(int64_t) * (size_t)(m->n + 1), "offsets"), done);
-    int arith = 1;
-    for (int64_t i = 0; i < m->n; ++i) {
-      hsize_t coord[4] = {(hsize_t)i, 0, 0, 0}, size = 0;
-      unsigned mask = 0;
-      haddr_t a = HADDR_UNDEF;
-      if (H5Dget_chunk_info_by_coord(img, coord, &mask, &a, &size) < 0 || a == HADDR_UNDEF ||
-          size != ib) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: image %lld was never written (or has a bad chunk)",
-                      path, (long long)i);
-        goto done;
-      }
-      f->off[i] = (int64_t)a;
-      if (i > 0 && f->off[i] != f->off[0] + i * (int64_t)ib) arith = 0;
-    }
-    f->base = m->n > 0 ? f->off[0] : 0;
-    if (arith) { /* the usual case: images back to back, no table needed */
-      free(f->off);
-      f->off = NULL;
-    }
-  }
-  for (int64_t i = 0; i < m->n; ++i) {
-    const int64_t o = f->off ? f->off[i] : f->base + i * f->stride;
-    if (o < 0 || o + (int64_t)ib > (int64_t)sb.st_size) {
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: truncated: image %lld ends at byte %lld, the file has %lld",
-                    path, (long long)i, (long long)(o + (int64_t)ib), (long long)sb.st_size);
-      goto done;
-    }
-  }
-  /* The descriptor reads what HDF5 reads: check on the first image of the file. */
-  if (!meta0 && m->n > 0) {
-    uint8_t *a = NULL, *b = NULL;
-    NEST_CALL_GOTO(st, nest_malloc((void **)&a, 2 * ib, "image"), done);
-    b = a + ib;
-    hsize_t start[4] = {0, 0, 0, 0}, cnt[4] = {1, dims[1], dims[2], dims[3]};
-    hid_t ms = H5Screate_simple(4, cnt, NULL), fs = H5Dget_space(img);
-    herr_t e = ms >= 0 && fs >= 0 ? H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) : -1;
-    if (e >= 0) e = H5Dread(img, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, a);
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
-    const ssize_t got = e >= 0 ? pread(f->fd, b, ib, (off_t)f->base) : -1;
-    if (e < 0 || got != (ssize_t)ib || memcmp(a, b, ib) != 0)
-      st = NEST_ERR(NEST_ERR_FORMAT, "%s: cannot locate the images in the file", path);
-    free(a);
-    if (st != NEST_OK) goto done;
-  }
+  o.size = (int64_t)sb.st_size;
+  NEST_CALL_GOTO(st, read_attrs(o.file, path, meta0, m), done);
+  NEST_CALL_GOTO(st, check_images(&o, meta0, m), done);
+  NEST_CALL_GOTO(st, read_labels(o.file, path, m, labels, labels_cap, *total), done);
+  NEST_CALL_GOTO(st, read_stats(o.file, path, meta0, m), done);
+  NEST_CALL_GOTO(st, locate_images(&o, m->n, f), done);
+  if (!meta0 && m->n > 0) NEST_CALL_GOTO(st, check_first_image(&o, f), done);
   f->first = *total;
   *total += m->n;
   NEST_CALL_GOTO(st, nest_data_strdup(path, &f->path), done);
 done:
-  nest_h5_close(&fcpl, H5Pclose);
-  nest_h5_close(&dcpl, H5Pclose);
-  nest_h5_close(&ty, H5Tclose);
-  nest_h5_close(&sp, H5Sclose);
-  nest_h5_close(&lab, H5Dclose);
-  nest_h5_close(&img, H5Dclose);
-  nest_h5_close(&file, H5Fclose);
+  shard_open_close(&o);
   return st;
 }
 
@@ -828,34 +715,69 @@ static void ensure_fd_limit(int nfiles) {
   }
 }
 
+/* The files a glob pattern names, sorted in byte order whatever the locale (globfree g). */
+static nest_status expand_pattern(const char *pattern, glob_t *g) {
+  const int r = glob(pattern, GLOB_ERR, NULL, g);
+  if (r == GLOB_NOMATCH || (r == 0 && g->gl_pathc == 0))
+    return NEST_ERR(NEST_ERR_IO, "%s: no file matches the pattern", pattern);
+  if (r != 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: cannot expand the pattern (unreadable directory?)", pattern);
+  if (g->gl_pathc > INT_MAX / 2) return NEST_ERR(NEST_ERR_IO, "%s: too many files", pattern);
+  qsort(g->gl_pathv, g->gl_pathc, sizeof(char *), cmp_str);
+  return NEST_OK;
+}
+
+/* A pattern must name a whole set, in order: file k of nfiles is shard k of a set of nfiles. */
+static nest_status check_member(const char *pattern, const char *path, const shard_meta *m, int k,
+                                int nfiles) {
+  if (!m->has_index || !m->has_count)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: shard_index / shard_count missing (an unfinished "
+                    "shard?)", path);
+  if (m->count != nfiles)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: the set has %d shards (shard_count of %s) but the "
+                    "pattern matches %d file%s%s", pattern, m->count, path, nfiles,
+                    nfiles == 1 ? "" : "s",
+                    m->count > nfiles ? ": a shard is missing" : ": files of another set match too");
+  if (m->index != k)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: shard_index %d, expected %d: shard %d of the set is "
+                    "missing or the pattern matches files of another set", path, m->index, k, k);
+  return NEST_OK;
+}
+
+/* The fingerprint of a set: base names, sizes, counts; the stored shape. */
+static uint64_t set_fingerprint(const struct nest_shards *s) {
+  uint64_t h = NEST_FNV1A_INIT;
+  h = nest_hash_fnv1a(&s->stored, sizeof s->stored, h);
+  for (int k = 0; k < s->nfiles; ++k) {
+    const char *b = strrchr(s->f[k].path, '/');
+    b = b ? b + 1 : s->f[k].path;
+    struct stat sb;
+    const int64_t size = fstat(s->f[k].fd, &sb) == 0 ? (int64_t)sb.st_size : -1;
+    h = nest_hash_fnv1a(b, strlen(b) + 1, h);
+    h = nest_hash_fnv1a(&size, sizeof size, h);
+    h = nest_hash_fnv1a(&s->f[k].n, sizeof s->f[k].n, h);
+  }
+  return h ? h : 1;
+}
+
 nest_status nest_data_shards_open(const char *pattern, int64_t max_samples, nest_dataset **out) {
   nest_h5_quiet();
   *out = NULL;
   const int is_glob = strpbrk(pattern, "*?") != NULL;
   glob_t g;
   memset(&g, 0, sizeof g);
-  char **paths = NULL;
-  const char *one[1] = {pattern};
+  char *one[1] = {(char *)pattern};
+  char **paths = one;
   int nfiles = 1;
   if (is_glob) {
-    const int r = glob(pattern, GLOB_ERR, NULL, &g);
-    if (r == GLOB_NOMATCH || (r == 0 && g.gl_pathc == 0)) {
+    nest_status st = expand_pattern(pattern, &g);
+    if (st != NEST_OK) {
       globfree(&g);
-      return NEST_ERR(NEST_ERR_IO, "%s: no file matches the pattern", pattern);
-    }
-    if (r != 0) {
-      globfree(&g);
-      return NEST_ERR(NEST_ERR_IO, "%s: cannot expand the pattern (unreadable directory?)", pattern);
-    }
-    if (g.gl_pathc > INT_MAX / 2) {
-      globfree(&g);
-      return NEST_ERR(NEST_ERR_IO, "%s: too many files", pattern);
+      nest_error_trace(__FILE__, __LINE__);
+      return st;
     }
     nfiles = (int)g.gl_pathc;
-    qsort(g.gl_pathv, g.gl_pathc, sizeof(char *), cmp_str); /* byte order, whatever the locale */
     paths = g.gl_pathv;
-  } else {
-    paths = (char **)one;
   }
   ensure_fd_limit(nfiles);
 
@@ -874,26 +796,7 @@ nest_status nest_data_shards_open(const char *pattern, int64_t max_samples, nest
     shard_meta *mk = k == 0 ? &m0 : &m;
     NEST_CALL_GOTO(st, open_file(paths[k], k ? &m0 : NULL, &s->f[k], mk, &labels, &cap, &total), done);
     s->nfiles = k + 1;
-    if (is_glob) { /* the pattern must name a whole set, in order */
-      if (!mk->has_index || !mk->has_count) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: shard_index / shard_count missing (an unfinished "
-                      "shard?)", paths[k]);
-        goto done;
-      }
-      if (mk->count != nfiles) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: the set has %d shards (shard_count of %s) but the "
-                      "pattern matches %d file%s%s", pattern, mk->count, paths[k], nfiles,
-                      nfiles == 1 ? "" : "s",
-                      mk->count > nfiles ? ": a shard is missing" : ": files of another set match too");
-        goto done;
-      }
-      if (mk->index != k) {
-        st = NEST_ERR(NEST_ERR_FORMAT, "%s: shard_index %d, expected %d: shard %d of the set is "
-                      "missing or the pattern matches files of another set", paths[k], mk->index,
-                      k, k);
-        goto done;
-      }
-    }
+    if (is_glob) NEST_CALL_GOTO(st, check_member(pattern, paths[k], mk, k, nfiles), done);
     if (k > 0) meta_free(&m);
     if (max_samples > 0 && total >= max_samples) { /* enough: the rest is not opened */
       s->f[k].n -= total - max_samples;
@@ -915,19 +818,7 @@ nest_status nest_data_shards_open(const char *pattern, int64_t max_samples, nest
   ds->u8_scale = 1.0f / 255.0f;
   ds->class_names = m0.names;
   m0.names = NULL;
-  /* The fingerprint of the set: base names, sizes, counts; the stored shape. */
-  uint64_t h = NEST_FNV1A_INIT;
-  h = nest_hash_fnv1a(&s->stored, sizeof s->stored, h);
-  for (int k = 0; k < s->nfiles; ++k) {
-    const char *b = strrchr(s->f[k].path, '/');
-    b = b ? b + 1 : s->f[k].path;
-    struct stat sb;
-    const int64_t size = fstat(s->f[k].fd, &sb) == 0 ? (int64_t)sb.st_size : -1;
-    h = nest_hash_fnv1a(b, strlen(b) + 1, h);
-    h = nest_hash_fnv1a(&size, sizeof size, h);
-    h = nest_hash_fnv1a(&s->f[k].n, sizeof s->f[k].n, h);
-  }
-  ds->source_hash = h ? h : 1;
+  ds->source_hash = set_fingerprint(s);
   /* The stored statistics as the dataset's normalisation (after u8_scale, like gather's). */
   ds->norm.nch = s->stored.c;
   NEST_CALL_GOTO(st, nest_malloc((void **)&ds->norm.mean, sizeof(float) * (size_t)s->stored.c, "norm"), done);

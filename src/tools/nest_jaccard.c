@@ -2,7 +2,7 @@
  * present in both model files (matched by layer and parameter name) it prints the active
  * counts, |A∩B|, |A∪B| and the Jaccard similarity |A∩B| / |A∪B|, then the total over all
  * comparable tensors. Strategic synthesis (Finlinson et al.) reports this across seeds.
- * Serial tool: reads only the masks (checkpoint.h), never builds a net, never calls MPI.
+ * Serial tool: reads only the masks (model.h), never builds a net, never calls MPI.
  *
  *   nest_jaccard outputs/run-seed1 outputs/run-seed2/model.h5
  *
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 
 static const char *usage_line = "usage: nest_jaccard RUN_A[/model.h5] RUN_B[/model.h5]\n";
 

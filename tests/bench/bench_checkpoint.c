@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 
 #include "nest/arch.h"
-#include "nest/checkpoint.h"
+#include "nest/ckpt.h"
 #include "nest/net.h"
 #include "nest/rng.h"
 

@@ -1,8 +1,8 @@
-/* test_checkpoint.c — model files (checkpoint.h) and the nest_jaccard tool:
+/* test_model.c — model files (model.h):
  * round trips of grown MLP and conv/BN/dropout nets (same hash, specs and outputs), every kind
- * of bad file is one FORMAT/IO message naming the file, saves are atomic (a failed save leaves
- * the old file intact), the light mask reader, and nest_jaccard run as a program on masks
- * built by hand (known Jaccard values, shape mismatches, files present in one run only); the
+ * of bad file is one FORMAT/IO message naming the file (a missing mask and groups that are not
+ * groups included, for the loader and the mask reader alike), saves are atomic (a failed save
+ * leaves the old file intact), the light mask reader (the tools that use it: test_tools.c); the
  * optional info attributes (round trip, absent = unknown, files without them still load,
  * malformed ones are one FORMAT message, info that could not be read back is refused). */
 #define _POSIX_C_SOURCE 200809L
@@ -17,39 +17,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nest/arch.h"
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/net.h"
 #include "nest/surgery.h"
 #include "test_util.h"
 
-#define JACCARD NEST_BINARY_DIR "/nest_jaccard"
-
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-/* Specs of `arch`; if grow_layer is set, that layer's width (units / out_c) becomes
- * width + grow_by: what growth leaves in net->specs. */
 static nest_net *build(const char *arch, nest_shape in, int classes, int batchnorm, double dropout,
                        double width, const char *grow_layer, int grow_by) {
-  nest_layer_spec *specs;
-  int n;
-  nest_arch_opts o = {.width = width, .batchnorm = batchnorm, .dropout = dropout};
-  assert_ok(nest_arch_build(arch, &o, in, classes, &specs, &n));
-  int grown = grow_layer == NULL;
-  for (int i = 0; i < n; ++i)
-    if (grow_layer && strcmp(specs[i].name, grow_layer) == 0) {
-      if (specs[i].kind == NEST_LAYER_DENSE) specs[i].hp.units += grow_by;
-      else specs[i].hp.out_c += grow_by;
-      grown = 1;
-    }
-  assert_true(grown);
-  nest_net *net;
-  assert_ok(nest_net_create(specs, n, in, classes, 4, 1, &net));
-  free(specs);
-  return net;
+  const nest_arch_opts o = {.width = width, .batchnorm = batchnorm, .dropout = dropout};
+  return nest_test_net(arch, in, classes, &o, grow_layer, grow_by);
 }
 
 static void arch_of(const nest_net *net, char *buf, size_t cap) {
@@ -130,7 +111,7 @@ static nest_net *mlp_model(const char *path, uint64_t seed) {
 }
 
 /* Expect load (and the mask reader unless masks_too = 0) to fail with `code`, a message naming
- * the file and containing `word`. */
+ * the file and containing `word`, and to leave no HDF5 object open. */
 static void expect_bad(const char *path, nest_status code, const char *word, int masks_too) {
   nest_net *net = (nest_net *)1;
   nest_status st = nest_model_load(path, 4, 1, &net);
@@ -138,6 +119,7 @@ static void expect_bad(const char *path, nest_status code, const char *word, int
     fail_msg("load %s: expected %s with '%s', got %s: %s", path, nest_status_name(code), word,
              nest_status_name(st), nest_error_message());
   assert_null(net);
+  assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
   if (!masks_too) return;
   nest_model_masks *m = (nest_model_masks *)1;
   st = nest_model_read_masks(path, &m);
@@ -145,6 +127,7 @@ static void expect_bad(const char *path, nest_status code, const char *word, int
     fail_msg("read_masks %s: expected %s with '%s', got %s: %s", path, nest_status_name(code),
              word, nest_status_name(st), nest_error_message());
   assert_null(m);
+  assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
 }
 
 static void copy_file(const char *from, const char *to, long keep) {
@@ -175,6 +158,16 @@ static hid_t open_rw(const char *path) {
   return f;
 }
 
+/* A copy of good without object `obj` must be refused as expect_bad says. */
+static void expect_without(const char *good, const char *bad, const char *obj, const char *word,
+                           int masks_too) {
+  copy_file(good, bad, -1);
+  hid_t f = open_rw(bad);
+  assert_true(H5Ldelete(f, obj, H5P_DEFAULT) >= 0);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, word, masks_too);
+}
+
 static void rewrite_dataset(hid_t f, const char *name, hid_t mtype, const void *buf) {
   hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
   assert_true(d >= 0);
@@ -184,11 +177,7 @@ static void rewrite_dataset(hid_t f, const char *name, hid_t mtype, const void *
 
 static void replace_dataset(hid_t f, const char *name, int rank, const hsize_t *dims, hid_t ftype) {
   assert_true(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
-  hid_t sp = H5Screate_simple(rank, dims, NULL);
-  hid_t d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  assert_true(d >= 0);
-  H5Dclose(d);
-  H5Sclose(sp);
+  nest_test_h5_dataset(f, name, ftype, rank, dims, NULL, 0);
 }
 
 static void replace_str_attr(hid_t obj, const char *name, const char *v) {
@@ -390,13 +379,6 @@ static void test_bad_files(void **state) {
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "W_mask has dims 12x21, expected 12x20", 1);
 
-  /* Missing dataset. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/002_fc2/W", H5P_DEFAULT) >= 0);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "missing dataset /layers/002_fc2/W", 1);
-
   /* Mask values other than 0/1. */
   nest_layer *fc1 = net->layers[0];
   size_t cnt = fc1->param[0].count;
@@ -437,33 +419,6 @@ static void test_bad_files(void **state) {
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "is NaN", 0);
 
-  /* Unknown layer kind; impossible hyper-parameters. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  hid_t g = H5Gopen2(f, "/layers/001_fc1.relu", H5P_DEFAULT);
-  assert_true(g >= 0);
-  replace_str_attr(g, "kind", "wormhole");
-  H5Gclose(g);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "unknown layer kind 'wormhole'", 0);
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  g = H5Gopen2(f, "/layers/000_fc1", H5P_DEFAULT);
-  v = -5;
-  a = H5Aopen(g, "units", H5P_DEFAULT);
-  H5Awrite(a, H5T_NATIVE_INT, &v);
-  H5Aclose(a);
-  H5Gclose(g);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "units > 0", 0);
-
-  /* A layer group gone. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  assert_true(H5Ldelete(f, "/layers/003_fc2.relu", H5P_DEFAULT) >= 0);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "nlayers", 1);
-
   /* The good file still loads (the copies above did not touch it). */
   nest_net *back;
   assert_ok(nest_model_load(good, 4, 1, &back));
@@ -471,6 +426,70 @@ static void test_bad_files(void **state) {
   nest_net_destroy(&back);
   free(m8);
   free(w);
+  nest_net_destroy(&net);
+}
+
+/* Layers that do not form a network, missing objects, objects that should be groups and are
+ * not (every group open is checked): the loader, the mask reader (and the info reader) refuse
+ * them alike. */
+static void test_bad_structure(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char good[1024], bad[1024];
+  snprintf(good, sizeof good, "%s/good-structure.h5", dir);
+  snprintf(bad, sizeof bad, "%s/bad-structure.h5", dir);
+  nest_net *net = mlp_model(good, 4);
+  /* Unknown layer kind; impossible hyper-parameters. */
+  copy_file(good, bad, -1);
+  hid_t f = open_rw(bad);
+  hid_t g = H5Gopen2(f, "/layers/001_fc1.relu", H5P_DEFAULT);
+  assert_true(g >= 0);
+  replace_str_attr(g, "kind", "wormhole");
+  H5Gclose(g);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "unknown layer kind 'wormhole'", 1);
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  g = H5Gopen2(f, "/layers/000_fc1", H5P_DEFAULT);
+  int v = -5;
+  hid_t a = H5Aopen(g, "units", H5P_DEFAULT);
+  H5Awrite(a, H5T_NATIVE_INT, &v);
+  H5Aclose(a);
+  H5Gclose(g);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "units > 0", 1);
+
+  /* Missing dataset. */
+  expect_without(good, bad, "/layers/002_fc2/W", "missing dataset /layers/002_fc2/W", 1);
+  /* A missing mask: every reader refuses the file (the mask reader used to skip the tensor,
+   * and nest_jaccard then compared the other tensors only). */
+  expect_without(good, bad, "/layers/002_fc2/W_mask", "missing dataset /layers/002_fc2/W_mask",
+                 1);
+
+  /* Groups that are not groups (every group open is checked): a layer entry that is a
+   * dataset, /layers itself a dataset, a layer entry that is a dangling soft link. */
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  hsize_t d1 = 1;
+  replace_dataset(f, "/layers/001_fc1.relu", 1, &d1, H5T_STD_I32LE);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  replace_dataset(f, "/layers", 1, &d1, H5T_STD_I32LE);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "/layers", 1);
+  copy_file(good, bad, -1);
+  f = open_rw(bad);
+  assert_true(H5Ldelete(f, "/layers/001_fc1.relu", H5P_DEFAULT) >= 0);
+  assert_true(H5Lcreate_soft("/nowhere", f, "/layers/001_fc1.relu", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
+  nest_model_info info;
+  assert_int_equal(nest_model_read_info(bad, &info), NEST_ERR_FORMAT);
+  assert_non_null(strstr(nest_error_message(), bad));
+
+  /* A layer group gone. */
+  expect_without(good, bad, "/layers/003_fc2.relu", "nlayers", 1);
   nest_net_destroy(&net);
 }
 
@@ -574,165 +593,6 @@ static void test_read_masks(void **state) {
   nest_model_masks_free(&m);
   assert_null(m);
   nest_net_destroy(&net);
-}
-
-/* ---- nest_jaccard, run as a program ------------------------------------------------------------- */
-
-static char out_text[8192], err_text[8192];
-
-static int jaccard(const char *args) {
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd, "'%s' %s", JACCARD, args);
-  const int code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
-  assert_true(code >= 0);
-  return code;
-}
-
-/* The line of stdout that starts with "<layer> <param>"-like `head` (NULL if none). */
-static const char *line_of(const char *head) {
-  size_t n = strlen(head);
-  for (const char *p = out_text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-    if (strncmp(p, head, n) == 0 && (p[n] == ' ' || p[n] == '\t')) return p;
-  return NULL;
-}
-
-/* A row "<layer> <param> <shape> a b inter union jaccard". */
-static void assert_row(const char *layer, const char *param, long long a, long long b,
-                       long long in, long long un, double jac) {
-  char head[64];
-  snprintf(head, sizeof head, "%s", layer);
-  const char *l = line_of(head);
-  if (!l) fail_msg("no line for %s in:\n%s", layer, out_text);
-  char ly[64], pa[64], sh[64];
-  long long ra, rb, ri, ru;
-  double rj;
-  if (sscanf(l, "%63s %63s %63s %lld %lld %lld %lld %lf", ly, pa, sh, &ra, &rb, &ri, &ru, &rj) != 8)
-    fail_msg("cannot parse line for %s in:\n%s", layer, out_text);
-  if (param) assert_string_equal(pa, param);
-  assert_int_equal(ra, a);
-  assert_int_equal(rb, b);
-  assert_int_equal(ri, in);
-  assert_int_equal(ru, un);
-  assert_true(fabs(rj - jac) < 1e-9);
-}
-
-/* Masks of dense layer `name` set by hand: the listed positions active (weights 1 + i/100),
- * everything else dormant (weights 0). n = -1: all active. */
-static void set_mask(nest_net *net, const char *name, const int *on, int n) {
-  nest_layer *l = nest_net_find_layer(net, name);
-  assert_non_null(l);
-  size_t c = l->param[0].count;
-  for (size_t i = 0; i < c; ++i) l->m[0][i] = n < 0 ? 1.0f : 0.0f;
-  for (int k = 0; k < n; ++k) l->m[0][on[k]] = 1.0f;
-  for (size_t i = 0; i < c; ++i) l->p[0][i] = l->m[0][i] != 0.0f ? 1.0f + (float)i / 100 : 0.0f;
-}
-
-static void save_in(const char *dir, const char *sub, nest_net *net) {
-  char d[1024], p[1100];
-  snprintf(d, sizeof d, "%s/%s", dir, sub);
-  assert_int_equal(mkdir(d, 0755), 0);
-  snprintf(p, sizeof p, "%s/model.h5", d);
-  assert_ok(nest_model_save(net, p));
-}
-
-static void test_jaccard_tool(void **state) {
-  const char *dir = nest_test_tmpdir();
-  const nest_shape in = {4, 1, 1};
-  /* A: mlp 4-3-3-3-2. B: the same with fc2 grown 3 -> 5, so fc2.W and fc3.W differ in shape.
-   * fc1.W [3x4]: A = {0..5}, B = {3..11}: |A&B| = 3, |A|B| = 12, J = 0.25.
-   * fc4.W [2x3]: all active in both: 6, 6, J = 1.
-   * Total: 9 / 18 = 0.5 exactly (not the mean of the per-tensor values, 0.625). */
-  nest_net *a = build("mlp:4-3-3-3-2", in, 2, 0, 0, 1.0, NULL, 0);
-  nest_net *b = build("mlp:4-3-3-3-2", in, 2, 0, 0, 1.0, "fc2", 2);
-  nest_net *c = build("mlp:4-3-2", in, 2, 0, 0, 1.0, NULL, 0);
-  assert_ok(nest_net_init(a, 1, 1.0, -1));
-  assert_ok(nest_net_init(b, 2, 1.0, -1));
-  assert_ok(nest_net_init(c, 3, 1.0, -1));
-  set_mask(a, "fc1", (int[]){0, 1, 2, 3, 4, 5}, 6);
-  set_mask(b, "fc1", (int[]){3, 4, 5, 6, 7, 8, 9, 10, 11}, 9);
-  set_mask(a, "fc4", NULL, -1);
-  set_mask(b, "fc4", NULL, -1);
-  set_mask(c, "fc1", (int[]){0, 1, 2, 3, 4, 5}, 6);
-  save_in(dir, "runA", a);
-  save_in(dir, "runB", b);
-  save_in(dir, "runC", c);
-
-  char args[4096];
-  /* Run directories and a file path are both accepted. */
-  snprintf(args, sizeof args, "'%s/runA' '%s/runB/model.h5'", dir, dir);
-  if (jaccard(args) != 0) fail_msg("nest_jaccard failed: %s", err_text);
-  assert_string_equal(err_text, "");
-  assert_row("fc1", "W", 6, 9, 3, 12, 0.25);
-  assert_row("fc4", "W", 6, 6, 6, 6, 1.0);
-  assert_row("total", NULL, 12, 15, 9, 18, 0.5);
-  assert_non_null(strstr(out_text, "0.500000"));
-  const char *l2 = line_of("fc2"), *l3 = line_of("fc3");
-  assert_non_null(l2);
-  assert_non_null(l3);
-  assert_true(strncmp(strstr(l2, "not comparable"), "not comparable: shape 3x3 in A, 5x3 in B",
-                      40) == 0);
-  assert_non_null(strstr(l3, "not comparable: shape 3x3 in A, 3x5 in B"));
-  assert_null(line_of("fc1.relu")); /* no masks there */
-  assert_non_null(strstr(out_text, "(4-3-3-3-2)"));
-  assert_non_null(strstr(out_text, "(4-3-5-3-2)"));
-
-  /* A file against itself: every tensor compared (fc2, fc3 all active: 9 each), J = 1. */
-  snprintf(args, sizeof args, "'%s/runA' '%s/runA/'", dir, dir);
-  assert_int_equal(jaccard(args), 0);
-  assert_row("fc2", "W", 9, 9, 9, 9, 1.0);
-  assert_row("total", NULL, 30, 30, 30, 30, 1.0);
-
-  /* Tensors in one file only: fc1 compared (A {0..5} vs C {0..5}: J = 1), fc2 shapes differ,
-   * fc3 and fc4 only in A. */
-  snprintf(args, sizeof args, "'%s/runA' '%s/runC'", dir, dir);
-  assert_int_equal(jaccard(args), 0);
-  assert_row("fc1", "W", 6, 6, 6, 6, 1.0);
-  assert_row("total", NULL, 6, 6, 6, 6, 1.0);
-  assert_non_null(strstr(line_of("fc2"), "not comparable"));
-  assert_non_null(strstr(line_of("fc3"), "only in A"));
-  assert_non_null(strstr(line_of("fc4"), "only in A"));
-  snprintf(args, sizeof args, "'%s/runC' '%s/runA'", dir, dir);
-  assert_int_equal(jaccard(args), 0);
-  assert_non_null(strstr(line_of("fc4"), "only in B"));
-
-  /* Errors: one line "nest_jaccard: error: <file>: ...", exit 1. */
-  snprintf(args, sizeof args, "'%s/runA' '%s/missing.h5'", dir, dir);
-  assert_int_equal(jaccard(args), 1);
-  char want[2048];
-  snprintf(want, sizeof want, "nest_jaccard: error: %s/missing.h5: ", dir);
-  assert_true(strncmp(err_text, want, strlen(want)) == 0);
-  assert_true(strchr(err_text, '\n') == err_text + strlen(err_text) - 1);
-  /* A directory without model.h5 names the file it looked for. */
-  snprintf(args, sizeof args, "'%s' '%s/runA'", dir, dir);
-  assert_int_equal(jaccard(args), 1);
-  snprintf(want, sizeof want, "nest_jaccard: error: %s/model.h5: ", dir);
-  assert_true(strncmp(err_text, want, strlen(want)) == 0);
-  /* Not a model file. */
-  const char *txt = nest_test_path(dir, "notes.txt");
-  assert_int_equal(nest_test_write_file(txt, "x\n", 2), 0);
-  snprintf(args, sizeof args, "'%s/runA' '%s'", dir, txt);
-  assert_int_equal(jaccard(args), 1);
-  assert_non_null(strstr(err_text, "not an HDF5 file"));
-  /* Nothing comparable: a model with one dense layer of another shape. */
-  nest_net *d = build("mlp:4-2", in, 2, 0, 0, 1.0, NULL, 0);
-  assert_ok(nest_net_init(d, 4, 1.0, -1));
-  save_in(dir, "runD", d);
-  snprintf(args, sizeof args, "'%s/runA' '%s/runD'", dir, dir);
-  assert_int_equal(jaccard(args), 1);
-  assert_non_null(strstr(err_text, "nest_jaccard: error: "));
-  assert_non_null(strstr(err_text, "no maskable tensor with the same name and shape"));
-
-  /* Usage. */
-  assert_int_equal(jaccard("--help"), 0);
-  assert_non_null(strstr(out_text, "usage: nest_jaccard"));
-  assert_int_equal(jaccard("only-one.h5"), 2);
-  assert_non_null(strstr(err_text, "nest_jaccard: error: "));
-  assert_int_equal(jaccard("--bogus a b"), 2);
-
-  nest_net_destroy(&a);
-  nest_net_destroy(&b);
-  nest_net_destroy(&c);
-  nest_net_destroy(&d);
 }
 
 /* ---- info attributes -------------------------------------------------------------------- */
@@ -865,7 +725,20 @@ static void test_info(void **state) {
   info.val_error = 0.0175;
   assert_ok(nest_model_save_info(net, &info, path));
 
-  /* Malformed attributes: one FORMAT line naming the file and the attribute. */
+  nest_net_destroy(&net);
+}
+
+/* Malformed info attributes: one FORMAT line naming the file and the attribute. */
+static void test_info_malformed(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char path[1024], bad[1024];
+  snprintf(path, sizeof path, "%s/info-good.h5", dir);
+  snprintf(bad, sizeof bad, "%s/info-bad.h5", dir);
+  nest_net *net = mlp_model(NULL, 11);
+  double act[5] = {0.625, NAN, 0.25, NAN, NAN}, inf[5] = {1.0, NAN, 0.5, NAN, 0.125};
+  nest_model_info info = {.stage = "grown", .base_arch = "mlp:20-12-8-4", .val_error = 0.0175,
+                          .test_error = 0.5, .nlayers = 5, .act_frac = act, .in_frac = inf};
+  assert_ok(nest_model_save_info(net, &info, path));
   struct {
     const char *obj, *attr;
     int kind; /* 0 int, 1 string, 2 double 1.5, 3 long string */
@@ -890,6 +763,7 @@ static void test_info(void **state) {
     expect_bad_info(bad, cases[c].attr);
   }
   /* Not a model file at all: the same messages as the loader. */
+  nest_model_info back;
   assert_int_equal(nest_test_write_file(bad, "text\n", 5), 0);
   assert_int_equal(nest_model_read_info(bad, &back), NEST_ERR_FORMAT);
   assert_non_null(strstr(nest_error_message(), bad));
@@ -901,9 +775,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_mlp),    cmocka_unit_test(test_roundtrip_conv_bn),
       cmocka_unit_test(test_roundtrip_area),
-      cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_atomic_save),
-      cmocka_unit_test(test_read_masks),       cmocka_unit_test(test_jaccard_tool),
-      cmocka_unit_test(test_info),
+      cmocka_unit_test(test_bad_files),        cmocka_unit_test(test_bad_structure),
+      cmocka_unit_test(test_atomic_save),      cmocka_unit_test(test_read_masks),
+      cmocka_unit_test(test_info),             cmocka_unit_test(test_info_malformed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
