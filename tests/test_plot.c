@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "nest/arch.h"
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/net.h"
 #include "test_util.h"
 

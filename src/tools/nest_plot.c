@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 #include "nest/atomic.h"
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/list.h"
 #include "nest/net.h"
 #include "nest/policy.h"
