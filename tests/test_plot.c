@@ -426,7 +426,9 @@ static void test_gnuplot_fails(void **state) {
   const char *out = mkdir_in(run, "plots");
   write_text(nest_test_path(out, "errors.png"), "old figure");
   const char *fake = nest_test_path(run, "fake_gnuplot.sh");
-  write_text(fake, "#!/bin/sh\ncat >/dev/null\nexit 0\n");
+  /* writes a cut PNG (its signature and a few bytes) to the output it is given, exits 0 */
+  write_text(fake, "#!/bin/sh\nout=$(sed -n \"s/^set output '\\(.*\\)'$/\\1/p\")\n"
+                   "printf '\\211PNG\\r\\n\\032\\n0000IHDR' > \"$out\"\nexit 0\n");
   assert_int_equal(chmod(fake, 0755), 0);
   char args[2048], env[1200], buf[64];
   snprintf(args, sizeof args, "'%s' --only errors", run);
@@ -434,7 +436,14 @@ static void test_gnuplot_fails(void **state) {
   assert_one_error("errors.png: gnuplot failed");
   snprintf(env, sizeof env, "NEST_GNUPLOT='%s'", fake);
   assert_int_equal(run_plot(env, args), 1);
-  assert_one_error("errors.png: gnuplot wrote no PNG");
+  assert_one_error("errors.png: gnuplot wrote no complete PNG");
+  nest_test_slurp(nest_test_path(out, "errors.png"), buf, sizeof buf);
+  assert_string_equal(buf, "old figure");
+  assert_false(exists(out, "errors.png.tmp"));
+  if (!have_gnuplot()) skip();
+  /* a real gnuplot stopped by a file-size limit (as by a full disk) half-way through the PNG */
+  assert_int_equal(run_plot("ulimit -f 4;", args), 1);
+  assert_one_error("errors.png: gnuplot failed");
   nest_test_slurp(nest_test_path(out, "errors.png"), buf, sizeof buf);
   assert_string_equal(buf, "old figure");
   assert_false(exists(out, "errors.png.tmp"));

@@ -468,6 +468,21 @@ static void save_script(const plotter *pl, const char *png, int width, int heigh
   }
 }
 
+/* 1 if the file is a whole PNG: the signature first and the IEND chunk last (a gnuplot that
+ * hit a full disk may still exit 0 with a cut file, which must not replace a good figure). */
+static int whole_png(const char *path) {
+  static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  static const unsigned char iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
+  unsigned char head[8], tail[12];
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  const int ok = fread(head, 1, 8, f) == 8 && fseek(f, -12, SEEK_END) == 0 &&
+                 fread(tail, 1, 12, f) == 12 && memcmp(head, sig, 8) == 0 &&
+                 memcmp(tail, iend, 12) == 0;
+  fclose(f);
+  return ok;
+}
+
 /* Render `body` (gnuplot commands) as OUT/name (width x height px): gnuplot writes
  * OUT/name.tmp, which replaces OUT/name only when it is a whole PNG (atomic.h). */
 static void render(const plotter *pl, const char *name, int width, int height,
@@ -485,13 +500,10 @@ static void render(const plotter *pl, const char *name, int width, int height,
   const int rc = script ? run_gnuplot(pl, script, len, err, sizeof err) : -1;
   if (!script) snprintf(err, sizeof err, "out of memory");
   free(script);
-  unsigned char magic[8] = {0};
-  FILE *png = rc == 0 ? fopen(tmp, "rb") : NULL;
-  const int ok = png && fread(magic, 1, 8, png) == 8 && memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0;
-  if (png) fclose(png);
+  const int ok = rc == 0 && whole_png(tmp);
   if (!ok) {
     snprintf(msg, sizeof msg, "%s: gnuplot %s: %s", path,
-             rc == 0 ? "wrote no PNG" : "failed", err[0] ? err : "(no message)");
+             rc == 0 ? "wrote no complete PNG" : "failed", err[0] ? err : "(no message)");
     report_error(msg);
     nest_atomic_abort(tmp);
     return;
