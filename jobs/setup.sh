@@ -11,7 +11,8 @@ packages=(build-essential cmake pkg-config git
           libhdf5-dev hdf5-tools
           libopenblas-openmp-dev
           libcmocka-dev zlib1g-dev libjpeg62-turbo-dev
-          libonnx-dev protobuf-c-compiler libprotobuf-c-dev python3-onnx)
+          libonnx-dev protobuf-c-compiler libprotobuf-c-dev python3-onnx
+          gnuplot-nox) # gnuplot-nox: build/nest_plot draws the figures through it (docs/plots.md)
 
 if command -v dpkg-query >/dev/null; then
   bash jobs/install_packages.sh setup "${packages[@]}"
