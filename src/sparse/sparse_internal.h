@@ -1,0 +1,74 @@
+/* sparse_internal.h — the compact program of nest_sparse (sparse.h), shared by its builder
+ * (compact.c: analysis of the net, compaction, folding) and its executor (forward.c).
+ *
+ * Activation buffers: buffer k (k = 0..nops) is op k's input, buffer nops the logits. A tile of
+ * T samples stores buffer k as [C, H + 2b, W + 2b, T] (sample innermost) with a zero border b =
+ * the padding of the conv that reads it (0 otherwise), so taps never need bounds checks; a
+ * dense op reads the same memory as [C*H*W, T] (flatten is free). */
+#ifndef NEST_SPARSE_INTERNAL_H
+#define NEST_SPARSE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nest/sparse.h"
+
+/* Output positions (p, q) for q in [q0, q1) of one row p that a kernel contributes to. */
+typedef struct {
+  int32_t p, q0, q1;
+} sp_run;
+
+/* A conv segment: taps [t0, t1) of the op's entries (one kernel (o, m), or the kernels of
+ * consecutive input maps that all cover the whole plane) over runs [r0, r1); r0 < 0 = every
+ * output position. */
+typedef struct {
+  int32_t t0, t1, r0, r1;
+} sp_seg;
+
+typedef struct {
+  nest_sparse_kind kind;
+  char name[NEST_NAME_LEN];
+  nest_shape in, out; /* compact */
+  int bin, bout;      /* zero borders of the input and output buffers */
+  int relu;
+  int kh, kw, stride, pad;
+  /* dense, conv: CSR [rows = out.c, cols] */
+  int rows, cols;
+  int64_t nnz;
+  int32_t *rowptr, *colidx;
+  float *values;
+  /* conv: tap offsets [nnz] in input-buffer positions, m*Hp*Wp + ki*Wp + kj (Hp, Wp padded);
+   * segments of row o: segs[segptr[o] .. segptr[o + 1]) */
+  int32_t *toff, *segptr;
+  sp_seg *segs;
+  int64_t nsegs;
+  sp_run *runs;
+  int64_t nruns;
+  int has_area;
+  float *bias;       /* [out.c] */
+  float *bias_plane; /* conv: [out.c, oh*ow] or NULL */
+  float *scale, *shift; /* affine: [in.c] */
+} sp_op;
+
+struct nest_sparse {
+  nest_shape in_shape;
+  int nclasses;
+  int max_batch, nthreads;
+  int tile_opt; /* forced tile, 0 = automatic */
+  int tile_cap; /* the largest automatic tile (activation budget) */
+  int tmax;     /* the largest tile any call may use: buffers are sized for it */
+  int nops;
+  sp_op *ops;
+  int in_c;         /* input channels buffer 0 holds ... */
+  int32_t *in_chan; /* ... [in_c]: their source channels */
+  size_t *buf_pos;  /* [nops + 2] floats per sample before buffer k (16-float aligned) */
+  float *arena;     /* nthreads x thread_floats */
+  size_t thread_floats;
+  int *thread_tile; /* [nthreads] the tile each thread's buffers are laid out for (0 = none) */
+  nest_sparse_stats stats;
+};
+
+/* The tile of a call with n samples (forward.c). */
+int nest_sparse_tile_for(const nest_sparse *s, int n);
+
+#endif
