@@ -278,10 +278,10 @@ static void test_bit_identical(void **state) {
     }
     assert_memory_equal(got, ref, sizeof(float) * (size_t)n * k);
     nest_sparse_destroy(&s);
-    const int tiles[] = {1, 16, 32, 64};
-    for (int t = 0; t < 4; ++t)
+    const int tiles[] = {1, 1, 16, 32, 64};
+    for (int t = 0; t < 5; ++t)
       for (int nt = 1; nt <= 2; ++nt) {
-        nest_sparse_opts o = {.tile = tiles[t]};
+        nest_sparse_opts o = {.tile = tiles[t], .single = t == 0 ? 1 : 2}; /* CSR, SELL */
         assert_ok(nest_sparse_create(net, n, nt, &o, &s));
         memset(got, 0, sizeof(float) * (size_t)n * k);
         assert_ok(nest_sparse_forward(s, 101, nt, x, got)); /* a partial last tile */
@@ -334,6 +334,8 @@ static void test_bad_args(void **state) {
   nest_sparse_opts o = {.tile = 8};
   assert_int_equal(nest_sparse_create(net, 8, 1, &o, &s), NEST_ERR_ARG);
   assert_null(s);
+  o = (nest_sparse_opts){.single = 3};
+  assert_int_equal(nest_sparse_create(net, 8, 1, &o, &s), NEST_ERR_ARG);
   assert_int_equal(nest_sparse_create(net, 0, 1, NULL, &s), NEST_ERR_ARG);
   assert_ok(nest_sparse_create(net, 8, 1, NULL, &s));
   float x[9 * 50] = {0}, y[9 * 7];

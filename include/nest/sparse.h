@@ -42,6 +42,10 @@ typedef struct {
    * leaves at least two tiles, capped by a per-thread activation budget); 1, 16, 32 or 64 =
    * always that tile (benchmarks comparing the layouts; results are the same bits). */
   int tile;
+  /* Dense layers in one-sample tiles: 0 = automatic (SELL), 1 = CSR (one row at a time, four
+   * interleaved), 2 = SELL (sliced ELLPACK: a vector of rows per multiply-add, the inputs
+   * gathered). The same bits either way; the choice is measured in docs/performance.md. */
+  int single;
 } nest_sparse_opts;
 
 /* Compile `net` (not modified; eval-mode semantics) for batches of at most max_batch rows on

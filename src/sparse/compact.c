@@ -20,6 +20,7 @@
 
 #include "nest/layer.h"
 #include "nest/net.h"
+#include "simd.h"
 #include "sparse_internal.h"
 
 /* ---- the analysis ------------------------------------------------------------------------ */
@@ -340,6 +341,53 @@ static nest_status build_dense(sp_op *op, const nest_layer *l, const tensor *in,
   return NEST_OK;
 }
 
+/* Row order of the SELL form: decreasing length, ties by index. */
+static const int32_t *sell_rowptr;
+static int sell_cmp(const void *a, const void *b) {
+  const int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+  const int32_t li = sell_rowptr[i + 1] - sell_rowptr[i], lj = sell_rowptr[j + 1] - sell_rowptr[j];
+  return li != lj ? (li > lj ? -1 : 1) : (i > j) - (i < j);
+}
+
+/* The SELL-W copy of a dense op's CSR (sparse_internal.h), for one-sample tiles. */
+static nest_status build_sell(sp_op *op) {
+  const int W = SP_W, ns = (op->rows + W - 1) / W;
+  int32_t *order = NULL;
+  op->nslices = ns;
+  NEST_CALL(nest_calloc((void **)&order, (size_t)op->rows + 1, sizeof(int32_t), "sparse SELL"));
+  for (int r = 0; r < op->rows; ++r) order[r] = r;
+  sell_rowptr = op->rowptr; /* create runs on one thread: qsort has no context argument */
+  qsort(order, (size_t)op->rows, sizeof(int32_t), sell_cmp);
+  nest_status st = nest_calloc((void **)&op->sell_off, (size_t)ns + 1, sizeof(int64_t), "sparse SELL");
+  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_len, (size_t)ns + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_lens, (size_t)ns * W + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_rows, (size_t)ns * W + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_bias, (size_t)ns * W + 1, sizeof(float), "sparse SELL");
+  for (int g = 0; g < ns && st == NEST_OK; ++g) {
+    for (int j = 0; j < W; ++j) {
+      const int i = g * W + j, r = i < op->rows ? order[i] : -1;
+      op->sell_rows[i] = r;
+      op->sell_lens[i] = r < 0 ? 0 : op->rowptr[r + 1] - op->rowptr[r];
+      op->sell_bias[i] = r < 0 ? 0.0f : op->bias[r];
+    }
+    op->sell_len[g] = op->sell_lens[g * W];
+    op->sell_off[g + 1] = op->sell_off[g] + (int64_t)op->sell_len[g] * W;
+  }
+  const size_t total = st == NEST_OK ? (size_t)op->sell_off[ns] : 0;
+  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_val, total + 1, sizeof(float), "sparse SELL");
+  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_col, total + 1, sizeof(int32_t), "sparse SELL");
+  for (int i = 0; i < ns * W && st == NEST_OK; ++i) {
+    const int r = op->sell_rows[i];
+    for (int32_t k = 0; r >= 0 && k < op->sell_lens[i]; ++k) {
+      const size_t at = (size_t)op->sell_off[i / W] + (size_t)k * W + (size_t)(i % W);
+      op->sell_val[at] = op->values[op->rowptr[r] + k];
+      op->sell_col[at] = op->colidx[op->rowptr[r] + k];
+    }
+  }
+  free(order);
+  return st;
+}
+
 /* Runs of the area mask row r[OH*OW] (positions kept), appended to `runs`. */
 static nest_status area_runs(const float *r, int OH, int OW, vec *runs) {
   for (int p = 0; p < OH; ++p)
@@ -523,6 +571,13 @@ static void compose_bn(sp_op *op, const nest_layer *bn, const tensor *t) {
 }
 
 static void op_free(sp_op *op) {
+  free(op->sell_off);
+  free(op->sell_len);
+  free(op->sell_lens);
+  free(op->sell_rows);
+  free(op->sell_col);
+  free(op->sell_bias);
+  free(op->sell_val);
   free(op->rowptr);
   free(op->colidx);
   free(op->values);
@@ -602,8 +657,9 @@ static nest_status layout(nest_sparse *s) {
   /* per-thread activation budget of the automatic tile (L2-sized tiles measured best,
    * docs/performance.md "Sparse inference") */
   const size_t budget = (size_t)4 << 20;
-  for (int k = 0; k < s->nops; ++k) {
+  for (int k = 0; k < s->nops; ++k) { /* the weights are final now (BN folded) */
     sp_op *op = &s->ops[k];
+    if (op->kind == NEST_SPARSE_DENSE) NEST_CALL(build_sell(op));
     op->bin = op->kind == NEST_SPARSE_CONV ? op->pad : 0;
     if (k > 0) s->ops[k - 1].bout = op->bin;
   }
@@ -652,7 +708,11 @@ static void compute_stats(nest_sparse *s, const nest_net *net, const analysis *a
       st->model_bytes += ((size_t)op->rows + 1) * 4 + (size_t)op->nnz * 8 + (size_t)op->rows * 4;
       st->dense_bytes += ((size_t)op->rows * op->cols + op->rows) * sizeof(float);
     }
-    if (op->kind == NEST_SPARSE_DENSE) st->flops += 2.0 * (double)op->nnz;
+    if (op->kind == NEST_SPARSE_DENSE) {
+      st->flops += 2.0 * (double)op->nnz;
+      st->model_bytes += (size_t)op->nslices * (8 + 4) + (size_t)op->nslices * SP_W * 12 +
+                         (size_t)op->sell_off[op->nslices] * 8; /* the SELL copy */
+    }
     if (op->kind == NEST_SPARSE_CONV) {
       st->model_bytes += (size_t)op->nnz * 4 + ((size_t)op->rows + 1) * 4 +
                          (size_t)op->nsegs * sizeof(sp_seg) + (size_t)op->nruns * sizeof(sp_run);
@@ -709,6 +769,9 @@ nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
     return NEST_ERR(NEST_ERR_ARG, "nest_sparse_create: need a net, max_batch >= 1 and "
                                   "nthreads >= 1 (got max_batch %d, nthreads %d)",
                     max_batch, nthreads);
+  const int single = opts ? opts->single : 0;
+  if (single < 0 || single > 2)
+    return NEST_ERR(NEST_ERR_ARG, "nest_sparse_create: single must be 0, 1 or 2 (got %d)", single);
   if (tile != 0 && tile != 1 && tile != 16 && tile != 32 && tile != 64)
     return NEST_ERR(NEST_ERR_ARG, "nest_sparse_create: tile must be 0, 1, 16, 32 or 64 (got %d)",
                     tile);
@@ -719,6 +782,7 @@ nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
   s->max_batch = max_batch;
   s->nthreads = nthreads;
   s->tile_opt = tile;
+  s->sell = single != 1;
   analysis a = {0};
   nest_status st = create(s, net, &a);
   analysis_free(&a);

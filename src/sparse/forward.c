@@ -6,7 +6,7 @@
  *           one weight times T samples; T = 1 is per-sample CSR)
  *   conv    y[r] = bias[r] (+ bias_plane[r]), then per segment and per run of output positions
  *           (p, q0..q1): y[r, p, q, :] += Σ_taps w · x[tap + (p*s, q*s), :], the tap sum taken
- *           in registers over chunks of SP_V consecutive (q, t) elements (stride 1: a run's
+ *           in registers over chunks of SP_W consecutive (q, t) elements (stride 1: a run's
  *           (q, t) elements are contiguous in x and y), then added to y once per segment
  *   pool    window maxima (clipped windows, so padding never wins)
  *   affine  y = fmaf(x, scale, shift)
@@ -16,12 +16,11 @@
  * or thread, hence bit-identical results for any thread count, tile and batch size. */
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "simd.h"
 #include "sparse_internal.h"
-
-/* Lanes of a conv chunk: 16 floats = one AVX-512 register, two AVX2 ones. */
-#define SP_V 16
 
 int nest_sparse_tile_for(const nest_sparse *s, int n) {
   if (s->tile_opt) return s->tile_opt;
@@ -39,57 +38,131 @@ static inline size_t out_pos(const sp_op *op, int c, int h, int w) {
 
 /* ---- dense: column-tiled CSR ----------------------------------------------------------------- */
 
-static inline __attribute__((always_inline)) void dense_rows(const sp_op *op,
-                                                            const float *restrict x,
-                                                            float *restrict y, const int T) {
-  for (int r = 0; r < op->rows; ++r) {
-    float acc[64];
-    const float b = op->bias[r];
-    for (int j = 0; j < T; ++j) acc[j] = b;
-    for (int32_t k = op->rowptr[r]; k < op->rowptr[r + 1]; ++k) {
-      const float w = op->values[k];
-      const float *restrict xp = x + (size_t)op->colidx[k] * T;
-      for (int j = 0; j < T; ++j) acc[j] = fmaf(w, xp[j], acc[j]);
+/* T = 1 (per-sample CSR): one scalar chain per row, four rows interleaved over their common
+ * length (independent chains: the FMA latency hides; each row still sums in its own order). */
+static inline float dense_finish(const sp_op *op, int32_t k, int32_t e, const float *x, float a) {
+  for (; k < e; ++k) a = fmaf(op->values[k], x[op->colidx[k]], a);
+  return op->relu && !(a > 0.0f) ? 0.0f : a;
+}
+
+static void dense_t1(const sp_op *op, const float *restrict x, float *restrict y) {
+  const float *restrict v = op->values;
+  const int32_t *restrict ci = op->colidx, *rp = op->rowptr;
+  const size_t step = out_pos(op, 1, 0, 0) - out_pos(op, 0, 0, 0);
+  float *restrict y0 = y + out_pos(op, 0, 0, 0);
+  int r = 0;
+  for (; r + 4 <= op->rows; r += 4) {
+    int32_t k0 = rp[r], k1 = rp[r + 1], k2 = rp[r + 2], k3 = rp[r + 3];
+    int32_t n = k1 - k0;
+    if (rp[r + 2] - k1 < n) n = rp[r + 2] - k1;
+    if (rp[r + 3] - k2 < n) n = rp[r + 3] - k2;
+    if (rp[r + 4] - k3 < n) n = rp[r + 4] - k3;
+    float a0 = op->bias[r], a1 = op->bias[r + 1], a2 = op->bias[r + 2], a3 = op->bias[r + 3];
+    for (int32_t i = 0; i < n; ++i) {
+      a0 = fmaf(v[k0 + i], x[ci[k0 + i]], a0);
+      a1 = fmaf(v[k1 + i], x[ci[k1 + i]], a1);
+      a2 = fmaf(v[k2 + i], x[ci[k2 + i]], a2);
+      a3 = fmaf(v[k3 + i], x[ci[k3 + i]], a3);
     }
-    float *restrict yr = y + out_pos(op, r, 0, 0) * T;
-    if (op->relu)
-      for (int j = 0; j < T; ++j) yr[j] = acc[j] > 0.0f ? acc[j] : 0.0f;
-    else
-      for (int j = 0; j < T; ++j) yr[j] = acc[j];
+    y0[(size_t)r * step] = dense_finish(op, k0 + n, rp[r + 1], x, a0);
+    y0[(size_t)(r + 1) * step] = dense_finish(op, k1 + n, rp[r + 2], x, a1);
+    y0[(size_t)(r + 2) * step] = dense_finish(op, k2 + n, rp[r + 3], x, a2);
+    y0[(size_t)(r + 3) * step] = dense_finish(op, k3 + n, rp[r + 4], x, a3);
+  }
+  for (; r < op->rows; ++r) y0[(size_t)r * step] = dense_finish(op, rp[r], rp[r + 1], x, op->bias[r]);
+}
+
+/* T = 1 in SELL-W form: W rows per vector multiply-add, x gathered. */
+static void dense_sell(const sp_op *op, const float *restrict x, float *restrict y) {
+  const size_t step = out_pos(op, 1, 0, 0) - out_pos(op, 0, 0, 0);
+  float *restrict y0 = y + out_pos(op, 0, 0, 0);
+  float tmp[SP_W];
+  for (int g = 0; g < op->nslices; ++g) {
+    const int32_t *lens = op->sell_lens + (size_t)g * SP_W;
+    const float *v = op->sell_val + op->sell_off[g];
+    const int32_t *c = op->sell_col + op->sell_off[g];
+    vf a = v_load(op->sell_bias + (size_t)g * SP_W);
+    for (int32_t k = 0; k < op->sell_len[g]; ++k) {
+      const vmask m = v_lanes_gt(lens, k);
+      a = v_fmam(v_load(v + (size_t)k * SP_W), v_gatherm(x, c + (size_t)k * SP_W, m), a, m);
+    }
+    v_store(tmp, op->relu ? v_max(a, v_zero()) : a);
+    for (int j = 0; j < SP_W; ++j) {
+      const int32_t r = op->sell_rows[(size_t)g * SP_W + j];
+      if (r >= 0) y0[(size_t)r * step] = tmp[j];
+    }
+  }
+}
+
+/* T = NV * SP_W lanes: NV accumulators per row (independent chains), one broadcast weight. */
+static inline __attribute__((always_inline)) void dense_tile(const sp_op *op,
+                                                            const float *restrict x,
+                                                            float *restrict y, const int NV) {
+  const size_t T = (size_t)NV * SP_W;
+  for (int r = 0; r < op->rows; ++r) {
+    vf a[64 / SP_W];
+    const vf b = v_set1(op->bias[r]);
+    for (int i = 0; i < NV; ++i) a[i] = b;
+    for (int32_t k = op->rowptr[r]; k < op->rowptr[r + 1]; ++k) {
+      const vf w = v_set1(op->values[k]);
+      const float *xp = x + (size_t)op->colidx[k] * T;
+      for (int i = 0; i < NV; ++i) a[i] = v_fma(w, v_load(xp + i * SP_W), a[i]);
+    }
+    float *yr = y + out_pos(op, r, 0, 0) * T;
+    for (int i = 0; i < NV; ++i) v_store(yr + i * SP_W, op->relu ? v_max(a[i], v_zero()) : a[i]);
   }
 }
 
 /* ---- conv: taps over runs ---------------------------------------------------------------------- */
 
-/* y[0..L) += Σ_k w[k] · x[toff[k]*T + (0..L)], in chunks of SP_V held in registers. */
-static inline void conv_run(const float *restrict x, size_t T, const int32_t *restrict toff,
-                            const float *restrict w, int ntap, size_t L, float *restrict y) {
-  size_t c0 = 0;
-  for (; c0 + SP_V <= L; c0 += SP_V) {
-    float acc[SP_V];
-    for (int j = 0; j < SP_V; ++j) acc[j] = 0.0f;
-    for (int k = 0; k < ntap; ++k) {
-      const float *restrict xp = x + (size_t)toff[k] * T + c0;
-      const float wk = w[k];
-#pragma omp simd
-      for (int j = 0; j < SP_V; ++j) acc[j] = fmaf(wk, xp[j], acc[j]);
-    }
-#pragma omp simd
-    for (int j = 0; j < SP_V; ++j) y[c0 + j] += acc[j];
-  }
-  if (c0 == L) return;
-  const int len = (int)(L - c0);
-  float acc[SP_V];
-  for (int j = 0; j < SP_V; ++j) acc[j] = 0.0f;
+/* y[c*SP_W ..] += Σ_k w[k] · x[toff[k]*T + c*SP_W ..] for NCH consecutive chunks c of SP_W
+ * lanes held in registers; with MASKED the last chunk has only the lanes of `last`. */
+static inline __attribute__((always_inline)) void conv_chunks(const float *x, size_t T,
+                                                             const int32_t *toff,
+                                                             const float *w, int ntap,
+                                                             float *y, const int NCH,
+                                                             const int MASKED, vmask last) {
+  vf a[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
   for (int k = 0; k < ntap; ++k) {
-    const float *restrict xp = x + (size_t)toff[k] * T + c0;
-    const float wk = w[k];
-    for (int j = 0; j < len; ++j) acc[j] = fmaf(wk, xp[j], acc[j]);
+    const float *xp = x + (size_t)toff[k] * T;
+    const vf wk = v_set1(w[k]);
+    for (int c = 0; c < NCH; ++c)
+      a[c] = v_fma(wk, MASKED && c == NCH - 1 ? v_loadm(xp + c * SP_W, last) : v_load(xp + c * SP_W),
+                   a[c]);
   }
-  for (int j = 0; j < len; ++j) y[c0 + j] += acc[j];
+  for (int c = 0; c < NCH; ++c) {
+    if (MASKED && c == NCH - 1)
+      v_storem(y + c * SP_W, last, v_add(v_loadm(y + c * SP_W, last), a[c]));
+    else
+      v_store(y + c * SP_W, v_add(v_load(y + c * SP_W), a[c]));
+  }
 }
 
-/* One run (p, q0..q1) of segment g of output map r. */
+/* y[0..L) += Σ_k w[k] · x[toff[k]*T + (0..L)]: groups of 4 chunks, then the rest. */
+static inline void conv_run(const float *x, size_t T, const int32_t *toff, const float *w,
+                            int ntap, size_t L, float *y) {
+  size_t c0 = 0;
+  for (; c0 + 4 * SP_W <= L; c0 += 4 * SP_W)
+    conv_chunks(x + c0, T, toff, w, ntap, y + c0, 4, 0, v_mask(SP_W));
+  const size_t rest = L - c0;
+  if (!rest) return;
+  const int nch = (int)((rest + SP_W - 1) / SP_W), tail = (int)(rest % SP_W);
+  const vmask m = v_mask(tail);
+  x += c0;
+  y += c0;
+  if (tail) {
+    if (nch == 1) conv_chunks(x, T, toff, w, ntap, y, 1, 1, m);
+    else if (nch == 2) conv_chunks(x, T, toff, w, ntap, y, 2, 1, m);
+    else if (nch == 3) conv_chunks(x, T, toff, w, ntap, y, 3, 1, m);
+    else conv_chunks(x, T, toff, w, ntap, y, 4, 1, m);
+  } else {
+    if (nch == 1) conv_chunks(x, T, toff, w, ntap, y, 1, 0, m);
+    else if (nch == 2) conv_chunks(x, T, toff, w, ntap, y, 2, 0, m);
+    else conv_chunks(x, T, toff, w, ntap, y, 3, 0, m);
+  }
+}
+
+/* One run (p, q0..q1) of segment g; yo = output map r's bordered plane. */
 static inline void conv_seg_run(const sp_op *op, const sp_seg *g, const float *x, float *yo,
                                 size_t T, int p, int q0, int q1) {
   const size_t s = (size_t)op->stride, wp = (size_t)op->in.w + 2 * op->pad;
@@ -110,15 +183,19 @@ static inline void conv_seg_run(const sp_op *op, const sp_seg *g, const float *x
 static void conv_op(const sp_op *op, const float *restrict x, float *restrict y, size_t T) {
   const int OH = op->out.h, OW = op->out.w;
   const size_t n = (size_t)OH * OW;
+  const size_t plane = ((size_t)OH + 2 * op->bout) * ((size_t)OW + 2 * op->bout) * T;
   for (int r = 0; r < op->rows; ++r) {
-    float *yo = y + out_pos(op, r, 0, 0) * T - out_pos(op, 0, 0, 0) * T; /* map r, border incl. */
+    float *yo = y + (size_t)r * plane; /* map r with its border */
     const float *bp = op->bias_plane ? op->bias_plane + (size_t)r * n : NULL;
     for (int p = 0; p < OH; ++p) {
       float *yr = y + out_pos(op, r, p, 0) * T;
-      for (int q = 0; q < OW; ++q) {
-        const float b = bp ? op->bias[r] + bp[(size_t)p * OW + q] : op->bias[r];
-        for (size_t t = 0; t < T; ++t) yr[(size_t)q * T + t] = b;
+      const float b = op->bias[r];
+      if (!bp) {
+        for (size_t j = 0; j < (size_t)OW * T; ++j) yr[j] = b;
+        continue;
       }
+      for (int q = 0; q < OW; ++q)
+        for (size_t t = 0; t < T; ++t) yr[(size_t)q * T + t] = b + bp[(size_t)p * OW + q];
     }
     for (int32_t gi = op->segptr[r]; gi < op->segptr[r + 1]; ++gi) {
       const sp_seg *g = &op->segs[gi];
@@ -139,30 +216,67 @@ static void conv_op(const sp_op *op, const float *restrict x, float *restrict y,
 
 /* ---- pool, affine ------------------------------------------------------------------------------ */
 
-static inline __attribute__((always_inline)) void pool_rows(const sp_op *op,
-                                                           const float *restrict x,
-                                                           float *restrict y, const int T) {
-  const int H = op->in.h, W = op->in.w, s = op->stride, pad = op->pad;
+/* The window of output (p, q), clipped to the input (padding never wins). */
+typedef struct {
+  int r0, r1, c0, c1;
+} window;
+
+static inline window pool_window(const sp_op *op, int p, int q) {
+  window w;
+  w.r0 = p * op->stride - op->pad;
+  w.c0 = q * op->stride - op->pad;
+  w.r1 = w.r0 + op->kh < op->in.h ? w.r0 + op->kh : op->in.h;
+  w.c1 = w.c0 + op->kw < op->in.w ? w.c0 + op->kw : op->in.w;
+  if (w.r0 < 0) w.r0 = 0;
+  if (w.c0 < 0) w.c0 = 0;
+  return w;
+}
+
+/* T = 1: without padding every window lies inside the plane (OH = (H - kh) / s + 1): the
+ * maxima of a row build up in place over the window's taps, vectorisable over q. */
+static void pool_t1(const sp_op *op, const float *restrict x, float *restrict y) {
+  const int H = op->in.h, W = op->in.w, OW = op->out.w, s = op->stride;
+  for (int c = 0; c < op->out.c; ++c)
+    for (int p = 0; p < op->out.h; ++p) {
+      float *restrict yr = y + out_pos(op, c, p, 0);
+      if (op->pad == 0) {
+        for (int q = 0; q < OW; ++q) yr[q] = -INFINITY;
+        for (int i = 0; i < op->kh; ++i)
+          for (int j = 0; j < op->kw; ++j) {
+            const float *restrict xr = x + ((size_t)c * H + (size_t)p * s + i) * W + j;
+            for (int q = 0; q < OW; ++q) yr[q] = xr[(size_t)q * s] > yr[q] ? xr[(size_t)q * s] : yr[q];
+          }
+      } else {
+        for (int q = 0; q < OW; ++q) {
+          const window w = pool_window(op, p, q);
+          float m = -INFINITY;
+          for (int r = w.r0; r < w.r1; ++r)
+            for (int cc = w.c0; cc < w.c1; ++cc) {
+              const float v = x[((size_t)c * H + r) * W + cc];
+              m = v > m ? v : m;
+            }
+          yr[q] = m;
+        }
+      }
+      if (op->relu)
+        for (int q = 0; q < OW; ++q) yr[q] = yr[q] > 0.0f ? yr[q] : 0.0f;
+    }
+}
+
+static void pool_tile(const sp_op *op, const float *restrict x, float *restrict y, size_t T) {
+  const int H = op->in.h, W = op->in.w;
   for (int c = 0; c < op->out.c; ++c)
     for (int p = 0; p < op->out.h; ++p)
       for (int q = 0; q < op->out.w; ++q) {
-        float m[64];
-        for (int t = 0; t < T; ++t) m[t] = -INFINITY;
-        for (int i = 0; i < op->kh; ++i) {
-          const int r = p * s + i - pad;
-          if (r < 0 || r >= H) continue;
-          for (int j = 0; j < op->kw; ++j) {
-            const int cc = q * s + j - pad;
-            if (cc < 0 || cc >= W) continue;
-            const float *restrict xp = x + (((size_t)c * H + r) * W + cc) * T;
-            for (int t = 0; t < T; ++t) m[t] = xp[t] > m[t] ? xp[t] : m[t];
-          }
+        const window w = pool_window(op, p, q);
+        float *yp = y + out_pos(op, c, p, q) * T;
+        for (size_t t = 0; t < T; t += SP_W) {
+          vf m = v_set1(-INFINITY);
+          for (int r = w.r0; r < w.r1; ++r)
+            for (int cc = w.c0; cc < w.c1; ++cc)
+              m = v_max(v_load(x + (((size_t)c * H + r) * W + cc) * T + t), m);
+          v_store(yp + t, op->relu ? v_max(m, v_zero()) : m);
         }
-        float *restrict yp = y + out_pos(op, c, p, q) * T;
-        if (op->relu)
-          for (int t = 0; t < T; ++t) yp[t] = m[t] > 0.0f ? m[t] : 0.0f;
-        else
-          for (int t = 0; t < T; ++t) yp[t] = m[t];
       }
 }
 
@@ -180,18 +294,14 @@ static void affine_op(const sp_op *op, const float *restrict x, float *restrict 
     }
 }
 
-#define SP_TILE_FUNCS(TW)                                                                      \
-  static void dense_t##TW(const sp_op *op, const float *x, float *y) { dense_rows(op, x, y, TW); } \
-  static void pool_t##TW(const sp_op *op, const float *x, float *y) { pool_rows(op, x, y, TW); }
-SP_TILE_FUNCS(1)
-SP_TILE_FUNCS(16)
-SP_TILE_FUNCS(32)
-SP_TILE_FUNCS(64)
+static void dense_t16(const sp_op *op, const float *x, float *y) { dense_tile(op, x, y, 16 / SP_W); }
+static void dense_t32(const sp_op *op, const float *x, float *y) { dense_tile(op, x, y, 32 / SP_W); }
+static void dense_t64(const sp_op *op, const float *x, float *y) { dense_tile(op, x, y, 64 / SP_W); }
 
-static void run_op(const sp_op *op, const float *x, float *y, int T) {
+static void run_op(const nest_sparse *s, const sp_op *op, const float *x, float *y, int T) {
   switch (op->kind) {
   case NEST_SPARSE_DENSE:
-    if (T == 1) dense_t1(op, x, y);
+    if (T == 1) (s->sell ? dense_sell : dense_t1)(op, x, y);
     else if (T == 16) dense_t16(op, x, y);
     else if (T == 32) dense_t32(op, x, y);
     else dense_t64(op, x, y);
@@ -201,9 +311,7 @@ static void run_op(const sp_op *op, const float *x, float *y, int T) {
     break;
   case NEST_SPARSE_POOL:
     if (T == 1) pool_t1(op, x, y);
-    else if (T == 16) pool_t16(op, x, y);
-    else if (T == 32) pool_t32(op, x, y);
-    else pool_t64(op, x, y);
+    else pool_tile(op, x, y, (size_t)T);
     break;
   case NEST_SPARSE_AFFINE:
     affine_op(op, x, y, (size_t)T);
@@ -231,9 +339,22 @@ static void load_input(const nest_sparse *s, const float *x, int nt, int T, floa
     }
 }
 
+#ifdef SP_PROFILE
+#include <stdio.h>
+static double sp_prof[64];
+static const nest_sparse *sp_prof_s;
+static void sp_prof_dump(void) {
+  for (int k = 0; sp_prof_s && k < sp_prof_s->nops; ++k)
+    fprintf(stderr, "op %d %s: %.3f ms\n", k, sp_prof_s->ops[k].name, 1e3 * sp_prof[k]);
+}
+#endif
 static void run_tile(nest_sparse *s, int tid, int T, int s0, int nt, const float *x,
                      float *logits) {
   float *base = s->arena + (size_t)tid * s->thread_floats;
+#ifdef SP_PROFILE
+  if (!sp_prof_s) atexit(sp_prof_dump);
+  sp_prof_s = s;
+#endif
   if (s->thread_tile[tid] != T) { /* new layout: the zero borders must be zero again */
     memset(base, 0, sizeof(float) * s->thread_floats);
     s->thread_tile[tid] = T;
@@ -249,7 +370,13 @@ static void run_tile(nest_sparse *s, int tid, int T, int s0, int nt, const float
     const float *xk = k == 0 ? in : base + (size_t)T * s->buf_pos[k];
     float *yk = direct && k == s->nops - 1 ? logits + (size_t)s0 * ncls
                                            : base + (size_t)T * s->buf_pos[k + 1];
-    run_op(&s->ops[k], xk, yk, T);
+#ifdef SP_PROFILE
+    const double t0_ = omp_get_wtime();
+#endif
+    run_op(s, &s->ops[k], xk, yk, T);
+#ifdef SP_PROFILE
+    sp_prof[k] += omp_get_wtime() - t0_;
+#endif
   }
   if (direct) return;
   const float *outb = base + (size_t)T * s->buf_pos[s->nops];
@@ -269,7 +396,12 @@ nest_status nest_sparse_forward(nest_sparse *s, int n, int nthreads, const float
   const int T = nest_sparse_tile_for(s, n);
   NEST_ASSERT(T <= s->tmax);
   const int ntiles = (n + T - 1) / T, nt = nthreads < ntiles ? nthreads : ntiles;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  if (nt == 1) { /* no OpenMP region at all: it costs as much as a small model's forward */
+    for (int it = 0; it < ntiles; ++it)
+      run_tile(s, 0, T, it * T, n - it * T < T ? n - it * T : T, x, logits);
+    return NEST_OK;
+  }
+#pragma omp parallel for schedule(static) num_threads(nt)
   for (int it = 0; it < ntiles; ++it) {
     const int s0 = it * T;
     run_tile(s, omp_get_thread_num(), T, s0, n - s0 < T ? n - s0 : T, x, logits);

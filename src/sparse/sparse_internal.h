@@ -37,6 +37,15 @@ typedef struct {
   int64_t nnz;
   int32_t *rowptr, *colidx;
   float *values;
+  /* dense, the same weights for T = 1 in SELL-W form (sliced ELLPACK, W = SP_W rows per slice,
+   * rows sorted by decreasing length, ties by index): slice g holds sorted rows g*W .. g*W+W-1,
+   * entry k of its lane j at sell_off[g] + k*W + j for k < sell_lens[g*W + j] (the longest,
+   * sell_len[g], first), so one vector multiply-add serves W rows, each still summed in its CSR
+   * order; sell_rows[g*W + j] = the row (-1: padding lane), sell_bias its bias */
+  int nslices;
+  int64_t *sell_off;
+  int32_t *sell_len, *sell_lens, *sell_rows, *sell_col;
+  float *sell_bias, *sell_val;
   /* conv: tap offsets [nnz] in input-buffer positions, m*Hp*Wp + ki*Wp + kj (Hp, Wp padded);
    * segments of row o: segs[segptr[o] .. segptr[o + 1]) */
   int32_t *toff, *segptr;
@@ -55,6 +64,7 @@ struct nest_sparse {
   int nclasses;
   int max_batch, nthreads;
   int tile_opt; /* forced tile, 0 = automatic */
+  int sell;     /* one-sample tiles use the SELL form of dense ops (else CSR) */
   int tile_cap; /* the largest automatic tile (activation budget) */
   int tmax;     /* the largest tile any call may use: buffers are sized for it */
   int nops;
