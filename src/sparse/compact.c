@@ -659,7 +659,7 @@ static nest_status layout(nest_sparse *s) {
   const size_t budget = (size_t)4 << 20;
   for (int k = 0; k < s->nops; ++k) { /* the weights are final now (BN folded) */
     sp_op *op = &s->ops[k];
-    if (op->kind == NEST_SPARSE_DENSE) NEST_CALL(build_sell(op));
+    if (op->kind == NEST_SPARSE_DENSE && s->sell) NEST_CALL(build_sell(op));
     op->bin = op->kind == NEST_SPARSE_CONV ? op->pad : 0;
     if (k > 0) s->ops[k - 1].bout = op->bin;
   }
@@ -710,8 +710,9 @@ static void compute_stats(nest_sparse *s, const nest_net *net, const analysis *a
     }
     if (op->kind == NEST_SPARSE_DENSE) {
       st->flops += 2.0 * (double)op->nnz;
-      st->model_bytes += (size_t)op->nslices * (8 + 4) + (size_t)op->nslices * SP_W * 12 +
-                         (size_t)op->sell_off[op->nslices] * 8; /* the SELL copy */
+      if (op->nslices) /* the SELL copy */
+        st->model_bytes += (size_t)op->nslices * (8 + 4) + (size_t)op->nslices * SP_W * 12 +
+                           (size_t)op->sell_off[op->nslices] * 8;
     }
     if (op->kind == NEST_SPARSE_CONV) {
       st->model_bytes += (size_t)op->nnz * 4 + ((size_t)op->rows + 1) * 4 +
@@ -782,7 +783,7 @@ nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
   s->max_batch = max_batch;
   s->nthreads = nthreads;
   s->tile_opt = tile;
-  s->sell = single != 1;
+  s->sell = single == 2;
   analysis a = {0};
   nest_status st = create(s, net, &a);
   analysis_free(&a);

@@ -41,7 +41,8 @@ typedef struct {
    * rows sorted by decreasing length, ties by index): slice g holds sorted rows g*W .. g*W+W-1,
    * entry k of its lane j at sell_off[g] + k*W + j for k < sell_lens[g*W + j] (the longest,
    * sell_len[g], first), so one vector multiply-add serves W rows, each still summed in its CSR
-   * order; sell_rows[g*W + j] = the row (-1: padding lane), sell_bias its bias */
+   * order; sell_rows[g*W + j] = the row (-1: padding lane), sell_bias its bias. Built only
+   * when nest_sparse_opts.single = 2 (nslices = 0 otherwise) */
   int nslices;
   int64_t *sell_off;
   int32_t *sell_len, *sell_lens, *sell_rows, *sell_col;

@@ -327,7 +327,7 @@ static void rss_only(const char *path, const char *which) {
     if (sparse) run_sparse(m.sp, &m, MAXB, MAXT);
     else run_dense(&m, MAXB, MAXT);
   }
-  printf("RSS %s %s rss_kb=%ld hwm_kb=%ld before_kb=%ld\n", m.name, which, rss_kb("VmRSS:"),
+  printf("RSS %s nest_%s rss_kb=%ld hwm_kb=%ld before_kb=%ld\n", m.name, which, rss_kb("VmRSS:"),
          rss_kb("VmHWM:"), before);
   model_close(&m);
 }
