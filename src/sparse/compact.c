@@ -456,6 +456,67 @@ static nest_status conv_row(const nest_layer *l, const tensor *in, int o, int Hp
   return NEST_OK;
 }
 
+/* Chunks a and b have the same width and the same entries. */
+static int same_chunk(const sp_ochunk *a, const sp_ochunk *b, int OW, const sp_oent *e) {
+  const int wa = OW - a->q0 < SP_W ? OW - a->q0 : SP_W, wb = OW - b->q0 < SP_W ? OW - b->q0 : SP_W;
+  if (wa != wb || a->e1 - a->e0 != b->e1 - b->e0) return 0;
+  for (int32_t i = 0; i < a->e1 - a->e0; ++i)
+    if (e[a->e0 + i].seg != e[b->e0 + i].seg || e[a->e0 + i].bits != e[b->e0 + i].bits) return 0;
+  return 1;
+}
+
+/* Groups of up to 4 consecutive alike chunks among och[c0 .. c1) (sp_ochunk.n). */
+static void group_ochunks(sp_ochunk *och, int32_t c0, int32_t c1, int OW, const sp_oent *e) {
+  for (int32_t c = c0; c < c1;) {
+    int n = 1;
+    while (n < 4 && c + n < c1 && same_chunk(&och[c], &och[c + n], OW, e)) ++n;
+    och[c].n = n;
+    for (int i = 1; i < n; ++i) och[c + i].n = 0;
+    c += n;
+  }
+}
+
+/* The output-stationary form of a stride-1 conv op for one-sample tiles (sparse_internal.h). */
+static nest_status build_ochunks(sp_op *op, const nest_layer *l, const tensor *in,
+                                 const tensor *out) {
+  const int OH = l->out.h, OW = l->out.w, C = l->in.c;
+  const size_t kk = (size_t)l->hp.kh * l->hp.kw, n = (size_t)OH * OW;
+  const float *area = area_of(l);
+  vec och = {NULL, 0, 0, sizeof(sp_ochunk)}, oent = {NULL, 0, 0, sizeof(sp_oent)};
+  nest_status st = nest_calloc((void **)&op->ochptr, (size_t)op->rows + 1, sizeof(int32_t),
+                               "sparse conv");
+  for (int r = 0; r < op->rows && st == NEST_OK; ++r) {
+    const int o = out->inv[r];
+    for (int q0 = 0; q0 < OW && st == NEST_OK; q0 += SP_W) /* by column: alike rows group */
+      for (int p = 0; p < OH && st == NEST_OK; ++p) {
+        const int w = OW - q0 < SP_W ? OW - q0 : SP_W;
+        const uint32_t all = w >= 32 ? 0xffffffffu : (1u << w) - 1u;
+        sp_ochunk c = {p, q0, (int32_t)oent.n, 0, 1};
+        for (int32_t g = op->segptr[r]; g < op->segptr[r + 1] && st == NEST_OK; ++g) {
+          const sp_seg *sg = &op->segs[g];
+          sp_oent e = {g, all};
+          if (sg->r0 >= 0) { /* a gated kernel: its input map's area row */
+            const int m = in->inv[(size_t)op->colidx[sg->t0] / kk];
+            const float *ar = area + ((size_t)o * C + (size_t)m) * n + (size_t)p * OW + q0;
+            e.bits = 0;
+            for (int j = 0; j < w; ++j) e.bits |= (uint32_t)(ar[j] != 0.0f) << j;
+          }
+          if (e.bits) st = vec_push(&oent, &e);
+        }
+        c.e1 = (int32_t)oent.n;
+        if (st == NEST_OK) st = vec_push(&och, &c);
+      }
+    op->ochptr[r + 1] = (int32_t)och.n;
+    if (st == NEST_OK) group_ochunks((sp_ochunk *)och.p, op->ochptr[r], op->ochptr[r + 1], OW,
+                                     (const sp_oent *)oent.p);
+  }
+  op->och = och.p;
+  op->noch = (int64_t)och.n;
+  op->oent = oent.p;
+  op->noent = (int64_t)oent.n;
+  return st;
+}
+
 /* The per-row bias plane [rows, OH*OW] of a conv op (double): b + dead inputs' terms. Returns
  * whether any row varies over the plane. */
 static int conv_bias_planes(const nest_layer *l, const tensor *in, const tensor *out, double *bp) {
@@ -513,7 +574,8 @@ static nest_status build_conv(sp_op *op, const nest_layer *l, const tensor *in,
     op->has_area = op->nruns > 0;
     const int varies = conv_bias_planes(l, in, out, bp);
     for (int r = 0; r < out->kept; ++r) op->bias[r] = (float)((double)l->p[1][out->inv[r]] + bp[(size_t)r * n]);
-    if (varies) {
+    if (op->stride == 1) st = build_ochunks(op, l, in, out);
+    if (st == NEST_OK && varies) {
       st = nest_calloc((void **)&op->bias_plane, (size_t)out->kept * n, sizeof(float), "sparse conv");
       for (int r = 0; r < out->kept && st == NEST_OK; ++r)
         for (size_t p = 0; p < n; ++p) /* bias + plane = b + fold exactly as summed in double */
@@ -585,6 +647,9 @@ static void op_free(sp_op *op) {
   free(op->segptr);
   free(op->segs);
   free(op->runs);
+  free(op->ochptr);
+  free(op->och);
+  free(op->oent);
   free(op->bias);
   free(op->bias_plane);
   free(op->scale);
@@ -716,7 +781,9 @@ static void compute_stats(nest_sparse *s, const nest_net *net, const analysis *a
     }
     if (op->kind == NEST_SPARSE_CONV) {
       st->model_bytes += (size_t)op->nnz * 4 + ((size_t)op->rows + 1) * 4 +
-                         (size_t)op->nsegs * sizeof(sp_seg) + (size_t)op->nruns * sizeof(sp_run);
+                         (size_t)op->nsegs * sizeof(sp_seg) + (size_t)op->nruns * sizeof(sp_run) +
+                         (op->ochptr ? ((size_t)op->rows + 1) * 4 : 0) +
+                         (size_t)op->noch * sizeof(sp_ochunk) + (size_t)op->noent * sizeof(sp_oent);
       if (op->bias_plane) st->model_bytes += (size_t)op->rows * n * sizeof(float);
       if (op->has_area) st->dense_bytes += (size_t)op->rows * op->in.c * n * sizeof(float);
       for (int64_t g = 0; g < op->nsegs; ++g) {

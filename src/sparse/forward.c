@@ -5,15 +5,17 @@
  *   dense   y[r, 0..T) = bias[r] + Σ_k values[k] · x[colidx[k], 0..T)   (column-tiled CSR:
  *           one weight times T samples; T = 1 is per-sample CSR)
  *   conv    y[r] = bias[r] (+ bias_plane[r]), then per segment and per run of output positions
- *           (p, q0..q1): y[r, p, q, :] += Σ_taps w · x[tap + (p*s, q*s), :], the tap sum taken
- *           in registers over chunks of SP_W consecutive (q, t) elements (stride 1: a run's
- *           (q, t) elements are contiguous in x and y), then added to y once per segment
+ *           (p, q0..q1): y[r, p, q, :] = fma(w, x[tap + (p*s, q*s), :], y[...]) for the taps in
+ *           order, y held in registers over chunks of SP_W consecutive (q, t) elements (stride 1:
+ *           a run's (q, t) elements are contiguous in x and y); one-sample tiles run a
+ *           stride-1 conv output-stationary over row chunks of the plane instead (conv_t1)
  *   pool    window maxima (clipped windows, so padding never wins)
  *   affine  y = fmaf(x, scale, shift)
  *   each then max(y, 0) when the op has relu.
- * Order of every output element's sum: bias first, then segments in order, each segment's
- * taps in order (dense: nonzeros in order), all with fmaf — the same for any T, chunk position
- * or thread, hence bit-identical results for any thread count, tile and batch size. */
+ * Order of every output element's sum: bias first, then one fmaf per tap, segments in order and
+ * each segment's taps in order (dense: nonzeros in order) — the same for any T, chunk position,
+ * run / chunk form or thread, hence bit-identical results for any thread count, tile and batch
+ * size. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -115,14 +117,17 @@ static inline __attribute__((always_inline)) void dense_tile(const sp_op *op,
 
 /* ---- conv: taps over runs ---------------------------------------------------------------------- */
 
-/* y[c*SP_W ..] += Σ_k w[k] · x[toff[k]*T + c*SP_W ..] for NCH consecutive chunks c of SP_W
- * lanes held in registers; with MASKED the last chunk has only the lanes of `last`. */
+/* y[c*SP_W ..] = fma(w[k], x[toff[k]*T + c*SP_W ..], y[..]) for the taps k in order, for NCH
+ * consecutive chunks c of SP_W lanes held in registers; with MASKED the last chunk has only
+ * the lanes of `last`. */
 static inline __attribute__((always_inline)) void conv_chunks(const float *x, size_t T,
                                                              const int32_t *toff,
                                                              const float *w, int ntap,
                                                              float *y, const int NCH,
                                                              const int MASKED, vmask last) {
-  vf a[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
+  vf a[4];
+  for (int c = 0; c < NCH; ++c)
+    a[c] = MASKED && c == NCH - 1 ? v_loadm(y + c * SP_W, last) : v_load(y + c * SP_W);
   for (int k = 0; k < ntap; ++k) {
     const float *xp = x + (size_t)toff[k] * T;
     const vf wk = v_set1(w[k]);
@@ -131,14 +136,12 @@ static inline __attribute__((always_inline)) void conv_chunks(const float *x, si
                    a[c]);
   }
   for (int c = 0; c < NCH; ++c) {
-    if (MASKED && c == NCH - 1)
-      v_storem(y + c * SP_W, last, v_add(v_loadm(y + c * SP_W, last), a[c]));
-    else
-      v_store(y + c * SP_W, v_add(v_load(y + c * SP_W), a[c]));
+    if (MASKED && c == NCH - 1) v_storem(y + c * SP_W, last, a[c]);
+    else v_store(y + c * SP_W, a[c]);
   }
 }
 
-/* y[0..L) += Σ_k w[k] · x[toff[k]*T + (0..L)]: groups of 4 chunks, then the rest. */
+/* y[0..L) = Σ-by-fma of the taps over x[toff[k]*T + (0..L)]: groups of 4 chunks, then the rest. */
 static inline void conv_run(const float *x, size_t T, const int32_t *toff, const float *w,
                             int ntap, size_t L, float *y) {
   size_t c0 = 0;
@@ -178,6 +181,51 @@ static inline void conv_seg_run(const sp_op *op, const sp_seg *g, const float *x
   }
   for (int q = q0; q < q1; ++q)
     conv_run(xb + (size_t)(q - q0) * s * T, T, toff, w, ntap, T, yb + (size_t)(q - q0) * T);
+}
+
+/* N alike row chunks c[0 .. N) of output map r (sp_ochunk): N independent chains. */
+static inline __attribute__((always_inline)) void conv_t1_group(const sp_op *op, int r,
+                                                               const sp_ochunk *c,
+                                                               const float *x, float *y,
+                                                               const int N) {
+  const size_t wp = (size_t)op->in.w + 2 * op->pad;
+  const int OW = op->out.w;
+  const vmask all = v_mask(OW - c[0].q0);
+  const float *bp = op->bias_plane ? op->bias_plane + (size_t)r * op->out.h * OW : NULL;
+  const float *xb[4];
+  vf a[4];
+  for (int i = 0; i < N; ++i) {
+    xb[i] = x + (size_t)c[i].p * wp + (size_t)c[i].q0;
+    a[i] = v_set1(op->bias[r]);
+    if (bp) a[i] = v_add(a[i], v_loadm(bp + (size_t)c[i].p * OW + c[i].q0, all));
+  }
+  for (int32_t e = c[0].e0; e < c[0].e1; ++e) {
+    const sp_seg *g = &op->segs[op->oent[e].seg];
+    const vmask m = v_maskbits(op->oent[e].bits);
+    for (int32_t k = g->t0; k < g->t1; ++k) {
+      const vf w = v_set1(op->values[k]);
+      const int32_t t = op->toff[k];
+      for (int i = 0; i < N; ++i) a[i] = v_fmam(w, v_loadm(xb[i] + t, m), a[i], m);
+    }
+  }
+  for (int i = 0; i < N; ++i)
+    v_storem(y + out_pos(op, r, c[i].p, c[i].q0), all, op->relu ? v_max(a[i], v_zero()) : a[i]);
+}
+
+/* A stride-1 conv op in a one-sample tile, output-stationary (sparse_internal.h, sp_ochunk):
+ * each row chunk of each output map gets bias, its entries' taps (masked to the positions each
+ * covers) and ReLU in registers; the same fmaf sequence per element as conv_op. */
+static void conv_t1(const sp_op *op, const float *restrict x, float *restrict y) {
+  for (int r = 0; r < op->rows; ++r)
+    for (int32_t ci = op->ochptr[r]; ci < op->ochptr[r + 1]; ci += op->och[ci].n) {
+      const sp_ochunk *c = &op->och[ci];
+      switch (c->n) {
+      case 4: conv_t1_group(op, r, c, x, y, 4); break;
+      case 3: conv_t1_group(op, r, c, x, y, 3); break;
+      case 2: conv_t1_group(op, r, c, x, y, 2); break;
+      default: conv_t1_group(op, r, c, x, y, 1); break;
+      }
+    }
 }
 
 static void conv_op(const sp_op *op, const float *restrict x, float *restrict y, size_t T) {
@@ -232,20 +280,33 @@ static inline window pool_window(const sp_op *op, int p, int q) {
   return w;
 }
 
-/* T = 1: without padding every window lies inside the plane (OH = (H - kh) / s + 1): the
- * maxima of a row build up in place over the window's taps, vectorisable over q. */
+/* T = 1: without padding every window lies inside the plane (OH = (H - kh) / s + 1), so no
+ * clipping. */
 static void pool_t1(const sp_op *op, const float *restrict x, float *restrict y) {
   const int H = op->in.h, W = op->in.w, OW = op->out.w, s = op->stride;
   for (int c = 0; c < op->out.c; ++c)
     for (int p = 0; p < op->out.h; ++p) {
       float *restrict yr = y + out_pos(op, c, p, 0);
-      if (op->pad == 0) {
-        for (int q = 0; q < OW; ++q) yr[q] = -INFINITY;
-        for (int i = 0; i < op->kh; ++i)
-          for (int j = 0; j < op->kw; ++j) {
-            const float *restrict xr = x + ((size_t)c * H + (size_t)p * s + i) * W + j;
-            for (int q = 0; q < OW; ++q) yr[q] = xr[(size_t)q * s] > yr[q] ? xr[(size_t)q * s] : yr[q];
-          }
+      if (op->pad == 0 && op->kh == 2 && op->kw == 2 && s == 2) { /* LeNet's pools, unrolled */
+        const float *restrict a = x + ((size_t)c * H + (size_t)p * 2) * W, *restrict b = a + W;
+        for (int q = 0; q < OW; ++q) {
+          float m = -INFINITY; /* the window in order, as below */
+          m = a[2 * q] > m ? a[2 * q] : m;
+          m = a[2 * q + 1] > m ? a[2 * q + 1] : m;
+          m = b[2 * q] > m ? b[2 * q] : m;
+          yr[q] = b[2 * q + 1] > m ? b[2 * q + 1] : m;
+        }
+      } else if (op->pad == 0) {
+        const float *restrict x0 = x + ((size_t)c * H + (size_t)p * s) * W;
+        for (int q = 0; q < OW; ++q) {
+          float m = -INFINITY; /* in a register: no store-to-load round trips */
+          for (int i = 0; i < op->kh; ++i)
+            for (int j = 0; j < op->kw; ++j) {
+              const float v = x0[(size_t)i * W + (size_t)q * s + j];
+              m = v > m ? v : m;
+            }
+          yr[q] = m;
+        }
       } else {
         for (int q = 0; q < OW; ++q) {
           const window w = pool_window(op, p, q);
@@ -307,7 +368,8 @@ static void run_op(const nest_sparse *s, const sp_op *op, const float *x, float 
     else dense_t64(op, x, y);
     break;
   case NEST_SPARSE_CONV:
-    conv_op(op, x, y, (size_t)T);
+    if (T == 1 && op->ochptr) conv_t1(op, x, y);
+    else conv_op(op, x, y, (size_t)T);
     break;
   case NEST_SPARSE_POOL:
     if (T == 1) pool_t1(op, x, y);

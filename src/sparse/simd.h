@@ -19,6 +19,7 @@ static inline vf v_set1(float a) { return _mm512_set1_ps(a); }
 static inline vf v_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void v_store(float *p, vf v) { _mm512_storeu_ps(p, v); }
 static inline vmask v_mask(int n) { return (vmask)(n >= 16 ? 0xffffu : (1u << n) - 1u); }
+static inline vmask v_maskbits(uint32_t bits) { return (vmask)bits; } /* lane j: bit j */
 static inline vf v_loadm(const float *p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
 static inline void v_storem(float *p, vmask m, vf v) { _mm512_mask_storeu_ps(p, m, v); }
 static inline vf v_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
@@ -45,6 +46,10 @@ static inline vf v_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void v_store(float *p, vf v) { _mm256_storeu_ps(p, v); }
 static inline vmask v_mask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline vmask v_maskbits(uint32_t bits) {
+  const __m256i b = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), b), b);
 }
 static inline vf v_loadm(const float *p, vmask m) { return _mm256_maskload_ps(p, m); }
 static inline void v_storem(float *p, vmask m, vf v) { _mm256_maskstore_ps(p, m, v); }
@@ -74,6 +79,7 @@ static inline void v_store(float *p, vf v) {
   for (int j = 0; j < SP_W; ++j) p[j] = v.v[j];
 }
 static inline vmask v_mask(int n) { return n >= SP_W ? (1u << SP_W) - 1u : (1u << n) - 1u; }
+static inline vmask v_maskbits(uint32_t bits) { return bits; }
 static inline vf v_loadm(const float *p, vmask m) {
   vf r = v_zero();
   for (int j = 0; j < SP_W; ++j)

@@ -25,6 +25,22 @@ typedef struct {
   int32_t t0, t1, r0, r1;
 } sp_seg;
 
+/* One-sample tiles (T = 1) run a stride-1 conv op output-stationary: output map r's plane in
+ * row chunks of SP_W positions (p, q0 .. q0+SP_W-1), och[ochptr[r] .. ochptr[r + 1]); chunk
+ * c's entries oent[e0 .. e1): a segment and the bits of the chunk's positions it covers (its
+ * area mask; every position for a whole-plane segment), in segment order. A chunk is computed
+ * in one register: bias, every entry's taps by masked multiply-add, ReLU, one store. The first
+ * chunk of a run of n <= 4 consecutive chunks with the same entries and width has n set (the
+ * others 0): they are computed together, n independent chains sharing each weight. */
+typedef struct {
+  int32_t p, q0, e0, e1, n;
+} sp_ochunk;
+
+typedef struct {
+  int32_t seg;
+  uint32_t bits;
+} sp_oent;
+
 typedef struct {
   nest_sparse_kind kind;
   char name[NEST_NAME_LEN];
@@ -54,6 +70,10 @@ typedef struct {
   int64_t nsegs;
   sp_run *runs;
   int64_t nruns;
+  int32_t *ochptr; /* conv with stride 1: [rows + 1], else NULL */
+  sp_ochunk *och;
+  sp_oent *oent;
+  int64_t noch, noent;
   int has_area;
   float *bias;       /* [out.c] */
   float *bias_plane; /* conv: [out.c, oh*ow] or NULL */
