@@ -38,9 +38,10 @@
 typedef struct nest_sparse nest_sparse;
 
 typedef struct {
-  /* Samples per tile: 0 = automatic (1 for n < 4, else the largest of 16 / 32 / 64 that
-   * leaves at least two tiles, capped by a per-thread activation budget); 1, 16, 32 or 64 =
-   * always that tile (benchmarks comparing the layouts; results are the same bits). */
+  /* Samples per tile: 0 = automatic (1 for n < 4, else the largest of 16 / 32 / 64 that is
+   * at most n, leaves every thread a tile and keeps a thread's activations within 2 MiB);
+   * 1, 16, 32 or 64 = always that tile (benchmarks comparing the layouts). Results are the
+   * same bits whatever the tile. */
   int tile;
   /* Dense layers in one-sample tiles: 0 = automatic (CSR), 1 = CSR (rows one at a time, four
    * interleaved), 2 = also build a SELL copy (sliced ELLPACK: one vector multiply-add serves

@@ -721,7 +721,7 @@ static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
 static nest_status layout(nest_sparse *s) {
   /* per-thread activation budget of the automatic tile (L2-sized tiles measured best,
    * docs/performance.md "Sparse inference") */
-  const size_t budget = (size_t)4 << 20;
+  const size_t budget = (size_t)2 << 20;
   for (int k = 0; k < s->nops; ++k) { /* the weights are final now (BN folded) */
     sp_op *op = &s->ops[k];
     if (op->kind == NEST_SPARSE_DENSE && s->sell) NEST_CALL(build_sell(op));
@@ -738,7 +738,7 @@ static nest_status layout(nest_sparse *s) {
   s->tile_cap = 1;
   for (int t = 16; t <= 64; t *= 2)
     if ((size_t)t * per_sample * sizeof(float) <= budget) s->tile_cap = t;
-  s->tmax = s->tile_opt ? s->tile_opt : nest_sparse_tile_for(s, s->max_batch);
+  s->tmax = s->tile_opt ? s->tile_opt : nest_sparse_tile_for(s, s->max_batch, 1);
   s->thread_floats = round16((size_t)s->tmax * per_sample + 16);
   NEST_CALL(nest_malloc_aligned((void **)&s->arena,
                                 sizeof(float) * s->thread_floats * (size_t)s->nthreads,

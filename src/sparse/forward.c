@@ -24,11 +24,11 @@
 #include "simd.h"
 #include "sparse_internal.h"
 
-int nest_sparse_tile_for(const nest_sparse *s, int n) {
+int nest_sparse_tile_for(const nest_sparse *s, int n, int nthreads) {
   if (s->tile_opt) return s->tile_opt;
   if (s->tile_cap < 16 || n < 4) return 1;
-  int t = 16;
-  while (t < s->tile_cap && n >= 4 * t) t *= 2; /* at least two tiles of the larger size */
+  int t = 16; /* doubled while the tile stays full and every thread keeps a tile */
+  while (2 * t <= s->tile_cap && 2 * t <= n && (n + 2 * t - 1) / (2 * t) >= nthreads) t *= 2;
   return t;
 }
 
@@ -455,7 +455,7 @@ nest_status nest_sparse_forward(nest_sparse *s, int n, int nthreads, const float
     return NEST_ERR(NEST_ERR_ARG, "nest_sparse_forward: %d threads, built for 1 to %d", nthreads,
                     s->nthreads);
   if (n == 0) return NEST_OK;
-  const int T = nest_sparse_tile_for(s, n);
+  const int T = nest_sparse_tile_for(s, n, nthreads);
   NEST_ASSERT(T <= s->tmax);
   const int ntiles = (n + T - 1) / T, nt = nthreads < ntiles ? nthreads : ntiles;
   if (nt == 1) { /* no OpenMP region at all: it costs as much as a small model's forward */

@@ -99,7 +99,8 @@ struct nest_sparse {
   nest_sparse_stats stats;
 };
 
-/* The tile of a call with n samples (forward.c). */
-int nest_sparse_tile_for(const nest_sparse *s, int n);
+/* The tile of a call with n samples on nthreads threads (forward.c): the largest for 1 thread
+ * and max_batch, which the buffers are sized for. */
+int nest_sparse_tile_for(const nest_sparse *s, int n, int nthreads);
 
 #endif
