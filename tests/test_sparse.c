@@ -33,7 +33,7 @@
 #define NEST_SPARSE_MODELS ""
 #endif
 
-/* ---- building random pruned nets ------------------------------------------------------------ */
+/* ---- building random pruned nets ------------------------------------------------------------- */
 
 static nest_layer_spec spec(nest_layer_kind kind, const char *name, nest_layer_hparams hp) {
   nest_layer_spec s;
@@ -57,9 +57,9 @@ static void randomise(nest_net *net, uint64_t seed, int dead) {
     nest_layer *l = net->layers[i];
     if (l->kind == NEST_LAYER_BATCHNORM)
       for (int c = 0; c < l->in.c; ++c) {
-        l->p[0][c] = 0.5f + uni(&r);         /* gamma */
+        l->p[0][c] = 0.5f + uni(&r);            /* gamma */
         l->buf[0][c] = 0.4f * (uni(&r) - 0.5f); /* running mean */
-        l->buf[1][c] = 0.2f + uni(&r);       /* running var */
+        l->buf[1][c] = 0.2f + uni(&r);          /* running var */
       }
     if (l->kind == NEST_LAYER_CONV2D && l->hp.area) {
       const size_t n = (size_t)l->out.h * l->out.w;
@@ -149,7 +149,7 @@ static nest_net *oddnet(int max_batch, uint64_t seed, int dead) {
   return make_net(s, 8, (nest_shape){2, 13, 11}, 4, max_batch, seed, dead);
 }
 
-/* ---- comparing ---------------------------------------------------------------------------------- */
+/* ---- comparing ------------------------------------------------------------------------------- */
 
 static float *inputs(const nest_net *net, int n, uint64_t seed) {
   const size_t d = nest_shape_size(net->in_shape);
@@ -348,7 +348,7 @@ static void test_bad_args(void **state) {
   nest_net_destroy(&net);
 }
 
-/* ---- MNIST with the real models --------------------------------------------------------------- */
+/* ---- MNIST with the real models -------------------------------------------------------------- */
 
 /* The MNIST test set normalised as the run that trained `model` did: the run's config.ini
  * (next to the model file) gives data.val_split, run.seed and data.max_train. */
@@ -356,7 +356,10 @@ static nest_dataset *mnist_test_for(const char *model) {
   char dir[1024], cfgpath[1100];
   snprintf(dir, sizeof dir, "%s", model);
   char *slash = strrchr(dir, '/');
-  if (slash) *slash = '\0'; else snprintf(dir, sizeof dir, ".");
+  if (slash)
+    *slash = '\0';
+  else
+    snprintf(dir, sizeof dir, ".");
   snprintf(cfgpath, sizeof cfgpath, "%s/config.ini", dir);
   nest_config c;
   nest_config_defaults(&c);
@@ -464,10 +467,10 @@ static void test_mnist_models(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_mlp),           cmocka_unit_test(test_conv),
-      cmocka_unit_test(test_conv_area),     cmocka_unit_test(test_odd_shapes),
-      cmocka_unit_test(test_compaction),    cmocka_unit_test(test_bit_identical),
-      cmocka_unit_test(test_area_export),   cmocka_unit_test(test_bad_args),
+      cmocka_unit_test(test_mlp),          cmocka_unit_test(test_conv),
+      cmocka_unit_test(test_conv_area),    cmocka_unit_test(test_odd_shapes),
+      cmocka_unit_test(test_compaction),   cmocka_unit_test(test_bit_identical),
+      cmocka_unit_test(test_area_export),  cmocka_unit_test(test_bad_args),
       cmocka_unit_test(test_mnist_models),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

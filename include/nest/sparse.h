@@ -60,8 +60,7 @@ void nest_sparse_destroy(nest_sparse **s);
 /* logits[n, nclasses] = net(x[n, in]) in eval mode, x row-major (n samples of in_shape,
  * normalised as for the dense net). 0 <= n <= max_batch and 1 <= nthreads <= create's
  * nthreads, else NEST_ERR_ARG. The caller's omp_set_num_threads is not consulted. */
-nest_status nest_sparse_forward(nest_sparse *s, int n, int nthreads, const float *x,
-                                float *logits);
+nest_status nest_sparse_forward(nest_sparse *s, int n, int nthreads, const float *x, float *logits);
 
 /* What compaction kept and what it costs. */
 typedef struct {
@@ -84,28 +83,28 @@ void nest_sparse_get_stats(const nest_sparse *s, nest_sparse_stats *out);
 /* One op of the compact program, for describing and exporting it (bench_infer rebuilds it in
  * PyTorch from this). Pointers are into s and live as long as it does. */
 typedef enum {
-  NEST_SPARSE_DENSE,  /* y[out] = W x + bias (x = the flattened [C, H, W] input) */
-  NEST_SPARSE_CONV,   /* y = conv(x, W) + bias (+ bias_plane), gated by the area runs */
-  NEST_SPARSE_POOL,   /* max pooling (kh, kw, stride, pad; padding never wins) */
-  NEST_SPARSE_AFFINE  /* y[c] = x[c] * scale[c] + shift[c] (batch norm not foldable) */
+  NEST_SPARSE_DENSE, /* y[out] = W x + bias (x = the flattened [C, H, W] input) */
+  NEST_SPARSE_CONV,  /* y = conv(x, W) + bias (+ bias_plane), gated by the area runs */
+  NEST_SPARSE_POOL,  /* max pooling (kh, kw, stride, pad; padding never wins) */
+  NEST_SPARSE_AFFINE /* y[c] = x[c] * scale[c] + shift[c] (batch norm not foldable) */
 } nest_sparse_kind;
 
 typedef struct {
   nest_sparse_kind kind;
-  const char *name;         /* the source layer's name */
-  nest_shape in, out;       /* compact shapes */
-  int relu;                 /* 1: y = max(y, 0) after the op */
-  int kh, kw, stride, pad;  /* conv, pool */
+  const char *name;        /* the source layer's name */
+  nest_shape in, out;      /* compact shapes */
+  int relu;                /* 1: y = max(y, 0) after the op */
+  int kh, kw, stride, pad; /* conv, pool */
   /* dense, conv: W as CSR over rows = out.c, columns = in features (dense) or
    * (m * kh + ki) * kw + kj (conv, m a compact input map), ascending per row */
   int rows, cols;
   int64_t nnz;
-  const int32_t *rowptr;    /* [rows + 1] */
-  const int32_t *colidx;    /* [nnz] */
-  const float *values;      /* [nnz] */
-  const float *bias;        /* [out.c] (conv: per map) */
-  const float *bias_plane;  /* conv only, or NULL: [out.c, oh*ow] added after the bias */
-  int has_area;             /* conv: some kernel runs over part of the plane only */
+  const int32_t *rowptr;      /* [rows + 1] */
+  const int32_t *colidx;      /* [nnz] */
+  const float *values;        /* [nnz] */
+  const float *bias;          /* [out.c] (conv: per map) */
+  const float *bias_plane;    /* conv only, or NULL: [out.c, oh*ow] added after the bias */
+  int has_area;               /* conv: some kernel runs over part of the plane only */
   const float *scale, *shift; /* affine: [in.c] */
 } nest_sparse_op;
 

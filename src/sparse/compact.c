@@ -23,7 +23,7 @@
 #include "simd.h"
 #include "sparse_internal.h"
 
-/* ---- the analysis ------------------------------------------------------------------------ */
+/* ---- the analysis ---------------------------------------------------------------------------- */
 
 /* One activation tensor of the net during the analysis. */
 typedef struct {
@@ -32,14 +32,14 @@ typedef struct {
   int32_t *map;         /* [c] compact channel or -1 */
   int32_t *inv;         /* [kept] source channel of each compact channel */
   int kept;
-  double *cval;         /* [c*h*w] values of dead channels (input-independent) */
+  double *cval; /* [c*h*w] values of dead channels (input-independent) */
 } tensor;
 
 typedef struct {
   const nest_net *net;
-  int nt;           /* tensors: nlayers + 1 */
+  int nt; /* tensors: nlayers + 1 */
   tensor *t;
-  int last_lin;     /* index of the last dense / conv layer */
+  int last_lin; /* index of the last dense / conv layer */
 } analysis;
 
 static int is_linear(const nest_layer *l) {
@@ -162,8 +162,7 @@ static nest_status live_layer(const nest_layer *l, const tensor *in, tensor *out
       conv_fold(l, in, o, pl);
     }
     return NEST_OK;
-  default:
-    break;
+  default: break;
   }
   /* per-channel layers: liveness passes through; dead values are transformed */
   const size_t hwi = plane(in->sh);
@@ -180,12 +179,8 @@ static nest_status live_layer(const nest_layer *l, const tensor *in, tensor *out
     case NEST_LAYER_RELU:
       for (size_t p = 0; p < hw; ++p) y[p] = x[p] > 0.0 ? x[p] : 0.0;
       break;
-    case NEST_LAYER_MAXPOOL:
-      pool_plane(l, x, y);
-      break;
-    case NEST_LAYER_DROPOUT: /* identity in eval */
-      memcpy(y, x, sizeof(double) * hw);
-      break;
+    case NEST_LAYER_MAXPOOL: pool_plane(l, x, y); break;
+    case NEST_LAYER_DROPOUT: /* identity in eval */ memcpy(y, x, sizeof(double) * hw); break;
     default:
       return NEST_ERR(NEST_ERR_ARG, "%s: layer kind %s is not supported by sparse inference",
                       l->name, nest_layer_kind_name(l->kind));
@@ -258,8 +253,7 @@ static nest_status analyse(analysis *a) {
   for (int i = 0; i < net->nlayers; ++i)
     NEST_CALL(live_layer(net->layers[i], &a->t[i], &a->t[i + 1]));
   for (int i = a->last_lin + 1; i < a->nt; ++i) memset(a->t[i].need, 1, (size_t)a->t[i].sh.c);
-  for (int i = a->last_lin; i >= 0; --i)
-    need_layer(net->layers[i], &a->t[i], &a->t[i + 1]);
+  for (int i = a->last_lin; i >= 0; --i) need_layer(net->layers[i], &a->t[i], &a->t[i + 1]);
   for (int i = 0; i < a->nt; ++i) {
     tensor *t = &a->t[i];
     t->kept = 0;
@@ -272,7 +266,7 @@ static nest_status analyse(analysis *a) {
   return NEST_OK;
 }
 
-/* ---- growable arrays for the build ---------------------------------------------------------- */
+/* ---- growable arrays for the build ----------------------------------------------------------- */
 
 typedef struct {
   void *p;
@@ -358,11 +352,16 @@ static nest_status build_sell(sp_op *op) {
   for (int r = 0; r < op->rows; ++r) order[r] = r;
   sell_rowptr = op->rowptr; /* create runs on one thread: qsort has no context argument */
   qsort(order, (size_t)op->rows, sizeof(int32_t), sell_cmp);
-  nest_status st = nest_calloc((void **)&op->sell_off, (size_t)ns + 1, sizeof(int64_t), "sparse SELL");
-  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_len, (size_t)ns + 1, sizeof(int32_t), "sparse SELL");
-  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_lens, (size_t)ns * W + 1, sizeof(int32_t), "sparse SELL");
-  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_rows, (size_t)ns * W + 1, sizeof(int32_t), "sparse SELL");
-  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_bias, (size_t)ns * W + 1, sizeof(float), "sparse SELL");
+  nest_status st =
+      nest_calloc((void **)&op->sell_off, (size_t)ns + 1, sizeof(int64_t), "sparse SELL");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&op->sell_len, (size_t)ns + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&op->sell_lens, (size_t)ns * W + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&op->sell_rows, (size_t)ns * W + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&op->sell_bias, (size_t)ns * W + 1, sizeof(float), "sparse SELL");
   for (int g = 0; g < ns && st == NEST_OK; ++g) {
     for (int j = 0; j < W; ++j) {
       const int i = g * W + j, r = i < op->rows ? order[i] : -1;
@@ -374,8 +373,10 @@ static nest_status build_sell(sp_op *op) {
     op->sell_off[g + 1] = op->sell_off[g] + (int64_t)op->sell_len[g] * W;
   }
   const size_t total = st == NEST_OK ? (size_t)op->sell_off[ns] : 0;
-  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_val, total + 1, sizeof(float), "sparse SELL");
-  if (st == NEST_OK) st = nest_calloc((void **)&op->sell_col, total + 1, sizeof(int32_t), "sparse SELL");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&op->sell_val, total + 1, sizeof(float), "sparse SELL");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&op->sell_col, total + 1, sizeof(int32_t), "sparse SELL");
   for (int i = 0; i < ns * W && st == NEST_OK; ++i) {
     const int r = op->sell_rows[i];
     for (int32_t k = 0; r >= 0 && k < op->sell_lens[i]; ++k) {
@@ -412,8 +413,8 @@ static int all_ones(const float *r, size_t n) {
 
 /* The taps of kernel (o, m) of conv layer l (compact input map mc) appended to the entries;
  * padded input plane Hp x Wp. */
-static nest_status kernel_taps(const nest_layer *l, int o, int m, int mc, int Hp, int Wp,
-                               vec *col, vec *val, vec *toff) {
+static nest_status kernel_taps(const nest_layer *l, int o, int m, int mc, int Hp, int Wp, vec *col,
+                               vec *val, vec *toff) {
   const int kh = l->hp.kh, kw = l->hp.kw;
   const size_t wo = ((size_t)o * l->in.c + m) * kh * kw;
   for (int ki = 0; ki < kh; ++ki)
@@ -429,8 +430,8 @@ static nest_status kernel_taps(const nest_layer *l, int o, int m, int mc, int Hp
 
 /* Row r of a conv op: taps of the used kernels of kept input maps, one segment per gated
  * kernel, consecutive whole-plane kernels merged into one segment. */
-static nest_status conv_row(const nest_layer *l, const tensor *in, int o, int Hp, int Wp,
-                            vec *col, vec *val, vec *toff, vec *segs, vec *runs) {
+static nest_status conv_row(const nest_layer *l, const tensor *in, int o, int Hp, int Wp, vec *col,
+                            vec *val, vec *toff, vec *segs, vec *runs) {
   const size_t n = plane(l->out), first = segs->n; /* this row's first segment */
   const float *area = area_of(l);
   for (int mc = 0; mc < in->kept; ++mc) {
@@ -483,8 +484,8 @@ static nest_status build_ochunks(sp_op *op, const nest_layer *l, const tensor *i
   const size_t kk = (size_t)l->hp.kh * l->hp.kw, n = (size_t)OH * OW;
   const float *area = area_of(l);
   vec och = {NULL, 0, 0, sizeof(sp_ochunk)}, oent = {NULL, 0, 0, sizeof(sp_oent)};
-  nest_status st = nest_calloc((void **)&op->ochptr, (size_t)op->rows + 1, sizeof(int32_t),
-                               "sparse conv");
+  nest_status st =
+      nest_calloc((void **)&op->ochptr, (size_t)op->rows + 1, sizeof(int32_t), "sparse conv");
   for (int r = 0; r < op->rows && st == NEST_OK; ++r) {
     const int o = out->inv[r];
     for (int q0 = 0; q0 < OW && st == NEST_OK; q0 += SP_W) /* by column: alike rows group */
@@ -507,8 +508,9 @@ static nest_status build_ochunks(sp_op *op, const nest_layer *l, const tensor *i
         if (st == NEST_OK) st = vec_push(&och, &c);
       }
     op->ochptr[r + 1] = (int32_t)och.n;
-    if (st == NEST_OK) group_ochunks((sp_ochunk *)och.p, op->ochptr[r], op->ochptr[r + 1], OW,
-                                     (const sp_oent *)oent.p);
+    if (st == NEST_OK)
+      group_ochunks((sp_ochunk *)och.p, op->ochptr[r], op->ochptr[r + 1], OW,
+                    (const sp_oent *)oent.p);
   }
   op->och = och.p;
   op->noch = (int64_t)och.n;
@@ -532,8 +534,7 @@ static int conv_bias_planes(const nest_layer *l, const tensor *in, const tensor 
   return varies;
 }
 
-static nest_status build_conv(sp_op *op, const nest_layer *l, const tensor *in,
-                              const tensor *out) {
+static nest_status build_conv(sp_op *op, const nest_layer *l, const tensor *in, const tensor *out) {
   const int Hp = l->in.h + 2 * l->hp.pad, Wp = l->in.w + 2 * l->hp.pad;
   const size_t n = plane(l->out);
   op->kind = NEST_SPARSE_CONV;
@@ -546,17 +547,19 @@ static nest_status build_conv(sp_op *op, const nest_layer *l, const tensor *in,
   vec toff = {NULL, 0, 0, sizeof(int32_t)}, segs = {NULL, 0, 0, sizeof(sp_seg)};
   vec runs = {NULL, 0, 0, sizeof(sp_run)};
   double *bp = NULL;
-  nest_status st = nest_calloc((void **)&op->segptr, (size_t)out->kept + 1, sizeof(int32_t),
-                               "sparse conv");
+  nest_status st =
+      nest_calloc((void **)&op->segptr, (size_t)out->kept + 1, sizeof(int32_t), "sparse conv");
   int32_t *rowend = NULL;
-  if (st == NEST_OK) st = nest_calloc((void **)&rowend, (size_t)out->kept + 1, sizeof(int32_t), "sparse conv");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&rowend, (size_t)out->kept + 1, sizeof(int32_t), "sparse conv");
   for (int r = 0; r < out->kept && st == NEST_OK; ++r) {
     st = conv_row(l, in, out->inv[r], Hp, Wp, &col, &val, &toff, &segs, &runs);
     rowend[r] = (int32_t)val.n;
     op->segptr[r + 1] = (int32_t)segs.n;
   }
   if (st == NEST_OK) st = op_alloc_csr(op, out->kept, (int64_t)val.n);
-  if (st == NEST_OK) st = nest_calloc((void **)&bp, (size_t)out->kept * n + 1, sizeof(double), "sparse conv");
+  if (st == NEST_OK)
+    st = nest_calloc((void **)&bp, (size_t)out->kept * n + 1, sizeof(double), "sparse conv");
   if (st == NEST_OK) {
     for (int r = 0; r < out->kept; ++r) op->rowptr[r + 1] = rowend[r];
     if (val.n) {
@@ -573,10 +576,12 @@ static nest_status build_conv(sp_op *op, const nest_layer *l, const tensor *in,
     runs.p = NULL;
     op->has_area = op->nruns > 0;
     const int varies = conv_bias_planes(l, in, out, bp);
-    for (int r = 0; r < out->kept; ++r) op->bias[r] = (float)((double)l->p[1][out->inv[r]] + bp[(size_t)r * n]);
+    for (int r = 0; r < out->kept; ++r)
+      op->bias[r] = (float)((double)l->p[1][out->inv[r]] + bp[(size_t)r * n]);
     if (op->stride == 1) st = build_ochunks(op, l, in, out);
     if (st == NEST_OK && varies) {
-      st = nest_calloc((void **)&op->bias_plane, (size_t)out->kept * n, sizeof(float), "sparse conv");
+      st = nest_calloc((void **)&op->bias_plane, (size_t)out->kept * n, sizeof(float),
+                       "sparse conv");
       for (int r = 0; r < out->kept && st == NEST_OK; ++r)
         for (size_t p = 0; p < n; ++p) /* bias + plane = b + fold exactly as summed in double */
           op->bias_plane[(size_t)r * n + p] =
@@ -676,12 +681,8 @@ static nest_status build_ops(nest_sparse *s, const analysis *a) {
     sp_op *last = s->nops ? &s->ops[s->nops - 1] : NULL;
     sp_op *op;
     switch (l->kind) {
-    case NEST_LAYER_DENSE:
-      NEST_CALL(build_dense(new_op(s, l, in, out), l, in, out));
-      break;
-    case NEST_LAYER_CONV2D:
-      NEST_CALL(build_conv(new_op(s, l, in, out), l, in, out));
-      break;
+    case NEST_LAYER_DENSE: NEST_CALL(build_dense(new_op(s, l, in, out), l, in, out)); break;
+    case NEST_LAYER_CONV2D: NEST_CALL(build_conv(new_op(s, l, in, out), l, in, out)); break;
     case NEST_LAYER_MAXPOOL:
       op = new_op(s, l, in, out);
       op->kind = NEST_SPARSE_POOL;
@@ -703,8 +704,7 @@ static nest_status build_ops(nest_sparse *s, const analysis *a) {
       if (!last) NEST_CALL(build_affine(last = new_op(s, l, in, out), NULL, in));
       last->relu = 1;
       break;
-    case NEST_LAYER_DROPOUT:
-      break;
+    case NEST_LAYER_DROPOUT: break;
     default:
       return NEST_ERR(NEST_ERR_ARG, "%s: layer kind %s is not supported by sparse inference",
                       l->name, nest_layer_kind_name(l->kind));
@@ -713,7 +713,7 @@ static nest_status build_ops(nest_sparse *s, const analysis *a) {
   return NEST_OK;
 }
 
-/* ---- the program: buffers and statistics ------------------------------------------------------ */
+/* ---- the program: buffers and statistics ----------------------------------------------------- */
 
 static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
 
@@ -728,7 +728,8 @@ static nest_status layout(nest_sparse *s) {
     op->bin = op->kind == NEST_SPARSE_CONV ? op->pad : 0;
     if (k > 0) s->ops[k - 1].bout = op->bin;
   }
-  NEST_CALL(nest_calloc((void **)&s->buf_pos, (size_t)s->nops + 2, sizeof(size_t), "sparse buffers"));
+  NEST_CALL(
+      nest_calloc((void **)&s->buf_pos, (size_t)s->nops + 2, sizeof(size_t), "sparse buffers"));
   for (int k = 0; k <= s->nops; ++k) {
     const nest_shape sh = k < s->nops ? s->ops[k].in : s->ops[s->nops - 1].out;
     const int b = k < s->nops ? s->ops[k].bin : 0;
@@ -802,7 +803,7 @@ static void compute_stats(nest_sparse *s, const nest_net *net, const analysis *a
   st->work_bytes = s->thread_floats * sizeof(float) * (size_t)s->nthreads;
 }
 
-/* ---- public ------------------------------------------------------------------------------------ */
+/* ---- public ---------------------------------------------------------------------------------- */
 
 void nest_sparse_destroy(nest_sparse **sp) {
   if (!sp || !*sp) return;
@@ -834,8 +835,9 @@ nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
   *out = NULL;
   const int tile = opts ? opts->tile : 0;
   if (!net || net->nlayers < 1 || max_batch < 1 || nthreads < 1)
-    return NEST_ERR(NEST_ERR_ARG, "nest_sparse_create: need a net, max_batch >= 1 and "
-                                  "nthreads >= 1 (got max_batch %d, nthreads %d)",
+    return NEST_ERR(NEST_ERR_ARG,
+                    "nest_sparse_create: need a net, max_batch >= 1 and "
+                    "nthreads >= 1 (got max_batch %d, nthreads %d)",
                     max_batch, nthreads);
   const int single = opts ? opts->single : 0;
   if (single < 0 || single > 2)

@@ -71,7 +71,8 @@ static void dense_t1(const sp_op *op, const float *restrict x, float *restrict y
     y0[(size_t)(r + 2) * step] = dense_finish(op, k2 + n, rp[r + 3], x, a2);
     y0[(size_t)(r + 3) * step] = dense_finish(op, k3 + n, rp[r + 4], x, a3);
   }
-  for (; r < op->rows; ++r) y0[(size_t)r * step] = dense_finish(op, rp[r], rp[r + 1], x, op->bias[r]);
+  for (; r < op->rows; ++r)
+    y0[(size_t)r * step] = dense_finish(op, rp[r], rp[r + 1], x, op->bias[r]);
 }
 
 /* T = 1 in SELL-W form: W rows per vector multiply-add, x gathered. */
@@ -97,9 +98,8 @@ static void dense_sell(const sp_op *op, const float *restrict x, float *restrict
 }
 
 /* T = NV * SP_W lanes: NV accumulators per row (independent chains), one broadcast weight. */
-static inline __attribute__((always_inline)) void dense_tile(const sp_op *op,
-                                                            const float *restrict x,
-                                                            float *restrict y, const int NV) {
+static inline __attribute__((always_inline)) void
+dense_tile(const sp_op *op, const float *restrict x, float *restrict y, const int NV) {
   const size_t T = (size_t)NV * SP_W;
   for (int r = 0; r < op->rows; ++r) {
     vf a[64 / SP_W];
@@ -115,16 +115,15 @@ static inline __attribute__((always_inline)) void dense_tile(const sp_op *op,
   }
 }
 
-/* ---- conv: taps over runs ---------------------------------------------------------------------- */
+/* ---- conv: taps over runs -------------------------------------------------------------------- */
 
 /* y[c*SP_W ..] = fma(w[k], x[toff[k]*T + c*SP_W ..], y[..]) for the taps k in order, for NCH
  * consecutive chunks c of SP_W lanes held in registers; with MASKED the last chunk has only
  * the lanes of `last`. */
 static inline __attribute__((always_inline)) void conv_chunks(const float *x, size_t T,
-                                                             const int32_t *toff,
-                                                             const float *w, int ntap,
-                                                             float *y, const int NCH,
-                                                             const int MASKED, vmask last) {
+                                                              const int32_t *toff, const float *w,
+                                                              int ntap, float *y, const int NCH,
+                                                              const int MASKED, vmask last) {
   vf a[4];
   for (int c = 0; c < NCH; ++c)
     a[c] = MASKED && c == NCH - 1 ? v_loadm(y + c * SP_W, last) : v_load(y + c * SP_W);
@@ -132,18 +131,20 @@ static inline __attribute__((always_inline)) void conv_chunks(const float *x, si
     const float *xp = x + (size_t)toff[k] * T;
     const vf wk = v_set1(w[k]);
     for (int c = 0; c < NCH; ++c)
-      a[c] = v_fma(wk, MASKED && c == NCH - 1 ? v_loadm(xp + c * SP_W, last) : v_load(xp + c * SP_W),
-                   a[c]);
+      a[c] = v_fma(
+          wk, MASKED && c == NCH - 1 ? v_loadm(xp + c * SP_W, last) : v_load(xp + c * SP_W), a[c]);
   }
   for (int c = 0; c < NCH; ++c) {
-    if (MASKED && c == NCH - 1) v_storem(y + c * SP_W, last, a[c]);
-    else v_store(y + c * SP_W, a[c]);
+    if (MASKED && c == NCH - 1)
+      v_storem(y + c * SP_W, last, a[c]);
+    else
+      v_store(y + c * SP_W, a[c]);
   }
 }
 
 /* y[0..L) = Σ-by-fma of the taps over x[toff[k]*T + (0..L)]: groups of 4 chunks, then the rest. */
-static inline void conv_run(const float *x, size_t T, const int32_t *toff, const float *w,
-                            int ntap, size_t L, float *y) {
+static inline void conv_run(const float *x, size_t T, const int32_t *toff, const float *w, int ntap,
+                            size_t L, float *y) {
   size_t c0 = 0;
   for (; c0 + 4 * SP_W <= L; c0 += 4 * SP_W)
     conv_chunks(x + c0, T, toff, w, ntap, y + c0, 4, 0, v_mask(SP_W));
@@ -154,14 +155,21 @@ static inline void conv_run(const float *x, size_t T, const int32_t *toff, const
   x += c0;
   y += c0;
   if (tail) {
-    if (nch == 1) conv_chunks(x, T, toff, w, ntap, y, 1, 1, m);
-    else if (nch == 2) conv_chunks(x, T, toff, w, ntap, y, 2, 1, m);
-    else if (nch == 3) conv_chunks(x, T, toff, w, ntap, y, 3, 1, m);
-    else conv_chunks(x, T, toff, w, ntap, y, 4, 1, m);
+    if (nch == 1)
+      conv_chunks(x, T, toff, w, ntap, y, 1, 1, m);
+    else if (nch == 2)
+      conv_chunks(x, T, toff, w, ntap, y, 2, 1, m);
+    else if (nch == 3)
+      conv_chunks(x, T, toff, w, ntap, y, 3, 1, m);
+    else
+      conv_chunks(x, T, toff, w, ntap, y, 4, 1, m);
   } else {
-    if (nch == 1) conv_chunks(x, T, toff, w, ntap, y, 1, 0, m);
-    else if (nch == 2) conv_chunks(x, T, toff, w, ntap, y, 2, 0, m);
-    else conv_chunks(x, T, toff, w, ntap, y, 3, 0, m);
+    if (nch == 1)
+      conv_chunks(x, T, toff, w, ntap, y, 1, 0, m);
+    else if (nch == 2)
+      conv_chunks(x, T, toff, w, ntap, y, 2, 0, m);
+    else
+      conv_chunks(x, T, toff, w, ntap, y, 3, 0, m);
   }
 }
 
@@ -184,10 +192,8 @@ static inline void conv_seg_run(const sp_op *op, const sp_seg *g, const float *x
 }
 
 /* N alike row chunks c[0 .. N) of output map r (sp_ochunk): N independent chains. */
-static inline __attribute__((always_inline)) void conv_t1_group(const sp_op *op, int r,
-                                                               const sp_ochunk *c,
-                                                               const float *x, float *y,
-                                                               const int N) {
+static inline __attribute__((always_inline)) void
+conv_t1_group(const sp_op *op, int r, const sp_ochunk *c, const float *x, float *y, const int N) {
   const size_t wp = (size_t)op->in.w + 2 * op->pad;
   const int OW = op->out.w;
   const vmask all = v_mask(OW - c[0].q0);
@@ -262,7 +268,7 @@ static void conv_op(const sp_op *op, const float *restrict x, float *restrict y,
   }
 }
 
-/* ---- pool, affine ------------------------------------------------------------------------------ */
+/* ---- pool, affine ---------------------------------------------------------------------------- */
 
 /* The window of output (p, q), clipped to the input (padding never wins). */
 typedef struct {
@@ -355,33 +361,45 @@ static void affine_op(const sp_op *op, const float *restrict x, float *restrict 
     }
 }
 
-static void dense_t16(const sp_op *op, const float *x, float *y) { dense_tile(op, x, y, 16 / SP_W); }
-static void dense_t32(const sp_op *op, const float *x, float *y) { dense_tile(op, x, y, 32 / SP_W); }
-static void dense_t64(const sp_op *op, const float *x, float *y) { dense_tile(op, x, y, 64 / SP_W); }
+static void dense_t16(const sp_op *op, const float *x, float *y) {
+  dense_tile(op, x, y, 16 / SP_W);
+}
+static void dense_t32(const sp_op *op, const float *x, float *y) {
+  dense_tile(op, x, y, 32 / SP_W);
+}
+static void dense_t64(const sp_op *op, const float *x, float *y) {
+  dense_tile(op, x, y, 64 / SP_W);
+}
 
 static void run_op(const nest_sparse *s, const sp_op *op, const float *x, float *y, int T) {
   switch (op->kind) {
   case NEST_SPARSE_DENSE:
-    if (T == 1) (s->sell ? dense_sell : dense_t1)(op, x, y);
-    else if (T == 16) dense_t16(op, x, y);
-    else if (T == 32) dense_t32(op, x, y);
-    else dense_t64(op, x, y);
+    if (T == 1)
+      (s->sell ? dense_sell : dense_t1)(op, x, y);
+    else if (T == 16)
+      dense_t16(op, x, y);
+    else if (T == 32)
+      dense_t32(op, x, y);
+    else
+      dense_t64(op, x, y);
     break;
   case NEST_SPARSE_CONV:
-    if (T == 1 && op->ochptr) conv_t1(op, x, y);
-    else conv_op(op, x, y, (size_t)T);
+    if (T == 1 && op->ochptr)
+      conv_t1(op, x, y);
+    else
+      conv_op(op, x, y, (size_t)T);
     break;
   case NEST_SPARSE_POOL:
-    if (T == 1) pool_t1(op, x, y);
-    else pool_tile(op, x, y, (size_t)T);
+    if (T == 1)
+      pool_t1(op, x, y);
+    else
+      pool_tile(op, x, y, (size_t)T);
     break;
-  case NEST_SPARSE_AFFINE:
-    affine_op(op, x, y, (size_t)T);
-    break;
+  case NEST_SPARSE_AFFINE: affine_op(op, x, y, (size_t)T); break;
   }
 }
 
-/* ---- tiles ------------------------------------------------------------------------------------- */
+/* ---- tiles ----------------------------------------------------------------------------------- */
 
 /* Buffer 0 of a tile = samples s0 .. s0+nt of x (row-major [n, C, H, W]) in the tile layout,
  * compact input channels only, lanes nt..T zero. */

@@ -77,7 +77,8 @@ void nest_sparse_describe(const nest_sparse *s, void *file) {
             op->in.h, op->in.w, op->out.c, op->out.h, op->out.w, op->relu ? " relu" : "");
     if (op->kind == NEST_SPARSE_DENSE || op->kind == NEST_SPARSE_CONV) {
       const double dense = (double)op->rows * op->cols;
-      fprintf(f, ", %lld nnz (%.1f%%)", (long long)op->nnz, dense > 0 ? 100.0 * op->nnz / dense : 0.0);
+      fprintf(f, ", %lld nnz (%.1f%%)", (long long)op->nnz,
+              dense > 0 ? 100.0 * op->nnz / dense : 0.0);
     }
     if (op->kind == NEST_SPARSE_CONV)
       fprintf(f, ", %lld segments, %lld runs%s", (long long)op->nsegs, (long long)op->nruns,

@@ -61,7 +61,8 @@ static inline vmask v_lanes_gt(const int32_t *lens, int k) {
 }
 static inline vf v_gatherm(const float *base, const int32_t *idx, vmask m) {
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base,
-                                  _mm256_loadu_si256((const __m256i *)idx), _mm256_castsi256_ps(m), 4);
+                                  _mm256_loadu_si256((const __m256i *)idx), _mm256_castsi256_ps(m),
+                                  4);
 }
 static inline vf v_fmam(vf a, vf b, vf c, vmask m) {
   return _mm256_blendv_ps(c, _mm256_fmadd_ps(a, b, c), _mm256_castsi256_ps(m));

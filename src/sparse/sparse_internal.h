@@ -75,8 +75,8 @@ typedef struct {
   sp_oent *oent;
   int64_t noch, noent;
   int has_area;
-  float *bias;       /* [out.c] */
-  float *bias_plane; /* conv: [out.c, oh*ow] or NULL */
+  float *bias;          /* [out.c] */
+  float *bias_plane;    /* conv: [out.c, oh*ow] or NULL */
   float *scale, *shift; /* affine: [in.c] */
 } sp_op;
 

@@ -176,8 +176,10 @@ static void bench_pair(model *m, int nt, int n, int reps) {
     for (int k = 0; k < 2; ++k) {
       const int sparse = (k + r) % 2 == 0;
       const double t0 = now();
-      if (sparse) run_sparse(m->sp, m, n, nt);
-      else run_dense(m, n, nt);
+      if (sparse)
+        run_sparse(m->sp, m, n, nt);
+      else
+        run_dense(m, n, nt);
       (sparse ? ts : td)[r] = now() - t0;
     }
   print_samples(m->name, "nest_sparse", nt, n, ts, reps);
@@ -197,8 +199,8 @@ static void bench_tiles(model *m, int nt, int n, int reps) {
   static const struct {
     const char *name;
     nest_sparse_opts o;
-  } v[] = {{"auto", {0, 0}},  {"t1_csr", {1, 1}}, {"t1_sell", {1, 2}},
-           {"t16", {16, 0}},  {"t32", {32, 0}},   {"t64", {64, 0}}};
+  } v[] = {{"auto", {0, 0}}, {"t1_csr", {1, 1}}, {"t1_sell", {1, 2}},
+           {"t16", {16, 0}}, {"t32", {32, 0}},   {"t64", {64, 0}}};
   enum { NV = sizeof v / sizeof v[0] };
   nest_sparse *s[NV];
   double *t[NV];
@@ -224,7 +226,7 @@ static void bench_tiles(model *m, int nt, int n, int reps) {
   }
 }
 
-/* ---- export for bench_infer.py ------------------------------------------------------------ */
+/* ---- export for bench_infer.py --------------------------------------------------------------- */
 
 /* One .npy file (format 1.0): dtype "<f4", "<i4" or "|u1", shape dims[nd]. */
 static void write_npy(const char *dir, const char *name, const char *dtype, const void *data,
@@ -237,8 +239,8 @@ static void write_npy(const char *dir, const char *name, const char *dtype, cons
     strncat(shape, d, sizeof shape - strlen(shape) - 1);
     count *= (size_t)dims[i];
   }
-  int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
-                     dtype, shape);
+  int len = snprintf(header, sizeof header,
+                     "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", dtype, shape);
   while ((10 + len + 1) % 64) header[len++] = ' ';
   header[len++] = '\n';
   snprintf(path, sizeof path, "%.1900s/%.64s.npy", dir, name);
@@ -258,7 +260,10 @@ static void write_npy(const char *dir, const char *name, const char *dtype, cons
 }
 
 static const char *kind_str(nest_sparse_kind k) {
-  return k == NEST_SPARSE_DENSE ? "dense" : k == NEST_SPARSE_CONV ? "conv" : k == NEST_SPARSE_POOL ? "pool" : "affine";
+  return k == NEST_SPARSE_DENSE  ? "dense"
+         : k == NEST_SPARSE_CONV ? "conv"
+         : k == NEST_SPARSE_POOL ? "pool"
+                                 : "affine";
 }
 
 static void export_model(model *m, const char *dir) {
@@ -276,18 +281,20 @@ static void export_model(model *m, const char *dir) {
   const long file_bytes = stat(m->path, &fs) == 0 ? (long)fs.st_size : -1;
   fprintf(f, "model %s\nfile_bytes %ld\ninput %d %d %d\nnclasses %d\n", m->name, file_bytes,
           st.in_shape.c, st.in_shape.h, st.in_shape.w, st.nclasses);
-  fprintf(f, "stats source_weights=%lld nnz=%lld units_removed=%d units_folded=%d flops=%.0f "
+  fprintf(f,
+          "stats source_weights=%lld nnz=%lld units_removed=%d units_folded=%d flops=%.0f "
           "model_bytes=%zu dense_bytes=%zu source_bytes=%zu work_bytes=%zu\n",
           (long long)st.source_weights, (long long)st.nnz, st.units_removed, st.units_folded,
           st.flops, st.model_bytes, st.dense_bytes, st.source_bytes, st.work_bytes);
   for (int i = 0; i < nest_sparse_nops(m->sp); ++i) {
     nest_sparse_op op;
     nest_sparse_get_op(m->sp, i, &op);
-    fprintf(f, "op %d kind=%s name=%s in=%d,%d,%d out=%d,%d,%d relu=%d k=%d,%d stride=%d pad=%d "
+    fprintf(f,
+            "op %d kind=%s name=%s in=%d,%d,%d out=%d,%d,%d relu=%d k=%d,%d stride=%d pad=%d "
             "rows=%d cols=%d nnz=%lld bias_plane=%d area=%d\n",
-            i, kind_str(op.kind), op.name, op.in.c, op.in.h, op.in.w, op.out.c, op.out.h,
-            op.out.w, op.relu, op.kh, op.kw, op.stride, op.pad, op.rows, op.cols,
-            (long long)op.nnz, op.bias_plane != NULL, op.has_area);
+            i, kind_str(op.kind), op.name, op.in.c, op.in.h, op.in.w, op.out.c, op.out.h, op.out.w,
+            op.relu, op.kh, op.kw, op.stride, op.pad, op.rows, op.cols, (long long)op.nnz,
+            op.bias_plane != NULL, op.has_area);
     char nm[64];
     if (op.kind == NEST_SPARSE_DENSE || op.kind == NEST_SPARSE_CONV) {
       snprintf(nm, sizeof nm, "op%d_rowptr", i);
@@ -331,17 +338,17 @@ static void export_model(model *m, const char *dir) {
   write_npy(dir, "logits_dense", "<f4", ld, 4, 2, (long[]){n, k});
   free(ld);
   if (!quiet) {
-    fprintf(stderr, "%s: %lld active weights, %lld multiplied; %d units removed (%d folded); "
+    fprintf(stderr,
+            "%s: %lld active weights, %lld multiplied; %d units removed (%d folded); "
             "%.0f FLOPs per sample\n  model.h5 %ld bytes; compact program %zu bytes; dense at "
             "compact shapes %zu bytes; nest's dense arrays (values + masks) %zu bytes\n",
             m->name, (long long)st.source_weights, (long long)st.nnz, st.units_removed,
-            st.units_folded, st.flops, file_bytes, st.model_bytes, st.dense_bytes,
-            st.source_bytes);
+            st.units_folded, st.flops, file_bytes, st.model_bytes, st.dense_bytes, st.source_bytes);
     nest_sparse_describe(m->sp, stderr);
   }
 }
 
-/* ---- resident memory ---------------------------------------------------------------------- */
+/* ---- resident memory ------------------------------------------------------------------------- */
 
 static long rss_kb(const char *key) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -365,8 +372,10 @@ static void rss_only(const char *path, const char *which) {
     malloc_trim(0);
   }
   for (int r = 0; r < 50; ++r) {
-    if (sparse) run_sparse(m.sp, &m, MAXB, MAXT);
-    else run_dense(&m, MAXB, MAXT);
+    if (sparse)
+      run_sparse(m.sp, &m, MAXB, MAXT);
+    else
+      run_dense(&m, MAXB, MAXT);
   }
   printf("RSS %s nest_%s rss_kb=%ld hwm_kb=%ld before_kb=%ld\n", m.name, which, rss_kb("VmRSS:"),
          rss_kb("VmHWM:"), before);
@@ -378,15 +387,24 @@ int main(int argc, char **argv) {
   const char *export_dir = NULL, *rss = NULL;
   int tiles = 0, first = argc;
   for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) nthreads = parse_list(argv[++i], threads, 4);
-    else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc) nbatches = parse_list(argv[++i], batches, 8);
-    else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) parse_list(argv[++i], reps, 2);
-    else if (strcmp(argv[i], "--export") == 0 && i + 1 < argc) export_dir = argv[++i];
-    else if (strcmp(argv[i], "--rss") == 0 && i + 1 < argc) rss = argv[++i];
-    else if (strcmp(argv[i], "--tiles") == 0) tiles = 1;
-    else if (strcmp(argv[i], "--quiet") == 0) quiet = 1;
-    else if (strcmp(argv[i], "--cpu") == 0) cpu_clock = 1;
-    else if (argv[i][0] == '-') first = argc + 1;
+    if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+      nthreads = parse_list(argv[++i], threads, 4);
+    else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
+      nbatches = parse_list(argv[++i], batches, 8);
+    else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+      parse_list(argv[++i], reps, 2);
+    else if (strcmp(argv[i], "--export") == 0 && i + 1 < argc)
+      export_dir = argv[++i];
+    else if (strcmp(argv[i], "--rss") == 0 && i + 1 < argc)
+      rss = argv[++i];
+    else if (strcmp(argv[i], "--tiles") == 0)
+      tiles = 1;
+    else if (strcmp(argv[i], "--quiet") == 0)
+      quiet = 1;
+    else if (strcmp(argv[i], "--cpu") == 0)
+      cpu_clock = 1;
+    else if (argv[i][0] == '-')
+      first = argc + 1;
     else {
       first = i;
       break;
@@ -396,9 +414,11 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nthreads; ++i) bad |= threads[i] < 1 || threads[i] > MAXT;
   for (int i = 0; i < nbatches; ++i) bad |= batches[i] < 1 || batches[i] > MAXB;
   if (bad) {
-    fprintf(stderr, "usage: bench_infer [--threads 1,2] [--batches 1,256] [--reps 400,40] "
-                    "[--tiles | --export DIR | --rss sparse|dense] [--cpu] [--quiet] MODEL.h5...\n"
-                    "  (threads at most %d, batches at most %d)\n", MAXT, MAXB);
+    fprintf(stderr,
+            "usage: bench_infer [--threads 1,2] [--batches 1,256] [--reps 400,40] "
+            "[--tiles | --export DIR | --rss sparse|dense] [--cpu] [--quiet] MODEL.h5...\n"
+            "  (threads at most %d, batches at most %d)\n",
+            MAXT, MAXB);
     return 2;
   }
   if (rss) {
@@ -419,8 +439,10 @@ int main(int argc, char **argv) {
     for (int t = 0; t < nthreads; ++t)
       for (int b = 0; b < nbatches; ++b) {
         const int r = batches[b] == 1 ? reps[0] : reps[1];
-        if (tiles) bench_tiles(&m, threads[t], batches[b], r);
-        else bench_pair(&m, threads[t], batches[b], r);
+        if (tiles)
+          bench_tiles(&m, threads[t], batches[b], r);
+        else
+          bench_pair(&m, threads[t], batches[b], r);
       }
     model_close(&m);
   }
