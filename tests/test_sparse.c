@@ -273,6 +273,10 @@ static void test_bit_identical(void **state) {
     nest_sparse *s;
     assert_ok(nest_sparse_create(net, n, 2, NULL, &s));
     assert_ok(nest_sparse_forward(s, n, 2, x, ref));
+    nest_sparse_destroy(&s);
+    assert_ok(nest_sparse_create(net, 20, 1, NULL, &s)); /* a batch beyond max_batch: more tiles */
+    assert_ok(nest_sparse_forward(s, n, 1, x, got));
+    assert_memory_equal(got, ref, sizeof(float) * (size_t)n * k);
     for (int j = 0; j < n; ++j) { /* one at a time, 1 thread: tile 1 */
       assert_ok(nest_sparse_forward(s, 1, 1, x + (size_t)j * d, got + (size_t)j * k));
     }
@@ -339,7 +343,7 @@ static void test_bad_args(void **state) {
   assert_int_equal(nest_sparse_create(net, 0, 1, NULL, &s), NEST_ERR_ARG);
   assert_ok(nest_sparse_create(net, 8, 1, NULL, &s));
   float x[9 * 50] = {0}, y[9 * 7];
-  assert_int_equal(nest_sparse_forward(s, 9, 1, x, y), NEST_ERR_ARG);
+  assert_int_equal(nest_sparse_forward(s, -1, 1, x, y), NEST_ERR_ARG);
   assert_int_equal(nest_sparse_forward(s, 8, 2, x, y), NEST_ERR_ARG);
   assert_ok(nest_sparse_forward(s, 0, 1, x, y));
   nest_error_clear();

@@ -50,16 +50,18 @@ typedef struct {
   int single;
 } nest_sparse_opts;
 
-/* Compile `net` (not modified; eval-mode semantics) for batches of at most max_batch rows on
- * at most nthreads OpenMP threads. opts may be NULL (automatic). Errors: NEST_ERR_ARG for a
- * net without a dense / conv layer or bad arguments, NEST_ERR_NOMEM. */
+/* Compile `net` (not modified; eval-mode semantics) for at most nthreads OpenMP threads;
+ * max_batch = the usual largest batch: it sizes the per-thread tile buffers (larger batches
+ * run as more tiles). opts may be NULL (automatic). Errors: NEST_ERR_ARG for a net without a
+ * dense / conv layer, a layer kind it cannot run or bad arguments; NEST_ERR_NOMEM. */
 nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
                                const nest_sparse_opts *opts, nest_sparse **out);
 void nest_sparse_destroy(nest_sparse **s);
 
 /* logits[n, nclasses] = net(x[n, in]) in eval mode, x row-major (n samples of in_shape,
- * normalised as for the dense net). 0 <= n <= max_batch and 1 <= nthreads <= create's
- * nthreads, else NEST_ERR_ARG. The caller's omp_set_num_threads is not consulted. */
+ * normalised as for the dense net), any n >= 0; 1 <= nthreads <= create's nthreads, else
+ * NEST_ERR_ARG. The caller's omp_set_num_threads is not consulted. One call at a time per
+ * nest_sparse (the buffers are its own); nothing is allocated. */
 nest_status nest_sparse_forward(nest_sparse *s, int n, int nthreads, const float *x, float *logits);
 
 /* What compaction kept and what it costs. */

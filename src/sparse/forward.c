@@ -466,15 +466,13 @@ static void run_tile(nest_sparse *s, int tid, int T, int s0, int nt, const float
 
 nest_status nest_sparse_forward(nest_sparse *s, int n, int nthreads, const float *x,
                                 float *logits) {
-  if (n < 0 || n > s->max_batch)
-    return NEST_ERR(NEST_ERR_ARG, "nest_sparse_forward: %d samples, built for at most %d", n,
-                    s->max_batch);
+  if (n < 0) return NEST_ERR(NEST_ERR_ARG, "nest_sparse_forward: %d samples", n);
   if (nthreads < 1 || nthreads > s->nthreads)
     return NEST_ERR(NEST_ERR_ARG, "nest_sparse_forward: %d threads, built for 1 to %d", nthreads,
                     s->nthreads);
   if (n == 0) return NEST_OK;
-  const int T = nest_sparse_tile_for(s, n, nthreads);
-  NEST_ASSERT(T <= s->tmax);
+  int T = nest_sparse_tile_for(s, n, nthreads);
+  if (T > s->tmax) T = s->tmax; /* more samples than max_batch: more tiles */
   const int ntiles = (n + T - 1) / T, nt = nthreads < ntiles ? nthreads : ntiles;
   if (nt == 1) { /* no OpenMP region at all: it costs as much as a small model's forward */
     for (int it = 0; it < ntiles; ++it)
