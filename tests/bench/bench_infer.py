@@ -11,8 +11,11 @@ Contenders, each on the same compact network (the program nest_sparse_create bui
 model file, exported by `bench_infer --export`):
   nest_sparse   nest's sparse program (sparse.h)                  } both timed inside one
   nest_dense    nest's dense masked path (nest_net_forward, eval) } bench_infer process
-  torch_dense   PyTorch CPU, the compact layer shapes as dense Linear / Conv2d / MaxPool2d with
-                the pruned weights as zeros, torch.set_num_threads(t), torch.inference_mode()
+  torch_eager   PyTorch CPU, the compact layer shapes as a dense nn.Sequential (Linear / Conv2d /
+                MaxPool2d / ReLU, the pruned weights as zeros), torch.set_num_threads(t),
+                torch.inference_mode()
+  torch_script  the same traced, frozen and torch.jit.optimize_for_inference'd (the ratio
+                "vs PyTorch dense" uses the faster of the two, case by case)
   torch_sparse  PyTorch's torch.sparse: every dense / conv weight a CSR tensor (the same
                 nonzeros), torch.addmm on activations kept feature-major (the input transposed
                 once per call, counted), conv as unfold + CSR matmul
@@ -126,56 +129,68 @@ def reference(prog, x, gated):
 
 # ---- the PyTorch contenders ---------------------------------------------------------------
 
-class TorchDense(torch.nn.Module):
-    """The compact layer shapes, dense (Linear / Conv2d / MaxPool2d), zeros where pruned."""
+class BiasPlane(torch.nn.Module):
+    """Adds a per-position bias [1, C, H, W] (a conv whose folded constants vary)."""
 
-    def __init__(self, prog):
+    def __init__(self, plane):
         super().__init__()
-        self.steps = []
-        for op in prog["ops"]:
-            kind = op["kind"]
-            if kind == "dense":
-                m = torch.nn.Linear(op["cols"], op["rows"])
-                m.weight.data = torch.from_numpy(dense_weight(op))
-                m.bias.data = torch.from_numpy(op["bias_a"])
-                self.steps.append(("dense", m, None))
-            elif kind == "conv":
-                oc, c, kh, kw = conv_shape(op)
-                m = torch.nn.Conv2d(c, oc, (kh, kw), stride=op["stride"], padding=op["pad"])
-                m.weight.data = torch.from_numpy(dense_weight(op)).reshape(oc, c, kh, kw)
-                m.bias.data = torch.from_numpy(op["bias_a"])
-                plane = None
-                if "bias_plane_a" in op:
-                    plane = torch.from_numpy(op["bias_plane_a"]).reshape(
-                        1, oc, op["out"][1], op["out"][2])
-                self.steps.append(("conv", m, plane))
-            elif kind == "pool":
-                self.steps.append(("pool", torch.nn.MaxPool2d(
-                    (op["k"][0], op["k"][1]), op["stride"], op["pad"]), None))
-            elif kind == "affine":
-                self.steps.append(("affine", torch.from_numpy(op["scale_a"]).reshape(1, -1, 1, 1),
-                                   torch.from_numpy(op["shift_a"]).reshape(1, -1, 1, 1)))
-            if op["relu"]:
-                self.steps.append(("relu", None, None))
-        for i, (_, m, _) in enumerate(self.steps):
-            if isinstance(m, torch.nn.Module):
-                self.add_module("m%d" % i, m)
+        self.register_buffer("plane", plane)
 
     def forward(self, x):
-        for kind, m, extra in self.steps:
-            if kind == "dense":
-                x = m(x.reshape(x.shape[0], -1))
-            elif kind == "conv":
-                x = m(x)
-                if extra is not None:
-                    x = x + extra
-            elif kind == "pool":
-                x = m(x)
-            elif kind == "affine":
-                x = x * m + extra
-            else:
-                x = torch.relu(x)
-        return x
+        return x + self.plane
+
+
+class Affine(torch.nn.Module):
+    """y = x * scale[c] + shift[c] (a batch norm nest could not fold)."""
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.register_buffer("scale", scale.reshape(1, -1, 1, 1))
+        self.register_buffer("shift", shift.reshape(1, -1, 1, 1))
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+def torch_dense(prog):
+    """The compact layer shapes as an idiomatic dense nn.Sequential (zeros where pruned)."""
+    layers, flat = [], False
+    for op in prog["ops"]:
+        kind = op["kind"]
+        if kind == "dense":
+            if not flat:
+                layers.append(torch.nn.Flatten())
+                flat = True
+            m = torch.nn.Linear(op["cols"], op["rows"])
+            m.weight.data = torch.from_numpy(dense_weight(op))
+            m.bias.data = torch.from_numpy(op["bias_a"])
+            layers.append(m)
+        elif kind == "conv":
+            oc, c, kh, kw = conv_shape(op)
+            m = torch.nn.Conv2d(c, oc, (kh, kw), stride=op["stride"], padding=op["pad"])
+            m.weight.data = torch.from_numpy(dense_weight(op)).reshape(oc, c, kh, kw)
+            m.bias.data = torch.from_numpy(op["bias_a"])
+            layers.append(m)
+            if "bias_plane_a" in op:
+                layers.append(BiasPlane(torch.from_numpy(op["bias_plane_a"]).reshape(
+                    1, oc, op["out"][1], op["out"][2])))
+        elif kind == "pool":
+            layers.append(torch.nn.MaxPool2d((op["k"][0], op["k"][1]), op["stride"], op["pad"]))
+        elif kind == "affine":
+            layers.append(Affine(torch.from_numpy(op["scale_a"]), torch.from_numpy(op["shift_a"])))
+        if op["relu"]:
+            layers.append(torch.nn.ReLU())
+    if not flat:
+        layers.append(torch.nn.Flatten())
+    return torch.nn.Sequential(*layers).eval()
+
+
+def torch_script(model, prog):
+    """The same model traced, frozen and optimize_for_inference'd (TorchScript)."""
+    c, h, w = prog["input"]
+    with torch.no_grad():
+        tr = torch.jit.trace(model, torch.zeros(1, c, h, w))
+        return torch.jit.optimize_for_inference(torch.jit.freeze(tr.eval()))
 
 
 class TorchSparse:
@@ -247,20 +262,22 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
 
 
-def check(prog, tdense, tsparse):
+def check(prog, fns):
     x = prog["inputs"]
     ref = reference(prog, x, gated=True)
     e_nest = rel_err(prog["logits_sparse"].astype(np.float64), ref)
     e_nest_dense = rel_err(prog["logits_dense"].astype(np.float64), ref)
     ung = reference(prog, x, gated=False)
+    errs = []
     with torch.inference_mode():
         xt = torch.from_numpy(x)
-        e_td = rel_err(tdense(xt).numpy().astype(np.float64), ung)
-        e_ts = rel_err(tsparse(xt).numpy().astype(np.float64), ung)
-    ok = max(e_nest, e_nest_dense) < 1e-4 and max(e_td, e_ts) < 1e-4
-    print("check %s: nest sparse %.1e, nest dense %.1e against the float64 program; torch dense "
-          "%.1e, torch.sparse %.1e against it ungated -> %s"
-          % (prog["name"], e_nest, e_nest_dense, e_td, e_ts, "ok" if ok else "MISMATCH"))
+        for name, f in fns:
+            errs.append((name, rel_err(f(xt).numpy().astype(np.float64), ung)))
+    ok = max(e_nest, e_nest_dense) < 1e-4 and max(e for _, e in errs) < 1e-4
+    print("check %s: nest sparse %.1e, nest dense %.1e against the float64 program; %s against "
+          "it ungated -> %s" % (prog["name"], e_nest, e_nest_dense,
+                               ", ".join("%s %.1e" % ne for ne in errs),
+                               "ok" if ok else "MISMATCH"))
     return ok
 
 
@@ -268,7 +285,7 @@ def check(prog, tdense, tsparse):
 
 def time_torch(models, threads, batches, reps, samples):
     with torch.inference_mode():
-        for prog, tdense, tsparse in models:
+        for prog, fns in models:
             c, h, w = prog["input"]
             for t in threads:
                 torch.set_num_threads(t)
@@ -276,14 +293,13 @@ def time_torch(models, threads, batches, reps, samples):
                     x = torch.from_numpy(np.random.default_rng(1).standard_normal(
                         (n, c, h, w)).astype(np.float32))
                     r = reps[0] if n == 1 else reps[1]
-                    fns = (("torch_dense", tdense), ("torch_sparse", tsparse))
                     for _, f in fns:
                         for _ in range(3):
                             f(x)
                     got = {k: [] for k, _ in fns}
                     for i in range(r):
-                        for j in range(2):
-                            k, f = fns[(i + j) % 2]
+                        for j in range(len(fns)):
+                            k, f = fns[(i + j) % len(fns)]
                             t0 = time.perf_counter()
                             f(x)
                             got[k].append(1e6 * (time.perf_counter() - t0))
@@ -316,7 +332,7 @@ def rss_torch(d, which):
     """Child mode: one PyTorch contender at batch 256, 2 threads; print its memory."""
     base = status_kb("VmRSS:")
     prog = load_program(d)
-    model = TorchDense(prog) if which == "dense" else TorchSparse(prog)
+    model = torch_dense(prog) if which == "dense" else TorchSparse(prog)
     torch.set_num_threads(2)
     c, h, w = prog["input"]
     x = torch.randn(256, c, h, w)
@@ -352,11 +368,12 @@ def fmt_us(v):
 
 
 def report(samples, models, threads, batches, mem, progs, sizes):
-    impls = ("nest_sparse", "nest_dense", "torch_dense", "torch_sparse")
+    impls = ("nest_sparse", "nest_dense", "torch_eager", "torch_script", "torch_sparse")
     print()
-    print("| model | threads | batch | nest sparse | nest dense masked | PyTorch dense | "
-          "torch.sparse CSR | vs PyTorch dense | vs torch.sparse | vs nest dense |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| model | threads | batch | nest sparse | nest dense masked | PyTorch dense eager | "
+          "PyTorch dense TorchScript | torch.sparse CSR | **vs PyTorch dense** | vs torch.sparse "
+          "| vs nest dense |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in models:
         for t in threads:
             for n in batches:
@@ -379,12 +396,15 @@ def report(samples, models, threads, batches, mem, progs, sizes):
                     else:
                         cells.append("–")
                 s = med["nest_sparse"]
-                ratios = ["%.1fx" % (med[k] / s) if k in med else "–"
-                          for k in ("torch_dense", "torch_sparse", "nest_dense")]
+                dense = min(med.get("torch_eager", 1e30), med.get("torch_script", 1e30))
+                ratios = ["**%.1fx**" % (dense / s) if dense < 1e30 else "–"]
+                ratios += ["%.1fx" % (med[k] / s) if k in med else "–"
+                           for k in ("torch_sparse", "nest_dense")]
                 print("| %s | %d | %d | %s | %s |" % (name, t, n, " | ".join(cells),
                                                       " | ".join(ratios)))
     print()
-    print("Times per call: median over all rounds (range of the per-round medians).")
+    print("Times per call: median over all rounds (range of the per-round medians). "
+          "\"vs PyTorch dense\" divides the faster of eager and TorchScript by nest sparse.")
     for p in progs:
         st = p["stats"]
         print("%s: %d active weights in the model file, %d multiplied by the sparse program "
@@ -395,7 +415,7 @@ def report(samples, models, threads, batches, mem, progs, sizes):
               "nest's dense arrays (values + masks) %d; torch.sparse CSR (int64 indices) %d" %
               (p["file_bytes"], st["model_bytes"], st["dense_bytes"], st["source_bytes"],
                sizes[p["name"]]))
-        for which in ("nest_sparse", "nest_dense", "torch_dense", "torch_sparse"):
+        for which in ("nest_sparse", "nest_dense", "torch_dense", "torch_sparse"):  # memory
             kv = mem.get((p["name"], which))
             if kv:
                 print("  resident memory, %s alone at batch 256: %.1f MiB (peak %.1f MiB; %.1f "
@@ -431,9 +451,11 @@ def main():
         progs = [load_program(d) for d in dirs]
         models, ok, sizes = [], True, {}
         for p in progs:
-            td, ts = TorchDense(p).eval(), TorchSparse(p)
-            ok &= check(p, td, ts)
-            models.append((p, td, ts))
+            td, ts = torch_dense(p), TorchSparse(p)
+            fns = (("torch_eager", td), ("torch_script", torch_script(td, p)),
+                   ("torch_sparse", ts))
+            ok &= check(p, fns)
+            models.append((p, fns))
             sizes[p["name"]] = ts.csr_bytes
         if not ok:
             print("bench_infer.py: the contenders disagree; no timing", file=sys.stderr)
