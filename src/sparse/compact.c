@@ -457,12 +457,13 @@ static nest_status conv_row(const nest_layer *l, const tensor *in, int o, int Hp
   return NEST_OK;
 }
 
-/* Chunks a and b have the same width and the same entries. */
+/* Chunks a and b have the same width and entries of the same segments (their bits may
+ * differ: each chain keeps its own masks). */
 static int same_chunk(const sp_ochunk *a, const sp_ochunk *b, int OW, const sp_oent *e) {
   const int wa = OW - a->q0 < SP_W ? OW - a->q0 : SP_W, wb = OW - b->q0 < SP_W ? OW - b->q0 : SP_W;
   if (wa != wb || a->e1 - a->e0 != b->e1 - b->e0) return 0;
   for (int32_t i = 0; i < a->e1 - a->e0; ++i)
-    if (e[a->e0 + i].seg != e[b->e0 + i].seg || e[a->e0 + i].bits != e[b->e0 + i].bits) return 0;
+    if (e[a->e0 + i].seg != e[b->e0 + i].seg) return 0;
   return 1;
 }
 

@@ -205,13 +205,14 @@ conv_t1_group(const sp_op *op, int r, const sp_ochunk *c, const float *x, float 
     a[i] = v_set1(op->bias[r]);
     if (bp) a[i] = v_add(a[i], v_loadm(bp + (size_t)c[i].p * OW + c[i].q0, all));
   }
-  for (int32_t e = c[0].e0; e < c[0].e1; ++e) {
-    const sp_seg *g = &op->segs[op->oent[e].seg];
-    const vmask m = v_maskbits(op->oent[e].bits);
+  for (int32_t j = 0; j < c[0].e1 - c[0].e0; ++j) {
+    const sp_seg *g = &op->segs[op->oent[c[0].e0 + j].seg];
+    vmask m[4];
+    for (int i = 0; i < N; ++i) m[i] = v_maskbits(op->oent[c[i].e0 + j].bits);
     for (int32_t k = g->t0; k < g->t1; ++k) {
       const vf w = v_set1(op->values[k]);
       const int32_t t = op->toff[k];
-      for (int i = 0; i < N; ++i) a[i] = v_fmam(w, v_loadm(xb[i] + t, m), a[i], m);
+      for (int i = 0; i < N; ++i) a[i] = v_fmam(w, v_loadm(xb[i] + t, m[i]), a[i], m[i]);
     }
   }
   for (int i = 0; i < N; ++i)

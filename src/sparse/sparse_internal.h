@@ -30,8 +30,9 @@ typedef struct {
  * c's entries oent[e0 .. e1): a segment and the bits of the chunk's positions it covers (its
  * area mask; every position for a whole-plane segment), in segment order. A chunk is computed
  * in one register: bias, every entry's taps by masked multiply-add, ReLU, one store. The first
- * chunk of a run of n <= 4 consecutive chunks with the same entries and width has n set (the
- * others 0): they are computed together, n independent chains sharing each weight. */
+ * chunk of a run of n <= 4 consecutive chunks of the same width whose entries name the same
+ * segments has n set (the others 0): they are computed together, n independent chains sharing
+ * each weight, each with its own masks. */
 typedef struct {
   int32_t p, q0, e0, e1, n;
 } sp_ochunk;
