@@ -722,7 +722,7 @@ static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
 static nest_status layout(nest_sparse *s) {
   /* Per-thread activation budget of the automatic tile. Measured (docs/performance.md, "Sparse
    * inference"): LeNet-300-100 (4.4 KB of activations per sample) runs fastest in 64-sample
-   * tiles, LeNet-5 (48 KB) in 32-sample ones (1.5 MB; 64 were slower at batch 64, equal at 256),
+   * tiles, LeNet-5 (64 KB) in 32-sample ones (2 MB; 64 were slower at batch 64, equal at 256),
    * the tiles' activations then staying in L2. */
   const size_t budget = (size_t)2 << 20;
   for (int k = 0; k < s->nops; ++k) { /* the weights are final now (BN folded) */
