@@ -551,11 +551,3 @@ double nest_comm_wtime(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
-
-void nest_comm_abort(nest_comm *c, int code) {
-  int inited = 0;
-  MPI_Initialized(&inited);
-  if (inited && c && !c->self) MPI_Abort(c->comm, code);
-  (void)code;
-  abort();
-}

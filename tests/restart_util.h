@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "nest/train.h"
+#include "nest/phase.h"
 
 /* Write DIR/train.h5 (1000 samples) and DIR/test.h5 (300 other samples of the same classes):
  * 1x28x28 u8 images, 4 classes, from nest_dataset_synthetic. Returns 0 on success. */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "nest/grow.h"
+#include "nest/pipeline.h"
 #include "nest/policy.h"
 #include "nest/surgery.h"
 #include "test_util.h"
@@ -446,10 +447,10 @@ static void expect_create_error(const char *arch, nest_shape shape, const char *
   assert_int_equal(nest_config_validate(&cfg), NEST_OK);
   nest_dataset *ds;
   assert_int_equal(nest_dataset_synthetic(40, shape, 3, 0.5f, 1, 0, &ds), NEST_OK);
-  nest_trainer *t = NULL;
-  nest_status st = nest_trainer_create_with_data(&cfg, self, ds, NULL, &t);
+  nest_pipeline *p = NULL;
+  nest_status st = nest_pipeline_create_with_data(&cfg, self, ds, NULL, &p);
   assert_int_equal(st, NEST_ERR_CONFIG);
-  assert_null(t);
+  assert_null(p);
   if (!strstr(nest_error_message(), needle))
     fail_msg("message '%s' lacks '%s'", nest_error_message(), needle);
 }

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nest/prune.h"
+#include "nest/pipeline.h"
 #include "nest/surgery.h"
 #include "test_util.h"
 
@@ -46,6 +46,17 @@ static nest_trainer *make(const nest_config *cfg, nest_shape shape, int n) {
   if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
   t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
   return t;
+}
+
+/* A pipeline (growth driver, cursor, pruning state) around the same data as make(). */
+static nest_pipeline *make_pipeline(const nest_config *cfg, nest_shape shape, int n) {
+  nest_dataset *ds;
+  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
+  nest_pipeline *p;
+  nest_status st = nest_pipeline_create_with_data(cfg, comm, ds, NULL, &p);
+  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
+  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return p;
 }
 
 static nest_status run_step(nest_trainer *t, const nest_policy_ops *ops, int target,
@@ -159,15 +170,17 @@ static void test_guard_restores(void **state) {
   cfg.prune_gamma_start = 0.3;
   cfg.prune_gamma = 0.1;
   snprintf(cfg.phases, sizeof cfg.phases, "prune");
-  nest_trainer *t = make(&cfg, (nest_shape){1, 6, 6}, 50);
+  nest_pipeline *pl = make_pipeline(&cfg, (nest_shape){1, 6, 6}, 50);
+  nest_trainer *t = pl->t;
   nest_net *net = t->net;
   for (size_t i = 0; i < net->nparams; ++i) net->mom[i] = net->masks[i] * 0.01f * (float)(i % 5);
   assert_int_equal(nest_trainer_sync_buffers(t), NEST_OK);
   const uint64_t before = nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4);
   char arch0[512];
   nest_net_arch_string(net, arch0, sizeof arch0);
-  nest_prune_result res;
-  if (nest_prune_phase(t, t->grow, 0, &res) != NEST_OK) fail_msg("prune: %s", nest_error_message());
+  if (nest_prune_phase(&pl->run, pl->grow, &pl->prune, 0) != NEST_OK)
+    fail_msg("prune: %s", nest_error_message());
+  const nest_prune_result res = pl->prune.res[0];
   assert_true(res.steps_restored > 0);
   assert_int_equal(res.steps_kept, 0);
   net = t->net;
@@ -176,7 +189,7 @@ static void test_guard_restores(void **state) {
   assert_string_equal(arch0, arch1);
   assert_true((nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4)) == before);
   assert_int_equal(res.weights_before, res.weights_after);
-  nest_trainer_destroy(&t);
+  nest_pipeline_destroy(&pl);
 }
 
 /* ---- end to end ----------------------------------------------------------------------------- */
@@ -203,9 +216,10 @@ static void check_pipeline(const char *arch, nest_shape shape, const char *polic
   cfg.prune_iterations = 3;
   cfg.prune_tolerance = 0.5; /* synthetic data: let the pruning proceed */
   cfg.check_masks = 1;
-  nest_trainer *t = make(&cfg, shape, 60);
-  if (nest_trainer_run(t) != NEST_OK) fail_msg("%s run: %s", arch, nest_error_message());
-  const nest_grow_result *g = nest_grow_result_of(t->grow);
+  nest_pipeline *pl = make_pipeline(&cfg, shape, 60);
+  nest_trainer *t = pl->t;
+  if (nest_pipeline_run(pl) != NEST_OK) fail_msg("%s run: %s", arch, nest_error_message());
+  const nest_grow_result *g = nest_grow_result_of(pl->grow);
   int64_t aw = 0;
   nest_net_count(t->net, &aw, NULL, NULL);
   if (!(aw < g->grown_weights))
@@ -224,7 +238,7 @@ static void check_pipeline(const char *arch, nest_shape shape, const char *polic
       }
     if (!(frac < 1)) fail_msg("%s: no area entry was masked", arch);
   }
-  nest_trainer_destroy(&t);
+  nest_pipeline_destroy(&pl);
 }
 
 static void test_pipeline_mlp(void **state) {

@@ -92,7 +92,4 @@ nest_status nest_comm_check_same(nest_comm *c, uint64_t value, const char *what)
 /* Wall clock in seconds (MPI_Wtime when MPI is up). */
 double nest_comm_wtime(void);
 
-/* Last resort for a broken invariant where agreement is impossible: MPI_Abort. */
-void nest_comm_abort(nest_comm *c, int code) __attribute__((noreturn));
-
 #endif

@@ -163,9 +163,7 @@ struct nest_layer {
   void *standalone; /* storage owned by nest_layer_bind_standalone, or NULL */
 };
 
-/* Look up the ops of a kind by name ("dense", "conv2d", "maxpool", "relu", "batchnorm",
- * "dropout"); NULL if unknown. */
-const nest_layer_ops *nest_layer_ops_find(const char *kind);
+/* The ops of a kind; NULL if unknown. */
 const nest_layer_ops *nest_layer_ops_of(nest_layer_kind kind);
 const char *nest_layer_kind_name(nest_layer_kind kind);
 
