@@ -353,7 +353,9 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
     nest_status st = nest_net_backward_ready(t->net, &ctx, t->dlogits, post_bucket, &b);
     tm[2] = t->times ? nest_comm_wtime() : 0;
     if (st == NEST_OK) st = nest_comm_bucket_post(t->comm, 0, b.top);
-    nest_status st2 = nest_comm_bucket_end(t->comm, &sum_s); /* also after an error */
+    /* also after an error: a post fails on every rank alike (comm.h), so every rank ends the
+     * round with the same ranges summed and returns the same status */
+    nest_status st2 = nest_comm_bucket_end(t->comm, &sum_s);
     NEST_CALL(st != NEST_OK ? st : st2);
   } else {
     NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
