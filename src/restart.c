@@ -36,6 +36,14 @@ void nest_restart_signals_install(void) {
   sigaction(SIGUSR1, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* the launcher (src/launch.c) blocked them before this program loaded: one that arrived
+   * since is pending and reaches on_signal now */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGUSR1);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_UNBLOCK, &stop, NULL);
 }
 
 static const char *signal_name(int s) {

@@ -37,8 +37,10 @@
 #include "nest/prune.h"
 
 /* SIGUSR1, SIGTERM and SIGINT set a flag (and nothing else): the next restart point writes
- * a checkpoint and returns NEST_STOPPED. A second signal changes nothing. nest_mpi installs
- * them first thing in main, before MPI is initialised. */
+ * a checkpoint and returns NEST_STOPPED. A second signal changes nothing. Installs the
+ * handlers, then unblocks the three signals: nest_mpi (src/launch.c) blocks them before the
+ * program and its libraries load, and nest_mpi.bin calls this first thing in main, before MPI
+ * is initialised, so a signal at any moment of a rank's life stops the run cleanly. */
 void nest_restart_signals_install(void);
 
 /* What a checkpoint holds: pointers into the run's owners (the pipeline), which outlive the
