@@ -82,7 +82,10 @@ int rt_write_config(const char *dir, const char *name, const char *extra) {
 /* ---- running nest_mpi --------------------------------------------------------------------- */
 
 void rt_mpi_command(char *cmd, size_t cap, int np, const char *args) {
-  snprintf(cmd, cap, "mpiexec -n %d --oversubscribe %s/nest_mpi %s", np, NEST_BINARY_DIR, args);
+  /* NEST_TEST_BIN_DIR: the nest_mpi of another build (to show a test failing on older code) */
+  const char *bin = getenv("NEST_TEST_BIN_DIR");
+  snprintf(cmd, cap, "mpiexec -n %d --oversubscribe %s/nest_mpi %s", np,
+           bin && *bin ? bin : NEST_BINARY_DIR, args);
 }
 
 int rt_shell(const char *dir, const char *command, const char *log, char *out, size_t out_cap,
@@ -242,6 +245,22 @@ static int descendants(pid_t root, pid_t *out, int cap) {
     }
   }
   return n;
+}
+
+int rt_ranks(pid_t pid, pid_t *out, int cap) {
+  pid_t all[256];
+  const int n = descendants(pid, all, 256);
+  int k = 0;
+  for (int i = 0; i < n && k < cap; ++i) {
+    char path[64], name[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)all[i]);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (!fgets(name, sizeof name, f)) name[0] = '\0';
+    fclose(f);
+    if (strncmp(name, "nest_mpi", 8) == 0) out[k++] = all[i];
+  }
+  return k;
 }
 
 void rt_become_subreaper(void) { prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
