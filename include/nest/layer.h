@@ -15,8 +15,9 @@
  * ones included: growth needs it. The optimizer updates only active positions.
  *
  * Gradient semantics: backward() OVERWRITES g[] with the sum over the local batch rows of
- * dL/dparam, where dy already carries the 1/global_batch scaling of the loss. The network
- * then sums g[] over ranks with one allreduce. dx may be NULL (first layer: skip the work).
+ * dL/dparam, where dy already carries the 1/global_batch scaling of the loss. The training
+ * engine then sums g[] over ranks with the by-construction sum (comm.h; in buckets during
+ * backward by default). dx may be NULL (first layer: skip the work).
  *
  * Scratch: setup() requests ws_floats (per-call workspace) and cache_floats (values kept
  * from forward for backward, e.g. pool argmax, BN x-hat), both sized for max_batch rows and
