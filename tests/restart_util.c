@@ -263,6 +263,19 @@ int rt_ranks(pid_t pid, pid_t *out, int cap) {
   return k;
 }
 
+int rt_guards_signal(pid_t pid, int sig) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  int yes = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "SigBlk:", 7) == 0 || strncmp(line, "SigCgt:", 7) == 0)
+      yes |= (int)((strtoull(line + 7, NULL, 16) >> (sig - 1)) & 1);
+  fclose(f);
+  return yes;
+}
+
 void rt_become_subreaper(void) { prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
 void rt_kill_tree(pid_t pid) {

@@ -57,6 +57,9 @@ void rt_kill_tree(pid_t pid);
 /* The rank processes of a run started by rt_spawn: descendants of pid whose name starts with
  * "nest_mpi" (the launcher, or nest_mpi.bin once it executed it), at most cap. */
 int rt_ranks(pid_t pid, pid_t *out, int cap);
+/* 1 if process pid blocks or catches signal sig (/proc/PID/status SigBlk, SigCgt): its own
+ * code has begun to guard against it. */
+int rt_guards_signal(pid_t pid, int sig);
 /* Make this process the child subreaper (prctl): orphaned descendants are reparented to it. */
 void rt_become_subreaper(void);
 
