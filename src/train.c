@@ -334,7 +334,7 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
   double tm[5];
   tm[0] = t->times ? nest_comm_wtime() : 0;
   NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
-  /* scale 1/global_rows: the allreduce SUM of per-rank gradients is the mean-loss gradient. */
+  /* scale 1/global_rows: the sum over ranks of the per-rank gradients is the mean-loss gradient. */
   nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
                          t->dlogits, loss_sum, correct);
   *rows += count;
