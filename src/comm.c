@@ -409,6 +409,30 @@ static nest_status bucket_create(nest_comm *c, nest_bucket_sum **out) {
 
 static int bucket_threaded(const nest_comm *c) { return c->thread_level >= MPI_THREAD_MULTIPLE; }
 
+/* Double the range list (rare: a round with more buckets than any before). Every rank posts the
+ * same ranges, so every rank comes here at the same post: the outcome is agreed (on the main
+ * communicator; the thread uses its own), and on a failure anywhere every rank stops posting at
+ * this range — the round then ends with the same ranges summed everywhere, and no thread waits
+ * for a range another rank never posted. Only this thread touches the lists' storage while the
+ * communication thread reads their entries, hence the lock around the swap. */
+static nest_status bucket_grow(nest_comm *c, nest_bucket_sum *q) {
+  const size_t cap = 2 * (size_t)q->cap;
+  pthread_mutex_lock(&q->mu); /* the thread reads the entries under the lock */
+  size_t *l = realloc(q->lo, sizeof *l * cap);
+  if (l) q->lo = l;
+  size_t *h = l ? realloc(q->hi, sizeof *h * cap) : NULL;
+  if (h) q->hi = h;
+  pthread_mutex_unlock(&q->mu);
+  nest_status st = NEST_OK;
+  if (!l || !h) /* q->cap stays: both lists hold at least that many */
+    st = NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucket list (%zu ranges)", cap);
+  NEST_CALL(nest_comm_agree(c, st));
+  pthread_mutex_lock(&q->mu);
+  q->cap = (int)cap;
+  pthread_mutex_unlock(&q->mu);
+  return NEST_OK;
+}
+
 nest_status nest_comm_bucket_begin(nest_comm *c, float *buf) {
   if (c->self || c->size == 1) return NEST_OK;
   c->bucket_buf = buf;
@@ -435,17 +459,10 @@ nest_status nest_comm_bucket_post(nest_comm *c, size_t lo, size_t hi) {
   }
   nest_bucket_sum *q = c->bq;
   pthread_mutex_lock(&q->mu);
-  if (q->posted == q->cap) { /* rare: more buckets than ever before */
-    size_t *l = realloc(q->lo, sizeof *l * 2 * (size_t)q->cap);
-    if (l) q->lo = l;
-    size_t *h = l ? realloc(q->hi, sizeof *h * 2 * (size_t)q->cap) : NULL;
-    if (h) q->hi = h;
-    if (!l || !h) {
-      pthread_mutex_unlock(&q->mu);
-      return NEST_ERR(NEST_ERR_NOMEM, "out of memory for the bucket list");
-    }
-    q->cap *= 2;
-  }
+  const int full = q->posted == q->cap;
+  pthread_mutex_unlock(&q->mu);
+  if (full) NEST_CALL(bucket_grow(c, q));
+  pthread_mutex_lock(&q->mu);
   q->lo[q->posted] = lo;
   q->hi[q->posted] = hi;
   q->posted++;
@@ -550,12 +567,4 @@ double nest_comm_wtime(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-void nest_comm_abort(nest_comm *c, int code) {
-  int inited = 0;
-  MPI_Initialized(&inited);
-  if (inited && c && !c->self) MPI_Abort(c->comm, code);
-  (void)code;
-  abort();
 }

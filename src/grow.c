@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nest/restart.h"
+#include "nest/list.h"
+#include "nest/rundir.h"
 #include "nest/shard.h"
 
 #define MAX_POLICIES 16
@@ -50,32 +51,27 @@ static int targets_layer(const nest_grow *g, const nest_net *net, const nest_pol
   return g->chosen[l] && ops->accepts(net, l, &why);
 }
 
-nest_status nest_grow_create(nest_trainer *t, int events, nest_grow **out) {
+nest_status nest_grow_create(const nest_trainer *t, int events, nest_grow **out) {
   *out = NULL;
   const nest_config *c = &t->cfg;
-  if (!c->grow_policy[0] && c->grow_layers[0])
+  char pol[NEST_LIST_MAX][NEST_LIST_ITEM], lay[NEST_LIST_MAX][NEST_LIST_ITEM];
+  int npol = 0, nlay = 0;
+  NEST_CALL(nest_list_split("grow.policy", c->grow_policy, pol, MAX_POLICIES, &npol));
+  NEST_CALL(nest_list_split("grow.layers", c->grow_layers, lay, NEST_LIST_MAX, &nlay));
+  if (npol == 0 && nlay > 0)
     return NEST_ERR(NEST_ERR_CONFIG, "grow.layers = %s is set but grow.policy is empty",
                     c->grow_layers);
-  if (!c->grow_policy[0] && !events) return NEST_OK;
+  if (npol == 0 && !events) return NEST_OK;
   NEST_CALL(nest_policy_check_list(c->grow_policy));
   nest_grow *g;
   NEST_CALL(nest_calloc((void **)&g, 1, sizeof *g, "growth state"));
   nest_status st = NEST_OK;
   const nest_net *net = t->net;
-  for (const char *p = c->grow_policy; *p;) {
-    size_t len = strcspn(p, ",");
-    char word[64];
-    snprintf(word, sizeof word, "%.*s", (int)len, p);
-    NEST_ASSERT(g->npol < MAX_POLICIES);
-    g->pol[g->npol++] = nest_policy_find(word);
-    p += len + (p[len] == ',');
-  }
+  for (int i = 0; i < npol; ++i) g->pol[g->npol++] = nest_policy_find(pol[i]);
   NEST_CALL_GOTO(st, nest_calloc((void **)&g->chosen, net->nlayers, 1, "layer flags"), fail);
   /* grow.layers: every name must be a layer some listed policy can act on. */
-  for (const char *p = c->grow_layers; *p;) {
-    size_t len = strcspn(p, ",");
-    char name[NEST_NAME_LEN + 8];
-    snprintf(name, sizeof name, "%.*s", (int)(len < NEST_NAME_LEN ? len : NEST_NAME_LEN), p);
+  for (int k = 0; k < nlay; ++k) {
+    const char *name = lay[k];
     const nest_layer *l = nest_net_find_layer(net, name);
     if (!l) {
       st = NEST_ERR(NEST_ERR_CONFIG, "grow.layers: the network has no layer '%s'", name);
@@ -90,9 +86,8 @@ nest_status nest_grow_create(nest_trainer *t, int events, nest_grow **out) {
       goto fail;
     }
     g->chosen[l->index] = 1;
-    p += len + (p[len] == ',');
   }
-  if (!c->grow_layers[0]) memset(g->chosen, 1, (size_t)net->nlayers);
+  if (nlay == 0) memset(g->chosen, 1, (size_t)net->nlayers);
   /* Every policy needs at least one target. */
   for (int i = 0; i < g->npol; ++i) {
     int any = 0;
@@ -131,12 +126,12 @@ fail:
   return st;
 }
 
-nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g) {
+nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g, const char *run_dir) {
   if (!g) return NEST_OK;
   /* events.csv beside metrics.csv (rank 0); agree so no rank runs on without it. */
   nest_status st = NEST_OK;
-  if (t->rank == 0 && t->run_dir[0]) {
-    snprintf(g->events_path, sizeof g->events_path, "%s/events.csv", t->run_dir);
+  if (t->rank == 0 && run_dir[0]) {
+    snprintf(g->events_path, sizeof g->events_path, "%s/events.csv", run_dir);
     g->events = fopen(g->events_path, "w");
     if (!g->events)
       st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", g->events_path, strerror(errno));
@@ -171,13 +166,6 @@ const nest_grow_result *nest_grow_result_of(const nest_grow *g) { return g ? &g-
 
 /* ---- events ------------------------------------------------------------------------------- */
 
-static void csv_num(FILE *f, double v) {
-  if (isnan(v))
-    fputc(',', f);
-  else
-    fprintf(f, ",%.6g", v);
-}
-
 /* Write the buffered rows with the validation error now known (NaN = not measured), flushed:
  * a crash loses at most the rows not yet written. Rank 0; the status is agreed by the caller. */
 static nest_status flush_events(nest_trainer *t, nest_grow *g, double val_error) {
@@ -188,9 +176,9 @@ static nest_status flush_events(nest_trainer *t, nest_grow *g, double val_error)
       fprintf(g->events, "%lld,%s,%s,%lld,%lld,%lld,%lld", (long long)e->iteration, e->policy,
               e->layer, (long long)e->units, (long long)e->added, (long long)e->removed,
               (long long)e->active);
-      csv_num(g->events, e->loss_before);
-      csv_num(g->events, e->loss_after);
-      csv_num(g->events, val_error);
+      nest_rundir_csv_num(g->events, e->loss_before, "%.6g");
+      nest_rundir_csv_num(g->events, e->loss_after, "%.6g");
+      nest_rundir_csv_num(g->events, val_error, "%.6g");
       fprintf(g->events, ",%.3f,%s\n", e->seconds, e->detail);
     }
     if (fflush(g->events) != 0 || ferror(g->events))
@@ -462,10 +450,58 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
   return NEST_OK;
 }
 
-nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
-  if (!nest_grow_has_phase(g)) return NEST_OK;
+/* The end of growth iteration `it`: events with its validation error, the result so far, a
+ * progress line. Returns 1 in *stop when the target error or the size cap is reached. */
+static nest_status iteration_done(nest_trainer *t, nest_grow *g, int it, const nest_eval *val,
+                                  const nest_eval *test, int *stop) {
   const nest_config *c = &t->cfg;
-  const double t_start = t->t_start + t->phase_t0; /* survives a restart */
+  const double verr = isnan(val->acc) ? NAN : 1.0 - val->acc;
+  NEST_CALL(flush_events(t, g, verr));
+  g->res.iterations = it;
+  g->res.val_error = verr;
+  g->res.test_error = isnan(test->acc) ? NAN : 1.0 - test->acc;
+  const int64_t aw = active_weights(t->net);
+  if (t->rank == 0 && !t->quiet) {
+    char widths[256];
+    nest_net_widths_string(t->net, widths, sizeof widths);
+    printf("grow %3d/%-3d done: %lld active weights, widths %s", it, c->grow_iterations,
+           (long long)aw, widths);
+    if (!isnan(verr)) printf(", validation error %.2f%%", 100 * verr);
+    if (!isnan(g->res.test_error)) printf(", test error %.2f%%", 100 * g->res.test_error);
+    printf("\n");
+    fflush(stdout);
+  }
+  *stop = 0;
+  /* 1e-9 slack: 1 - 0.992 is 0.008000000000000007, and 0.80% must meet a target of 0.008 */
+  if (c->grow_target_error > 0 && !isnan(verr) && verr <= c->grow_target_error + 1e-9) {
+    snprintf(g->res.stop, sizeof g->res.stop, "target error");
+    *stop = 1;
+  } else if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
+    snprintf(g->res.stop, sizeof g->res.stop, "size cap");
+    *stop = 1;
+  }
+  return NEST_OK;
+}
+
+/* The phase's first progress line. */
+static void print_start(const nest_trainer *t, double lr) {
+  const nest_config *c = &t->cfg;
+  if (t->rank != 0 || t->quiet) return;
+  printf("nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g %s}",
+         c->grow_policy, c->grow_iterations, c->grow_train_epochs,
+         c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
+  if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
+  if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
+  printf("\n");
+  fflush(stdout);
+}
+
+nest_status nest_grow_phase(nest_phase_ctx *x, nest_grow *g) {
+  if (!nest_grow_has_phase(g)) return NEST_OK;
+  nest_trainer *t = x->t;
+  nest_cursor *cur = &x->cur;
+  const nest_config *c = &t->cfg;
+  const double t_start = t->t_start + x->phase_t0; /* survives a restart */
   const nest_policy_ops *growth[MAX_POLICIES];
   int ng = 0;
   for (int i = 0; i < g->npol; ++i)
@@ -479,79 +515,42 @@ nest_status nest_grow_phase(nest_trainer *t, nest_grow *g) {
   sched.schedule = strcmp(c->grow_schedule, "cosine") == 0 ? NEST_SCHED_COSINE : NEST_SCHED_CONST;
   sched.warmup_epochs = 0;
   sched.total_epochs = c->grow_train_epochs;
-  if (!t->resuming) {
-    if (t->rank == 0 && !t->quiet) {
-      printf("nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g %s}",
-             c->grow_policy, c->grow_iterations, c->grow_train_epochs,
-             c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
-      if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
-      if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
-      printf("\n");
-      fflush(stdout);
-    }
+  if (!x->resuming) {
+    print_start(t, lr);
     snprintf(g->res.stop, sizeof g->res.stop, "iterations");
-    t->cur.iter = 1, t->cur.part = 0;
+    cur->iter = 1, cur->part = 0;
   }
-  /* The cursor (train.h): iteration cur.iter, part 0 = its policies next, 1 = in its epochs,
+  /* The cursor (phase.h): iteration cur.iter, part 0 = its policies next, 1 = in its epochs,
    * 2 = the loop is over. */
-  if (t->resuming && t->cur.part == 2) t->resuming = 0;
-  for (int it = t->cur.iter; it <= c->grow_iterations && t->cur.part != 2; ++it) {
-    t->cur.iter = it;
-    if (!(t->resuming && t->cur.part == 1)) {
-      t->resuming = 0;
-      t->cur.part = 0;
+  if (x->resuming && cur->part == 2) x->resuming = 0;
+  for (int it = cur->iter; it <= c->grow_iterations && cur->part != 2; ++it) {
+    cur->iter = it;
+    if (!(x->resuming && cur->part == 1)) {
+      x->resuming = 0;
+      cur->part = 0;
       draw_sets(t, g, it);
       nest_gradsum_destroy(&g->pass);
       for (int i = 0; i < ng; ++i) NEST_CALL(run_policy(t, g, &growth[i], ng - i, it));
       nest_gradsum_destroy(&g->pass); /* its memory is the size of the weights: free it to train */
-      t->cur.part = 1, t->cur.epoch = 0, t->cur.step = 0;
+      cur->part = 1, cur->epoch = 0, cur->step = 0;
     }
     nest_eval val = {NAN, NAN, 0, NAN}, test = {NAN, NAN, 0, NAN};
-    for (int e = t->resuming ? (int)t->cur.epoch : 0; e < c->grow_train_epochs; ++e) {
-      if (!t->resuming) t->cur.epoch = e, t->cur.step = 0;
-      nest_epoch_plan plan = {.phase = "grow",
-                              .sched = &sched,
-                              .t0 = (double)e,
-                              .index = (int64_t)(it - 1) * c->grow_train_epochs + e,
-                              .count = (int64_t)c->grow_iterations * c->grow_train_epochs,
-                              .evaluate = e + 1 == c->grow_train_epochs};
-      NEST_CALL(nest_trainer_epoch(t, &plan, &val, &test));
-    }
-    if (c->grow_train_epochs == 0) {
-      if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &val));
-      if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &test));
-    }
-    const double verr = isnan(val.acc) ? NAN : 1.0 - val.acc;
-    NEST_CALL(flush_events(t, g, verr));
-    g->res.iterations = it;
-    g->res.val_error = verr;
-    g->res.test_error = isnan(test.acc) ? NAN : 1.0 - test.acc;
-    const int64_t aw = active_weights(t->net);
-    if (t->rank == 0 && !t->quiet) {
-      char widths[256];
-      nest_net_widths_string(t->net, widths, sizeof widths);
-      printf("grow %3d/%-3d done: %lld active weights, widths %s", it, c->grow_iterations,
-             (long long)aw, widths);
-      if (!isnan(verr)) printf(", validation error %.2f%%", 100 * verr);
-      if (!isnan(g->res.test_error)) printf(", test error %.2f%%", 100 * g->res.test_error);
-      printf("\n");
-      fflush(stdout);
-    }
+    const nest_phase_epochs loop = {.phase = "grow",
+                                    .sched = &sched,
+                                    .epochs = c->grow_train_epochs,
+                                    .index0 = (int64_t)(it - 1) * c->grow_train_epochs,
+                                    .count = (int64_t)c->grow_iterations * c->grow_train_epochs,
+                                    .eval_every = c->grow_train_epochs};
+    NEST_CALL(nest_phase_run_epochs(x, &loop, &val, &test));
+    if (c->grow_train_epochs == 0) NEST_CALL(nest_trainer_evaluate_sets(t, NEST_EVAL_BOTH, &val, &test));
     int stop = 0;
-    /* 1e-9 slack: 1 - 0.992 is 0.008000000000000007, and 0.80% must meet a target of 0.008 */
-    if (c->grow_target_error > 0 && !isnan(verr) && verr <= c->grow_target_error + 1e-9) {
-      snprintf(g->res.stop, sizeof g->res.stop, "target error");
-      stop = 1;
-    } else if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
-      snprintf(g->res.stop, sizeof g->res.stop, "size cap");
-      stop = 1;
-    }
+    NEST_CALL(iteration_done(t, g, it, &val, &test, &stop));
     /* the end of an iteration: always a checkpoint */
-    t->cur.part = stop ? 2 : 0, t->cur.iter = stop ? it : it + 1;
-    t->cur.epoch = t->cur.step = 0;
-    NEST_CALL(nest_restart_point(t, 1));
+    cur->part = stop ? 2 : 0, cur->iter = stop ? it : it + 1;
+    cur->epoch = cur->step = 0;
+    NEST_CALL(nest_phase_point(x, 1));
   }
-  t->resuming = 0; /* resumed after the last iteration (cursor iter > grow.iterations) */
+  x->resuming = 0; /* resumed after the last iteration (cursor iter > grow.iterations) */
   g->res.grown_weights = active_weights(t->net);
   g->res.seconds = nest_comm_wtime() - t_start;
   if (t->rank == 0 && !t->quiet) {
@@ -663,12 +662,13 @@ nest_status nest_grow_events_tell(nest_grow *g, int64_t *bytes) {
   return NEST_OK;
 }
 
-nest_status nest_grow_events_reopen(nest_trainer *t, nest_grow *g, int64_t bytes) {
+nest_status nest_grow_events_reopen(nest_trainer *t, nest_grow *g, const char *run_dir,
+                                    int64_t bytes) {
   if (!g) return NEST_OK;
   nest_status st = NEST_OK;
-  if (t->rank == 0 && t->run_dir[0] && bytes >= 0) {
-    snprintf(g->events_path, sizeof g->events_path, "%s/events.csv", t->run_dir);
-    st = nest_restart_truncate(g->events_path, bytes, &g->events);
+  if (t->rank == 0 && run_dir[0] && bytes >= 0) {
+    snprintf(g->events_path, sizeof g->events_path, "%s/events.csv", run_dir);
+    st = nest_rundir_truncate(g->events_path, bytes, &g->events);
   }
   return nest_comm_agree(t->comm, st);
 }

@@ -11,12 +11,6 @@ static const nest_layer_ops *const registry[NEST_LAYER_KIND_COUNT] = {
     [NEST_LAYER_BATCHNORM] = &nest_batchnorm_ops, [NEST_LAYER_DROPOUT] = &nest_dropout_ops,
 };
 
-const nest_layer_ops *nest_layer_ops_find(const char *kind) {
-  for (int k = 0; k < NEST_LAYER_KIND_COUNT; ++k)
-    if (registry[k] && strcmp(registry[k]->kind, kind) == 0) return registry[k];
-  return NULL;
-}
-
 const nest_layer_ops *nest_layer_ops_of(nest_layer_kind kind) {
   return (kind >= 0 && kind < NEST_LAYER_KIND_COUNT) ? registry[kind] : NULL;
 }

@@ -1,4 +1,5 @@
-/* main.c — nest_mpi: parse the command line, set up threads, train, report.
+/* main.c — nest_mpi: the signal handlers, the command line, threads, then the synthesis
+ * pipeline (pipeline.h).
  *
  * The only place that turns a nest_status into an exit code. Every rank parses the same
  * config and agrees on every error, so all ranks exit with the same code and rank 0 prints
@@ -15,8 +16,9 @@
 
 #include "nest/comm.h"
 #include "nest/config.h"
+#include "nest/pipeline.h"
 #include "nest/restart.h"
-#include "nest/train.h"
+#include "nest/rundir.h"
 
 /* OpenBLAS extensions (declared in its cblas.h, repeated here for clarity). */
 int openblas_get_parallel(void);
@@ -75,7 +77,7 @@ static nest_status resume_args(int *argc, char ***argv, int *resume) {
                       "(%s)", dir, (*argv)[i]);
   char newest[4200];
   int any = 0;
-  NEST_CALL(nest_restart_newest(dir, newest, sizeof newest, &any));
+  NEST_CALL(nest_rundir_newest(dir, newest, sizeof newest, &any));
   if (!any)
     return NEST_ERR(NEST_ERR_IO, "%s: no checkpoint to resume from (no %s/checkpoints/ckpt-*.h5)",
                     dir, dir);
@@ -99,17 +101,21 @@ static nest_status resume_args(int *argc, char ***argv, int *resume) {
 }
 
 int main(int argc, char **argv) {
+  /* SIGUSR1 / SIGTERM / SIGINT: checkpoint at the next step and stop (restart.h). Installed
+   * before anything else: a signal in the first moments of a run (a Slurm job signalled as it
+   * starts) must set the flag, not kill the rank with the default action. MPI_Init leaves
+   * these three alone (Open MPI installs handlers for SIGSEGV, SIGBUS, SIGFPE, SIGILL only,
+   * opal_signal; mpirun forwards SIGUSR1/SIGUSR2/SIGTERM/SIGINT to the ranks). */
+  nest_restart_signals_install();
+  /* A file size limit (ulimit -f) then fails the write with EFBIG, which nest reports and
+   * survives, instead of killing the rank mid-checkpoint. */
+  signal(SIGXFSZ, SIG_IGN);
   nest_comm *comm = NULL;
   if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) {
     fprintf(stderr, "nest_mpi: error: %s\n", nest_error_message());
     return 1;
   }
   const int rank = nest_comm_rank(comm);
-  /* SIGUSR1 / SIGTERM / SIGINT: checkpoint at the next step and stop (restart.h). */
-  nest_restart_signals_install();
-  /* A file size limit (ulimit -f) then fails the write with EFBIG, which nest reports and
-   * survives, instead of killing the rank mid-checkpoint. */
-  signal(SIGXFSZ, SIG_IGN);
   int help = 0, resume = 0;
   nest_config cfg;
   nest_status st = resume_args(&argc, &argv, &resume);
@@ -149,13 +155,13 @@ int main(int argc, char **argv) {
             "--oversubscribe does by itself: docs/scaling.md)\n",
             nest_comm_local_size(comm), threads, online);
 
-  nest_trainer *t = NULL;
-  st = nest_trainer_create(&cfg, comm, &t);
-  if (st == NEST_OK) st = nest_trainer_run(t);
+  nest_pipeline *p = NULL;
+  st = nest_pipeline_create(&cfg, comm, &p);
+  if (st == NEST_OK) st = nest_pipeline_run(p);
   /* Every error path above is agreed across ranks; this agree is a last safety net. */
   st = nest_comm_agree(comm, st);
   if (st != NEST_OK) report(rank, st);
-  nest_trainer_destroy(&t);
+  nest_pipeline_destroy(&p);
   nest_comm_destroy(&comm);
   return (int)st;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/list.h"
 #include "nest/surgery.h"
 
 /* The registry: a new policy is one file in src/policies/ and one line here. The position
@@ -23,9 +24,6 @@ const nest_policy_ops *nest_policy_find(const char *name) {
   return NULL;
 }
 
-int nest_policy_count(void) { return NPOLICIES; }
-const nest_policy_ops *nest_policy_at(int i) { return i >= 0 && i < NPOLICIES ? registry[i] : NULL; }
-
 static int policy_code(const nest_policy_ops *ops) {
   for (int i = 0; i < NPOLICIES; ++i)
     if (registry[i] == ops) return i + 1;
@@ -33,12 +31,12 @@ static int policy_code(const nest_policy_ops *ops) {
 }
 
 nest_status nest_policy_check_list(const char *list) {
-  const char *p = list;
+  char words[NEST_LIST_MAX][NEST_LIST_ITEM];
+  int n = 0;
+  NEST_CALL(nest_list_split("grow.policy", list, words, NEST_LIST_MAX, &n));
   char seen[NPOLICIES] = {0};
-  while (*p) {
-    size_t len = strcspn(p, ",");
-    char word[64];
-    snprintf(word, sizeof word, "%.*s", (int)(len < sizeof word ? len : sizeof word - 1), p);
+  for (int k = 0; k < n; ++k) {
+    const char *word = words[k];
     const nest_policy_ops *ops = nest_policy_find(word);
     if (!ops) {
       char known[256] = "";
@@ -54,15 +52,10 @@ nest_status nest_policy_check_list(const char *list) {
                       "grow.policy = %s: '%s' is a pruning policy; it runs in the prune / area "
                       "phases of synthesis.phases",
                       list, word);
-    int i = policy_code(ops) - 1;
+    const int i = policy_code(ops) - 1;
     if (seen[i])
       return NEST_ERR(NEST_ERR_CONFIG, "grow.policy = %s: policy '%s' is listed twice", list, word);
     seen[i] = 1;
-    p += len;
-    if (*p == ',') {
-      ++p;
-      if (!*p) return NEST_ERR(NEST_ERR_CONFIG, "grow.policy = %s: ends with a comma", list);
-    }
   }
   return NEST_OK;
 }

@@ -1,9 +1,8 @@
 /* report.c — the model report (report.h): reads the stages of a run, counts per dense / conv
  * layer, compares with the dense base architecture, prints a text or Markdown table and writes
- * a CSV. Reads model files through checkpoint.h only (no HDF5 here) and never calls MPI. */
+ * a CSV. Reads model files through model.h only (no HDF5 here) and never calls MPI. */
 #define _POSIX_C_SOURCE 200809L
 #include "nest/report.h"
-#include "nest/restart.h"
 
 #include <errno.h>
 #include <math.h>
@@ -13,9 +12,10 @@
 
 #include "nest/arch.h"
 #include "nest/atomic.h"
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/loss.h"
 #include "nest/net.h"
+#include "nest/rundir.h"
 
 /* The files of a run directory, in stage order, and the label each gets without a stage
  * attribute. */
@@ -242,7 +242,7 @@ nest_status nest_report_create(const char *src, nest_report **out) {
     char ck[4096], fin[4096];
     int any = 0;
     snprintf(fin, sizeof fin, "%s%smodel.h5", src, sep);
-    if (stat(fin, &sb) != 0 && nest_restart_newest(src, ck, sizeof ck, &any) == NEST_OK && any) {
+    if (stat(fin, &sb) != 0 && nest_rundir_newest(src, ck, sizeof ck, &any) == NEST_OK && any) {
       NEST_CALL_GOTO(st, stage_read(ck, "latest", &r->stages[r->nstages], &base), done);
       ++r->nstages;
     }
@@ -425,11 +425,6 @@ static void csv_str(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-static void csv_num(FILE *f, double v, const char *fmt) {
-  fputc(',', f);
-  if (!isnan(v)) fprintf(f, fmt, v);
-}
-
 static void csv_int(FILE *f, int64_t v) {
   fputc(',', f);
   if (v >= 0) fprintf(f, "%lld", (long long)v);
@@ -448,19 +443,19 @@ static void csv_row(FILE *f, const nest_report_stage *s, const char *layer, cons
   csv_int(f, base_w);
   csv_int(f, active);
   csv_int(f, total);
-  csv_num(f, total > 0 ? (double)active / (double)total : NAN, "%.10g");
-  csv_num(f, flops, "%.0f");
-  csv_num(f, flops_act, "%.10g");
-  csv_num(f, act, "%.10g");
-  csv_num(f, in, "%.10g");
-  csv_num(f, conv, "%.10g");
-  csv_num(f, base_flops, "%.0f");
-  csv_num(f, ratio((double)base_w, (double)active), "%.10g");
-  csv_num(f, ratio(base_flops, flops), "%.10g");
-  csv_num(f, s->val_error, "%.10g");
-  csv_num(f, s->test_error, "%.10g");
-  csv_num(f, s->val_top5_error, "%.10g");
-  csv_num(f, s->test_top5_error, "%.10g");
+  nest_rundir_csv_num(f, total > 0 ? (double)active / (double)total : NAN, "%.10g");
+  nest_rundir_csv_num(f, flops, "%.0f");
+  nest_rundir_csv_num(f, flops_act, "%.10g");
+  nest_rundir_csv_num(f, act, "%.10g");
+  nest_rundir_csv_num(f, in, "%.10g");
+  nest_rundir_csv_num(f, conv, "%.10g");
+  nest_rundir_csv_num(f, base_flops, "%.0f");
+  nest_rundir_csv_num(f, ratio((double)base_w, (double)active), "%.10g");
+  nest_rundir_csv_num(f, ratio(base_flops, flops), "%.10g");
+  nest_rundir_csv_num(f, s->val_error, "%.10g");
+  nest_rundir_csv_num(f, s->test_error, "%.10g");
+  nest_rundir_csv_num(f, s->val_top5_error, "%.10g");
+  nest_rundir_csv_num(f, s->test_top5_error, "%.10g");
   fputc('\n', f);
 }
 

@@ -259,47 +259,148 @@ static nest_status numeric_error(nest_comm *c, const nest_scores *s, size_t lo, 
                   (long long)first);
 }
 
+/* What the rounds of one selection share. */
+typedef struct {
+  nest_comm *c;
+  const nest_scores *s;
+  int spread, C;        /* C: chunks of this rank's slice, one per thread */
+  size_t lo, hi;        /* this rank's slice of the scores */
+  uint32_t flip;
+  int64_t *ch;          /* [C x R1_BINS]: each chunk's histogram */
+  int64_t loc[R1_BINS]; /* round 1: this rank's histogram */
+  uint32_t *keep;       /* round 2: the keys of the candidates in bin d1 (NULL: not kept) */
+  int64_t *off;         /* round 2: chunk q writes its kept keys at keep + off[q] */
+  int64_t *all_eq;      /* spread: [P] threshold-equal candidates per rank */
+} sel_ctx;
+
+/* out[0, nb) = the sum of the chunks' histograms. */
+static void sum_chunks(const sel_ctx *x, int nb, int64_t *out) {
+  memset(out, 0, (size_t)nb * sizeof *out);
+  for (int q = 0; q < x->C; ++q)
+    for (int b = 0; b < nb; ++b) out[b] += x->ch[(size_t)q * R1_BINS + b];
+}
+
+/* Round 1: this rank's histogram of digit 1 (and the invalid scores) into x->loc and g.
+ * A local failure is g[G_FAIL] = 1, agreed after the allreduce that follows. */
+static nest_status round1(sel_ctx *x, const nest_select_req *req, nest_selection *out,
+                          int64_t *g) {
+  const int R = nest_comm_rank(x->c), P = nest_comm_size(x->c);
+  const nest_scores *s = x->s;
+  nest_status st = check_args(s, req);
+  if (st == NEST_OK) {
+    out->order = req->order;
+    x->flip = flip_of(req->order);
+    x->lo = x->spread ? 0 : chunk_at(0, s->n, R, P); /* replicated: this rank's slice */
+    x->hi = x->spread ? s->n : chunk_at(0, s->n, R + 1, P);
+    x->C = x->hi - x->lo >= PAR_MIN ? omp_get_max_threads() : 1;
+    if (x->C < 1) x->C = 1;
+    st = nest_calloc((void **)&x->ch, (size_t)x->C, R1_BINS * sizeof *x->ch, "select histograms");
+    if (st == NEST_OK && x->spread) /* here: an allocation failure is agreed after round 1 */
+      st = nest_malloc((void **)&x->all_eq, (size_t)P * sizeof *x->all_eq, "select tie counts");
+  }
+  if (st != NEST_OK) {
+    g[G_FAIL] = 1;
+    return st;
+  }
+  const int C = x->C;
+#pragma omp parallel for schedule(static) num_threads(C) if (C > 1)
+  for (int k = 0; k < C; ++k)
+    hist1(s, chunk_at(x->lo, x->hi, k, C), chunk_at(x->lo, x->hi, k + 1, C), x->flip,
+          x->ch + (size_t)k * R1_BINS);
+  sum_chunks(x, R1_BINS, x->loc);
+  memcpy(g, x->loc, D1_BINS * sizeof *g);
+  g[G_NAN] = x->loc[BIN_NAN];
+  g[G_INF] = x->loc[BIN_INF];
+  g[G_NEG] = x->loc[BIN_NEG];
+  return NEST_OK;
+}
+
+/* Round 2: this rank's histogram of digit 2 of the candidates in bin d1 into loc2, keeping
+ * their keys (for round 3) when they are few. */
+static void round2(sel_ctx *x, uint32_t d1, int64_t *loc2) {
+  const int64_t in_d1 = x->loc[d1];
+  const int C = x->C;
+  if (in_d1 > 0 && (size_t)in_d1 <= (x->hi - x->lo) / 4) {
+    if (nest_malloc((void **)&x->keep, (size_t)in_d1 * sizeof *x->keep, "select keys") != NEST_OK ||
+        nest_malloc((void **)&x->off, (size_t)(C + 1) * sizeof *x->off, "select offsets") != NEST_OK) {
+      nest_error_clear(); /* not fatal: round 3 reads the scores again instead */
+      free(x->keep);
+      x->keep = NULL;
+    } else {
+      x->off[0] = 0;
+      for (int q = 0; q < C; ++q) x->off[q + 1] = x->off[q] + x->ch[(size_t)q * R1_BINS + d1];
+    }
+  }
+  memset(x->ch, 0, (size_t)C * R1_BINS * sizeof *x->ch);
+#pragma omp parallel for schedule(static) num_threads(C) if (C > 1)
+  for (int q = 0; q < C; ++q) {
+    int64_t m = histp(x->s, chunk_at(x->lo, x->hi, q, C), chunk_at(x->lo, x->hi, q + 1, C), x->flip,
+                      D1_SHIFT, d1, D2_SHIFT, D2_BINS - 1, x->ch + (size_t)q * R1_BINS,
+                      x->keep ? x->keep + x->off[q] : NULL);
+    NEST_ASSERT(!x->keep || m == x->off[q + 1] - x->off[q]);
+  }
+  sum_chunks(x, D2_BINS, loc2);
+}
+
+/* Round 3: this rank's histogram of digit 3 of the candidates matching digits 1 and 2 (p2),
+ * from the kept keys or the scores, into loc3. */
+static void round3(sel_ctx *x, uint32_t d1, uint32_t p2, int64_t *loc3) {
+  const int C = x->C;
+  memset(x->ch, 0, (size_t)C * R1_BINS * sizeof *x->ch);
+  if (x->keep) {
+    const int64_t in_d1 = x->loc[d1];
+    const int Ck = in_d1 >= (int64_t)PAR_MIN ? C : 1;
+    const uint32_t *keep = x->keep;
+#pragma omp parallel for schedule(static) num_threads(Ck) if (Ck > 1)
+    for (int q = 0; q < Ck; ++q) {
+      int64_t *h = x->ch + (size_t)q * R1_BINS;
+      const size_t a = chunk_at(0, (size_t)in_d1, q, Ck), b = chunk_at(0, (size_t)in_d1, q + 1, Ck);
+      for (size_t i = a; i < b; ++i)
+        if ((keep[i] >> D2_SHIFT) == p2) h[keep[i] & (D3_BINS - 1)]++;
+    }
+  } else {
+#pragma omp parallel for schedule(static) num_threads(C) if (C > 1)
+    for (int q = 0; q < C; ++q)
+      histp(x->s, chunk_at(x->lo, x->hi, q, C), chunk_at(x->lo, x->hi, q + 1, C), x->flip, D2_SHIFT,
+            p2, 0, D3_BINS - 1, x->ch + (size_t)q * R1_BINS, NULL);
+  }
+  sum_chunks(x, D3_BINS, loc3);
+}
+
+/* Rounds 2 and 3 after round 1 chose digit d1 (krem, better: what round 1 left), then the
+ * threshold, the ties and (spread) the ties on lower ranks. */
+static nest_status rounds23(sel_ctx *x, uint32_t d1, int64_t k, int64_t krem, int64_t better,
+                            nest_selection *out) {
+  int64_t g2[D2_BINS], g3[D3_BINS], loc3[D3_BINS];
+  round2(x, d1, g2);
+  NEST_CALL(nest_comm_allreduce_i64(x->c, g2, D2_BINS));
+  const uint32_t d2 = pick_digit(g2, D2_BINS, &krem, &better);
+  const uint32_t p2 = (d1 << (D1_SHIFT - D2_SHIFT)) | d2;
+  round3(x, d1, p2, loc3);
+  memcpy(g3, loc3, sizeof g3);
+  NEST_CALL(nest_comm_allreduce_i64(x->c, g3, D3_BINS));
+  const uint32_t d3 = pick_digit(g3, D3_BINS, &krem, &better);
+  const uint32_t key = (p2 << D2_SHIFT) | d3, abits = key ^ x->flip;
+  memcpy(&out->threshold, &abits, sizeof abits);
+  out->better = better;
+  out->ties = k - better;
+  NEST_ASSERT(out->ties >= 1 && out->ties == krem && out->ties <= g3[d3]);
+  if (!x->spread) return NEST_OK;
+  /* Threshold-equal candidates on lower ranks come first in the rank-major global order. */
+  NEST_CALL(nest_comm_allgather(x->c, &loc3[d3], x->all_eq, sizeof *x->all_eq));
+  for (int r = 0; r < nest_comm_rank(x->c); ++r) out->ties_before += x->all_eq[r];
+  return NEST_OK;
+}
+
 static nest_status select_core(nest_comm *c, const nest_scores *s, const nest_select_req *req,
                                int spread, nest_selection *out) {
   memset(out, 0, sizeof *out);
-  const int R = nest_comm_rank(c), P = nest_comm_size(c);
-  int64_t *ch = NULL, *all_eq = NULL;
-  uint32_t *keep = NULL;
-  int64_t *off = NULL; /* round 2: chunk q writes its kept keys at keep + off[q] */
-  int64_t g[G_LEN], loc[R1_BINS];
+  sel_ctx x = {.c = c, .s = s, .spread = spread, .C = 1};
+  int64_t g[G_LEN];
   memset(g, 0, sizeof g);
-  memset(loc, 0, sizeof loc);
-
   /* Local failures must not leave the other ranks waiting in the allreduce: they are counted
    * in g[G_FAIL] and agreed on (with the failing rank's message) after it. */
-  nest_status st = check_args(s, req);
-  size_t lo = 0, hi = 0;
-  int C = 1;
-  uint32_t flip = 0;
-  if (st == NEST_OK) {
-    out->order = req->order;
-    flip = flip_of(req->order);
-    lo = spread ? 0 : chunk_at(0, s->n, R, P); /* replicated: this rank's slice */
-    hi = spread ? s->n : chunk_at(0, s->n, R + 1, P);
-    C = hi - lo >= PAR_MIN ? omp_get_max_threads() : 1;
-    if (C < 1) C = 1;
-    st = nest_calloc((void **)&ch, (size_t)C, R1_BINS * sizeof *ch, "select histograms");
-    if (st == NEST_OK && spread)
-      st = nest_malloc((void **)&all_eq, (size_t)P * sizeof *all_eq, "select tie counts");
-  }
-  if (st == NEST_OK) {
-#pragma omp parallel for schedule(static) num_threads(C) if (C > 1)
-    for (int k = 0; k < C; ++k)
-      hist1(s, chunk_at(lo, hi, k, C), chunk_at(lo, hi, k + 1, C), flip, ch + (size_t)k * R1_BINS);
-    for (int k = 0; k < C; ++k)
-      for (int b = 0; b < R1_BINS; ++b) loc[b] += ch[(size_t)k * R1_BINS + b];
-    memcpy(g, loc, D1_BINS * sizeof *g);
-    g[G_NAN] = loc[BIN_NAN];
-    g[G_INF] = loc[BIN_INF];
-    g[G_NEG] = loc[BIN_NEG];
-  } else {
-    g[G_FAIL] = 1;
-  }
+  nest_status st = round1(&x, req, out, g);
   nest_status rs = nest_comm_allreduce_i64(c, g, G_LEN);
   if (rs != NEST_OK) {
     st = rs;
@@ -310,94 +411,25 @@ static nest_status select_core(nest_comm *c, const nest_scores *s, const nest_se
     NEST_ASSERT(st != NEST_OK);
     goto done;
   }
-
   int64_t candidates = 0;
   for (int b = 0; b < D1_BINS; ++b) candidates += g[b];
   out->candidates = candidates;
   if (g[G_NAN] + g[G_INF] + g[G_NEG] > 0) {
-    st = numeric_error(c, s, lo, hi, spread, g, candidates);
+    st = numeric_error(c, s, x.lo, x.hi, spread, g, candidates);
     goto done;
   }
   const int64_t k = nest_select_count(req, candidates);
   NEST_ASSERT(k >= 0 && k <= candidates);
   out->k = k;
   if (k == 0) goto done; /* every rank knows: nothing chosen, threshold 0 */
-
-  /* Round 1 -> digit 1. */
   int64_t krem = k, better = 0;
   const uint32_t d1 = pick_digit(g, D1_BINS, &krem, &better);
-
-  /* Round 2: digit 2 of the candidates in bin d1, keeping their keys when that is small. */
-  const int64_t in_d1 = loc[d1];
-  if (in_d1 > 0 && (size_t)in_d1 <= (hi - lo) / 4) {
-    if (nest_malloc((void **)&keep, (size_t)in_d1 * sizeof *keep, "select keys") != NEST_OK ||
-        nest_malloc((void **)&off, (size_t)(C + 1) * sizeof *off, "select offsets") != NEST_OK) {
-      nest_error_clear(); /* not fatal: round 3 reads the scores again instead */
-      free(keep);
-      keep = NULL;
-    } else {
-      off[0] = 0;
-      for (int q = 0; q < C; ++q) off[q + 1] = off[q] + ch[(size_t)q * R1_BINS + d1];
-    }
-  }
-  int64_t g2[D2_BINS], loc2[D2_BINS];
-  memset(ch, 0, (size_t)C * R1_BINS * sizeof *ch);
-#pragma omp parallel for schedule(static) num_threads(C) if (C > 1)
-  for (int q = 0; q < C; ++q) {
-    int64_t m = histp(s, chunk_at(lo, hi, q, C), chunk_at(lo, hi, q + 1, C), flip, D1_SHIFT, d1,
-                      D2_SHIFT, D2_BINS - 1, ch + (size_t)q * R1_BINS, keep ? keep + off[q] : NULL);
-    NEST_ASSERT(!keep || m == off[q + 1] - off[q]);
-  }
-  memset(loc2, 0, sizeof loc2);
-  for (int q = 0; q < C; ++q)
-    for (int b = 0; b < D2_BINS; ++b) loc2[b] += ch[(size_t)q * R1_BINS + b];
-  memcpy(g2, loc2, sizeof g2);
-  NEST_CALL_GOTO(st, nest_comm_allreduce_i64(c, g2, D2_BINS), done);
-  const uint32_t d2 = pick_digit(g2, D2_BINS, &krem, &better);
-  const uint32_t p2 = (d1 << (D1_SHIFT - D2_SHIFT)) | d2;
-
-  /* Round 3: digit 3 of the candidates matching digits 1 and 2, from the kept keys or the
-   * scores. */
-  int64_t g3[D3_BINS], loc3[D3_BINS];
-  memset(ch, 0, (size_t)C * R1_BINS * sizeof *ch);
-  if (keep) {
-    const int Ck = in_d1 >= (int64_t)PAR_MIN ? C : 1;
-#pragma omp parallel for schedule(static) num_threads(Ck) if (Ck > 1)
-    for (int q = 0; q < Ck; ++q) {
-      int64_t *h = ch + (size_t)q * R1_BINS;
-      const size_t a = chunk_at(0, (size_t)in_d1, q, Ck), b = chunk_at(0, (size_t)in_d1, q + 1, Ck);
-      for (size_t i = a; i < b; ++i)
-        if ((keep[i] >> D2_SHIFT) == p2) h[keep[i] & (D3_BINS - 1)]++;
-    }
-  } else {
-#pragma omp parallel for schedule(static) num_threads(C) if (C > 1)
-    for (int q = 0; q < C; ++q)
-      histp(s, chunk_at(lo, hi, q, C), chunk_at(lo, hi, q + 1, C), flip, D2_SHIFT, p2, 0,
-            D3_BINS - 1, ch + (size_t)q * R1_BINS, NULL);
-  }
-  memset(loc3, 0, sizeof loc3);
-  for (int q = 0; q < C; ++q)
-    for (int b = 0; b < D3_BINS; ++b) loc3[b] += ch[(size_t)q * R1_BINS + b];
-  memcpy(g3, loc3, sizeof g3);
-  NEST_CALL_GOTO(st, nest_comm_allreduce_i64(c, g3, D3_BINS), done);
-  const uint32_t d3 = pick_digit(g3, D3_BINS, &krem, &better);
-
-  const uint32_t key = (p2 << D2_SHIFT) | d3, abits = key ^ flip;
-  memcpy(&out->threshold, &abits, sizeof abits);
-  out->better = better;
-  out->ties = k - better;
-  NEST_ASSERT(out->ties >= 1 && out->ties == krem && out->ties <= g3[d3]);
-  if (spread) {
-    /* Threshold-equal candidates on lower ranks come first in the rank-major global order. */
-    NEST_CALL_GOTO(st, nest_comm_allgather(c, &loc3[d3], all_eq, sizeof *all_eq), done);
-    for (int r = 0; r < R; ++r) out->ties_before += all_eq[r];
-  }
-
+  st = rounds23(&x, d1, k, krem, better, out);
 done:
-  free(ch);
-  free(off);
-  free(all_eq);
-  free(keep);
+  free(x.ch);
+  free(x.off);
+  free(x.all_eq);
+  free(x.keep);
   return st;
 }
 

@@ -1,5 +1,5 @@
-/* train.c — data-parallel training: setup (data, split, normalisation, net, run directory),
- * the step, evaluation, logging and metrics. See train.h for the protocol. */
+/* train.c — the training engine: setup (data, split, normalisation, net), the step, evaluation,
+ * the epoch with its hooks, progress lines and metrics rows. See train.h for the protocol. */
 #define _GNU_SOURCE
 #include "nest/train.h"
 
@@ -8,21 +8,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "nest/arch.h"
-#include "nest/atomic.h"
 #include "nest/augment.h"
-#include "nest/checkpoint.h"
-#include "nest/gradpass.h"
-#include "nest/grow.h"
-#include "nest/prune.h"
-#include "nest/report.h"
-#include "nest/restart.h"
+#include "nest/model.h"
 #include "nest/loss.h"
 #include "nest/prefetch.h"
+#include "nest/rundir.h"
 #include "nest/shard.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -37,21 +29,6 @@ static nest_status resolve(const char *dir, const char *path, char *out, size_t 
   if (n < 0 || (size_t)n >= cap)
     return NEST_ERR(NEST_ERR_CONFIG, "data path '%s/%s' is longer than %zu characters", dir, path,
                     cap - 1);
-  return NEST_OK;
-}
-
-static nest_status mkdir_p(const char *path) {
-  char buf[NEST_PATH_LEN];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; ++p) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(buf, 0775) != 0 && errno != EEXIST)
-      return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-    *p = '/';
-  }
-  if (mkdir(buf, 0775) != 0 && errno != EEXIST)
-    return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
   return NEST_OK;
 }
 
@@ -94,147 +71,9 @@ static nest_status load_set(const nest_config *c, const char *path, const char *
 
 /* ---- setup -------------------------------------------------------------------------------- */
 
-/* Files a run writes into its directory: one of them there means the directory holds (part
- * of) a run, and it is not reused unless it also holds a checkpoint. */
-static const char *const run_files[] = {"config.ini", "metrics.csv", "events.csv", "summary.txt",
-                                        "model.h5", "model_seed.h5", "report.csv"};
-
-/* The name of a new run directory under out_dir: NAME-job<id> (Slurm job), NAME-job<id>_<task>
- * (job array), else NAME-YYYYmmdd-HHMMSS. A requeued Slurm job gets its own directory again,
- * so it resumes; two runs started in the same second outside Slurm get -2, -3, ... */
-static nest_status new_run_dir(nest_trainer *t, int *resume) {
+/* Split, normalise, the batch reader and augmentation, the test ids. */
+static nest_status setup_data(nest_trainer *t) {
   const nest_config *c = &t->cfg;
-  const char *name = c->name[0] ? c->name : "run";
-  char stamp[96];
-  const char *job = getenv("SLURM_JOB_ID"), *ajob = getenv("SLURM_ARRAY_JOB_ID"),
-             *task = getenv("SLURM_ARRAY_TASK_ID");
-  const int slurm = job && *job;
-  if (ajob && *ajob && task && *task)
-    snprintf(stamp, sizeof stamp, "job%.32s_%.32s", ajob, task);
-  else if (slurm)
-    snprintf(stamp, sizeof stamp, "job%.32s", job);
-  else {
-    time_t now = time(NULL);
-    struct tm tmv;
-    localtime_r(&now, &tmv);
-    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tmv);
-  }
-  if (strlen(c->out_dir) > 900)
-    return NEST_ERR(NEST_ERR_CONFIG, "run.out_dir '%.60s...' is too long", c->out_dir);
-  NEST_CALL(mkdir_p(c->out_dir));
-  for (int k = 1; k <= 1000; ++k) {
-    if (k == 1)
-      snprintf(t->run_dir, sizeof t->run_dir, "%s/%.100s-%s", c->out_dir, name, stamp);
-    else
-      snprintf(t->run_dir, sizeof t->run_dir, "%s/%.100s-%s-%d", c->out_dir, name, stamp, k);
-    if (mkdir(t->run_dir, 0775) == 0) return NEST_OK; /* ours alone: mkdir is atomic */
-    if (errno != EEXIST)
-      return NEST_ERR(NEST_ERR_IO, "%s: cannot create directory: %s", t->run_dir, strerror(errno));
-    if (slurm) { /* the same job again (requeued): its directory, resumed or refused below */
-      *resume = -1;
-      return NEST_OK;
-    }
-  }
-  return NEST_ERR(NEST_ERR_IO, "%s/%s-%s: 1000 run directories of that name exist", c->out_dir,
-                  name, stamp);
-}
-
-/* Rank 0: the run directory, and whether this run resumes the checkpoints in it. */
-static nest_status choose_run_dir(nest_trainer *t, int *resume) {
-  const nest_config *c = &t->cfg;
-  *resume = 0;
-  if (c->run_dir[0]) {
-    if (strlen(c->run_dir) >= sizeof t->run_dir - 64)
-      return NEST_ERR(NEST_ERR_CONFIG, "run.run_dir '%.60s...' is too long", c->run_dir);
-    snprintf(t->run_dir, sizeof t->run_dir, "%s", c->run_dir);
-    NEST_CALL(mkdir_p(t->run_dir));
-    *resume = -1;
-  } else {
-    NEST_CALL(new_run_dir(t, resume));
-  }
-  if (*resume == 0) { /* a directory of our own */
-    if (c->resume) return NEST_ERR(NEST_ERR_INTERNAL, "--resume without run.run_dir");
-    return NEST_OK;
-  }
-  /* An existing directory: resume its checkpoints; refuse one that holds another run's files
-   * without a checkpoint (nothing in it is touched). */
-  char newest[NEST_PATH_LEN + 64];
-  int any = 0;
-  NEST_CALL(nest_restart_newest(t->run_dir, newest, sizeof newest, &any));
-  if (any) {
-    *resume = 1;
-    return NEST_OK;
-  }
-  *resume = 0;
-  if (c->resume)
-    return NEST_ERR(NEST_ERR_IO, "%s: no checkpoint to resume from (no %s/checkpoints/ckpt-*.h5)",
-                    t->run_dir, t->run_dir);
-  /* A run killed before its first checkpoint (in its first second) left only its own
-   * metrics.csv (empty or the header), maybe config.ini and events.csv: nothing to lose, start
-   * over. (metrics.csv is only ever created by nest, first, after it checked the directory.) */
-  char mpath[NEST_PATH_LEN + 32];
-  snprintf(mpath, sizeof mpath, "%s/metrics.csv", t->run_dir);
-  FILE *mf = fopen(mpath, "r");
-  if (mf) {
-    int lines = 0;
-    for (int ch; (ch = fgetc(mf)) != EOF;) lines += ch == '\n';
-    fclose(mf);
-    if (lines <= 1) return NEST_OK;
-  }
-  for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; ++i) {
-    char path[NEST_PATH_LEN + 32];
-    snprintf(path, sizeof path, "%s/%s", t->run_dir, run_files[i]);
-    if (access(path, F_OK) == 0)
-      return NEST_ERR(NEST_ERR_IO,
-                      "%s already holds a run (%s) but no checkpoint to resume: choose another "
-                      "run.run_dir; nothing was overwritten",
-                      t->run_dir, run_files[i]);
-  }
-  return NEST_OK;
-}
-
-static nest_status make_run_dir(nest_trainer *t) {
-  nest_status st = NEST_OK;
-  const nest_config *c = &t->cfg;
-  /* No run directory at all (tests, benchmarks): both out_dir and run_dir empty. */
-  if (!c->run_dir[0] && !c->out_dir[0]) {
-    t->run_dir[0] = '\0';
-    if (c->resume) return NEST_ERR(NEST_ERR_CONFIG, "--resume needs a run directory");
-    return NEST_OK;
-  }
-  int resume = 0;
-  if (t->rank == 0) {
-    st = choose_run_dir(t, &resume);
-    char path[NEST_PATH_LEN + 32];
-    /* metrics.csv first (nest's own file: a directory with config.ini but no metrics.csv is
-     * the user's), header flushed at once; then config.ini. */
-    if (st == NEST_OK && !resume) {
-      snprintf(path, sizeof path, "%s/metrics.csv", t->run_dir);
-      t->metrics = fopen(path, "w");
-      if (!t->metrics)
-        st = NEST_ERR(NEST_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-      else if (fprintf(t->metrics,
-                       "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,"
-                       "active_weights,total_weights,density,images_per_s,elapsed_s,phase,"
-                       "val_top5_error,test_top5_error\n") < 0 ||
-               fflush(t->metrics) != 0)
-        st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    }
-    if (st == NEST_OK && !resume) {
-      snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
-      st = nest_config_write(&t->cfg, path);
-    }
-  }
-  NEST_CALL(nest_comm_agree(t->comm, st));
-  NEST_CALL(nest_comm_bcast(t->comm, t->run_dir, sizeof t->run_dir, 0));
-  NEST_CALL(nest_comm_bcast(t->comm, &resume, sizeof resume, 0));
-  t->resuming = resume; /* 1: nest_restart_resume follows */
-  return NEST_OK;
-}
-
-static nest_status setup(nest_trainer *t) {
-  const nest_config *c = &t->cfg;
-  /* Split and normalise with training statistics only. */
   NEST_CALL(nest_dataset_split(t->train->n, c->val_split, c->seed, &t->train_idx, &t->n_train,
                                &t->val_idx, &t->n_val));
   if (t->n_train < 1)
@@ -243,6 +82,8 @@ static nest_status setup(nest_trainer *t) {
   /* The batch reader (prefetch.h); with image shards augment.crop sets the net's input shape. */
   NEST_CALL(nest_prefetch_from_config(c, t->train, t->test, (c->batch + t->nranks - 1) / t->nranks,
                                       t->nthreads, &t->pf));
+  /* Normalisation statistics: of the training subset for in-memory sets, the shards' stored
+   * ones (over the whole set they hold) for image shards (data.h); the test set uses the same. */
   nest_norm norm = {0};
   NEST_CALL(nest_dataset_train_norm(t->train, t->train_idx, t->n_train, &norm));
   nest_status st = nest_dataset_set_norm(t->train, &norm);
@@ -263,32 +104,43 @@ static nest_status setup(nest_trainer *t) {
     NEST_CALL(nest_malloc((void **)&t->test_idx, sizeof(int64_t) * (size_t)t->n_test, "test ids"));
     for (int64_t i = 0; i < t->n_test; ++i) t->test_idx[i] = i;
   }
+  return NEST_OK;
+}
 
-  /* Network: built from model.arch and seeded, or a model file an earlier run wrote. */
-  t->max_local = (c->batch + t->nranks - 1) / t->nranks;
-  if (c->init_from[0]) {
-    NEST_CALL(nest_model_load(c->init_from, t->max_local, t->nthreads, &t->net));
+/* The network: from a model file (net_file, else model.init_from: an earlier run's), or built
+ * from model.arch and seeded. */
+static nest_status setup_net(nest_trainer *t, const char *net_file) {
+  const nest_config *c = &t->cfg;
+  const char *from = net_file ? net_file : c->init_from;
+  if (from[0]) {
+    NEST_CALL(nest_model_load(from, t->max_local, t->nthreads, &t->net));
     const nest_shape in = t->net->in_shape, d = t->train->shape;
     if (in.c != d.c || in.h != d.h || in.w != d.w || t->net->nclasses != t->train->nclasses)
       return NEST_ERR(NEST_ERR_CONFIG,
-                      "model.init_from = %s: the model takes %dx%dx%d inputs and %d classes, "
-                      "%s has %dx%dx%d and %d",
-                      c->init_from, in.c, in.h, in.w, t->net->nclasses, t->train->path, d.c, d.h,
-                      d.w, t->train->nclasses);
-  } else {
-    nest_layer_spec *specs = NULL;
-    int nspecs = 0;
-    nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout,
-                         .widths = c->widths};
-    NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
-    st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses, t->max_local,
-                         t->nthreads, &t->net);
-    free(specs);
-    NEST_CALL(st);
-    int init = strcmp(c->init, "xavier") == 0 ? NEST_INIT_XAVIER : NEST_INIT_HE;
-    NEST_CALL(nest_net_init(t->net, c->seed, c->density, init));
+                      "%s%s: the model takes %dx%dx%d inputs and %d classes, %s has %dx%dx%d "
+                      "and %d",
+                      net_file ? "" : "model.init_from = ", from, in.c, in.h, in.w,
+                      t->net->nclasses, t->train->path, d.c, d.h, d.w, t->train->nclasses);
+    return NEST_OK;
   }
+  nest_layer_spec *specs = NULL;
+  int nspecs = 0;
+  nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout,
+                       .widths = c->widths};
+  NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
+  nest_status st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses,
+                                   t->max_local, t->nthreads, &t->net);
+  free(specs);
+  NEST_CALL(st);
+  int init = strcmp(c->init, "xavier") == 0 ? NEST_INIT_XAVIER : NEST_INIT_HE;
+  return nest_net_init(t->net, c->seed, c->density, init);
+}
 
+static nest_status setup(nest_trainer *t, const char *net_file) {
+  const nest_config *c = &t->cfg;
+  NEST_CALL(setup_data(t));
+  t->max_local = (c->batch + t->nranks - 1) / t->nranks;
+  NEST_CALL(setup_net(t, net_file));
   t->optim = (nest_optim){.lr = c->lr,
                           .momentum = c->momentum,
                           .weight_decay = c->weight_decay,
@@ -314,76 +166,34 @@ static nest_status setup(nest_trainer *t) {
   return NEST_OK;
 }
 
-/* ---- phases ---------------------------------------------------------------------------- */
-
-static const char *const phase_names[NEST_PHASE_COUNT] = {"grow", "train", "prune", "area"};
-
-/* synthesis.phases -> t->phases. Words are checked here (the config check only sees text). */
-static nest_status parse_phases(nest_trainer *t) {
-  const char *list = t->cfg.phases;
-  t->nphases = 0;
-  memset(t->phase_has, 0, sizeof t->phase_has);
-  if (!list[0]) { /* the default: grow if there is a growth policy, then train */
-    int growth = 0;
-    for (const char *p = t->cfg.grow_policy; *p;) {
-      const size_t len = strcspn(p, ",");
-      char w[64];
-      snprintf(w, sizeof w, "%.*s", (int)(len < sizeof w ? len : sizeof w - 1), p);
-      const nest_policy_ops *ops = nest_policy_find(w);
-      growth |= ops && ops->when == NEST_WHEN_GROWTH;
-      p += len + (p[len] == ',');
-    }
-    if (growth) t->phases[t->nphases++] = NEST_PHASE_GROW;
-    t->phases[t->nphases++] = NEST_PHASE_TRAIN;
-  }
-  for (const char *p = list; *p;) {
-    while (*p == ' ') ++p;
-    size_t len = strcspn(p, ",");
-    size_t wl = len;
-    while (wl > 0 && p[wl - 1] == ' ') --wl;
-    int k = -1;
-    for (int i = 0; i < NEST_PHASE_COUNT; ++i)
-      if (strlen(phase_names[i]) == wl && strncmp(p, phase_names[i], wl) == 0) k = i;
-    if (k < 0)
-      return NEST_ERR(NEST_ERR_CONFIG,
-                      "synthesis.phases = %s: unknown phase '%.*s' (known: grow, train, prune, area)",
-                      list, (int)wl, p);
-    if (t->phase_has[k])
-      return NEST_ERR(NEST_ERR_CONFIG, "synthesis.phases = %s: phase '%s' is listed twice", list,
-                      phase_names[k]);
-    t->phases[t->nphases++] = (nest_phase)k;
-    p += len + (p[len] == ',');
-    t->phase_has[k] = 1;
-  }
-  for (int i = 0; i < t->nphases; ++i) t->phase_has[t->phases[i]] = 1;
-  return NEST_OK;
-}
-
-/* The phases against the policies (after nest_grow_create parsed grow.policy). */
-static nest_status check_phases(nest_trainer *t) {
-  const int growth = nest_grow_has_phase(t->grow);
-  if (t->phase_has[NEST_PHASE_GROW] && !growth)
-    return NEST_ERR(NEST_ERR_CONFIG,
-                    "synthesis.phases = %s lists grow, but grow.policy (%s) has no growth policy "
-                    "(conn, neuron, fmap, strategic)",
-                    t->cfg.phases, t->cfg.grow_policy[0] ? t->cfg.grow_policy : "empty");
-  if (growth && !t->phase_has[NEST_PHASE_GROW])
-    return NEST_ERR(NEST_ERR_CONFIG,
-                    "grow.policy = %s lists growth policies, but synthesis.phases = %s has no "
-                    "grow phase",
-                    t->cfg.grow_policy, t->cfg.phases);
-  return NEST_OK;
-}
-
-static nest_status trainer_alloc(const nest_config *cfg, nest_comm *comm, nest_trainer **out) {
+nest_status nest_trainer_create_from(const nest_config *cfg, const char *net_file,
+                                     nest_comm *comm, nest_dataset *train, nest_dataset *test,
+                                     nest_trainer **out) {
+  *out = NULL;
   nest_trainer *t;
-  NEST_CALL(nest_calloc((void **)&t, 1, sizeof *t, "trainer"));
+  nest_status st = nest_calloc((void **)&t, 1, sizeof *t, "trainer");
+  if (st != NEST_OK) {
+    nest_dataset_destroy(&train);
+    nest_dataset_destroy(&test);
+    return st;
+  }
   t->cfg = *cfg;
   t->comm = comm;
   t->rank = nest_comm_rank(comm);
   t->nranks = nest_comm_size(comm);
   t->nthreads = omp_get_max_threads();
   t->top5[0] = t->top5[1] = NAN;
+  t->train = train;
+  t->test = test;
+  /* Setup depends only on shared data and config, so ranks decide alike; agree anyway, since an
+   * allocation can fail on one rank only and the others must not wait for it. */
+  st = setup(t, net_file);
+  st = nest_comm_agree(comm, st);
+  if (st != NEST_OK) {
+    nest_trainer_destroy(&t);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
   *out = t;
   return NEST_OK;
 }
@@ -391,54 +201,31 @@ static nest_status trainer_alloc(const nest_config *cfg, nest_comm *comm, nest_t
 nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *comm,
                                           nest_dataset *train, nest_dataset *test,
                                           nest_trainer **out) {
-  *out = NULL;
-  nest_trainer *t;
-  nest_status st = trainer_alloc(cfg, comm, &t);
-  if (st != NEST_OK) {
-    nest_dataset_destroy(&train);
-    nest_dataset_destroy(&test);
-    return st;
+  return nest_trainer_create_from(cfg, NULL, comm, train, test, out);
+}
+
+nest_status nest_trainer_load_data(const nest_config *cfg, nest_comm *comm, nest_dataset **train,
+                                   nest_dataset **test) {
+  *train = *test = NULL;
+  /* A file may be readable on one node and not another: agree on the outcome. */
+  nest_status st = load_set(cfg, cfg->train, cfg->train_labels, cfg->max_train, NULL, train);
+  NEST_CALL(nest_comm_agree(comm, st));
+  if (cfg->test[0]) {
+    st = load_set(cfg, cfg->test, cfg->test_labels, cfg->max_test, *train, test);
+    st = nest_comm_agree(comm, st);
+    if (st != NEST_OK) {
+      nest_dataset_destroy(train);
+      nest_error_trace(__FILE__, __LINE__);
+      return st;
+    }
   }
-  t->train = train;
-  t->test = test;
-  /* Setup depends only on shared data and config, so ranks decide alike; agree anyway, since an
-   * allocation can fail on one rank only and the others must not wait for it. */
-  st = setup(t);
-  NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
-  /* Growth configuration is checked against the built net before anything is written. */
-  NEST_CALL_GOTO(st, parse_phases(t), fail);
-  st = nest_grow_create(t, t->phase_has[NEST_PHASE_PRUNE] || t->phase_has[NEST_PHASE_AREA],
-                        &t->grow);
-  if (st == NEST_OK) st = check_phases(t);
-  if (st == NEST_OK && t->phase_has[NEST_PHASE_PRUNE]) st = nest_prune_check(t, 0);
-  if (st == NEST_OK && t->phase_has[NEST_PHASE_AREA]) st = nest_prune_check(t, 1);
-  NEST_CALL_GOTO(st, nest_comm_agree(comm, st), fail);
-  NEST_CALL_GOTO(st, make_run_dir(t), fail);
-  if (!t->resuming) NEST_CALL_GOTO(st, nest_grow_open_events(t, t->grow), fail);
-  NEST_CALL_GOTO(st, nest_restart_create(t), fail);
-  if (t->resuming) NEST_CALL_GOTO(st, nest_restart_resume(t), fail);
-  *out = t;
   return NEST_OK;
-fail:
-  nest_trainer_destroy(&t);
-  return st;
 }
 
 nest_status nest_trainer_create(const nest_config *cfg, nest_comm *comm, nest_trainer **out) {
   *out = NULL;
   nest_dataset *train = NULL, *test = NULL;
-  /* A file may be readable on one node and not another: agree on the outcome. */
-  nest_status st = load_set(cfg, cfg->train, cfg->train_labels, cfg->max_train, NULL, &train);
-  NEST_CALL(nest_comm_agree(comm, st));
-  if (cfg->test[0]) {
-    st = load_set(cfg, cfg->test, cfg->test_labels, cfg->max_test, train, &test);
-    st = nest_comm_agree(comm, st);
-    if (st != NEST_OK) {
-      nest_dataset_destroy(&train);
-      nest_error_trace(__FILE__, __LINE__);
-      return st;
-    }
-  }
+  NEST_CALL(nest_trainer_load_data(cfg, comm, &train, &test));
   return nest_trainer_create_with_data(cfg, comm, train, test, out);
 }
 
@@ -446,10 +233,6 @@ void nest_trainer_destroy(nest_trainer **tp) {
   if (!tp || !*tp) return;
   nest_trainer *t = *tp;
   if (t->metrics) fclose(t->metrics);
-  nest_restart_destroy(&t->rst);
-  nest_net_destroy(&t->snap);
-  free(t->pts);
-  nest_grow_destroy(&t->grow);
   nest_augment_destroy(&t->aug);
   nest_net_destroy(&t->net);
   nest_prefetch_destroy(&t->pf); /* its thread may be reading the datasets */
@@ -551,7 +334,7 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
   double tm[5];
   tm[0] = t->times ? nest_comm_wtime() : 0;
   NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
-  /* scale 1/global_rows: the allreduce SUM of per-rank gradients is the mean-loss gradient. */
+  /* scale 1/global_rows: the sum over ranks of the per-rank gradients is the mean-loss gradient. */
   nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
                          t->dlogits, loss_sum, correct);
   *rows += count;
@@ -570,7 +353,9 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
     nest_status st = nest_net_backward_ready(t->net, &ctx, t->dlogits, post_bucket, &b);
     tm[2] = t->times ? nest_comm_wtime() : 0;
     if (st == NEST_OK) st = nest_comm_bucket_post(t->comm, 0, b.top);
-    nest_status st2 = nest_comm_bucket_end(t->comm, &sum_s); /* also after an error */
+    /* also after an error: a post fails on every rank alike (comm.h), so every rank ends the
+     * round with the same ranges summed and returns the same status */
+    nest_status st2 = nest_comm_bucket_end(t->comm, &sum_s);
     NEST_CALL(st != NEST_OK ? st : st2);
   } else {
     NEST_CALL(nest_net_backward(t->net, &ctx, t->dlogits));
@@ -620,16 +405,29 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
   return NEST_OK;
 }
 
-/* buffers[lo, hi) = their mean over ranks. */
+nest_status nest_trainer_evaluate_sets(nest_trainer *t, int which, nest_eval *val,
+                                       nest_eval *test) {
+  if (val) *val = (nest_eval){NAN, NAN, 0, NAN};
+  if (test) *test = (nest_eval){NAN, NAN, 0, NAN};
+  if ((which & NEST_EVAL_VAL) && t->n_val > 0)
+    NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, val));
+  if ((which & NEST_EVAL_TEST) && t->test)
+    NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, test));
+  return NEST_OK;
+}
+
+/* buffers[lo, hi) = their mean over ranks: the by-construction sum (comm.h), so the averaged
+ * statistics are bit-identical on every rank, as the pruning scores that read them assume;
+ * then the same division everywhere. */
 static nest_status average_buffers(nest_trainer *t, size_t lo, size_t hi) {
   if (hi <= lo) return NEST_OK;
-  NEST_CALL(nest_comm_allreduce_f32(t->comm, t->net->buffers + lo, hi - lo));
+  NEST_CALL(nest_comm_sum_same_f32(t->comm, t->net->buffers + lo, hi - lo));
   for (size_t i = lo; i < hi; ++i) t->net->buffers[i] /= (float)t->nranks;
   return NEST_OK;
 }
 
 /* Without sync BN each rank's running statistics drift apart: average them. */
-static nest_status sync_buffers(nest_trainer *t) {
+nest_status nest_trainer_sync_buffers(nest_trainer *t) {
   if (t->cfg.sync_bn || t->nranks == 1 || t->net->nbuf == 0) return NEST_OK;
   /* Mask buffers (partial-area "area") are identical on every rank: average the stretches of
    * the arena between them (the whole arena in one call when there are none). */
@@ -645,392 +443,120 @@ static nest_status sync_buffers(nest_trainer *t) {
   return average_buffers(t, lo, t->net->nbuf);
 }
 
-/* ---- the loop ---------------------------------------------------------------------------- */
+/* ---- the epoch ---------------------------------------------------------------------------- */
 
-static void csv_num(FILE *f, double v) {
-  if (isnan(v))
-    fputs(",", f);
-  else
-    fprintf(f, ",%.6g", v);
+/* What a log point needs besides the trainer. */
+typedef struct {
+  const nest_epoch_plan *plan;
+  const char *label;   /* "epoch" or the phase */
+  int64_t s0;          /* the first step this call ran (a resumed epoch starts later) */
+  double t_epoch, t_win;
+} epoch_clock;
+
+/* A log point after step s: the window's sums over ranks (identical on every rank, so is the
+ * NaN verdict), a progress line, the window into the epoch's sums. */
+static nest_status log_point(nest_trainer *t, epoch_clock *k, int64_t s, double lr) {
+  double *win = t->win;
+  const int64_t spe = t->steps_per_epoch;
+  NEST_CALL(nest_comm_sum_same_f64(t->comm, win, 3));
+  const double mean = win[0] / win[2];
+  if (!isfinite(mean))
+    return NEST_ERR(NEST_ERR_NUMERIC,
+                    "training loss is %g at epoch %lld step %lld: the run diverged; lower "
+                    "optim.lr (now %g) or add optim.warmup_epochs",
+                    mean, (long long)t->epoch + 1, (long long)s + 1, lr);
+  const double now = nest_comm_wtime();
+  const double ips = win[2] / (now - k->t_win);
+  const int64_t done = k->plan->index * spe + s + 1, phase_steps = spe * k->plan->count;
+  const double eta = (now - k->t_epoch) / (double)(s + 1 - k->s0) * (double)(phase_steps - done);
+  if (t->rank == 0 && !t->quiet) {
+    char eta_s[32], el_s[32];
+    fmt_duration(eta, eta_s, sizeof eta_s);
+    fmt_duration(now - t->t_start, el_s, sizeof el_s);
+    printf("%s %3lld/%-3lld step %6lld/%-6lld loss %.4f  acc %6.2f%%  lr %.5f  %8.0f img/s"
+           "  elapsed %s  ETA %s\n",
+           k->label, (long long)k->plan->index + 1, (long long)k->plan->count, (long long)s + 1,
+           (long long)spe, mean, 100.0 * win[1] / win[2], lr, ips, el_s, eta_s);
+    fflush(stdout);
+  }
+  for (int i = 0; i < 3; ++i) t->ep_acc[i] += win[i], win[i] = 0;
+  k->t_win = nest_comm_wtime();
+  return NEST_OK;
+}
+
+/* Rank 0, the epoch done: its progress line and metrics.csv row. */
+static nest_status epoch_done(nest_trainer *t, const epoch_clock *k, double lr, double train_time,
+                              const nest_eval *val, const nest_eval *test) {
+  const nest_epoch_plan *plan = k->plan;
+  const double *ep = t->ep_acc;
+  int64_t aw, tw;
+  nest_net_count(t->net, &aw, &tw, NULL);
+  const double el = nest_comm_wtime() - t->t_start;
+  const int top5 = t->net->nclasses > NEST_TOP5_MIN_CLASSES;
+  if (!t->quiet) {
+    printf("%s %3lld/%-3lld done: train loss %.4f acc %6.2f%%", k->label,
+           (long long)plan->index + 1, (long long)plan->count, ep[0] / ep[2],
+           100.0 * ep[1] / ep[2]);
+    if (!isnan(val->acc)) printf(" | val loss %.4f acc %6.2f%%", val->loss, 100.0 * val->acc);
+    if (!isnan(val->acc5) && top5) printf(" top-5 %6.2f%%", 100.0 * val->acc5);
+    if (!isnan(test->acc))
+      printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test->acc, 100.0 * (1.0 - test->acc));
+    if (!isnan(test->acc5) && top5)
+      printf(" top-5 acc %6.2f%% (error %.2f%%)", 100.0 * test->acc5, 100.0 * (1.0 - test->acc5));
+    printf(" | %.1f s\n", train_time);
+    fflush(stdout);
+  }
+  if (!t->metrics) return NEST_OK;
+  const nest_metrics_row row = {.epoch = t->epoch, .step = t->step, .lr = lr,
+                                .train_loss = ep[0] / ep[2], .train_acc = ep[1] / ep[2],
+                                .val_loss = val->loss, .val_acc = val->acc,
+                                .test_loss = test->loss, .test_acc = test->acc,
+                                .active = aw, .total = tw, .images_per_s = ep[2] / train_time,
+                                .elapsed_s = el, .phase = plan->phase,
+                                .val_top5_error = 1.0 - val->acc5,
+                                .test_top5_error = 1.0 - test->acc5};
+  return nest_rundir_metrics_row(t->metrics, t->metrics_path, &row);
 }
 
 nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
                                nest_eval *test) {
   const nest_config *c = &t->cfg;
-  const int64_t spe = t->steps_per_epoch, e = t->epoch;
+  const nest_train_hooks *h = plan->hooks;
+  const int64_t spe = t->steps_per_epoch;
   const int log_every = c->log_every > 0 ? c->log_every : (int)(spe >= 10 ? spe / 10 : 1);
-  const int train_phase = strcmp(plan->phase, "train") == 0;
-  const char *label = train_phase ? "epoch" : plan->phase; /* progress lines: "epoch 3/20" */
-  const int64_t phase_steps = spe * plan->count;
-  double t_epoch = nest_comm_wtime(), t_win = t_epoch;
-  nest_shard_permute(c->seed, e, t->train_idx, t->n_train, t->perm);
-  t->data_key = e;
+  epoch_clock k = {.plan = plan,
+                   .label = strcmp(plan->phase, "train") == 0 ? "epoch" : plan->phase,
+                   .s0 = plan->resume ? plan->resume_step : 0};
+  k.t_epoch = k.t_win = nest_comm_wtime();
+  nest_shard_permute(c->seed, t->epoch, t->train_idx, t->n_train, t->perm);
+  t->data_key = t->epoch;
   /* The sums live in the trainer (a checkpoint between two steps saves them). */
-  double *ep_acc = t->ep_acc, *win = t->win; /* loss sum, correct, rows */
-  int64_t s0 = 0;
-  if (t->resuming) { /* a checkpoint taken before step cur.step of this epoch */
-    s0 = t->cur.step;
-    t->resuming = 0;
-  } else {
-    for (int k = 0; k < 3; ++k) ep_acc[k] = win[k] = 0;
-  }
+  if (!plan->resume)
+    for (int i = 0; i < 3; ++i) t->ep_acc[i] = t->win[i] = 0;
   double lr = 0;
-  for (int64_t s = s0; s < spe; ++s) {
-    t->cur.step = s;
-    NEST_CALL(nest_restart_point(t, 0));
+  for (int64_t s = k.s0; s < spe; ++s) {
+    if (h && h->before_step) NEST_CALL(h->before_step(h->arg, plan, s));
     lr = nest_optim_lr(plan->sched, plan->t0 + (double)s / (double)spe);
     double loss = 0;
     int64_t hits = 0, rows = 0;
     NEST_CALL(nest_trainer_step(t, t->perm, s, lr, &loss, &hits, &rows));
-    win[0] += loss;
-    win[1] += (double)hits;
-    win[2] += (double)rows;
-    if ((s + 1) % log_every == 0 || s + 1 == spe) {
-      /* Sync point: the reduced loss is identical on every rank, so is the NaN verdict. */
-      NEST_CALL(nest_comm_sum_same_f64(t->comm, win, 3));
-      double mean = win[0] / win[2];
-      if (!isfinite(mean))
-        return NEST_ERR(NEST_ERR_NUMERIC,
-                        "training loss is %g at epoch %lld step %lld: the run diverged; lower "
-                        "optim.lr (now %g) or add optim.warmup_epochs",
-                        mean, (long long)e + 1, (long long)s + 1, lr);
-      double now = nest_comm_wtime();
-      double ips = win[2] / (now - t_win);
-      int64_t done = plan->index * spe + s + 1;
-      double eta = (now - t_epoch) / (double)(s + 1 - s0) * (double)(phase_steps - done);
-      if (t->rank == 0 && !t->quiet) {
-        char eta_s[32], el_s[32];
-        fmt_duration(eta, eta_s, sizeof eta_s);
-        fmt_duration(now - t->t_start, el_s, sizeof el_s);
-        printf("%s %3lld/%-3lld step %6lld/%-6lld loss %.4f  acc %6.2f%%  lr %.5f  %8.0f img/s"
-               "  elapsed %s  ETA %s\n",
-               label, (long long)plan->index + 1, (long long)plan->count, (long long)s + 1,
-               (long long)spe, mean, 100.0 * win[1] / win[2], lr, ips, el_s, eta_s);
-        fflush(stdout);
-      }
-      for (int k = 0; k < 3; ++k) ep_acc[k] += win[k], win[k] = 0;
-      t_win = nest_comm_wtime();
-    }
+    t->win[0] += loss;
+    t->win[1] += (double)hits;
+    t->win[2] += (double)rows;
+    if ((s + 1) % log_every == 0 || s + 1 == spe) NEST_CALL(log_point(t, &k, s, lr));
     /* Without sync BN the running statistics differ until the epoch-end average. */
     if (c->hash_every > 0 && t->step % c->hash_every == 0)
       NEST_CALL(nest_comm_check_same(
           t->comm,
           nest_net_hash(t->net, c->sync_bn ? NEST_HASH_ALL : NEST_HASH_PARAMS | NEST_HASH_MASKS),
           "weights and masks"));
-    if (train_phase)
-      NEST_CALL(nest_grow_hook(t, t->grow, NEST_WHEN_STEP, plan->index * spe + s + 1, phase_steps));
+    if (h && h->after_step) NEST_CALL(h->after_step(h->arg, plan, s));
   }
-  NEST_CALL(sync_buffers(t));
-  if (train_phase) NEST_CALL(nest_grow_hook(t, t->grow, NEST_WHEN_EPOCH, plan->index, plan->count));
-  const double train_time = nest_comm_wtime() - t_epoch;
-  *val = (nest_eval){NAN, NAN, 0, NAN};
-  *test = (nest_eval){NAN, NAN, 0, NAN};
-  if (plan->evaluate) {
-    if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, val));
-    if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, test));
-  }
-  t->cur.step = spe; /* the epoch's steps are done (no checkpoint point until the next) */
+  NEST_CALL(nest_trainer_sync_buffers(t));
+  if (h && h->after_epoch) NEST_CALL(h->after_epoch(h->arg, plan));
+  const double train_time = nest_comm_wtime() - k.t_epoch;
+  NEST_CALL(nest_trainer_evaluate_sets(t, plan->evaluate ? NEST_EVAL_BOTH : 0, val, test));
   t->epoch++;
-  int64_t aw, tw;
-  nest_net_count(t->net, &aw, &tw, NULL);
-  nest_status st = NEST_OK;
-  if (t->rank == 0) {
-    double el = nest_comm_wtime() - t->t_start;
-    if (!t->quiet) {
-      printf("%s %3lld/%-3lld done: train loss %.4f acc %6.2f%%", label,
-             (long long)plan->index + 1, (long long)plan->count, ep_acc[0] / ep_acc[2],
-             100.0 * ep_acc[1] / ep_acc[2]);
-      if (!isnan(val->acc)) printf(" | val loss %.4f acc %6.2f%%", val->loss, 100.0 * val->acc);
-      if (!isnan(val->acc5) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
-        printf(" top-5 %6.2f%%", 100.0 * val->acc5);
-      if (!isnan(test->acc))
-        printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test->acc, 100.0 * (1.0 - test->acc));
-      if (!isnan(test->acc5) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
-        printf(" top-5 acc %6.2f%% (error %.2f%%)", 100.0 * test->acc5, 100.0 * (1.0 - test->acc5));
-      printf(" | %.1f s\n", train_time);
-      fflush(stdout);
-    }
-    if (t->metrics) {
-      FILE *f = t->metrics;
-      fprintf(f, "%lld,%lld,%.6g", (long long)t->epoch, (long long)t->step, lr);
-      csv_num(f, ep_acc[0] / ep_acc[2]);
-      csv_num(f, ep_acc[1] / ep_acc[2]);
-      csv_num(f, val->loss);
-      csv_num(f, val->acc);
-      csv_num(f, test->loss);
-      csv_num(f, test->acc);
-      fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f,%s", (long long)aw, (long long)tw,
-              (double)aw / (double)tw, ep_acc[2] / train_time, el, plan->phase);
-      /* appended after phase: columns keep their positions in older readers */
-      csv_num(f, 1.0 - val->acc5);
-      csv_num(f, 1.0 - test->acc5);
-      fputc('\n', f);
-      /* Flushed per row: a crash or kill loses at most the row being written. */
-      if (fflush(f) != 0 || ferror(f))
-        st = NEST_ERR(NEST_ERR_IO, "%s/metrics.csv: write failed: %s", t->run_dir,
-                      strerror(errno));
-    }
-  }
-  NEST_CALL(nest_comm_agree(t->comm, st));
-  return NEST_OK;
-}
-
-nest_status nest_trainer_sync_buffers(nest_trainer *t) { return sync_buffers(t); }
-
-/* summary.txt, written atomically (atomic.h) by rank 0; agreed. */
-static nest_status write_summary(nest_trainer *t, const nest_eval *val, const nest_eval *test,
-                                 const nest_prune_result *pr, const nest_prune_result *ar) {
-  const nest_config *c = &t->cfg;
-  nest_status st = NEST_OK;
-  int64_t aw, tw;
-  nest_net_count(t->net, &aw, &tw, NULL);
-  if (t->rank == 0 && t->run_dir[0]) {
-    char path[NEST_PATH_LEN + 32], tmp[NEST_PATH_LEN + 48];
-    snprintf(path, sizeof path, "%s/summary.txt", t->run_dir);
-    FILE *f = NULL;
-    st = nest_atomic_fopen(path, tmp, sizeof tmp, &f);
-    if (st == NEST_OK) {
-      double el = nest_comm_wtime() - t->t_start;
-      char widths[512], arch[4096];
-      nest_net_widths_string(t->net, widths, sizeof widths);
-      nest_net_arch_string(t->net, arch, sizeof arch);
-      fprintf(f, "arch = %s\nepochs = %lld\nranks = %d\nthreads = %d\nwall_s = %.1f\n", c->arch,
-              (long long)t->epoch, t->nranks, t->nthreads, el);
-      fprintf(f, "widths = %s\nlayers = %s\n", widths, arch);
-      fprintf(f, "active_weights = %lld\ntotal_weights = %lld\nflops_per_sample = %.6g\n",
-              (long long)aw, (long long)tw, nest_net_flops(t->net));
-      const nest_grow_result *g = nest_grow_result_of(t->grow);
-      if (g && nest_grow_has_phase(t->grow)) {
-        fprintf(f, "grow_iterations = %d\ngrow_stop = %s\ngrow_wall_s = %.1f\n", g->iterations,
-                g->stop, g->seconds);
-        fprintf(f, "seed_weights = %lld\ngrown_weights = %lld\n", (long long)g->seed_weights,
-                (long long)g->grown_weights);
-        if (!isnan(g->val_error)) fprintf(f, "grow_val_error = %.6f\n", g->val_error);
-        if (!isnan(g->test_error)) fprintf(f, "grow_test_error = %.6f\n", g->test_error);
-      }
-      for (int k = 0; k < 2; ++k) {
-        const nest_prune_result *r = k ? ar : pr;
-        if (!r) continue;
-        const char *p = k ? "area" : "prune";
-        fprintf(f, "%s_iterations = %d\n%s_steps_kept = %lld\n%s_steps_restored = %lld\n", p,
-                r->iterations, p, (long long)r->steps_kept, p, (long long)r->steps_restored);
-        fprintf(f, "%s_wall_s = %.1f\n%s_target_error = %.6f\n", p, r->seconds, p, r->target);
-        fprintf(f, "%s_weights_before = %lld\n%s_weights_after = %lld\n", p,
-                (long long)r->weights_before, p, (long long)r->weights_after);
-        fprintf(f, "%s_flops_before = %.6g\n%s_flops_after = %.6g\n", p, r->flops_before, p,
-                r->flops_after);
-        fprintf(f, "%s_conv_flops_before = %.6g\n%s_conv_flops_after = %.6g\n", p,
-                r->conv_flops_before, p, r->conv_flops_after);
-        if (!isnan(r->val_error)) fprintf(f, "%s_val_error = %.6f\n", p, r->val_error);
-        if (!isnan(r->test_error)) fprintf(f, "%s_test_error = %.6f\n", p, r->test_error);
-      }
-      if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
-      if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
-      /* top-5 of the final network, whatever the class count (1 - 1 = 0 below 5 classes) */
-      if (!isnan(val->acc) && !isnan(t->top5[0]))
-        fprintf(f, "val_top5_error = %.6f\n", 1.0 - t->top5[0]);
-      if (!isnan(test->acc) && !isnan(t->top5[1]))
-        fprintf(f, "test_top5_error = %.6f\n", 1.0 - t->top5[1]);
-      st = nest_atomic_fclose(f, tmp, path);
-    }
-  }
+  const nest_status st = t->rank == 0 ? epoch_done(t, &k, lr, train_time, val, test) : NEST_OK;
   return nest_comm_agree(t->comm, st);
-}
-
-/* Save the current net as RUN_DIR/<file> with its stage and Act% over the validation set
- * (what nest_report shows). Collective (the statistics pass); rank 0 writes. */
-static nest_status save_stage(nest_trainer *t, const char *file, const char *stage,
-                              const nest_eval *val, const nest_eval *test) {
-  if (!t->run_dir[0]) return NEST_OK;
-  nest_actsum *a = NULL;
-  if (t->n_val > 0) {
-    const nest_actsum_req req = {.fractions = 1};
-    NEST_CALL(nest_actpass(t, t->train, t->val_idx, t->n_val, &req, &a));
-  }
-  nest_status st = NEST_OK;
-  if (t->rank == 0) {
-    nest_model_info info = {.nlayers = a ? a->nlayers : 0,
-                            .act_frac = a ? a->act_frac : NULL,
-                            .in_frac = a ? a->in_frac : NULL,
-                            .val_error = val && !isnan(val->acc) ? 1.0 - val->acc : NAN,
-                            .test_error = test && !isnan(test->acc) ? 1.0 - test->acc : NAN,
-                            /* the latest evaluation's: of the network being saved */
-                            .has_top5 = 1,
-                            .val_top5_error = val && !isnan(val->acc) ? 1.0 - t->top5[0] : NAN,
-                            .test_top5_error = test && !isnan(test->acc) ? 1.0 - t->top5[1] : NAN};
-    snprintf(info.stage, sizeof info.stage, "%s", stage);
-    snprintf(info.base_arch, sizeof info.base_arch, "%s", t->cfg.arch);
-    char path[NEST_PATH_LEN + 32];
-    snprintf(path, sizeof path, "%s/%s", t->run_dir, file);
-    st = nest_model_save_info(t->net, &info, path);
-  }
-  nest_actsum_destroy(&a);
-  return nest_comm_agree(t->comm, st);
-}
-
-/* The training phase: `epochs` epochs of `sched` labelled `phase`. */
-static nest_status train_epochs(nest_trainer *t, const char *phase, const nest_optim *sched,
-                                int64_t epochs, nest_eval *val, nest_eval *test) {
-  const nest_config *c = &t->cfg;
-  for (int64_t e = t->resuming ? t->cur.epoch : 0; e < epochs; ++e) {
-    if (!t->resuming) t->cur.epoch = e, t->cur.step = 0;
-    const int last = e + 1 == epochs;
-    nest_epoch_plan plan = {.phase = phase,
-                            .sched = sched,
-                            .t0 = (double)e,
-                            .index = e,
-                            .count = epochs,
-                            .evaluate = (e + 1) % c->eval_every == 0 || last};
-    NEST_CALL(nest_trainer_epoch(t, &plan, val, test));
-  }
-  return NEST_OK;
-}
-
-nest_status nest_trainer_run(nest_trainer *t) {
-  const nest_config *c = &t->cfg;
-  int64_t aw, tw;
-  nest_net_count(t->net, &aw, &tw, NULL);
-  if (t->rank == 0 && !t->quiet) {
-    char ph[128] = "";
-    for (int i = 0; i < t->nphases; ++i)
-      snprintf(ph + strlen(ph), sizeof ph - strlen(ph), "%s%s", i ? ", " : "",
-               phase_names[t->phases[i]]);
-    printf("nest: %s on %lld training / %lld validation / %lld test samples, %d ranks x %d "
-           "threads, global batch %d; phases: %s\n",
-           c->init_from[0] ? c->init_from : c->arch, (long long)t->n_train, (long long)t->n_val,
-           (long long)t->n_test, t->nranks, t->nthreads, c->batch, ph);
-    nest_net_describe(t->net, stdout);
-    printf("nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "
-           "directory %s\n",
-           (long long)aw, (long long)tw, 100.0 * (double)aw / (double)tw,
-           nest_net_flops(t->net) / 1e6, t->run_dir);
-    fflush(stdout);
-  }
-  nest_eval *val = &t->last_val, *test = &t->last_test;
-  const int synthesis = t->phase_has[NEST_PHASE_GROW] || t->phase_has[NEST_PHASE_PRUNE] ||
-                        t->phase_has[NEST_PHASE_AREA];
-  if (!t->resuming) { /* a new run: checkpoint 0 before anything else */
-    t->t_start = nest_comm_wtime();
-    *val = *test = (nest_eval){NAN, NAN, 0, NAN};
-    t->cur = (nest_cursor){.phase = -1};
-    NEST_CALL(nest_restart_point(t, 1));
-  }
-  if (t->cur.phase == -1) {
-    t->resuming = 0; /* resumed at the seed stage: nothing to skip */
-    if (synthesis) { /* the starting network, with its errors (the report's first stage) */
-      nest_eval v0 = {NAN, NAN, 0, NAN}, t0 = {NAN, NAN, 0, NAN};
-      if (t->n_val > 0) NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &v0));
-      if (t->test) NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &t0));
-      NEST_CALL(save_stage(t, "model_seed.h5", c->init_from[0] ? "start" : "seed", &v0, &t0));
-    }
-    t->cur = (nest_cursor){.phase = 0};
-  }
-  for (int i = t->cur.phase; i < t->nphases; ++i) {
-    if (!t->resuming) {
-      t->cur = (nest_cursor){.phase = i};
-      t->phase_t0 = nest_comm_wtime() - t->t_start;
-    }
-    switch (t->phases[i]) {
-    case NEST_PHASE_GROW: {
-      NEST_CALL(nest_grow_phase(t, t->grow));
-      const nest_grow_result *g = nest_grow_result_of(t->grow);
-      val->acc = 1.0 - g->val_error;
-      test->acc = 1.0 - g->test_error;
-      NEST_CALL(save_stage(t, "model_grown.h5", "grown", val, test));
-      break;
-    }
-    case NEST_PHASE_TRAIN:
-      if (t->rank == 0 && !t->quiet && c->epochs > 0 && i > 0 && !t->resuming) {
-        printf("nest: training phase: %d epochs (optim schedule)\n", c->epochs);
-        nest_net_describe(t->net, stdout);
-        fflush(stdout);
-      }
-      NEST_CALL(train_epochs(t, "train", &t->optim, c->epochs, val, test));
-      break;
-    case NEST_PHASE_PRUNE:
-    case NEST_PHASE_AREA: {
-      const int area = t->phases[i] == NEST_PHASE_AREA;
-      nest_prune_result *r = &t->pres[area];
-      /* resumed in the fine-tuning (cursor part 2): the phase itself is done */
-      if (!(t->resuming && t->cur.part == 2)) {
-        t->pran[area] = 1;
-        NEST_CALL(nest_prune_phase(t, t->grow, area, r));
-        val->acc = 1.0 - r->val_error;
-        test->acc = 1.0 - r->test_error;
-        t->cur.part = 2, t->cur.epoch = 0, t->cur.step = 0;
-      }
-      const int ft_epochs = area && c->prune_area_epochs >= 0 ? c->prune_area_epochs : c->prune_epochs;
-      if (ft_epochs > 0) {
-        /* fine-tuning: a cosine from prune.lr down to optim.min_lr */
-        nest_optim ft = t->optim;
-        ft.lr = c->prune_lr;
-        ft.schedule = NEST_SCHED_COSINE;
-        ft.warmup_epochs = 0;
-        ft.total_epochs = ft_epochs;
-        if (t->rank == 0 && !t->quiet && !t->resuming) {
-          printf("nest: fine-tuning: %d epochs from lr %g\n", ft_epochs, c->prune_lr);
-          fflush(stdout);
-        }
-        NEST_CALL(train_epochs(t, "finetune", &ft, ft_epochs, val, test));
-      }
-      break;
-    }
-    default:
-      NEST_ASSERT(0);
-    }
-    NEST_ASSERT(!t->resuming); /* every phase consumes the cursor it was resumed at */
-  }
-  if (!t->resuming) { /* the last checkpoint: a requeued finished run only redoes the files */
-    t->cur = (nest_cursor){.phase = t->nphases};
-    NEST_CALL(nest_restart_point(t, 1));
-  }
-  t->resuming = 0;
-  if (c->hash_every > 0)
-    NEST_CALL(nest_comm_check_same(t->comm, nest_net_hash(t->net, NEST_HASH_ALL),
-                                   "weights and masks"));
-  /* t->top5 is the latest evaluation's, which every phase ends with; it is not in checkpoints,
-   * so a run resumed after its last evaluation measures the final network again. */
-  nest_eval again;
-  if (!isnan(val->acc) && isnan(t->top5[0]) && t->n_val > 0)
-    NEST_CALL(nest_trainer_evaluate(t, t->train, t->val_idx, t->n_val, &again));
-  if (!isnan(test->acc) && isnan(t->top5[1]) && t->test)
-    NEST_CALL(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &again));
-  NEST_CALL(write_summary(t, val, test, t->pran[0] ? &t->pres[0] : NULL, t->pran[1] ? &t->pres[1] : NULL));
-  /* The final network (architecture, weights, masks) for nest_report, nest_jaccard,
-   * model.init_from and inspection. */
-  NEST_CALL(save_stage(t, "model.h5", "final", val, test));
-  /* The model report (report.h): every stage of this run, printed and in report.csv. */
-  if (synthesis && t->run_dir[0]) {
-    nest_status st = NEST_OK;
-    if (t->rank == 0) {
-      nest_report *rep = NULL;
-      char path[NEST_PATH_LEN + 32];
-      snprintf(path, sizeof path, "%s/report.csv", t->run_dir);
-      st = nest_report_create(t->run_dir, &rep);
-      if (st == NEST_OK) st = nest_report_write_csv(rep, path);
-      if (st == NEST_OK && !t->quiet) {
-        printf("\nnest: model report (%s):\n", path);
-        nest_report_print(rep, stdout, 0);
-        printf("\n");
-      }
-      nest_report_destroy(&rep);
-    }
-    NEST_CALL(nest_comm_agree(t->comm, st));
-  }
-  if (t->rank == 0 && !t->quiet) {
-    printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
-           nest_comm_wtime() - t->t_start);
-    if (!isnan(test->acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test->acc));
-    if (!isnan(test->acc) && !isnan(t->top5[1]) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
-      printf(" (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[1]));
-    if (!isnan(val->acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val->acc));
-    if (!isnan(val->acc) && !isnan(t->top5[0]) && t->net->nclasses > NEST_TOP5_MIN_CLASSES)
-      printf(" (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[0]));
-    nest_net_count(t->net, &aw, &tw, NULL);
-    printf(", %lld active weights; results in %s", (long long)aw, t->run_dir);
-    if (t->run_dir[0]) printf(", final model %s/model.h5", t->run_dir);
-    printf("\n");
-    fflush(stdout);
-  }
-  return NEST_OK;
 }

@@ -83,7 +83,10 @@ int rt_write_config(const char *dir, const char *name, const char *extra) {
 /* ---- running nest_mpi --------------------------------------------------------------------- */
 
 void rt_mpi_command(char *cmd, size_t cap, int np, const char *args) {
-  snprintf(cmd, cap, "mpiexec -n %d --oversubscribe %s/nest_mpi %s", np, NEST_BINARY_DIR, args);
+  /* NEST_TEST_BIN_DIR: the nest_mpi of another build (to show a test failing on older code) */
+  const char *bin = getenv("NEST_TEST_BIN_DIR");
+  snprintf(cmd, cap, "mpiexec -n %d --oversubscribe %s/nest_mpi %s", np,
+           bin && *bin ? bin : NEST_BINARY_DIR, args);
 }
 
 int rt_shell(const char *dir, const char *command, const char *log, char *out, size_t out_cap,
@@ -243,6 +246,35 @@ static int descendants(pid_t root, pid_t *out, int cap) {
     }
   }
   return n;
+}
+
+int rt_ranks(pid_t pid, pid_t *out, int cap) {
+  pid_t all[256];
+  const int n = descendants(pid, all, 256);
+  int k = 0;
+  for (int i = 0; i < n && k < cap; ++i) {
+    char path[64], name[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)all[i]);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (!fgets(name, sizeof name, f)) name[0] = '\0';
+    fclose(f);
+    if (strncmp(name, "nest_mpi", 8) == 0) out[k++] = all[i];
+  }
+  return k;
+}
+
+int rt_guards_signal(pid_t pid, int sig) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  int yes = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "SigBlk:", 7) == 0 || strncmp(line, "SigCgt:", 7) == 0)
+      yes |= (int)((strtoull(line + 7, NULL, 16) >> (sig - 1)) & 1);
+  fclose(f);
+  return yes;
 }
 
 void rt_become_subreaper(void) { prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }

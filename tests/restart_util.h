@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "nest/train.h"
+#include "nest/phase.h"
 
 /* Write DIR/train.h5 (1000 samples) and DIR/test.h5 (300 other samples of the same classes):
  * 1x28x28 u8 images, 4 classes, from nest_dataset_synthetic. Returns 0 on success. */
@@ -31,7 +31,8 @@ int rt_shell(const char *dir, const char *command, const char *log, char *out, s
 /* rt_shell of `mpiexec -n NP --oversubscribe BUILD/nest_mpi ARGS`. */
 int rt_mpi(const char *dir, int np, const char *args, const char *log, char *out, size_t out_cap,
            char *err, size_t err_cap);
-/* The mpiexec command line rt_mpi runs. */
+/* The mpiexec command line rt_mpi runs (nest_mpi of this build, or of the build directory in
+ * the environment variable NEST_TEST_BIN_DIR). */
 void rt_mpi_command(char *cmd, size_t cap, int np, const char *args);
 
 /* Bytes per unit of `ulimit -f` in /bin/sh (512 in dash, 1024 in bash); 0 if unknown. */
@@ -53,6 +54,12 @@ int rt_exited(pid_t pid, int *code);
  * ranks running for a while), then reap it and wait until every descendant is gone. Best
  * with rt_become_subreaper() (orphaned ranks are then ours to reap). */
 void rt_kill_tree(pid_t pid);
+/* The rank processes of a run started by rt_spawn: descendants of pid whose name starts with
+ * "nest_mpi" (the launcher, or nest_mpi.bin once it executed it), at most cap. */
+int rt_ranks(pid_t pid, pid_t *out, int cap);
+/* 1 if process pid blocks or catches signal sig (/proc/PID/status SigBlk, SigCgt): its own
+ * code has begun to guard against it. */
+int rt_guards_signal(pid_t pid, int sig);
 /* Make this process the child subreaper (prctl): orphaned descendants are reparented to it. */
 void rt_become_subreaper(void);
 

@@ -12,6 +12,23 @@
 #include "nest/comm.h"
 #include "test_util.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
+/* A failure injected into the bucketed sum's range list: realloc is interposed (the test is the
+ * executable, so comm.c's call binds here) and fails once, on the main thread, for a request of
+ * `fail_bytes` bytes while armed. */
+extern void *__libc_realloc(void *p, size_t n);
+static volatile size_t fail_bytes;
+static pthread_t main_thread;
+void *realloc(void *p, size_t n) {
+  if (fail_bytes && n == fail_bytes && pthread_equal(pthread_self(), main_thread)) {
+    fail_bytes = 0;
+    return NULL;
+  }
+  return __libc_realloc(p, n);
+}
+
 static nest_comm *comm;
 static int R, P;
 
@@ -220,6 +237,49 @@ static void test_self(void **state) {
   assert_null(self);
 }
 
+/* A local failure inside a bucketed round — rank 1 cannot grow its range list at the 65th
+ * post — must not leave the other ranks' communication threads waiting for a range rank 1
+ * never posts: every rank's 65th post returns the same error, end() returns on every rank with
+ * the 64 ranges before it summed, and the next round works. (Before this was agreed, ranks 0,
+ * 2, 3 posted on and their threads waited forever in the 65th range's all-to-all; the alarm
+ * below turns such a hang into a failure.) */
+static void test_bucket_post_failure(void **state) {
+  if (P < 2) skip(); /* one rank: no thread, no list */
+#if defined(__SANITIZE_ADDRESS__)
+  skip(); /* AddressSanitizer owns realloc */
+#endif
+  nest_comm *c; /* a communicator of its own: its bucket list starts at 64 ranges */
+  int argc = 0;
+  char **argv = NULL;
+  assert_ok(nest_comm_init(&argc, &argv, &c));
+  enum { N = 80 };
+  float b[N], want[N];
+  for (int i = 0; i < N; ++i) b[i] = want[i] = (float)(R + 1) * (float)(i + 1);
+  assert_ok(nest_comm_sum_same_f32(comm, want, N));
+  alarm(120);
+  assert_ok(nest_comm_bucket_begin(c, b));
+  for (int k = 0; k < 64; ++k) assert_ok(nest_comm_bucket_post(c, (size_t)k, (size_t)k + 1));
+  main_thread = pthread_self();
+  if (R == 1) fail_bytes = 128 * sizeof(size_t); /* the list doubling from 64 to 128 ranges */
+  const nest_status st = nest_comm_bucket_post(c, 64, 65);
+  fail_bytes = 0;
+  if (st != NEST_ERR_NOMEM)
+    fail_msg("rank %d: the 65th post returned %d (%s), want NEST_ERR_NOMEM on every rank", R, st,
+             nest_error_message());
+  assert_non_null(strstr(nest_error_message(), "rank 1: out of memory for the bucket list"));
+  assert_ok(nest_comm_bucket_end(c, NULL)); /* the 64 ranges posted: summed everywhere */
+  assert_memory_equal(b, want, 64 * sizeof(float));
+  for (int i = 64; i < N; ++i) assert_true(b[i] == (float)(R + 1) * (float)(i + 1)); /* untouched */
+  /* the thread is free again: a whole round of 80 ranges (the list grows now) */
+  for (int i = 0; i < N; ++i) b[i] = (float)(R + 1) * (float)(i + 1);
+  assert_ok(nest_comm_bucket_begin(c, b));
+  for (int k = N; k > 0; --k) assert_ok(nest_comm_bucket_post(c, (size_t)k - 1, (size_t)k));
+  assert_ok(nest_comm_bucket_end(c, NULL));
+  assert_memory_equal(b, want, sizeof want);
+  alarm(0);
+  nest_comm_destroy(&c);
+}
+
 int main(int argc, char **argv) {
   if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) return 1;
   R = nest_comm_rank(comm);
@@ -230,7 +290,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_bucketed_uneven_concurrent),
       cmocka_unit_test(test_bcast_allgather),
       cmocka_unit_test(test_agree),       cmocka_unit_test(test_check_same),
-      cmocka_unit_test(test_self),
+      cmocka_unit_test(test_self),        cmocka_unit_test(test_bucket_post_failure),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   nest_comm_destroy(&comm);

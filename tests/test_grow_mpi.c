@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nest/grow.h"
+#include "nest/pipeline.h"
 #include "nest/loss.h"
 #include "nest/surgery.h"
 #include "test_util.h"
@@ -45,6 +45,18 @@ static nest_trainer *make(nest_comm *c, const nest_config *cfg, nest_shape shape
   if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
   t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
   return t;
+}
+
+/* A pipeline (growth driver, cursor) around the same data as make(). */
+static nest_pipeline *make_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape,
+                                    int n) {
+  nest_dataset *ds;
+  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 77, 1, &ds), NEST_OK);
+  nest_pipeline *p;
+  nest_status st = nest_pipeline_create_with_data(cfg, c, ds, NULL, &p);
+  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
+  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return p;
 }
 
 /* ---- the pass ----------------------------------------------------------------------------- */
@@ -151,11 +163,11 @@ static void check_growth(const char *arch, nest_shape shape, const char *policy,
   cfg.lr = 0.02;
   nest_comm *self;
   assert_int_equal(nest_comm_create_self(&self), NEST_OK);
-  nest_trainer *par = make(comm, &cfg, shape, 61);
-  nest_trainer *ref = make(self, &cfg, shape, 61);
-  if (nest_grow_phase(par, par->grow) != NEST_OK) fail_msg("grow: %s", nest_error_message());
-  assert_int_equal(nest_grow_phase(ref, ref->grow), NEST_OK);
-  nest_net *a = par->net, *b = ref->net;
+  nest_pipeline *par = make_pipeline(comm, &cfg, shape, 61);
+  nest_pipeline *ref = make_pipeline(self, &cfg, shape, 61);
+  if (nest_grow_phase(&par->run, par->grow) != NEST_OK) fail_msg("grow: %s", nest_error_message());
+  assert_int_equal(nest_grow_phase(&ref->run, ref->grow), NEST_OK);
+  nest_net *a = par->t->net, *b = ref->t->net;
   char sa[512], sb[512];
   nest_net_arch_string(a, sa, sizeof sa);
   nest_net_arch_string(b, sb, sizeof sb);
@@ -173,8 +185,8 @@ static void check_growth(const char *arch, nest_shape shape, const char *policy,
   int64_t aw0 = nest_grow_result_of(par->grow)->seed_weights, aw1;
   nest_net_count(a, &aw1, NULL, NULL);
   assert_true(aw1 > aw0);
-  nest_trainer_destroy(&par);
-  nest_trainer_destroy(&ref);
+  nest_pipeline_destroy(&par);
+  nest_pipeline_destroy(&ref);
   nest_comm_destroy(&self);
 }
 

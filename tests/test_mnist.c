@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "nest/train.h"
+#include "nest/pipeline.h"
 #include "test_util.h"
 
 static uint64_t train_once(double *test_acc, int64_t *active) {
@@ -31,13 +31,14 @@ static uint64_t train_once(double *test_acc, int64_t *active) {
   snprintf(c.arch, sizeof c.arch, "lenet300");
   nest_comm *self;
   assert_int_equal(nest_comm_create_self(&self), NEST_OK);
-  nest_trainer *t;
-  nest_status st = nest_trainer_create(&c, self, &t);
+  nest_pipeline *p;
+  nest_status st = nest_pipeline_create(&c, self, &p);
   if (st != NEST_OK) fail_msg("%s", nest_error_message());
+  nest_trainer *t = p->t;
   t->quiet = 1;
   int64_t aw0;
   nest_net_count(t->net, &aw0, NULL, NULL);
-  assert_int_equal(nest_trainer_run(t), NEST_OK);
+  assert_int_equal(nest_pipeline_run(p), NEST_OK);
   nest_eval ev;
   assert_int_equal(nest_trainer_evaluate(t, t->test, t->test_idx, t->n_test, &ev), NEST_OK);
   *test_acc = ev.acc;
@@ -46,7 +47,7 @@ static uint64_t train_once(double *test_acc, int64_t *active) {
   for (size_t i = 0; i < t->net->nparams; ++i)
     if (t->net->masks[i] == 0.0f) assert_true(t->net->params[i] == 0.0f);
   uint64_t h = nest_net_hash(t->net, NEST_HASH_ALL);
-  nest_trainer_destroy(&t);
+  nest_pipeline_destroy(&p);
   nest_comm_destroy(&self);
   return h;
 }

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/config.h"
 #include "nest/data.h"
 #include "nest/onnx.h"

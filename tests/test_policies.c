@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "nest/grow.h"
+#include "nest/pipeline.h"
 #include "nest/policy.h"
 #include "nest/surgery.h"
 #include "test_util.h"
@@ -436,6 +437,18 @@ static void test_rigl(void **state) {
 
 /* ---- configuration errors, before training ----------------------------------------------------- */
 
+/* The pipeline refuses cfg (before training) with a message holding needle. */
+static void expect_pipeline_error(const nest_config *cfg, nest_shape shape, const char *needle) {
+  nest_dataset *ds;
+  assert_int_equal(nest_dataset_synthetic(40, shape, 3, 0.5f, 1, 0, &ds), NEST_OK);
+  nest_pipeline *p = NULL;
+  nest_status st = nest_pipeline_create_with_data(cfg, self, ds, NULL, &p);
+  assert_int_equal(st, NEST_ERR_CONFIG);
+  assert_null(p);
+  if (!strstr(nest_error_message(), needle))
+    fail_msg("message '%s' lacks '%s'", nest_error_message(), needle);
+}
+
 static void expect_create_error(const char *arch, nest_shape shape, const char *policy,
                                 const char *layers, int64_t cap, const char *needle) {
   nest_config cfg;
@@ -444,14 +457,7 @@ static void expect_create_error(const char *arch, nest_shape shape, const char *
   snprintf(cfg.grow_layers, sizeof cfg.grow_layers, "%s", layers);
   cfg.grow_max_weights = cap;
   assert_int_equal(nest_config_validate(&cfg), NEST_OK);
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(40, shape, 3, 0.5f, 1, 0, &ds), NEST_OK);
-  nest_trainer *t = NULL;
-  nest_status st = nest_trainer_create_with_data(&cfg, self, ds, NULL, &t);
-  assert_int_equal(st, NEST_ERR_CONFIG);
-  assert_null(t);
-  if (!strstr(nest_error_message(), needle))
-    fail_msg("message '%s' lacks '%s'", nest_error_message(), needle);
+  expect_pipeline_error(&cfg, shape, needle);
 }
 
 static void test_config_errors(void **state) {
@@ -467,12 +473,9 @@ static void test_config_errors(void **state) {
   base_config(&cfg, "mlp:8-6-3");
   const struct {
     const char *set, *needle;
-  } bad[] = {{"grow.beta=0", "grow.beta"},        {"grow.beta=1.5", "grow.beta"},
-             {"grow.alpha=0", "grow.alpha"},      {"grow.alpha=-1", "grow.alpha"},
-             {"grow.policy=conn,bogus", "bogus"}, {"grow.policy=conn,conn", "twice"},
-             {"grow.policy=conn,", "comma"},      {"grow.rigl_end=0", "rigl_end"}};
-  /* config validation checks ranges and list syntax; the policy names are checked by
-   * nest_policy_check_list (config.c is below the policies; the pipeline calls both) */
+  } bad[] = {{"grow.beta=0", "grow.beta"},   {"grow.beta=1.5", "grow.beta"},
+             {"grow.alpha=0", "grow.alpha"}, {"grow.alpha=-1", "grow.alpha"},
+             {"grow.rigl_end=0", "rigl_end"}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
     nest_config c = cfg;
     assert_int_equal(nest_config_set(&c, bad[i].set, "--set"), NEST_OK);
@@ -483,10 +486,65 @@ static void test_config_errors(void **state) {
       fail_msg("%s: message '%s'", bad[i].set, nest_error_message());
   }
   assert_non_null(strstr(nest_error_message(), "rigl_end"));
+  /* grow.policy's words: the pipeline checks them before it reads any data */
+  const struct {
+    const char *policy, *needle;
+  } badpol[] = {{"conn,bogus", "unknown policy 'bogus'"}, {"conn, conn", "twice"},
+                {"conn,", "empty item"}, {"conn,magnitude", "pruning policy"}};
+  for (size_t i = 0; i < sizeof badpol / sizeof badpol[0]; ++i) {
+    nest_config c = cfg;
+    snprintf(c.grow_policy, sizeof c.grow_policy, "%s", badpol[i].policy);
+    assert_int_equal(nest_policy_check_list(c.grow_policy), NEST_ERR_CONFIG);
+    if (!strstr(nest_error_message(), badpol[i].needle) || !strstr(nest_error_message(), "grow.policy"))
+      fail_msg("%s: message '%s'", badpol[i].policy, nest_error_message());
+    expect_pipeline_error(&c, vec, badpol[i].needle);
+  }
   nest_config ok = cfg;
   assert_int_equal(nest_config_set(&ok, "grow.policy=conn,neuron,fmap,strategic,set,rigl", "--set"), NEST_OK);
   assert_int_equal(nest_config_validate(&ok), NEST_OK);
   assert_int_equal(nest_policy_check_list(ok.grow_policy), NEST_OK);
+}
+
+/* Every list-valued key this side of the config takes blanks around its items (list.h):
+ * grow.policy = conn, neuron; grow.layers = fc1, fc2; prune.layers; synthesis.phases. */
+static void test_lists_with_blanks(void **state) {
+  (void)state;
+  nest_config cfg;
+  base_config(&cfg, "mlp:8-6-5-3");
+  cfg.val_split = 0.25;
+  snprintf(cfg.grow_policy, sizeof cfg.grow_policy, "conn, neuron");
+  snprintf(cfg.grow_layers, sizeof cfg.grow_layers, "fc1, fc2");
+  snprintf(cfg.phases, sizeof cfg.phases, " grow ,train,  prune ");
+  snprintf(cfg.prune_layers, sizeof cfg.prune_layers, "fc1 , fc2");
+  cfg.grow_iterations = 1;
+  cfg.grow_train_epochs = 0;
+  cfg.grow_neurons = 2;
+  assert_int_equal(nest_policy_check_list(cfg.grow_policy), NEST_OK);
+  nest_dataset *ds;
+  assert_int_equal(nest_dataset_synthetic(48, (nest_shape){8, 1, 1}, 3, 0.5f, 1, 0, &ds), NEST_OK);
+  nest_pipeline *p = NULL;
+  const nest_status st = nest_pipeline_create_with_data(&cfg, self, ds, NULL, &p);
+  if (st != NEST_OK) fail_msg("lists with blanks: %s", nest_error_message());
+  p->t->quiet = 1;
+  assert_int_equal(p->nphases, 3);
+  assert_int_equal(p->phases[0], NEST_PHASE_GROW);
+  assert_int_equal(p->phases[2], NEST_PHASE_PRUNE);
+  /* one growth iteration: neuron growth acts on both layers named, fc2 included */
+  const int u1 = nest_net_find_layer(p->t->net, "fc1")->hp.units;
+  const int u2 = nest_net_find_layer(p->t->net, "fc2")->hp.units;
+  assert_int_equal(nest_grow_phase(&p->run, p->grow), NEST_OK);
+  assert_int_equal(nest_net_find_layer(p->t->net, "fc1")->hp.units, u1 + 2);
+  assert_int_equal(nest_net_find_layer(p->t->net, "fc2")->hp.units, u2 + 2);
+  nest_pipeline_destroy(&p);
+  /* still checked: a name that is no layer, an empty item */
+  snprintf(cfg.grow_layers, sizeof cfg.grow_layers, "fc1, fc9");
+  expect_create_error("mlp:8-6-5-3", (nest_shape){8, 1, 1}, cfg.grow_policy, cfg.grow_layers, 0,
+                      "no layer 'fc9'");
+  snprintf(cfg.grow_layers, sizeof cfg.grow_layers, "fc1,, fc2");
+  expect_pipeline_error(&cfg, (nest_shape){8, 1, 1}, "grow.layers = fc1,, fc2: empty item");
+  snprintf(cfg.grow_layers, sizeof cfg.grow_layers, "fc1");
+  snprintf(cfg.prune_layers, sizeof cfg.prune_layers, "fc1, fc7");
+  expect_pipeline_error(&cfg, (nest_shape){8, 1, 1}, "prune.layers: the network has no layer 'fc7'");
 }
 
 int main(void) {
@@ -496,6 +554,7 @@ int main(void) {
       cmocka_unit_test(test_neuron_linear_descends), cmocka_unit_test(test_fmap_best_candidate),
       cmocka_unit_test(test_strategic),       cmocka_unit_test(test_set),
       cmocka_unit_test(test_rigl),            cmocka_unit_test(test_config_errors),
+      cmocka_unit_test(test_lists_with_blanks),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   nest_comm_destroy(&self);

@@ -7,7 +7,10 @@
  * - a small end-to-end synthesis (tiny MLP and tiny CNN, synthetic data) runs seed -> grow ->
  *   train -> prune (-> partial-area for the CNN), ends smaller than after growth, and every
  *   rank holds the same masks, area masks included, after every pruning step (run.check_masks)
- *   and at the end.
+ *   and at the end;
+ * - a phase whose every target stopped counts only the iterations that pruned;
+ * - a pruning phase, or grow.target_error, without validation samples is refused when the run
+ *   is set up, naming the keys, on every rank.
  * Run under mpiexec -n 1/2/4. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nest/prune.h"
+#include "nest/pipeline.h"
 #include "nest/surgery.h"
 #include "test_util.h"
 
@@ -46,6 +49,17 @@ static nest_trainer *make(const nest_config *cfg, nest_shape shape, int n) {
   if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
   t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
   return t;
+}
+
+/* A pipeline (growth driver, cursor, pruning state) around the same data as make(). */
+static nest_pipeline *make_pipeline(const nest_config *cfg, nest_shape shape, int n) {
+  nest_dataset *ds;
+  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
+  nest_pipeline *p;
+  nest_status st = nest_pipeline_create_with_data(cfg, comm, ds, NULL, &p);
+  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
+  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return p;
 }
 
 static nest_status run_step(nest_trainer *t, const nest_policy_ops *ops, int target,
@@ -159,15 +173,17 @@ static void test_guard_restores(void **state) {
   cfg.prune_gamma_start = 0.3;
   cfg.prune_gamma = 0.1;
   snprintf(cfg.phases, sizeof cfg.phases, "prune");
-  nest_trainer *t = make(&cfg, (nest_shape){1, 6, 6}, 50);
+  nest_pipeline *pl = make_pipeline(&cfg, (nest_shape){1, 6, 6}, 50);
+  nest_trainer *t = pl->t;
   nest_net *net = t->net;
   for (size_t i = 0; i < net->nparams; ++i) net->mom[i] = net->masks[i] * 0.01f * (float)(i % 5);
   assert_int_equal(nest_trainer_sync_buffers(t), NEST_OK);
   const uint64_t before = nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4);
   char arch0[512];
   nest_net_arch_string(net, arch0, sizeof arch0);
-  nest_prune_result res;
-  if (nest_prune_phase(t, t->grow, 0, &res) != NEST_OK) fail_msg("prune: %s", nest_error_message());
+  if (nest_prune_phase(&pl->run, pl->grow, &pl->prune, 0) != NEST_OK)
+    fail_msg("prune: %s", nest_error_message());
+  const nest_prune_result res = pl->prune.res[0];
   assert_true(res.steps_restored > 0);
   assert_int_equal(res.steps_kept, 0);
   net = t->net;
@@ -176,7 +192,77 @@ static void test_guard_restores(void **state) {
   assert_string_equal(arch0, arch1);
   assert_true((nest_net_hash(net, NEST_HASH_ALL) ^ nest_test_hash_bytes(net->mom, net->nparams * 4)) == before);
   assert_int_equal(res.weights_before, res.weights_after);
-  nest_trainer_destroy(&t);
+  nest_pipeline_destroy(&pl);
+}
+
+/* Every step of every target is undone (the target error cannot be met), so each target's gamma
+ * halves at iterations 1 and 2 (0.3 -> 0.15 -> 0.075 < 0.1: stop): iteration 3 finds none
+ * pruning and must not be counted (summary.txt's prune_iterations). */
+static void test_prune_iterations_counted(void **state) {
+  (void)state;
+  nest_config cfg;
+  base_config(&cfg, "mlp:36-20-12-4");
+  cfg.prune_target_error = 1e-6;
+  cfg.prune_tolerance = 0;
+  cfg.prune_retrain_steps = 2;
+  cfg.prune_iterations = 5;
+  cfg.prune_gamma_start = 0.3;
+  cfg.prune_gamma = 0.1;
+  snprintf(cfg.phases, sizeof cfg.phases, "prune");
+  nest_pipeline *pl = make_pipeline(&cfg, (nest_shape){1, 6, 6}, 50);
+  if (nest_prune_phase(&pl->run, pl->grow, &pl->prune, 0) != NEST_OK)
+    fail_msg("prune: %s", nest_error_message());
+  const nest_prune_result *res = &pl->prune.res[0];
+  const int targets = pl->prune.npts;
+  assert_int_equal(targets, 3);
+  for (int k = 0; k < targets; ++k) assert_int_equal(pl->prune.pts[k].stopped, 1);
+  assert_int_equal(res->steps_restored, 2 * targets);
+  if (res->iterations != 2)
+    fail_msg("%d iterations counted; targets pruned in 2 (all stopped after the second)",
+             res->iterations);
+  nest_pipeline_destroy(&pl);
+}
+
+/* One expected set-up error (the same on every rank). */
+static void expect_setup_error(const nest_config *cfg, nest_shape shape, int n, const char *key1,
+                               const char *key2) {
+  nest_dataset *ds;
+  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
+  nest_pipeline *pl = NULL;
+  const nest_status st = nest_pipeline_create_with_data(cfg, comm, ds, NULL, &pl);
+  if (st != NEST_ERR_CONFIG) fail_msg("create: %d (%s), want a config error", st, nest_error_message());
+  assert_null(pl);
+  const char *msg = nest_error_message();
+  if (!strstr(msg, key1) || !strstr(msg, key2))
+    fail_msg("message '%s' does not name %s and %s", msg, key1, key2);
+  assert_int_equal(nest_comm_check_same(comm, nest_test_hash_bytes(msg, strlen(msg)), "messages"),
+                   NEST_OK);
+}
+
+static void test_needs_validation(void **state) {
+  (void)state;
+  nest_config cfg;
+  base_config(&cfg, "lenet5");
+  cfg.val_split = 0;
+  snprintf(cfg.phases, sizeof cfg.phases, "train, prune");
+  const nest_shape img = {1, 16, 16}, vec = {1, 6, 6};
+  expect_setup_error(&cfg, img, 40, "synthesis.phases", "data.val_split");
+  snprintf(cfg.phases, sizeof cfg.phases, "train,area");
+  expect_setup_error(&cfg, img, 40, "area phase", "data.val_split");
+  /* a split that rounds to no sample: 0.04 of 10 */
+  cfg.val_split = 0.04;
+  snprintf(cfg.phases, sizeof cfg.phases, "prune");
+  expect_setup_error(&cfg, img, 10, "synthesis.phases", "data.val_split");
+  /* growth that stops on a validation error it cannot measure */
+  base_config(&cfg, "mlp:36-20-12-4");
+  cfg.val_split = 0;
+  snprintf(cfg.grow_policy, sizeof cfg.grow_policy, "conn");
+  cfg.grow_target_error = 0.05;
+  expect_setup_error(&cfg, vec, 40, "grow.target_error", "data.val_split");
+  /* without the target error, growth runs its iterations: fine */
+  cfg.grow_target_error = 0;
+  nest_pipeline *pl = make_pipeline(&cfg, vec, 40);
+  nest_pipeline_destroy(&pl);
 }
 
 /* ---- end to end ----------------------------------------------------------------------------- */
@@ -203,9 +289,10 @@ static void check_pipeline(const char *arch, nest_shape shape, const char *polic
   cfg.prune_iterations = 3;
   cfg.prune_tolerance = 0.5; /* synthetic data: let the pruning proceed */
   cfg.check_masks = 1;
-  nest_trainer *t = make(&cfg, shape, 60);
-  if (nest_trainer_run(t) != NEST_OK) fail_msg("%s run: %s", arch, nest_error_message());
-  const nest_grow_result *g = nest_grow_result_of(t->grow);
+  nest_pipeline *pl = make_pipeline(&cfg, shape, 60);
+  nest_trainer *t = pl->t;
+  if (nest_pipeline_run(pl) != NEST_OK) fail_msg("%s run: %s", arch, nest_error_message());
+  const nest_grow_result *g = nest_grow_result_of(pl->grow);
   int64_t aw = 0;
   nest_net_count(t->net, &aw, NULL, NULL);
   if (!(aw < g->grown_weights))
@@ -224,7 +311,7 @@ static void check_pipeline(const char *arch, nest_shape shape, const char *polic
       }
     if (!(frac < 1)) fail_msg("%s: no area entry was masked", arch);
   }
-  nest_trainer_destroy(&t);
+  nest_pipeline_destroy(&pl);
 }
 
 static void test_pipeline_mlp(void **state) {
@@ -242,7 +329,8 @@ int main(int argc, char **argv) {
   P = nest_comm_size(comm);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_magnitude_bn),   cmocka_unit_test(test_neurons_dead),
-      cmocka_unit_test(test_guard_restores), cmocka_unit_test(test_pipeline_mlp),
+      cmocka_unit_test(test_guard_restores), cmocka_unit_test(test_prune_iterations_counted),
+      cmocka_unit_test(test_needs_validation), cmocka_unit_test(test_pipeline_mlp),
       cmocka_unit_test(test_pipeline_cnn),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,9 +8,13 @@
  *   - round trip of checkpoints through nest_ckpt_* (net, momentum, snapshot, area masks);
  *   - resume from checkpoints all over the run (mid-growth, end of a growth iteration,
  *     mid-pruning with the guard's snapshot, mid-area, fine-tuning, the final one);
- *   - SIGUSR1: checkpoint, exit 10, --resume;
+ *   - SIGUSR1: checkpoint, exit 10, --resume; also at the moment the ranks start, 50 ms and
+ *     200 ms after (before a run directory exists): exit 10 with the stop message;
+ *   - a run started with model.init_from resumes after that file moved;
  *   - damaged newest checkpoints (truncated, flipped bytes, missing dataset, other version):
  *     reported, renamed *.bad, the previous one used; none valid: one clear error;
+ *   - a newest checkpoint that cannot be opened (an I/O error, not damage): an error, the file
+ *     not renamed; once readable again, the run resumes from it;
  *   - a file size limit during a checkpoint write: one error line, earlier checkpoints intact;
  *   - rank changes (1 -> 2 -> 4): the run completes with a comparable test error;
  *   - h5dump shows the documented layout. */
@@ -366,6 +370,109 @@ static void test_sigusr1(void **state) {
   end("sigusr1");
 }
 
+/* SIGUSR1 in the first moments of a run, sent to both ranks: at rank start — the moment the
+ * ranks' own code has begun, i.e. the launcher (src/launch.c) has blocked the signal, before
+ * nest_mpi.bin and its libraries are even loaded — and 50 ms and 200 ms after the rank processes
+ * appeared (libraries loading, MPI starting; no run directory yet). Each run must stop cleanly at
+ * its first checkpoint point — exit 10, the stop message, no rank killed by the signal — and the
+ * one stopped at rank start resumes to the reference. (Between exec and a program's first
+ * instruction no program can guard itself: a signal there takes the default action. The
+ * launcher makes that window microseconds, where the libraries' loading made it 100-300 ms.) */
+static void test_sigusr1_early(void **state) {
+  begin("sigusr1_early");
+  const int delay_ms[3] = {0, 50, 200};
+  for (int i = 0; i < 3; ++i) {
+    char name[32], args[256], log_err[64];
+    snprintf(name, sizeof name, "sigearly%d", delay_ms[i]);
+    snprintf(args, sizeof args, "synth.ini --set run.run_dir=runs/%s", name);
+    const pid_t pid = rt_spawn(dir, 2, args, name);
+    assert_true(pid > 0);
+    pid_t ranks[8];
+    int n = 0, code = -1;
+    const double t0 = rt_now();
+    while ((n = rt_ranks(pid, ranks, 8)) < 2) {
+      if (rt_exited(pid, &code)) fail_msg("%s: the run ended (exit %d) before its ranks started", name, code);
+      if (rt_now() - t0 > 120) {
+        rt_kill_tree(pid);
+        fail_msg("%s: no 2 ranks after 120 s", name);
+      }
+    }
+    const double started = rt_now();
+    if (delay_ms[i] == 0) /* rank start: both ranks guard the signal (blocked or caught) */
+      for (int r = 0; r < n; ++r)
+        while (!rt_guards_signal(ranks[r], SIGUSR1)) {
+          if (rt_now() - started > 60) {
+            rt_kill_tree(pid);
+            fail_msg("%s: rank %d does not block or catch SIGUSR1 after 60 s", name, (int)ranks[r]);
+          }
+        }
+    while (rt_now() - started < delay_ms[i] / 1000.0) usleep(200);
+    for (int r = 0; r < n; ++r) kill(ranks[r], SIGUSR1);
+    const double at = rt_now() - started;
+    code = rt_wait(pid, 300);
+    snprintf(log_err, sizeof log_err, "%s.err", name);
+    nest_test_slurp(nest_test_path(dir, log_err), err, sizeof err);
+    if (code != 10 || strstr(err, "exited on signal"))
+      fail_msg("%s: SIGUSR1 %.1f ms after the ranks appeared: exit %d, want 10 (stopped)\n%s",
+               name, 1000 * at, code, err);
+    char want[256];
+    snprintf(want, sizeof want, "nest_mpi: stopped by SIGUSR1 after writing runs/%s/checkpoints/ckpt-", name);
+    if (rt_count_lines(err, want) != 1) fail_msg("%s: no '%s' line:\n%s", name, want, err);
+    assert_int_equal(rt_count_lines(err, "nest_mpi: error"), 0);
+    const char *line = strstr(err, "nest_mpi: stopped");
+    printf("  SIGUSR1 to both ranks %s, %.1f ms after they appeared: exit 10: %.*s\n",
+           delay_ms[i] ? "later" : "at rank start", 1000 * at,
+           (int)(strchr(line, '\n') ? strchr(line, '\n') - line : (long)strlen(line)), line);
+  }
+  const int code = rt_mpi(dir, 2, "--resume runs/sigearly0", "sigearly0b", out, sizeof out, err,
+                          sizeof err);
+  expect_ok(code, "--resume runs/sigearly0");
+  expect_same_as_reference("sigearly0");
+  end("sigusr1_early");
+}
+
+/* ---- model.init_from ---------------------------------------------------------------------------- */
+
+/* A run seeded from a model file (model.init_from) resumes after that file moved: the checkpoint
+ * holds the network, and the file only seeded the run when it started. */
+static void test_init_from_moved(void **state) {
+  begin("init_from_moved");
+  /* the file to start from: the seed network of a run that trains no epoch */
+  expect_ok(run_named(1, "initseed", "--set synthesis.phases=train --set grow.policy= "
+                                     "--set train.epochs=0"),
+            "seed model run");
+  char src[1100], from_dir[1100], moved[1100], cmd[4000];
+  snprintf(src, sizeof src, "%s/model.h5", run_path("initseed"));
+  snprintf(from_dir, sizeof from_dir, "%s/initdir", dir);
+  snprintf(moved, sizeof moved, "%s/initdir.moved", dir);
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp '%s' '%s/start.h5'", from_dir, src, from_dir);
+  assert_int_equal(system(cmd), 0);
+  expect_ok(run_named(2, "initref", "--set model.init_from=initdir/start.h5"), "init_from run");
+  /* cut back to a checkpoint mid-pruning; the file moves away; --resume */
+  int64_t seqs[MAXCK], k = -1;
+  const int n = rt_list_ckpts(run_path("initref"), seqs, MAXCK);
+  for (int i = 0; i < n; ++i) {
+    rt_ckpt_info c;
+    assert_int_equal(rt_read_info(rt_ckpt_path(run_path("initref"), seqs[i]), &c), 0);
+    if (k < 0 && is_mid_pruning(&c)) k = seqs[i];
+  }
+  assert_true(k > 0);
+  assert_int_equal(rt_cut_copy(run_path("initref"), run_path("initcut"), k), 0);
+  assert_int_equal(rename(from_dir, moved), 0);
+  const int code = rt_mpi(dir, 2, "--resume runs/initcut", "initcut", out, sizeof out, err, sizeof err);
+  assert_int_equal(rename(moved, from_dir), 0);
+  expect_ok(code, "--resume of an init_from run whose file moved");
+  char want[256];
+  snprintf(want, sizeof want, "from runs/initcut/checkpoints/ckpt-%08lld.h5", (long long)k);
+  if (!strstr(out, want)) fail_msg("did not resume %s:\n%.3000s", want, out);
+  char why[4096];
+  if (rt_compare_runs(run_path("initref"), run_path("initcut"), why, sizeof why) != 0)
+    fail_msg("runs/initcut differs from the uninterrupted init_from run: %s", why);
+  printf("  model.init_from moved away: resumed checkpoint %lld, same final model as the "
+         "uninterrupted run\n", (long long)k);
+  end("init_from_moved");
+}
+
 /* ---- damaged checkpoints ------------------------------------------------------------------- */
 
 /* Truncate to half. */
@@ -507,6 +614,47 @@ static void test_corruption(void **state) {
   end("corruption");
 }
 
+/* The newest checkpoint cannot be opened — a symbolic link into a file system that is not
+ * mounted (stat: ENOENT), as an unavailable file looks from a rank. That is no proof of damage:
+ * the run must stop with an I/O error naming it and leave it in place (not renamed *.bad, the
+ * older ones not used); once the file is back, the same command resumes from it. */
+static void test_io_error_not_damage(void **state) {
+  begin("io_error_not_damage");
+  const int64_t k = must_pick(is_mid_pruning, 1, "mid-pruning");
+  const char *rd = run_path("ioerr");
+  assert_int_equal(rt_cut_copy(ref_dir, rd, k), 0);
+  char ck[1100], mnt[1100], off[1100], target[1200], cmd[8192];
+  snprintf(ck, sizeof ck, "%s", rt_ckpt_path(rd, k));
+  snprintf(mnt, sizeof mnt, "%s/mnt", dir);
+  snprintf(off, sizeof off, "%s/mnt.off", dir);
+  snprintf(target, sizeof target, "%s/ckpt.h5", mnt);
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s' && mv '%s' '%s' && ln -s '%s' '%s' && mv '%s' '%s'", mnt,
+           ck, target, target, ck, mnt, off);
+  assert_int_equal(system(cmd), 0);
+  int code = run_named(2, "ioerr", NULL);
+  if (code != 3) fail_msg("unreadable newest checkpoint: exit %d, want 3 (I/O error)\n%s\n%s", code,
+                          out, err);
+  char line[4096];
+  error_line(line, sizeof line);
+  char file[256];
+  snprintf(file, sizeof file, "runs/ioerr/checkpoints/ckpt-%08lld.h5", (long long)k);
+  if (!strstr(line, file) || !strstr(line, "not renamed"))
+    fail_msg("the error line does not name %s and say it was not renamed: %s", file, line);
+  assert_int_equal(rt_count_files(rd, ".bad"), 0);
+  struct stat sb;
+  assert_int_equal(lstat(ck, &sb), 0);
+  assert_true(S_ISLNK(sb.st_mode));
+  printf("  newest checkpoint unreadable: exit 3: %s\n", line);
+  assert_int_equal(rename(off, mnt), 0); /* mounted again */
+  code = run_named(2, "ioerr", NULL);
+  expect_ok(code, "resume once the checkpoint is readable");
+  char want[256];
+  snprintf(want, sizeof want, "from runs/ioerr/checkpoints/ckpt-%08lld.h5", (long long)k);
+  if (!strstr(out, want)) fail_msg("did not resume %s:\n%.3000s", want, out);
+  expect_same_as_reference("ioerr");
+  end("io_error_not_damage");
+}
+
 /* ---- a file size limit ---------------------------------------------------------------------- */
 
 static void test_disk_full(void **state) {
@@ -646,8 +794,11 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_h5dump),
       cmocka_unit_test(test_resume_everywhere), cmocka_unit_test(test_sigusr1),
-      cmocka_unit_test(test_corruption),   cmocka_unit_test(test_disk_full),
-      cmocka_unit_test(test_rank_change),
+      cmocka_unit_test(test_sigusr1_early), cmocka_unit_test(test_init_from_moved),
+      cmocka_unit_test(test_corruption),   cmocka_unit_test(test_io_error_not_damage),
+      cmocka_unit_test(test_disk_full),    cmocka_unit_test(test_rank_change),
   };
+  /* NEST_TEST_FILTER=test_sigusr1* runs only the matching tests (after the reference run) */
+  if (getenv("NEST_TEST_FILTER")) cmocka_set_test_filter(getenv("NEST_TEST_FILTER"));
   return cmocka_run_group_tests(tests, setup, NULL);
 }

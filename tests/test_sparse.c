@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/config.h"
 #include "nest/data.h"
 #include "nest/net.h"

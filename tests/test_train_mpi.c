@@ -9,9 +9,11 @@
 #include <cmocka.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nest/comm.h"
+#include "nest/rng.h"
 #include "nest/shard.h"
 #include "nest/train.h"
 
@@ -148,6 +150,49 @@ static void test_bucketed_steps_equal_fused(void **state) {
   nest_trainer_destroy(&fused);
 }
 
+/* Without sync BN each rank's running statistics differ until nest_trainer_sync_buffers
+ * averages them: the result must be the by-construction sum's — ((b0 + b1) + b2) + ... in rank
+ * order, then / P — bit for bit on every rank (the pruning scores read the statistics as if
+ * identical everywhere). Rank r's values have magnitudes 1 + 7r, so a reduction in another order
+ * (MPI_Allreduce's recursive halving at 4 ranks) rounds differently in many elements. */
+static void test_bn_average_by_construction(void **state) {
+  nest_config cfg;
+  nest_config_defaults(&cfg);
+  snprintf(cfg.arch, sizeof cfg.arch, "mlp:36-200-120-4");
+  cfg.out_dir[0] = '\0';
+  cfg.run_dir[0] = '\0';
+  cfg.batchnorm = 1;
+  cfg.sync_bn = 0;
+  cfg.val_split = 0;
+  nest_trainer *t = make(comm, &cfg, (nest_shape){1, 6, 6}, 40);
+  const size_t nb = t->net->nbuf;
+  assert_true(nb >= 600);
+  float *all = malloc(sizeof(float) * nb * (size_t)P), *mine = malloc(sizeof(float) * nb);
+  assert_non_null(all);
+  assert_non_null(mine);
+  nest_rng rng;
+  nest_rng_init(&rng, 17, NEST_RNG_SYNTH, (uint64_t)R, 0);
+  for (size_t i = 0; i < nb; ++i) mine[i] = nest_rng_uniform(&rng) * (float)(1 + 7 * R);
+  memcpy(t->net->buffers, mine, sizeof(float) * nb);
+  assert_int_equal(nest_comm_allgather(comm, mine, all, sizeof(float) * nb), NEST_OK);
+  assert_int_equal(nest_trainer_sync_buffers(t), NEST_OK);
+  size_t differ = 0;
+  for (size_t i = 0; i < nb; ++i) {
+    float sum = all[i];
+    for (int r = 1; r < P; ++r) sum += all[(size_t)r * nb + i];
+    if (P > 1) sum /= (float)P; /* one rank: nothing to average, the values stay */
+    differ += memcmp(&sum, &t->net->buffers[i], sizeof sum) != 0;
+  }
+  if (differ)
+    fail_msg("rank %d: %zu of %zu averaged statistics differ from the rank-order sum / %d", R,
+             differ, nb, P);
+  assert_int_equal(nest_comm_check_same(comm, nest_net_hash(t->net, NEST_HASH_ALL), "statistics"),
+                   NEST_OK);
+  free(all);
+  free(mine);
+  nest_trainer_destroy(&t);
+}
+
 int main(int argc, char **argv) {
   if (nest_comm_init(&argc, &argv, &comm) != NEST_OK) return 1;
   R = nest_comm_rank(comm);
@@ -156,6 +201,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_mlp_bn_dropout),
       cmocka_unit_test(test_conv),
       cmocka_unit_test(test_bucketed_steps_equal_fused),
+      cmocka_unit_test(test_bn_average_by_construction),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   nest_comm_destroy(&comm);

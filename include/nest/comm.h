@@ -65,7 +65,11 @@ nest_status nest_comm_sum_same_f64(nest_comm *c, double *buf, size_t n);
  * non-blocking calls with MPI_Test and short sleeps (20 us doubling to 0.5 ms), rather than
  * spinning in MPI_Wait on a core the layers need. A no-op with one rank. end() returns the
  * thread's first error (its message adopted); *seconds (optional) = the time from the start
- * of the round's first sum to the end of its last. */
+ * of the round's first sum to the end of its last.
+ * A post can fail locally (its range list cannot grow): that is agreed at the post itself,
+ * which every rank reaches, so every rank's post of that range returns the same error; the
+ * caller stops posting and calls end(), which returns once the ranges posted before it are
+ * summed on every rank — no communication thread is left waiting for a range. */
 nest_status nest_comm_bucket_begin(nest_comm *c, float *buf);
 nest_status nest_comm_bucket_post(nest_comm *c, size_t lo, size_t hi);
 nest_status nest_comm_bucket_end(nest_comm *c, double *seconds);
@@ -91,8 +95,5 @@ nest_status nest_comm_check_same(nest_comm *c, uint64_t value, const char *what)
 
 /* Wall clock in seconds (MPI_Wtime when MPI is up). */
 double nest_comm_wtime(void);
-
-/* Last resort for a broken invariant where agreement is impossible: MPI_Abort. */
-void nest_comm_abort(nest_comm *c, int code) __attribute__((noreturn));
 
 #endif

@@ -2,7 +2,9 @@
  * growth set) without changing the network. The one gradient-pass function every policy uses.
  *
  * The set ids[0..n) is walked in global batches of train.batch, each sharded over the ranks
- * exactly like a training step (shard.h), so batch-norm batch statistics and the sums do not
+ * exactly like a training step (shard.h), so the sums do not depend on the rank count; batch
+ * norm's batch statistics do not either with model.sync_bn = 1 (the default: summed over the
+ * ranks' rows), while with sync_bn = 0 each rank normalises by its own rows, so the sums then
  * depend on the rank count. Each batch runs forward and backward with a gradient-only context
  * (layer.h: training-mode batch norm that does not touch its running statistics, no dropout),
  * with the loss scaled by 1/n, so the sums are gradients of the MEAN loss over the set.

@@ -21,7 +21,8 @@
 #ifndef NEST_GROW_H
 #define NEST_GROW_H
 
-#include "nest/checkpoint.h"
+#include "nest/ckpt.h"
+#include "nest/phase.h"
 #include "nest/policy.h"
 
 typedef struct nest_grow nest_grow;
@@ -37,21 +38,23 @@ typedef struct {
 } nest_grow_result;
 
 /* events = 1: create the driver even without grow.policy (the pruning phases log through it).
- * Parse grow.policy / grow.layers against t->net, check every named layer can be grown by
- * some listed policy, every policy has a layer to act on, and the size cap is not below the
- * current size. Errors are NEST_ERR_CONFIG naming the key and the layer, decided from the
- * config and the net alone, so identical on every rank. *out = NULL when grow.policy is empty.
- * Called before the run directory is made: a bad growth config leaves nothing behind. */
-nest_status nest_grow_create(nest_trainer *t, int events, nest_grow **out);
-/* Create events.csv in t->run_dir (rank 0; none without a run directory). Collective. */
-nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g);
+ * Parse grow.policy / grow.layers (comma lists, list.h) against t->net, check every named layer
+ * can be grown by some listed policy, every policy has a layer to act on, and the size cap is
+ * not below the current size. Errors are NEST_ERR_CONFIG naming the key and the layer, decided
+ * from the config and the net alone, so identical on every rank. *out = NULL when grow.policy
+ * is empty and events = 0. Called before the run directory is made: a bad growth config leaves
+ * nothing behind. */
+nest_status nest_grow_create(const nest_trainer *t, int events, nest_grow **out);
+/* Create events.csv in run_dir (rank 0; none when run_dir is ""). Collective. */
+nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g, const char *run_dir);
 void nest_grow_destroy(nest_grow **g);
 
 /* 1 if any listed policy is a GROWTH policy (there is a growth phase). */
 int nest_grow_has_phase(const nest_grow *g);
 
-/* The growth phase (see above). Collective. */
-nest_status nest_grow_phase(nest_trainer *t, nest_grow *g);
+/* The growth phase (see above) on x->t, its position in x->cur, a checkpoint at the end of
+ * every iteration (phase.h). Collective. */
+nest_status nest_grow_phase(nest_phase_ctx *x, nest_grow *g);
 
 /* Run the policies of kind `when` (EPOCH: after training-phase epoch `index`, 0-based; STEP:
  * after training-phase step `index` of `count`, 1-based). No-op when there are none.
@@ -82,15 +85,16 @@ nest_status nest_grow_note(nest_trainer *t, nest_grow *g, int64_t iteration, con
 /* Write the buffered rows with this validation error (NaN = not measured). Collective. */
 nest_status nest_grow_flush(nest_trainer *t, nest_grow *g, double val_error);
 
-/* ---- checkpoints (restart.h) ---------------------------------------------------------- */
+/* ---- checkpoints (restart.c) ---------------------------------------------------------- */
 
 /* The growth result and the event rows not yet written, into / from /state. */
 nest_status nest_grow_save(const nest_grow *g, nest_ckpt *w);
 nest_status nest_grow_load(nest_grow *g, nest_ckpt *r);
 /* Rank 0: flush events.csv and give its length (-1 without the file). */
 nest_status nest_grow_events_tell(nest_grow *g, int64_t *bytes);
-/* Resume: cut events.csv back to `bytes` and append from there (bytes < 0: no file).
+/* Resume: cut run_dir/events.csv back to `bytes` and append from there (bytes < 0: no file).
  * Collective. */
-nest_status nest_grow_events_reopen(nest_trainer *t, nest_grow *g, int64_t bytes);
+nest_status nest_grow_events_reopen(nest_trainer *t, nest_grow *g, const char *run_dir,
+                                    int64_t bytes);
 
 #endif

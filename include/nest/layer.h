@@ -15,8 +15,9 @@
  * ones included: growth needs it. The optimizer updates only active positions.
  *
  * Gradient semantics: backward() OVERWRITES g[] with the sum over the local batch rows of
- * dL/dparam, where dy already carries the 1/global_batch scaling of the loss. The network
- * then sums g[] over ranks with one allreduce. dx may be NULL (first layer: skip the work).
+ * dL/dparam, where dy already carries the 1/global_batch scaling of the loss. The training
+ * engine then sums g[] over ranks with the by-construction sum (comm.h; in buckets during
+ * backward by default). dx may be NULL (first layer: skip the work).
  *
  * Scratch: setup() requests ws_floats (per-call workspace) and cache_floats (values kept
  * from forward for backward, e.g. pool argmax, BN x-hat), both sized for max_batch rows and
@@ -163,9 +164,7 @@ struct nest_layer {
   void *standalone; /* storage owned by nest_layer_bind_standalone, or NULL */
 };
 
-/* Look up the ops of a kind by name ("dense", "conv2d", "maxpool", "relu", "batchnorm",
- * "dropout"); NULL if unknown. */
-const nest_layer_ops *nest_layer_ops_find(const char *kind);
+/* The ops of a kind; NULL if unknown. */
 const nest_layer_ops *nest_layer_ops_of(nest_layer_kind kind);
 const char *nest_layer_kind_name(nest_layer_kind kind);
 

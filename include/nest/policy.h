@@ -89,10 +89,9 @@ struct nest_policy_ops {
 
 /* The registry. */
 const nest_policy_ops *nest_policy_find(const char *name);
-int nest_policy_count(void);
-const nest_policy_ops *nest_policy_at(int i);
-/* Check a grow.policy list: known names, no repeats. NEST_ERR_CONFIG naming the bad word and
- * the known names. "" is fine (no growth). */
+/* Check a grow.policy list (a comma list, list.h: blanks around names are fine): known names,
+ * growth policies only, no repeats. NEST_ERR_CONFIG naming grow.policy, the bad word and the
+ * known names. "" is fine (no growth). */
 nest_status nest_policy_check_list(const char *list);
 
 /* One round on one target: allocate r->state, score -> select -> apply, release. The driver

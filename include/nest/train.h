@@ -1,13 +1,17 @@
-/* train.h — the data-parallel training loop: one place that owns all run state.
+/* train.h — the training engine: data-parallel steps, epochs and evaluation over one network.
  *
- * Each step: every rank gathers its slice of the global batch (shard.h), runs forward, the
- * fused softmax-cross-entropy with scale 1/global_batch, backward into the grads arena, then
- * ONE allreduce of the whole grads arena, then the masked SGD update — so every rank applies
- * the same update to the same weights. Loss/accuracy are accumulated locally and reduced at
- * log points. Local errors (I/O, NaN) are agreed with nest_comm_agree at those sync points.
+ * Each step: every rank reads its slice of the global batch (shard.h, prefetch.h), runs
+ * forward, the fused softmax-cross-entropy with scale 1/global_batch, backward into the grads
+ * arena, then sums the grads arena over ranks with the by-construction sum (comm.h: in buckets
+ * started during backward when train.bucket_mb > 0, the default; one fused sum otherwise, the
+ * same bits), then the masked SGD update — so every rank applies the same update to the same
+ * weights. Loss/accuracy are accumulated locally and reduced at log points. Local errors (I/O,
+ * NaN) are agreed with nest_comm_agree at those sync points.
  *
- * All state a resume needs lives here: config, net arenas (params, masks, momentum, buffers),
- * epoch and step counters; the RNG is counter-based, so (seed, epoch, step) replays exactly. */
+ * The engine knows nothing of growth, pruning, checkpoints or reports: whoever drives it (the
+ * pipeline, pipeline.h) plugs in through the hooks of an epoch (before / after each step, after
+ * the epoch's steps) and reads or restores the state below (a checkpoint saves the net arenas,
+ * the counters and the epoch sums; the RNG is counter-based, so (seed, epoch, step) replays). */
 #ifndef NEST_TRAIN_H
 #define NEST_TRAIN_H
 
@@ -20,7 +24,6 @@
 #include "nest/net.h"
 #include "nest/optim.h"
 
-struct nest_grow;
 struct nest_augment;
 struct nest_prefetch;
 
@@ -30,47 +33,6 @@ typedef struct {
   double acc5;      /* top-5 accuracy (nest_loss_topk_hits; 1 with fewer than 5 classes) */
 } nest_eval;
 
-/* What a pruning phase did (prune.h; summary.txt, checkpoints). */
-typedef struct {
-  int iterations;             /* iterations run */
-  int64_t steps_kept, steps_restored;
-  int64_t weights_before, weights_after; /* active weights */
-  double flops_before, flops_after;      /* per sample, masked */
-  double conv_flops_before, conv_flops_after; /* the conv layers' share (area masks count) */
-  double target, limit;       /* the guard's target error and target + tolerance */
-  double val_error, test_error; /* at the end of the phase (NaN if not measured) */
-  double seconds;
-} nest_prune_result;
-
-/* Where a run is (restart.h). The loops of nest_trainer_run, the growth phase and the pruning
- * phases keep their position here rather than in locals, so that a checkpoint can be written
- * between any two optimizer steps and a resumed run re-enters every loop where it left. */
-typedef struct {
-  int32_t phase;  /* index in phases[] of the phase being run; -1 = the seed stage (before the
-                     first phase); nphases = all phases done (the final files next) */
-  int32_t part;   /* grow: 0 = iteration `iter` starts (policies next), 1 = its epochs,
-                          2 = the growth loop is over;
-                     prune / area: 0 = target `target` of iteration `iter` next, 1 = retraining
-                          that target's step, 2 = the loop is over: fine-tuning epochs;
-                     train: 0 */
-  int32_t iter;   /* growth / pruning iteration (1-based) */
-  int32_t target; /* pruning: index of the target within the iteration */
-  int32_t tries;  /* pruning: retraining round of the current step (0 = the first) */
-  int64_t epoch;  /* epoch index within the current epoch loop (0-based) */
-  int64_t step;   /* steps taken in the current epoch or retraining round */
-  int32_t live;   /* pruning: 1 once a target of this iteration was still pruning */
-} nest_cursor;
-
-/* A pruning target's state (prune.c; saved in checkpoints). */
-typedef struct {
-  int32_t target;  /* tensor index (prune) or layer index (area) */
-  int32_t layer;
-  double gamma;    /* the next step's fraction */
-  int32_t stopped; /* 0 pruning; 1 guard; 2 floor / nothing left */
-} nest_prune_target;
-
-struct nest_restart;
-
 /* Seconds nest_trainer_step spent per part, added up over steps while nest_trainer.times is
  * set (tests/bench/bench_step.c): forward + loss, backward, the wait for the gradient sum
  * after backward (the exposed allreduce), the optimizer; sum = how long the gradient sum was
@@ -79,11 +41,6 @@ typedef struct {
   double fwd, bwd, wait, opt, sum;
   int64_t steps;
 } nest_step_times;
-
-/* The phases of a run (synthesis.phases), in the order they run. */
-typedef enum { NEST_PHASE_GROW, NEST_PHASE_TRAIN, NEST_PHASE_PRUNE, NEST_PHASE_AREA,
-               NEST_PHASE_COUNT } nest_phase;
-#define NEST_MAX_PHASES 8
 
 typedef struct nest_trainer {
   nest_config cfg;
@@ -110,63 +67,71 @@ typedef struct nest_trainer {
   int64_t steps_per_epoch;
   int64_t data_key;    /* key of the permutation the current steps draw from (the epoch, or a
                           pruning-phase key): keys the per-sample augmentation */
-  double t_start;      /* wall clock at the start of nest_trainer_run */
+  double t_start;      /* wall clock at the start of the run (elapsed times) */
 
-  struct nest_grow *grow; /* growth policies and events (grow.h); NULL without grow.policy
-                             and pruning phases */
-  nest_phase phases[NEST_MAX_PHASES];
-  int nphases;
-  int phase_has[NEST_PHASE_COUNT];
   struct nest_augment *aug; /* distorts training steps' batches (augment.h); NULL unless
                                augment.affine */
   struct nest_prefetch *pf; /* the batch reader: gather, or image shards from disk with crop,
                                flip and a background prefetch thread (prefetch.h) */
 
-  /* Position and loop state (everything a checkpoint saves besides the net, restart.h). */
-  nest_cursor cur;
+  /* The epoch's sums (a checkpoint between two steps saves them). */
   double ep_acc[3];  /* current epoch: loss sum, correct, rows up to the last log point (summed
                         over ranks) */
   double win[3];     /* this rank's sums since the last log point */
-  double racc[3];    /* pruning retraining round: this rank's loss sum, -, rows */
-  int64_t rkey, rpos;/* pruning retraining stream: permutation key, position in it */
-  nest_prune_target *pts; /* pruning targets of the running prune / area phase */
-  int npts;
-  nest_net *snap;    /* the pruning guard's snapshot while a step is being retrained */
-  nest_prune_result pres[2]; /* prune and area phase results */
-  int pran[2];       /* 1 once that phase ran */
-  nest_eval last_val, last_test; /* the latest evaluation (summary.txt) */
   double top5[2];    /* top-5 accuracy of the latest nest_trainer_evaluate of the validation /
                         test set, i.e. of the network now (NaN: none since start or resume;
-                        not in checkpoints): summary.txt, the stage model files */
-  double phase_t0;   /* elapsed run time (s) when the running phase began */
-  int resuming;      /* 1 from loading a checkpoint until the loops reached its position */
-  struct nest_restart *rst; /* checkpoint writer (restart.h); NULL without a run directory */
+                        not in checkpoints) */
 
-  /* Output (rank 0 writes; run_dir known on every rank). */
-  char run_dir[NEST_PATH_LEN];
-  FILE *metrics;
+  /* Output: one metrics.csv row per epoch (rank 0; NULL = none), progress lines. */
+  FILE *metrics;     /* owned (closed by destroy) */
+  char metrics_path[NEST_PATH_LEN + 32];
   int quiet; /* 1: no progress lines (tests) */
   nest_step_times *times; /* NULL, or where nest_trainer_step adds its per-part seconds */
 } nest_trainer;
 
-/* One epoch of a phase (nest_trainer_epoch). */
+typedef struct nest_epoch_plan nest_epoch_plan;
+
+/* Where a driver plugs into an epoch (each may be NULL). s = the step's index in the epoch
+ * (0-based). An error stops the epoch and is returned by nest_trainer_epoch. */
 typedef struct {
-  const char *phase;       /* "grow" or "train": metrics.csv column and progress lines */
+  void *arg;
+  nest_status (*before_step)(void *arg, const nest_epoch_plan *plan, int64_t s);
+  nest_status (*after_step)(void *arg, const nest_epoch_plan *plan, int64_t s);
+  /* after the epoch's steps and the buffer average, before its evaluation */
+  nest_status (*after_epoch)(void *arg, const nest_epoch_plan *plan);
+} nest_train_hooks;
+
+/* One epoch (nest_trainer_epoch). */
+struct nest_epoch_plan {
+  const char *phase;       /* metrics.csv column and progress lines ("epoch 3/20" for "train") */
   const nest_optim *sched; /* the learning-rate schedule this epoch follows */
   double t0;               /* schedule time (epochs) at this epoch's first step */
   int64_t index;     /* this epoch's number within the phase, 0-based */
   int64_t count;     /* epochs in the phase (progress and ETA) */
   int evaluate;      /* 1: evaluate the validation and test sets after the epoch */
-} nest_epoch_plan;
+  int resume;        /* 1: continue this epoch at step resume_step with the sums t->ep_acc and
+                        t->win hold (restored from a checkpoint); 0: a new epoch */
+  int64_t resume_step;
+  const nest_train_hooks *hooks; /* NULL = none */
+};
 
-/* Load data per cfg (identically on every rank), split, normalise, build and init the net,
- * create the run directory (rank 0) and agree on it. */
+/* Load data per cfg (identically on every rank), split, normalise, build and init the net
+ * (from model.init_from when set). No run directory, no file written. */
 nest_status nest_trainer_create(const nest_config *cfg, nest_comm *comm, nest_trainer **out);
-/* Same with datasets supplied by the caller (ownership passes to the trainer; test may be
- * NULL). Used by tests and benchmarks. */
+/* Same with datasets supplied by the caller (ownership passes to the trainer, also on
+ * failure; test may be NULL). net_file: the model file the net comes from instead of
+ * model.init_from and model.arch (a resumed run's checkpoint, which holds its network), NULL =
+ * as the config says. */
 nest_status nest_trainer_create_with_data(const nest_config *cfg, nest_comm *comm,
                                           nest_dataset *train, nest_dataset *test,
                                           nest_trainer **out);
+nest_status nest_trainer_create_from(const nest_config *cfg, const char *net_file,
+                                     nest_comm *comm, nest_dataset *train, nest_dataset *test,
+                                     nest_trainer **out);
+/* The training and test sets of cfg (data.dir + data.train ...), read identically on every
+ * rank and agreed. *test = NULL without data.test. */
+nest_status nest_trainer_load_data(const nest_config *cfg, nest_comm *comm, nest_dataset **train,
+                                   nest_dataset **test);
 void nest_trainer_destroy(nest_trainer **t);
 
 /* One optimizer step: global batch `step_in_epoch` of the epoch's permutation `perm`
@@ -195,25 +160,24 @@ nest_status nest_trainer_read_chunk(nest_trainer *t, const nest_dataset *ds, con
  * reduced. Records the top-5 accuracy in t->top5 when ds/idx is the validation or test set. */
 nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const int64_t *idx,
                                   int64_t n, nest_eval *out);
+/* Which sets nest_trainer_evaluate_sets measures. */
+enum { NEST_EVAL_VAL = 1, NEST_EVAL_TEST = 2, NEST_EVAL_BOTH = 3 };
+/* The validation set (if `which` has NEST_EVAL_VAL and it has samples) into *val and the test
+ * set (NEST_EVAL_TEST, if there is one) into *test; a set not measured gives NaN fields. val or
+ * test may be NULL when `which` leaves it out. Collective. */
+nest_status nest_trainer_evaluate_sets(nest_trainer *t, int which, nest_eval *val,
+                                       nest_eval *test);
 /* The context of a pass over n local rows (train: training mode; global_n rows in the global
  * batch): seed, step, sample ids (t->ids), sync batch-norm sums. */
 nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n);
-/* One training epoch: steps with progress lines, the STEP/EPOCH growth hooks in the "train"
- * phase, BN buffer sync, evaluation if planned, one metrics.csv row. val/test receive the
- * evaluation (NaN when not evaluated). Collective. */
+/* One training epoch: the hooks before and after every step, steps with progress lines, the BN
+ * buffer average, the after-epoch hook, evaluation if planned, one metrics.csv row. val/test
+ * receive the evaluation (NaN when not evaluated). Collective. */
 nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
                                nest_eval *test);
-/* Without sync BN: average the BN running statistics over ranks (each epoch's end does this;
- * the pruning phases before every decision). Collective. */
+/* Without sync BN: average the BN running statistics over ranks with the by-construction sum
+ * (comm.h), so that they are identical on every rank (each epoch's end does this; the pruning
+ * phases before every decision). Collective. */
 nest_status nest_trainer_sync_buffers(nest_trainer *t);
-/* The whole run: the phases of synthesis.phases in order —
- *   grow  the growth phase (grow.h);
- *   train cfg.train.epochs epochs (optim schedule; set/rigl act here);
- *   prune the pruning phase, area the partial-area phase (prune.h), each followed by
- *         prune.epochs epochs of fine-tuning —
- * then summary.txt, the final model.h5 and report.csv (report.h). A run that changes the
- * architecture also keeps model_seed.h5 (the starting network) and, after a growth phase,
- * model_grown.h5: the stages of the report. */
-nest_status nest_trainer_run(nest_trainer *t);
 
 #endif

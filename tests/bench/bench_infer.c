@@ -33,7 +33,7 @@
 #include <time.h>
 
 #include "nest/arch.h"
-#include "nest/checkpoint.h"
+#include "nest/model.h"
 #include "nest/net.h"
 #include "nest/rng.h"
 #include "nest/sparse.h"
