@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "nest/arch.h"
+#include "nest/ckpt.h"
 #include "nest/model.h"
 #include "nest/net.h"
 #include "nest/surgery.h"
@@ -108,6 +109,15 @@ static nest_net *mlp_model(const char *path, uint64_t seed) {
     }
   if (path) assert_ok(nest_model_save(net, path));
   return net;
+}
+
+/* The net in the dense form (W + W_mask, float area masks): how format 1 model files and
+ * restart checkpoints store it (a checkpoint is a model file plus state the loader ignores). */
+static void save_dense(const nest_net *net, const char *path) {
+  nest_ckpt *w;
+  assert_ok(nest_ckpt_create(path, &w));
+  assert_ok(nest_ckpt_put_net(w, NULL, net, 0));
+  assert_ok(nest_ckpt_commit(&w));
 }
 
 /* Expect load (and the mask reader unless masks_too = 0) to fail with `code`, a message naming
@@ -275,15 +285,31 @@ static void test_roundtrip_area(void **state) {
   assert_true(nest_net_layer_conv_frac(back, 0) < 0.75);
   nest_net_destroy(&back);
 
-  /* an area mask value of 0.5 */
+  /* an area mask value of 2 (model files store the mask as uint8) ... */
+  const size_t na = c2->buffer[0].count;
+  uint8_t *m8 = malloc(na);
+  assert_non_null(m8);
+  for (size_t i = 0; i < na; ++i) m8[i] = c2->buf[0][i] != 0.0f;
+  m8[5] = 2;
   copy_file(path, bad, -1);
   hid_t f = open_rw(bad);
-  float *m = malloc(c2->buffer[0].count * sizeof(float));
-  assert_non_null(m);
-  memcpy(m, c2->buf[0], c2->buffer[0].count * sizeof(float));
-  m[5] = 0.5f;
   char name[128];
   snprintf(name, sizeof name, "/layers/%03d_conv2/area", c2->index);
+  rewrite_dataset(f, name, H5T_NATIVE_UINT8, m8);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, "area[5] = 2 is not 0 or 1", 0);
+  free(m8);
+  /* ... and of 0.5 in the dense form (float32, format 1 files and checkpoints), which loads */
+  save_dense(net, bad);
+  nest_net *dense_back;
+  assert_ok(nest_model_load(bad, 4, 1, &dense_back));
+  assert_same_net(net, dense_back);
+  nest_net_destroy(&dense_back);
+  float *m = malloc(na * sizeof(float));
+  assert_non_null(m);
+  memcpy(m, c2->buf[0], na * sizeof(float));
+  m[5] = 0.5f;
+  f = open_rw(bad);
   rewrite_dataset(f, name, H5T_NATIVE_FLOAT, m);
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "area[5] = 0.5 is not 0 or 1", 0);
@@ -327,7 +353,8 @@ static void test_bad_files(void **state) {
   char good[1024], bad[1024];
   snprintf(good, sizeof good, "%s/good.h5", dir);
   snprintf(bad, sizeof bad, "%s/bad.h5", dir);
-  nest_net *net = mlp_model(good, 3);
+  nest_net *net = mlp_model(NULL, 3);
+  save_dense(net, good); /* the dense form: W, W_mask (test_bad_compact: the compact one) */
 
   /* Missing file, a directory. */
   expect_bad(nest_test_path(dir, "nope.h5"), NEST_ERR_IO, "No such file", 1);
@@ -458,11 +485,19 @@ static void test_bad_structure(void **state) {
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "units > 0", 1);
 
-  /* Missing dataset. */
-  expect_without(good, bad, "/layers/002_fc2/W", "missing dataset /layers/002_fc2/W", 1);
-  /* A missing mask: every reader refuses the file (the mask reader used to skip the tensor,
-   * and nest_jaccard then compared the other tensors only). */
-  expect_without(good, bad, "/layers/002_fc2/W_mask", "missing dataset /layers/002_fc2/W_mask",
+  /* Missing datasets: of the compact form (model files) ... */
+  expect_without(good, bad, "/layers/002_fc2/W_value", "missing dataset /layers/002_fc2/W_value",
+                 1);
+  expect_without(good, bad, "/layers/002_fc2/W_index", "missing dataset /layers/002_fc2/W_index",
+                 1);
+  expect_without(good, bad, "/layers/002_fc2/b", "missing dataset /layers/002_fc2/b", 0);
+  /* ... and of the dense form. A missing mask: every reader refuses the file (the mask reader
+   * used to skip the tensor, and nest_jaccard then compared the other tensors only). */
+  char dense[1024];
+  snprintf(dense, sizeof dense, "%s/dense-structure.h5", dir);
+  save_dense(net, dense);
+  expect_without(dense, bad, "/layers/002_fc2/W", "missing dataset /layers/002_fc2/W", 1);
+  expect_without(dense, bad, "/layers/002_fc2/W_mask", "missing dataset /layers/002_fc2/W_mask",
                  1);
 
   /* Groups that are not groups (every group open is checked): a layer entry that is a

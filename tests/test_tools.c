@@ -196,7 +196,7 @@ static void test_jaccard_tool(void **state) {
   nest_net_destroy(&d);
 }
 
-/* A model file missing one mask dataset is refused (it used to be compared on the tensors it
+/* A model file missing one mask dataset (compact form: the active indices) is refused (it used to be compared on the tensors it
  * still had: exit 0, similarity 1.000000), in either position, naming file and dataset. */
 static void test_jaccard_missing_mask(void **state) {
   const char *dir = nest_test_tmpdir();
@@ -210,17 +210,17 @@ static void test_jaccard_missing_mask(void **state) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
   assert_true(f >= 0);
-  assert_true(H5Ldelete(f, "/layers/000_fc1/W_mask", H5P_DEFAULT) >= 0);
+  assert_true(H5Ldelete(f, "/layers/000_fc1/W_index", H5P_DEFAULT) >= 0);
   H5Fclose(f);
   snprintf(args, sizeof args, "'%s' '%s'", good, bad);
   assert_int_equal(jaccard(args), 1);
   char want[2048];
   snprintf(want, sizeof want, "nest_jaccard: error: %s: ", bad);
-  assert_one_error(want, "/layers/000_fc1/W_mask");
+  assert_one_error(want, "/layers/000_fc1/W_index");
   assert_null(strstr(out_text, "1.000000"));
   snprintf(args, sizeof args, "'%s' '%s'", bad, good);
   assert_int_equal(jaccard(args), 1);
-  assert_one_error(want, "/layers/000_fc1/W_mask");
+  assert_one_error(want, "/layers/000_fc1/W_index");
   /* the good file against itself still compares */
   snprintf(args, sizeof args, "'%s' '%s'", good, good);
   assert_int_equal(jaccard(args), 0);

@@ -37,6 +37,8 @@ typedef struct nest_dataset {
   struct nest_shards *shards; /* image shards read on demand, or NULL (in memory). Then u8 and
                                  f32 are NULL and `shape` is the shape delivered to the net:
                                  the stored shape, or crop x crop after nest_dataset_set_crop */
+  char format[8];        /* the reader that loaded it: "idx", "csv", "h5", "shards" ("" for
+                           synthetic sets) */
   uint64_t source_hash; /* image shards: hash of the files' base names, sizes and sample counts
                            (restart's data fingerprint; no pixel is hashed); 0 in memory */
 } nest_dataset;

@@ -190,6 +190,7 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
   if (pattern || (!labels && strcmp(fmt, "auto") == 0 && nest_data_is_shard(path)) ||
       (strcmp(fmt, "h5") == 0 && nest_data_is_shard(path))) {
     NEST_CALL(nest_data_shards_open(path, opts->max_samples, &ds));
+    fmt = "shards";
     goto loaded;
   }
 
@@ -214,6 +215,7 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
     label_ref = NULL; /* already applied, with line numbers in messages */
   }
 loaded:
+  snprintf(ds->format, sizeof ds->format, "%s", fmt);
   if (label_ref) {
     nest_status st = apply_label_ref(ds, label_ref);
     if (st != NEST_OK) {
