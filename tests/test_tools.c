@@ -4,7 +4,10 @@
  *   nest_export from a run directory and from a checkpoint; it never writes over a run's
  *   checkpoint (the newest included, --force or not, by path, symlink, hard link or a copy
  *   elsewhere), never over its input, and --force replaces an existing output atomically (a
- *   write that fails half-way, here at a file-size limit, leaves the old output intact). */
+ *   write that fails half-way, here at a file-size limit, leaves the old output intact);
+ *   nest_export --onnx writes what nest_onnx_encode gives with the model's input record, names
+ *   and --force rules; --config recomputes the input record of a format-1 file as training
+ *   does, and must agree with a record the file has. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,9 +22,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nest/atomic.h"
 #include "nest/ckpt.h"
+#include "nest/data.h"
 #include "nest/model.h"
 #include "nest/net.h"
+#include "nest/onnx.h"
 #include "test_util.h"
 
 #define JACCARD NEST_BINARY_DIR "/nest_jaccard"
@@ -378,12 +384,174 @@ static void test_export_force_atomic(void **state) {
   nest_net_destroy(&large);
 }
 
+/* ---- nest_export --onnx, --config ---------------------------------------------------------- */
+
+/* A model with an input record (per-feature statistics, class names) at path. */
+static nest_net *save_with_input(const char *path, const nest_model_input *in) {
+  nest_net *net = nest_test_net("mlp:6-5-3", (nest_shape){6, 1, 1}, 3, NULL, NULL, 0);
+  assert_ok(nest_net_init(net, 4, 0.6, -1));
+  const nest_model_info info = {.val_error = NAN, .test_error = NAN, .input = in};
+  assert_ok(nest_model_save_info(net, &info, path));
+  return net;
+}
+
+static size_t slurp_bytes(const char *path, uint8_t *buf, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  const size_t n = fread(buf, 1, cap, f);
+  fclose(f);
+  assert_true(n < cap);
+  return n;
+}
+
+/* --onnx writes exactly what nest_onnx_encode gives for the net with the model's normalisation
+ * and class names (and nest.source etc.); the output name must end in .onnx with --onnx and not
+ * without it; an existing output needs --force; a run's checkpoints/ stays off limits. */
+static void test_export_onnx(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char model[1024], onnx[1100], args[8192], want[2048];
+  snprintf(model, sizeof model, "%s/onnx-src.h5", dir);
+  snprintf(onnx, sizeof onnx, "%s/exported.onnx", dir);
+  float mean[6] = {0.1f, 0.2f, 0.3f, -1.0f, 2.0f, 0.0f}, sd[6] = {1, 2, 3, 0.5f, 0.25f, 1};
+  char *names[3] = {"setosa", "versicolor", "virginica"};
+  const nest_model_input in = {.known = 1, .data_shape = {6, 1, 1}, .scale = 1.0f,
+                               .norm = {6, mean, sd}, .nlabels = 3, .labels = names,
+                               .format = "csv", .csv_delim = ','};
+  nest_net *net = save_with_input(model, &in);
+  snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
+  if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
+  const nest_onnx_prop props[] = {
+      {"nest.source", model}, {"nest.data_shape", "6x1x1"}, {"nest.center_crop", "0"}};
+  const nest_onnx_meta meta = {.norm = &in.norm, .input_scale = 1.0f, .labels = names,
+                               .nprops = 3, .props = props};
+  uint8_t *enc;
+  size_t len;
+  assert_ok(nest_onnx_encode(net, &meta, &enc, &len));
+  static uint8_t file[1 << 20];
+  assert_int_equal(slurp_bytes(onnx, file, sizeof file), len);
+  assert_memory_equal(file, enc, len);
+  free(enc);
+  /* names and --force */
+  const char *bad_names[][2] = {{"--onnx", "model.h5"}, {"", "model.onnx"}, {"--onnx", "x.ONNX"}};
+  for (int k = 0; k < 3; ++k) {
+    snprintf(args, sizeof args, "%s '%s' '%s/%s'", bad_names[k][0], model, dir, bad_names[k][1]);
+    assert_int_equal(export_(args), 2);
+    assert_non_null(strstr(err_text, bad_names[k][1]));
+    assert_non_null(strstr(err_text, ".onnx"));
+  }
+  snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
+  assert_int_equal(export_(args), 1);
+  snprintf(want, sizeof want, "nest_export: error: %s: ", onnx);
+  assert_one_error(want, "--force");
+  snprintf(args, sizeof args, "--onnx '%s' '%s' --force", model, onnx);
+  assert_int_equal(export_(args), 0);
+  char cks[1100], inside[1200];
+  snprintf(cks, sizeof cks, "%s/onnxrun/checkpoints", dir);
+  assert_ok(nest_atomic_mkdirs(cks));
+  snprintf(inside, sizeof inside, "%s/m.onnx", cks);
+  snprintf(args, sizeof args, "--onnx '%s' '%s' --force", model, inside);
+  assert_int_equal(export_(args), 1);
+  snprintf(want, sizeof want, "nest_export: error: %s: ", inside);
+  assert_one_error(want, "checkpoints");
+  /* the HDF5 export keeps the record */
+  char h5[1100];
+  snprintf(h5, sizeof h5, "%s/with-record.h5", dir);
+  snprintf(args, sizeof args, "'%s' '%s'", model, h5);
+  assert_int_equal(export_(args), 0);
+  nest_model_input back;
+  assert_ok(nest_model_read_input(h5, &back));
+  assert_int_equal(back.known, 1);
+  assert_string_equal(back.labels[2], "virginica");
+  assert_true(back.norm.std[4] == 0.25f);
+  nest_model_input_free(&back);
+  nest_net_destroy(&net);
+}
+
+/* --config recomputes the input record of a format-1 file from the run's config as training
+ * does (data.test_split, then the data.val_split / run.seed split, statistics over the training
+ * part); for a file that has one, it must agree. */
+static void test_export_config(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char csv[1024], cfg[1024], cfg2[1024], old[1024], out[1100], out2[1100], args[8192];
+  snprintf(csv, sizeof csv, "%s/train.csv", dir);
+  snprintf(cfg, sizeof cfg, "%s/run.ini", dir);
+  snprintf(cfg2, sizeof cfg2, "%s/other-seed.ini", dir);
+  snprintf(old, sizeof old, "%s/old.h5", dir);
+  snprintf(out, sizeof out, "%s/upgraded.h5", dir);
+  snprintf(out2, sizeof out2, "%s/again.h5", dir);
+  /* 60 rows "label,f0..f5" with labels cat / dog / emu */
+  char text[8192];
+  size_t used = 0;
+  for (int i = 0; i < 60; ++i)
+    used += (size_t)snprintf(text + used, sizeof text - used, "%s,%d,%g,%g,%d,%g,%g\n",
+                             i % 3 == 0 ? "cat" : i % 3 == 1 ? "dog" : "emu", i, 0.5 * (i % 7),
+                             100.0 + i * i, i % 2, -0.25 * i, 3.0);
+  assert_int_equal(nest_test_write_file(csv, text, used), 0);
+  const char *ini = "[data]\ntrain = %s\nval_split = 0.2\ntest_split = 0.25\n"
+                    "[model]\narch = mlp:6-5-3\n[run]\nseed = %d\n";
+  snprintf(text, sizeof text, ini, csv, 7);
+  assert_int_equal(nest_test_write_file(cfg, text, strlen(text)), 0);
+  snprintf(text, sizeof text, ini, csv, 8);
+  assert_int_equal(nest_test_write_file(cfg2, text, strlen(text)), 0);
+  nest_net *net = nest_test_net("mlp:6-5-3", (nest_shape){6, 1, 1}, 3, NULL, NULL, 0);
+  assert_ok(nest_net_init(net, 4, 0.6, -1));
+  assert_ok(nest_model_save(net, old));
+
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s'", cfg, old, out);
+  if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
+  assert_non_null(strstr(out_text, "input record from the run's data"));
+  /* what the trainer computes: the same functions in the same order */
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = csv;
+  nest_dataset *train, *test;
+  assert_ok(nest_dataset_load(&o, NULL, &train));
+  assert_ok(nest_dataset_take_test(&train, 0.25, 7, &test));
+  assert_int_equal(train->n, 45);
+  int64_t *tr, *va, ntr, nva;
+  assert_ok(nest_dataset_split(train->n, 0.2, 7, &tr, &ntr, &va, &nva));
+  nest_norm norm;
+  assert_ok(nest_norm_compute(train, tr, ntr, &norm));
+  nest_model_input back;
+  assert_ok(nest_model_read_input(out, &back));
+  assert_int_equal(back.norm.nch, 6);
+  assert_memory_equal(back.norm.mean, norm.mean, 6 * sizeof(float));
+  assert_memory_equal(back.norm.std, norm.std, 6 * sizeof(float));
+  assert_string_equal(back.labels[0], "cat");
+  assert_string_equal(back.labels[2], "emu");
+  assert_string_equal(back.format, "csv");
+  assert_true(back.test_split == 0.25 && back.val_split == 0.2 && back.split_seed == 7);
+  nest_model_input_free(&back);
+  /* a file that has a record: the same config agrees, another seed does not */
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s'", cfg, out, out2);
+  assert_int_equal(export_(args), 0);
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s' --force", cfg2, out, out2);
+  assert_int_equal(export_(args), 1);
+  char want[2048];
+  snprintf(want, sizeof want, "nest_export: error: %s: ", out);
+  assert_one_error(want, "differs from what");
+  /* a config whose data cannot be read: its error */
+  snprintf(text, sizeof text, "[data]\ntrain = %s/missing.csv\n", dir);
+  assert_int_equal(nest_test_write_file(cfg2, text, strlen(text)), 0);
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s' --force", cfg2, old, out2);
+  assert_int_equal(export_(args), 1);
+  assert_non_null(strstr(err_text, "missing.csv"));
+  nest_norm_free(&norm);
+  free(tr);
+  free(va);
+  nest_dataset_destroy(&train);
+  nest_dataset_destroy(&test);
+  nest_net_destroy(&net);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_jaccard_tool),
       cmocka_unit_test(test_jaccard_missing_mask),
       cmocka_unit_test(test_export),
       cmocka_unit_test(test_export_force_atomic),
+      cmocka_unit_test(test_export_onnx),
+      cmocka_unit_test(test_export_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
