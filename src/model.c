@@ -387,7 +387,7 @@ static herr_t put_input(hid_t loc, const nest_model_input *in, int nclasses) {
     e = put_tensor(g, "std", 1, &nch, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0, in->norm.std);
   if (H5Gclose(g) < 0) e = -1;
   if (e < 0) return e;
-  if (in->labels) return nest_h5_put_strs(loc, "labels", in->labels, nclasses, 0);
+  if (in->labels) return nest_h5_put_fixed_strs(loc, "labels", in->labels, nclasses);
   /* No names (IDX digits): the class indices. */
   char **names = calloc((size_t)nclasses, sizeof(char *));
   char *buf = malloc((size_t)nclasses * 12);
@@ -396,7 +396,7 @@ static herr_t put_input(hid_t loc, const nest_model_input *in, int nclasses) {
       names[k] = buf + (size_t)k * 12;
       snprintf(names[k], 12, "%d", k);
     }
-    e = nest_h5_put_strs(loc, "labels", names, nclasses, 0);
+    e = nest_h5_put_fixed_strs(loc, "labels", names, nclasses);
   } else {
     e = -1;
   }
