@@ -190,6 +190,17 @@ static void replace_dataset(hid_t f, const char *name, int rank, const hsize_t *
   nest_test_h5_dataset(f, name, ftype, rank, dims, NULL, 0);
 }
 
+/* A copy of good with dataset `name` replaced by an unwritten one of `type` and dims must be
+ * refused as expect_bad says. */
+static void expect_replaced(const char *good, const char *bad, const char *name, int rank,
+                            const hsize_t *dims, hid_t type, const char *word, int masks_too) {
+  copy_file(good, bad, -1);
+  hid_t f = open_rw(bad);
+  replace_dataset(f, name, rank, dims, type);
+  H5Fclose(f);
+  expect_bad(bad, NEST_ERR_FORMAT, word, masks_too);
+}
+
 static void replace_str_attr(hid_t obj, const char *name, const char *v) {
   if (H5Aexists(obj, name) > 0) assert_true(H5Adelete(obj, name) >= 0);
   hid_t t = H5Tcopy(H5T_C_S1);
@@ -392,19 +403,13 @@ static void test_bad_files(void **state) {
   expect_bad(bad, NEST_ERR_FORMAT, "format_version 99", 1);
 
   /* Wrong dims: a bias of 13 where fc1 has 12 units. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
   hsize_t d13 = 13;
-  replace_dataset(f, "/layers/000_fc1/b", 1, &d13, H5T_IEEE_F32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "/layers/000_fc1/b has dims 13, expected 12", 0);
+  expect_replaced(good, bad, "/layers/000_fc1/b", 1, &d13, H5T_IEEE_F32LE,
+                  "/layers/000_fc1/b has dims 13, expected 12", 0);
   /* ... and a mask whose dims differ from its weight's. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
   hsize_t d2[2] = {12, 21};
-  replace_dataset(f, "/layers/000_fc1/W_mask", 2, d2, H5T_STD_U8LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "W_mask has dims 12x21, expected 12x20", 1);
+  expect_replaced(good, bad, "/layers/000_fc1/W_mask", 2, d2, H5T_STD_U8LE,
+                  "W_mask has dims 12x21, expected 12x20", 1);
 
   /* Mask values other than 0/1. */
   nest_layer *fc1 = net->layers[0];
@@ -502,17 +507,10 @@ static void test_bad_structure(void **state) {
 
   /* Groups that are not groups (every group open is checked): a layer entry that is a
    * dataset, /layers itself a dataset, a layer entry that is a dangling soft link. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
   hsize_t d1 = 1;
-  replace_dataset(f, "/layers/001_fc1.relu", 1, &d1, H5T_STD_I32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "/layers/001_fc1.relu is not a group", 1);
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
-  replace_dataset(f, "/layers", 1, &d1, H5T_STD_I32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "/layers", 1);
+  expect_replaced(good, bad, "/layers/001_fc1.relu", 1, &d1, H5T_STD_I32LE,
+                  "/layers/001_fc1.relu is not a group", 1);
+  expect_replaced(good, bad, "/layers", 1, &d1, H5T_STD_I32LE, "/layers", 1);
   copy_file(good, bad, -1);
   f = open_rw(bad);
   assert_true(H5Ldelete(f, "/layers/001_fc1.relu", H5P_DEFAULT) >= 0);
@@ -937,18 +935,10 @@ static void test_bad_compact(void **state) {
   H5Fclose(f);
   expect_bad(bad, NEST_ERR_FORMAT, "attribute 'shape' = 12x21, expected 12x20", 1);
   /* Index and value lists of different lengths; signed indices. */
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
   hsize_t m = n - 1;
-  replace_dataset(f, ix, 1, &m, H5T_STD_U32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "W_index has", 1);
-  copy_file(good, bad, -1);
-  f = open_rw(bad);
+  expect_replaced(good, bad, ix, 1, &m, H5T_STD_U32LE, "W_index has", 1);
   m = n;
-  replace_dataset(f, ix, 1, &m, H5T_STD_I32LE);
-  H5Fclose(f);
-  expect_bad(bad, NEST_ERR_FORMAT, "W_index must be unsigned integers", 1);
+  expect_replaced(good, bad, ix, 1, &m, H5T_STD_I32LE, "W_index must be unsigned integers", 1);
   nest_net_destroy(&net);
 }
 
@@ -1192,11 +1182,8 @@ static void test_input_bad_file(void **state) {
             {"/input/std", &n20, H5T_IEEE_F32LE, "/input/std[0] = 0"},
             {"/labels", &n4, H5T_STD_I32LE, "/labels must be 4 strings"}};
   for (size_t k = 0; k < sizeof ds / sizeof ds[0]; ++k) {
-    copy_file(good, bad, -1);
-    hid_t f = open_rw(bad);
-    replace_dataset(f, ds[k].obj, 1, ds[k].dims, ds[k].type); /* unwritten: zeros */
-    H5Fclose(f);
-    expect_bad(bad, NEST_ERR_FORMAT, ds[k].word, 0);
+    /* unwritten: zeros */
+    expect_replaced(good, bad, ds[k].obj, 1, ds[k].dims, ds[k].type, ds[k].word, 0);
   }
   struct {
     const char *attr, *value;

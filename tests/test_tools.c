@@ -37,19 +37,12 @@ static char out_text[8192], err_text[8192];
 
 /* Run `prog args`; its exit code (stdout, stderr in out_text, err_text). */
 static int tool(const char *prog, const char *args) {
-  char cmd[16384];
-  snprintf(cmd, sizeof cmd, "'%s' %s", prog, args);
-  const int code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
+  const int code = nest_test_tool(prog, args, out_text, sizeof out_text, err_text, sizeof err_text);
   assert_true(code >= 0);
   return code;
 }
 
-/* stderr is exactly one line starting with `prefix` and containing `word`. */
-static void assert_one_error(const char *prefix, const char *word) {
-  if (strncmp(err_text, prefix, strlen(prefix)) != 0 || !strstr(err_text, word) ||
-      strchr(err_text, '\n') != err_text + strlen(err_text) - 1)
-    fail_msg("expected one line '%s...%s...', got '%s'", prefix, word, err_text);
-}
+#define assert_one_error(prefix, word) assert_one_error_line(err_text, prefix, word)
 
 /* ---- nest_jaccard, run as a program ------------------------------------------------------------- */
 

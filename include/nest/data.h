@@ -14,6 +14,7 @@
 #define NEST_DATA_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include "nest/layer.h"
 #include "nest/status.h"
 
@@ -106,6 +107,11 @@ void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, floa
  * every rank): n_val = round(val_fraction * n). Both lists are sorted ascending and allocated. */
 nest_status nest_dataset_split(int64_t n, double val_fraction, uint64_t seed, int64_t **train_idx,
                                int64_t *n_train, int64_t **val_idx, int64_t *n_val);
+
+/* Write s as one CSV field: as it is, or quoted (RFC 4180: in double quotes, quotes doubled)
+ * when it holds a comma, a double quote or a line break. For every CSV nest writes with text in
+ * it (report.csv, nest_infer's predictions). */
+void nest_csv_put_field(FILE *f, const char *s);
 
 /* data.test_split: hold out round(fraction * n) samples of *train, chosen by a seeded random
  * permutation (the split stream of `seed`, index 1: independent of the validation split's), as

@@ -1,4 +1,5 @@
-/* csv.c — tabular CSV reader: one sample per line, one label column, float32 features.
+/* csv.c — tabular CSV reader: one sample per line, one label column, float32 features; and
+ * the CSV field writer (nest_csv_put_field).
  *
  * The whole file is read into memory (through zlib, so a gzip-compressed CSV also works when
  * the format is forced to "csv"), split into lines (LF or CRLF; the last line may lack its
@@ -461,4 +462,17 @@ done:
   csv_rows_free(&r);
   nest_dataset_destroy(&ds);
   return st;
+}
+
+void nest_csv_put_field(FILE *f, const char *s) {
+  if (!strpbrk(s, ",\"\r\n")) {
+    fputs(s, f);
+    return;
+  }
+  fputc('"', f);
+  for (; *s; ++s) {
+    if (*s == '"') fputc('"', f);
+    fputc(*s, f);
+  }
+  fputc('"', f);
 }

@@ -277,20 +277,6 @@ static nest_status load_data(const opts *o, const char *mpath, const nest_model_
 
 /* ---- predictions --------------------------------------------------------------------------------- */
 
-/* A class name as a CSV field (quoted when it holds a comma, quote or line break). */
-static void put_name(FILE *f, const char *s) {
-  if (!strpbrk(s, ",\"\r\n")) {
-    fputs(s, f);
-    return;
-  }
-  fputc('"', f);
-  for (; *s; ++s) {
-    if (*s == '"') fputc('"', f);
-    fputc(*s, f);
-  }
-  fputc('"', f);
-}
-
 typedef struct {
   int64_t n, wrong, top5_hits;
   double seconds;
@@ -310,11 +296,11 @@ static void score_batch(const float *logits, const int32_t *y, int rows, int k, 
     if (labelled) t->wrong += best != y[i];
     if (!f) continue;
     fprintf(f, "%lld,", (long long)(first + i));
-    put_name(f, labels[best]);
+    nest_csv_put_field(f, labels[best]);
     fprintf(f, ",%.6g", 1.0 / sum);
     if (labelled) {
       fputc(',', f);
-      put_name(f, labels[y[i]]);
+      nest_csv_put_field(f, labels[y[i]]);
     }
     fputc('\n', f);
   }
