@@ -2,8 +2,10 @@
  * tool that reads models:
  *   - IDX images with a conv / batch-norm / dropout / partial-area model: the printed error and
  *     top-5 error and every line of the predictions CSV equal nest_net_forward on the data
- *     normalised with the model's record; the same bytes at 1 and 2 threads; a run directory
- *     stands for its model.h5; --out needs --force to replace a file;
+ *     normalised with the model's record, through the sparse program (the default; the same
+ *     bytes at 1 and 2 threads and any batch size) and the dense path (--dense; the same bytes
+ *     at 1 and 2 threads); a run directory stands for its model.h5; --out needs --force to
+ *     replace a file;
  *   - CSV with string labels: the training CSV's options from the model, an unknown label named,
  *     new rows without labels, a feature count that does not match;
  *   - usage and data errors: one line, exit 2 / 1;
@@ -271,25 +273,34 @@ static void test_infer_idx(void **state) {
   expect_from(model, ds, &e);
   nest_dataset_destroy(&ds);
 
+  /* the sparse program (the default) */
   snprintf(args, sizeof args, "'%s' '%s' '%s' --out '%s' --threads 1 --batch 64", model, img,
            lab, csv);
   if (tool(INFER, args) != 0) fail_msg("nest_infer %s: %s", args, err_text);
+  assert_non_null(strstr(out_text, "sparse path"));
   check_error_line(e.wrong, e.n, e.top5_wrong);
   check_predictions(csv, &e, digit_names, 1);
-  /* 2 threads: the same bytes (the forward sums do not depend on the thread count) */
-  snprintf(args, sizeof args, "'%s' '%s' --labels '%s' --out '%s' --threads 2 --batch 64", model,
+  /* 2 threads, another batch size, --labels: the same bytes (the sparse program's logits do not
+   * depend on either) */
+  snprintf(args, sizeof args, "'%s' '%s' --labels '%s' --out '%s' --threads 2 --batch 100", model,
            img, lab, csv2);
   assert_int_equal(tool(INFER, args), 0);
   char a[1 << 16], b[1 << 16];
   nest_test_slurp(csv, a, sizeof a);
   nest_test_slurp(csv2, b, sizeof b);
   assert_string_equal(a, b);
-  /* another batch size (other GEMM tiles: scores within rounding) */
-  snprintf(args, sizeof args, "'%s' '%s' '%s' --out '%s' --force --batch 100", model, img, lab,
-           csv2);
-  assert_int_equal(tool(INFER, args), 0);
-  check_error_line(e.wrong, e.n, e.top5_wrong);
-  check_predictions(csv2, &e, digit_names, 1);
+  /* the dense masked path: the same predictions; at 1 and 2 threads the same bytes */
+  for (int t = 1; t <= 2; ++t) {
+    snprintf(args, sizeof args, "'%s' '%s' '%s' --dense --out '%s' --force --batch 64 --threads %d",
+             model, img, lab, csv2, t);
+    assert_int_equal(tool(INFER, args), 0);
+    assert_non_null(strstr(out_text, "dense path"));
+    check_error_line(e.wrong, e.n, e.top5_wrong);
+    check_predictions(csv2, &e, digit_names, 1);
+    static char d1[1 << 16];
+    if (t == 1) nest_test_slurp(csv2, d1, sizeof d1);
+    else nest_test_slurp(csv2, b, sizeof b), assert_string_equal(d1, b);
+  }
   /* --out exists: refused without --force (the file left as it was), replaced with it */
   snprintf(args, sizeof args, "'%s' '%s' '%s' --out '%s'", model, img, lab, csv);
   assert_int_equal(tool(INFER, args), 1);

@@ -10,9 +10,10 @@
  * the class names and how the training CSV was read, which are the defaults of the CSV
  * options). One process, OpenMP threads, no MPI.
  *
- * The forward path is one function pointer (engine_dense below: nest_net_forward in eval mode,
- * the dense masked reference); a sparse engine (sparse.h) plugs in beside it, with --dense
- * keeping the reference selectable.
+ * The forward path is one function pointer: by default the compact sparse program (sparse.h:
+ * units that cannot matter removed, CSR dense layers, sparse and partial-area convolutions;
+ * its logits are the same bits for any thread count and batch size), with --dense the dense
+ * masked path it is tested against (nest_net_forward in evaluation mode).
  *
  * Exit codes: 0 success, 1 a model or data error, 2 usage error; every error is one line
  * "nest_infer: error: ..." on stderr. */
@@ -32,6 +33,7 @@
 #include "nest/loss.h"
 #include "nest/model.h"
 #include "nest/prefetch.h"
+#include "nest/sparse.h"
 
 static const char *usage_line =
     "usage: nest_infer MODEL DATA [IDX_LABELS] [--out FILE] [--no-labels] [options]\n";
@@ -58,7 +60,8 @@ static void print_help(void) {
       "  --max N            only the first N samples\n"
       "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
       "  --batch N          samples per forward pass (default 256)\n"
-      "  --dense            the dense masked forward path (the reference)\n"
+      "  --dense            the dense masked forward path (the reference) instead of the\n"
+      "                     compact sparse program\n"
       "  --force            replace an existing --out file\n"
       "  -h, --help         this help\n"
       "\nPrints the error and, with more than 5 classes, the top-5 error when the data have\n"
@@ -193,9 +196,15 @@ static int parse_args(int argc, char **argv, opts *o) {
 typedef struct engine {
   const char *name;
   nest_status (*forward)(struct engine *e, int n, const float *x, float *logits);
-  nest_net *net; /* the model, as loaded */
+  nest_net *net;      /* the model, as loaded */
+  nest_sparse *sparse; /* its compact program (the sparse path) */
   int nthreads;
 } engine;
+
+/* The compact sparse program, compiled from the net at start. */
+static nest_status engine_sparse(engine *e, int n, const float *x, float *logits) {
+  return nest_sparse_forward(e->sparse, n, e->nthreads, x, logits);
+}
 
 /* The dense masked path: nest_net_forward in eval mode (dropout the identity, batch norm with
  * its running statistics). */
@@ -399,9 +408,15 @@ int main(int argc, char **argv) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   char mpath[4200];
   if (!model_path(o.model, mpath, sizeof mpath)) return 1;
-  engine e = {.name = "dense", .forward = engine_dense, .nthreads = omp_get_max_threads()};
+  engine e = {.name = "sparse", .forward = engine_sparse, .nthreads = omp_get_max_threads()};
+  if (o.dense) e.name = "dense", e.forward = engine_dense;
   nest_model_input in;
   if (nest_model_load_input(mpath, o.batch, e.nthreads, &e.net, &in) != NEST_OK) return fail();
+  if (!o.dense && nest_sparse_create(e.net, o.batch, e.nthreads, NULL, &e.sparse) != NEST_OK) {
+    nest_model_input_free(&in);
+    nest_net_destroy(&e.net);
+    return fail();
+  }
   int rc = 0;
   nest_dataset *ds = NULL;
   FILE *f = NULL;
@@ -426,6 +441,7 @@ int main(int argc, char **argv) {
   }
   nest_dataset_destroy(&ds);
   nest_model_input_free(&in);
+  nest_sparse_destroy(&e.sparse);
   nest_net_destroy(&e.net);
   return rc;
 }
