@@ -1101,6 +1101,24 @@ static void test_input(void **state) {
   input_round_trip(tab, &fd, path);
   nest_dataset_destroy(&ds);
 
+  /* A restart checkpoint carries one too (nest_ckpt_put_input), read as from a model file. */
+  const char *ck = nest_test_path(dir, "input-ckpt.h5");
+  nest_ckpt *w;
+  assert_ok(nest_ckpt_create(ck, &w));
+  assert_ok(nest_ckpt_put_net(w, NULL, tab, 1));
+  assert_ok(nest_ckpt_put_input(w, tab, &t));
+  assert_ok(nest_ckpt_commit(&w));
+  nest_model_input back;
+  nest_net *loaded;
+  assert_ok(nest_model_load_input(ck, 4, 1, &loaded, &back));
+  assert_same_input(&t, &back);
+  nest_model_input_free(&back);
+  nest_net_destroy(&loaded);
+  /* ... and refuses a record that does not describe the net */
+  assert_ok(nest_ckpt_create(ck, &w));
+  assert_int_equal(nest_ckpt_put_input(w, img, &t), NEST_ERR_ARG);
+  nest_ckpt_close(&w);
+
   /* Nothing recorded: unknown. */
   assert_ok(nest_model_save(tab, path));
   nest_model_input none;
