@@ -32,6 +32,7 @@
 #include "nest/data.h"
 #include "nest/loss.h"
 #include "nest/model.h"
+#include "nest/prefetch.h"
 #include "nest/rng.h"
 #include "nest/surgery.h"
 #include "test_util.h"
@@ -425,6 +426,94 @@ static void test_infer_csv(void **state) {
   expected_free(&e);
 }
 
+/* ---- image shards ----------------------------------------------------------------------------- */
+
+/* Image shards (3x10x10 bytes) with a model trained on centre 8x8 crops: nest_infer reads them
+ * with the batch reader training evaluates with (centre window, the model's normalisation)
+ * and predicts what nest_net_forward predicts on those inputs. */
+static void test_infer_shards(void **state) {
+  char prefix[1024], pattern[1100], model[1024], csv[1024], args[8192], want[2048];
+  snprintf(prefix, sizeof prefix, "%s/shard", dir);
+  snprintf(pattern, sizeof pattern, "%s-*.h5", prefix);
+  snprintf(model, sizeof model, "%s/crop.h5", dir);
+  snprintf(csv, sizeof csv, "%s/shard-pred.csv", dir);
+  int nfiles;
+  assert_ok(nest_shards_synthetic(prefix, 50, (nest_shape){3, 10, 10}, 4, 20, 3, 0, &nfiles));
+  assert_int_equal(nfiles, 3);
+  nest_net *net = nest_test_net("mlp:192-9-4", (nest_shape){3, 8, 8}, 4, NULL, NULL, 0);
+  assert_ok(nest_net_init(net, 6, 0.7, -1));
+  perturb(net, 31);
+  float mean[3] = {0.4f, 0.5f, 0.45f}, sd[3] = {0.2f, 0.25f, 0.3f};
+  char *names[4] = {"ant", "bee", "cat", "dog"};
+  const nest_model_input in = {.known = 1, .data_shape = {3, 10, 10}, .crop = 8, .is_u8 = 1,
+                               .scale = 1.0f / 255, .norm = {3, mean, sd}, .nlabels = 4,
+                               .labels = names, .format = "shards", .csv_delim = ','};
+  const nest_model_info info = {.val_error = NAN, .test_error = NAN, .input = &in};
+  assert_ok(nest_model_save_info(net, &info, model));
+  nest_net_destroy(&net);
+  /* what nest_infer must predict */
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = pattern;
+  nest_dataset *ds;
+  assert_ok(nest_dataset_load(&o, NULL, &ds));
+  assert_ok(nest_dataset_set_crop(ds, 8));
+  assert_ok(nest_dataset_set_norm(ds, &in.norm));
+  ds->u8_scale = in.scale;
+  assert_ok(nest_model_load(model, 50, 1, &net));
+  float *x = nest_test_falloc(50 * 192);
+  int32_t y[50];
+  int64_t ids[50];
+  for (int i = 0; i < 50; ++i) ids[i] = i;
+  uint8_t *scratch = malloc(300);
+  assert_non_null(scratch);
+  const nest_batch_req req = {.ds = ds, .ids = ids, .n = 50};
+  assert_ok(nest_prefetch_read(&req, 0, 0, 1, scratch, 300, x, y));
+  const nest_ctx ctx = {.n = 50, .train = 0, .nthreads = 1};
+  const float *logits;
+  assert_ok(nest_net_forward(net, &ctx, x, &logits));
+  expected e = {.n = 50};
+  e.pred = malloc(sizeof(int) * 50), e.label = malloc(sizeof(int) * 50);
+  e.score = malloc(sizeof(float) * 50);
+  for (int i = 0; i < 50; ++i) {
+    const float *z = logits + i * 4;
+    int b = 0;
+    for (int j = 1; j < 4; ++j)
+      if (z[j] > z[b]) b = j;
+    double sum = 0;
+    for (int j = 0; j < 4; ++j) sum += exp((double)z[j] - z[b]);
+    e.pred[i] = b, e.label[i] = y[i], e.score[i] = (float)(1.0 / sum);
+    e.wrong += b != y[i];
+  }
+  snprintf(args, sizeof args, "'%s' '%s' --out '%s'", model, pattern, csv);
+  if (tool(INFER, args) != 0) fail_msg("nest_infer %s: %s", args, err_text);
+  check_error_line(e.wrong, 50, -1); /* 4 classes: no top-5 */
+  check_predictions(csv, &e, names, 1);
+  /* a model trained on crops takes image shards only */
+  char img[1024], lab[1024];
+  snprintf(img, sizeof img, "%s/img10.idx", dir);
+  snprintf(lab, sizeof lab, "%s/lab10.idx", dir);
+  write_idx(img, lab, 5, 10, 10);
+  snprintf(args, sizeof args, "'%s' '%s' --no-labels", model, img);
+  assert_int_equal(tool(INFER, args), 1);
+  snprintf(want, sizeof want, "nest_infer: error: %s: ", img);
+  assert_one_error(want, "samples are 1x10x10 but the model");
+  nest_net *one = nest_test_net("mlp:64-5-4", (nest_shape){1, 8, 8}, 4, NULL, NULL, 0);
+  nest_model_input in1 = in;
+  in1.data_shape = (nest_shape){1, 10, 10};
+  in1.norm.nch = 1;
+  const nest_model_info info1 = {.val_error = NAN, .test_error = NAN, .input = &in1};
+  assert_ok(nest_model_save_info(one, &info1, model));
+  nest_net_destroy(&one);
+  assert_int_equal(tool(INFER, args), 1);
+  assert_one_error(want, "takes image shards centre-cropped to 8");
+  free(x);
+  free(scratch);
+  expected_free(&e);
+  nest_dataset_destroy(&ds);
+  nest_net_destroy(&net);
+}
+
 /* ---- usage and data errors ---------------------------------------------------------------------- */
 
 static void test_infer_errors(void **state) {
@@ -604,6 +693,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_infer_idx),
       cmocka_unit_test(test_infer_csv),
+      cmocka_unit_test(test_infer_shards),
       cmocka_unit_test(test_infer_errors),
       cmocka_unit_test(test_bad_model_files),
   };
