@@ -402,7 +402,7 @@ static size_t slurp_bytes(const char *path, uint8_t *buf, size_t cap) {
  * without it; an existing output needs --force; a run's checkpoints/ stays off limits. */
 static void test_export_onnx(void **state) {
   const char *dir = nest_test_tmpdir();
-  char model[1024], onnx[1100], args[8192], want[2048];
+  char model[1024], onnx[1100], args[8192], want[4096];
   snprintf(model, sizeof model, "%s/onnx-src.h5", dir);
   snprintf(onnx, sizeof onnx, "%s/exported.onnx", dir);
   float mean[6] = {0.1f, 0.2f, 0.3f, -1.0f, 2.0f, 0.0f}, sd[6] = {1, 2, 3, 0.5f, 0.25f, 1};
@@ -446,6 +446,23 @@ static void test_export_onnx(void **state) {
   assert_int_equal(export_(args), 1);
   snprintf(want, sizeof want, "nest_export: error: %s: ", inside);
   assert_one_error(want, "checkpoints");
+  /* a run directory stands for its model.h5 (a finished run), not its newest checkpoint */
+  char run[1100], runmodel[1200], ck[1300], cmd[4096];
+  snprintf(run, sizeof run, "%s/onnx-run", dir);
+  snprintf(runmodel, sizeof runmodel, "%s/model.h5", run);
+  snprintf(ck, sizeof ck, "%s/checkpoints/ckpt-00000001.h5", run);
+  snprintf(cmd, sizeof cmd, "%s/checkpoints", run);
+  assert_ok(nest_atomic_mkdirs(cmd));
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", model, runmodel);
+  assert_int_equal(system(cmd), 0);
+  nest_net *other = nest_test_net("mlp:6-4-3", (nest_shape){6, 1, 1}, 3, NULL, NULL, 0);
+  assert_ok(nest_net_init(other, 9, 1.0, -1));
+  write_ckpt(other, ck, 1);
+  nest_net_destroy(&other);
+  snprintf(args, sizeof args, "--onnx '%s' '%s' --force", run, onnx);
+  assert_int_equal(export_(args), 0);
+  snprintf(want, sizeof want, "nest_export: %s -> %s: 6-5-3", runmodel, onnx);
+  if (strncmp(out_text, want, strlen(want)) != 0) fail_msg("want '%s', got '%s'", want, out_text);
   /* the HDF5 export keeps the record */
   char h5[1100];
   snprintf(h5, sizeof h5, "%s/with-record.h5", dir);
