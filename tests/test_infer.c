@@ -134,6 +134,26 @@ typedef struct {
   float *score;
 } expected;
 
+/* The class (ties to the lower index), its softmax probability and the errors of logits
+ * [n, k] against labels y. */
+static void expect_logits(const float *logits, const int32_t *y, int64_t n, int k, expected *e) {
+  e->n = n, e->wrong = 0;
+  e->pred = malloc(sizeof(int) * (size_t)n), e->label = malloc(sizeof(int) * (size_t)n);
+  e->score = malloc(sizeof(float) * (size_t)n);
+  assert_true(e->pred && e->label && e->score);
+  for (int64_t i = 0; i < n; ++i) {
+    const float *z = logits + i * k;
+    int b = 0;
+    for (int j = 1; j < k; ++j)
+      if (z[j] > z[b]) b = j;
+    double s = 0;
+    for (int j = 0; j < k; ++j) s += exp((double)z[j] - z[b]);
+    e->pred[i] = b, e->label[i] = y[i], e->score[i] = (float)(1.0 / s);
+    e->wrong += b != y[i];
+  }
+  e->top5_wrong = n - nest_loss_topk_hits(logits, y, (int)n, k, 5);
+}
+
 static void expect_from(const char *model, nest_dataset *ds, expected *e) {
   nest_net *net;
   nest_model_input in;
@@ -152,20 +172,7 @@ static void expect_from(const char *model, nest_dataset *ds, expected *e) {
   const nest_ctx ctx = {.n = (int)n, .train = 0, .nthreads = 1};
   const float *logits;
   assert_ok(nest_net_forward(net, &ctx, x, &logits));
-  e->n = n, e->wrong = 0;
-  e->pred = malloc(sizeof(int) * (size_t)n), e->label = malloc(sizeof(int) * (size_t)n);
-  e->score = malloc(sizeof(float) * (size_t)n);
-  for (int64_t i = 0; i < n; ++i) {
-    const float *z = logits + i * k;
-    int b = 0;
-    for (int j = 1; j < k; ++j)
-      if (z[j] > z[b]) b = j;
-    double s = 0;
-    for (int j = 0; j < k; ++j) s += exp((double)z[j] - z[b]);
-    e->pred[i] = b, e->label[i] = y[i], e->score[i] = (float)(1.0 / s);
-    e->wrong += b != y[i];
-  }
-  e->top5_wrong = n - nest_loss_topk_hits(logits, y, (int)n, k, 5);
+  expect_logits(logits, y, n, k, e);
   free(x);
   free(idx);
   free(y);
@@ -472,19 +479,8 @@ static void test_infer_shards(void **state) {
   const nest_ctx ctx = {.n = 50, .train = 0, .nthreads = 1};
   const float *logits;
   assert_ok(nest_net_forward(net, &ctx, x, &logits));
-  expected e = {.n = 50};
-  e.pred = malloc(sizeof(int) * 50), e.label = malloc(sizeof(int) * 50);
-  e.score = malloc(sizeof(float) * 50);
-  for (int i = 0; i < 50; ++i) {
-    const float *z = logits + i * 4;
-    int b = 0;
-    for (int j = 1; j < 4; ++j)
-      if (z[j] > z[b]) b = j;
-    double sum = 0;
-    for (int j = 0; j < 4; ++j) sum += exp((double)z[j] - z[b]);
-    e.pred[i] = b, e.label[i] = y[i], e.score[i] = (float)(1.0 / sum);
-    e.wrong += b != y[i];
-  }
+  expected e;
+  expect_logits(logits, y, 50, 4, &e);
   snprintf(args, sizeof args, "'%s' '%s' --out '%s'", model, pattern, csv);
   if (tool(INFER, args) != 0) fail_msg("nest_infer %s: %s", args, err_text);
   check_error_line(e.wrong, 50, -1); /* 4 classes: no top-5 */

@@ -3,7 +3,11 @@
  * A model file holds everything needed to rebuild and run a (possibly grown or pruned)
  * network: the input shape, class count, the current layer specs (kind, name,
  * hyper-parameters), every declared parameter's values, the masks of maskable parameters
- * (uint8 0/1) and the layers' buffers (BN running statistics). A restart checkpoint
+ * and the layers' buffers (BN running statistics); since format 2 also the input record
+ * (nest_model_input: how data reach the net — sample shape, scale, normalisation, crop, class
+ * names, the training CSV's options, the splits), and maskable parameters are stored
+ * compactly (the active positions' indices and values; docs/model-format.md). Format 1 files
+ * (dense tensors, no record) are read too. A restart checkpoint
  * (docs/checkpoint-format.md) is a model file plus momentum datasets, a /state group of named
  * 1-D datasets (the run's position, counters, accumulators, event rows, config) and an
  * optional second net (the pruning guard's snapshot): so every tool that reads model files
@@ -16,7 +20,8 @@
  *     It reads the net only (a rank-0 job; no MPI).
  *   - nest_model_load validates the whole file before handing out a net: format name and
  *     version, shapes, every dataset present with the dims the rebuilt layers declare, masks
- *     0/1, values finite and exactly zero where the mask is 0. Any problem is
+ *     0/1 (compact: indices increasing and in range), values finite and exactly zero where the
+ *     mask is 0, and the input record when there is one. Any problem is
  *     NEST_ERR_FORMAT "PATH: what is wrong" (NEST_ERR_IO if the file cannot be opened at all).
  *     The loaded net has generation, params, masks and buffers of the saved one (so
  *     nest_net_hash(…, NEST_HASH_ALL) is equal), momentum and gradients 0.
