@@ -77,6 +77,7 @@ static const char *const every_key[] = {
     "data.test_labels=t10k-labels:idx1",
     "data.format=idx",
     "data.val_split=0.25",
+    "data.test_split=0.125",
     "data.csv_label_col=-1",
     "data.csv_delim=tab",
     "data.csv_header=yes",
@@ -697,6 +698,11 @@ static void test_validate_rules(void **state) {
   BAD(c.val_split = 1, "data.val_split", "[0, 1)");
   BAD(c.val_split = -0.1, "data.val_split");
   GOOD(c.val_split = 0);
+  /* data.test_split holds out part of data.train: only without a test file */
+  BAD((strcpy(c.test, "t10k.idx"), c.test_split = 0.2), "data.test_split = 0.2",
+      "0 when data.test names a test file");
+  GOOD((c.test[0] = '\0', c.test_split = 0.2));
+  BAD(c.test_split = 1, "data.test_split", "[0, 1)");
   BAD(c.lr = 0, "optim.lr");
   BAD(c.lr = -1, "optim.lr");
   BAD(c.momentum = 1, "optim.momentum");
@@ -905,6 +911,7 @@ static const range_case range_cases[] = {
     RI("run.log_every", log_every, 0, 1e9, "[0, 1000000000]"),
     RI("run.hash_every", hash_every, 0, 1e9, "[0, 1000000000]"),
     RD("data.val_split", val_split, 0, 1, "[0, 1)"),
+    RD("data.test_split", test_split, 0, 1, "[0, 1)"),
     RI("data.csv_label_col", csv_label_col, -1, 1e6, "[-1, 1000000]"),
     RL("data.max_train", max_train, 0, 1e12, "[0, 1000000000000]"),
     RL("data.max_test", max_test, 0, 1e12, "[0, 1000000000000]"),
