@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nest/atomic.h"
 #include "nest/model.h"
@@ -226,6 +227,42 @@ static void summary_prune(FILE *f, const char *p, const nest_prune_result *r) {
   if (!isnan(r->test_error)) fprintf(f, "%s_test_error = %.6f\n", p, r->test_error);
 }
 
+/* One line group per stage model in the run directory (stage_<label>_file, _val_error,
+ * _test_error, _weights): read back from the files, so that a resumed run lists the stages
+ * saved before the resume too. The final stage (model.h5, written after summary.txt) is the
+ * network now. */
+static void summary_stages(const nest_pipeline *p, FILE *f, int64_t final_weights) {
+  static const char *const files[] = {"model_seed.h5", "model_grown.h5", "model_trained.h5"};
+  static const char *const labels[] = {"seed", "grown", "trained"};
+  for (int k = 0; k < 3; ++k) {
+    char path[NEST_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/%s", p->run_dir, files[k]);
+    nest_model_info info;
+    nest_model_masks *m = NULL;
+    if (access(path, F_OK) != 0 || nest_model_read_info(path, &info) != NEST_OK) {
+      nest_error_clear();
+      continue;
+    }
+    int64_t active = -1;
+    if (nest_model_read_masks(path, &m) == NEST_OK) {
+      active = 0;
+      for (int i = 0; i < m->ntensors; ++i)
+        for (size_t j = 0; j < m->tensors[i].count; ++j) active += m->tensors[i].mask[j];
+    }
+    nest_error_clear();
+    nest_model_masks_free(&m);
+    fprintf(f, "stage_%s_file = %s\n", labels[k], files[k]);
+    if (!isnan(info.val_error)) fprintf(f, "stage_%s_val_error = %.6f\n", labels[k], info.val_error);
+    if (!isnan(info.test_error)) fprintf(f, "stage_%s_test_error = %.6f\n", labels[k], info.test_error);
+    if (active >= 0) fprintf(f, "stage_%s_weights = %lld\n", labels[k], (long long)active);
+    nest_model_info_free(&info);
+  }
+  fprintf(f, "stage_final_file = model.h5\n");
+  if (!isnan(p->last_val.acc)) fprintf(f, "stage_final_val_error = %.6f\n", 1.0 - p->last_val.acc);
+  if (!isnan(p->last_test.acc)) fprintf(f, "stage_final_test_error = %.6f\n", 1.0 - p->last_test.acc);
+  fprintf(f, "stage_final_weights = %lld\n", (long long)final_weights);
+}
+
 /* summary.txt's lines into f. */
 static void summary_lines(const nest_pipeline *p, FILE *f) {
   const nest_trainer *t = p->t;
@@ -240,6 +277,8 @@ static void summary_lines(const nest_pipeline *p, FILE *f) {
   fprintf(f, "arch = %s\nepochs = %lld\nranks = %d\nthreads = %d\nwall_s = %.1f\n", c->arch,
           (long long)t->epoch, t->nranks, t->nthreads, el);
   fprintf(f, "widths = %s\nlayers = %s\n", widths, arch);
+  if (!c->test[0] && c->test_split > 0)
+    fprintf(f, "test_split = %g\ntest_samples = %lld\n", c->test_split, (long long)t->n_test);
   fprintf(f, "active_weights = %lld\ntotal_weights = %lld\nflops_per_sample = %.6g\n",
           (long long)aw, (long long)tw, nest_net_flops(t->net));
   const nest_grow_result *g = nest_grow_result_of(p->grow);
@@ -260,6 +299,7 @@ static void summary_lines(const nest_pipeline *p, FILE *f) {
     fprintf(f, "val_top5_error = %.6f\n", 1.0 - t->top5[0]);
   if (!isnan(test->acc) && !isnan(t->top5[1]))
     fprintf(f, "test_top5_error = %.6f\n", 1.0 - t->top5[1]);
+  summary_stages(p, f, aw);
 }
 
 /* summary.txt, written atomically (atomic.h) by rank 0; agreed. */
@@ -302,6 +342,9 @@ static nest_status save_stage(nest_pipeline *p, const char *file, const char *st
                             .test_top5_error = test && !isnan(test->acc) ? 1.0 - t->top5[1] : NAN};
     snprintf(info.stage, sizeof info.stage, "%s", stage);
     snprintf(info.base_arch, sizeof info.base_arch, "%s", t->cfg.arch);
+    nest_model_input in; /* what a user of the file needs to feed it raw data (model.h) */
+    nest_config_model_input(&t->cfg, t->train, &in);
+    info.input = &in;
     char path[NEST_PATH_LEN + 32];
     snprintf(path, sizeof path, "%s/%s", p->run_dir, file);
     st = nest_model_save_info(t->net, &info, path);
@@ -402,7 +445,14 @@ static nest_status run_phase(nest_pipeline *p, int i) {
     p->last_test.acc = 1.0 - g->test_error;
     return save_stage(p, "model_grown.h5", "grown", &p->last_val, &p->last_test);
   }
-  case NEST_PHASE_TRAIN: return train_phase(p, i == 0);
+  case NEST_PHASE_TRAIN:
+    NEST_CALL(train_phase(p, i == 0));
+    /* The network after training is usually the run's most accurate: kept when pruning
+     * follows (model.h5 is the trained network otherwise). */
+    for (int k = i + 1; k < p->nphases; ++k)
+      if (p->phases[k] == NEST_PHASE_PRUNE || p->phases[k] == NEST_PHASE_AREA)
+        return save_stage(p, "model_trained.h5", "trained", &p->last_val, &p->last_test);
+    return NEST_OK;
   case NEST_PHASE_PRUNE: return prune_phase(p, 0);
   case NEST_PHASE_AREA: return prune_phase(p, 1);
   default: NEST_ASSERT(0);
@@ -431,6 +481,14 @@ static void print_start(const nest_pipeline *p) {
          "threads, global batch %d; phases: %s\n",
          c->init_from[0] ? c->init_from : c->arch, (long long)t->n_train, (long long)t->n_val,
          (long long)t->n_test, t->nranks, t->nthreads, c->batch, ph);
+  if (t->train->class_names) { /* CSV labels: which class id each name became */
+    char map[1024];
+    nest_dataset_label_map(t->train, 20, map, sizeof map);
+    printf("nest: classes (label in the data -> class): %s\n", map);
+  }
+  if (!c->test[0] && c->test_split > 0)
+    printf("nest: test set: data.test_split = %g of %s (run.seed %llu)\n", c->test_split,
+           c->train, (unsigned long long)c->seed);
   nest_net_describe(t->net, stdout);
   printf("nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "
          "directory %s\n",

@@ -19,9 +19,10 @@
 
 /* The files of a run directory, in stage order, and the label each gets without a stage
  * attribute. */
-static const char *const run_files[] = {"model_seed.h5", "model_grown.h5", "model.h5"};
-static const char *const run_labels[] = {"seed", "grown", "final"};
-enum { NRUN_FILES = 3 };
+static const char *const run_files[] = {"model_seed.h5", "model_grown.h5", "model_trained.h5",
+                                        "model.h5"};
+static const char *const run_labels[] = {"seed", "grown", "trained", "final"};
+enum { NRUN_FILES = 4 };
 
 /* ---- the dense base net --------------------------------------------------------------------- */
 

@@ -210,6 +210,14 @@ nest_status nest_trainer_load_data(const nest_config *cfg, nest_comm *comm, nest
   /* A file may be readable on one node and not another: agree on the outcome. */
   nest_status st = load_set(cfg, cfg->train, cfg->train_labels, cfg->max_train, NULL, train);
   NEST_CALL(nest_comm_agree(comm, st));
+  if (!cfg->test[0] && cfg->test_split > 0) { /* data.test_split: the test set from train */
+    st = nest_comm_agree(comm, nest_dataset_take_test(train, cfg->test_split, cfg->seed, test));
+    if (st != NEST_OK) {
+      nest_dataset_destroy(train);
+      nest_error_trace(__FILE__, __LINE__);
+      return st;
+    }
+  }
   if (cfg->test[0]) {
     st = load_set(cfg, cfg->test, cfg->test_labels, cfg->max_test, *train, test);
     st = nest_comm_agree(comm, st);

@@ -278,8 +278,8 @@ static void test_pipeline(void **state) {
   assert_non_null(strstr(out, "prune phase done after"));
   assert_non_null(strstr(out, "model report"));
   assert_non_null(strstr(out, "final model"));
-  const char *files[] = {"model_seed.h5", "model_grown.h5", "model.h5", "report.csv",
-                         "events.csv", "summary.txt"};
+  const char *files[] = {"model_seed.h5", "model_grown.h5", "model_trained.h5", "model.h5",
+                         "report.csv", "events.csv", "summary.txt"};
   char path[1024];
   struct stat sb;
   for (size_t i = 0; i < sizeof files / sizeof files[0]; ++i) {
@@ -300,6 +300,21 @@ static void test_pipeline(void **state) {
   sscanf(w, "\nactive_weights = %lld", &active);
   if (!(after < grown)) fail_msg("pruned %lld, grown %lld", after, grown);
   assert_true(active == after);
+  /* every stage file named, with its weights: the trained network is the grown one's size */
+  long long trained = -1, final_w = -1;
+  const char *tw = strstr(summary, "stage_trained_weights = "),
+             *fw = strstr(summary, "stage_final_weights = ");
+  assert_non_null(strstr(summary, "stage_seed_file = model_seed.h5"));
+  assert_non_null(strstr(summary, "stage_grown_file = model_grown.h5"));
+  assert_non_null(strstr(summary, "stage_trained_file = model_trained.h5"));
+  assert_non_null(strstr(summary, "stage_trained_test_error = "));
+  assert_non_null(strstr(summary, "stage_final_file = model.h5"));
+  assert_non_null(tw);
+  assert_non_null(fw);
+  sscanf(tw, "stage_trained_weights = %lld", &trained);
+  sscanf(fw, "stage_final_weights = %lld", &final_w);
+  assert_true(trained == grown);
+  assert_true(final_w == active);
   assert_non_null(strstr(summary, "wall_s = "));
   assert_non_null(strstr(summary, "test_error = "));
   /* events: pruning rows, and a guard row or kept steps */
