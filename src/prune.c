@@ -439,9 +439,10 @@ static nest_status phase_end(phase_run *p) {
     nest_log_count(res->weights_before, a, sizeof a);
     nest_log_count(res->weights_after, b, sizeof b);
     int n = snprintf(line, sizeof line,
-                     "nest: %s phase done after %d iterations in %.1f s (%lld steps kept, %lld "
+                     "nest: %s phase done after %d iteration%s in %.1f s (%lld steps kept, %lld "
                      "restored): %s -> %s active weights, %.3g -> %.3g MFLOP, widths %s",
-                     p->label, res->iterations, res->seconds, (long long)res->steps_kept,
+                     p->label, res->iterations, res->iterations == 1 ? "" : "s", res->seconds,
+                     (long long)res->steps_kept,
                      (long long)res->steps_restored, a, b, res->flops_before / 1e6,
                      res->flops_after / 1e6, widths);
     if (res->conv_flops_before > 0)
