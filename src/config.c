@@ -110,6 +110,7 @@ static const key_def keys[] = {
     KEY(run, threads, KT_INT, "0", IN('[', 0, 1024, ']'), "OpenMP/BLAS threads per rank; 0 = cores in the affinity mask"),
     /* steps between events: int fields compared with int64 step counters */
     KEY(run, log_every, KT_INT, "0", IN('[', 0, 1e9, ']'), "steps between progress lines; 0 = about 10 per epoch"),
+    KEY(run, log_seconds, KT_DOUBLE, "10", IN('[', 0, 86400, ']'), "seconds between progress lines kept in a log that is not a terminal (a terminal shows them in place); 0 = every one"),
     KEY(run, hash_every, KT_INT, "0", IN('[', 0, 1e9, ']'), "steps between cross-rank weight/mask hash checks; 0 = off"),
     KEY(run, check_masks, KT_BOOL, "1", ANY, "compare a hash of the masks across ranks after every architecture change"),
 

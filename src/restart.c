@@ -479,7 +479,7 @@ static nest_status read_file(const nest_restart *r, const char *path, image *m, 
 /* Keys that may change between a run and its resumption: threads and logging, where files
  * live (the data fingerprint checks the data itself; model.init_from only seeds a run that
  * starts), the checkpoint schedule. */
-#define RESUME_FREE "run.threads,run.log_every,run.hash_every,run.check_masks,run.name,run.out_dir," \
+#define RESUME_FREE "run.threads,run.log_every,run.log_seconds,run.hash_every,run.check_masks,run.name,run.out_dir," \
                     "run.run_dir,data.dir,data.train,data.train_labels,data.test,data.test_labels,"  \
                     "checkpoint.*"
 

@@ -68,6 +68,7 @@ static const char *const every_key[] = {
     "run.seed=18446744073709551615",
     "run.threads=7",
     "run.log_every=25",
+    "run.log_seconds=2.5",
     "run.hash_every=100",
     "run.check_masks=off",
     "data.dir=/data/été",
@@ -184,6 +185,7 @@ static void test_defaults(void **state) {
   assert_true(c.seed == 1);
   assert_int_equal(c.threads, 0);
   assert_int_equal(c.log_every, 0);
+  assert_true(c.log_seconds == 10);
   assert_int_equal(c.hash_every, 0);
   assert_string_equal(c.dir, "");
   assert_string_equal(c.train, "");
@@ -909,6 +911,7 @@ typedef struct {
 static const range_case range_cases[] = {
     RI("run.threads", threads, 0, 1024, "[0, 1024]"),
     RI("run.log_every", log_every, 0, 1e9, "[0, 1000000000]"),
+    RD("run.log_seconds", log_seconds, 0, 86400, "[0, 86400]"),
     RI("run.hash_every", hash_every, 0, 1e9, "[0, 1000000000]"),
     RD("data.val_split", val_split, 0, 1, "[0, 1)"),
     RD("data.test_split", test_split, 0, 1, "[0, 1)"),

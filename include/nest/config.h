@@ -28,6 +28,8 @@ typedef struct nest_config {
   uint64_t seed;               /* 1 */
   int threads;                 /* OpenMP/BLAS threads per rank; 0 = cores in affinity mask */
   int log_every;               /* steps between progress lines; 0 = about 10 per epoch */
+  double log_seconds;          /* seconds between progress lines kept in a log that is not a
+                                  terminal (runlog.h): 10 */
   int hash_every;              /* steps between cross-rank weight/mask hash checks; 0 = off */
   int check_masks;             /* 0/1: compare a mask hash across ranks after every architecture
                                   change (growth, pruning): 1 */
