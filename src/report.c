@@ -12,6 +12,7 @@
 
 #include "nest/arch.h"
 #include "nest/atomic.h"
+#include "nest/data.h" /* nest_csv_put_field */
 #include "nest/model.h"
 #include "nest/loss.h"
 #include "nest/net.h"
@@ -415,20 +416,6 @@ done:
 
 /* ---- CSV ------------------------------------------------------------------------------------ */
 
-/* A text field, quoted when it holds a separator, quote or line break (RFC 4180). */
-static void csv_str(FILE *f, const char *s) {
-  if (!strpbrk(s, ",\"\r\n")) {
-    fputs(s, f);
-    return;
-  }
-  fputc('"', f);
-  for (; *s; ++s) {
-    if (*s == '"') fputc('"', f);
-    fputc(*s, f);
-  }
-  fputc('"', f);
-}
-
 static void csv_int(FILE *f, int64_t v) {
   fputc(',', f);
   if (v >= 0) fprintf(f, "%lld", (long long)v);
@@ -437,13 +424,13 @@ static void csv_int(FILE *f, int64_t v) {
 static void csv_row(FILE *f, const nest_report_stage *s, const char *layer, const char *kind,
                     int64_t base_w, int64_t active, int64_t total, double flops, double flops_act,
                     double act, double in, double conv, double base_flops) {
-  csv_str(f, s->label);
+  nest_csv_put_field(f, s->label);
   fputc(',', f);
-  csv_str(f, s->path);
+  nest_csv_put_field(f, s->path);
   fputc(',', f);
-  csv_str(f, layer);
+  nest_csv_put_field(f, layer);
   fputc(',', f);
-  csv_str(f, kind);
+  nest_csv_put_field(f, kind);
   csv_int(f, base_w);
   csv_int(f, active);
   csv_int(f, total);
