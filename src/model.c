@@ -14,6 +14,8 @@
  *     <param>           float32, the declared dims (W, b, gamma, beta)
  *     <param>_mask      uint8 0/1, same dims, for maskable parameters only
  *     <buffer>          float32 [count] (running_mean, running_var)
+ *   a dense layer with skip tensors (net.h) also has the attribute skips (its sources, comma-
+ *   separated) and the tensors skip_<source> [units, source size] with their _mask
  * Optional info attributes (nest_model_info; written only when known, absent ones read as
  * unknown): root stage, base_arch (strings), val_error, test_error (float64); layer groups
  * act_frac, in_frac (float64).
@@ -90,8 +92,8 @@ static herr_t put_tensor(hid_t loc, const char *name, int rank, const hsize_t *d
 
 /* One layer's group: attributes, parameters (+ masks), buffers; with mom (the net's momentum
  * arena) also "<param>_momentum". u8 has room for the largest maskable tensor. */
-static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const float *mom,
-                        int compress) {
+static herr_t put_layer(hid_t layers, const nest_layer *l, const nest_layer_spec *spec,
+                        uint8_t *u8, const float *mom, int compress) {
   char gname[NEST_NAME_LEN + 16];
   snprintf(gname, sizeof gname, "%03d_%s", l->index, l->name);
   hid_t g = H5Gcreate2(layers, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -107,6 +109,14 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const fl
   }
   /* partial-area convolution; optional on reading (files from before it have none: 0) */
   if (e >= 0 && l->kind == NEST_LAYER_CONV2D) e = nest_h5_put_int(g, "area", l->hp.area);
+  /* skip tensors into a dense layer: their sources, comma-separated; optional on reading */
+  if (e >= 0 && spec->nskips > 0) {
+    char list[NEST_MAX_SKIPS * (NEST_NAME_LEN + 1)] = "";
+    for (int k = 0; k < spec->nskips; ++k)
+      snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? "," : "",
+               spec->skip_from[k]);
+    e = nest_h5_put_str(g, "skips", list);
+  }
   for (int s = 0; s < l->nparams && e >= 0; ++s) {
     const nest_param *p = &l->param[s];
     hsize_t dims[4];
@@ -254,7 +264,8 @@ herr_t nest_model_layout_write(hid_t loc, const nest_net *net, const nest_model_
     e = layers >= 0 ? 0 : -1;
   }
   for (int i = 0; i < net->nlayers && e >= 0; ++i)
-    e = put_layer(layers, net->layers[i], u8, momentum ? net->mom : NULL, compress);
+    e = put_layer(layers, net->layers[i], &net->specs[i], u8, momentum ? net->mom : NULL,
+                  compress);
   if (e >= 0 && info) e = put_info_layers(layers, net, info);
   if (layers >= 0 && H5Gclose(layers) < 0) e = -1;
   return e;
@@ -526,6 +537,30 @@ static nest_status read_head(hid_t file, const char *path, model_head *h) {
   return st;
 }
 
+/* The "skips" attribute of a dense layer: its skip sources, comma-separated (nest_net_create
+ * checks they form valid skips). */
+static nest_status read_skips(hid_t g, const char *path, const char *where,
+                              nest_layer_spec *spec) {
+  char *v = NULL;
+  NEST_CALL(nest_h5_attr_str(g, path, where, "skips", &v));
+  nest_status st = NEST_OK;
+  if (spec->kind != NEST_LAYER_DENSE)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: skip tensors on a %s layer (only dense layers "
+                  "take them)", path, where, nest_layer_kind_name(spec->kind));
+  for (char *tok = v, *end; st == NEST_OK && tok; tok = end ? end + 1 : NULL) {
+    end = strchr(tok, ',');
+    const size_t len = end ? (size_t)(end - tok) : strlen(tok);
+    if (spec->nskips == NEST_MAX_SKIPS || len == 0 || len >= NEST_NAME_LEN)
+      st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: attribute skips = '%.200s' is malformed (at most "
+                    "%d names of 1 to %d characters)", path, where, v, NEST_MAX_SKIPS,
+                    NEST_NAME_LEN - 1);
+    else
+      memcpy(spec->skip_from[spec->nskips++], tok, len); /* the slot is zeroed */
+  }
+  free(v);
+  return st;
+}
+
 /* The spec of layer i from its group's attributes. */
 static nest_status read_spec(hid_t g, const char *path, const layer_entry *e,
                              nest_layer_spec *spec) {
@@ -547,6 +582,7 @@ static nest_status read_spec(hid_t g, const char *path, const layer_entry *e,
   }
   if (spec->kind == NEST_LAYER_CONV2D && H5Aexists(g, "area") > 0)
     NEST_CALL(nest_h5_attr_int(g, path, e->where, "area", &spec->hp.area));
+  if (H5Aexists(g, "skips") > 0) NEST_CALL(read_skips(g, path, e->where, spec));
   return NEST_OK;
 }
 
@@ -733,16 +769,19 @@ static nest_status read_layer_masks(hid_t g, const char *path, const layer_entry
 static nest_status read_masks(const model_head *h, const char *path, nest_model_masks *m) {
   nest_layer_spec *specs;
   NEST_CALL(read_specs(h, path, &specs));
-  nest_shape shape = h->in;
+  nest_shape shape = h->in, *acts = NULL;
   nest_layer *l = NULL;
   hid_t g = -1;
   int cap = 0;
-  nest_status st = NEST_OK;
+  nest_status st = nest_calloc((void **)&acts, (size_t)h->nlayers + 1, sizeof *acts, "shapes");
+  if (st == NEST_OK) acts[0] = shape;
   for (int i = 0; i < h->nlayers && st == NEST_OK; ++i) {
     st = nest_layer_create(nest_layer_ops_of(specs[i].kind), specs[i].name, shape, &specs[i].hp,
                            1, 1, &l);
+    if (st == NEST_OK) st = nest_skip_declare(l, specs, h->nlayers, i, acts);
     if (st != NEST_OK) {
       st = invalid_layers(st, path);
+      nest_layer_destroy(&l);
       break;
     }
     l->index = i;
@@ -750,8 +789,10 @@ static nest_status read_masks(const model_head *h, const char *path, nest_model_
     if (st == NEST_OK) st = read_layer_masks(g, path, &h->layers[i], l, m, &cap);
     nest_h5_close(&g, H5Gclose);
     shape = l->out;
+    acts[i + 1] = shape;
     nest_layer_destroy(&l);
   }
+  free(acts);
   if (st == NEST_OK && nest_shape_size(shape) != (size_t)h->nclasses)
     st = NEST_ERR(NEST_ERR_FORMAT, "%s: layers do not form a valid network: the last outputs %zu "
                   "values but nclasses = %d", path, nest_shape_size(shape), h->nclasses);
