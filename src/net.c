@@ -363,6 +363,19 @@ fail:
   return st;
 }
 
+nest_status nest_net_clone(const nest_net *src, nest_net **out) {
+  NEST_CALL(nest_net_create(src->specs, src->nlayers, src->in_shape, src->nclasses,
+                            src->max_batch, src->nthreads, out));
+  nest_net *d = *out;
+  NEST_ASSERT(d->nparams == src->nparams && d->nbuf == src->nbuf);
+  memcpy(d->params, src->params, sizeof(float) * src->nparams);
+  memcpy(d->masks, src->masks, sizeof(float) * src->nparams);
+  memcpy(d->mom, src->mom, sizeof(float) * src->nparams);
+  if (src->nbuf) memcpy(d->buffers, src->buffers, sizeof(float) * src->nbuf);
+  d->generation = src->generation;
+  return NEST_OK;
+}
+
 void nest_net_destroy(nest_net **np) {
   if (!np || !*np) return;
   nest_net *net = *np;

@@ -136,6 +136,9 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
                                int nclasses, int max_batch, int nthreads,
                                const nest_net_opts *opts, nest_net **out);
 void nest_net_destroy(nest_net **net);
+/* A deep copy: the same specs (skips included), every arena copied (values, masks, momentum,
+ * buffers; gradients are not state: zero), the same generation. */
+nest_status nest_net_clone(const nest_net *src, nest_net **out);
 
 /* Seed connectivity and initial values, identical on every rank for the same seed:
  * masks — each weight active with probability `density` (counter RNG keyed by layer), then
