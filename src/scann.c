@@ -60,6 +60,10 @@ nest_status nest_scann_check(const nest_trainer *t) {
                     "raise data.val_split", c->scheme, c->val_split, (long long)t->train->n,
                     t->train->path);
   NEST_CALL(nest_prune_check(t, 0));
+  if (c->scheme[0] == 'C' && c->skips[0])
+    return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = C keeps adjacent layers only, but "
+                    "model.skips = %s adds skip tensors (unset it, or use scheme A or B)",
+                    c->skips);
   if (c->scheme[0] == 'A' && c->scann_iterations > 0 && !any_split_layer(t->net))
     return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = A grows neurons, but %s has no hidden "
                     "dense or conv2d layer followed by a ReLU", c->arch);
@@ -156,16 +160,19 @@ static nest_status train_after(nest_phase_ctx *x, int k, int nops, nest_eval *va
   return NEST_OK;
 }
 
-static void print_op(const nest_trainer *t, const nest_scann_state *s, int k, int nops, int op,
+static void print_op(nest_trainer *t, const nest_scann_state *s, int k, int nops, int op,
                      const nest_eval *val) {
-  if (t->rank != 0 || t->quiet) return;
-  char widths[256];
+  nest_runlog *log = nest_trainer_log(t);
+  if (!log) return;
+  char widths[256], a[32], b[32];
   nest_net_widths_string(t->net, widths, sizeof widths);
-  printf("scann %3d/%-3d %s %-18s %lld active weights, widths %s, validation error %.2f%%; "
-         "best %.2f%% with %lld weights (after operation %d)\n",
-         k + 1, nops, t->cfg.scheme, op_names[op], (long long)active_weights(t->net), widths,
-         100 * (1.0 - val->acc), 100 * s->best_val, (long long)s->best_weights, s->res.best_op);
-  fflush(stdout);
+  nest_log_count(active_weights(t->net), a, sizeof a);
+  nest_log_count(s->best_weights, b, sizeof b);
+  nest_log_line(log,
+                "scann %d/%d (scheme %s) %s: %s active weights, widths %s, validation error "
+                "%.2f%% | best %.2f%% with %s weights (after operation %d)",
+                k + 1, nops, t->cfg.scheme, op_names[op], a, widths, 100 * (1.0 - val->acc),
+                100 * s->best_val, b, s->res.best_op);
 }
 
 /* A fresh phase: the starting network is the first best. */
@@ -179,16 +186,14 @@ static nest_status phase_start(nest_phase_ctx *x, nest_scann_state *s, int nops)
   nest_eval v, te;
   NEST_CALL(nest_trainer_evaluate_sets(t, NEST_EVAL_BOTH, &v, &te));
   NEST_CALL(consider(t, s, &v, &te, 0));
-  if (t->rank == 0 && !t->quiet) {
-    printf("nest: scann phase: scheme %s, %d operations, each followed by %d epoch%s from lr %g; "
-           "growth above the %gth percentile%s, pruning %g per tensor; start: %lld active "
-           "weights, validation error %.2f%%\n",
-           c->scheme, nops, c->scann_epochs, c->scann_epochs == 1 ? "" : "s",
-           c->scann_lr > 0 ? c->scann_lr : c->lr, c->scann_grow_percentile,
-           c->scann_grow_cap > 0 ? " (capped)" : "", c->scann_prune_quantile,
-           (long long)s->res.weights_before, 100 * s->best_val);
-    fflush(stdout);
-  }
+  nest_log_line(nest_trainer_log(t),
+                "nest: scann phase: scheme %s, %d operations, each followed by %d epoch%s from "
+                "lr %g; growth above the %gth percentile%s, pruning %g per tensor; start: %lld "
+                "active weights, validation error %.2f%%",
+                c->scheme, nops, c->scann_epochs, c->scann_epochs == 1 ? "" : "s",
+                c->scann_lr > 0 ? c->scann_lr : c->lr, c->scann_grow_percentile,
+                c->scann_grow_cap > 0 ? " (capped)" : "", c->scann_prune_quantile,
+                (long long)s->res.weights_before, 100 * s->best_val);
   x->cur.iter = 1, x->cur.part = 0, x->cur.epoch = 0, x->cur.step = 0;
   return NEST_OK;
 }
@@ -208,17 +213,16 @@ static nest_status phase_end(nest_phase_ctx *x, nest_scann_state *s, double t0) 
   s->res.test_error = isnan(te.acc) ? NAN : 1.0 - te.acc;
   s->res.weights_after = active_weights(t->net);
   s->res.seconds = nest_comm_wtime() - t0;
-  if (t->rank == 0 && !t->quiet) {
-    char widths[256];
-    nest_net_widths_string(t->net, widths, sizeof widths);
-    printf("nest: scann phase done after %d operations in %.1f s: kept the network of operation "
-           "%d: %lld -> %lld active weights, widths %s, validation error %.2f%%",
-           s->res.operations, s->res.seconds, s->res.best_op, (long long)s->res.weights_before,
-           (long long)s->res.weights_after, widths, 100 * s->res.val_error);
-    if (!isnan(s->res.test_error)) printf(", test error %.2f%%", 100 * s->res.test_error);
-    printf("\n");
-    fflush(stdout);
-  }
+  char widths[256], errs[64] = "";
+  nest_net_widths_string(t->net, widths, sizeof widths);
+  if (!isnan(s->res.test_error))
+    snprintf(errs, sizeof errs, ", test error %.2f%%", 100 * s->res.test_error);
+  nest_log_line(nest_trainer_log(t),
+                "nest: scann phase done after %d operations in %.1f s: kept the network of "
+                "operation %d: %lld -> %lld active weights, widths %s, validation error %.2f%%%s",
+                s->res.operations, s->res.seconds, s->res.best_op,
+                (long long)s->res.weights_before, (long long)s->res.weights_after, widths,
+                100 * s->res.val_error, errs);
   return NEST_OK;
 }
 
@@ -228,8 +232,8 @@ nest_status nest_scann_phase(nest_phase_ctx *x, nest_grow *g, nest_scann_state *
   const nest_config *c = &t->cfg;
   const int nops = nest_scann_operations(c);
   const double t0 = t->t_start + x->phase_t0; /* survives a restart */
-  s->ran = 1;
   if (!x->resuming) NEST_CALL(phase_start(x, s, nops));
+  s->ran = 1;
   if (x->resuming && cur->part == 2) x->resuming = 0;
   for (int k = cur->iter - 1; k < nops && cur->part != 2; ++k) {
     cur->iter = k + 1;
