@@ -118,8 +118,14 @@ nest_status nest_dr_prepare(nest_config *cfg, nest_comm *comm, nest_dataset **tr
   free(vai);
   float *x = NULL;
   nest_status st = raw_features(ds, &x);
-  /* the widths the baseline and the run use */
+  /* the widths the baseline and the run use; "mlp:d-..." names the input size: k now */
   if (st == NEST_OK && cfg->dr_shrink) cfg->width *= (double)k / (double)res->d;
+  if (st == NEST_OK && strncmp(cfg->arch, "mlp:", 4) == 0 && atoi(cfg->arch + 4) == res->d) {
+    char rest[sizeof cfg->arch];
+    snprintf(rest, sizeof rest, "%s", cfg->arch + 4 + strspn(cfg->arch + 4, "0123456789"));
+    const int n = snprintf(cfg->arch, sizeof cfg->arch, "mlp:%d", k); /* k < d: fewer digits */
+    memcpy(cfg->arch + n, rest, strlen(rest) + 1);
+  }
   int best = -1;
   nest_reduce *fit[MAX_CAND] = {NULL};
   for (int i = 0; i < res->ncand && st == NEST_OK; ++i) {

@@ -36,7 +36,8 @@ typedef struct {
 
 /* Check the dr keys against the training set (in memory, float or byte features, k < d) and,
  * with dr.reduce set, reduce *train and *test in place (the sets are replaced by reduced
- * ones) and multiply cfg->width by k / d when dr.shrink. Nothing is done (res->reduce NULL)
+ * ones), multiply cfg->width by k / d when dr.shrink and write k for d in an "mlp:d-..."
+ * model.arch. Nothing is done (res->reduce NULL)
  * without dr.reduce. NEST_ERR_CONFIG naming the key; on error the sets are untouched.
  * Collective (the baseline runs). */
 nest_status nest_dr_prepare(nest_config *cfg, nest_comm *comm, nest_dataset **train,

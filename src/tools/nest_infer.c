@@ -60,7 +60,8 @@ static void print_help(void) {
       "  --max N            only the first N samples\n"
       "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
       "  --batch N          samples per forward pass (default 256)\n"
-      "  --dense            the dense masked forward path (the reference) instead of the\n"
+      "  --dense            the dense masked forward path (the reference; always for models\n"
+      "                     with skip connections) instead of the\n"
       "                     compact sparse program\n"
       "  --force            replace an existing --out file\n"
       "  -h, --help         this help\n"
@@ -435,6 +436,11 @@ int main(int argc, char **argv) {
   if (o.dense) e.name = "dense", e.forward = engine_dense;
   nest_model_input in;
   if (nest_model_load_input(mpath, o.batch, e.nthreads, &e.net, &in) != NEST_OK) return fail();
+  if (!o.dense && e.net->nskips > 0) { /* sparse.h has no skip tensors: the dense path */
+    fprintf(stderr, "nest_infer: note: %s has skip connections (SCANN), which the sparse path "
+                    "does not run: the dense path (--dense)\n", mpath);
+    o.dense = 1, e.name = "dense", e.forward = engine_dense;
+  }
   if (!o.dense && nest_sparse_create(e.net, o.batch, e.nthreads, NULL, &e.sparse) != NEST_OK) {
     nest_model_input_free(&in);
     nest_net_destroy(&e.net);
