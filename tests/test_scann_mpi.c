@@ -41,12 +41,8 @@ static void base_config(nest_config *cfg, const char *arch) {
 }
 
 static nest_trainer *make(const nest_config *cfg, nest_shape shape, int n) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
-  nest_trainer *t;
-  nest_status st = nest_trainer_create_with_data(cfg, comm, ds, NULL, &t);
-  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
-  t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  nest_trainer *t = nest_test_trainer(comm, cfg, shape, n, 31);
+  if (!t) fail_msg("create: %s", nest_error_message());
   return t;
 }
 
@@ -276,13 +272,9 @@ static void run_scheme(const char *scheme, const char *skips) {
   cfg.scann_neurons = 2;
   cfg.grow_score_batch = 20;
   cfg.check_masks = 1;
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(80, (nest_shape){1, 6, 6}, 4, 0.5f, 31, 1, &ds), NEST_OK);
-  nest_pipeline *pl;
-  if (nest_pipeline_create_with_data(&cfg, comm, ds, NULL, &pl) != NEST_OK)
-    fail_msg("scheme %s: create: %s", scheme, nest_error_message());
+  nest_pipeline *pl = nest_test_pipeline(comm, &cfg, (nest_shape){1, 6, 6}, 80, 31);
+  if (!pl) fail_msg("scheme %s: create: %s", scheme, nest_error_message());
   nest_trainer *t = pl->t;
-  t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
   if (nest_pipeline_run(pl) != NEST_OK) fail_msg("scheme %s: run: %s", scheme, nest_error_message());
   const nest_scann_state *s = &pl->scann;
   assert_true(s->ran);

@@ -195,3 +195,23 @@ char *nest_test_capture(void (*print)(FILE *f)) {
   }
   return text;
 }
+
+nest_trainer *nest_test_trainer(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                uint64_t data_seed) {
+  nest_dataset *ds = NULL;
+  nest_trainer *t = NULL;
+  if (nest_dataset_synthetic(n, shape, 4, 0.5f, data_seed, 1, &ds) != NEST_OK) return NULL;
+  if (nest_trainer_create_with_data(cfg, c, ds, NULL, &t) != NEST_OK) return NULL;
+  t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return t;
+}
+
+nest_pipeline *nest_test_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                  uint64_t data_seed) {
+  nest_dataset *ds = NULL;
+  nest_pipeline *p = NULL;
+  if (nest_dataset_synthetic(n, shape, 4, 0.5f, data_seed, 1, &ds) != NEST_OK) return NULL;
+  if (nest_pipeline_create_with_data(cfg, c, ds, NULL, &p) != NEST_OK) return NULL;
+  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return p;
+}

@@ -9,6 +9,7 @@
 
 #include "nest/arch.h"
 #include "nest/net.h"
+#include "nest/pipeline.h"
 #include "nest/status.h"
 
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at exit. */
@@ -76,5 +77,13 @@ float *nest_test_falloc(size_t n);
 void nest_test_to_double(const float *a, double *b, size_t n);
 /* Normwise relative difference max|a - b| / max(max|b|, 1e-30); NaN propagates. */
 double nest_test_norm_rel(const float *a, const double *b, size_t n);
+
+/* A trainer / pipeline on nest_dataset_synthetic(n, shape, 4 classes, noise 0.5, data_seed), no
+ * test set; quiet unless NEST_TEST_VERBOSE is set. NULL on failure (nest_error_message says
+ * why). */
+nest_trainer *nest_test_trainer(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                uint64_t data_seed);
+nest_pipeline *nest_test_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                  uint64_t data_seed);
 
 #endif
