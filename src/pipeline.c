@@ -623,8 +623,8 @@ static void print_start(nest_pipeline *p) {
     for (int i = 0; i < p->dr.ncand && p->dr.ncand > 1; ++i)
       snprintf(sc + strlen(sc), sizeof sc - strlen(sc), "%s%.2f%%", i ? ", " : "; baseline "
                "validation errors (dr.reduce order): ", 100 * (1 - p->dr.val_acc[i]));
-    nest_log_line(log, "nest: DR+SCANN: %d features -> %d by %s (fitted on the training split in "
-                  "%.1f s), model.width %g%s", p->dr.d, p->dr.k,
+    nest_log_line(log, "nest: DR+SCANN: %d features -> %d by %s (fitted on the training split; "
+                  "fits and baselines %.1f s), model.width %g%s", p->dr.d, p->dr.k,
                   nest_reduce_kind_name(p->dr.reduce->kind), p->dr.seconds, c->width, sc);
   }
   nest_net_describe(t->net, log->out);
