@@ -27,8 +27,7 @@ static nest_status raw_features(const nest_dataset *ds, float **out) {
   return NEST_OK;
 }
 
-/* ds reduced by r: a new set (dataset.h nest_dataset_with_features). */
-static nest_status reduced_set(const nest_dataset *ds, const nest_reduce *r, nest_dataset **out) {
+nest_status nest_dr_reduce_set(const nest_dataset *ds, const nest_reduce *r, nest_dataset **out) {
   *out = NULL;
   if (!ds) return NEST_OK;
   if (nest_dataset_is_sharded(ds) || nest_dataset_dim(ds) != r->d)
@@ -77,7 +76,7 @@ static nest_status baseline(const nest_config *c, nest_comm *comm, const nest_da
   b.epochs = c->dr_baseline_epochs;
   b.eval_every = 0;
   nest_dataset *tr = NULL;
-  NEST_CALL(reduced_set(train, r, &tr));
+  NEST_CALL(nest_dr_reduce_set(train, r, &tr));
   nest_trainer *t = NULL;
   NEST_CALL(nest_trainer_create_with_data(&b, comm, tr, NULL, &t)); /* takes tr */
   t->quiet = 1;
@@ -137,8 +136,8 @@ nest_status nest_dr_prepare(nest_config *cfg, nest_comm *comm, nest_dataset **tr
   free(x);
   free(tri);
   nest_dataset *rtr = NULL, *rte = NULL;
-  if (st == NEST_OK) st = reduced_set(*train, fit[best], &rtr);
-  if (st == NEST_OK) st = reduced_set(*test, fit[best], &rte);
+  if (st == NEST_OK) st = nest_dr_reduce_set(*train, fit[best], &rtr);
+  if (st == NEST_OK) st = nest_dr_reduce_set(*test, fit[best], &rte);
   st = nest_comm_agree(comm, st);
   for (int i = 0; i < res->ncand; ++i)
     if (i != best || st != NEST_OK) nest_reduce_destroy(&fit[i]);

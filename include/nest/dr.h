@@ -43,5 +43,9 @@ typedef struct {
 nest_status nest_dr_prepare(nest_config *cfg, nest_comm *comm, nest_dataset **train,
                             nest_dataset **test, nest_dr_result *res);
 void nest_dr_result_free(nest_dr_result *res);
+/* ds (in memory, r->d features: floats, or bytes times u8_scale) reduced by r: a new set of
+ * r->k features (nest_dataset_with_features), per row as reduce.h applies it, so training and
+ * nest_infer reduce a row to the same bits. NULL ds: *out = NULL. */
+nest_status nest_dr_reduce_set(const nest_dataset *ds, const nest_reduce *r, nest_dataset **out);
 
 #endif

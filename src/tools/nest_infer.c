@@ -30,6 +30,7 @@
 
 #include "nest/atomic.h"
 #include "nest/data.h"
+#include "nest/dr.h"
 #include "nest/loss.h"
 #include "nest/model.h"
 #include "nest/prefetch.h"
@@ -238,22 +239,10 @@ static int model_path(const char *arg, char *out, size_t cap) {
 }
 
 /* DR+SCANN models (model.h: /input/reduce): the raw rows reduced as training reduced them
- * (reduce.h: per row, so the same bits as at training). *ds is replaced. */
+ * (dr.h). *ds is replaced. */
 static nest_status reduce_rows(const nest_reduce *r, nest_dataset **ds) {
-  nest_dataset *d = *ds, *nd = NULL;
-  float *x = d->f32, *y = NULL;
-  const size_t n = (size_t)d->n, dim = (size_t)r->d;
-  if (!x) {
-    NEST_CALL(nest_malloc((void **)&x, sizeof(float) * (n ? n : 1) * dim, "raw rows"));
-    for (size_t i = 0; i < n * dim; ++i) x[i] = (float)d->u8[i] * d->u8_scale;
-  }
-  nest_status st = nest_malloc((void **)&y, sizeof(float) * (n ? n : 1) * (size_t)r->k,
-                               "reduced rows");
-  if (st == NEST_OK) st = nest_reduce_apply(r, x, d->n, y);
-  if (x != d->f32) free(x);
-  if (st == NEST_OK) st = nest_dataset_with_features(d, y, r->k, &nd), y = NULL;
-  free(y);
-  NEST_CALL(st);
+  nest_dataset *nd = NULL;
+  NEST_CALL(nest_dr_reduce_set(*ds, r, &nd));
   nest_dataset_destroy(ds);
   *ds = nd;
   return NEST_OK;
