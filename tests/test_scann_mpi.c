@@ -29,15 +29,7 @@
 static nest_comm *comm;
 
 static void base_config(nest_config *cfg, const char *arch) {
-  nest_config_defaults(cfg);
-  snprintf(cfg->arch, sizeof cfg->arch, "%s", arch);
-  snprintf(cfg->train, sizeof cfg->train, "synthetic");
-  cfg->out_dir[0] = '\0';
-  cfg->run_dir[0] = '\0';
-  cfg->batch = 10; /* not divisible by 4: unequal shares */
-  cfg->lr = 0.05;
-  cfg->seed = 7;
-  cfg->val_split = 0.2;
+  nest_test_synthetic_config(cfg, arch, 7);
 }
 
 static nest_trainer *make(const nest_config *cfg, nest_shape shape, int n) {
@@ -312,18 +304,9 @@ static void test_scheme_c(void **state) {
 /* ---- bad configs -------------------------------------------------------------------------------- */
 
 static void expect_setup_error(const nest_config *cfg, const char *key1, const char *key2) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(40, (nest_shape){1, 6, 6}, 4, 0.5f, 31, 1, &ds), NEST_OK);
-  nest_pipeline *pl = NULL;
-  const nest_status st = nest_pipeline_create_with_data(cfg, comm, ds, NULL, &pl);
-  if (st != NEST_ERR_CONFIG) fail_msg("create: %d (%s), want a config error", st, nest_error_message());
-  assert_null(pl);
-  const char *msg = nest_error_message();
-  if (!strstr(msg, key1) || !strstr(msg, key2))
-    fail_msg("message '%s' does not name %s and %s", msg, key1, key2);
-  assert_int_equal(nest_comm_check_same(comm, nest_test_hash_bytes(msg, strlen(msg)), "messages"),
-                   NEST_OK);
-  nest_error_clear();
+  char why[1024];
+  if (nest_test_setup_error(comm, cfg, (nest_shape){1, 6, 6}, 40, key1, key2, why, sizeof why))
+    fail_msg("%s", why);
 }
 
 static void test_bad_configs(void **state) {

@@ -86,4 +86,14 @@ nest_trainer *nest_test_trainer(nest_comm *c, const nest_config *cfg, nest_shape
 nest_pipeline *nest_test_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
                                   uint64_t data_seed);
 
+/* nest_config_defaults plus what the synthetic-data MPI tests share: model.arch = arch,
+ * data.train "synthetic", no run directory, batch 10 (not divisible by 4: unequal shares),
+ * lr 0.05, run.seed = seed, data.val_split 0.2. */
+void nest_test_synthetic_config(nest_config *cfg, const char *arch, uint64_t seed);
+/* nest_test_pipeline(c, cfg, shape, n, 31) must fail with NEST_ERR_CONFIG, no pipeline, a
+ * message naming key1 and key2, the same message on every rank. 0 if so (the error is then
+ * cleared), else 1 with what happened in why. Collective. */
+int nest_test_setup_error(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                          const char *key1, const char *key2, char *why, size_t cap);
+
 #endif
