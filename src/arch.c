@@ -340,3 +340,82 @@ nest_status nest_arch_build(const char *arch, const nest_arch_opts *opts, nest_s
   *nspecs = b.n;
   return NEST_OK;
 }
+
+/* ---- skip connections (model.skips) --------------------------------------------------------- */
+
+/* Add skip `from` > specs[dest] (canonical source name), in the caller's order. */
+static nest_status add_skip(nest_layer_spec *specs, int n, const char *list, const char *from,
+                            int dest) {
+  nest_layer_spec *d = &specs[dest];
+  char canon[NEST_NAME_LEN];
+  const int j = nest_skip_source(specs, n, from, canon);
+  for (int k = 0; k < d->nskips; ++k)
+    if (nest_skip_source(specs, n, d->skip_from[k], NULL) == j)
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: %s>%s is listed twice (%s names the "
+                      "same output as %s)", list, from, d->name, from, d->skip_from[k]);
+  if (d->nskips == NEST_MAX_SKIPS)
+    return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: more than %d skip tensors into %s", list,
+                    NEST_MAX_SKIPS, d->name);
+  snprintf(d->skip_from[d->nskips++], NEST_NAME_LEN, "%s", canon);
+  return NEST_OK;
+}
+
+nest_status nest_arch_skips(nest_layer_spec *specs, int n, const char *list) {
+  char items[NEST_LIST_MAX][NEST_LIST_ITEM];
+  int m = 0;
+  NEST_CALL(nest_list_split("model.skips", list, items, NEST_LIST_MAX, &m));
+  if (m == 1 && strcmp(items[0], "all") == 0) {
+    /* every source of the dense part (the input, the flattened features, every hidden dense
+     * layer's output) into every later dense layer it is not the chain input of */
+    int any = 0;
+    for (int dest = 0; dest < n; ++dest)
+      for (int j = 0; j < dest; ++j) {
+        char from[NEST_NAME_LEN];
+        if (j > 0 && specs[j].kind != NEST_LAYER_DENSE && specs[j].kind != NEST_LAYER_CONV2D)
+          continue;
+        if (j == 0) snprintf(from, sizeof from, "in");
+        else nest_skip_source(specs, n, specs[j - 1].name, from); /* act[j]'s name */
+        if (!nest_skip_valid(specs, n, from, dest, NULL)) continue;
+        NEST_CALL(add_skip(specs, n, list, from, dest));
+        any = 1;
+      }
+    if (!any)
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = all: the network has no two dense layers "
+                      "a skip could join");
+    return NEST_OK;
+  }
+  for (int i = 0; i < m; ++i) {
+    char *gt = strchr(items[i], '>');
+    if (strcmp(items[i], "all") == 0)
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: 'all' stands alone", list);
+    if (!gt || gt == items[i] || !gt[1] || strchr(gt + 1, '>'))
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: '%s' is not SOURCE>DEST (e.g. in>fc2, "
+                      "fc1>fc3) or all", list, items[i]);
+    *gt = '\0';
+    /* blanks around '>' are fine: "fc1 > fc3" */
+    char *from = items[i], *to = gt + 1;
+    for (char *e = gt; e > from && (e[-1] == ' ' || e[-1] == '\t');) *--e = '\0';
+    to += strspn(to, " \t");
+    if (!*from || !*to)
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: '%s>%s' is not SOURCE>DEST", list,
+                      from, to);
+    int dest = -1;
+    for (int k = 0; k < n; ++k)
+      if (strcmp(specs[k].name, to) == 0) dest = k;
+    const char *why = NULL;
+    if (dest < 0)
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: the network has no layer '%s'", list,
+                      to);
+    if (strcmp(from, "in") != 0 && nest_skip_source(specs, n, from, NULL) < 0) {
+      int known = 0;
+      for (int k = 0; k < n; ++k) known |= strcmp(specs[k].name, from) == 0;
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: %s>%s: %s", list, from, to,
+                      known ? "no later dense or conv2d layer reads its output"
+                            : "the network has no such source layer (names: in or a layer)");
+    }
+    if (!nest_skip_valid(specs, n, from, dest, &why))
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: %s>%s: %s", list, from, to, why);
+    NEST_CALL(add_skip(specs, n, list, from, dest));
+  }
+  return NEST_OK;
+}

@@ -88,6 +88,11 @@ typedef struct {
   { "prune", #k, type, FIELD_(prune_##k), def, NULL, range, meaning }
 #define AKEY(k, type, def, range, meaning)                                                         \
   { "augment", #k, type, FIELD_(aug_##k), def, NULL, range, meaning }
+/* [scann] keys live in fields named scann_<key>, [dr] keys in dr_<key>. */
+#define SKEY(k, type, def, range, meaning)                                                         \
+  { "scann", #k, type, FIELD_(scann_##k), def, NULL, range, meaning }
+#define DKEY(k, type, def, range, meaning)                                                         \
+  { "dr", #k, type, FIELD_(dr_##k), def, NULL, range, meaning }
 /* [checkpoint] keys live in fields named ck_<key>. */
 #define CKEY(k, type, def, range, meaning)                                                         \
   { "checkpoint", #k, type, FIELD_(ck_##k), def, NULL, range, meaning }
@@ -142,6 +147,8 @@ static const key_def keys[] = {
     KEY(model, sync_bn, KT_BOOL, "1", ANY, "batch-norm statistics summed over ranks (results independent of P)"),
     KEY(model, dropout, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "dropout rate after hidden dense layers, in [0, 1)"),
     KEY(model, init_from, KT_STRING, "", ANY, "model file (model.h5 of an earlier run) to start from instead of model.arch; empty = none"),
+    KEY(model, skips, KT_LIST, "", ANY, "skip connections (SCANN): all, or SOURCE>DEST pairs (in or a layer > a later dense layer); empty = none"),
+    KEY(model, skip_density, KT_DOUBLE, "0", IN('[', 0, 1, ']'), "seed density of the skip tensors, in [0, 1]; 0 = all dormant (growth candidates)"),
 
     AKEY(affine, KT_BOOL, "0", ANY, "affine distortion of training images (rotation, scale, shear, translation per sample and epoch)"),
     AKEY(rotate, KT_DOUBLE, "12", IN('[', 0, 180, ']'), "rotation uniform in +-rotate degrees; 0 = none"),
@@ -152,7 +159,8 @@ static const key_def keys[] = {
     AKEY(crop, KT_INT, "0", IN('[', 0, 65535, ']'), "image shards: the net sees crop x crop inputs, a random window for training, the centre for evaluation; 0 = the stored size"),
     AKEY(flip, KT_BOOL, "0", ANY, "image shards: mirror training samples left-right with probability 1/2"),
 
-    KEY(synthesis, phases, KT_LIST, "", ANY, "phases run in order: grow, train, prune, area; empty = grow (if grow.policy lists a growth policy), then train"),
+    KEY(synthesis, phases, KT_LIST, "", ANY, "phases run in order: grow, train, prune, area, scann; empty = grow (if grow.policy lists a growth policy), then train (with synthesis.scheme: train, scann)"),
+    ENUM(synthesis, scheme, "none", "none|A|B|C", "SCANN scheme run by the scann phase (docs/scann.md); none = no scann phase"),
 
     /* epochs: 1e5 x steps per epoch (at most the sample count) is far inside int64 */
     KEY(train, epochs, KT_INT, "20", IN('[', 0, 1e5, ']'), "training epochs"),
@@ -222,6 +230,25 @@ static const key_def keys[] = {
     PKEY(area_tolerance, KT_DOUBLE, "0.001", IN('[', 0, 1, ']'), "area phase: validation error allowed above the target (the prune phase uses prune.tolerance)"),
     PKEY(area_epochs, KT_INT, "-1", IN('[', -1, 1e5, ']'), "epochs of fine-tuning after the area phase; -1 = prune.epochs"),
     PKEY(epochs, KT_INT, "0", IN('[', 0, 1e5, ']'), "epochs of fine-tuning after the prune / area phase, the learning rate a cosine from prune.lr down to optim.min_lr (not the optim schedule)"),
+
+    /* [scann]: counts bounded like the growth phase's */
+    SKEY(iterations, KT_INT, "10", IN('[', 0, 1e4, ']'), "scann phase: scheme iterations"),
+    SKEY(epochs, KT_INT, "2", IN('[', 0, 1000, ']'), "scann phase: epochs trained after each operation"),
+    SKEY(lr, KT_DOUBLE, "0", IN('[', 0, 1000, ']'), "scann phase: peak learning rate of each operation's epochs (a cosine to optim.min_lr); 0 = optim.lr"),
+    SKEY(grow_percentile, KT_DOUBLE, "70", IN('[', 0, 100, ')'), "connection growth: activate the dormant positions whose |x^T dL/du| is above this percentile of the dormant positions' scores, in [0, 100)"),
+    SKEY(grow_cap, KT_DOUBLE, "0", IN('[', 0, 1000, ']'), "connection growth: at most cap x active new connections per tensor; 0 = no cap"),
+    SKEY(prune_quantile, KT_DOUBLE, "0.2", IN('(', 0, 1, ')'), "connection pruning: share of each tensor's active weights dropped (the smallest |w|), in (0, 1)"),
+    SKEY(neurons, KT_INT, "1", IN('[', 1, 1e4, ']'), "neuron growth: units split (cell division) per layer per step, the most active first"),
+    SKEY(split_noise, KT_DOUBLE, "0.01", IN('[', 0, 10, ']'), "neuron growth: standard deviation of the noise on the copy's input weights"),
+    SKEY(prune_iterations, KT_INT, "3", IN('[', 0, 1e4, ']'), "scheme A: iterations of {connection pruning, train} after the growth iterations"),
+    SKEY(keep_tolerance, KT_DOUBLE, "0", IN('[', 0, 1, ']'), "best network: a smaller one whose validation error is within this of the best so far replaces it"),
+
+    /* [dr] */
+    DKEY(reduce, KT_LIST, "", ANY, "DR+SCANN: candidate feature reductions (pca, gaussian, sparse), the best by a small baseline's validation accuracy; empty = none"),
+    DKEY(k, KT_INT, "0", IN('[', 0, 1e6, ']'), "DR+SCANN: features after the reduction, below the data's; 0 = from dr.ratio"),
+    DKEY(ratio, KT_DOUBLE, "0", IN('[', 0, 1e6, ']'), "DR+SCANN: feature compression d / k (k = round(d / ratio), at least 1); 0 = use dr.k"),
+    DKEY(baseline_epochs, KT_INT, "5", IN('[', 1, 1000, ']'), "DR+SCANN: epochs of the small dense baseline that scores each candidate"),
+    DKEY(shrink, KT_BOOL, "1", ANY, "DR+SCANN: multiply the hidden widths by k / d (the feature compression)"),
 
     /* steps between checkpoints, like run.hash_every; minutes and kept count as before */
     CKEY(every_steps, KT_INT, "0", IN('[', 0, 1e9, ']'), "write a restart checkpoint every this many optimizer steps; 0 = off"),

@@ -22,6 +22,9 @@
  *     mean, std         dtype, scale, normalization, layout, format, csv_*, val_split,
  *                       test_split, split_seed; datasets mean, std [nch]
  *   /labels             [nclasses] strings: the class of each logit
+ *   a dense layer with skip tensors (net.h) also has the attribute skips (its sources, comma-
+ *   separated) and the tensors skip_<source> [units, source size], stored like W (with their
+ *   _mask, or _index and _value)
  * Optional info attributes (nest_model_info; written only when known, absent ones read as
  * unknown): root stage, base_arch (strings), val_error, test_error (float64); layer groups
  * act_frac, in_frac (float64).
@@ -31,6 +34,7 @@
 #include "nest/model.h"
 
 #include "nest/h5io.h"
+#include "nest/list.h"
 
 #include "model_layout.h"
 
@@ -152,8 +156,8 @@ static herr_t put_buffer(hid_t g, const nest_buffer *b, const float *v, int comp
 /* One layer's group: attributes, parameters (+ masks), buffers; with mom (the net's momentum
  * arena) also "<param>_momentum". u8 has room for the largest maskable tensor. compress 3:
  * maskable parameters compact, 0/1 buffers uint8 (model files). */
-static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const float *mom,
-                        int compress) {
+static herr_t put_layer(hid_t layers, const nest_layer *l, const nest_layer_spec *spec,
+                        uint8_t *u8, const float *mom, int compress) {
   char gname[NEST_NAME_LEN + 16];
   snprintf(gname, sizeof gname, "%03d_%s", l->index, l->name);
   hid_t g = H5Gcreate2(layers, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -169,6 +173,14 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const fl
   }
   /* partial-area convolution; optional on reading (files from before it have none: 0) */
   if (e >= 0 && l->kind == NEST_LAYER_CONV2D) e = nest_h5_put_int(g, "area", l->hp.area);
+  /* skip tensors into a dense layer: their sources, comma-separated; optional on reading */
+  if (e >= 0 && spec->nskips > 0) {
+    char list[NEST_MAX_SKIPS * (NEST_NAME_LEN + 1)] = "";
+    for (int k = 0; k < spec->nskips; ++k)
+      snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? "," : "",
+               spec->skip_from[k]);
+    e = nest_h5_put_str(g, "skips", list);
+  }
   for (int s = 0; s < l->nparams && e >= 0; ++s) {
     const nest_param *p = &l->param[s];
     hsize_t dims[4];
@@ -279,6 +291,7 @@ static int input_format_ok(const char *f) {
 
 /* The net input a record describes: the data's sample, or its centre crop. */
 static nest_shape input_net_shape(const nest_model_input *in) {
+  if (in->reduce) return (nest_shape){in->reduce->k, 1, 1};
   nest_shape s = in->data_shape;
   if (in->crop > 0) s.h = s.w = in->crop;
   return s;
@@ -317,6 +330,10 @@ static nest_status input_check(const nest_model_input *in, nest_shape net_in, in
   if (in->crop < 0 || in->crop > d.h || in->crop > d.w)
     return NEST_ERR(code, "%s: /input: crop %d does not fit the %dx%d samples", path, in->crop,
                     d.h, d.w);
+  if (in->reduce && (d.h != 1 || d.w != 1 || in->crop != 0 || in->reduce->d != d.c))
+    return NEST_ERR(code, "%s: /input/reduce: a reduction of %d features, but data_shape is "
+                    "%dx%dx%d (crop %d): it applies to tabular rows of d features", path,
+                    in->reduce->d, d.c, d.h, d.w, in->crop);
   if (n.c != net_in.c || n.h != net_in.h || n.w != net_in.w)
     return NEST_ERR(code, "%s: /input: the data give %dx%dx%d inputs (data_shape %dx%dx%d, crop "
                     "%d) but the net takes %dx%dx%d", path, n.c, n.h, n.w, d.c, d.h, d.w,
@@ -324,9 +341,9 @@ static nest_status input_check(const nest_model_input *in, nest_shape net_in, in
   if (!isfinite(in->scale) || !(in->scale > 0))
     return NEST_ERR(code, "%s: /input: scale %g must be positive and finite", path,
                     (double)in->scale);
-  if (in->norm.nch != 0 && in->norm.nch != d.c)
-    return NEST_ERR(code, "%s: /input: the normalisation has %d channels, the data %d", path,
-                    in->norm.nch, d.c);
+  if (in->norm.nch != 0 && in->norm.nch != n.c)
+    return NEST_ERR(code, "%s: /input: the normalisation has %d channels, the net's input %d",
+                    path, in->norm.nch, n.c);
   for (int c = 0; c < in->norm.nch; ++c)
     if (!isfinite(in->norm.mean[c]) || !isfinite(in->norm.std[c]) || !(in->norm.std[c] > 0))
       return NEST_ERR(code, "%s: /input: channel %d: mean %g, std %g (std must be positive, both "
@@ -359,6 +376,25 @@ static const char *input_normalization(const nest_model_input *in) {
   return in->data_shape.h * in->data_shape.w > 1 ? "per_channel" : "per_feature";
 }
 
+/* /input/reduce: attributes kind, d, k, seed; the transform's arrays (reduce.h) as 1-D float32
+ * datasets of rows x cols values, row-major. */
+static herr_t put_reduce(hid_t input, nest_reduce *r) {
+  hid_t g = H5Gcreate2(input, "reduce", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (g < 0) return -1;
+  herr_t e = nest_h5_put_str(g, "kind", nest_reduce_kind_name(r->kind));
+  if (e >= 0) e = nest_h5_put_int(g, "d", r->d);
+  if (e >= 0) e = nest_h5_put_int(g, "k", r->k);
+  if (e >= 0) e = nest_h5_put_attr(g, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &r->seed);
+  nest_reduce_array a[NEST_REDUCE_MAX_ARRAYS];
+  const int na = nest_reduce_arrays(r, a);
+  for (int i = 0; i < na && e >= 0; ++i) {
+    const hsize_t n = (hsize_t)(a[i].rows * a[i].cols);
+    e = put_tensor(g, a[i].name, 1, &n, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 1, a[i].data);
+  }
+  if (H5Gclose(g) < 0) e = -1;
+  return e;
+}
+
 /* /input (attributes, mean, std) and /labels under loc. */
 static herr_t put_input(hid_t loc, const nest_model_input *in, int nclasses) {
   hid_t g = H5Gcreate2(loc, "input", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -385,6 +421,7 @@ static herr_t put_input(hid_t loc, const nest_model_input *in, int nclasses) {
     e = put_tensor(g, "mean", 1, &nch, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0, in->norm.mean);
   if (e >= 0 && nch)
     e = put_tensor(g, "std", 1, &nch, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0, in->norm.std);
+  if (e >= 0 && in->reduce) e = put_reduce(g, in->reduce);
   if (H5Gclose(g) < 0) e = -1;
   if (e < 0) return e;
   if (in->labels) return nest_h5_put_fixed_strs(loc, "labels", in->labels, nclasses);
@@ -483,7 +520,8 @@ herr_t nest_model_layout_write(hid_t loc, const nest_net *net, const nest_model_
     e = layers >= 0 ? 0 : -1;
   }
   for (int i = 0; i < net->nlayers && e >= 0; ++i)
-    e = put_layer(layers, net->layers[i], u8, momentum ? net->mom : NULL, compress);
+    e = put_layer(layers, net->layers[i], &net->specs[i], u8, momentum ? net->mom : NULL,
+                  compress);
   if (e >= 0 && info) e = put_info_layers(layers, net, info);
   if (layers >= 0 && H5Gclose(layers) < 0) e = -1;
   return e;
@@ -902,6 +940,36 @@ static nest_status read_head(hid_t file, const char *path, model_head *h) {
   return st;
 }
 
+/* The "skips" attribute of a dense layer: its skip sources, comma-separated (nest_net_create
+ * checks they form valid skips). */
+static nest_status read_skips(hid_t g, const char *path, const char *where,
+                              nest_layer_spec *spec) {
+  char *v = NULL;
+  NEST_CALL(nest_h5_attr_str(g, path, where, "skips", &v));
+  nest_status st = NEST_OK;
+  if (spec->kind != NEST_LAYER_DENSE)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: skip tensors on a %s layer (only dense layers "
+                  "take them)", path, where, nest_layer_kind_name(spec->kind));
+  char items[NEST_MAX_SKIPS + 1][NEST_LIST_ITEM];
+  int n = 0;
+  if (st == NEST_OK && nest_list_split("skips", v, items, NEST_MAX_SKIPS + 1, &n) != NEST_OK) {
+    nest_error_clear();
+    n = -1;
+  }
+  if (st == NEST_OK && (n < 1 || n > NEST_MAX_SKIPS))
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: attribute skips = '%.200s' is malformed (1 to %d "
+                  "comma-separated names)", path, where, v, NEST_MAX_SKIPS);
+  for (int k = 0; st == NEST_OK && k < n; ++k) {
+    if (strlen(items[k]) >= NEST_NAME_LEN)
+      st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: attribute skips names '%s', longer than %d "
+                    "characters", path, where, items[k], NEST_NAME_LEN - 1);
+    else
+      memcpy(spec->skip_from[spec->nskips++], items[k], strlen(items[k])); /* slot zeroed */
+  }
+  free(v);
+  return st;
+}
+
 /* The spec of layer i from its group's attributes. */
 static nest_status read_spec(hid_t g, const char *path, const layer_entry *e,
                              nest_layer_spec *spec) {
@@ -923,6 +991,7 @@ static nest_status read_spec(hid_t g, const char *path, const layer_entry *e,
   }
   if (spec->kind == NEST_LAYER_CONV2D && H5Aexists(g, "area") > 0)
     NEST_CALL(nest_h5_attr_int(g, path, e->where, "area", &spec->hp.area));
+  if (H5Aexists(g, "skips") > 0) NEST_CALL(read_skips(g, path, e->where, spec));
   return NEST_OK;
 }
 
@@ -1053,6 +1122,7 @@ done:
 void nest_model_input_free(nest_model_input *in) {
   if (!in) return;
   nest_norm_free(&in->norm);
+  nest_reduce_destroy(&in->reduce);
   for (int k = 0; in->labels && k < in->nlabels; ++k) free(in->labels[k]);
   free(in->labels);
   memset(in, 0, sizeof *in);
@@ -1120,6 +1190,45 @@ static nest_status input_attrs(hid_t g, const char *path, nest_model_input *in, 
   return NEST_OK;
 }
 
+/* /input/reduce (group of /input g) into in->reduce, validated (reduce.h). */
+static nest_status read_reduce(hid_t g, const char *path, nest_model_input *in) {
+  hid_t r = -1;
+  char kind[16];
+  int d = 0, k = 0;
+  unsigned long long seed = 0;
+  nest_reduce_kind rk;
+  nest_status st = NEST_OK;
+  NEST_CALL(nest_h5_group_open(g, path, "/input", "reduce", &r));
+  NEST_CALL_GOTO(st, input_str(r, path, "kind", "pca|gaussian|sparse", kind, sizeof kind), done);
+  NEST_CALL_GOTO(st, nest_h5_attr_int(r, path, "/input/reduce", "d", &d), done);
+  NEST_CALL_GOTO(st, nest_h5_attr_int(r, path, "/input/reduce", "k", &k), done);
+  NEST_CALL_GOTO(st, nest_h5_attr_read(r, path, "/input/reduce", "seed", H5T_INTEGER, 0,
+                                       H5T_NATIVE_ULLONG, &seed), done);
+  if (d < 2 || d > (1 << 24) || k < 1 || k >= d) {
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /input/reduce: d = %d, k = %d (want 1 <= k < d)", path,
+                  d, k);
+    goto done;
+  }
+  NEST_CALL_GOTO(st, nest_reduce_kind_parse(kind, path, &rk), done);
+  NEST_CALL_GOTO(st, nest_reduce_create(rk, d, k, (uint64_t)seed, &in->reduce), done);
+  nest_reduce_array a[NEST_REDUCE_MAX_ARRAYS];
+  const int na = nest_reduce_arrays(in->reduce, a);
+  for (int i = 0; i < na; ++i) {
+    char name[48];
+    float *v = NULL;
+    snprintf(name, sizeof name, "input/reduce/%s", a[i].name);
+    NEST_CALL_GOTO(st, nest_h5_read_floats(g, path, name + 6, 0, (int)(a[i].rows * a[i].cols), 0,
+                                           &v), done);
+    memcpy(a[i].data, v, sizeof(float) * (size_t)(a[i].rows * a[i].cols));
+    free(v);
+  }
+  NEST_CALL_GOTO(st, nest_reduce_validate(in->reduce, path), done);
+done:
+  if (st != NEST_OK) nest_reduce_destroy(&in->reduce);
+  nest_h5_close(&r, H5Gclose);
+  return st;
+}
+
 /* /input and /labels of an open file, validated against the net's input shape and classes
  * (from the root attributes). No /input: known = 0. */
 static nest_status read_input(hid_t file, const char *path, nest_shape net_in, int nclasses,
@@ -1138,6 +1247,7 @@ static nest_status read_input(hid_t file, const char *path, nest_shape net_in, i
                   in.data_shape.c);
     goto done;
   }
+  if (H5Lexists(g, "reduce", H5P_DEFAULT) > 0) NEST_CALL_GOTO(st, read_reduce(g, path, &in), done);
   const int has_mean = H5Lexists(g, "mean", H5P_DEFAULT) > 0;
   const int has_std = H5Lexists(g, "std", H5P_DEFAULT) > 0;
   if (strcmp(norm_kind, "none") == 0 ? has_mean || has_std : !has_mean || !has_std) {
@@ -1147,11 +1257,12 @@ static nest_status read_input(hid_t file, const char *path, nest_shape net_in, i
     goto done;
   }
   if (has_mean) {
-    NEST_CALL_GOTO(st, nest_h5_read_floats(file, path, "input/mean", 0, in.data_shape.c, 0,
-                                           &in.norm.mean), done);
-    NEST_CALL_GOTO(st, nest_h5_read_floats(file, path, "input/std", 0, in.data_shape.c, 1,
-                                           &in.norm.std), done);
-    in.norm.nch = in.data_shape.c;
+    const int nch = input_net_shape(&in).c;
+    NEST_CALL_GOTO(st, nest_h5_read_floats(file, path, "input/mean", 0, nch, 0, &in.norm.mean),
+                   done);
+    NEST_CALL_GOTO(st, nest_h5_read_floats(file, path, "input/std", 0, nch, 1, &in.norm.std),
+                   done);
+    in.norm.nch = nch;
   }
   NEST_CALL_GOTO(st, nest_h5_read_strs(file, path, "labels", 0, nclasses, &in.labels), done);
   in.nlabels = nclasses;
@@ -1271,16 +1382,19 @@ static nest_status read_layer_masks(hid_t g, const char *path, const layer_entry
 static nest_status read_masks(const model_head *h, const char *path, nest_model_masks *m) {
   nest_layer_spec *specs;
   NEST_CALL(read_specs(h, path, &specs));
-  nest_shape shape = h->in;
+  nest_shape shape = h->in, *acts = NULL;
   nest_layer *l = NULL;
   hid_t g = -1;
   int cap = 0;
-  nest_status st = NEST_OK;
+  nest_status st = nest_calloc((void **)&acts, (size_t)h->nlayers + 1, sizeof *acts, "shapes");
+  if (st == NEST_OK) acts[0] = shape;
   for (int i = 0; i < h->nlayers && st == NEST_OK; ++i) {
     st = nest_layer_create(nest_layer_ops_of(specs[i].kind), specs[i].name, shape, &specs[i].hp,
                            1, 1, &l);
+    if (st == NEST_OK) st = nest_skip_declare(l, specs, h->nlayers, i, acts);
     if (st != NEST_OK) {
       st = invalid_layers(st, path);
+      nest_layer_destroy(&l);
       break;
     }
     l->index = i;
@@ -1288,8 +1402,10 @@ static nest_status read_masks(const model_head *h, const char *path, nest_model_
     if (st == NEST_OK) st = read_layer_masks(g, path, &h->layers[i], l, m, &cap);
     nest_h5_close(&g, H5Gclose);
     shape = l->out;
+    acts[i + 1] = shape;
     nest_layer_destroy(&l);
   }
+  free(acts);
   if (st == NEST_OK && nest_shape_size(shape) != (size_t)h->nclasses)
     st = NEST_ERR(NEST_ERR_FORMAT, "%s: layers do not form a valid network: the last outputs %zu "
                   "values but nclasses = %d", path, nest_shape_size(shape), h->nclasses);

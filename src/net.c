@@ -8,10 +8,117 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/gemm.h"
 #include "nest/rng.h"
 
 /* Round up to a multiple of 16 floats so every tensor starts 64-byte aligned. */
 static size_t pad16(size_t n) { return (n + 15) / 16 * 16; }
+
+
+/* ---- skip connections (net.h, "Skip connections") ------------------------------------------- */
+
+static int is_weight_kind(nest_layer_kind k) {
+  return k == NEST_LAYER_DENSE || k == NEST_LAYER_CONV2D;
+}
+
+/* Layers a source's value passes through unchanged in meaning (its canonical name skips them). */
+static int is_follower_kind(nest_layer_kind k) {
+  return k == NEST_LAYER_RELU || k == NEST_LAYER_BATCHNORM || k == NEST_LAYER_DROPOUT;
+}
+
+int nest_skip_source(const nest_layer_spec *specs, int n, const char *from,
+                     char canon[NEST_NAME_LEN]) {
+  int j = -1;
+  if (strcmp(from, "in") == 0) {
+    j = 0;
+  } else {
+    for (int i = 0; i < n && j < 0; ++i)
+      if (strcmp(specs[i].name, from) == 0)
+        for (int k = i + 1; k < n; ++k)
+          if (is_weight_kind(specs[k].kind)) {
+            j = k;
+            break;
+          }
+    if (j < 0) return -1;
+  }
+  if (canon) {
+    int k = j - 1;
+    while (k >= 0 && is_follower_kind(specs[k].kind)) --k;
+    snprintf(canon, NEST_NAME_LEN, "%s", k < 0 ? "in" : specs[k].name);
+  }
+  return j;
+}
+
+int nest_skip_valid(const nest_layer_spec *specs, int n, const char *from, int dest,
+                    const char **why) {
+  const char *w = NULL;
+  const int j = nest_skip_source(specs, n, from, NULL);
+  if (dest < 0 || dest >= n) w = "there is no such destination layer";
+  else if (specs[dest].kind != NEST_LAYER_DENSE) w = "skips end at dense layers";
+  else if (j < 0) w = "the source is no layer whose output a later dense or conv2d layer reads";
+  else if (j == dest) w = "the layers are adjacent (that is the chain tensor)";
+  else if (j > dest) w = "it points backwards";
+  for (int k = j; !w && k < n; ++k)
+    if (specs[k].kind == NEST_LAYER_CONV2D)
+      w = "a conv2d layer reads the source (skips start at the flattened features after the last "
+          "conv2d layer)";
+  if (why) *why = w;
+  return w == NULL;
+}
+
+nest_status nest_skip_declare(nest_layer *l, const nest_layer_spec *specs, int n, int i,
+                              const nest_shape *acts) {
+  const nest_layer_spec *s = &specs[i];
+  if (s->nskips == 0) return NEST_OK;
+  if (s->nskips < 0 || s->nskips > NEST_MAX_SKIPS)
+    return NEST_ERR(NEST_ERR_CONFIG, "%s: %d skip tensors (at most %d)", s->name, s->nskips,
+                    NEST_MAX_SKIPS);
+  int seen[NEST_MAX_SKIPS];
+  for (int k = 0; k < s->nskips; ++k) {
+    const char *why = NULL;
+    if (!nest_skip_valid(specs, n, s->skip_from[k], i, &why))
+      return NEST_ERR(NEST_ERR_CONFIG, "skip %s>%s: %s", s->skip_from[k], s->name, why);
+    char canon[NEST_NAME_LEN];
+    seen[k] = nest_skip_source(specs, n, s->skip_from[k], canon);
+    for (int q = 0; q < k; ++q)
+      if (seen[q] == seen[k])
+        return NEST_ERR(NEST_ERR_CONFIG, "skip %s>%s: listed twice (%s and %s read the same "
+                        "output)", s->skip_from[k], s->name, s->skip_from[q], s->skip_from[k]);
+    char pname[NEST_NAME_LEN + 8];
+    snprintf(pname, sizeof pname, "skip_%s", canon);
+    if (strlen(pname) >= NEST_NAME_LEN)
+      return NEST_ERR(NEST_ERR_CONFIG, "skip %s>%s: source name too long for a tensor name "
+                      "(at most %d characters)", canon, s->name, NEST_NAME_LEN - 6);
+    const int S = (int)nest_shape_size(acts[seen[k]]), units = l->hp.units;
+    nest_layer_declare_param(l, pname, 2, (int[]){units, S}, NEST_INIT_HE, 1, 1, S, units);
+  }
+  return NEST_OK;
+}
+
+const nest_skip *nest_net_skip(const nest_net *net, int layer, int slot) {
+  for (int k = 0; k < net->nskips; ++k)
+    if (net->skips[k].layer == layer && net->skips[k].slot == slot) return &net->skips[k];
+  return NULL;
+}
+
+/* net->skips from the specs (after the layers declared their tensors). */
+static nest_status resolve_skips(nest_net *net, const nest_layer_spec *specs) {
+  int n = 0;
+  for (int i = 0; i < net->nlayers; ++i) n += specs[i].nskips;
+  net->nskips = n;
+  if (!n) return NEST_OK;
+  NEST_CALL(nest_calloc((void **)&net->skips, (size_t)n, sizeof *net->skips, "skip list"));
+  n = 0;
+  for (int i = 0; i < net->nlayers; ++i)
+    for (int k = 0; k < specs[i].nskips; ++k) {
+      nest_skip *sk = &net->skips[n++];
+      sk->layer = i;
+      sk->slot = 2 + k; /* after the dense layer's W and b */
+      sk->src = nest_skip_source(specs, net->nlayers, specs[i].skip_from[k], sk->from);
+      NEST_ASSERT(sk->src >= 0 && net->layers[i]->nparams > sk->slot);
+    }
+  return NEST_OK;
+}
 
 /* ---- activations --------------------------------------------------------------------------
  *
@@ -42,9 +149,10 @@ static int relu_in_place(const nest_net *net, const nest_net_opts *o, int i) {
 static nest_status layout_activations(nest_net *net, const nest_net_opts *o) {
   const int L = net->nlayers;
   const int share = !(o && o->separate_grads);
-  size_t *sz = NULL, *aoff = NULL, *doff = NULL;
+  size_t *sz = NULL, *aoff = NULL, *doff = NULL, *sdoff = NULL;
   int *grp = NULL; /* dact: -1 own buffer, 0 = A, 1 = B */
   nest_status st = NEST_OK;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&sdoff, (size_t)L + 1, sizeof *sdoff, "activation sizes"), done);
   NEST_CALL_GOTO(st, nest_calloc((void **)&sz, (size_t)L + 1, sizeof *sz, "activation sizes"), done);
   NEST_CALL_GOTO(st, nest_calloc((void **)&aoff, (size_t)L + 1, sizeof *aoff, "activation sizes"), done);
   NEST_CALL_GOTO(st, nest_calloc((void **)&doff, (size_t)L + 1, sizeof *doff, "activation sizes"), done);
@@ -89,7 +197,16 @@ static nest_status layout_activations(nest_net *net, const nest_net_opts *o) {
   /* dact[0]: own buffer only without sharing (old layout), else none */
   const size_t d0 = share ? 0 : sz[0];
   const size_t base_ab = total + dtotal + d0;
-  const size_t all = base_ab + szab[0] + szab[1];
+  /* skip sources j > 0: a buffer each for the skip tensors' share of dL/dact[j] (sdoff[j] > 0
+   * marks one: its offset from the end of the shared buffers, plus 1) */
+  size_t stotal = 0;
+  for (int k = 0; k < net->nskips; ++k) {
+    const int j = net->skips[k].src;
+    if (j == 0 || sdoff[j]) continue;
+    sdoff[j] = stotal + 1;
+    stotal += sz[j];
+  }
+  const size_t all = base_ab + szab[0] + szab[1] + stotal;
   net->dact_bytes = (all - total) * sizeof(float);
   NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->act_mem, (all ? all : 1) * sizeof(float),
                                          "activations"),
@@ -103,7 +220,16 @@ static nest_status layout_activations(nest_net *net, const nest_net_opts *o) {
     net->dact[j] = grp[j] < 0   ? net->act_mem + total + doff[j]
                    : grp[j] == 0 ? net->act_mem + base_ab
                                  : net->act_mem + base_ab + szab[0];
+  if (net->nskips) {
+    NEST_CALL_GOTO(st, nest_calloc((void **)&net->sdact, (size_t)L + 1, sizeof(float *), "sdact"),
+                   done);
+    NEST_CALL_GOTO(st, nest_calloc((void **)&net->sd_used, (size_t)L + 1, sizeof(int), "sdact"),
+                   done);
+    for (int j = 1; j <= L; ++j)
+      if (sdoff[j]) net->sdact[j] = net->act_mem + base_ab + szab[0] + szab[1] + sdoff[j] - 1;
+  }
 done:
+  free(sdoff);
   free(sz);
   free(aoff);
   free(doff);
@@ -123,6 +249,7 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
   if (nspecs <= 0) return NEST_ERR(NEST_ERR_CONFIG, "network has no layers");
   if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "max_batch must be positive");
   nest_status st = NEST_OK;
+  nest_shape *acts = NULL;
   nest_net *net;
   NEST_CALL(nest_calloc((void **)&net, 1, sizeof *net, "network"));
   net->in_shape = in;
@@ -132,8 +259,11 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
   NEST_CALL_GOTO(st, nest_calloc((void **)&net->layers, nspecs, sizeof *net->layers, "layers"),
                  fail);
 
-  /* 1. Create layers in order; each setup() derives its output shape from its input. */
+  /* 1. Create layers in order; each setup() derives its output shape from its input; the net
+   * declares a dense layer's skip tensors after its own (acts[j] = the shape of act[j]). */
   nest_shape shape = in;
+  NEST_CALL_GOTO(st, nest_calloc((void **)&acts, (size_t)nspecs + 1, sizeof *acts, "shapes"), fail);
+  acts[0] = in;
   for (int i = 0; i < nspecs; ++i) {
     const nest_layer_ops *ops = nest_layer_ops_of(specs[i].kind);
     if (!ops) {
@@ -145,8 +275,12 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
                    fail);
     net->layers[i]->index = i;
     net->nlayers = i + 1;
+    NEST_CALL_GOTO(st, nest_skip_declare(net->layers[i], specs, nspecs, i, acts), fail);
     shape = net->layers[i]->out;
+    acts[i + 1] = shape;
   }
+  free(acts);
+  acts = NULL;
   NEST_CALL_GOTO(st, nest_calloc((void **)&net->specs, nspecs, sizeof *net->specs, "layer specs"),
                  fail);
   for (int i = 0; i < nspecs; ++i) {
@@ -201,6 +335,7 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
   NEST_CALL_GOTO(st, nest_malloc_aligned((void **)&net->scratch_mem,
                                          (scratch ? scratch : 1) * sizeof(float), "layer scratch"),
                  fail);
+  NEST_CALL_GOTO(st, resolve_skips(net, specs), fail);
   NEST_CALL_GOTO(st, layout_activations(net, opts), fail);
   /* 3. Bind layer pointers into the arenas. */
   float *ws_mem = net->scratch_mem, *sp = net->scratch_mem + ws;
@@ -223,8 +358,22 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
   *out = net;
   return NEST_OK;
 fail:
+  free(acts);
   nest_net_destroy(&net);
   return st;
+}
+
+nest_status nest_net_clone(const nest_net *src, nest_net **out) {
+  NEST_CALL(nest_net_create(src->specs, src->nlayers, src->in_shape, src->nclasses,
+                            src->max_batch, src->nthreads, out));
+  nest_net *d = *out;
+  NEST_ASSERT(d->nparams == src->nparams && d->nbuf == src->nbuf);
+  memcpy(d->params, src->params, sizeof(float) * src->nparams);
+  memcpy(d->masks, src->masks, sizeof(float) * src->nparams);
+  memcpy(d->mom, src->mom, sizeof(float) * src->nparams);
+  if (src->nbuf) memcpy(d->buffers, src->buffers, sizeof(float) * src->nbuf);
+  d->generation = src->generation;
+  return NEST_OK;
 }
 
 void nest_net_destroy(nest_net **np) {
@@ -243,6 +392,9 @@ void nest_net_destroy(nest_net **np) {
   nest_free_aligned(net->act_mem);
   free(net->act);
   free(net->dact);
+  free(net->sdact);
+  free(net->sd_used);
+  free(net->skips);
   free(net);
   *np = NULL;
 }
@@ -343,30 +495,95 @@ static float normal_at(uint64_t seed, uint64_t layer, int slot, size_t i) {
   return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+/* Key of a skip tensor's streams: its destination and source names, so adding another skip
+ * leaves this one's seed mask and values unchanged. (FNV-1a of "dest<from".) */
+static uint64_t skip_key(const nest_layer *l, const nest_skip *sk) {
+  uint64_t h = layer_key(l);
+  h = (h ^ (unsigned char)'<') * 0x100000001b3ull;
+  for (const char *c = sk->from; *c; ++c) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+  return h;
+}
+
+/* A skip tensor's seed mask: each position active with probability density, no repair. */
+static void seed_skip_mask(nest_layer *l, const nest_skip *sk, uint64_t seed, double density) {
+  const nest_param *p = &l->param[sk->slot];
+  float *m = l->m[sk->slot];
+  const double thresh = density * 4294967296.0;
+  const uint64_t key = skip_key(l, sk);
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)p->count; ++i)
+    m[i] = density >= 1.0 || (double)mask_key(seed, key, 0, (size_t)i) < thresh ? 1.0f : 0.0f;
+}
+
+static double active_density(const nest_layer *l, int s) {
+  const nest_param *p = &l->param[s];
+  double active = 0;
+  for (size_t i = 0; i < p->count; ++i) active += l->m[s][i];
+  double dens = p->count ? active / (double)p->count : 1.0;
+  return dens <= 0 ? 1.0 : dens;
+}
+
+/* Sum of fan_in x realised density over the maskable tensors of a layer with skips (its
+ * chain tensor and every skip tensor: they all add into the same pre-activation). */
+static double total_fan_in(const nest_layer *l) {
+  double f = 0;
+  for (int s = 0; s < l->nparams; ++s) {
+    if (!l->param[s].maskable) continue;
+    double active = 0;
+    for (size_t i = 0; i < l->param[s].count; ++i) active += l->m[s][i];
+    f += l->param[s].fan_in * (active / (double)l->param[s].count);
+  }
+  return f > 0 ? f : 1.0;
+}
+
 nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init_override) {
+  return nest_net_init_ex(net, seed, density, density, init_override);
+}
+
+nest_status nest_net_init_ex(nest_net *net, uint64_t seed, double density, double skip_density,
+                             int init_override) {
   if (!(density > 0.0 && density <= 1.0))
     return NEST_ERR(NEST_ERR_CONFIG, "density %g must be in (0, 1]", density);
+  if (!(skip_density >= 0.0 && skip_density <= 1.0))
+    return NEST_ERR(NEST_ERR_CONFIG, "skip density %g must be in [0, 1]", skip_density);
+  /* Masks first (each tensor's from its own stream), then values: a layer with skips scales
+   * its tensors by the fan-in of all of them. */
   int first_weight_layer = -1;
   for (int t = 0; t < net->ntensors; ++t) {
     nest_layer *l = net->tensors[t].layer;
     int s = net->tensors[t].slot;
     const nest_param *p = &l->param[s];
-    float *w = l->p[s];
-    if (p->maskable) {
+    const nest_skip *sk = nest_net_skip(net, l->index, s);
+    if (sk) {
+      seed_skip_mask(l, sk, seed, skip_density);
+    } else if (p->maskable) {
       if (first_weight_layer < 0) first_weight_layer = l->index;
       seed_mask(l, s, seed, density, l->index == first_weight_layer);
     } else {
       for (size_t i = 0; i < p->count; ++i) l->m[s][i] = 1.0f;
     }
+  }
+  for (int t = 0; t < net->ntensors; ++t) {
+    nest_layer *l = net->tensors[t].layer;
+    int s = net->tensors[t].slot;
+    const nest_param *p = &l->param[s];
+    const nest_skip *sk = nest_net_skip(net, l->index, s);
+    float *w = l->p[s];
     nest_init_kind kind = p->init;
     if (p->maskable && init_override >= 0) kind = (nest_init_kind)init_override;
-    double active = 0;
-    for (size_t i = 0; i < p->count; ++i) active += l->m[s][i];
-    double dens = p->count ? active / (double)p->count : 1.0;
-    if (dens <= 0) dens = 1.0;
+    const int with_skips = p->maskable && l->nparams > 2 && nest_net_skip(net, l->index, 2);
     double std = 0;
-    if (kind == NEST_INIT_HE) std = sqrt(2.0 / (p->fan_in * dens));
-    if (kind == NEST_INIT_XAVIER) std = sqrt(2.0 / ((p->fan_in + p->fan_out) * dens));
+    if (with_skips) {
+      const double f = total_fan_in(l);
+      if (kind == NEST_INIT_HE) std = sqrt(2.0 / f);
+      if (kind == NEST_INIT_XAVIER) std = sqrt(2.0 / (f + p->fan_out));
+    } else {
+      const double dens = active_density(l, s);
+      if (kind == NEST_INIT_HE) std = sqrt(2.0 / (p->fan_in * dens));
+      if (kind == NEST_INIT_XAVIER) std = sqrt(2.0 / ((p->fan_in + p->fan_out) * dens));
+    }
+    const uint64_t key = sk ? skip_key(l, sk) : layer_key(l);
+    const int kslot = sk ? 0 : s;
     switch (kind) {
       case NEST_INIT_ZERO: memset(w, 0, p->count * sizeof(float)); break;
       case NEST_INIT_ONE:
@@ -375,7 +592,7 @@ nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init
       default:
 #pragma omp parallel for schedule(static)
         for (long i = 0; i < (long)p->count; ++i)
-          w[i] = l->m[s][i] * (float)std * normal_at(seed, layer_key(l), s, (size_t)i);
+          w[i] = l->m[s][i] * (float)std * normal_at(seed, key, kslot, (size_t)i);
     }
   }
   memset(net->mom, 0, net->nparams * sizeof(float));
@@ -391,6 +608,42 @@ nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init
 
 /* ---- passes ------------------------------------------------------------------------------ */
 
+/* Skip tensors of dense layer i: y[n, units] += act[src][n, S] · skipᵀ, one per slot in order. */
+static void skip_forward(nest_net *net, const nest_ctx *ctx, int i) {
+  nest_layer *l = net->layers[i];
+  const int n = ctx->n, units = l->hp.units;
+  if (n == 0) return;
+  for (int s = 2; s < l->nparams; ++s) {
+    const nest_skip *sk = nest_net_skip(net, i, s);
+    const int S = l->param[s].dims[1];
+    nest_sgemm(0, 1, n, units, S, 1.0f, net->act[sk->src], S, l->p[s], S, 1.0f, net->act[i + 1],
+               units, ctx->nthreads);
+  }
+}
+
+/* Their backward, from dy = dact[i + 1] (dL/d pre-activation): g = dyᵀ · act[src] (dense,
+ * dormant positions included) and sdact[src] (+)= dy · skip (the first term of a backward
+ * pass overwrites, the later ones add: destinations from the top, slots in order). */
+static void skip_backward(nest_net *net, const nest_ctx *ctx, int i) {
+  nest_layer *l = net->layers[i];
+  const int n = ctx->n, units = l->hp.units;
+  const float *dy = net->dact[i + 1];
+  for (int s = 2; s < l->nparams; ++s) {
+    const nest_skip *sk = nest_net_skip(net, i, s);
+    const int S = l->param[s].dims[1];
+    if (n == 0) {
+      memset(l->g[s], 0, sizeof(float) * l->param[s].count);
+      continue;
+    }
+    nest_sgemm(1, 0, units, S, n, 1.0f, dy, units, net->act[sk->src], S, 0.0f, l->g[s], S,
+               ctx->nthreads);
+    if (sk->src == 0) continue; /* nobody needs dL/dx */
+    nest_sgemm(0, 0, n, S, units, 1.0f, dy, units, l->p[s], S, net->sd_used[sk->src] ? 1.0f : 0.0f,
+               net->sdact[sk->src], S, ctx->nthreads);
+    net->sd_used[sk->src] = 1;
+  }
+}
+
 nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
                              const float **logits) {
   NEST_ASSERT(ctx->n >= 0 && ctx->n <= net->max_batch);
@@ -399,6 +652,7 @@ nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,
   for (int i = 0; i < net->nlayers; ++i) {
     nest_layer *l = net->layers[i];
     NEST_CALL(l->ops->forward(l, ctx, net->act[i], net->act[i + 1]));
+    if (l->nparams > 2) skip_forward(net, ctx, i);
   }
   if (logits) *logits = net->act[net->nlayers];
   return NEST_OK;
@@ -409,13 +663,23 @@ nest_status nest_net_backward_ready(nest_net *net, const nest_ctx *ctx, const fl
   size_t out_sz = (size_t)ctx->n * (size_t)net->nclasses;
   float *top = net->dact[net->nlayers];
   if (dlogits != top) memcpy(top, dlogits, out_sz * sizeof(float));
+  if (net->nskips) memset(net->sd_used, 0, sizeof(int) * (size_t)(net->nlayers + 1));
   for (int i = net->nlayers - 1; i >= 0; --i) {
     nest_layer *l = net->layers[i];
     /* The first layer's dx is never needed: pass NULL to skip that GEMM. */
     NEST_CALL(l->ops->backward(l, ctx, net->act[i], net->act[i + 1], net->dact[i + 1],
                                i > 0 ? net->dact[i] : NULL));
+    if (l->nparams > 2) skip_backward(net, ctx, i);
     /* layers lie in the arenas in order: everything from this layer's first tensor is final */
     if (ready && l->nparams > 0) NEST_CALL(ready(arg, l->param[0].offset));
+    /* dact[i] is complete once the skip tensors reading act[i] (all in later layers) add in */
+    if (i > 0 && net->nskips && net->sd_used[i]) {
+      float *d = net->dact[i];
+      const float *e = net->sdact[i];
+      const long m = (long)((size_t)ctx->n * nest_shape_size(l->in));
+#pragma omp parallel for simd schedule(static) if (m > 65536)
+      for (long k = 0; k < m; ++k) d[k] += e[k];
+    }
   }
   return NEST_OK;
 }
@@ -487,6 +751,9 @@ double nest_net_layer_flops(const nest_net *net, int layer) {
   }
   double active = 0;
   for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
+  /* a dense layer's skip tensors: one multiply-add per active weight too */
+  for (int s = 2; l->kind == NEST_LAYER_DENSE && s < l->nparams; ++s)
+    for (size_t j = 0; j < l->param[s].count; ++j) active += l->m[s][j] != 0.0f;
   /* Each active weight is used once per output position (1 for dense). */
   double positions = (double)l->out.h * l->out.w;
   return 2.0 * active * positions;
@@ -564,7 +831,12 @@ int nest_net_arch_string(const nest_net *net, char *buf, size_t cap) {
     const nest_layer_hparams *hp = &l->hp;
     emit(buf, cap, &used, "%s%s %s", i ? " | " : "", l->name, l->ops->kind);
     switch (l->kind) {
-      case NEST_LAYER_DENSE: emit(buf, cap, &used, " %d", hp->units); break;
+      case NEST_LAYER_DENSE:
+        emit(buf, cap, &used, " %d", hp->units);
+        for (int k = 0; k < net->nskips; ++k) /* its skip sources, "fc3 dense 10 <in,fc1" */
+          if (net->skips[k].layer == i)
+            emit(buf, cap, &used, "%s%s", net->skips[k].slot == 2 ? " <" : ",", net->skips[k].from);
+        break;
       case NEST_LAYER_CONV2D:
         emit(buf, cap, &used, " %d %dx%d/%d p%d", hp->out_c, hp->kh, hp->kw, hp->stride, hp->pad);
         break;
@@ -607,6 +879,11 @@ void nest_net_describe(const nest_net *net, void *file) {
       for (size_t j = 0; j < l->param[0].count; ++j) active += l->m[0][j] != 0.0f;
       fprintf(f, "  %10zu / %-10zu weights active (%5.1f%%)", active, l->param[0].count,
               100.0 * (double)active / (double)l->param[0].count);
+    }
+    for (int s = 2; l->kind == NEST_LAYER_DENSE && s < l->nparams; ++s) {
+      size_t active = 0;
+      for (size_t j = 0; j < l->param[s].count; ++j) active += l->m[s][j] != 0.0f;
+      fprintf(f, "; %s %zu / %zu", l->param[s].name, active, l->param[s].count);
     }
     fputc('\n', f);
   }

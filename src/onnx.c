@@ -44,6 +44,9 @@ typedef struct {
   size_t nprops, capprops;
   const char *cur; /* the current tensor */
   int rank4;       /* 1: cur is [N, C, H, W]; 0: [N, D] */
+  const nest_net *net;
+  const char **act; /* [nlayers + 1]: the [N, D] tensor a dense layer i reads (act[i]), for the
+                       skip tensors that read it too */
 } onnx_builder;
 
 /* ---- allocation ----------------------------------------------------------------------------- */
@@ -383,6 +386,7 @@ static nest_status emit_input(onnx_builder *b, const nest_net *net, const nest_o
 /* dense: y[N, units] = x[N, D] · Wᵀ + b */
 static nest_status emit_dense(onnx_builder *b, const nest_layer *l) {
   NEST_CALL(ensure_rank2(b, l->name));
+  b->act[l->index] = b->cur;
   const nest_param *w = &l->param[0];
   const int64_t wd[2] = {w->dims[0], w->dims[1]}, bd[1] = {w->dims[0]};
   const char *wn = ob_strf(b, "%s.W", l->name), *bn = ob_strf(b, "%s.b", l->name);
@@ -394,6 +398,23 @@ static nest_status emit_dense(onnx_builder *b, const nest_layer *l) {
   if (!n) return b->st;
   NEST_CALL(ob_attr_int(b, n, "transB", 1));
   b->cur = out;
+  /* skip tensors (net.h): y += act[src] · skipᵀ, one Gemm and one Add each, in slot order */
+  for (int s = 2; s < l->nparams; ++s) {
+    const nest_skip *sk = nest_net_skip(b->net, l->index, s);
+    const nest_param *p = &l->param[s];
+    const int64_t sd[2] = {p->dims[0], p->dims[1]};
+    const char *sn = ob_strf(b, "%s.%s", l->name, p->name);
+    const char *so = ob_strf(b, "%s.%s.out", l->name, p->name);
+    const char *sum = ob_strf(b, "%s.sum%d", l->name, s - 1);
+    if (b->st != NEST_OK) return b->st;
+    NEST_ASSERT(sk && b->act[sk->src]);
+    NEST_CALL(ob_init_f32(b, sn, 2, sd, l->p[s]));
+    Onnx__NodeProto *g = ob_node(b, "Gemm", sn, 2, (const char *[]){b->act[sk->src], sn}, so);
+    if (!g) return b->st;
+    NEST_CALL(ob_attr_int(b, g, "transB", 1));
+    if (!ob_node(b, "Add", sum, 2, (const char *[]){b->cur, so}, sum)) return b->st;
+    b->cur = sum;
+  }
   return NEST_OK;
 }
 
@@ -782,8 +803,10 @@ done:
 static nest_status build_and_pack(onnx_builder *b, const nest_net *net, const nest_onnx_meta *m,
                                   uint8_t **out, size_t *len) {
   const nest_shape in = net->in_shape;
-  b->capnodes = (size_t)net->nlayers * OB_NODES_PER_LAYER + 8;
-  b->capinits = (size_t)net->nlayers * OB_INITS_PER_LAYER + 8;
+  b->capnodes = (size_t)net->nlayers * OB_NODES_PER_LAYER + 2 * (size_t)net->nskips + 8;
+  b->capinits = (size_t)net->nlayers * OB_INITS_PER_LAYER + (size_t)net->nskips + 8;
+  b->net = net;
+  b->act = ob_alloc(b, sizeof(*b->act) * ((size_t)net->nlayers + 1));
   b->capprops = (size_t)m->nprops + 16;
   b->nodes = ob_alloc(b, sizeof(*b->nodes) * b->capnodes);
   b->inits = ob_alloc(b, sizeof(*b->inits) * b->capinits);

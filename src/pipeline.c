@@ -19,12 +19,14 @@
 #include "nest/report.h"
 #include "nest/rundir.h"
 
-static const char *const phase_names[NEST_PHASE_COUNT] = {"grow", "train", "prune", "area"};
+static const char *const phase_names[NEST_PHASE_COUNT] = {"grow", "train", "prune", "area",
+                                                          "scann"};
 
 /* ---- set-up ----------------------------------------------------------------------------------- */
 
 /* synthesis.phases -> p->phases. Without it: grow if grow.policy lists a growth policy, then
- * train. The names were checked (nest_policy_check_list) before. */
+ * train, then scann if synthesis.scheme names one. The names were checked
+ * (nest_policy_check_list) before. */
 static nest_status parse_phases(nest_pipeline *p, const nest_config *c) {
   char w[NEST_LIST_MAX][NEST_LIST_ITEM];
   int n = 0;
@@ -41,6 +43,7 @@ static nest_status parse_phases(nest_pipeline *p, const nest_config *c) {
     }
     if (growth) p->phases[p->nphases++] = NEST_PHASE_GROW;
     p->phases[p->nphases++] = NEST_PHASE_TRAIN;
+    if (strcmp(c->scheme, "none") != 0) p->phases[p->nphases++] = NEST_PHASE_SCANN;
   }
   for (int i = 0; i < n; ++i) {
     int k = -1;
@@ -48,7 +51,8 @@ static nest_status parse_phases(nest_pipeline *p, const nest_config *c) {
       if (strcmp(w[i], phase_names[j]) == 0) k = j;
     if (k < 0)
       return NEST_ERR(NEST_ERR_CONFIG,
-                      "synthesis.phases = %s: unknown phase '%s' (known: grow, train, prune, area)",
+                      "synthesis.phases = %s: unknown phase '%s' (known: grow, train, prune, area, "
+                      "scann)",
                       c->phases, w[i]);
     if (p->phase_has[k])
       return NEST_ERR(NEST_ERR_CONFIG, "synthesis.phases = %s: phase '%s' is listed twice",
@@ -87,6 +91,11 @@ static nest_status check_phases(const nest_pipeline *p) {
                       c->phases[0] ? c->phases : "(default)", area ? "area" : "prune",
                       c->val_split, (long long)t->train->n, t->train->path);
   }
+  if (p->phase_has[NEST_PHASE_SCANN]) NEST_CALL(nest_scann_check(t));
+  else if (strcmp(c->scheme, "none") != 0)
+    return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = %s, but synthesis.phases = %s has no "
+                    "scann phase to run it (add scann, or leave synthesis.phases empty)",
+                    c->scheme, c->phases);
   if (p->phase_has[NEST_PHASE_GROW] && c->grow_target_error > 0 && t->n_val == 0)
     return NEST_ERR(NEST_ERR_CONFIG,
                     "grow.target_error = %g stops growth on the validation error, but "
@@ -164,6 +173,13 @@ static int64_t phase_steps_left(const nest_pipeline *p, int i) {
     if (now && cur->part == 2) return (ft - cur->epoch) * spe - cur->step;
     return nest_prune_steps_left(t, &p->prune, area, now) + ft * spe;
   }
+  case NEST_PHASE_SCANN: {
+    const int64_t ops = nest_scann_operations(c), e = c->scann_epochs;
+    if (!now) return ops * e * spe;
+    if (cur->part == 2) return 0;
+    const int64_t in_op = cur->part == 1 ? (e - cur->epoch) * spe - cur->step : e * spe;
+    return in_op + (ops - cur->iter) * e * spe;
+  }
   default: return 0;
   }
 }
@@ -203,8 +219,11 @@ static nest_status setup(nest_pipeline *p, const nest_config *cfg) {
   NEST_CALL(parse_phases(p, cfg));
   /* Growth and pruning configuration is checked against the built net before anything is
    * written. */
-  nest_status st = nest_grow_create(
-      t, p->phase_has[NEST_PHASE_PRUNE] || p->phase_has[NEST_PHASE_AREA], &p->grow);
+  nest_status st = nest_grow_create(t,
+                                    p->phase_has[NEST_PHASE_PRUNE] ||
+                                        p->phase_has[NEST_PHASE_AREA] ||
+                                        p->phase_has[NEST_PHASE_SCANN],
+                                    &p->grow);
   if (st == NEST_OK) st = check_phases(p);
   NEST_CALL(nest_comm_agree(comm, st));
   nest_rundir rd;
@@ -218,6 +237,7 @@ static nest_status setup(nest_pipeline *p, const nest_config *cfg) {
   const nest_restart_src src = {.run = &p->run,
                                 .grow = p->grow,
                                 .prune = &p->prune,
+                                .scann = &p->scann,
                                 .last_val = &p->last_val,
                                 .last_test = &p->last_test,
                                 .nphases = p->nphases,
@@ -245,8 +265,18 @@ nest_status nest_pipeline_create_with_data(const nest_config *cfg, nest_comm *co
     nest_error_trace(__FILE__, __LINE__);
     return st;
   }
-  st = nest_trainer_create_from(cfg, net_file, comm, train, test, &p->t);
-  if (st == NEST_OK) st = setup(p, cfg);
+  nest_config c = *cfg; /* dr.shrink changes model.width */
+  st = nest_dr_prepare(&c, comm, &train, &test, &p->dr);
+  if (st != NEST_OK) {
+    nest_dataset_destroy(&train);
+    nest_dataset_destroy(&test);
+    free(p);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
+  st = nest_trainer_create_from(&c, net_file, comm, train, test, &p->t);
+  if (st == NEST_OK) p->t->reduce = p->dr.reduce;
+  if (st == NEST_OK) st = setup(p, &c);
   if (st != NEST_OK) {
     nest_pipeline_destroy(&p);
     nest_error_trace(__FILE__, __LINE__);
@@ -270,6 +300,8 @@ void nest_pipeline_destroy(nest_pipeline **pp) {
   nest_pipeline *p = *pp;
   nest_restart_destroy(&p->rst);
   nest_prune_state_free(&p->prune);
+  nest_scann_state_free(&p->scann);
+  nest_dr_result_free(&p->dr);
   nest_grow_destroy(&p->grow);
   nest_trainer_destroy(&p->t);
   free(p);
@@ -357,6 +389,20 @@ static void summary_lines(const nest_pipeline *p, FILE *f) {
   }
   if (p->prune.ran[0]) summary_prune(f, "prune", &p->prune.res[0]);
   if (p->prune.ran[1]) summary_prune(f, "area", &p->prune.res[1]);
+  if (p->dr.reduce) {
+    fprintf(f, "dr_reduce = %s\ndr_features_before = %d\ndr_features_after = %d\n",
+            nest_reduce_kind_name(p->dr.reduce->kind), p->dr.d, p->dr.k);
+    fprintf(f, "dr_width = %g\ndr_wall_s = %.1f\n", c->width, p->dr.seconds);
+  }
+  if (p->scann.ran) {
+    const nest_scann_result *r = &p->scann.res;
+    fprintf(f, "scann_scheme = %s\nscann_operations = %d\nscann_best_operation = %d\n",
+            c->scheme, r->operations, r->best_op);
+    fprintf(f, "scann_wall_s = %.1f\nscann_weights_before = %lld\nscann_weights_after = %lld\n",
+            r->seconds, (long long)r->weights_before, (long long)r->weights_after);
+    if (!isnan(r->val_error)) fprintf(f, "scann_val_error = %.6f\n", r->val_error);
+    if (!isnan(r->test_error)) fprintf(f, "scann_test_error = %.6f\n", r->test_error);
+  }
   if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
   if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
   /* top-5 of the final network, with more than 5 classes (loss.h) */
@@ -410,7 +456,7 @@ static nest_status save_stage(nest_pipeline *p, const char *file, const char *st
     snprintf(info.stage, sizeof info.stage, "%s", stage);
     snprintf(info.base_arch, sizeof info.base_arch, "%s", t->cfg.arch);
     nest_model_input in; /* what a user of the file needs to feed it raw data (model.h) */
-    nest_config_model_input(&t->cfg, t->train, &in);
+    nest_trainer_model_input(t, &in);
     info.input = &in;
     char path[NEST_PATH_LEN + 32];
     snprintf(path, sizeof path, "%s/%s", p->run_dir, file);
@@ -523,11 +569,19 @@ static nest_status run_phase(nest_pipeline *p, int i) {
     /* The network after training is usually the run's most accurate: kept when pruning
      * follows (model.h5 is the trained network otherwise). */
     for (int k = i + 1; k < p->nphases; ++k)
-      if (p->phases[k] == NEST_PHASE_PRUNE || p->phases[k] == NEST_PHASE_AREA)
+      if (p->phases[k] == NEST_PHASE_PRUNE || p->phases[k] == NEST_PHASE_AREA ||
+          p->phases[k] == NEST_PHASE_SCANN)
         return save_stage(p, "model_trained.h5", "trained", &p->last_val, &p->last_test);
     return NEST_OK;
   case NEST_PHASE_PRUNE: return prune_phase(p, 0);
   case NEST_PHASE_AREA: return prune_phase(p, 1);
+  case NEST_PHASE_SCANN: {
+    nest_grow_set_phase(p->grow, "scann");
+    NEST_CALL(nest_scann_phase(&p->run, p->grow, &p->scann));
+    p->last_val.acc = 1.0 - p->scann.res.val_error;
+    p->last_test.acc = 1.0 - p->scann.res.test_error;
+    return NEST_OK;
+  }
   default: NEST_ASSERT(0);
   }
   return NEST_OK;
@@ -537,7 +591,7 @@ static nest_status run_phase(nest_pipeline *p, int i) {
 
 static int synthesis(const nest_pipeline *p) {
   return p->phase_has[NEST_PHASE_GROW] || p->phase_has[NEST_PHASE_PRUNE] ||
-         p->phase_has[NEST_PHASE_AREA];
+         p->phase_has[NEST_PHASE_AREA] || p->phase_has[NEST_PHASE_SCANN];
 }
 
 static void print_start(nest_pipeline *p) {
@@ -564,6 +618,15 @@ static void print_start(nest_pipeline *p) {
   if (!c->test[0] && c->test_split > 0)
     nest_log_line(log, "nest: test set: data.test_split = %g of %s (run.seed %llu)", c->test_split,
                   c->train, (unsigned long long)c->seed);
+  if (p->dr.reduce) {
+    char sc[256] = "";
+    for (int i = 0; i < p->dr.ncand && p->dr.ncand > 1; ++i)
+      snprintf(sc + strlen(sc), sizeof sc - strlen(sc), "%s%.2f%%", i ? ", " : "; baseline "
+               "validation errors (dr.reduce order): ", 100 * (1 - p->dr.val_acc[i]));
+    nest_log_line(log, "nest: DR+SCANN: %d features -> %d by %s (fitted on the training split; "
+                  "fits and baselines %.1f s), model.width %g%s", p->dr.d, p->dr.k,
+                  nest_reduce_kind_name(p->dr.reduce->kind), p->dr.seconds, c->width, sc);
+  }
   nest_net_describe(t->net, log->out);
   nest_log_line(log,
                 "nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "

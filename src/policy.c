@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "nest/list.h"
+#include "nest/select.h"
 #include "nest/surgery.h"
 
 /* The registry: a new policy is one file in src/policies/ and one line here. The position
@@ -15,6 +16,7 @@ static const nest_policy_ops *const registry[] = {
     &nest_policy_conn,      &nest_policy_neuron, &nest_policy_fmap,
     &nest_policy_strategic, &nest_policy_set,    &nest_policy_rigl,
     &nest_policy_magnitude, &nest_policy_neurons, &nest_policy_area,
+    &nest_policy_split,
 };
 #define NPOLICIES ((int)(sizeof registry / sizeof registry[0]))
 
@@ -161,6 +163,18 @@ int64_t nest_policy_conn_k(const nest_config *c, int64_t active, int64_t dormant
   int64_t k = c->grow_conn_count > 0 ? c->grow_conn_count
                                      : (int64_t)ceil(c->grow_conn_ratio * (double)active - 1e-9);
   if (k > dormant) k = dormant;
+  if (k > room) k = room;
+  return k < 0 ? 0 : k;
+}
+
+int64_t nest_policy_conn_share(const nest_config *c, double share, int64_t active, int64_t dormant,
+                               int64_t room) {
+  const nest_select_req req = {-1, share, NEST_SELECT_LARGEST};
+  int64_t k = nest_select_count(&req, dormant);
+  if (c->scann_grow_cap > 0) {
+    const int64_t cap = (int64_t)ceil(c->scann_grow_cap * (double)active - 1e-9);
+    if (k > cap) k = cap;
+  }
   if (k > room) k = room;
   return k < 0 ? 0 : k;
 }

@@ -31,20 +31,6 @@ void nest_prune_state_free(nest_prune_state *s) {
 
 /* ---- snapshots ------------------------------------------------------------------------- */
 
-/* A deep copy of the net: same specs, every arena copied (grads are not state). */
-static nest_status net_copy(const nest_net *src, nest_net **out) {
-  NEST_CALL(nest_net_create(src->specs, src->nlayers, src->in_shape, src->nclasses,
-                            src->max_batch, src->nthreads, out));
-  nest_net *d = *out;
-  NEST_ASSERT(d->nparams == src->nparams && d->nbuf == src->nbuf);
-  memcpy(d->params, src->params, sizeof(float) * src->nparams);
-  memcpy(d->masks, src->masks, sizeof(float) * src->nparams);
-  memcpy(d->mom, src->mom, sizeof(float) * src->nparams);
-  if (src->nbuf) memcpy(d->buffers, src->buffers, sizeof(float) * src->nbuf);
-  d->generation = src->generation;
-  return NEST_OK;
-}
-
 /* Put the snapshot back: the network of before the step, bit for bit. Its generation moves
  * past the current one, so nothing computed on the discarded net is taken as current. */
 static void restore(nest_trainer *t, nest_net **snap) {
@@ -328,7 +314,7 @@ static nest_status target_step(phase_run *p, int it, nest_prune_target *tg, cons
   nest_trainer *t = p->x->t;
   const int64_t iter = p->it0 + it;
   NEST_CALL(nest_grow_begin(t, p->g, iter));
-  NEST_CALL(net_copy(t->net, &p->ps->snap));
+  NEST_CALL(nest_net_clone(t->net, &p->ps->snap));
   int64_t before = 0, after = 0;
   nest_net_count(t->net, &before, NULL, NULL);
   nest_grow_event ev;

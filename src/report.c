@@ -132,7 +132,7 @@ static nest_status stage_read(const char *path, const char *label, nest_report_s
   s->test_top5_error = info.test_top5_error;
   s->nclasses = net->nclasses;
   nest_net_widths_string(net, s->widths, sizeof s->widths);
-  int n = 0;
+  int n = net->nskips; /* a row per skip tensor too */
   for (int i = 0; i < net->nlayers; ++i) n += reported(net->layers[i]);
   NEST_CALL_GOTO(st, nest_calloc((void **)&s->layers, n ? (size_t)n : 1, sizeof *s->layers,
                                  "report layers"), done);
@@ -160,6 +160,19 @@ static nest_status stage_read(const char *path, const char *label, nest_report_s
     s->total += r->total;
     s->flops += r->flops;
     s->flops_act += r->flops_act; /* NaN as soon as one layer is unknown */
+    for (int k = 0; k < net->nskips; ++k) { /* the layer's skip tensors, one row each */
+      const nest_skip *sk = &net->skips[k];
+      if (sk->layer != i) continue;
+      nest_report_layer *q = &s->layers[s->nlayers++];
+      snprintf(q->name, sizeof q->name, "%.15s>%.15s", sk->from, l->name);
+      q->kind = l->kind;
+      q->skip = 1;
+      q->total = (int64_t)l->param[sk->slot].count;
+      for (int64_t e = 0; e < q->total; ++e) q->active += l->m[sk->slot][e] != 0.0f;
+      q->flops = 2.0 * (double)q->active;
+      q->flops_act = q->act_frac = q->in_frac = q->conv_frac = q->base_flops = NAN;
+      q->base_weights = -1;
+    }
   }
   if (s->nlayers == 0) s->flops_act = NAN;
   const nest_shape in = net->in_shape;
@@ -328,7 +341,8 @@ static int grid_build(const nest_report *r, grid *g) {
     g->blank_before[k] = i > 0;
     for (int j = 0; j < s->nlayers; ++j, ++k) {
       const nest_report_layer *l = &s->layers[j];
-      fill_row(g->cell[k], s->label, l->name, nest_layer_kind_name(l->kind), l->base_weights,
+      fill_row(g->cell[k], s->label, l->name, l->skip ? "skip" : nest_layer_kind_name(l->kind),
+               l->base_weights,
                l->active, l->total, l->flops, l->flops_act, l->act_frac, l->conv_frac,
                l->kind != NEST_LAYER_CONV2D, l->base_flops);
     }
@@ -462,7 +476,8 @@ nest_status nest_report_write_csv(const nest_report *r, const char *path) {
     const nest_report_stage *s = &r->stages[i];
     for (int j = 0; j < s->nlayers; ++j) {
       const nest_report_layer *l = &s->layers[j];
-      csv_row(f, s, l->name, nest_layer_kind_name(l->kind), l->base_weights, l->active, l->total,
+      csv_row(f, s, l->name, l->skip ? "skip" : nest_layer_kind_name(l->kind), l->base_weights,
+              l->active, l->total,
               l->flops, l->flops_act, l->act_frac, l->in_frac, l->conv_frac, l->base_flops);
     }
     csv_row(f, s, "total", "", s->base_weights, s->active, s->total, s->flops, s->flops_act, NAN,

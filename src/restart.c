@@ -140,13 +140,17 @@ static void data_fingerprint(const nest_trainer *t, int64_t fp[NFP]) {
 
 #define NPRC 5 /* prune result counts */
 #define NPRV 9 /* prune result values */
+#define NSCC 6 /* scann state counts */
+#define NSCV 6 /* scann state values */
 
 /* A checkpoint's contents as arrays: filled from the run before writing (pack), read from the
  * file before any of it is put into the run (unpack, after the checks). */
 typedef struct {
-  nest_net *net, *snap; /* loaded: owned; packed: the run's */
+  nest_net *net, *snap, *best; /* loaded: owned; packed: the run's (best: scann's) */
   int64_t cur[8], prog[5], rs[2], pran[2], pc[2 * NPRC], files[2], fp[NFP];
   double times[2], ep_acc[3], evals[4], pv[2 * NPRV];
+  int64_t sc[NSCC];     /* the scann phase's counts and values (scann.h) */
+  double sv[NSCV];
   double *sums;         /* [6 x ranks]: per rank the epoch window and the retraining sums */
   float *bufs;          /* [nbuf x ranks] or NULL: per rank the BN statistics (no sync BN) */
   int64_t *pt;          /* [3 x npts] */
@@ -161,6 +165,7 @@ static void image_free(image *m) {
   if (m->owned) {
     nest_net_destroy(&m->net);
     nest_net_destroy(&m->snap);
+    nest_net_destroy(&m->best);
     free(m->norm_mean);
     free(m->norm_std);
   }
@@ -172,7 +177,7 @@ static void image_free(image *m) {
   memset(m, 0, sizeof *m);
 }
 
-enum { K_ARRAY, K_NET, K_SNAPSHOT, K_GROW };              /* what an entry is */
+enum { K_ARRAY, K_NET, K_SNAPSHOT, K_GROW, K_BEST };     /* what an entry is */
 enum { V_FIXED, V_RANKS, V_BUFFERS, V_TARGETS, V_CHANNELS }; /* what its length is */
 
 /* One object of a checkpoint, in file order: a /state dataset of `type` holding per x (the
@@ -191,7 +196,7 @@ typedef struct {
 
 #define FIXED(n, ty, a) {K_ARRAY, n, ty, a, NULL, sizeof(a) / sizeof(a[0]), V_FIXED, 0}
 #define VAR(n, ty, p, per, v, opt) {K_ARRAY, n, ty, NULL, (void **)(p), per, v, opt}
-#define NSTATE 20
+#define NSTATE 23
 
 /* THE table: every object of a checkpoint, in the order of the file. */
 static void state_table(image *m, state_entry e[NSTATE]) {
@@ -216,6 +221,10 @@ static void state_table(image *m, state_entry e[NSTATE]) {
       FIXED("data", NEST_CK_I64, m->fp),
       VAR("norm_mean", NEST_CK_F32, &m->norm_mean, 1, V_CHANNELS, 0),
       VAR("norm_std", NEST_CK_F32, &m->norm_std, 1, V_CHANNELS, 0),
+      /* the scann phase (scann.h); absent in checkpoints of runs before it existed */
+      {K_BEST, "scann_best", 0, NULL, NULL, 0, 0, 1},
+      {K_ARRAY, "scann_counts", NEST_CK_I64, m->sc, NULL, NSCC, V_FIXED, 1},
+      {K_ARRAY, "scann_values", NEST_CK_F64, m->sv, NULL, NSCV, V_FIXED, 1},
   };
   memcpy(e, tab, sizeof tab);
 }
@@ -295,6 +304,16 @@ static nest_status pack(const nest_restart *r, int64_t seq, image *m) {
   data_fingerprint(t, m->fp);
   m->net = t->net;
   m->snap = ps->snap;
+  const nest_scann_state *sc = r->src.scann;
+  if (sc) {
+    const int64_t cnt[NSCC] = {sc->ran, sc->res.operations, sc->res.best_op, sc->best_weights,
+                               sc->res.weights_before, sc->res.weights_after};
+    const double val[NSCV] = {sc->best_val, sc->best_test, sc->min_val, sc->res.val_error,
+                              sc->res.test_error, sc->res.seconds};
+    memcpy(m->sc, cnt, sizeof cnt);
+    memcpy(m->sv, val, sizeof val);
+    m->best = sc->best;
+  }
   m->norm_mean = t->train->norm.mean;
   m->norm_std = t->train->norm.std;
   m->nch = (size_t)t->train->norm.nch;
@@ -313,12 +332,15 @@ static nest_status put_all(const nest_restart *r, image *m, nest_ckpt *w, const 
       /* the input record too, so that a checkpoint is as usable as a model file (model.h) */
       const nest_trainer *t = r->src.run->t;
       nest_model_input in;
-      nest_config_model_input(&t->cfg, t->train, &in);
+      nest_trainer_model_input(t, &in);
       NEST_CALL(nest_ckpt_put_input(w, m->net, &in));
       break;
     }
     case K_SNAPSHOT:
       if (m->snap) NEST_CALL(nest_ckpt_put_net(w, e->name, m->snap, 1));
+      break;
+    case K_BEST:
+      if (m->best) NEST_CALL(nest_ckpt_put_net(w, e->name, m->best, 1));
       break;
     case K_GROW: NEST_CALL(nest_grow_save(r->src.grow, w)); break;
     default: {
@@ -455,6 +477,8 @@ static nest_status read_file(const nest_restart *r, const char *path, image *m, 
       NEST_CALL(nest_ckpt_get_net(ck, NULL, t->max_local, t->nthreads, 1, &m->net));
     if (e->kind == K_SNAPSHOT && nest_ckpt_has_group(ck, e->name))
       NEST_CALL(nest_ckpt_get_net(ck, e->name, t->max_local, t->nthreads, 1, &m->snap));
+    if (e->kind == K_BEST && nest_ckpt_has_group(ck, e->name))
+      NEST_CALL(nest_ckpt_get_net(ck, e->name, t->max_local, t->nthreads, 1, &m->best));
     if (e->kind != K_ARRAY || (e->optional && !nest_ckpt_has(ck, e->name))) continue;
     size_t n;
     NEST_CALL(entry_count(m, e, path, &n));
@@ -562,6 +586,16 @@ static nest_status unpack(nest_restart *r, image *m, nest_ckpt *ck, int64_t file
   t->net = m->net, m->net = NULL;
   nest_net_destroy(&ps->snap);
   ps->snap = m->snap, m->snap = NULL;
+  nest_scann_state *sc = r->src.scann;
+  if (sc) {
+    nest_net_destroy(&sc->best);
+    sc->best = m->best, m->best = NULL;
+    sc->ran = (int)m->sc[0], sc->res.operations = (int)m->sc[1], sc->res.best_op = (int)m->sc[2];
+    sc->best_weights = m->sc[3], sc->res.weights_before = m->sc[4];
+    sc->res.weights_after = m->sc[5];
+    sc->best_val = m->sv[0], sc->best_test = m->sv[1], sc->min_val = m->sv[2];
+    sc->res.val_error = m->sv[3], sc->res.test_error = m->sv[4], sc->res.seconds = m->sv[5];
+  }
   x->cur = (nest_cursor){(int32_t)m->cur[0], (int32_t)m->cur[1], (int32_t)m->cur[2],
                          (int32_t)m->cur[3], (int32_t)m->cur[4], m->cur[5], m->cur[6],
                          (int32_t)m->cur[7]};

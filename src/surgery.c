@@ -160,8 +160,15 @@ static void copy_state(const nest_net *old, nest_net *neu, int layer, int consum
     for (int s = 0; s < lo->nparams; ++s) {
       const nest_param *po = &lo->param[s], *pn = &ln->param[s];
       NEST_ASSERT(po->maskable == pn->maskable);
+      /* A skip tensor [units, S] follows L's units along its rows when L is its destination,
+       * along its columns when it reads L's output (act[consumer]); else it is copied whole. */
+      const nest_skip *sk = nest_net_skip(old, i, s);
+      const layer_role prole = !sk              ? role
+                               : i == layer     ? ROLE_RESIZED
+                               : sk->src == consumer ? ROLE_CONSUMER
+                                                     : ROLE_OTHER;
       const remap_view v =
-          view_of(role, po->maskable, po->dims[0], po->count, pn->count, map, uold, unew);
+          view_of(prole, po->maskable, po->dims[0], po->count, pn->count, map, uold, unew);
       /* values, momentum, masks; gradients stay zero (nest_net_create zeroed them) */
       remap_copy(neu->params + pn->offset, old->params + po->offset, &v, fresh_value(po));
       remap_copy(neu->mom + pn->offset, old->mom + po->offset, &v, 0.0f);
@@ -196,6 +203,30 @@ static nest_status check_layer(const nest_net *net, int layer, const char *what)
   return NEST_OK;
 }
 
+/* The net of `old` with layer L's units remapped through src[0..count) (entries in [-1, old
+ * units); duplicates allowed: a copy), every value copied; generation + 1. */
+static nest_status remap_build(const nest_net *old, int layer, const int *src, int count,
+                               nest_net **out) {
+  const nest_layer *l = old->layers[layer];
+  nest_status st = NEST_OK;
+  nest_layer_spec *specs = NULL;
+  /* The old architecture with L's width changed; nest_net_create re-derives every shape. */
+  NEST_CALL(nest_malloc((void **)&specs, (size_t)old->nlayers * sizeof *specs,
+                        "surgery layer specs"));
+  memcpy(specs, old->specs, (size_t)old->nlayers * sizeof *specs);
+  if (l->kind == NEST_LAYER_DENSE)
+    specs[layer].hp.units = count;
+  else
+    specs[layer].hp.out_c = count;
+  st = nest_net_create(specs, old->nlayers, old->in_shape, old->nclasses, old->max_batch,
+                       old->nthreads, out);
+  free(specs);
+  NEST_CALL(st);
+  copy_state(old, *out, layer, nest_surgery_consumer(old, layer), src, units_of(l), count);
+  (*out)->generation = old->generation + 1;
+  return NEST_OK;
+}
+
 nest_status nest_surgery_remap(nest_net **netp, int layer, const int *src, int count) {
   if (!netp || !*netp) return NEST_ERR(NEST_ERR_ARG, "surgery: no net given");
   nest_net *old = *netp;
@@ -210,7 +241,6 @@ nest_status nest_surgery_remap(nest_net **netp, int layer, const int *src, int c
 
   nest_status st = NEST_OK;
   int *seen = NULL; /* [uold] position in src + 1 of each old unit, 0 if not yet listed */
-  nest_layer_spec *specs = NULL;
   nest_net *neu = NULL;
   NEST_CALL_GOTO(st, nest_calloc((void **)&seen, (size_t)uold, sizeof *seen, "surgery unit list"),
                  done);
@@ -228,29 +258,62 @@ nest_status nest_surgery_remap(nest_net **netp, int layer, const int *src, int c
     }
     seen[src[j]] = j + 1;
   }
-
-  /* The old architecture with L's width changed; nest_net_create re-derives every shape. */
-  NEST_CALL_GOTO(st, nest_malloc((void **)&specs, (size_t)old->nlayers * sizeof *specs,
-                                 "surgery layer specs"),
-                 done);
-  memcpy(specs, old->specs, (size_t)old->nlayers * sizeof *specs);
-  if (l->kind == NEST_LAYER_DENSE)
-    specs[layer].hp.units = count;
-  else
-    specs[layer].hp.out_c = count;
-  NEST_CALL_GOTO(st, nest_net_create(specs, old->nlayers, old->in_shape, old->nclasses,
-                                     old->max_batch, old->nthreads, &neu),
-                 done);
-  copy_state(old, neu, layer, nest_surgery_consumer(old, layer), src, uold, count);
-  neu->generation = old->generation + 1;
+  NEST_CALL_GOTO(st, remap_build(old, layer, src, count, &neu), done);
   nest_net_destroy(netp);
   *netp = neu;
   neu = NULL;
 done:
   nest_net_destroy(&neu);
-  free(specs);
   free(seen);
   return st;
+}
+
+/* Multiply channel ch of a tensor viewed as [rows, channels, glen] by f (values and momentum). */
+static void scale_channel(nest_net *net, const nest_param *p, int channels, int ch, float f) {
+  const size_t rows = (size_t)p->dims[0], glen = p->count / (rows * (size_t)channels);
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t o = p->offset + (r * (size_t)channels + (size_t)ch) * glen;
+    for (size_t t = 0; t < glen; ++t) {
+      net->params[o + t] *= f;
+      net->mom[o + t] *= f;
+    }
+  }
+}
+
+nest_status nest_surgery_split(nest_net **netp, int layer, int unit) {
+  if (!netp || !*netp) return NEST_ERR(NEST_ERR_ARG, "surgery: no net given");
+  nest_net *old = *netp;
+  NEST_CALL(check_layer(old, layer, "split"));
+  const int uold = units_of(old->layers[layer]);
+  if (unit < 0 || unit >= uold || uold == INT_MAX)
+    return NEST_ERR(NEST_ERR_ARG, "%s: cannot split unit %d: the layer has %d units",
+                    old->layers[layer]->name, unit, uold);
+  int *src;
+  NEST_CALL(nest_malloc((void **)&src, (size_t)(uold + 1) * sizeof *src, "surgery unit list"));
+  for (int j = 0; j < uold; ++j) src[j] = j;
+  src[uold] = unit; /* the copy, last */
+  nest_net *neu = NULL;
+  const nest_status st = remap_build(old, layer, src, uold + 1, &neu);
+  free(src);
+  NEST_CALL(st);
+  /* Halve both units' outgoing weights: the consumer's input slices and the skip tensors that
+   * read the consumer's input (their columns), so the sum the next layers see is unchanged. */
+  const int c = nest_surgery_consumer(neu, layer);
+  const nest_layer *lc = neu->layers[c];
+  for (int s = 0; s < lc->nparams; ++s)
+    if (lc->param[s].maskable && !nest_net_skip(neu, c, s)) {
+      scale_channel(neu, &lc->param[s], uold + 1, unit, 0.5f);
+      scale_channel(neu, &lc->param[s], uold + 1, uold, 0.5f);
+    }
+  for (int k = 0; k < neu->nskips; ++k)
+    if (neu->skips[k].src == c) {
+      const nest_param *p = &neu->layers[neu->skips[k].layer]->param[neu->skips[k].slot];
+      scale_channel(neu, p, uold + 1, unit, 0.5f);
+      scale_channel(neu, p, uold + 1, uold, 0.5f);
+    }
+  nest_net_destroy(netp);
+  *netp = neu;
+  return NEST_OK;
 }
 
 nest_status nest_surgery_append(nest_net **netp, int layer, int count) {

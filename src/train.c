@@ -99,6 +99,10 @@ static nest_status setup_net(nest_trainer *t, const char *net_file) {
   const nest_config *c = &t->cfg;
   const char *from = net_file ? net_file : c->init_from;
   if (from[0]) {
+    if (!net_file && c->skips[0])
+      return NEST_ERR(NEST_ERR_CONFIG, "model.skips = %s: skips are added to model.arch; the "
+                      "network of model.init_from = %s has its own (unset one of them)",
+                      c->skips, c->init_from);
     NEST_CALL(nest_model_load(from, t->max_local, t->nthreads, &t->net));
     const nest_shape in = t->net->in_shape, d = t->train->shape;
     if (in.c != d.c || in.h != d.h || in.w != d.w || t->net->nclasses != t->train->nclasses)
@@ -114,12 +118,14 @@ static nest_status setup_net(nest_trainer *t, const char *net_file) {
   nest_arch_opts ao = {.width = c->width, .batchnorm = c->batchnorm, .dropout = c->dropout,
                        .widths = c->widths};
   NEST_CALL(nest_arch_build(c->arch, &ao, t->train->shape, t->train->nclasses, &specs, &nspecs));
-  nest_status st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses,
-                                   t->max_local, t->nthreads, &t->net);
+  nest_status st = nest_arch_skips(specs, nspecs, c->skips);
+  if (st == NEST_OK)
+    st = nest_net_create(specs, nspecs, t->train->shape, t->train->nclasses, t->max_local,
+                         t->nthreads, &t->net);
   free(specs);
   NEST_CALL(st);
   int init = strcmp(c->init, "xavier") == 0 ? NEST_INIT_XAVIER : NEST_INIT_HE;
-  return nest_net_init(t->net, c->seed, c->density, init);
+  return nest_net_init_ex(t->net, c->seed, c->density, c->skip_density, init);
 }
 
 static nest_status setup(nest_trainer *t, const char *net_file) {
@@ -439,6 +445,13 @@ nest_status nest_trainer_sync_buffers(nest_trainer *t) {
 }
 
 /* ---- the epoch ---------------------------------------------------------------------------- */
+
+void nest_trainer_model_input(const nest_trainer *t, nest_model_input *out) {
+  nest_config_model_input(&t->cfg, t->train, out);
+  if (!t->reduce) return;
+  out->reduce = (nest_reduce *)t->reduce; /* borrowed: written, never freed through out */
+  out->data_shape = (nest_shape){t->reduce->d, 1, 1};
+}
 
 nest_runlog *nest_trainer_log(nest_trainer *t) {
   return t->rank == 0 && !t->quiet ? &t->log : NULL;

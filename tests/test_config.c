@@ -162,6 +162,24 @@ static const char *const every_key[] = {
     "checkpoint.every_minutes=5",
     "checkpoint.keep=2",
     "prune.epochs=2",
+    "model.skips=in>fc2, fc1>fc3",
+    "model.skip_density=0.1",
+    "synthesis.scheme=B",
+    "scann.iterations=4",
+    "scann.epochs=3",
+    "scann.lr=0.02",
+    "scann.grow_percentile=90",
+    "scann.grow_cap=0.5",
+    "scann.prune_quantile=0.3",
+    "scann.neurons=5",
+    "scann.split_noise=0.02",
+    "scann.prune_iterations=2",
+    "scann.keep_tolerance=0.001",
+    "dr.reduce=pca,sparse",
+    "dr.k=8",
+    "dr.ratio=2.5",
+    "dr.baseline_epochs=3",
+    "dr.shrink=0",
 };
 #define NEVERY (sizeof every_key / sizeof every_key[0])
 
@@ -631,7 +649,7 @@ static void test_round_trip(void **state) {
   }
   fclose(f);
   assert_int_equal(nkeys, NEVERY);
-  assert_int_equal(nsections, 10);
+  assert_int_equal(nsections, 12);
 
   /* overwriting an existing file works; defaults round-trip too */
   nest_config_defaults(&c);
@@ -921,6 +939,20 @@ static const range_case range_cases[] = {
     RD("model.width", width, 0, 64, "(0, 64]"),
     RD("model.density", density, 0, 1, "(0, 1]"),
     RD("model.dropout", dropout, 0, 1, "[0, 1)"),
+    RD("model.skip_density", skip_density, 0, 1, "[0, 1]"),
+    RI("scann.iterations", scann_iterations, 0, 1e4, "[0, 10000]"),
+    RI("scann.epochs", scann_epochs, 0, 1000, "[0, 1000]"),
+    RD("scann.lr", scann_lr, 0, 1000, "[0, 1000]"),
+    RD("scann.grow_percentile", scann_grow_percentile, 0, 100, "[0, 100)"),
+    RD("scann.grow_cap", scann_grow_cap, 0, 1000, "[0, 1000]"),
+    RD("scann.prune_quantile", scann_prune_quantile, 0, 1, "(0, 1)"),
+    RI("scann.neurons", scann_neurons, 1, 1e4, "[1, 10000]"),
+    RD("scann.split_noise", scann_split_noise, 0, 10, "[0, 10]"),
+    RI("scann.prune_iterations", scann_prune_iterations, 0, 1e4, "[0, 10000]"),
+    RD("scann.keep_tolerance", scann_keep_tolerance, 0, 1, "[0, 1]"),
+    RI("dr.k", dr_k, 0, 1e6, "[0, 1000000]"),
+    RD("dr.ratio", dr_ratio, 0, 1e6, "[0, 1000000]"),
+    RI("dr.baseline_epochs", dr_baseline_epochs, 1, 1000, "[1, 1000]"),
     RD("augment.rotate", aug_rotate, 0, 180, "[0, 180]"),
     RD("augment.scale", aug_scale, 0, 1, "[0, 1)"),
     RD("augment.shear", aug_shear, 0, 1, "[0, 1)"),

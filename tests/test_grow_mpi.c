@@ -38,24 +38,16 @@ static void base_config(nest_config *cfg, const char *arch) {
 }
 
 static nest_trainer *make(nest_comm *c, const nest_config *cfg, nest_shape shape, int n) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 77, 1, &ds), NEST_OK);
-  nest_trainer *t;
-  nest_status st = nest_trainer_create_with_data(cfg, c, ds, NULL, &t);
-  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
-  t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  nest_trainer *t = nest_test_trainer(c, cfg, shape, n, 77);
+  if (!t) fail_msg("create: %s", nest_error_message());
   return t;
 }
 
 /* A pipeline (growth driver, cursor) around the same data as make(). */
 static nest_pipeline *make_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape,
                                     int n) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 77, 1, &ds), NEST_OK);
-  nest_pipeline *p;
-  nest_status st = nest_pipeline_create_with_data(cfg, c, ds, NULL, &p);
-  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
-  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  nest_pipeline *p = nest_test_pipeline(c, cfg, shape, n, 77);
+  if (!p) fail_msg("create: %s", nest_error_message());
   return p;
 }
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "nest/net.h"
+#include "nest/arch.h"
 #include "nest/onnx.h"
 #include "nest/rng.h"
 #include "onnx/onnx.pb-c.h"
@@ -281,6 +282,38 @@ static void test_area_all_ones(void **state) {
   nest_net_destroy(&net);
 }
 
+/* Skip connections (net.h): each skip tensor a Gemm on the tensor its source layer's
+ * successor reads, added to the destination's output; from the input of an MLP and from the
+ * flattened features of a CNN (after the Flatten). */
+static void test_skips(void **state) {
+  nest_layer_spec mlp[] = {
+      {NEST_LAYER_DENSE, "fc1", {.units = 12}}, {NEST_LAYER_RELU, "fc1.relu", {0}},
+      {NEST_LAYER_DENSE, "fc2", {.units = 9}},  {NEST_LAYER_RELU, "fc2.relu", {0}},
+      {NEST_LAYER_DENSE, "fc3", {.units = 5}},
+  };
+  assert_ok(nest_arch_skips(mlp, 5, "all"));
+  nest_net *net = make_net(mlp, 5, (nest_shape){13, 1, 1}, 5, 0.5, 3);
+  assert_int_equal(net->nskips, 3);
+  nest_norm nm;
+  random_norm(&nm, 13, 3);
+  const char *ops[] = {"\"Gemm\"", "\"Add\"", NULL};
+  export_and_compare("mlp_skips", net, &nm, 0.0f, 0, ops);
+  nest_norm_free(&nm);
+  nest_net_destroy(&net);
+  nest_layer_spec cnn[] = {
+      {NEST_LAYER_CONV2D, "conv1", {.out_c = 4, .kh = 3}}, {NEST_LAYER_RELU, "conv1.relu", {0}},
+      {NEST_LAYER_MAXPOOL, "pool1", {.kh = 2}},           {NEST_LAYER_DENSE, "fc1", {.units = 8}},
+      {NEST_LAYER_RELU, "fc1.relu", {0}},                 {NEST_LAYER_DENSE, "fc2", {.units = 4}},
+  };
+  assert_ok(nest_arch_skips(cnn, 6, "pool1>fc2"));
+  net = make_net(cnn, 6, (nest_shape){2, 10, 10}, 4, 0.7, 4);
+  random_norm(&nm, 2, 4);
+  const char *cops[] = {"\"Conv\"", "\"Flatten\"", "\"Add\"", NULL};
+  export_and_compare("cnn_skips", net, &nm, 1.0f / 255.0f, 1, cops);
+  nest_norm_free(&nm);
+  nest_net_destroy(&net);
+}
+
 static void test_shape_changes(void **state) {
   /* a dense layer feeding a 1x1 conv (Reshape to [N, 8, 1, 1]) that is the last layer: its
    * [N, 3, 1, 1] output is flattened into the logits; no normalisation */
@@ -483,6 +516,7 @@ int main(void) {
       cmocka_unit_test(test_area_all_ones),  cmocka_unit_test(test_tabular_mlp),
       cmocka_unit_test(test_cnn),            cmocka_unit_test(test_partial_area),
       cmocka_unit_test(test_shape_changes),
+      cmocka_unit_test(test_skips),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

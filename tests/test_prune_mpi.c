@@ -30,35 +30,19 @@ static nest_comm *comm;
 static int R, P;
 
 static void base_config(nest_config *cfg, const char *arch) {
-  nest_config_defaults(cfg);
-  snprintf(cfg->arch, sizeof cfg->arch, "%s", arch);
-  snprintf(cfg->train, sizeof cfg->train, "synthetic");
-  cfg->out_dir[0] = '\0';
-  cfg->run_dir[0] = '\0';
-  cfg->batch = 10; /* not divisible by 4: unequal shares */
-  cfg->lr = 0.05;
-  cfg->seed = 5;
-  cfg->val_split = 0.2;
+  nest_test_synthetic_config(cfg, arch, 5);
 }
 
 static nest_trainer *make(const nest_config *cfg, nest_shape shape, int n) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
-  nest_trainer *t;
-  nest_status st = nest_trainer_create_with_data(cfg, comm, ds, NULL, &t);
-  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
-  t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  nest_trainer *t = nest_test_trainer(comm, cfg, shape, n, 31);
+  if (!t) fail_msg("create: %s", nest_error_message());
   return t;
 }
 
 /* A pipeline (growth driver, cursor, pruning state) around the same data as make(). */
 static nest_pipeline *make_pipeline(const nest_config *cfg, nest_shape shape, int n) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
-  nest_pipeline *p;
-  nest_status st = nest_pipeline_create_with_data(cfg, comm, ds, NULL, &p);
-  if (st != NEST_OK) fail_msg("create: %s", nest_error_message());
-  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  nest_pipeline *p = nest_test_pipeline(comm, cfg, shape, n, 31);
+  if (!p) fail_msg("create: %s", nest_error_message());
   return p;
 }
 
@@ -226,17 +210,8 @@ static void test_prune_iterations_counted(void **state) {
 /* One expected set-up error (the same on every rank). */
 static void expect_setup_error(const nest_config *cfg, nest_shape shape, int n, const char *key1,
                                const char *key2) {
-  nest_dataset *ds;
-  assert_int_equal(nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds), NEST_OK);
-  nest_pipeline *pl = NULL;
-  const nest_status st = nest_pipeline_create_with_data(cfg, comm, ds, NULL, &pl);
-  if (st != NEST_ERR_CONFIG) fail_msg("create: %d (%s), want a config error", st, nest_error_message());
-  assert_null(pl);
-  const char *msg = nest_error_message();
-  if (!strstr(msg, key1) || !strstr(msg, key2))
-    fail_msg("message '%s' does not name %s and %s", msg, key1, key2);
-  assert_int_equal(nest_comm_check_same(comm, nest_test_hash_bytes(msg, strlen(msg)), "messages"),
-                   NEST_OK);
+  char why[1024];
+  if (nest_test_setup_error(comm, cfg, shape, n, key1, key2, why, sizeof why)) fail_msg("%s", why);
 }
 
 static void test_needs_validation(void **state) {

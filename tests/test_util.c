@@ -195,3 +195,60 @@ char *nest_test_capture(void (*print)(FILE *f)) {
   }
   return text;
 }
+
+nest_trainer *nest_test_trainer(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                uint64_t data_seed) {
+  nest_dataset *ds = NULL;
+  nest_trainer *t = NULL;
+  if (nest_dataset_synthetic(n, shape, 4, 0.5f, data_seed, 1, &ds) != NEST_OK) return NULL;
+  if (nest_trainer_create_with_data(cfg, c, ds, NULL, &t) != NEST_OK) return NULL;
+  t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return t;
+}
+
+nest_pipeline *nest_test_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                  uint64_t data_seed) {
+  nest_dataset *ds = NULL;
+  nest_pipeline *p = NULL;
+  if (nest_dataset_synthetic(n, shape, 4, 0.5f, data_seed, 1, &ds) != NEST_OK) return NULL;
+  if (nest_pipeline_create_with_data(cfg, c, ds, NULL, &p) != NEST_OK) return NULL;
+  p->t->quiet = getenv("NEST_TEST_VERBOSE") == NULL;
+  return p;
+}
+
+void nest_test_synthetic_config(nest_config *cfg, const char *arch, uint64_t seed) {
+  nest_config_defaults(cfg);
+  snprintf(cfg->arch, sizeof cfg->arch, "%s", arch);
+  snprintf(cfg->train, sizeof cfg->train, "synthetic");
+  cfg->out_dir[0] = '\0';
+  cfg->run_dir[0] = '\0';
+  cfg->batch = 10;
+  cfg->lr = 0.05;
+  cfg->seed = seed;
+  cfg->val_split = 0.2;
+}
+
+int nest_test_setup_error(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                          const char *key1, const char *key2, char *why, size_t cap) {
+  nest_dataset *ds = NULL;
+  nest_pipeline *pl = NULL;
+  if (nest_dataset_synthetic(n, shape, 4, 0.5f, 31, 1, &ds) != NEST_OK) {
+    snprintf(why, cap, "synthetic data: %s", nest_error_message());
+    return 1;
+  }
+  const nest_status st = nest_pipeline_create_with_data(cfg, c, ds, NULL, &pl);
+  const char *msg = nest_error_message();
+  int bad = 1;
+  if (st != NEST_ERR_CONFIG || pl)
+    snprintf(why, cap, "create: %s (%s), want a config error", nest_status_name(st), msg);
+  else if (!strstr(msg, key1) || !strstr(msg, key2))
+    snprintf(why, cap, "message '%s' does not name %s and %s", msg, key1, key2);
+  else if (nest_comm_check_same(c, nest_test_hash_bytes(msg, strlen(msg)), "messages") != NEST_OK)
+    snprintf(why, cap, "the ranks' messages differ");
+  else
+    bad = 0;
+  nest_pipeline_destroy(&pl);
+  if (!bad) nest_error_clear();
+  return bad;
+}
+

@@ -9,6 +9,7 @@
 
 #include "nest/arch.h"
 #include "nest/net.h"
+#include "nest/pipeline.h"
 #include "nest/status.h"
 
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp), removed at exit. */
@@ -76,5 +77,23 @@ float *nest_test_falloc(size_t n);
 void nest_test_to_double(const float *a, double *b, size_t n);
 /* Normwise relative difference max|a - b| / max(max|b|, 1e-30); NaN propagates. */
 double nest_test_norm_rel(const float *a, const double *b, size_t n);
+
+/* A trainer / pipeline on nest_dataset_synthetic(n, shape, 4 classes, noise 0.5, data_seed), no
+ * test set; quiet unless NEST_TEST_VERBOSE is set. NULL on failure (nest_error_message says
+ * why). */
+nest_trainer *nest_test_trainer(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                uint64_t data_seed);
+nest_pipeline *nest_test_pipeline(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                                  uint64_t data_seed);
+
+/* nest_config_defaults plus what the synthetic-data MPI tests share: model.arch = arch,
+ * data.train "synthetic", no run directory, batch 10 (not divisible by 4: unequal shares),
+ * lr 0.05, run.seed = seed, data.val_split 0.2. */
+void nest_test_synthetic_config(nest_config *cfg, const char *arch, uint64_t seed);
+/* nest_test_pipeline(c, cfg, shape, n, 31) must fail with NEST_ERR_CONFIG, no pipeline, a
+ * message naming key1 and key2, the same message on every rank. 0 if so (the error is then
+ * cleared), else 1 with what happened in why. Collective. */
+int nest_test_setup_error(nest_comm *c, const nest_config *cfg, nest_shape shape, int n,
+                          const char *key1, const char *key2, char *why, size_t cap);
 
 #endif

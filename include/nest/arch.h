@@ -64,4 +64,14 @@ nest_status nest_arch_check(const char *arch, const nest_arch_opts *opts);
 nest_status nest_arch_build(const char *arch, const nest_arch_opts *opts, nest_shape in,
                             int nclasses, nest_layer_spec **specs, int *nspecs);
 
+/* Skip connections (SCANN; net.h "Skip connections") from the model.skips list onto specs:
+ * "all" — every source of the dense part (the input of an MLP, the flattened features of a
+ * conv base, every hidden dense layer's output) into every later dense layer it does not
+ * already feed through the chain; or "SOURCE>DEST, ..." with SOURCE "in" or a layer name
+ * (its output as the next weight layer reads it) and DEST a dense layer. Names are stored
+ * canonical (net.h). Errors (NEST_ERR_CONFIG) quote model.skips and the pair: no such layer,
+ * the destination is not dense, the skip points backwards or joins adjacent layers, a conv2d
+ * layer reads the source, listed twice, more than NEST_MAX_SKIPS into one layer. "" = none. */
+nest_status nest_arch_skips(nest_layer_spec *specs, int n, const char *list);
+
 #endif

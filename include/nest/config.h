@@ -62,6 +62,8 @@ typedef struct nest_config {
   char init_from[NEST_PATH_LEN]; /* model file (HDF5) to start from instead of arch; "" = none */
   char widths[256];  /* "N,N,...,N": base width of each hidden conv / dense layer of arch, in
                         order, before the ratio (the NeST AlexNet / VGG-16 seeds); "" = arch's */
+  char skips[512];   /* skip tensors (SCANN, net.h): "all" or "SRC>DEST, ..."; "" = none */
+  double skip_density; /* seed density of the skip tensors in [0, 1]: 0 (all dormant) */
   /* [augment] affine distortion of training images (ALGORITHMS.md §12) */
   int aug_affine;        /* 0/1 */
   double aug_rotate;     /* degrees, uniform in +-rotate: 12 */
@@ -73,6 +75,8 @@ typedef struct nest_config {
   /* [synthesis] */
   char phases[128];      /* comma-separated phases run in order: grow, train, prune, area;
                             "" = grow (if grow.policy lists a growth policy), then train */
+  char scheme[8];        /* SCANN scheme: none | A | B | C (docs/scann.md); not none: the scann
+                            phase runs it (synthesis.phases empty: train, scann) */
   /* [train] */
   int epochs;        /* 20 */
   int batch;         /* global batch size over all ranks: 128 */
@@ -136,6 +140,26 @@ typedef struct nest_config {
   int prune_epochs;         /* epochs of fine-tuning after the prune / area phase (a cosine
                                from prune.lr to optim.min_lr): 0 */
   int prune_area_epochs;    /* epochs of fine-tuning after the area phase; -1 = prune.epochs */
+  /* [scann] SCANN's operations and schemes (docs/scann.md) */
+  int scann_iterations;     /* scheme iterations: 10 */
+  int scann_epochs;         /* epochs trained after each operation: 2 */
+  double scann_lr;          /* peak learning rate of those epochs (cosine each); 0 = optim.lr */
+  double scann_grow_percentile; /* connection growth: activate dormant positions whose score is
+                                   above this percentile of the candidates' scores: 70 */
+  double scann_grow_cap;    /* ... at most cap x active per tensor; 0 = no cap */
+  double scann_prune_quantile; /* connection pruning: drop this share of active weights per
+                                  tensor (the smallest |w|): 0.2 */
+  int scann_neurons;        /* neuron growth: units split per layer per step: 1 */
+  double scann_split_noise; /* std of the noise on a split unit's copy: 0.01 */
+  int scann_prune_iterations; /* scheme A: {prune, train} iterations after the growth: 3 */
+  double scann_keep_tolerance; /* best network: a smaller one within this validation error of
+                                  the best replaces it: 0 */
+  /* [dr] DR+SCANN: feature reduction before synthesis (docs/scann.md) */
+  char dr_reduce[64];       /* candidate reductions: pca, gaussian, sparse; "" = none */
+  int dr_k;                 /* output features; 0 = from dr.ratio */
+  double dr_ratio;          /* feature compression d / k (k = round(d / ratio)); 0 = use dr.k */
+  int dr_baseline_epochs;   /* epochs of the small baseline that chooses the reduction: 5 */
+  int dr_shrink;            /* 0/1: hidden widths times k / d: 1 */
   /* [checkpoint] (docs/restart.md) */
   int ck_every_steps;       /* a restart checkpoint every this many optimizer steps; 0 = off */
   double ck_every_minutes;  /* ... and every this many minutes; 0 = off: 30 */

@@ -75,6 +75,12 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
                               nest_dataset **out);
 void nest_dataset_destroy(nest_dataset **ds);
 
+/* A new in-memory tabular set with src's samples, labels, class names, path and format, and the
+ * features f32 [src->n, d] (taken over, also on failure): shape (d, 1, 1), no normalisation,
+ * u8_scale 1. DR+SCANN's reduced sets (dr.h). src must be in memory. */
+nest_status nest_dataset_with_features(const nest_dataset *src, float *f32, int d,
+                                       nest_dataset **out);
+
 /* Features per sample (c*h*w) as delivered (image shards: after the crop). */
 static inline int64_t nest_dataset_dim(const nest_dataset *ds) {
   return (int64_t)nest_shape_size(ds->shape);

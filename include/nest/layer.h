@@ -46,7 +46,7 @@
 #include <stdint.h>
 #include "nest/status.h"
 
-#define NEST_MAX_PARAMS 4
+#define NEST_MAX_PARAMS 12 /* W, b and up to 8 skip tensors (net.h NEST_MAX_SKIPS) */
 #define NEST_MAX_BUFFERS 4
 #define NEST_NAME_LEN 32
 

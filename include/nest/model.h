@@ -39,6 +39,7 @@
 
 #include "nest/data.h"
 #include "nest/net.h"
+#include "nest/reduce.h"
 #include "nest/status.h"
 
 #define NEST_MODEL_FORMAT "nest-model"
@@ -77,6 +78,11 @@ typedef struct {
   /* The split of the training file (provenance): data.val_split, data.test_split, run.seed. */
   double val_split, test_split;
   uint64_t split_seed;
+  /* DR+SCANN (reduce.h): raw features [data_shape.c] -> the net's [reduce->k], applied after
+   * the scale and before the normalisation (whose nch is then k); tabular data only. NULL =
+   * none. Borrowed when writing; owned after reading (nest_model_input_free frees it). Stored
+   * as the group /input/reduce (docs/model-format.md). */
+  nest_reduce *reduce;
 } nest_model_input;
 
 /* The sample, normalisation, crop and labels of a training set as the trainer has prepared it

@@ -27,11 +27,19 @@
 #include "nest/layer.h"
 #include "nest/status.h"
 
+/* Skip tensors into one dense layer at most (SCANN, docs/scann.md). */
+#define NEST_MAX_SKIPS 8
+
 /* One layer of an architecture, before shapes are known. */
 typedef struct {
   nest_layer_kind kind;
   char name[NEST_NAME_LEN];
   nest_layer_hparams hp;
+  /* Skip tensors INTO this layer (dense only): one maskable weight tensor per source, from the
+   * output of an earlier layer to this layer's pre-activation (see "Skip connections" below).
+   * skip_from[k] names the source: "in" (the net's input) or a layer. */
+  int nskips;
+  char skip_from[NEST_MAX_SKIPS][NEST_NAME_LEN];
 } nest_layer_spec;
 
 /* A trainable tensor of the net: (layer, slot) and where it sits in the arenas. */
@@ -40,6 +48,15 @@ typedef struct {
   int slot;              /* index into layer->param[] */
   const nest_param *param;
 } nest_tensor_ref;
+
+/* A skip tensor of the net (resolved from the specs at create). */
+typedef struct {
+  int layer;            /* the destination: a dense layer */
+  int slot;             /* its parameter slot ("skip_<from>", after W and b) */
+  int src;              /* index into act[] of what it reads: 0 = the input, else the input of
+                           the first dense layer after the source layer */
+  char from[NEST_NAME_LEN]; /* the source's canonical name (nest_skip_source) */
+} nest_skip;
 
 typedef struct nest_net {
   int nlayers;
@@ -59,12 +76,50 @@ typedef struct nest_net {
   int ntensors;
   nest_tensor_ref *tensors;
 
+  int nskips;
+  nest_skip *skips;    /* [nskips] by destination layer, then slot */
+
   float **act, **dact; /* [nlayers + 1] */
+  float **sdact;       /* [nlayers + 1]: per skip source act index j > 0, the skip tensors' share
+                          of dL/dact[j] (own buffers; NULL where no skip reads act[j]) */
+  int *sd_used;        /* [nlayers + 1] backward's marks: sdact[j] holds a first term */
   float *act_mem, *scratch_mem;
   /* Bytes of the allocations above (docs/memory.md; bench_step prints them): activations,
    * their gradients, the shared per-call workspace and the layers' forward-to-backward caches. */
   size_t act_bytes, dact_bytes, ws_bytes, cache_bytes;
 } nest_net;
+
+/* ---- Skip connections (SCANN, ALGORITHMS.md §10) --------------------------------------------
+ * A dense layer D may hold, besides its chain tensor W [units, in], one maskable tensor per skip
+ * source S: "skip_<from>" [units, |act[S]|] in its parameter slots 2.. (so it lies in D's part of
+ * the arenas, is saved, checkpointed, summed and hashed with D, and is one more maskable tensor
+ * in net->tensors for every growth and pruning policy). Forward adds act[S] · skipᵀ to D's output
+ * before whatever follows D (its ReLU); backward writes the dense gradient dyᵀ · act[S] (dormant
+ * positions included: connection growth ranks them) and adds dy · skip into its own buffer
+ * sdact[S], which is added to dact[S] right after layer S's backward has written it — so the
+ * chain's two alternating gradient buffers stay valid, and the sums run in a fixed order
+ * (destinations from the top, slots in order): the same bits for any thread count.
+ * Sources: "in" = act[0]; a layer X = act[j], j the first dense / conv layer after X (what the
+ * chain's next weight layer reads: after X's ReLU, batch norm, dropout, pooling). The canonical
+ * name of act[j] is "in" or the layer that produces it, walking back past relu / batchnorm /
+ * dropout ("fc1" for an MLP's fc1, "pool2" for LeNet-5's flattened features). Valid: D is
+ * dense, j < D (j == D is the chain tensor, j > D points backwards), and no conv layer reads
+ * act[j] or anything after it (for conv bases, skips start at the flattened features). */
+
+/* The act index of source `from` in specs[0..n), its canonical name into canon (may be NULL);
+ * -1 when no such layer or it has no output a later weight layer reads. */
+int nest_skip_source(const nest_layer_spec *specs, int n, const char *from,
+                     char canon[NEST_NAME_LEN]);
+/* May a skip from `from` feed layer `dest`? 1, or 0 with *why (a static reason). */
+int nest_skip_valid(const nest_layer_spec *specs, int n, const char *from, int dest,
+                    const char **why);
+/* Declare layer specs[i]'s skip tensors on l (created from specs[i], before binding): acts[j]
+ * is the shape of act[j] for j <= i. Used by nest_net_create and by readers that build layers
+ * one at a time. Errors (NEST_ERR_CONFIG) name the layer and the source. */
+nest_status nest_skip_declare(nest_layer *l, const nest_layer_spec *specs, int n, int i,
+                              const nest_shape *acts);
+/* The skip tensor in (layer, slot), or NULL (a chain tensor). */
+const nest_skip *nest_net_skip(const nest_net *net, int layer, int slot);
 
 /* Build the layers from specs, check shapes, lay out and allocate the arenas (zeroed, masks
  * all ones). The last layer must output nclasses features. */
@@ -81,6 +136,9 @@ nest_status nest_net_create_ex(const nest_layer_spec *specs, int nspecs, nest_sh
                                int nclasses, int max_batch, int nthreads,
                                const nest_net_opts *opts, nest_net **out);
 void nest_net_destroy(nest_net **net);
+/* A deep copy: the same specs (skips included), every arena copied (values, masks, momentum,
+ * buffers; gradients are not state: zero), the same generation. */
+nest_status nest_net_clone(const nest_net *src, nest_net **out);
 
 /* Seed connectivity and initial values, identical on every rank for the same seed:
  * masks — each weight active with probability `density` (counter RNG keyed by layer), then
@@ -92,6 +150,14 @@ void nest_net_destroy(nest_net **net);
  * init_override: -1 keeps each tensor's declared init, else NEST_INIT_HE / NEST_INIT_XAVIER
  * for every maskable tensor. Buffers get their init values; momentum and grads 0. */
 nest_status nest_net_init(nest_net *net, uint64_t seed, double density, int init_override);
+/* The same with skip tensors seeded at skip_density in [0, 1] (0: all dormant, growth
+ * candidates): each skip weight active with that probability from a stream keyed by
+ * (destination, source) names, no repair (the chain connects every unit). With skips, every
+ * tensor into a dense layer D is initialised with the fan-in of all of them: std sqrt(2 /
+ * sum of fan_in x density) over D's chain and skip tensors. nest_net_init uses
+ * skip_density = density; a net without skips is initialised exactly as before. */
+nest_status nest_net_init_ex(nest_net *net, uint64_t seed, double density, double skip_density,
+                             int init_override);
 
 /* Forward pass over ctx->n rows of x ([n, in]); returns the logits (net->act[nlayers]). */
 nest_status nest_net_forward(nest_net *net, const nest_ctx *ctx, const float *x,

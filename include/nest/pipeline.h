@@ -6,7 +6,9 @@
  *          rigl) act after its epochs and steps through the engine's hooks;
  *   prune  the pruning phase, area the partial-area phase (prune.h), each followed by
  *          prune.epochs epochs of fine-tuning (a cosine from prune.lr down to optim.min_lr;
- *          area: prune.area_epochs when set).
+ *          area: prune.area_epochs when set);
+ *   scann  SCANN's scheme synthesis.scheme (scann.h): operations with training in between,
+ *          ending with the best validation network.
  * A run that changes the architecture keeps model_seed.h5 (the starting network) and, after a
  * growth phase, model_grown.h5: the stages of the report; every run ends with summary.txt, the
  * final model.h5 and, with a synthesis phase, report.csv (report.h).
@@ -18,14 +20,16 @@
 #ifndef NEST_PIPELINE_H
 #define NEST_PIPELINE_H
 
+#include "nest/dr.h"
 #include "nest/grow.h"
 #include "nest/phase.h"
 #include "nest/prune.h"
 #include "nest/restart.h"
+#include "nest/scann.h"
 
 /* The phases of a run (synthesis.phases), in the order they run. */
 typedef enum { NEST_PHASE_GROW, NEST_PHASE_TRAIN, NEST_PHASE_PRUNE, NEST_PHASE_AREA,
-               NEST_PHASE_COUNT } nest_phase_kind;
+               NEST_PHASE_SCANN, NEST_PHASE_COUNT } nest_phase_kind;
 #define NEST_MAX_PHASES 8
 
 typedef struct {
@@ -34,6 +38,8 @@ typedef struct {
   nest_grow *grow;          /* growth policies and events (grow.h); NULL without grow.policy
                                and pruning phases */
   nest_prune_state prune;   /* pruning targets, guard snapshot, results (prune.h) */
+  nest_scann_state scann;   /* the scann phase's best network and result (scann.h) */
+  nest_dr_result dr;        /* DR+SCANN's reduction of the data (dr.h; t->reduce points here) */
   nest_restart *rst;        /* the checkpoint writer (restart.h) */
   nest_phase_kind phases[NEST_MAX_PHASES];
   int nphases;
@@ -42,7 +48,8 @@ typedef struct {
   char run_dir[NEST_PATH_LEN];   /* "" = none */
 } nest_pipeline;
 
-/* Check the config (grow.policy, synthesis.phases), load the data, build the engine and its
+/* Check the config (grow.policy, synthesis.phases), load the data, reduce them (dr.reduce,
+ * dr.h), build the engine and its
  * net, check the phases' keys against the net and the data (a pruning phase or
  * grow.target_error needs validation samples), then create or resume the run directory (a
  * resumed run takes its net from its checkpoint: model.init_from is not read again).

@@ -61,7 +61,9 @@ typedef struct {
   const int64_t *score_ids; /* the fixed scoring batch of this iteration (indices into t->train) */
   int64_t n_score;
   int64_t room;             /* connections the size cap still allows (INT64_MAX = no cap) */
-  double fraction;          /* PRUNE: the step, a fraction of the target's active entries */
+  double fraction;          /* PRUNE: the step, a fraction of the target's active entries;
+                               conn growth run by the scann phase: the share of dormant
+                               positions to activate (percentile mode); else 0 */
   void *state;              /* ops->state_size zeroed bytes; ops->release frees inside */
   /* filled by apply (summed over rounds into the event) */
   int64_t units_added, conns_added, conns_removed;
@@ -126,6 +128,10 @@ int nest_policy_accepts_hidden(const nest_net *net, int layer, nest_layer_kind k
 /* Connections to add to a tensor with `active` active and `dormant` dormant positions:
  * grow.conn_count, or ceil(grow.conn_ratio x active), capped by dormant and by room. */
 int64_t nest_policy_conn_k(const nest_config *c, int64_t active, int64_t dormant, int64_t room);
+/* Percentile mode (SCANN): ceil(share x dormant) with select.h's rounding, capped by
+ * scann.grow_cap x active (when > 0) and by room. */
+int64_t nest_policy_conn_share(const nest_config *c, double share, int64_t active, int64_t dormant,
+                               int64_t room);
 
 /* The policies (src/policies/<file>.c). */
 extern const nest_policy_ops nest_policy_conn;      /* connection_growth.c */
@@ -137,5 +143,6 @@ extern const nest_policy_ops nest_policy_rigl;      /* rigl.c */
 extern const nest_policy_ops nest_policy_magnitude; /* magnitude_pruning.c */
 extern const nest_policy_ops nest_policy_neurons;   /* neuron_pruning.c */
 extern const nest_policy_ops nest_policy_area;      /* partial_area.c */
+extern const nest_policy_ops nest_policy_split;     /* cell_division.c */
 
 #endif

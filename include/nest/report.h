@@ -22,7 +22,8 @@
 #include "nest/layer.h"
 #include "nest/status.h"
 
-/* One dense / conv layer of one stage. NaN = unknown. */
+/* One dense / conv layer of one stage (with skip connections, its chain and skip tensors
+ * together), or one skip tensor. NaN = unknown. */
 typedef struct {
   char name[NEST_NAME_LEN];
   nest_layer_kind kind;   /* NEST_LAYER_DENSE or NEST_LAYER_CONV2D */
@@ -35,6 +36,9 @@ typedef struct {
   double act_frac;        /* Act%: non-zero share of the layer's outputs after its ReLU */
   double in_frac;         /* non-zero share of the layer's inputs */
   double conv_frac;       /* Conv%: active partial-area fraction; NaN for dense layers */
+  int skip;               /* 1: one skip tensor of the dense layer in the row above (its counts
+                             are part of that row's; named "SOURCE>DEST", kind "skip"; not in
+                             the stage's sums) */
 } nest_report_layer;
 
 typedef struct {

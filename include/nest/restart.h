@@ -35,6 +35,7 @@
 #include "nest/grow.h"
 #include "nest/phase.h"
 #include "nest/prune.h"
+#include "nest/scann.h"
 
 /* SIGUSR1, SIGTERM and SIGINT set a flag (and nothing else): the next restart point writes
  * a checkpoint and returns NEST_STOPPED. A second signal changes nothing. Installs the
@@ -49,6 +50,7 @@ typedef struct {
   nest_phase_ctx *run;       /* the engine (run->t), the cursor, resuming, the phase's start */
   nest_grow *grow;           /* the growth result and pending event rows; NULL = none */
   nest_prune_state *prune;   /* targets, snapshot, retraining stream and sums, results */
+  nest_scann_state *scann;   /* the scann phase's best network and result; NULL = none */
   nest_eval *last_val, *last_test; /* the latest evaluation (summary.txt) */
   int nphases;               /* phases of the run: a cursor beyond them is refused */
   const char *run_dir;       /* "" = no run directory: points only watch for signals */

@@ -7,6 +7,8 @@
  *   - L's weight slice (dense: row u of W[units, D]; conv: W[u, C, kh, kw]) and bias b[u];
  *   - the per-channel tensors of every layer between L and its CONSUMER (batch norm: gamma,
  *     beta, running mean and variance; relu, maxpool and dropout carry no state);
+ *   - the rows of u in L's skip tensors (skip connections, net.h) and its columns in every skip
+ *     tensor that reads L's output (the consumer's input, act[consumer]);
  *   - the consumer's input slice of u: the next dense or conv layer after L, reached through
  *     batchnorm / relu / maxpool / dropout only. Dense consumer: the block of h x w columns of
  *     channel u (h x w = the consumer's input plane; a single column when L is dense, the
@@ -49,6 +51,14 @@ int nest_surgery_can_resize(const nest_net *net, int layer, const char **why);
 /* The remap primitive (see above). count >= 1; each old unit appears at most once in src;
  * entries are in [-1, old units). Errors (NEST_ERR_ARG) name the layer. */
 nest_status nest_surgery_remap(nest_net **net, int layer, const int *src, int count);
+
+/* Cell division (SCANN neuron growth): append a copy of unit u as the last unit — its weights,
+ * masks, bias and momentum in every tensor that produces it (L's chain and skip rows), its
+ * batch-norm entries, and its input slices in every tensor that consumes it (the consumer's
+ * and every skip tensor reading the consumer's input) — then halve the outgoing weights (and
+ * momentum) of both u and the copy, so the network computes the same function (exactly, in
+ * exact arithmetic; halving is exact in floats). */
+nest_status nest_surgery_split(nest_net **net, int layer, int unit);
 
 /* Append `count` fresh units after the existing ones (old unit i stays unit i). */
 nest_status nest_surgery_append(nest_net **net, int layer, int count);

@@ -23,6 +23,8 @@
 #include "nest/data.h"
 #include "nest/net.h"
 #include "nest/optim.h"
+#include "nest/model.h"
+#include "nest/reduce.h"
 #include "nest/runlog.h"
 
 struct nest_augment;
@@ -94,6 +96,9 @@ typedef struct nest_trainer {
   int64_t (*steps_left)(void *arg);
   void *steps_left_arg;
   nest_step_times *times; /* NULL, or where nest_trainer_step adds its per-part seconds */
+  /* DR+SCANN (dr.h): the reduction the data went through before the engine saw them (its
+   * driver owns it); NULL = none. Model files record it (nest_trainer_model_input). */
+  const nest_reduce *reduce;
 } nest_trainer;
 
 typedef struct nest_epoch_plan nest_epoch_plan;
@@ -188,6 +193,9 @@ nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n);
  * receive the evaluation (NaN when not evaluated). Collective. */
 nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
                                nest_eval *test);
+/* The input record of the run's model files (model.h): nest_config_model_input of the training
+ * set, with the raw feature count and the reduction when t->reduce is set. Borrows from t. */
+void nest_trainer_model_input(const nest_trainer *t, nest_model_input *out);
 /* Rank 0's console log, NULL on other ranks and when quiet (runlog.h functions print nothing
  * for NULL). */
 nest_runlog *nest_trainer_log(nest_trainer *t);

@@ -236,6 +236,37 @@ loaded:
   return NEST_OK;
 }
 
+nest_status nest_dataset_with_features(const nest_dataset *src, float *f32, int d,
+                                       nest_dataset **out) {
+  *out = NULL;
+  nest_dataset *ds = NULL;
+  nest_status st = src->shards ? NEST_ERR(NEST_ERR_ARG, "%s: image shards cannot take new "
+                                          "features", src->path)
+                               : nest_calloc((void **)&ds, 1, sizeof *ds, "dataset");
+  if (st == NEST_OK) {
+    memcpy(ds->path, src->path, sizeof ds->path);
+    memcpy(ds->format, src->format, sizeof ds->format);
+    ds->n = src->n;
+    ds->shape = (nest_shape){d, 1, 1};
+    ds->nclasses = src->nclasses;
+    ds->unlabeled = src->unlabeled;
+    ds->u8_scale = 1.0f;
+    ds->f32 = f32, f32 = NULL;
+    st = nest_malloc((void **)&ds->labels, sizeof(int32_t) * (size_t)(src->n ? src->n : 1),
+                     "labels");
+  }
+  if (st == NEST_OK) memcpy(ds->labels, src->labels, sizeof(int32_t) * (size_t)src->n);
+  if (st == NEST_OK) st = copy_names(src->class_names, src->nclasses, &ds->class_names);
+  free(f32);
+  if (st != NEST_OK) {
+    nest_dataset_destroy(&ds);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
+  *out = ds;
+  return NEST_OK;
+}
+
 void nest_dataset_destroy(nest_dataset **ds) {
   if (!ds || !*ds) return;
   nest_dataset *d = *ds;

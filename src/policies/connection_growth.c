@@ -8,7 +8,14 @@
  * the loss. New
  * weights start at 0 (grow.conn_init = zero: the network's function is unchanged, the next
  * step's gradient moves them) or at -grow.conn_lr x G (grad: one virtual SGD step); their
- * momentum is 0. Works on any maskable tensor, so it needs no notion of adjacent layers. */
+ * momentum is 0. Works on any maskable tensor, so it needs no notion of adjacent layers.
+ *
+ * Percentile mode (SCANN's connection growth, ALGORITHMS.md §10; the scann phase runs it with
+ * r->fraction = 1 - scann.grow_percentile / 100): k = ceil(fraction x dormant) — the dormant
+ * positions whose |G| is above that percentile of the dormant positions' scores, exactly, ties
+ * to the lower index — capped by scann.grow_cap x active (when set) and the room. Skip tensors
+ * (net.h) are maskable tensors like any other: their dormant positions compete in their own
+ * tensor's percentile. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +54,11 @@ static nest_status conn_select(nest_policy_run *r) {
   const nest_param *p = nest_policy_tensor(r)->param;
   const float *mask = r->t->net->masks + p->offset;
   const int64_t active = nest_tensor_active(mask, p->count);
-  const int64_t k = nest_policy_conn_k(&r->t->cfg, active, (int64_t)p->count - active, r->room);
+  const int64_t k = r->fraction > 0
+                        ? nest_policy_conn_share(&r->t->cfg, r->fraction, active,
+                                                 (int64_t)p->count - active, r->room)
+                        : nest_policy_conn_k(&r->t->cfg, active, (int64_t)p->count - active,
+                                             r->room);
   const nest_scores sc = {s->score, mask, NEST_CAND_DORMANT, p->count};
   const nest_select_req req = {k, 0.0, NEST_SELECT_LARGEST};
   NEST_CALL(nest_select_replicated(r->t->comm, &sc, &req, &s->sel));
@@ -76,7 +87,11 @@ static nest_status conn_apply(nest_policy_run *r) {
     ++added;
   }
   r->conns_added = added;
-  snprintf(r->detail, sizeof r->detail, "|G| >= %.3g", (double)s->sel.threshold);
+  if (r->fraction > 0)
+    snprintf(r->detail, sizeof r->detail, "top %.3g of dormant; |G| >= %.3g", r->fraction,
+             (double)s->sel.threshold);
+  else
+    snprintf(r->detail, sizeof r->detail, "|G| >= %.3g", (double)s->sel.threshold);
   return NEST_OK;
 }
 

@@ -48,7 +48,8 @@ static nest_status mag_score(nest_policy_run *r) {
   const nest_param *p = ref->param;
   const float *w = net->params + p->offset;
   NEST_CALL(nest_malloc((void **)&s->score, sizeof(float) * p->count, "pruning scores"));
-  const nest_layer *bn = ref->slot == 0 ? bn_after(net, r->layer) : NULL;
+  /* the chain tensor and the skip tensors of a dense layer all feed its pre-activation */
+  const nest_layer *bn = p->maskable ? bn_after(net, r->layer) : NULL;
   const int units = p->dims[0];
   const size_t per_unit = p->count / (size_t)units; /* W[units, ...]: one row per output unit */
   /* BN: param 0 gamma [C], buffer 1 running variance [C] (batchnorm.c) */

@@ -3,8 +3,10 @@
  *
  * A unit u of layer L is removed physically (surgery.h: its weights, bias, batch-norm entries
  * and the consumer's input slice go) when
- *   - every input connection of u is dormant (row u of W, or W[u, :, :, :]), or
- *   - every output connection is dormant (u's slice of the consumer's weights), or
+ *   - every input connection of u is dormant (row u of W, or W[u, :, :, :], and u's rows of
+ *     L's skip tensors), or
+ *   - every output connection is dormant (u's slice of the consumer's weights and its columns
+ *     in the skip tensors that read L's output), or
  *   - prune.neuron_thresh > 0 and the mean |output| of u (after its ReLU; for a map, over
  *     positions too) over the validation set, summed over ranks (gradpass.h, nest_actpass),
  *     is below the threshold.
@@ -41,8 +43,43 @@ static int neu_accepts(const nest_net *net, int layer, const char **why) {
   return 1;
 }
 
-/* Does unit u of L have an active output connection in consumer C? */
+/* Is any mask entry of column block u (of `blocks`) of tensor p [rows, blocks x len] active? */
+static int block_active(const nest_net *net, const nest_param *p, int blocks, int u) {
+  const float *m = net->masks + p->offset;
+  const size_t rows = (size_t)p->dims[0], D = p->count / rows, len = D / (size_t)blocks;
+  for (size_t o = 0; o < rows; ++o)
+    for (size_t k = 0; k < len; ++k)
+      if (m[o * D + (size_t)u * len + k] != 0.0f) return 1;
+  return 0;
+}
+
+/* Does unit u of L have an active output connection in a skip tensor reading L's output (the
+ * consumer's input act[C])? */
+static int has_skip_output(const nest_net *net, int L, int C, int u) {
+  for (int k = 0; k < net->nskips; ++k)
+    if (net->skips[k].src == C &&
+        block_active(net, &net->layers[net->skips[k].layer]->param[net->skips[k].slot],
+                     net->layers[L]->out.c, u))
+      return 1;
+  return 0;
+}
+
+/* Does unit u of L have an active input in one of L's skip tensors (row u)? */
+static int has_skip_input(const nest_net *net, int L, int u) {
+  const nest_layer *l = net->layers[L];
+  for (int s = 2; l->kind == NEST_LAYER_DENSE && s < l->nparams; ++s) {
+    const nest_param *p = &l->param[s];
+    const float *m = net->masks + p->offset;
+    const size_t S = (size_t)p->dims[1];
+    for (size_t k = 0; k < S; ++k)
+      if (m[(size_t)u * S + k] != 0.0f) return 1;
+  }
+  return 0;
+}
+
+/* Does unit u of L have an active output connection in consumer C (or a skip tensor)? */
 static int has_output(const nest_net *net, int L, int C, int u) {
+  if (has_skip_output(net, L, C, u)) return 1;
   const nest_layer *c = net->layers[C];
   const nest_param *pw = nest_layer_weight(c);
   const float *m = net->masks + pw->offset;
@@ -94,6 +131,7 @@ static nest_status neu_score(nest_policy_run *r) {
   for (int u = 0; u < U; ++u) {
     int in = 0;
     for (size_t k = 0; k < per_unit && !in; ++k) in = m[(size_t)u * per_unit + k] != 0.0f;
+    if (!in) in = has_skip_input(net, L, u);
     const int dead = !in || !has_output(net, L, C, u);
     double mean = INFINITY;
     if (a) mean = a->unit_abs[L][u] / ((double)a->n * (double)a->positions[L]);

@@ -842,6 +842,13 @@ nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
                     "nest_sparse_create: need a net, max_batch >= 1 and "
                     "nthreads >= 1 (got max_batch %d, nthreads %d)",
                     max_batch, nthreads);
+  if (net->nskips > 0) /* the compaction follows the chain only (docs/scann.md) */
+    return NEST_ERR(NEST_ERR_ARG,
+                    "nest_sparse_create: the network has %d skip tensor%s (first %s>%s): sparse "
+                    "inference does not support skip connections; use the dense forward pass or "
+                    "the ONNX export",
+                    net->nskips, net->nskips == 1 ? "" : "s", net->skips[0].from,
+                    net->layers[net->skips[0].layer]->name);
   const int single = opts ? opts->single : 0;
   if (single < 0 || single > 2)
     return NEST_ERR(NEST_ERR_ARG, "nest_sparse_create: single must be 0, 1 or 2 (got %d)", single);

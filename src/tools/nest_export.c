@@ -280,6 +280,11 @@ int main(int argc, char **argv) {
   nest_status st = nest_model_load_input(src, 1, 1, &net, &file_in);
   if (st == NEST_OK) st = nest_model_read_info(src, &info);
   if (st == NEST_OK) st = choose_input(&o, src, &file_in, &train, &cfg_in, &use);
+  if (st == NEST_OK && o.onnx && use->reduce)
+    st = NEST_ERR(NEST_ERR_ARG, "%s: the model reduces its %d raw features to %d first "
+                  "(DR+SCANN, /input/reduce); the ONNX export does not write that step yet: "
+                  "use nest_infer, or reduce the rows yourself (docs/scann.md)", src,
+                  use->reduce->d, use->reduce->k);
   if (st == NEST_OK && o.onnx) {
     st = write_onnx(net, use, src, o.out);
   } else if (st == NEST_OK) {

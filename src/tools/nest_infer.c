@@ -30,6 +30,7 @@
 
 #include "nest/atomic.h"
 #include "nest/data.h"
+#include "nest/dr.h"
 #include "nest/loss.h"
 #include "nest/model.h"
 #include "nest/prefetch.h"
@@ -60,7 +61,8 @@ static void print_help(void) {
       "  --max N            only the first N samples\n"
       "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
       "  --batch N          samples per forward pass (default 256)\n"
-      "  --dense            the dense masked forward path (the reference) instead of the\n"
+      "  --dense            the dense masked forward path (the reference; always for models\n"
+      "                     with skip connections) instead of the\n"
       "                     compact sparse program\n"
       "  --force            replace an existing --out file\n"
       "  -h, --help         this help\n"
@@ -236,6 +238,16 @@ static int model_path(const char *arg, char *out, size_t cap) {
   return 1;
 }
 
+/* DR+SCANN models (model.h: /input/reduce): the raw rows reduced as training reduced them
+ * (dr.h). *ds is replaced. */
+static nest_status reduce_rows(const nest_reduce *r, nest_dataset **ds) {
+  nest_dataset *nd = NULL;
+  NEST_CALL(nest_dr_reduce_set(*ds, r, &nd));
+  nest_dataset_destroy(ds);
+  *ds = nd;
+  return NEST_OK;
+}
+
 /* The data as the model expects them: same sample shape, the model's scale, normalisation and
  * crop; labels mapped onto the model's classes. */
 static nest_status load_data(const opts *o, const char *mpath, const nest_model_input *in,
@@ -276,7 +288,8 @@ static nest_status load_data(const opts *o, const char *mpath, const nest_model_
   ds->u8_scale = in->scale;
   if (st == NEST_OK && ds->f32 && in->scale != 1.0f)
     for (int64_t i = 0; i < ds->n * nest_dataset_dim(ds); ++i) ds->f32[i] *= in->scale;
-  if (st == NEST_OK) st = nest_dataset_set_norm(ds, &in->norm);
+  if (st == NEST_OK && in->reduce) st = reduce_rows(in->reduce, out);
+  if (st == NEST_OK) st = nest_dataset_set_norm(*out, &in->norm);
   if (st != NEST_OK) {
     nest_dataset_destroy(out);
     nest_error_trace(__FILE__, __LINE__);
@@ -412,6 +425,11 @@ int main(int argc, char **argv) {
   if (o.dense) e.name = "dense", e.forward = engine_dense;
   nest_model_input in;
   if (nest_model_load_input(mpath, o.batch, e.nthreads, &e.net, &in) != NEST_OK) return fail();
+  if (!o.dense && e.net->nskips > 0) { /* sparse.h has no skip tensors: the dense path */
+    fprintf(stderr, "nest_infer: note: %s has skip connections (SCANN), which the sparse path "
+                    "does not run: the dense path (--dense)\n", mpath);
+    o.dense = 1, e.name = "dense", e.forward = engine_dense;
+  }
   if (!o.dense && nest_sparse_create(e.net, o.batch, e.nthreads, NULL, &e.sparse) != NEST_OK) {
     nest_model_input_free(&in);
     nest_net_destroy(&e.net);
