@@ -105,6 +105,7 @@ nest_status nest_grow_create(const nest_trainer *t, int events, nest_grow **out)
   nest_net_count(net, &aw, NULL, NULL);
   g->res.seed_weights = aw;
   g->res.val_error = g->res.test_error = NAN;
+  g->res.best_val = NAN;
   if (c->grow_max_weights > 0 && c->grow_max_weights < aw) {
     st = NEST_ERR(NEST_ERR_CONFIG,
                   "grow.max_weights = %lld is below the seed's %lld active weights",
@@ -450,6 +451,22 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
   return NEST_OK;
 }
 
+/* The patience rule after an iteration with validation error verr (identical on every rank:
+ * integer counts): an improvement is an error below best - z SE(best), SE the binomial standard
+ * error on the validation set; 1 when grow.patience iterations in a row brought none. */
+static int patience(const nest_trainer *t, nest_grow *g, double verr) {
+  const nest_config *c = &t->cfg;
+  nest_grow_result *r = &g->res;
+  if (c->grow_patience <= 0 || isnan(verr)) return 0;
+  const double e = r->best_val;
+  if (isnan(e) || verr < e - c->grow_patience_z * sqrt(e * (1.0 - e) / (double)t->n_val)) {
+    r->best_val = verr;
+    r->stale = 0;
+    return 0;
+  }
+  return ++r->stale >= c->grow_patience;
+}
+
 /* The end of growth iteration `it`: events with its validation error, the result so far, a
  * progress line. Returns 1 in *stop when the target error or the size cap is reached. */
 static nest_status iteration_done(nest_trainer *t, nest_grow *g, int it, const nest_eval *val,
@@ -473,11 +490,15 @@ static nest_status iteration_done(nest_trainer *t, nest_grow *g, int it, const n
   }
   *stop = 0;
   /* 1e-9 slack: 1 - 0.992 is 0.008000000000000007, and 0.80% must meet a target of 0.008 */
+  const int stale = patience(t, g, verr);
   if (c->grow_target_error > 0 && !isnan(verr) && verr <= c->grow_target_error + 1e-9) {
     snprintf(g->res.stop, sizeof g->res.stop, "target error");
     *stop = 1;
   } else if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
     snprintf(g->res.stop, sizeof g->res.stop, "size cap");
+    *stop = 1;
+  } else if (stale) {
+    snprintf(g->res.stop, sizeof g->res.stop, "patience");
     *stop = 1;
   }
   return NEST_OK;
@@ -492,6 +513,9 @@ static void print_start(const nest_trainer *t, double lr) {
          c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
   if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
   if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
+  if (c->grow_patience > 0)
+    printf(", until %d iteration%s bring no gain over %g standard errors", c->grow_patience,
+           c->grow_patience == 1 ? "" : "s", c->grow_patience_z);
   printf("\n");
   fflush(stdout);
 }
@@ -572,6 +596,8 @@ nest_status nest_grow_save(const nest_grow *g, nest_ckpt *w) {
   NEST_CALL(nest_ckpt_put(w, "grow_result_counts", NEST_CK_I64, gi, 3));
   NEST_CALL(nest_ckpt_put(w, "grow_result_values", NEST_CK_F64, gv, 3));
   NEST_CALL(nest_ckpt_put_strs(w, "grow_result_stop", g->res.stop, 0, 1, sizeof g->res.stop));
+  const double gp[2] = {g->res.best_val, (double)g->res.stale};
+  NEST_CALL(nest_ckpt_put(w, "grow_patience", NEST_CK_F64, gp, 2));
   /* event rows not yet written (they wait for the iteration's validation error) */
   const size_t n = (size_t)g->nrows;
   int64_t *iv = NULL;
@@ -615,6 +641,9 @@ nest_status nest_grow_load(nest_grow *g, nest_ckpt *r) {
   g->res.seed_weights = gi[1];
   g->res.grown_weights = gi[2];
   g->res.val_error = gv[0], g->res.test_error = gv[1], g->res.seconds = gv[2];
+  double gp[2] = {NAN, 0}; /* absent in checkpoints of earlier versions */
+  if (nest_ckpt_has(r, "grow_patience")) NEST_CALL(nest_ckpt_get(r, "grow_patience", NEST_CK_F64, gp, 2));
+  g->res.best_val = gp[0], g->res.stale = (int)gp[1];
   char *tab[4] = {NULL, NULL, NULL, NULL};
   size_t n = 0, w[4], m;
   nest_status st = nest_ckpt_get_strs(r, "grow_result_stop", &tab[0], &m, &w[0]);

@@ -170,6 +170,16 @@ static double conv_flops(const nest_net *net) {
   return f;
 }
 
+double nest_prune_se_margin(double e, int64_t n, double z) {
+  if (!(z > 0) || n <= 0 || !(e >= 0)) return 0;
+  return z * sqrt(e * (1.0 - e) / (double)n);
+}
+
+nest_status nest_prune_teacher(nest_trainer *t) {
+  nest_net_destroy(&t->teacher);
+  return net_copy(t->net, &t->teacher);
+}
+
 /* ---- the phase -------------------------------------------------------------------------- */
 
 /* What one phase run needs everywhere. */
@@ -209,17 +219,28 @@ static nest_status phase_start(phase_run *p) {
   NEST_CALL(nest_trainer_sync_buffers(t));
   double verr;
   NEST_CALL(validate(t, &verr));
-  res->target = c->prune_target_error > 0 ? c->prune_target_error : verr;
-  res->limit = res->target + p->tol;
+  /* The guard's target: the key, or the best validation error the run has seen (validate just
+   * measured this one, so the best is at most verr), or verr. The margin: the tolerance plus z
+   * standard errors of a validation error of that size on this validation set. */
+  const int best = strcmp(c->prune_guard, "best") == 0 && !isnan(t->best_val_error);
+  res->target = c->prune_target_error > 0 ? c->prune_target_error
+                : best                    ? t->best_val_error
+                                          : verr;
+  res->limit = res->target + p->tol + nest_prune_se_margin(res->target, t->n_val,
+                                                           c->prune_guard_z);
   nest_net_count(t->net, &res->weights_before, NULL, NULL);
   res->flops_before = nest_net_flops(t->net);
   res->conv_flops_before = conv_flops(t->net);
   if (t->rank == 0 && !t->quiet) {
     printf("nest: %s phase: %d targets, steps %g down to %g, %d retraining steps at lr %g; "
-           "guard: validation error <= %.2f%% (target %.2f%% + %.2f)\n",
+           "guard: validation error <= %.2f%% (%s %.2f%% + %.2f points)",
            p->label, p->ps->npts, p->area ? c->prune_area_gamma_start : c->prune_gamma_start,
            p->gamma_min, c->prune_retrain_steps, c->prune_lr, 100 * res->limit,
-           100 * res->target, 100 * p->tol);
+           c->prune_target_error > 0 ? "target" : best ? "best" : "start", 100 * res->target,
+           100 * (res->limit - res->target));
+    if (t->teacher && t->distill)
+      printf("; distillation alpha %g, T %g", c->prune_distill, c->prune_distill_temp);
+    printf("\n");
     fflush(stdout);
   }
   p->ps->rkey = p->area ? 1 << 20 : 0, p->ps->rpos = 0; /* the two phases draw different streams */
