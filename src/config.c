@@ -218,6 +218,7 @@ static const key_def keys[] = {
     PKEY(distill, KT_DOUBLE, "0", IN('[', 0, 1, ']'), "weight alpha of distillation from the network at the start of the first pruning phase during retraining and fine-tuning: loss (1 - alpha) CE + alpha T^2 KL; 0 = off"),
     PKEY(distill_temp, KT_DOUBLE, "4", IN('(', 0, 100, ']'), "distillation temperature T of the teacher's and the student's softmax"),
     PKEY(dropout, KT_DOUBLE, "-1", IN('[', -1, 1, ')'), "dropout rate of the model's dropout layers during the pruning phases and their fine-tuning; -1 = the model's rates"),
+    PKEY(target_weights, KT_INT64, "0", IN('[', 0, 1e12, ']'), "prune phase: stop once the network has this many active weights (the step that reaches it is cut to land on it); 0 = no size target"),
     PKEY(floor, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "a layer stops pruning at this density (active / all weights), in [0, 1)"),
     PKEY(iterations, KT_INT, "200", IN('[', 0, 1e5, ']'), "pruning (and area) phase: iterations at most"),
     PKEY(neuron_thresh, KT_DOUBLE, "0", IN('[', 0, 1e6, ']'), "prune phase: remove units of the prune.layers whose mean |output| over the validation set is below this; 0 = only units without active inputs or outputs"),

@@ -255,10 +255,27 @@ static nest_status target_step(phase_run *p, int it, nest_prune_target *tg, cons
                                int *go) {
   nest_trainer *t = p->x->t;
   const int64_t iter = p->it0 + it;
+  double fraction = tg->gamma;
+  if (!p->area && t->cfg.prune_target_weights > 0) { /* the size target: a step never passes it */
+    int64_t aw = 0;
+    nest_net_count(t->net, &aw, NULL, NULL);
+    const int64_t room = aw - t->cfg.prune_target_weights;
+    if (room <= 0) { /* reached: every target stops */
+      *go = 0;
+      for (int k = 0; k < p->ps->npts; ++k)
+        if (!p->ps->pts[k].stopped) p->ps->pts[k].stopped = 2;
+      NEST_CALL(nest_grow_note(t, p->g, iter, "stop", layer, "prune.target_weights reached"));
+      return nest_grow_flush(t, p->g, NAN);
+    }
+    const nest_param *w = t->net->tensors[tg->target].param;
+    const int64_t act = nest_tensor_active(t->net->masks + w->offset, w->count);
+    /* the policy takes ceil(fraction x active) weights: at most `room` of them */
+    if (act > 0 && (double)room < fraction * (double)act) fraction = ((double)room - 0.5) / (double)act;
+  }
   NEST_CALL(nest_grow_begin(t, p->g, iter));
   NEST_CALL(net_copy(t->net, &p->ps->snap));
   nest_grow_event ev;
-  NEST_CALL(nest_grow_run_one(t, p->g, p->ops, tg->target, iter, tg->gamma, &ev));
+  NEST_CALL(nest_grow_run_one(t, p->g, p->ops, tg->target, iter, fraction, &ev));
   *go = !(ev.removed == 0 && ev.units == 0);
   if (!*go) { /* at the floor: nothing left to take */
     nest_net_destroy(&p->ps->snap);

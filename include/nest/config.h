@@ -126,6 +126,7 @@ typedef struct nest_config {
   double prune_distill;     /* distillation weight alpha during retraining / fine-tuning: 0 */
   double prune_distill_temp;/* distillation temperature T: 4 */
   double prune_dropout;     /* dropout rate in the pruning phases; -1 = the model's */
+  int64_t prune_target_weights; /* prune phase: stop at this many active weights; 0 = none */
   double prune_floor;       /* a layer stops at this density (active / size): 0 */
   int prune_iterations;     /* pruning iterations at most: 200 */
   double prune_neuron_thresh; /* remove units with mean |output| below this; 0 = only units
