@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run_local.sh — the main job on this machine: install/build (jobs/setup.sh), find MNIST, and
 # run nest with 2 MPI ranks: by default the NeST synthesis of LeNet-300-100 (seed -> growth ->
-# training -> pruning), which ends by printing the model report and where the final model is.
-# Results go to outputs/<config name>-<date-time>/.
+# training -> pruning), which ends by printing the model report and where the final model is;
+# then build/nest_plot draws the run's figures, and the last line says where they are.
+# Results go to outputs/<config name>-<date-time>/, the figures to its plots/.
 # Usage: bash jobs/run_local.sh [--dry-run] [CONFIG.ini] [--set section.key=value ...]
 #   default CONFIG: inputs/mnist_lenet300_nest.ini. Env NEST_RANKS (default 2), NEST_MNIST_DIR.
 #   --dry-run: print the command it would run (after the data.dir decision below), run nothing:
@@ -56,4 +57,40 @@ if [ "$dry" = 1 ]; then
   echo
   exit 0
 fi
-exec "${cmd[@]}"
+
+# nest writes its run directory (which it names itself) into NEST_RUN_DIR_FILE. It runs in
+# the background so that a SIGTERM, SIGHUP or SIGUSR1 sent to this script reaches mpirun,
+# which passes it to the ranks: they write a checkpoint and stop (docs/restart.md). Ctrl-C
+# reaches mpirun from the terminal itself; here it only keeps the script waiting for the
+# ranks' checkpoint.
+dir_file=$(mktemp)
+trap 'rm -f "$dir_file"' EXIT
+NEST_RUN_DIR_FILE=$dir_file "${cmd[@]}" &
+nest_pid=$!
+for sig in TERM HUP USR1; do
+  # shellcheck disable=SC2064 # the pid and the signal are fixed now
+  trap "kill -s $sig $nest_pid 2>/dev/null || true" "$sig"
+done
+trap : INT
+while :; do
+  status=0
+  wait "$nest_pid" || status=$?
+  kill -0 "$nest_pid" 2>/dev/null || break # else a trapped signal interrupted the wait
+done
+[ "$status" -eq 0 ] || exit "$status"
+
+run_dir=$(head -n 1 "$dir_file")
+plot=${NEST_BUILD_DIR:-build}/nest_plot
+[ -n "$run_dir" ] && [ -x "$plot" ] || exit 0
+if ! plot_log=$("$plot" "$run_dir" 2>&1); then
+  printf '%s\n' "$plot_log" >&2
+  echo "run_local: nest_plot could not draw every figure of $run_dir (above)" >&2
+  exit 1
+fi
+drawn=$(printf '%s\n' "$plot_log" | sed -n 's|^nest_plot: wrote .*/\([^/ ]*\.png\) .*|\1|p' | paste -sd, - | sed 's/,/, /g')
+printf '%s\n' "$plot_log" | grep -v '^nest_plot: wrote ' || true # notes: skipped figures, no gnuplot
+if [ -n "$drawn" ]; then
+  echo "run_local: plots in $run_dir/plots ($drawn)"
+else
+  echo "run_local: no plots drawn for $run_dir (above)"
+fi

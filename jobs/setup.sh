@@ -12,6 +12,7 @@ packages=(build-essential cmake pkg-config git
           libopenblas-openmp-dev
           libcmocka-dev zlib1g-dev libjpeg62-turbo-dev
           libonnx-dev protobuf-c-compiler libprotobuf-c-dev python3-onnx
+          python3-h5py python3-numpy # docs/examples/infer_numpy.py (tests test_infer*)
           gnuplot-nox) # gnuplot-nox: build/nest_plot draws the figures through it (docs/plots.md)
 
 if command -v dpkg-query >/dev/null; then

@@ -97,6 +97,10 @@ nest_status nest_ckpt_put_net(nest_ckpt *w, const char *group, const nest_net *n
   return NEST_OK;
 }
 
+nest_status nest_ckpt_put_input(nest_ckpt *w, const nest_net *net, const nest_model_input *in) {
+  return nest_model_layout_put_input(w->file, w->tmp, net, in);
+}
+
 nest_status nest_ckpt_put(nest_ckpt *w, const char *name, nest_ck_type type, const void *v,
                           size_t n) {
   hsize_t d = (hsize_t)n;

@@ -110,6 +110,7 @@ static const key_def keys[] = {
     KEY(run, threads, KT_INT, "0", IN('[', 0, 1024, ']'), "OpenMP/BLAS threads per rank; 0 = cores in the affinity mask"),
     /* steps between events: int fields compared with int64 step counters */
     KEY(run, log_every, KT_INT, "0", IN('[', 0, 1e9, ']'), "steps between progress lines; 0 = about 10 per epoch"),
+    KEY(run, log_seconds, KT_DOUBLE, "10", IN('[', 0, 86400, ']'), "seconds between progress lines kept in a log that is not a terminal (a terminal shows them in place); 0 = every one"),
     KEY(run, hash_every, KT_INT, "0", IN('[', 0, 1e9, ']'), "steps between cross-rank weight/mask hash checks; 0 = off"),
     KEY(run, check_masks, KT_BOOL, "1", ANY, "compare a hash of the masks across ranks after every architecture change"),
 
@@ -120,6 +121,7 @@ static const key_def keys[] = {
     KEY(data, test_labels, KT_STRING, "", ANY, "IDX label file for data.test"),
     ENUM(data, format, "auto", "auto|idx|csv|h5", "data file format; auto = detect"),
     KEY(data, val_split, KT_DOUBLE, "0.1", IN('[', 0, 1, ')'), "fraction of the training set held out for validation, in [0, 1)"),
+    KEY(data, test_split, KT_DOUBLE, "0", IN('[', 0, 1, ')'), "without data.test: fraction of the training file held out as the test set (seeded by run.seed), in [0, 1)"),
     KEY(data, csv_label_col, KT_INT, "0", IN('[', -1, 1e6, ']'), "CSV: 0-based label column; -1 = last column"),
     KEY(data, csv_delim, KT_CHAR, ",", ANY, "CSV: field delimiter: one character, or tab, space, comma, semicolon"),
     KEY(data, csv_header, KT_BOOL, "0", ANY, "CSV: the first line is a header (skipped)"),
@@ -945,6 +947,9 @@ nest_status nest_config_validate(const nest_config *c) {
                              .widths = c->widths};
   NEST_CALL(nest_arch_check(c->arch, &ao));
   char d[40];
+  if (c->test[0])
+    RULE(c->test_split == 0, "data.test_split", (format_double(c->test_split, d, sizeof d), d),
+         "0 when data.test names a test file");
   if (strcmp(c->schedule, "step") == 0)
     RULE(c->step_epochs > 0, "optim.step_epochs", (format_double(c->step_epochs, d, sizeof d), d),
          "> 0 when optim.schedule = step");
@@ -1278,4 +1283,44 @@ int nest_config_diff(const nest_config *a, const nest_config *b, const char *ign
     ++n;
   }
   return n;
+}
+
+/* ---- what the data keys mean to the readers ---------------------------------------------- */
+
+static nest_status resolve_path(const char *dir, const char *path, char *out, size_t cap) {
+  const int n = !path[0] || path[0] == '/' || !dir[0] ? snprintf(out, cap, "%s", path)
+                                                      : snprintf(out, cap, "%s/%s", dir, path);
+  if (n < 0 || (size_t)n >= cap)
+    return NEST_ERR(NEST_ERR_CONFIG, "data path '%s/%s' is longer than %zu characters", dir, path,
+                    cap - 1);
+  return NEST_OK;
+}
+
+nest_status nest_config_data_opts(const nest_config *c, int test, nest_config_paths *paths,
+                                  nest_data_opts *o) {
+  NEST_CALL(resolve_path(c->dir, test ? c->test : c->train, paths->path, sizeof paths->path));
+  NEST_CALL(resolve_path(c->dir, test ? c->test_labels : c->train_labels, paths->labels,
+                         sizeof paths->labels));
+  nest_data_opts_default(o);
+  o->path = paths->path;
+  o->labels_path = paths->labels[0] ? paths->labels : NULL;
+  o->format = c->format;
+  o->csv_label_col = c->csv_label_col;
+  o->csv_delim = c->csv_delim[0];
+  o->csv_header = c->csv_header;
+  o->csv_drop_cols = c->csv_drop_cols;
+  o->max_samples = test ? c->max_test : c->max_train;
+  return NEST_OK;
+}
+
+void nest_config_model_input(const nest_config *c, const nest_dataset *train,
+                             nest_model_input *out) {
+  nest_model_input_from_data(train, out);
+  out->csv_label_col = c->csv_label_col;
+  out->csv_delim = c->csv_delim[0] ? c->csv_delim[0] : ',';
+  out->csv_header = c->csv_header;
+  snprintf(out->csv_drop_cols, sizeof out->csv_drop_cols, "%s", c->csv_drop_cols);
+  out->val_split = c->val_split;
+  out->test_split = c->test[0] ? 0.0 : c->test_split;
+  out->split_seed = c->seed;
 }

@@ -1,5 +1,6 @@
 /* grow.c — the growth phase and the policy driver: targets, the shared gradient pass, the
- * score/select/apply loop, mask-hash checks, events.csv and progress lines (see grow.h). */
+ * score/select/apply loop, mask-hash checks, events.csv and the growth phase's log lines (one
+ * per iteration's growth, one per iteration's result; see grow.h). */
 #define _GNU_SOURCE
 #include "nest/grow.h"
 
@@ -21,6 +22,7 @@ typedef struct {
   char policy[32], layer[NEST_NAME_LEN];
   int64_t units, added, removed, active;
   double loss_before, loss_after, seconds;
+  double at; /* seconds since the run started, when the event ended (events.csv's time_s) */
   char detail[160];
 } event_row;
 
@@ -39,6 +41,9 @@ struct nest_grow {
   double fraction;    /* r->fraction of the pruning step being run (nest_grow_run_one) */
   double score_loss;  /* loss on the scoring batch of the current net, if score_loss_ok */
   int score_loss_ok;  /* cleared when a new scoring batch is drawn (training comes between) */
+  char phase[16];     /* events.csv's phase column of the rows written next (grow.h) */
+  double val_prev;    /* the validation error of the iteration before the last (ETA only;
+                         NaN after a restart) */
   nest_grow_result res;
 };
 
@@ -104,8 +109,9 @@ nest_status nest_grow_create(const nest_trainer *t, int events, nest_grow **out)
   int64_t aw = 0;
   nest_net_count(net, &aw, NULL, NULL);
   g->res.seed_weights = aw;
-  g->res.val_error = g->res.test_error = NAN;
+  g->res.val_error = g->res.test_error = g->val_prev = NAN;
   g->res.best_val = NAN;
+  snprintf(g->phase, sizeof g->phase, "grow");
   if (c->grow_max_weights > 0 && c->grow_max_weights < aw) {
     st = NEST_ERR(NEST_ERR_CONFIG,
                   "grow.max_weights = %lld is below the seed's %lld active weights",
@@ -139,7 +145,7 @@ nest_status nest_grow_open_events(nest_trainer *t, nest_grow *g, const char *run
     else
       fprintf(g->events,
               "iteration,policy,layer,units_added,connections_added,connections_removed,"
-              "active_weights,loss_before,loss_after,val_error,seconds,detail\n");
+              "active_weights,loss_before,loss_after,val_error,seconds,detail,phase,time_s\n");
   }
   return nest_comm_agree(t->comm, st);
 }
@@ -165,6 +171,10 @@ int nest_grow_has_phase(const nest_grow *g) {
 
 const nest_grow_result *nest_grow_result_of(const nest_grow *g) { return g ? &g->res : NULL; }
 
+void nest_grow_set_phase(nest_grow *g, const char *phase) {
+  if (g) snprintf(g->phase, sizeof g->phase, "%s", phase);
+}
+
 /* ---- events ------------------------------------------------------------------------------- */
 
 /* Write the buffered rows with the validation error now known (NaN = not measured), flushed:
@@ -180,7 +190,9 @@ static nest_status flush_events(nest_trainer *t, nest_grow *g, double val_error)
       nest_rundir_csv_num(g->events, e->loss_before, "%.6g");
       nest_rundir_csv_num(g->events, e->loss_after, "%.6g");
       nest_rundir_csv_num(g->events, val_error, "%.6g");
-      fprintf(g->events, ",%.3f,%s\n", e->seconds, e->detail);
+      fprintf(g->events, ",%.3f,%s,%s", e->seconds, e->detail, g->phase);
+      nest_rundir_csv_num(g->events, e->at, "%.2f");
+      fputc('\n', g->events);
     }
     if (fflush(g->events) != 0 || ferror(g->events))
       st = NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", g->events_path, strerror(errno));
@@ -345,27 +357,15 @@ static nest_status run_targets(nest_trainer *t, nest_grow *g, const nest_policy_
     e.active = active_weights(t->net);
     e.loss_after = loss;
     e.seconds = nest_comm_wtime() - t0;
+    e.at = nest_comm_wtime() - t->t_start;
     snprintf(e.detail, sizeof e.detail, "%s", r.detail);
     NEST_CALL(push_row(g, &e));
-    if (t->rank == 0 && !t->quiet &&
-        (ops->when == NEST_WHEN_GROWTH || ops->when == NEST_WHEN_PRUNE)) {
-      const int prune = ops->when == NEST_WHEN_PRUNE;
-      printf("%s %3lld  %-9s %-8s", prune ? "prune" : "grow", (long long)iteration, ops->name,
-             layer_name);
-      if (e.units) printf(" %c%lld %s", prune ? '-' : '+', (long long)e.units,
-                          t->net->layers[r.layer]->kind == NEST_LAYER_CONV2D ? "maps" : "neurons");
-      if (!prune || e.added) printf(" +%lld conn", (long long)e.added);
-      if (e.removed) printf(" -%lld", (long long)e.removed);
-      printf("  active %lld  loss %.4f -> %.4f  %.2f s%s%s\n", (long long)e.active,
-             e.loss_before, e.loss_after, e.seconds, e.detail[0] ? "  " : "", e.detail);
-      fflush(stdout);
-    }
   }
   return NEST_OK;
 }
 
 /* Run one policy on all its targets. pol[0] is it; pol[1..npol) the policies still to come in
- * this iteration (their needs join the shared pass). Progress lines unless quiet. */
+ * this iteration (their needs join the shared pass). */
 static nest_status run_policy(nest_trainer *t, nest_grow *g, const nest_policy_ops *const *pol,
                               int npol, int64_t iteration) {
   const nest_policy_ops *ops = pol[0];
@@ -414,6 +414,7 @@ nest_status nest_grow_note(nest_trainer *t, nest_grow *g, int64_t iteration, con
   snprintf(e.layer, sizeof e.layer, "%s", layer);
   snprintf(e.detail, sizeof e.detail, "%s", detail);
   e.active = active_weights(t->net);
+  e.at = nest_comm_wtime() - t->t_start;
   return push_row(g, &e);
 }
 
@@ -436,15 +437,19 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
     const nest_status st = run_policy(t, g, &g->pol[i], 1, index);
     g->hook_count = 0;
     NEST_CALL(st);
-    if (t->rank == 0 && !t->quiet) {
+    nest_runlog *log = nest_trainer_log(t);
+    if (log && g->nrows > first) {
       int64_t added = 0;
       for (int k = first; k < g->nrows; ++k) added += g->rows[k].added;
-      /* epochs are 0-based here and 1-based in every progress line */
-      printf("%s %s %lld: %lld connections replaced over %d tensors, loss %.4f -> %.4f\n",
-             ops->name, when == NEST_WHEN_EPOCH ? "epoch" : "step",
-             (long long)index + (when == NEST_WHEN_EPOCH), (long long)added, g->nrows - first,
-             g->rows[first].loss_before, g->rows[g->nrows - 1].loss_after);
-      fflush(stdout);
+      char n[32];
+      nest_log_count(added, n, sizeof n);
+      /* RigL acts every few hundred steps: a summary line, kept when due (runlog.h); epochs
+       * are 0-based here and 1-based in every log line */
+      nest_log_summary(log, 0, "%s after %s %lld: %s connections replaced over %d tensors, loss "
+                       "%.4f -> %.4f (events.csv)",
+                       ops->name, when == NEST_WHEN_EPOCH ? "epoch" : "step",
+                       (long long)index + (when == NEST_WHEN_EPOCH), n, g->nrows - first,
+                       g->rows[first].loss_before, g->rows[g->nrows - 1].loss_after);
     }
     NEST_CALL(flush_events(t, g, NAN));
   }
@@ -467,27 +472,56 @@ static int patience(const nest_trainer *t, nest_grow *g, double verr) {
   return ++r->stale >= c->grow_patience;
 }
 
-/* The end of growth iteration `it`: events with its validation error, the result so far, a
- * progress line. Returns 1 in *stop when the target error or the size cap is reached. */
+/* What growth iteration `it` grew (its event rows, g->rows[0..nrows)) into out: units per layer,
+ * connections, the size and widths after it. */
+static void growth_text(const nest_trainer *t, const nest_grow *g, char *out, size_t cap) {
+  char units[2][512] = {"", ""};
+  int64_t nu[2] = {0, 0}, added = 0, removed = 0;
+  for (int k = 0; k < g->nrows; ++k) {
+    const event_row *e = &g->rows[k];
+    added += e->added, removed += e->removed;
+    const nest_layer *l = nest_net_find_layer(t->net, e->layer);
+    const int conv = l && l->kind == NEST_LAYER_CONV2D;
+    if (!e->units) continue;
+    char *u = units[conv];
+    snprintf(u + strlen(u), sizeof units[0] - strlen(u), "%s%s +%lld", u[0] ? ", " : "",
+             e->layer, (long long)e->units);
+    nu[conv] += e->units;
+  }
+  char a[32], act[32], widths[256];
+  int n = 0;
+  out[0] = '\0';
+  for (int k = 0; k < 2; ++k)
+    if (nu[k])
+      n += snprintf(out + n, cap - (size_t)n, "%s+%lld %s (%s)", n ? ", " : "", (long long)nu[k],
+                    k ? "maps" : "neurons", units[k]);
+  nest_log_count(added, a, sizeof a);
+  n += snprintf(out + n, cap - (size_t)n, "%s+%s connections", n ? ", " : "", a);
+  if (removed) {
+    nest_log_count(removed, a, sizeof a);
+    n += snprintf(out + n, cap - (size_t)n, ", -%s", a);
+  }
+  nest_log_count(active_weights(t->net), act, sizeof act);
+  nest_net_widths_string(t->net, widths, sizeof widths);
+  snprintf(out + n, cap - (size_t)n, " -> %s active weights, %s", act, widths);
+}
+
+/* The end of growth iteration `it`: its log line (what it grew, the errors after its epochs),
+ * the events with its validation error, the result so far. Returns 1 in *stop when the target
+ * error or the size cap is reached. */
 static nest_status iteration_done(nest_trainer *t, nest_grow *g, int it, const nest_eval *val,
                                   const nest_eval *test, int *stop) {
   const nest_config *c = &t->cfg;
   const double verr = isnan(val->acc) ? NAN : 1.0 - val->acc;
+  char grew[1400] = "";
+  nest_runlog *log = nest_trainer_log(t);
+  if (log) growth_text(t, g, grew, sizeof grew);
   NEST_CALL(flush_events(t, g, verr));
+  g->val_prev = g->res.iterations == it - 1 ? g->res.val_error : NAN;
   g->res.iterations = it;
   g->res.val_error = verr;
   g->res.test_error = isnan(test->acc) ? NAN : 1.0 - test->acc;
   const int64_t aw = active_weights(t->net);
-  if (t->rank == 0 && !t->quiet) {
-    char widths[256];
-    nest_net_widths_string(t->net, widths, sizeof widths);
-    printf("grow %3d/%-3d done: %lld active weights, widths %s", it, c->grow_iterations,
-           (long long)aw, widths);
-    if (!isnan(verr)) printf(", validation error %.2f%%", 100 * verr);
-    if (!isnan(g->res.test_error)) printf(", test error %.2f%%", 100 * g->res.test_error);
-    printf("\n");
-    fflush(stdout);
-  }
   *stop = 0;
   /* 1e-9 slack: 1 - 0.992 is 0.008000000000000007, and 0.80% must meet a target of 0.008 */
   const int stale = patience(t, g, verr);
@@ -501,23 +535,56 @@ static nest_status iteration_done(nest_trainer *t, nest_grow *g, int it, const n
     snprintf(g->res.stop, sizeof g->res.stop, "patience");
     *stop = 1;
   }
+  if (log) {
+    char errs[256] = "", clock[96];
+    int n = 0;
+    if (!isnan(verr))
+      n += snprintf(errs + n, sizeof errs - (size_t)n, "; validation error %.2f%%", 100 * verr);
+    if (!isnan(g->res.test_error))
+      n += snprintf(errs + n, sizeof errs - (size_t)n, "%stest error %.2f%%", n ? ", " : "; ",
+                    100 * g->res.test_error);
+    if (*stop) snprintf(errs + n, sizeof errs - (size_t)n, " (%s reached)", g->res.stop);
+    nest_trainer_clock(t, -1, clock, sizeof clock);
+    nest_log_line(log, "grow %d: %s%s | %s", it, grew, errs, clock);
+  }
   return NEST_OK;
 }
 
-/* The phase's first progress line. */
-static void print_start(const nest_trainer *t, double lr) {
+int nest_grow_iterations_left(const nest_trainer *t, const nest_grow *g, int it) {
   const nest_config *c = &t->cfg;
-  if (t->rank != 0 || t->quiet) return;
-  printf("nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g %s}",
-         c->grow_policy, c->grow_iterations, c->grow_train_epochs,
-         c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule);
-  if (c->grow_target_error > 0) printf(", until validation error <= %.2f%%", 100 * c->grow_target_error);
-  if (c->grow_max_weights > 0) printf(", at most %lld weights", (long long)c->grow_max_weights);
-  if (c->grow_patience > 0)
-    printf(", until %d iteration%s bring no gain over %g standard errors", c->grow_patience,
-           c->grow_patience == 1 ? "" : "s", c->grow_patience_z);
-  printf("\n");
-  fflush(stdout);
+  int left = c->grow_iterations - (it > 0 ? it : 0);
+  if (!g || left <= 0 || it <= 0) return left > 0 ? left : 0;
+  /* grow.target_error: the validation error falls roughly geometrically from one iteration to
+   * the next; the latest ratio says how many more the target needs */
+  const int m = g->res.iterations; /* the last iteration measured */
+  const double e1 = g->res.val_error, e0 = g->val_prev, target = c->grow_target_error;
+  if (target > 0 && m > 0 && e1 > target && e0 > e1) {
+    const double k = m + ceil(log(target / e1) / log(e1 / e0)) - it;
+    if (k < left) left = k > 0 ? (int)k : 0;
+  }
+  /* grow.max_weights: the weights grow roughly linearly, at the mean rate so far */
+  const int64_t aw = active_weights(t->net), seed = g->res.seed_weights;
+  if (c->grow_max_weights > 0 && aw > seed) {
+    const double k = ceil((double)(c->grow_max_weights - aw) / ((double)(aw - seed) / it));
+    if (k < left) left = k > 0 ? (int)k : 0;
+  }
+  return left;
+}
+
+/* The phase's first log line. */
+static void print_start(nest_trainer *t, double lr) {
+  const nest_config *c = &t->cfg;
+  char stop[160] = "";
+  if (c->grow_target_error > 0)
+    snprintf(stop, sizeof stop, ", until validation error <= %.2f%%", 100 * c->grow_target_error);
+  if (c->grow_max_weights > 0)
+    snprintf(stop + strlen(stop), sizeof stop - strlen(stop), ", at most %lld weights",
+             (long long)c->grow_max_weights);
+  nest_log_line(nest_trainer_log(t),
+                "nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g "
+                "%s}%s; one line per iteration, its events in events.csv",
+                c->grow_policy, c->grow_iterations, c->grow_train_epochs,
+                c->grow_train_epochs == 1 ? "" : "s", lr, c->grow_schedule, stop);
 }
 
 nest_status nest_grow_phase(nest_phase_ctx *x, nest_grow *g) {
@@ -539,6 +606,7 @@ nest_status nest_grow_phase(nest_phase_ctx *x, nest_grow *g) {
   sched.schedule = strcmp(c->grow_schedule, "cosine") == 0 ? NEST_SCHED_COSINE : NEST_SCHED_CONST;
   sched.warmup_epochs = 0;
   sched.total_epochs = c->grow_train_epochs;
+  nest_grow_set_phase(g, "grow");
   if (!x->resuming) {
     print_start(t, lr);
     snprintf(g->res.stop, sizeof g->res.stop, "iterations");
@@ -559,12 +627,17 @@ nest_status nest_grow_phase(nest_phase_ctx *x, nest_grow *g) {
       cur->part = 1, cur->epoch = 0, cur->step = 0;
     }
     nest_eval val = {NAN, NAN, 0, NAN}, test = {NAN, NAN, 0, NAN};
+    char label[32];
+    snprintf(label, sizeof label, "grow %d, epoch", it);
+    /* the last epoch's summary is a progress line: iteration_done's line gives the result */
     const nest_phase_epochs loop = {.phase = "grow",
                                     .sched = &sched,
                                     .epochs = c->grow_train_epochs,
-                                    .index0 = (int64_t)(it - 1) * c->grow_train_epochs,
-                                    .count = (int64_t)c->grow_iterations * c->grow_train_epochs,
-                                    .eval_every = c->grow_train_epochs};
+                                    .count = c->grow_train_epochs,
+                                    .eval_every = c->grow_train_epochs,
+                                    .label = label,
+                                    .iteration = it,
+                                    .keep_last = -1};
     NEST_CALL(nest_phase_run_epochs(x, &loop, &val, &test));
     if (c->grow_train_epochs == 0) NEST_CALL(nest_trainer_evaluate_sets(t, NEST_EVAL_BOTH, &val, &test));
     int stop = 0;
@@ -577,13 +650,14 @@ nest_status nest_grow_phase(nest_phase_ctx *x, nest_grow *g) {
   x->resuming = 0; /* resumed after the last iteration (cursor iter > grow.iterations) */
   g->res.grown_weights = active_weights(t->net);
   g->res.seconds = nest_comm_wtime() - t_start;
-  if (t->rank == 0 && !t->quiet) {
-    printf("nest: growth phase done after %d iteration%s (%s) in %.1f s: %lld -> %lld active "
-           "weights\n",
-           g->res.iterations, g->res.iterations == 1 ? "" : "s", g->res.stop, g->res.seconds,
-           (long long)g->res.seed_weights, (long long)g->res.grown_weights);
-    fflush(stdout);
-  }
+  char a[32], b[32];
+  nest_log_count(g->res.seed_weights, a, sizeof a);
+  nest_log_count(g->res.grown_weights, b, sizeof b);
+  nest_log_line(nest_trainer_log(t),
+                "nest: growth phase done after %d iteration%s (%s) in %.1f s: %s -> %s active "
+                "weights",
+                g->res.iterations, g->res.iterations == 1 ? "" : "s", g->res.stop, g->res.seconds,
+                a, b);
   return NEST_OK;
 }
 
@@ -603,15 +677,19 @@ nest_status nest_grow_save(const nest_grow *g, nest_ckpt *w) {
   int64_t *iv = NULL;
   double *fv = NULL;
   nest_status st = nest_malloc((void **)&iv, sizeof(int64_t) * 5 * (n ? n : 1), "event rows");
-  if (st == NEST_OK) st = nest_malloc((void **)&fv, sizeof(double) * 3 * (n ? n : 1), "event rows");
+  if (st == NEST_OK) st = nest_malloc((void **)&fv, sizeof(double) * 4 * (n ? n : 1), "event rows");
   for (size_t i = 0; st == NEST_OK && i < n; ++i) {
     const event_row *e = &g->rows[i];
     const int64_t a[5] = {e->iteration, e->units, e->added, e->removed, e->active};
     memcpy(iv + 5 * i, a, sizeof a);
     fv[3 * i] = e->loss_before, fv[3 * i + 1] = e->loss_after, fv[3 * i + 2] = e->seconds;
+    fv[3 * n + i] = e->at;
   }
   if (st == NEST_OK) st = nest_ckpt_put(w, "event_counts", NEST_CK_I64, iv, 5 * n);
   if (st == NEST_OK) st = nest_ckpt_put(w, "event_values", NEST_CK_F64, fv, 3 * n);
+  /* the rows' time_s: a dataset of its own, so that a checkpoint without it (an older nest's)
+   * still loads */
+  if (st == NEST_OK) st = nest_ckpt_put(w, "event_times", NEST_CK_F64, fv + 3 * n, n);
   if (st == NEST_OK)
     st = nest_ckpt_put_strs(w, "event_policy", g->rows ? g->rows[0].policy : "", sizeof(event_row),
                             n, sizeof g->rows[0].policy);
@@ -656,9 +734,12 @@ nest_status nest_grow_load(nest_grow *g, nest_ckpt *r) {
   int64_t *iv = NULL;
   double *fv = NULL;
   st = nest_malloc((void **)&iv, sizeof(int64_t) * 5 * (n ? n : 1), "event rows");
-  if (st == NEST_OK) st = nest_malloc((void **)&fv, sizeof(double) * 3 * (n ? n : 1), "event rows");
+  if (st == NEST_OK) st = nest_malloc((void **)&fv, sizeof(double) * 4 * (n ? n : 1), "event rows");
   if (st == NEST_OK) st = nest_ckpt_get(r, "event_counts", NEST_CK_I64, iv, 5 * n);
   if (st == NEST_OK) st = nest_ckpt_get(r, "event_values", NEST_CK_F64, fv, 3 * n);
+  for (size_t i = 0; st == NEST_OK && i < n; ++i) fv[3 * n + i] = NAN;
+  if (st == NEST_OK && nest_ckpt_has(r, "event_times"))
+    st = nest_ckpt_get(r, "event_times", NEST_CK_F64, fv + 3 * n, n);
   const char *names[3] = {"event_policy", "event_layer", "event_detail"};
   for (int k = 0; k < 3 && st == NEST_OK; ++k) {
     st = nest_ckpt_get_strs(r, names[k], &tab[k], &m, &w[k]);
@@ -670,7 +751,7 @@ nest_status nest_grow_load(nest_grow *g, nest_ckpt *r) {
   for (size_t i = 0; st == NEST_OK && i < n; ++i) {
     event_row e = {.iteration = iv[5 * i], .units = iv[5 * i + 1], .added = iv[5 * i + 2],
                    .removed = iv[5 * i + 3], .active = iv[5 * i + 4], .loss_before = fv[3 * i],
-                   .loss_after = fv[3 * i + 1], .seconds = fv[3 * i + 2]};
+                   .loss_after = fv[3 * i + 1], .seconds = fv[3 * i + 2], .at = fv[3 * n + i]};
     copy_str(e.policy, sizeof e.policy, tab[0], w[0], i);
     copy_str(e.layer, sizeof e.layer, tab[1], w[1], i);
     copy_str(e.detail, sizeof e.detail, tab[2], w[2], i);

@@ -243,6 +243,23 @@ herr_t nest_h5_put_fixed_str(hid_t obj, const char *name, const char *s) {
 
 /* ---- small arrays --------------------------------------------------------------------------- */
 
+herr_t nest_h5_put_fixed_strs(hid_t loc, const char *name, char *const *s, int n) {
+  size_t width = 1;
+  for (int k = 0; k < n; ++k)
+    if (strlen(s[k]) > width) width = strlen(s[k]);
+  char *buf = calloc(n ? (size_t)n : 1, width);
+  hid_t t = buf ? H5Tcopy(H5T_C_S1) : -1;
+  herr_t e = t >= 0 ? H5Tset_size(t, width) : -1;
+  if (e >= 0) e = H5Tset_strpad(t, H5T_STR_NULLPAD);
+  if (e >= 0) e = H5Tset_cset(t, H5T_CSET_UTF8);
+  for (int k = 0; k < n && e >= 0; ++k) memcpy(buf + (size_t)k * width, s[k], strlen(s[k]));
+  const hsize_t d = (hsize_t)n;
+  if (e >= 0) e = nest_h5_put_dataset(loc, name, 1, &d, t, t, width, NEST_H5_CONTIGUOUS, buf);
+  if (t >= 0) H5Tclose(t);
+  free(buf);
+  return e;
+}
+
 herr_t nest_h5_put_strs(hid_t loc, const char *name, char *const *s, int n, int as_attr) {
   hid_t t = vlen_utf8();
   if (t < 0) return -1;

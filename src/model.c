@@ -1,19 +1,27 @@
 /* model.c — model files: save / load a network in HDF5 (model.h, docs/model-format.md): atomic
- * save, validated load, the masks-only and info-only readers, and the model layout under any
- * HDF5 location, which the restart container (ckpt.c) reuses through model_layout.h.
+ * save, validated load, the masks-only, info-only and input-only readers, and the model layout
+ * under any HDF5 location, which the restart container (ckpt.c) reuses through model_layout.h.
  * A file-format module: HDF5 through the helpers of h5io.h (HDF5 is called only by h5io.c and
  * the file-format modules model.c, ckpt.c, data/h5.c, data/shards.c); HDF5's own error printing
  * is switched off and every failure becomes one nest message naming the file. Uses the default
  * (serial) file driver: no MPI.
  *
- * Layout (format_version 1):
+ * Layout (format_version 2; 1 is read too):
  *   /                   attrs: format "nest-model", format_version, input_shape [c,h,w],
  *                              nclasses, nlayers, generation, arch, widths
  *   /layers/NNN_<name>  one group per layer, NNN = its index (at least 3 digits, so h5ls
  *                       lists them in order); attrs: kind, index, the kind's hyper-parameters
- *     <param>           float32, the declared dims (W, b, gamma, beta)
- *     <param>_mask      uint8 0/1, same dims, for maskable parameters only
- *     <buffer>          float32 [count] (running_mean, running_var)
+ *     <param>           float32, the declared dims (W, b, gamma, beta); for a maskable
+ *     <param>_mask      parameter also its uint8 0/1 mask (restart checkpoints, format 1), or
+ *     <param>_index     instead (model files, format 2) the flat indices of its active
+ *     <param>_value     positions (uint32, ascending) and their values (float32; attribute
+ *                       shape = the declared dims): the compact storage
+ *     <buffer>          float32 [count] (running_mean, running_var); the partial-area mask
+ *                       `area` uint8 in model files (float32 in checkpoints and format 1)
+ *   /input              how data reach the model (nest_model_input): attrs data_shape, crop,
+ *     mean, std         dtype, scale, normalization, layout, format, csv_*, val_split,
+ *                       test_split, split_seed; datasets mean, std [nch]
+ *   /labels             [nclasses] strings: the class of each logit
  * Optional info attributes (nest_model_info; written only when known, absent ones read as
  * unknown): root stage, base_arch (strings), val_error, test_error (float64); layer groups
  * act_frac, in_frac (float64).
@@ -88,8 +96,62 @@ static herr_t put_tensor(hid_t loc, const char *name, int rank, const hsize_t *d
   return nest_h5_put_dataset(loc, name, rank, dims, ftype, mtype, elem, flags, buf);
 }
 
+/* A maskable parameter in the compact form: "<name>_index" (flat indices of the active
+ * positions, ascending; uint32, uint64 for a tensor of 2^32 or more positions) and
+ * "<name>_value" (their values, float32, with attribute shape = the dense dims), both
+ * deflated. Measured on the LeNet runs (docs/model-format.md): half the bytes of the dense
+ * weights and masks deflated. */
+static herr_t put_compact(hid_t g, const nest_param *p, const float *w, const float *m) {
+  size_t nnz = 0;
+  for (size_t i = 0; i < p->count; ++i) nnz += m[i] != 0.0f;
+  const int wide = p->count > UINT32_MAX;
+  void *idx = malloc((nnz ? nnz : 1) * (wide ? 8 : 4));
+  float *val = malloc((nnz ? nnz : 1) * sizeof(float));
+  herr_t e = idx && val ? 0 : -1;
+  size_t k = 0;
+  for (size_t i = 0; e >= 0 && i < p->count; ++i) {
+    if (m[i] == 0.0f) continue;
+    if (wide) ((uint64_t *)idx)[k] = i;
+    else ((uint32_t *)idx)[k] = (uint32_t)i;
+    val[k++] = w[i];
+  }
+  char name[NEST_NAME_LEN + 8];
+  const hsize_t n = (hsize_t)nnz;
+  const unsigned flags = NEST_H5_FLETCHER32 | NEST_H5_DEFLATE | NEST_H5_SHUFFLE;
+  snprintf(name, sizeof name, "%s_index", p->name);
+  if (e >= 0)
+    e = nest_h5_put_dataset(g, name, 1, &n, wide ? H5T_STD_U64LE : H5T_STD_U32LE,
+                            wide ? H5T_NATIVE_UINT64 : H5T_NATIVE_UINT32, wide ? 8 : 4, flags, idx);
+  snprintf(name, sizeof name, "%s_value", p->name);
+  if (e >= 0)
+    e = nest_h5_put_dataset(g, name, 1, &n, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, flags, val);
+  if (e >= 0) {
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    e = d >= 0 ? nest_h5_put_attr(d, "shape", H5T_STD_I32LE, H5T_NATIVE_INT, p->ndims, p->dims)
+               : -1;
+    if (d >= 0 && H5Dclose(d) < 0) e = -1;
+  }
+  free(idx);
+  free(val);
+  return e;
+}
+
+/* A buffer; in the compact form a 0/1 buffer (the partial-area mask) as deflated uint8. */
+static herr_t put_buffer(hid_t g, const nest_buffer *b, const float *v, int compact) {
+  hsize_t d = (hsize_t)b->count;
+  if (!compact || !b->mask)
+    return put_tensor(g, b->name, 1, &d, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0, v);
+  uint8_t *u = malloc(b->count ? b->count : 1);
+  if (!u) return -1;
+  for (size_t i = 0; i < b->count; ++i) u[i] = v[i] != 0.0f;
+  herr_t e = put_tensor(g, b->name, 1, &d, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, 1, u);
+  free(u);
+  return e;
+}
+
 /* One layer's group: attributes, parameters (+ masks), buffers; with mom (the net's momentum
- * arena) also "<param>_momentum". u8 has room for the largest maskable tensor. */
+ * arena) also "<param>_momentum". u8 has room for the largest maskable tensor. compress 3:
+ * maskable parameters compact, 0/1 buffers uint8 (model files). */
 static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const float *mom,
                         int compress) {
   char gname[NEST_NAME_LEN + 16];
@@ -111,6 +173,10 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const fl
     const nest_param *p = &l->param[s];
     hsize_t dims[4];
     for (int k = 0; k < p->ndims; ++k) dims[k] = (hsize_t)p->dims[k];
+    if (compress == 3 && p->maskable && !mom) {
+      e = put_compact(g, p, l->p[s], l->m[s]);
+      continue;
+    }
     e = put_tensor(g, p->name, p->ndims, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4,
                     compress > 1 && p->maskable, l->p[s]);
     if (e >= 0 && p->maskable) {
@@ -127,11 +193,8 @@ static herr_t put_layer(hid_t layers, const nest_layer *l, uint8_t *u8, const fl
                       compress > 1 && p->maskable, mom + p->offset);
     }
   }
-  for (int s = 0; s < l->nbuffers && e >= 0; ++s) {
-    hsize_t d = (hsize_t)l->buffer[s].count;
-    e = put_tensor(g, l->buffer[s].name, 1, &d, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0,
-                    l->buf[s]);
-  }
+  for (int s = 0; s < l->nbuffers && e >= 0; ++s)
+    e = put_buffer(g, &l->buffer[s], l->buf[s], compress == 3);
   if (H5Gclose(g) < 0) e = -1;
   return e;
 }
@@ -203,6 +266,170 @@ static herr_t put_info_layers(hid_t layers, const nest_net *net, const nest_mode
   return e;
 }
 
+/* ---- the input record (nest_model_input): writing ------------------------------------------ */
+
+static const char *const input_formats[] = {"idx", "csv", "h5", "shards"};
+
+static int input_format_ok(const char *f) {
+  if (!f[0]) return 1; /* unknown */
+  for (size_t i = 0; i < sizeof input_formats / sizeof *input_formats; ++i)
+    if (strcmp(f, input_formats[i]) == 0) return 1;
+  return 0;
+}
+
+/* The net input a record describes: the data's sample, or its centre crop. */
+static nest_shape input_net_shape(const nest_model_input *in) {
+  nest_shape s = in->data_shape;
+  if (in->crop > 0) s.h = s.w = in->crop;
+  return s;
+}
+
+static int cmp_strp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A label list names each class once, by a non-empty name. */
+static nest_status labels_check(char *const *labels, int n, const char *path, nest_status code) {
+  for (int k = 0; k < n; ++k)
+    if (!labels[k] || !labels[k][0] || strlen(labels[k]) >= NEST_H5_MAX_STR)
+      return NEST_ERR(code, "%s: /labels[%d] is empty or too long: every class needs a name", path,
+                      k);
+  char **sorted = NULL;
+  NEST_CALL(nest_malloc((void **)&sorted, sizeof(char *) * (size_t)n, "label check"));
+  memcpy(sorted, labels, sizeof(char *) * (size_t)n);
+  qsort(sorted, (size_t)n, sizeof(char *), cmp_strp);
+  nest_status st = NEST_OK;
+  for (int k = 1; k < n && st == NEST_OK; ++k)
+    if (strcmp(sorted[k], sorted[k - 1]) == 0)
+      st = NEST_ERR(code, "%s: /labels: class name '%.64s' appears twice", path, sorted[k]);
+  free(sorted);
+  return st;
+}
+
+/* What describes this net and can be read back; `code` is NEST_ERR_ARG when saving,
+ * NEST_ERR_FORMAT when reading. */
+static nest_status input_check(const nest_model_input *in, nest_shape net_in, int nclasses,
+                               const char *path, nest_status code) {
+  const nest_shape d = in->data_shape, n = input_net_shape(in);
+  if (d.c < 1 || d.h < 1 || d.w < 1 || (double)d.c * d.h * d.w > (double)INT_MAX)
+    return NEST_ERR(code, "%s: /input: data_shape %dx%dx%d is not a sample shape", path, d.c, d.h,
+                    d.w);
+  if (in->crop < 0 || in->crop > d.h || in->crop > d.w)
+    return NEST_ERR(code, "%s: /input: crop %d does not fit the %dx%d samples", path, in->crop,
+                    d.h, d.w);
+  if (n.c != net_in.c || n.h != net_in.h || n.w != net_in.w)
+    return NEST_ERR(code, "%s: /input: the data give %dx%dx%d inputs (data_shape %dx%dx%d, crop "
+                    "%d) but the net takes %dx%dx%d", path, n.c, n.h, n.w, d.c, d.h, d.w,
+                    in->crop, net_in.c, net_in.h, net_in.w);
+  if (!isfinite(in->scale) || !(in->scale > 0))
+    return NEST_ERR(code, "%s: /input: scale %g must be positive and finite", path,
+                    (double)in->scale);
+  if (in->norm.nch != 0 && in->norm.nch != d.c)
+    return NEST_ERR(code, "%s: /input: the normalisation has %d channels, the data %d", path,
+                    in->norm.nch, d.c);
+  for (int c = 0; c < in->norm.nch; ++c)
+    if (!isfinite(in->norm.mean[c]) || !isfinite(in->norm.std[c]) || !(in->norm.std[c] > 0))
+      return NEST_ERR(code, "%s: /input: channel %d: mean %g, std %g (std must be positive, both "
+                      "finite)", path, c, (double)in->norm.mean[c], (double)in->norm.std[c]);
+  if (in->nlabels != nclasses)
+    return NEST_ERR(code, "%s: /labels: %d class names for %d classes", path, in->nlabels,
+                    nclasses);
+  if (in->labels) NEST_CALL(labels_check(in->labels, in->nlabels, path, code));
+  if (strnlen(in->format, sizeof in->format) == sizeof in->format || !input_format_ok(in->format))
+    return NEST_ERR(code, "%s: /input: format '%.8s' is not idx, csv, h5 or shards", path,
+                    in->format);
+  if (in->csv_label_col < -1 || in->csv_delim == '\n' || in->csv_delim == '\r' ||
+      in->csv_delim == '"' || (in->csv_header != 0 && in->csv_header != 1) ||
+      strnlen(in->csv_drop_cols, sizeof in->csv_drop_cols) == sizeof in->csv_drop_cols)
+    return NEST_ERR(code, "%s: /input: CSV options invalid (label column %d, delimiter 0x%02x, "
+                    "header %d)", path, in->csv_label_col, (unsigned char)in->csv_delim,
+                    in->csv_header);
+  if (!(in->val_split >= 0 && in->val_split <= 1) || !(in->test_split >= 0 && in->test_split <= 1))
+    return NEST_ERR(code, "%s: /input: val_split %g / test_split %g must be in [0, 1]", path,
+                    in->val_split, in->test_split);
+  return NEST_OK;
+}
+
+static const char *input_layout(const nest_model_input *in) {
+  return in->data_shape.h * in->data_shape.w > 1 ? "CHW" : "features";
+}
+
+static const char *input_normalization(const nest_model_input *in) {
+  if (in->norm.nch == 0) return "none";
+  return in->data_shape.h * in->data_shape.w > 1 ? "per_channel" : "per_feature";
+}
+
+/* /input (attributes, mean, std) and /labels under loc. */
+static herr_t put_input(hid_t loc, const nest_model_input *in, int nclasses) {
+  hid_t g = H5Gcreate2(loc, "input", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (g < 0) return -1;
+  const int shape[3] = {in->data_shape.c, in->data_shape.h, in->data_shape.w};
+  const char delim[2] = {in->csv_delim ? in->csv_delim : ',', '\0'};
+  herr_t e = nest_h5_put_attr(g, "data_shape", H5T_STD_I32LE, H5T_NATIVE_INT, 3, shape);
+  if (e >= 0) e = nest_h5_put_str(g, "layout", input_layout(in));
+  if (e >= 0) e = nest_h5_put_int(g, "crop", in->crop);
+  if (e >= 0) e = nest_h5_put_str(g, "dtype", in->is_u8 ? "uint8" : "float32");
+  if (e >= 0) e = nest_h5_put_attr(g, "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 0, &in->scale);
+  if (e >= 0) e = nest_h5_put_str(g, "normalization", input_normalization(in));
+  if (e >= 0) e = nest_h5_put_str(g, "format", in->format);
+  if (e >= 0) e = nest_h5_put_int(g, "csv_label_col", in->csv_label_col);
+  if (e >= 0) e = nest_h5_put_str(g, "csv_delim", delim);
+  if (e >= 0) e = nest_h5_put_int(g, "csv_header", in->csv_header);
+  if (e >= 0) e = nest_h5_put_str(g, "csv_drop_cols", in->csv_drop_cols);
+  if (e >= 0) e = put_double(g, "val_split", in->val_split);
+  if (e >= 0) e = put_double(g, "test_split", in->test_split);
+  if (e >= 0)
+    e = nest_h5_put_attr(g, "split_seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &in->split_seed);
+  const hsize_t nch = (hsize_t)in->norm.nch;
+  if (e >= 0 && nch)
+    e = put_tensor(g, "mean", 1, &nch, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0, in->norm.mean);
+  if (e >= 0 && nch)
+    e = put_tensor(g, "std", 1, &nch, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, 0, in->norm.std);
+  if (H5Gclose(g) < 0) e = -1;
+  if (e < 0) return e;
+  if (in->labels) return nest_h5_put_fixed_strs(loc, "labels", in->labels, nclasses);
+  /* No names (IDX digits): the class indices. */
+  char **names = calloc((size_t)nclasses, sizeof(char *));
+  char *buf = malloc((size_t)nclasses * 12);
+  if (names && buf) {
+    for (int k = 0; k < nclasses; ++k) {
+      names[k] = buf + (size_t)k * 12;
+      snprintf(names[k], 12, "%d", k);
+    }
+    e = nest_h5_put_fixed_strs(loc, "labels", names, nclasses);
+  } else {
+    e = -1;
+  }
+  free(names);
+  free(buf);
+  return e;
+}
+
+nest_status nest_model_layout_put_input(hid_t loc, const char *path, const nest_net *net,
+                                        const nest_model_input *in) {
+  if (!in || !in->known) return NEST_OK;
+  NEST_CALL(input_check(in, net->in_shape, net->nclasses, path, NEST_ERR_ARG));
+  if (put_input(loc, in, net->nclasses) < 0)
+    return NEST_ERR(NEST_ERR_IO, "%s: writing /input and /labels failed (disk full?)", path);
+  return NEST_OK;
+}
+
+void nest_model_input_from_data(const nest_dataset *ds, nest_model_input *out) {
+  memset(out, 0, sizeof *out);
+  out->known = 1;
+  out->data_shape = nest_dataset_stored_shape(ds);
+  if (nest_dataset_is_sharded(ds) && (ds->shape.h != out->data_shape.h ||
+                                      ds->shape.w != out->data_shape.w))
+    out->crop = ds->shape.h;
+  out->is_u8 = ds->u8 != NULL || nest_dataset_is_sharded(ds);
+  out->scale = ds->u8_scale > 0 ? ds->u8_scale : 1.0f;
+  out->norm = ds->norm; /* borrowed */
+  out->nlabels = ds->nclasses;
+  out->labels = ds->class_names; /* borrowed; NULL: "0", "1", ... */
+  snprintf(out->format, sizeof out->format, "%s", ds->format);
+  out->csv_delim = ',';
+}
+
 nest_status nest_model_save(const nest_net *net, const char *path) {
   return nest_model_save_info(net, NULL, path);
 }
@@ -245,6 +472,8 @@ herr_t nest_model_layout_write(hid_t loc, const nest_net *net, const nest_model_
   if (e >= 0) e = nest_h5_put_str(loc, "arch", arch);
   if (e >= 0) e = nest_h5_put_str(loc, "widths", widths);
   if (e >= 0 && info) e = put_info_root(loc, info);
+  if (e >= 0 && info && info->input && info->input->known)
+    e = put_input(loc, info->input, net->nclasses);
   if (e >= 0) {
     /* Track creation order too, so tools that list by creation order see layer order. */
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
@@ -265,6 +494,8 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
   nest_h5_quiet();
   if (!net || !path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_save: no net or path");
   if (info) NEST_CALL(info_check(net, info, path));
+  if (info && info->input && info->input->known)
+    NEST_CALL(input_check(info->input, net->in_shape, net->nclasses, path, NEST_ERR_ARG));
   size_t maxmask;
   NEST_CALL(nest_model_check(net, path, &maxmask));
 
@@ -275,7 +506,7 @@ nest_status nest_model_save_info(const nest_net *net, const nest_model_info *inf
   /* 1.10 object headers carry checksums of their own (attributes included) and have no 64 KiB
    * attribute limit (long arch strings of deep nets). */
   nest_status st = nest_h5_begin(path, tmp, sizeof tmp, H5F_LIBVER_V110, &file);
-  if (st == NEST_OK && nest_model_layout_write(file, net, info, u8, 0, 2) < 0)
+  if (st == NEST_OK && nest_model_layout_write(file, net, info, u8, 0, 3) < 0)
     st = NEST_ERR(NEST_ERR_IO, "%s: writing the HDF5 file failed (disk full?)", tmp);
   if (st == NEST_OK) st = nest_h5_commit(&file, tmp, path);
   else if (file >= 0) nest_h5_abort(&file, tmp);
@@ -301,9 +532,10 @@ nest_status nest_model_open_file(const char *path, hid_t *file) {
     goto done;
   }
   NEST_CALL_GOTO(st, nest_h5_attr_int(*file, path, "/", "format_version", &version), done);
-  if (version != NEST_MODEL_VERSION)
-    st = NEST_ERR(NEST_ERR_FORMAT, "%s: format_version %d not supported (this build reads %d)",
-                  path, version, NEST_MODEL_VERSION);
+  if (version < NEST_MODEL_VERSION_MIN || version > NEST_MODEL_VERSION)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: format_version %d not supported (this build reads %d to "
+                  "%d%s)", path, version, NEST_MODEL_VERSION_MIN, NEST_MODEL_VERSION,
+                  version > NEST_MODEL_VERSION ? ": written by a newer nest" : "");
 done:
   free(fmt);
   if (st != NEST_OK) nest_h5_close(file, H5Fclose);
@@ -465,6 +697,150 @@ static nest_status check_mask(const char *path, const char *where, const char *n
   return NEST_OK;
 }
 
+/* ---- the compact form of a maskable parameter ---------------------------------------------- */
+
+/* 1 if maskable parameter `name` of group g is stored compactly (either of "<name>_index",
+ * "<name>_value" present: a file missing the other is then told so). */
+static int is_compact(hid_t g, const char *name) {
+  char n[NEST_NAME_LEN + 8];
+  snprintf(n, sizeof n, "%s_index", name);
+  if (H5Lexists(g, n, H5P_DEFAULT) > 0) return 1;
+  snprintf(n, sizeof n, "%s_value", name);
+  return H5Lexists(g, n, H5P_DEFAULT) > 0;
+}
+
+#define COMPACT_BLOCK 65536 /* entries read at a time: no allocation of the file's size */
+
+/* Open "<p>_index" (unsigned integers) and "<p>_value" (floats, attribute shape = p's dims),
+ * both 1-D of the same length nnz <= p->count. */
+static nest_status compact_open(hid_t g, const char *path, const char *where, const nest_param *p,
+                                hid_t *di, hid_t *dv, hsize_t *nnz) {
+  char iname[NEST_NAME_LEN + 8], vname[NEST_NAME_LEN + 8];
+  snprintf(iname, sizeof iname, "%s_index", p->name);
+  snprintf(vname, sizeof vname, "%s_value", p->name);
+  int rank, is_float, is_u8;
+  hsize_t di_dims[4], dv_dims[4];
+  *di = *dv = -1;
+  hid_t ty;
+  NEST_CALL(nest_h5_dset_open(g, path, where, iname, 1, 1, di, &rank, di_dims, &ty));
+  const int uint_ok = H5Tget_class(ty) == H5T_INTEGER && H5Tget_sign(ty) == H5T_SGN_NONE &&
+                      H5Tget_size(ty) <= 8;
+  H5Tclose(ty);
+  nest_status st = NEST_OK;
+  if (!uint_ok) {
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s/%s must be unsigned integers", path, where, iname);
+    goto fail;
+  }
+  NEST_CALL_GOTO(st, dset_open(g, path, where, vname, dv, &rank, dv_dims, &is_float, &is_u8),
+                 fail);
+  if (!is_float || rank != 1) {
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s/%s must be 1-D float32", path, where, vname);
+    goto fail;
+  }
+  if (dv_dims[0] != di_dims[0] || di_dims[0] > (hsize_t)p->count) {
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: %s has %llu entries and %s %llu (equal, and at most "
+                  "the %zu positions of %s, expected)", path, where, iname,
+                  (unsigned long long)di_dims[0], vname, (unsigned long long)dv_dims[0], p->count,
+                  p->name);
+    goto fail;
+  }
+  int shape[4] = {0, 0, 0, 0};
+  char wv[NEST_NAME_LEN + 64];
+  snprintf(wv, sizeof wv, "%s/%s", where, vname);
+  NEST_CALL_GOTO(st, nest_h5_attr_read(*dv, path, wv, "shape", H5T_INTEGER, p->ndims,
+                                       H5T_NATIVE_INT, shape), fail);
+  for (int k = 0; k < p->ndims; ++k)
+    if (shape[k] != p->dims[k]) {
+      hsize_t have[4], want[4];
+      for (int j = 0; j < p->ndims; ++j) have[j] = (hsize_t)shape[j], want[j] = (hsize_t)p->dims[j];
+      char hs[96], ws[96];
+      st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s: attribute 'shape' = %s, expected %s (the mask "
+                    "does not fit its weights)", path, wv, dims_str(hs, sizeof hs, p->ndims, have),
+                    dims_str(ws, sizeof ws, p->ndims, want));
+      goto fail;
+    }
+  *nnz = di_dims[0];
+  return NEST_OK;
+fail:
+  nest_h5_close(di, H5Dclose);
+  nest_h5_close(dv, H5Dclose);
+  return st;
+}
+
+/* Read a compact parameter: mask[count] = 1 at the listed positions (0 elsewhere) and, when w is
+ * not NULL, w[count] = the values there (0 elsewhere). Indices must increase strictly and lie
+ * in [0, count); values must be finite. */
+static nest_status read_compact(hid_t g, const char *path, const char *where, const nest_param *p,
+                                float *w, uint8_t *mask) {
+  hid_t di, dv;
+  hsize_t nnz;
+  NEST_CALL(compact_open(g, path, where, p, &di, &dv, &nnz));
+  uint64_t *ib = NULL;
+  float *vb = NULL;
+  nest_status st = NEST_OK;
+  NEST_CALL_GOTO(st, nest_malloc((void **)&ib, sizeof(uint64_t) * COMPACT_BLOCK, "index block"),
+                 done);
+  NEST_CALL_GOTO(st, nest_malloc((void **)&vb, sizeof(float) * COMPACT_BLOCK, "value block"), done);
+  memset(mask, 0, p->count);
+  if (w) memset(w, 0, sizeof(float) * p->count);
+  char what[NEST_NAME_LEN + 96];
+  uint64_t prev = 0;
+  for (hsize_t first = 0; first < nnz; first += COMPACT_BLOCK) {
+    const hsize_t cnt = nnz - first < COMPACT_BLOCK ? nnz - first : COMPACT_BLOCK;
+    snprintf(what, sizeof what, "%s/%s_index", where, p->name);
+    NEST_CALL_GOTO(st, nest_h5_read_rows(di, path, what, 1, &nnz, first, cnt, H5T_NATIVE_UINT64,
+                                         ib), done);
+    snprintf(what, sizeof what, "%s/%s_value", where, p->name);
+    if (w)
+      NEST_CALL_GOTO(st, nest_h5_read_rows(dv, path, what, 1, &nnz, first, cnt, H5T_NATIVE_FLOAT,
+                                           vb), done);
+    for (hsize_t k = 0; k < cnt; ++k) {
+      const uint64_t i = ib[k];
+      if (i >= (uint64_t)p->count || (first + k > 0 && i <= prev)) {
+        st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s/%s_index[%llu] = %llu: indices must increase and "
+                      "lie in [0, %zu)", path, where, p->name, (unsigned long long)(first + k),
+                      (unsigned long long)i, p->count);
+        goto done;
+      }
+      prev = i;
+      mask[i] = 1;
+      if (!w) continue;
+      if (!isfinite(vb[k])) {
+        st = NEST_ERR(NEST_ERR_FORMAT, "%s: %s/%s_value[%llu] is %s", path, where, p->name,
+                      (unsigned long long)(first + k), isnan(vb[k]) ? "NaN" : "Inf");
+        goto done;
+      }
+      w[i] = vb[k];
+    }
+  }
+done:
+  free(ib);
+  free(vb);
+  H5Dclose(di);
+  H5Dclose(dv);
+  return st;
+}
+
+/* Buffer b of layer group g into dst[b->count]: float32; a 0/1 buffer (the area mask) may be
+ * uint8 too (the compact form). */
+static nest_status read_buffer(hid_t g, const char *path, const char *where, const nest_buffer *b,
+                               float *dst) {
+  int n = (int)b->count;
+  if (!b->mask) return read_exact(g, path, where, b->name, 1, &n, 0, dst);
+  hid_t d;
+  int rank, is_float, is_u8;
+  hsize_t dims[4];
+  NEST_CALL(dset_open(g, path, where, b->name, &d, &rank, dims, &is_float, &is_u8));
+  H5Dclose(d);
+  if (is_float) return read_exact(g, path, where, b->name, 1, &n, 0, dst);
+  uint8_t *u = NULL;
+  NEST_CALL(nest_malloc((void **)&u, b->count ? b->count : 1, "mask buffer"));
+  nest_status st = read_exact(g, path, where, b->name, 1, &n, 1, u);
+  for (size_t i = 0; st == NEST_OK && i < b->count; ++i) dst[i] = (float)u[i];
+  free(u);
+  return st;
+}
+
 static nest_status kind_of(const char *path, const char *where, const char *s,
                            nest_layer_kind *kind) {
   for (int k = 0; k < NEST_LAYER_KIND_COUNT; ++k)
@@ -556,15 +932,21 @@ static nest_status read_layer_data(hid_t g, const char *path, const char *where,
                                    uint8_t *u8, float *mom) {
   for (int s = 0; s < l->nparams; ++s) {
     const nest_param *p = &l->param[s];
-    NEST_CALL(read_exact(g, path, where, p->name, p->ndims, p->dims, 0, l->p[s]));
-    NEST_CALL(check_finite(path, where, p->name, l->p[s], p->count));
+    if (p->maskable && is_compact(g, p->name)) { /* model files, format 2 */
+      NEST_CALL(read_compact(g, path, where, p, l->p[s], u8));
+      for (size_t i = 0; i < p->count; ++i) l->m[s][i] = u8[i] ? 1.0f : 0.0f;
+      if (!mom) continue;
+    } else {
+      NEST_CALL(read_exact(g, path, where, p->name, p->ndims, p->dims, 0, l->p[s]));
+      NEST_CALL(check_finite(path, where, p->name, l->p[s], p->count));
+    }
     if (mom) { /* restart checkpoints: the optimizer's momentum */
       char mname[NEST_NAME_LEN + 16];
       snprintf(mname, sizeof mname, "%s_momentum", p->name);
       NEST_CALL(read_exact(g, path, where, mname, p->ndims, p->dims, 0, mom + p->offset));
       NEST_CALL(check_finite(path, where, mname, mom + p->offset, p->count));
     }
-    if (!p->maskable) continue; /* the mask stays all ones (nest_net_create) */
+    if (!p->maskable || is_compact(g, p->name)) continue; /* not maskable: all ones */
     char mname[NEST_NAME_LEN + 8];
     snprintf(mname, sizeof mname, "%s_mask", p->name);
     NEST_CALL(read_exact(g, path, where, mname, p->ndims, p->dims, 1, u8));
@@ -578,8 +960,7 @@ static nest_status read_layer_data(hid_t g, const char *path, const char *where,
   }
   for (int s = 0; s < l->nbuffers; ++s) {
     const nest_buffer *b = &l->buffer[s];
-    int n = (int)b->count;
-    NEST_CALL(read_exact(g, path, where, b->name, 1, &n, 0, l->buf[s]));
+    NEST_CALL(read_buffer(g, path, where, b, l->buf[s]));
     NEST_CALL(check_finite(path, where, b->name, l->buf[s], b->count));
     for (size_t i = 0; b->mask && i < b->count; ++i)
       if (l->buf[s][i] != 0.0f && l->buf[s][i] != 1.0f)
@@ -667,16 +1048,165 @@ done:
   return st;
 }
 
-nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_net **out) {
+/* ---- the input record: reading ------------------------------------------------------------- */
+
+void nest_model_input_free(nest_model_input *in) {
+  if (!in) return;
+  nest_norm_free(&in->norm);
+  for (int k = 0; in->labels && k < in->nlabels; ++k) free(in->labels[k]);
+  free(in->labels);
+  memset(in, 0, sizeof *in);
+}
+
+/* A string attribute of /input into buf[cap] (one of `allowed`, '|'-separated, when given). */
+static nest_status input_str(hid_t g, const char *path, const char *name, const char *allowed,
+                             char *buf, size_t cap) {
+  char *v = NULL;
+  NEST_CALL(nest_h5_attr_str(g, path, "/input", name, &v));
+  const size_t n = strlen(v);
+  int ok = n < cap;
+  if (ok && allowed) {
+    ok = 0;
+    for (const char *a = allowed; *a && !ok;) {
+      const size_t len = strcspn(a, "|");
+      ok = len == n && strncmp(a, v, n) == 0;
+      a += len + (a[len] == '|');
+    }
+  }
+  if (ok) memcpy(buf, v, n + 1);
+  nest_status st = NEST_OK;
+  if (!ok)
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /input: attribute '%s' = '%.64s' is not valid%s%s%s",
+                  path, name, v, allowed ? " (one of " : "", allowed ? allowed : "",
+                  allowed ? ")" : "");
+  free(v);
+  return st;
+}
+
+static nest_status input_double(hid_t g, const char *path, const char *name, double *v) {
+  return nest_h5_attr_read(g, path, "/input", name, H5T_FLOAT, 0, H5T_NATIVE_DOUBLE, v);
+}
+
+/* The attributes of /input (group g) into in. */
+static nest_status input_attrs(hid_t g, const char *path, nest_model_input *in, char *norm_kind,
+                               size_t cap) {
+  int shape[3];
+  NEST_CALL(nest_h5_attr_read(g, path, "/input", "data_shape", H5T_INTEGER, 3, H5T_NATIVE_INT,
+                              shape));
+  in->data_shape = (nest_shape){shape[0], shape[1], shape[2]};
+  NEST_CALL(nest_h5_attr_int(g, path, "/input", "crop", &in->crop));
+  char dtype[16], delim[4];
+  NEST_CALL(input_str(g, path, "dtype", "uint8|float32", dtype, sizeof dtype));
+  in->is_u8 = strcmp(dtype, "uint8") == 0;
+  NEST_CALL(nest_h5_attr_read(g, path, "/input", "scale", H5T_FLOAT, 0, H5T_NATIVE_FLOAT,
+                              &in->scale));
+  NEST_CALL(input_str(g, path, "normalization", "per_channel|per_feature|none", norm_kind, cap));
+  NEST_CALL(input_str(g, path, "format", "|idx|csv|h5|shards", in->format, sizeof in->format));
+  NEST_CALL(nest_h5_attr_int(g, path, "/input", "csv_label_col", &in->csv_label_col));
+  NEST_CALL(input_str(g, path, "csv_delim", NULL, delim, sizeof delim));
+  if (strlen(delim) != 1)
+    return NEST_ERR(NEST_ERR_FORMAT, "%s: /input: attribute 'csv_delim' = '%s' must be one "
+                    "character", path, delim);
+  in->csv_delim = delim[0];
+  NEST_CALL(nest_h5_attr_int(g, path, "/input", "csv_header", &in->csv_header));
+  NEST_CALL(input_str(g, path, "csv_drop_cols", NULL, in->csv_drop_cols,
+                      sizeof in->csv_drop_cols));
+  NEST_CALL(input_double(g, path, "val_split", &in->val_split));
+  NEST_CALL(input_double(g, path, "test_split", &in->test_split));
+  unsigned long long seed = 0;
+  NEST_CALL(nest_h5_attr_read(g, path, "/input", "split_seed", H5T_INTEGER, 0, H5T_NATIVE_ULLONG,
+                              &seed));
+  in->split_seed = (uint64_t)seed;
+  return NEST_OK;
+}
+
+/* /input and /labels of an open file, validated against the net's input shape and classes
+ * (from the root attributes). No /input: known = 0. */
+static nest_status read_input(hid_t file, const char *path, nest_shape net_in, int nclasses,
+                              nest_model_input *out) {
+  memset(out, 0, sizeof *out);
+  if (H5Lexists(file, "input", H5P_DEFAULT) <= 0) return NEST_OK;
+  hid_t g = -1;
+  nest_model_input in;
+  memset(&in, 0, sizeof in);
+  char norm_kind[16];
+  nest_status st = NEST_OK;
+  NEST_CALL(nest_h5_group_open(file, path, "", "input", &g));
+  NEST_CALL_GOTO(st, input_attrs(g, path, &in, norm_kind, sizeof norm_kind), done);
+  if (in.data_shape.c < 1 || in.data_shape.c > (1 << 24)) {
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /input: data_shape has %d channels", path,
+                  in.data_shape.c);
+    goto done;
+  }
+  const int has_mean = H5Lexists(g, "mean", H5P_DEFAULT) > 0;
+  const int has_std = H5Lexists(g, "std", H5P_DEFAULT) > 0;
+  if (strcmp(norm_kind, "none") == 0 ? has_mean || has_std : !has_mean || !has_std) {
+    st = NEST_ERR(NEST_ERR_FORMAT, "%s: /input: normalization is '%s' but /input/mean and "
+                  "/input/std are %s", path, norm_kind,
+                  has_mean && has_std ? "present" : has_mean || has_std ? "half there" : "missing");
+    goto done;
+  }
+  if (has_mean) {
+    NEST_CALL_GOTO(st, nest_h5_read_floats(file, path, "input/mean", 0, in.data_shape.c, 0,
+                                           &in.norm.mean), done);
+    NEST_CALL_GOTO(st, nest_h5_read_floats(file, path, "input/std", 0, in.data_shape.c, 1,
+                                           &in.norm.std), done);
+    in.norm.nch = in.data_shape.c;
+  }
+  NEST_CALL_GOTO(st, nest_h5_read_strs(file, path, "labels", 0, nclasses, &in.labels), done);
+  in.nlabels = nclasses;
+  NEST_CALL_GOTO(st, input_check(&in, net_in, nclasses, path, NEST_ERR_FORMAT), done);
+  in.known = 1;
+  *out = in;
+  memset(&in, 0, sizeof in);
+done:
+  nest_h5_close(&g, H5Gclose);
+  nest_model_input_free(&in);
+  return st;
+}
+
+nest_status nest_model_read_input(const char *path, nest_model_input *out) {
+  nest_h5_quiet();
+  if (!out) return NEST_ERR(NEST_ERR_ARG, "nest_model_read_input: no output");
+  memset(out, 0, sizeof *out);
+  if (!path || !*path) return NEST_ERR(NEST_ERR_ARG, "nest_model_read_input: no path");
+  hid_t file = -1;
+  model_head h = {.group = -1};
+  nest_status st = NEST_OK;
+  NEST_CALL(nest_model_open_file(path, &file));
+  NEST_CALL_GOTO(st, read_head(file, path, &h), done);
+  NEST_CALL_GOTO(st, read_input(file, path, h.in, h.nclasses, out), done);
+done:
+  head_free(&h);
+  nest_h5_close(&file, H5Fclose);
+  return st;
+}
+
+nest_status nest_model_load_input(const char *path, int max_batch, int nthreads, nest_net **out,
+                                  nest_model_input *in) {
   nest_h5_quiet();
   if (out) *out = NULL;
+  if (in) memset(in, 0, sizeof *in);
   if (!path || !*path || !out) return NEST_ERR(NEST_ERR_ARG, "nest_model_load: no path");
   if (max_batch <= 0) return NEST_ERR(NEST_ERR_ARG, "%s: max_batch must be positive", path);
   hid_t file = -1;
   NEST_CALL(nest_model_open_file(path, &file));
+  nest_model_input rec;
+  memset(&rec, 0, sizeof rec);
   nest_status st = nest_model_layout_read(file, path, max_batch, nthreads, 0, out);
+  if (st == NEST_OK) st = read_input(file, path, (*out)->in_shape, (*out)->nclasses, &rec);
   nest_h5_close(&file, H5Fclose);
-  return st;
+  if (st != NEST_OK) {
+    nest_net_destroy(out);
+    return st;
+  }
+  if (in) *in = rec;
+  else nest_model_input_free(&rec);
+  return NEST_OK;
+}
+
+nest_status nest_model_load(const char *path, int max_batch, int nthreads, nest_net **out) {
+  return nest_model_load_input(path, max_batch, nthreads, out, NULL);
 }
 
 /* ---- the light mask reader ----------------------------------------------------------------- */
@@ -693,16 +1223,20 @@ void nest_model_masks_free(nest_model_masks **mp) {
 }
 
 /* Append the mask of every maskable parameter layer l declares (l: created from the file's
- * spec, not bound: declarations only, no storage). The parameter's values must be there with
- * the declared dims too (not read), its "<param>_mask" uint8 0/1 with the same dims. */
+ * spec, not bound: declarations only, no storage). Dense form: the parameter's values must be
+ * there with the declared dims too (not read), its "<param>_mask" uint8 0/1 with the same dims;
+ * compact form: "<param>_index" valid, "<param>_value" of its length and shape (not read). */
 static nest_status read_layer_masks(hid_t g, const char *path, const layer_entry *e,
                                     const nest_layer *l, nest_model_masks *m, int *cap) {
   for (int s = 0; s < l->nparams; ++s) {
     const nest_param *p = &l->param[s];
     if (!p->maskable) continue;
-    hid_t d;
-    NEST_CALL(dset_check(g, path, e->where, p->name, p->ndims, p->dims, 0, &d));
-    H5Dclose(d);
+    const int compact = is_compact(g, p->name);
+    if (!compact) {
+      hid_t d;
+      NEST_CALL(dset_check(g, path, e->where, p->name, p->ndims, p->dims, 0, &d));
+      H5Dclose(d);
+    }
     if (m->ntensors == *cap) {
       const int nc = *cap ? 2 * *cap : 16;
       void *q = realloc(m->tensors, (size_t)nc * sizeof *m->tensors);
@@ -720,6 +1254,10 @@ static nest_status read_layer_masks(hid_t g, const char *path, const layer_entry
     t->ndims = p->ndims;
     for (int i = 0; i < p->ndims; ++i) t->dims[i] = p->dims[i];
     t->count = p->count;
+    if (compact) {
+      NEST_CALL(read_compact(g, path, e->where, p, NULL, t->mask));
+      continue;
+    }
     char mname[NEST_NAME_LEN + 8];
     snprintf(mname, sizeof mname, "%s_mask", p->name);
     NEST_CALL(read_exact(g, path, e->where, mname, p->ndims, p->dims, 1, t->mask));

@@ -17,11 +17,19 @@
 nest_status nest_model_check(const nest_net *net, const char *path, size_t *maxmask);
 /* The model layout of `net` under loc (the file or a group), with the info attributes when
  * info is not NULL and one "<param>_momentum" dataset per parameter when momentum = 1.
- * compress: 0 = none, 1 = masks deflated, 2 = masks and maskable weights (model files: small
- * on disk; restart checkpoints use CKPT_COMPRESS, chosen for write speed, see
- * bench_checkpoint). Every dataset carries the Fletcher-32 checksum. Negative on failure. */
+ * compress: 0 = none, 1 = masks deflated, 2 = masks and maskable weights deflated, 3 = the
+ * compact form of model files (maskable parameters as active indices + values, 0/1 buffers as
+ * uint8, all deflated; not with momentum). Restart checkpoints use CKPT_COMPRESS, chosen for
+ * write speed, see bench_checkpoint. Every dataset carries the Fletcher-32 checksum. The input
+ * record (info->input, when known) is written as /input and /labels under loc. Negative on
+ * failure. */
 herr_t nest_model_layout_write(hid_t loc, const nest_net *net, const nest_model_info *info,
                                uint8_t *u8, int momentum, int compress);
+/* The input record `in` (nothing when NULL or not known) as /input and /labels under loc,
+ * checked against the net first (NEST_ERR_ARG "PATH: /input: ..."); NEST_ERR_IO naming path if
+ * HDF5 refuses. */
+nest_status nest_model_layout_put_input(hid_t loc, const char *path, const nest_net *net,
+                                        const nest_model_input *in);
 /* The net stored under loc in the model layout, validated as nest_model_load does; momentum
  * = 1 also reads the "<param>_momentum" datasets (required then). */
 nest_status nest_model_layout_read(hid_t loc, const char *path, int max_batch, int nthreads,

@@ -50,7 +50,10 @@ nest_status nest_phase_run_epochs(nest_phase_ctx *x, const nest_phase_epochs *lo
                                   .evaluate = last || (loop->eval_every > 0 && (e + 1) % loop->eval_every == 0),
                                   .resume = resume,
                                   .resume_step = x->cur.step,
-                                  .hooks = &hooks};
+                                  .hooks = &hooks,
+                                  .label = loop->label,
+                                  .iteration = loop->iteration,
+                                  .keep = last ? loop->keep_last : 0};
     NEST_CALL(nest_trainer_epoch(x->t, &plan, val, test));
     x->cur.step = x->t->steps_per_epoch; /* its steps are done (no checkpoint until the next) */
   }

@@ -4,10 +4,12 @@
 #define _GNU_SOURCE
 #include "nest/pipeline.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nest/atomic.h"
 #include "nest/model.h"
@@ -136,6 +138,68 @@ static nest_status point(void *arg, int force) {
   return nest_restart_point(p->rst, force);
 }
 
+/* ---- the run's ETA ---------------------------------------------------------------------------- */
+
+/* Optimizer steps phase i still takes: all of it before it began, the rest of it when it is the
+ * cursor's phase. Growth iterations and pruning steps are not known in advance. Growth counts
+ * the iterations grow.iterations allows, fewer once the validation error's fall or the weights'
+ * growth says that grow.target_error or grow.max_weights comes sooner
+ * (nest_grow_iterations_left); pruning counts the guard trips its targets have left, priced at
+ * the kept steps per trip and retraining steps per step seen so far (nest_prune_steps_left).
+ * Both refine as the run shows how it goes; the log's ETA is this times the seconds per step. */
+static int64_t phase_steps_left(const nest_pipeline *p, int i) {
+  const nest_trainer *t = p->t;
+  const nest_config *c = &t->cfg;
+  const nest_cursor *cur = &p->run.cur;
+  const int64_t spe = t->steps_per_epoch;
+  const int now = i == cur->phase;
+  switch (p->phases[i]) {
+  case NEST_PHASE_GROW: {
+    const int64_t e = c->grow_train_epochs;
+    if (!now) return nest_grow_iterations_left(t, p->grow, 0) * e * spe;
+    if (cur->part == 2) return 0;
+    const int64_t in_it = cur->part == 1 ? (e - cur->epoch) * spe - cur->step : e * spe;
+    return in_it + nest_grow_iterations_left(t, p->grow, cur->iter) * e * spe;
+  }
+  case NEST_PHASE_TRAIN:
+    return now ? (c->epochs - cur->epoch) * spe - cur->step : (int64_t)c->epochs * spe;
+  case NEST_PHASE_PRUNE:
+  case NEST_PHASE_AREA: {
+    const int area = p->phases[i] == NEST_PHASE_AREA;
+    const int64_t ft = area && c->prune_area_epochs >= 0 ? c->prune_area_epochs : c->prune_epochs;
+    if (now && cur->part == 2) return (ft - cur->epoch) * spe - cur->step;
+    return nest_prune_steps_left(t, &p->prune, area, now) + ft * spe;
+  }
+  default: return 0;
+  }
+}
+
+/* The engine's steps_left (train.h): every phase from the cursor's on. */
+static int64_t run_steps_left(void *arg) {
+  const nest_pipeline *p = arg;
+  int64_t left = 0;
+  for (int i = p->run.cur.phase > 0 ? p->run.cur.phase : 0; i < p->nphases; ++i)
+    left += phase_steps_left(p, i);
+  return left > 0 ? left : 0;
+}
+
+/* NEST_RUN_DIR_FILE=PATH in the environment: rank 0 writes the run directory into PATH (one
+ * line), so that a script that let nest name the directory finds it (jobs/run_local.sh runs
+ * nest_plot on it). */
+static nest_status tell_run_dir(const nest_pipeline *p) {
+  const char *file = getenv("NEST_RUN_DIR_FILE");
+  nest_status st = NEST_OK;
+  if (p->t->rank == 0 && file && file[0]) {
+    FILE *f = fopen(file, "w");
+    int bad = !f;
+    if (f) bad = fprintf(f, "%s\n", p->run_dir) < 0, bad |= fclose(f) != 0;
+    if (bad)
+      st = NEST_ERR(NEST_ERR_IO, "NEST_RUN_DIR_FILE = %s: cannot write the run directory there: %s",
+                    file, strerror(errno));
+  }
+  return nest_comm_agree(p->t->comm, st);
+}
+
 /* Everything after the engine: phases, checks, the run directory, checkpoints. */
 static nest_status setup(nest_pipeline *p, const nest_config *cfg) {
   nest_trainer *t = p->t;
@@ -153,6 +217,8 @@ static nest_status setup(nest_pipeline *p, const nest_config *cfg) {
   NEST_CALL(nest_rundir_open(cfg, comm, &rd));
   snprintf(p->run_dir, sizeof p->run_dir, "%s", rd.path);
   t->metrics = rd.metrics;
+  t->steps_left = run_steps_left, t->steps_left_arg = p;
+  NEST_CALL(tell_run_dir(p));
   snprintf(t->metrics_path, sizeof t->metrics_path, "%s/metrics.csv", rd.path);
   if (!rd.resume) NEST_CALL(nest_grow_open_events(t, p->grow, p->run_dir));
   const nest_restart_src src = {.run = &p->run,
@@ -232,6 +298,42 @@ static void summary_prune(FILE *f, const char *p, const nest_prune_result *r) {
   if (!isnan(r->test_error)) fprintf(f, "%s_test_error = %.6f\n", p, r->test_error);
 }
 
+/* One line group per stage model in the run directory (stage_<label>_file, _val_error,
+ * _test_error, _weights): read back from the files, so that a resumed run lists the stages
+ * saved before the resume too. The final stage (model.h5, written after summary.txt) is the
+ * network now. */
+static void summary_stages(const nest_pipeline *p, FILE *f, int64_t final_weights) {
+  static const char *const files[] = {"model_seed.h5", "model_grown.h5", "model_trained.h5"};
+  static const char *const labels[] = {"seed", "grown", "trained"};
+  for (int k = 0; k < 3; ++k) {
+    char path[NEST_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/%s", p->run_dir, files[k]);
+    nest_model_info info;
+    nest_model_masks *m = NULL;
+    if (access(path, F_OK) != 0 || nest_model_read_info(path, &info) != NEST_OK) {
+      nest_error_clear();
+      continue;
+    }
+    int64_t active = -1;
+    if (nest_model_read_masks(path, &m) == NEST_OK) {
+      active = 0;
+      for (int i = 0; i < m->ntensors; ++i)
+        for (size_t j = 0; j < m->tensors[i].count; ++j) active += m->tensors[i].mask[j];
+    }
+    nest_error_clear();
+    nest_model_masks_free(&m);
+    fprintf(f, "stage_%s_file = %s\n", labels[k], files[k]);
+    if (!isnan(info.val_error)) fprintf(f, "stage_%s_val_error = %.6f\n", labels[k], info.val_error);
+    if (!isnan(info.test_error)) fprintf(f, "stage_%s_test_error = %.6f\n", labels[k], info.test_error);
+    if (active >= 0) fprintf(f, "stage_%s_weights = %lld\n", labels[k], (long long)active);
+    nest_model_info_free(&info);
+  }
+  fprintf(f, "stage_final_file = model.h5\n");
+  if (!isnan(p->last_val.acc)) fprintf(f, "stage_final_val_error = %.6f\n", 1.0 - p->last_val.acc);
+  if (!isnan(p->last_test.acc)) fprintf(f, "stage_final_test_error = %.6f\n", 1.0 - p->last_test.acc);
+  fprintf(f, "stage_final_weights = %lld\n", (long long)final_weights);
+}
+
 /* summary.txt's lines into f. */
 static void summary_lines(const nest_pipeline *p, FILE *f) {
   const nest_trainer *t = p->t;
@@ -246,6 +348,8 @@ static void summary_lines(const nest_pipeline *p, FILE *f) {
   fprintf(f, "arch = %s\nepochs = %lld\nranks = %d\nthreads = %d\nwall_s = %.1f\n", c->arch,
           (long long)t->epoch, t->nranks, t->nthreads, el);
   fprintf(f, "widths = %s\nlayers = %s\n", widths, arch);
+  if (!c->test[0] && c->test_split > 0)
+    fprintf(f, "test_split = %g\ntest_samples = %lld\n", c->test_split, (long long)t->n_test);
   fprintf(f, "active_weights = %lld\ntotal_weights = %lld\nflops_per_sample = %.6g\n",
           (long long)aw, (long long)tw, nest_net_flops(t->net));
   const nest_grow_result *g = nest_grow_result_of(p->grow);
@@ -261,11 +365,13 @@ static void summary_lines(const nest_pipeline *p, FILE *f) {
   if (p->prune.ran[1]) summary_prune(f, "area", &p->prune.res[1]);
   if (!isnan(val->acc)) fprintf(f, "val_error = %.6f\n", 1.0 - val->acc);
   if (!isnan(test->acc)) fprintf(f, "test_error = %.6f\n", 1.0 - test->acc);
-  /* top-5 of the final network, whatever the class count (1 - 1 = 0 below 5 classes) */
-  if (!isnan(val->acc) && !isnan(t->top5[0]))
+  /* top-5 of the final network, with more than 5 classes (loss.h) */
+  const int top5 = nest_trainer_has_top5(t);
+  if (top5 && !isnan(val->acc) && !isnan(t->top5[0]))
     fprintf(f, "val_top5_error = %.6f\n", 1.0 - t->top5[0]);
-  if (!isnan(test->acc) && !isnan(t->top5[1]))
+  if (top5 && !isnan(test->acc) && !isnan(t->top5[1]))
     fprintf(f, "test_top5_error = %.6f\n", 1.0 - t->top5[1]);
+  summary_stages(p, f, aw);
 }
 
 /* summary.txt, written atomically (atomic.h) by rank 0; agreed. */
@@ -302,12 +408,16 @@ static nest_status save_stage(nest_pipeline *p, const char *file, const char *st
                             .in_frac = a ? a->in_frac : NULL,
                             .val_error = val && !isnan(val->acc) ? 1.0 - val->acc : NAN,
                             .test_error = test && !isnan(test->acc) ? 1.0 - test->acc : NAN,
-                            /* the latest evaluation's: of the network being saved */
-                            .has_top5 = 1,
+                            /* the latest evaluation's: of the network being saved (only
+                             * with more than 5 classes, loss.h) */
+                            .has_top5 = nest_trainer_has_top5(t),
                             .val_top5_error = val && !isnan(val->acc) ? 1.0 - t->top5[0] : NAN,
                             .test_top5_error = test && !isnan(test->acc) ? 1.0 - t->top5[1] : NAN};
     snprintf(info.stage, sizeof info.stage, "%s", stage);
     snprintf(info.base_arch, sizeof info.base_arch, "%s", t->cfg.arch);
+    nest_model_input in; /* what a user of the file needs to feed it raw data (model.h) */
+    nest_config_model_input(&t->cfg, t->train, &in);
+    info.input = &in;
     char path[NEST_PATH_LEN + 32];
     snprintf(path, sizeof path, "%s/%s", p->run_dir, file);
     st = nest_model_save_info(t->net, &info, path);
@@ -317,8 +427,8 @@ static nest_status save_stage(nest_pipeline *p, const char *file, const char *st
 }
 
 /* The model report (report.h): every stage of this run, printed and in report.csv. */
-static nest_status write_report(const nest_pipeline *p) {
-  const nest_trainer *t = p->t;
+static nest_status write_report(nest_pipeline *p) {
+  nest_trainer *t = p->t;
   nest_status st = NEST_OK;
   if (t->rank == 0) {
     nest_report *rep = NULL;
@@ -326,10 +436,11 @@ static nest_status write_report(const nest_pipeline *p) {
     snprintf(path, sizeof path, "%s/report.csv", p->run_dir);
     st = nest_report_create(p->run_dir, &rep);
     if (st == NEST_OK) st = nest_report_write_csv(rep, path);
-    if (st == NEST_OK && !t->quiet) {
-      printf("\nnest: model report (%s):\n", path);
-      nest_report_print(rep, stdout, 0);
-      printf("\n");
+    nest_runlog *log = nest_trainer_log(t);
+    if (st == NEST_OK && log) {
+      nest_log_line(log, "\nnest: model report (%s):", path);
+      nest_report_print(rep, log->out, 0);
+      fflush(log->out);
     }
     nest_report_destroy(&rep);
   }
@@ -356,16 +467,22 @@ static nest_status grow_after_epoch(void *arg, const nest_epoch_plan *plan) {
 static nest_status train_phase(nest_pipeline *p, int first) {
   nest_trainer *t = p->t;
   const nest_config *c = &t->cfg;
-  if (t->rank == 0 && !t->quiet && c->epochs > 0 && !first && !p->run.resuming) {
-    printf("nest: training phase: %d epochs (optim schedule)\n", c->epochs);
-    nest_net_describe(t->net, stdout);
-    fflush(stdout);
+  nest_grow_set_phase(p->grow, "train"); /* its SET / RigL events */
+  if (c->epochs > 0 && !first && !p->run.resuming) {
+    int64_t aw = 0;
+    char widths[256], a[32];
+    nest_net_count(t->net, &aw, NULL, NULL);
+    nest_net_widths_string(t->net, widths, sizeof widths);
+    nest_log_count(aw, a, sizeof a);
+    nest_log_line(nest_trainer_log(t),
+                  "nest: training phase: %d epochs (optim schedule) of %s, %s active weights",
+                  c->epochs, widths, a);
   }
   const nest_train_hooks hooks = {.arg = p, .after_step = grow_after_step,
                                   .after_epoch = grow_after_epoch};
   const nest_phase_epochs loop = {.phase = "train", .sched = &t->optim, .epochs = c->epochs,
                                   .count = c->epochs, .eval_every = c->eval_every,
-                                  .hooks = &hooks};
+                                  .hooks = &hooks, .keep_last = 1};
   return nest_phase_run_epochs(&p->run, &loop, &p->last_val, &p->last_test);
 }
 
@@ -403,12 +520,11 @@ static nest_status prune_phase(nest_pipeline *p, int area) {
   ft.schedule = NEST_SCHED_COSINE;
   ft.warmup_epochs = 0;
   ft.total_epochs = epochs;
-  if (t->rank == 0 && !t->quiet && !p->run.resuming) {
-    printf("nest: fine-tuning: %d epochs from lr %g\n", epochs, c->prune_lr);
-    fflush(stdout);
-  }
+  if (!p->run.resuming)
+    nest_log_line(nest_trainer_log(t), "nest: fine-tuning: %d epoch%s from lr %g", epochs,
+                  epochs == 1 ? "" : "s", c->prune_lr);
   const nest_phase_epochs loop = {.phase = "finetune", .sched = &ft, .epochs = epochs,
-                                  .count = epochs, .eval_every = c->eval_every};
+                                  .count = epochs, .eval_every = c->eval_every, .keep_last = 1};
   return nest_phase_run_epochs(&p->run, &loop, &p->last_val, &p->last_test);
 }
 
@@ -421,7 +537,14 @@ static nest_status run_phase(nest_pipeline *p, int i) {
     p->last_test.acc = 1.0 - g->test_error;
     return save_stage(p, "model_grown.h5", "grown", &p->last_val, &p->last_test);
   }
-  case NEST_PHASE_TRAIN: return train_phase(p, i == 0);
+  case NEST_PHASE_TRAIN:
+    NEST_CALL(train_phase(p, i == 0));
+    /* The network after training is usually the run's most accurate: kept when pruning
+     * follows (model.h5 is the trained network otherwise). */
+    for (int k = i + 1; k < p->nphases; ++k)
+      if (p->phases[k] == NEST_PHASE_PRUNE || p->phases[k] == NEST_PHASE_AREA)
+        return save_stage(p, "model_trained.h5", "trained", &p->last_val, &p->last_test);
+    return NEST_OK;
   case NEST_PHASE_PRUNE:
   case NEST_PHASE_AREA: {
     const nest_status st = prune_phase(p, p->phases[i] == NEST_PHASE_AREA);
@@ -440,47 +563,64 @@ static int synthesis(const nest_pipeline *p) {
          p->phase_has[NEST_PHASE_AREA];
 }
 
-static void print_start(const nest_pipeline *p) {
-  const nest_trainer *t = p->t;
+static void print_start(nest_pipeline *p) {
+  nest_trainer *t = p->t;
   const nest_config *c = &t->cfg;
-  if (t->rank != 0 || t->quiet) return;
+  nest_runlog *log = nest_trainer_log(t);
+  if (!log) return;
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
   char ph[128] = "";
   for (int i = 0; i < p->nphases; ++i)
     snprintf(ph + strlen(ph), sizeof ph - strlen(ph), "%s%s", i ? ", " : "",
              phase_names[p->phases[i]]);
-  printf("nest: %s on %lld training / %lld validation / %lld test samples, %d ranks x %d "
-         "threads, global batch %d; phases: %s\n",
-         c->init_from[0] ? c->init_from : c->arch, (long long)t->n_train, (long long)t->n_val,
-         (long long)t->n_test, t->nranks, t->nthreads, c->batch, ph);
-  nest_net_describe(t->net, stdout);
-  printf("nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "
-         "directory %s\n",
-         (long long)aw, (long long)tw, 100.0 * (double)aw / (double)tw,
-         nest_net_flops(t->net) / 1e6, p->run_dir);
-  fflush(stdout);
+  nest_log_line(log,
+                "nest: %s on %lld training / %lld validation / %lld test samples, %d ranks x %d "
+                "threads, global batch %d; phases: %s",
+                c->init_from[0] ? c->init_from : c->arch, (long long)t->n_train,
+                (long long)t->n_val, (long long)t->n_test, t->nranks, t->nthreads, c->batch, ph);
+  if (t->train->class_names) { /* CSV labels: which class id each name became */
+    char map[1024];
+    nest_dataset_label_map(t->train, 20, map, sizeof map);
+    nest_log_line(log, "nest: classes (label in the data -> class): %s", map);
+  }
+  if (!c->test[0] && c->test_split > 0)
+    nest_log_line(log, "nest: test set: data.test_split = %g of %s (run.seed %llu)", c->test_split,
+                  c->train, (unsigned long long)c->seed);
+  nest_net_describe(t->net, log->out);
+  nest_log_line(log,
+                "nest: %lld / %lld weights active (%.1f%%), %.3g MFLOP per sample forward; run "
+                "directory %s",
+                (long long)aw, (long long)tw, 100.0 * (double)aw / (double)tw,
+                nest_net_flops(t->net) / 1e6, p->run_dir);
 }
 
-static void print_end(const nest_pipeline *p) {
-  const nest_trainer *t = p->t;
+static void print_end(nest_pipeline *p) {
+  nest_trainer *t = p->t;
   const nest_eval *val = &p->last_val, *test = &p->last_test;
-  if (t->rank != 0 || t->quiet) return;
-  const int top5 = t->net->nclasses > NEST_TOP5_MIN_CLASSES;
-  printf("nest: finished %lld epochs in %.1f s", (long long)t->epoch,
-         nest_comm_wtime() - t->t_start);
-  if (!isnan(test->acc)) printf(", test error %.2f%%", 100.0 * (1.0 - test->acc));
+  nest_runlog *log = nest_trainer_log(t);
+  if (!log) return;
+  const int top5 = t->net->nclasses > NEST_TOP5_SHOW_CLASSES;
+  char line[4096], el[32], a[32];
+  nest_log_duration(nest_comm_wtime() - t->t_start, el, sizeof el);
+  int n = snprintf(line, sizeof line, "nest: finished %lld epochs in %s", (long long)t->epoch, el);
+  if (!isnan(test->acc))
+    n += snprintf(line + n, sizeof line - (size_t)n, ", test error %.2f%%", 100.0 * (1.0 - test->acc));
   if (!isnan(test->acc) && !isnan(t->top5[1]) && top5)
-    printf(" (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[1]));
-  if (!isnan(val->acc)) printf(", validation error %.2f%%", 100.0 * (1.0 - val->acc));
+    n += snprintf(line + n, sizeof line - (size_t)n, " (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[1]));
+  if (!isnan(val->acc))
+    n += snprintf(line + n, sizeof line - (size_t)n, ", validation error %.2f%%",
+                  100.0 * (1.0 - val->acc));
   if (!isnan(val->acc) && !isnan(t->top5[0]) && top5)
-    printf(" (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[0]));
+    n += snprintf(line + n, sizeof line - (size_t)n, " (top-5 %.2f%%)", 100.0 * (1.0 - t->top5[0]));
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
-  printf(", %lld active weights; results in %s", (long long)aw, p->run_dir);
-  if (p->run_dir[0]) printf(", final model %s/model.h5", p->run_dir);
-  printf("\n");
-  fflush(stdout);
+  nest_log_count(aw, a, sizeof a);
+  n += snprintf(line + n, sizeof line - (size_t)n, ", %s active weights", a);
+  if (p->run_dir[0])
+    snprintf(line + n, sizeof line - (size_t)n, "; results in %s, final model %s/model.h5",
+             p->run_dir, p->run_dir);
+  nest_log_line(log, "%s", line);
 }
 
 /* The seed stage (cursor phase -1): checkpoint 0 of a new run, the starting network with its

@@ -5,11 +5,13 @@
 #include "nest/prune.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nest/list.h"
+#include "nest/rundir.h"
 #include "nest/shard.h"
 #include "nest/surgery.h"
 
@@ -145,19 +147,24 @@ nest_status nest_prune_check(const nest_trainer *t, int area) {
   return NEST_OK;
 }
 
+/* The phase's targets into ts (NULL: only count them); returns how many. */
 static int list_targets(const nest_trainer *t, int area, nest_prune_target *ts) {
   const nest_net *net = t->net;
   const nest_config *c = &t->cfg;
   int n = 0;
   if (area) {
     for (int l = 0; l < net->nlayers; ++l)
-      if (net->layers[l]->kind == NEST_LAYER_CONV2D && chosen(c, net->layers[l]->name))
-        ts[n++] = (nest_prune_target){l, l, c->prune_area_gamma_start, 0};
+      if (net->layers[l]->kind == NEST_LAYER_CONV2D && chosen(c, net->layers[l]->name)) {
+        if (ts) ts[n] = (nest_prune_target){l, l, c->prune_area_gamma_start, 0};
+        ++n;
+      }
   } else {
     for (int i = 0; i < net->ntensors; ++i) {
       const nest_tensor_ref *r = &net->tensors[i];
-      if (r->param->maskable && chosen(c, r->layer->name))
-        ts[n++] = (nest_prune_target){i, r->layer->index, c->prune_gamma_start, 0};
+      if (r->param->maskable && chosen(c, r->layer->name)) {
+        if (ts) ts[n] = (nest_prune_target){i, r->layer->index, c->prune_gamma_start, 0};
+        ++n;
+      }
     }
   }
   return n;
@@ -194,6 +201,10 @@ typedef struct {
   const char *label;          /* "prune" or "area" */
   int64_t it0;                /* events.csv iteration offset: the area phase's come after */
   int *units, nunits;         /* the neuron policy's layers (prune phase only) */
+  /* the iteration's log line, one part per target (rank 0; not in checkpoints: a resumed
+   * iteration's line lists the targets since the restart) */
+  char line[1024];
+  int64_t removed, units_removed; /* the current step: weights and units it took; -1 unknown */
 } phase_run;
 
 /* A fresh phase: area masks, targets, the guard's target, the result's "before" values. */
@@ -231,23 +242,106 @@ static nest_status phase_start(phase_run *p) {
   nest_net_count(t->net, &res->weights_before, NULL, NULL);
   res->flops_before = nest_net_flops(t->net);
   res->conv_flops_before = conv_flops(t->net);
-  if (t->rank == 0 && !t->quiet) {
-    printf("nest: %s phase: %d targets, steps %g down to %g, %d retraining steps at lr %g; "
-           "guard: validation error <= %.2f%% (%s %.2f%% + %.2f points)",
-           p->label, p->ps->npts, p->area ? c->prune_area_gamma_start : c->prune_gamma_start,
-           p->gamma_min, c->prune_retrain_steps, c->prune_lr, 100 * res->limit,
-           c->prune_target_error > 0 ? "target" : best ? "best" : "start", 100 * res->target,
-           100 * (res->limit - res->target));
-    if (t->teacher && t->distill)
-      printf("; distillation alpha %g, T %g", c->prune_distill, c->prune_distill_temp);
-    printf("\n");
-    fflush(stdout);
-  }
+  char distil[64] = "";
+  if (t->teacher && t->distill)
+    snprintf(distil, sizeof distil, "; distillation alpha %g, T %g", c->prune_distill,
+             c->prune_distill_temp);
+  nest_log_line(nest_trainer_log(t),
+                "nest: %s phase: %d targets, steps %g down to %g, %d retraining steps at lr %g; "
+                "guard: validation error <= %.2f%% (%s %.2f%% + %.2f points)%s; one line per "
+                "iteration, each step in events.csv",
+                p->label, p->ps->npts, p->area ? c->prune_area_gamma_start : c->prune_gamma_start,
+                p->gamma_min, c->prune_retrain_steps, c->prune_lr, 100 * res->limit,
+                c->prune_target_error > 0 ? "target" : best ? "best" : "start", 100 * res->target,
+                100 * (res->limit - res->target), distil);
   p->ps->rkey = p->area ? 1 << 20 : 0, p->ps->rpos = 0; /* the two phases draw different streams */
   nest_cursor *cur = &p->x->cur;
   cur->iter = 1, cur->target = 0, cur->part = 0, cur->live = 0;
   return NEST_OK;
 }
+
+/* ---- the log ------------------------------------------------------------------------------ */
+
+/* Append a target's part to the iteration's log line (rank 0). */
+static void line_part(phase_run *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void line_part(phase_run *p, const char *fmt, ...) {
+  if (!nest_trainer_log(p->x->t)) return;
+  size_t n = strlen(p->line);
+  if (n + 3 >= sizeof p->line) return;
+  if (n) n += (size_t)snprintf(p->line + n, sizeof p->line - n, ", ");
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(p->line + n, sizeof p->line - n, fmt, ap);
+  va_end(ap);
+}
+
+/* A guarded step's part of the line: what it took, kept or restored (and why), the step that
+ * comes next for that target. */
+static void step_part(phase_run *p, const nest_prune_target *tg, const char *layer, int fail,
+                      double verr, int tries) {
+  if (!nest_trainer_log(p->x->t)) return;
+  char took[96] = "", w[32], more[48] = "";
+  if (p->removed >= 0) {
+    nest_log_count(p->removed, w, sizeof w);
+    snprintf(took, sizeof took, " -%s", w);
+    if (p->units_removed > 0)
+      snprintf(took + strlen(took), sizeof took - strlen(took), " (-%lld unit%s)",
+               (long long)p->units_removed, p->units_removed == 1 ? "" : "s");
+  }
+  if (tries > 0) snprintf(more, sizeof more, " after %d retrainings", tries + 1);
+  if (!fail)
+    line_part(p, "%s%s kept%s", layer, took, more);
+  else if (tg->stopped)
+    line_part(p, "%s%s restored (%.2f%% > %.2f%%%s), stops at gamma %.4g", layer, took,
+              100 * verr, 100 * p->res->limit, more, 2 * tg->gamma);
+  else
+    line_part(p, "%s%s restored (%.2f%% > %.2f%%%s), gamma -> %.4g", layer, took, 100 * verr,
+              100 * p->res->limit, more, tg->gamma);
+}
+
+/* The end of iteration `it`: the network's validation and test error (one evaluation, which
+ * changes nothing the run decides), a metrics.csv row, the iteration's log line. */
+static nest_status iteration_row(phase_run *p, int it) {
+  nest_trainer *t = p->x->t;
+  nest_eval v, te;
+  NEST_CALL(nest_trainer_evaluate_sets(t, NEST_EVAL_BOTH, &v, &te));
+  int64_t aw = 0, tw = 0;
+  nest_net_count(t->net, &aw, &tw, NULL);
+  const double el = nest_comm_wtime() - t->t_start;
+  nest_status st = NEST_OK;
+  if (t->rank == 0 && t->metrics) {
+    const int top5 = nest_trainer_has_top5(t);
+    const nest_metrics_row row = {.epoch = t->epoch, .step = t->step, .lr = NAN,
+                                  .train_loss = NAN, .train_acc = NAN,
+                                  .val_loss = v.loss, .val_acc = v.acc,
+                                  .test_loss = te.loss, .test_acc = te.acc,
+                                  .active = aw, .total = tw, .images_per_s = NAN,
+                                  .elapsed_s = el, .phase = p->label,
+                                  .val_top5_error = top5 ? 1.0 - v.acc5 : NAN,
+                                  .test_top5_error = top5 ? 1.0 - te.acc5 : NAN,
+                                  .iteration = it};
+    st = nest_rundir_metrics_row(t->metrics, t->metrics_path, &row);
+  }
+  nest_runlog *log = nest_trainer_log(t);
+  if (log) {
+    char a[32], widths[256], errs[128] = "", clock[96];
+    nest_log_count(aw, a, sizeof a);
+    nest_net_widths_string(t->net, widths, sizeof widths);
+    int n = 0;
+    if (!isnan(v.acc))
+      n += snprintf(errs + n, sizeof errs - (size_t)n, ": validation error %.2f%%", 100 * (1 - v.acc));
+    if (!isnan(te.acc))
+      snprintf(errs + n, sizeof errs - (size_t)n, "%stest error %.2f%%", n ? ", " : ": ",
+               100 * (1 - te.acc));
+    nest_trainer_clock(t, -1, clock, sizeof clock);
+    nest_log_line(log, "%s %d: %s -> %s active weights, %s%s | %s", p->label, it,
+                  p->line[0] ? p->line : "(resumed)", a, widths, errs, clock);
+  }
+  p->line[0] = '\0';
+  return nest_comm_agree(t->comm, st);
+}
+
+/* ---- the loop -------------------------------------------------------------------------------- */
 
 /* Step k of iteration it: snapshot, one policy step, the neuron removal. Returns 0 in *go when
  * the target is at its floor (it stops; nothing to retrain). */
@@ -274,17 +368,26 @@ static nest_status target_step(phase_run *p, int it, nest_prune_target *tg, cons
   }
   NEST_CALL(nest_grow_begin(t, p->g, iter));
   NEST_CALL(net_copy(t->net, &p->ps->snap));
+  int64_t before = 0, after = 0;
+  nest_net_count(t->net, &before, NULL, NULL);
   nest_grow_event ev;
   NEST_CALL(nest_grow_run_one(t, p->g, p->ops, tg->target, iter, fraction, &ev));
   *go = !(ev.removed == 0 && ev.units == 0);
   if (!*go) { /* at the floor: nothing left to take */
     nest_net_destroy(&p->ps->snap);
     tg->stopped = 2;
+    line_part(p, "%s at its floor (stops)", layer);
     NEST_CALL(nest_grow_note(t, p->g, iter, "stop", layer, "floor reached"));
     return nest_grow_flush(t, p->g, NAN);
   }
-  for (int u = 0; u < p->nunits; ++u)
-    NEST_CALL(nest_grow_run_one(t, p->g, &nest_policy_neurons, p->units[u], iter, 0, NULL));
+  p->units_removed = 0;
+  for (int u = 0; u < p->nunits; ++u) {
+    nest_grow_event nev;
+    NEST_CALL(nest_grow_run_one(t, p->g, &nest_policy_neurons, p->units[u], iter, 0, &nev));
+    p->units_removed += nev.units;
+  }
+  nest_net_count(t->net, &after, NULL, NULL);
+  p->removed = before - after;
   return NEST_OK;
 }
 
@@ -324,19 +427,7 @@ static nest_status guard(phase_run *p, int it, nest_prune_target *tg, const char
     res->steps_kept++;
   }
   cur->part = 0;
-  if (t->rank == 0 && !t->quiet) {
-    int64_t aw = 0;
-    nest_net_count(t->net, &aw, NULL, NULL);
-    printf("%s %3d  %-8s retrained %d steps (loss %.4f): validation error %.2f%% %s %.2f%%: "
-           "%s; %lld active weights",
-           p->label, it, layer, c->prune_retrain_steps * (1 + tries), loss, 100 * verr,
-           fail ? ">" : "<=", 100 * res->limit, fail ? "restored" : "kept", (long long)aw);
-    if (p->area) printf(", Conv%% %.1f", 100 * nest_net_layer_conv_frac(t->net, tg->layer));
-    if (fail)
-      printf(", gamma %s%.4g", tg->stopped ? "stop at " : "", tg->gamma * (tg->stopped ? 2 : 1));
-    printf("\n");
-    fflush(stdout);
-  }
+  step_part(p, tg, layer, fail, verr, tries);
   return nest_grow_flush(t, p->g, verr);
 }
 
@@ -380,21 +471,28 @@ static nest_status phase_end(phase_run *p) {
   res->val_error = isnan(v.acc) ? NAN : 1.0 - v.acc;
   res->test_error = isnan(te.acc) ? NAN : 1.0 - te.acc;
   res->seconds = nest_comm_wtime() - (t->t_start + p->x->phase_t0); /* survives a restart */
-  if (t->rank == 0 && !t->quiet) {
-    char widths[256];
+  nest_runlog *log = nest_trainer_log(t);
+  if (log) {
+    char widths[256], a[32], b[32], line[512];
     nest_net_widths_string(t->net, widths, sizeof widths);
-    printf("nest: %s phase done after %d iterations in %.1f s (%lld steps kept, %lld restored): "
-           "%lld -> %lld active weights, %.3g -> %.3g MFLOP, widths %s",
-           p->label, res->iterations, res->seconds, (long long)res->steps_kept,
-           (long long)res->steps_restored, (long long)res->weights_before,
-           (long long)res->weights_after, res->flops_before / 1e6, res->flops_after / 1e6, widths);
+    nest_log_count(res->weights_before, a, sizeof a);
+    nest_log_count(res->weights_after, b, sizeof b);
+    int n = snprintf(line, sizeof line,
+                     "nest: %s phase done after %d iteration%s in %.1f s (%lld steps kept, %lld "
+                     "restored): %s -> %s active weights, %.3g -> %.3g MFLOP, widths %s",
+                     p->label, res->iterations, res->iterations == 1 ? "" : "s", res->seconds,
+                     (long long)res->steps_kept,
+                     (long long)res->steps_restored, a, b, res->flops_before / 1e6,
+                     res->flops_after / 1e6, widths);
     if (res->conv_flops_before > 0)
-      printf(", convolution %.3g -> %.3g MFLOP (%.2fx)", res->conv_flops_before / 1e6,
-             res->conv_flops_after / 1e6, res->conv_flops_before / res->conv_flops_after);
-    if (!isnan(res->val_error)) printf(", validation error %.2f%%", 100 * res->val_error);
-    if (!isnan(res->test_error)) printf(", test error %.2f%%", 100 * res->test_error);
-    printf("\n");
-    fflush(stdout);
+      n += snprintf(line + n, sizeof line - (size_t)n, ", convolution %.3g -> %.3g MFLOP (%.2fx)",
+                    res->conv_flops_before / 1e6, res->conv_flops_after / 1e6,
+                    res->conv_flops_before / res->conv_flops_after);
+    if (!isnan(res->val_error))
+      n += snprintf(line + n, sizeof line - (size_t)n, ", validation error %.2f%%", 100 * res->val_error);
+    if (!isnan(res->test_error))
+      snprintf(line + n, sizeof line - (size_t)n, ", test error %.2f%%", 100 * res->test_error);
+    nest_log_line(log, "%s", line);
   }
   return NEST_OK;
 }
@@ -411,6 +509,7 @@ static nest_status iterations(phase_run *p) {
     /* an iteration in which every target had stopped already did nothing: not counted */
     if (!cur->live) break;
     p->res->iterations = it;
+    NEST_CALL(iteration_row(p, it));
     /* the end of an iteration: always a checkpoint */
     cur->iter = it + 1, cur->target = 0, cur->part = 0, cur->live = 0;
     cur->epoch = cur->step = 0;
@@ -432,8 +531,10 @@ nest_status nest_prune_phase(nest_phase_ctx *x, nest_grow *g, nest_prune_state *
                  .gamma_min = area ? c->prune_area_gamma : c->prune_gamma,
                  .tol = area ? c->prune_area_tolerance : c->prune_tolerance,
                  .label = area ? "area" : "prune",
-                 .it0 = area ? 100000 : 0};
+                 .it0 = area ? 100000 : 0,
+                 .removed = -1};
   ps->ran[area] = 1;
+  nest_grow_set_phase(g, p.label);
   /* The neuron policy's layers (prune phase only); structural, so the same after a restart. */
   NEST_CALL(nest_calloc((void **)&p.units, (size_t)t->net->nlayers, sizeof(int), "layers"));
   if (!area)
@@ -451,4 +552,45 @@ done:
   nest_net_destroy(&ps->snap);
   free(p.units);
   return st;
+}
+
+/* ---- the run's ETA ------------------------------------------------------------------------- */
+
+/* Guard trips a target with step gamma has left: gamma halves at each, and the target stops
+ * once it falls below the smallest step (guard above). */
+static int trips_left(double gamma, double gamma_min) {
+  int k = 0;
+  for (; gamma >= gamma_min * (1 - 1e-9) && k < 64; ++k) gamma *= 0.5;
+  return k;
+}
+
+int64_t nest_prune_steps_left(const nest_trainer *t, const nest_prune_state *ps, int area,
+                              int started) {
+  const nest_config *c = &t->cfg;
+  const double gmin = area ? c->prune_area_gamma : c->prune_gamma;
+  /* How many steps a target keeps between two trips and how many optimizer steps a pruning
+   * step costs (retraining, retries) are what the run shows; before it shows anything: 2.5
+   * kept per trip (LeNet-5's shipped run: 39 kept, 16 restored) and half the retries used. */
+  const double k0 = 2.5, r0 = c->prune_retrain_steps * (1.0 + 0.5 * c->prune_retries);
+  double kept = 0, restored = 0, retrained = 0, steps = 0;
+  int live = 0, done = 0;
+  if (started && ps->pts) {
+    const nest_prune_result *r = &ps->res[area];
+    kept = (double)r->steps_kept, restored = (double)r->steps_restored, done = r->iterations;
+    retrained = (double)((ps->rkey - (area ? 1 << 20 : 0)) * t->steps_per_epoch + ps->rpos);
+    const double k = (kept + k0) / (restored + 1);
+    for (int i = 0; i < ps->npts; ++i)
+      if (!ps->pts[i].stopped) {
+        ++live;
+        steps += trips_left(ps->pts[i].gamma, gmin) * (1 + k);
+      }
+  } else {
+    live = list_targets(t, area, NULL);
+    steps = live * trips_left(area ? c->prune_area_gamma_start : c->prune_gamma_start, gmin) *
+            (1 + k0);
+  }
+  /* at most one step per live target and iteration left */
+  const double most = (double)live * (c->prune_iterations - done);
+  if (steps > most) steps = most;
+  return (int64_t)(steps * (retrained + r0) / (kept + restored + 1));
 }

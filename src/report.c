@@ -19,9 +19,10 @@
 
 /* The files of a run directory, in stage order, and the label each gets without a stage
  * attribute. */
-static const char *const run_files[] = {"model_seed.h5", "model_grown.h5", "model.h5"};
-static const char *const run_labels[] = {"seed", "grown", "final"};
-enum { NRUN_FILES = 3 };
+static const char *const run_files[] = {"model_seed.h5", "model_grown.h5", "model_trained.h5",
+                                        "model.h5"};
+static const char *const run_labels[] = {"seed", "grown", "trained", "final"};
+enum { NRUN_FILES = 4 };
 
 /* ---- the dense base net --------------------------------------------------------------------- */
 
@@ -350,8 +351,11 @@ void nest_report_print(const nest_report *r, FILE *f, int markdown) {
   for (int i = 0; i < r->nstages; ++i) {
     const nest_report_stage *s = &r->stages[i];
     const char *q = markdown ? "`" : "";
-    fprintf(f, "%s%s: %s%s%s, %s", markdown ? "- " : "", s->label, q, s->path, q, s->widths);
-    const int top5 = s->nclasses > NEST_TOP5_MIN_CLASSES;
+    /* a "seed" stage is the network as initialised, before any training: its errors are
+     * chance level, not a result */
+    fprintf(f, "%s%s%s: %s%s%s, %s", markdown ? "- " : "", s->label,
+            strcmp(s->label, "seed") == 0 ? " (untrained)" : "", q, s->path, q, s->widths);
+    const int top5 = s->nclasses > NEST_TOP5_SHOW_CLASSES;
     if (!isnan(s->val_error)) fprintf(f, ", val error %.2f%%", 100.0 * s->val_error);
     if (top5 && !isnan(s->val_top5_error)) fprintf(f, " (top-5 %.2f%%)", 100.0 * s->val_top5_error);
     if (!isnan(s->test_error)) fprintf(f, ", test error %.2f%%", 100.0 * s->test_error);

@@ -316,7 +316,15 @@ static nest_status put_all(const nest_restart *r, image *m, nest_ckpt *w, const 
   for (int i = 0; i < NSTATE; ++i) {
     const state_entry *e = &tab[i];
     switch (e->kind) {
-    case K_NET: NEST_CALL(nest_ckpt_put_net(w, NULL, m->net, 1)); break;
+    case K_NET: {
+      NEST_CALL(nest_ckpt_put_net(w, NULL, m->net, 1));
+      /* the input record too, so that a checkpoint is as usable as a model file (model.h) */
+      const nest_trainer *t = r->src.run->t;
+      nest_model_input in;
+      nest_config_model_input(&t->cfg, t->train, &in);
+      NEST_CALL(nest_ckpt_put_input(w, m->net, &in));
+      break;
+    }
     case K_SNAPSHOT:
       if (m->snap) NEST_CALL(nest_ckpt_put_net(w, e->name, m->snap, 1));
       break;
@@ -485,7 +493,7 @@ static nest_status read_file(const nest_restart *r, const char *path, image *m, 
 /* Keys that may change between a run and its resumption: threads and logging, where files
  * live (the data fingerprint checks the data itself; model.init_from only seeds a run that
  * starts), the checkpoint schedule. */
-#define RESUME_FREE "run.threads,run.log_every,run.hash_every,run.check_masks,run.name,run.out_dir," \
+#define RESUME_FREE "run.threads,run.log_every,run.log_seconds,run.hash_every,run.check_masks,run.name,run.out_dir," \
                     "run.run_dir,data.dir,data.train,data.train_labels,data.test,data.test_labels,"  \
                     "checkpoint.*"
 

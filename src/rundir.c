@@ -114,19 +114,25 @@ void nest_rundir_csv_num(FILE *f, double v, const char *fmt) {
 }
 
 nest_status nest_rundir_metrics_row(FILE *f, const char *path, const nest_metrics_row *r) {
-  fprintf(f, "%lld,%lld,%.6g", (long long)r->epoch, (long long)r->step, r->lr);
+  fprintf(f, "%lld,%lld", (long long)r->epoch, (long long)r->step);
+  nest_rundir_csv_num(f, r->lr, "%.6g");
   nest_rundir_csv_num(f, r->train_loss, "%.6g");
   nest_rundir_csv_num(f, r->train_acc, "%.6g");
   nest_rundir_csv_num(f, r->val_loss, "%.6g");
   nest_rundir_csv_num(f, r->val_acc, "%.6g");
   nest_rundir_csv_num(f, r->test_loss, "%.6g");
   nest_rundir_csv_num(f, r->test_acc, "%.6g");
-  fprintf(f, ",%lld,%lld,%.6g,%.1f,%.2f,%s", (long long)r->active, (long long)r->total,
-          (double)r->active / (double)r->total, r->images_per_s, r->elapsed_s, r->phase);
+  fprintf(f, ",%lld,%lld,%.6g", (long long)r->active, (long long)r->total,
+          (double)r->active / (double)r->total);
+  nest_rundir_csv_num(f, r->images_per_s, "%.1f");
+  fprintf(f, ",%.2f,%s", r->elapsed_s, r->phase);
   /* appended after phase: columns keep their positions in older readers */
   nest_rundir_csv_num(f, r->val_top5_error, "%.6g");
   nest_rundir_csv_num(f, r->test_top5_error, "%.6g");
-  fputc('\n', f);
+  if (r->iteration > 0)
+    fprintf(f, ",%lld\n", (long long)r->iteration);
+  else
+    fputs(",\n", f);
   /* Flushed per row: a crash or kill loses at most the row being written. */
   if (fflush(f) != 0 || ferror(f))
     return NEST_ERR(NEST_ERR_IO, "%s: write failed: %s", path, strerror(errno));
@@ -135,7 +141,7 @@ nest_status nest_rundir_metrics_row(FILE *f, const char *path, const nest_metric
 
 static const char metrics_header[] =
     "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,active_weights,"
-    "total_weights,density,images_per_s,elapsed_s,phase,val_top5_error,test_top5_error\n";
+    "total_weights,density,images_per_s,elapsed_s,phase,val_top5_error,test_top5_error,iteration\n";
 
 /* ---- choosing the directory ---------------------------------------------------------------- */
 

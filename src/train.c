@@ -32,20 +32,6 @@ static nest_status resolve(const char *dir, const char *path, char *out, size_t 
   return NEST_OK;
 }
 
-static void fmt_duration(double s, char *out, size_t cap) {
-  if (!(s >= 0) || s > 1e7) {
-    snprintf(out, cap, "--");
-    return;
-  }
-  long t = lround(s);
-  if (t >= 3600)
-    snprintf(out, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else if (t >= 60)
-    snprintf(out, cap, "%ldm%02lds", t / 60, t % 60);
-  else
-    snprintf(out, cap, "%lds", t);
-}
-
 /* Sync batch-norm statistics: identical on every rank by construction, so are the weights. */
 static nest_status comm_sum_same_f64(void *comm, double *buf, size_t n) {
   return nest_comm_sum_same_f64((nest_comm *)comm, buf, n);
@@ -184,6 +170,7 @@ nest_status nest_trainer_create_from(const nest_config *cfg, const char *net_fil
   t->nthreads = omp_get_max_threads();
   t->top5[0] = t->top5[1] = NAN;
   t->best_val_error = NAN;
+  nest_runlog_init(&t->log, stdout, cfg->log_seconds);
   t->train = train;
   t->test = test;
   /* Setup depends only on shared data and config, so ranks decide alike; agree anyway, since an
@@ -211,6 +198,14 @@ nest_status nest_trainer_load_data(const nest_config *cfg, nest_comm *comm, nest
   /* A file may be readable on one node and not another: agree on the outcome. */
   nest_status st = load_set(cfg, cfg->train, cfg->train_labels, cfg->max_train, NULL, train);
   NEST_CALL(nest_comm_agree(comm, st));
+  if (!cfg->test[0] && cfg->test_split > 0) { /* data.test_split: the test set from train */
+    st = nest_comm_agree(comm, nest_dataset_take_test(train, cfg->test_split, cfg->seed, test));
+    if (st != NEST_OK) {
+      nest_dataset_destroy(train);
+      nest_error_trace(__FILE__, __LINE__);
+      return st;
+    }
+  }
   if (cfg->test[0]) {
     st = load_set(cfg, cfg->test, cfg->test_labels, cfg->max_test, *train, test);
     st = nest_comm_agree(comm, st);
@@ -462,13 +457,41 @@ nest_status nest_trainer_sync_buffers(nest_trainer *t) {
 
 /* ---- the epoch ---------------------------------------------------------------------------- */
 
+nest_runlog *nest_trainer_log(nest_trainer *t) {
+  return t->rank == 0 && !t->quiet ? &t->log : NULL;
+}
+
+void nest_trainer_clock(nest_trainer *t, int64_t fallback, char *out, size_t cap) {
+  const int64_t left = t->steps_left ? t->steps_left(t->steps_left_arg) : fallback;
+  nest_log_clock(&t->log, nest_comm_wtime() - t->t_start, t->step, left, out, cap);
+}
+
+int nest_trainer_has_top5(const nest_trainer *t) {
+  return t->net->nclasses > NEST_TOP5_MIN_CLASSES;
+}
+
 /* What a log point needs besides the trainer. */
 typedef struct {
   const nest_epoch_plan *plan;
-  const char *label;   /* "epoch" or the phase */
+  char label[64];      /* "epoch 3/30", "grow 2, epoch 1/3", "fine-tuning 4/10" */
   int64_t s0;          /* the first step this call ran (a resumed epoch starts later) */
   double t_epoch, t_win;
 } epoch_clock;
+
+/* "<what> i/n" of an epoch's lines. */
+static void epoch_label(const nest_epoch_plan *plan, char *out, size_t cap) {
+  const char *what = plan->label                           ? plan->label
+                     : strcmp(plan->phase, "train") == 0    ? "epoch"
+                     : strcmp(plan->phase, "finetune") == 0 ? "fine-tuning"
+                                                            : plan->phase;
+  snprintf(out, cap, "%s %lld/%lld", what, (long long)plan->index + 1, (long long)plan->count);
+}
+
+/* Steps left in this loop of epochs after step s: the ETA when no driver estimates the run. */
+static int64_t loop_steps_left(const nest_trainer *t, const nest_epoch_plan *plan, int64_t s) {
+  const int64_t spe = t->steps_per_epoch;
+  return (plan->count - plan->index - 1) * spe + (spe - s - 1);
+}
 
 /* A log point after step s: the window's sums over ranks (identical on every rank, so is the
  * NaN verdict), a progress line, the window into the epoch's sums. */
@@ -484,24 +507,21 @@ static nest_status log_point(nest_trainer *t, epoch_clock *k, int64_t s, double 
                     mean, (long long)t->epoch + 1, (long long)s + 1, lr);
   const double now = nest_comm_wtime();
   const double ips = win[2] / (now - k->t_win);
-  const int64_t done = k->plan->index * spe + s + 1, phase_steps = spe * k->plan->count;
-  const double eta = (now - k->t_epoch) / (double)(s + 1 - k->s0) * (double)(phase_steps - done);
-  if (t->rank == 0 && !t->quiet) {
-    char eta_s[32], el_s[32];
-    fmt_duration(eta, eta_s, sizeof eta_s);
-    fmt_duration(now - t->t_start, el_s, sizeof el_s);
-    printf("%s %3lld/%-3lld step %6lld/%-6lld loss %.4f  acc %6.2f%%  lr %.5f  %8.0f img/s"
-           "  elapsed %s  ETA %s\n",
-           k->label, (long long)k->plan->index + 1, (long long)k->plan->count, (long long)s + 1,
-           (long long)spe, mean, 100.0 * win[1] / win[2], lr, ips, el_s, eta_s);
-    fflush(stdout);
+  nest_runlog *log = nest_trainer_log(t);
+  if (log && s + 1 < spe) { /* the epoch's last point: its summary line follows */
+    char clock[96];
+    nest_trainer_clock(t, loop_steps_left(t, k->plan, s), clock, sizeof clock);
+    nest_log_progress(log, "%s  step %lld/%lld  loss %.4f  acc %.2f%%  lr %.4g  %.0f img/s | %s",
+                      k->label, (long long)s + 1, (long long)spe, mean, 100.0 * win[1] / win[2],
+                      lr, ips, clock);
   }
   for (int i = 0; i < 3; ++i) t->ep_acc[i] += win[i], win[i] = 0;
   k->t_win = nest_comm_wtime();
   return NEST_OK;
 }
 
-/* Rank 0, the epoch done: its progress line and metrics.csv row. */
+/* Rank 0, the epoch done: its summary line (errors, not accuracies: what the report and the
+ * paper give) and metrics.csv row. */
 static nest_status epoch_done(nest_trainer *t, const epoch_clock *k, double lr, double train_time,
                               const nest_eval *val, const nest_eval *test) {
   const nest_epoch_plan *plan = k->plan;
@@ -509,19 +529,26 @@ static nest_status epoch_done(nest_trainer *t, const epoch_clock *k, double lr, 
   int64_t aw, tw;
   nest_net_count(t->net, &aw, &tw, NULL);
   const double el = nest_comm_wtime() - t->t_start;
-  const int top5 = t->net->nclasses > NEST_TOP5_MIN_CLASSES;
-  if (!t->quiet) {
-    printf("%s %3lld/%-3lld done: train loss %.4f acc %6.2f%%", k->label,
-           (long long)plan->index + 1, (long long)plan->count, ep[0] / ep[2],
-           100.0 * ep[1] / ep[2]);
-    if (!isnan(val->acc)) printf(" | val loss %.4f acc %6.2f%%", val->loss, 100.0 * val->acc);
-    if (!isnan(val->acc5) && top5) printf(" top-5 %6.2f%%", 100.0 * val->acc5);
+  const int top5 = nest_trainer_has_top5(t), show5 = t->net->nclasses > NEST_TOP5_SHOW_CLASSES;
+  nest_runlog *log = nest_trainer_log(t);
+  if (log) {
+    char line[512], clock[96];
+    int n = snprintf(line, sizeof line, "%s  train loss %.4f acc %.2f%%", k->label,
+                     ep[0] / ep[2], 100.0 * ep[1] / ep[2]);
+    if (!isnan(val->acc))
+      n += snprintf(line + n, sizeof line - (size_t)n, " | val loss %.4f error %.2f%%", val->loss,
+                    100.0 * (1.0 - val->acc));
+    if (!isnan(val->acc5) && show5)
+      n += snprintf(line + n, sizeof line - (size_t)n, " (top-5 %.2f%%)", 100.0 * (1.0 - val->acc5));
     if (!isnan(test->acc))
-      printf(" | test acc %6.2f%% (error %.2f%%)", 100.0 * test->acc, 100.0 * (1.0 - test->acc));
-    if (!isnan(test->acc5) && top5)
-      printf(" top-5 acc %6.2f%% (error %.2f%%)", 100.0 * test->acc5, 100.0 * (1.0 - test->acc5));
-    printf(" | %.1f s\n", train_time);
-    fflush(stdout);
+      n += snprintf(line + n, sizeof line - (size_t)n, " | test error %.2f%%",
+                    100.0 * (1.0 - test->acc));
+    if (!isnan(test->acc5) && show5)
+      n += snprintf(line + n, sizeof line - (size_t)n, " (top-5 %.2f%%)",
+                    100.0 * (1.0 - test->acc5));
+    nest_trainer_clock(t, loop_steps_left(t, plan, t->steps_per_epoch - 1), clock, sizeof clock);
+    nest_log_summary(log, plan->keep, "%s | %.1f s, %.0f img/s | %s", line, train_time,
+                     ep[2] / train_time, clock);
   }
   if (!t->metrics) return NEST_OK;
   const nest_metrics_row row = {.epoch = t->epoch, .step = t->step, .lr = lr,
@@ -530,8 +557,9 @@ static nest_status epoch_done(nest_trainer *t, const epoch_clock *k, double lr, 
                                 .test_loss = test->loss, .test_acc = test->acc,
                                 .active = aw, .total = tw, .images_per_s = ep[2] / train_time,
                                 .elapsed_s = el, .phase = plan->phase,
-                                .val_top5_error = 1.0 - val->acc5,
-                                .test_top5_error = 1.0 - test->acc5};
+                                .val_top5_error = top5 ? 1.0 - val->acc5 : NAN,
+                                .test_top5_error = top5 ? 1.0 - test->acc5 : NAN,
+                                .iteration = plan->iteration};
   return nest_rundir_metrics_row(t->metrics, t->metrics_path, &row);
 }
 
@@ -541,9 +569,8 @@ nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nes
   const nest_train_hooks *h = plan->hooks;
   const int64_t spe = t->steps_per_epoch;
   const int log_every = c->log_every > 0 ? c->log_every : (int)(spe >= 10 ? spe / 10 : 1);
-  epoch_clock k = {.plan = plan,
-                   .label = strcmp(plan->phase, "train") == 0 ? "epoch" : plan->phase,
-                   .s0 = plan->resume ? plan->resume_step : 0};
+  epoch_clock k = {.plan = plan, .s0 = plan->resume ? plan->resume_step : 0};
+  epoch_label(plan, k.label, sizeof k.label);
   k.t_epoch = k.t_win = nest_comm_wtime();
   nest_shard_permute(c->seed, t->epoch, t->train_idx, t->n_train, t->perm);
   t->data_key = t->epoch;

@@ -373,9 +373,29 @@ static void drop_columns(const char *line, size_t len, const int *skip, int nski
   out[o] = '\0';
 }
 
-/* Compare two CSV files line by line with the columns skip[] blanked. */
-static int compare_csv(const char *a_path, const char *b_path, const int *skip, int nskip,
-                       char *why, size_t cap) {
+/* The clock columns of metrics.csv and events.csv: the only ones a resumed run may change. */
+static const char *const clock_columns[] = {"images_per_s", "elapsed_s", "seconds", "time_s"};
+
+/* The 1-based columns of the header line (the first len bytes of text) named in clock_columns,
+ * into skip[]; returns how many. */
+static int clock_cols(const char *text, size_t len, int *skip, int cap) {
+  int n = 0, col = 1;
+  size_t start = 0;
+  for (size_t i = 0; i <= len; ++i) {
+    if (i < len && text[i] != ',') continue;
+    for (size_t k = 0; k < sizeof clock_columns / sizeof clock_columns[0]; ++k)
+      if (i - start == strlen(clock_columns[k]) &&
+          strncmp(text + start, clock_columns[k], i - start) == 0 && n < cap)
+        skip[n++] = col;
+    start = i + 1;
+    ++col;
+  }
+  return n;
+}
+
+/* Compare two CSV files line by line with their clock columns (named in the reference's
+ * header) blanked. */
+static int compare_csv(const char *a_path, const char *b_path, char *why, size_t cap) {
   char *a = slurp_alloc(a_path), *b = slurp_alloc(b_path);
   int rc = 0;
   if (!a || !b) {
@@ -383,6 +403,9 @@ static int compare_csv(const char *a_path, const char *b_path, const int *skip, 
     rc = 1;
     goto done;
   }
+  int skip[8];
+  const char *eol = strchr(a, '\n');
+  const int nskip = clock_cols(a, eol ? (size_t)(eol - a) : strlen(a), skip, 8);
   const char *pa = a, *pb = b;
   for (int line = 1; *pa || *pb; ++line) {
     const char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
@@ -439,13 +462,12 @@ int rt_compare_runs(const char *ref, const char *other, char *why, size_t cap) {
   nest_net_destroy(&na);
   nest_net_destroy(&nb);
   if (rc) return rc;
-  static const int mskip[] = {13, 14}, eskip[] = {11};
   snprintf(pa, sizeof pa, "%s/metrics.csv", ref);
   snprintf(pb, sizeof pb, "%s/metrics.csv", other);
-  if (compare_csv(pa, pb, mskip, 2, why, cap)) return 1;
+  if (compare_csv(pa, pb, why, cap)) return 1;
   snprintf(pa, sizeof pa, "%s/events.csv", ref);
   snprintf(pb, sizeof pb, "%s/events.csv", other);
-  return compare_csv(pa, pb, eskip, 1, why, cap);
+  return compare_csv(pa, pb, why, cap);
 }
 
 /* ---- run directories and checkpoints ------------------------------------------------------ */

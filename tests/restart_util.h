@@ -64,9 +64,9 @@ int rt_guards_signal(pid_t pid, int sig);
 void rt_become_subreaper(void);
 
 /* Compare two finished run directories: the final model.h5 (nest_model_load both, then
- * nest_net_hash(NEST_HASH_ALL) and the arch strings), metrics.csv without columns 13 and 14
- * (images_per_s, elapsed_s; 1-based) and events.csv without column 11 (seconds). Returns 0
- * if equal, else 1 with a description of the first difference in why. */
+ * nest_net_hash(NEST_HASH_ALL) and the arch strings), metrics.csv and events.csv without their
+ * clock columns, found by header name (images_per_s, elapsed_s; seconds, time_s). Returns 0 if
+ * equal, else 1 with a description of the first difference in why. */
 int rt_compare_runs(const char *ref, const char *other, char *why, size_t cap);
 
 /* Copy run directory src to dst (which must not exist) keeping only checkpoints with a

@@ -68,6 +68,7 @@ static const char *const every_key[] = {
     "run.seed=18446744073709551615",
     "run.threads=7",
     "run.log_every=25",
+    "run.log_seconds=2.5",
     "run.hash_every=100",
     "run.check_masks=off",
     "data.dir=/data/été",
@@ -77,6 +78,7 @@ static const char *const every_key[] = {
     "data.test_labels=t10k-labels:idx1",
     "data.format=idx",
     "data.val_split=0.25",
+    "data.test_split=0.125",
     "data.csv_label_col=-1",
     "data.csv_delim=tab",
     "data.csv_header=yes",
@@ -191,6 +193,7 @@ static void test_defaults(void **state) {
   assert_true(c.seed == 1);
   assert_int_equal(c.threads, 0);
   assert_int_equal(c.log_every, 0);
+  assert_true(c.log_seconds == 10);
   assert_int_equal(c.hash_every, 0);
   assert_string_equal(c.dir, "");
   assert_string_equal(c.train, "");
@@ -705,6 +708,11 @@ static void test_validate_rules(void **state) {
   BAD(c.val_split = 1, "data.val_split", "[0, 1)");
   BAD(c.val_split = -0.1, "data.val_split");
   GOOD(c.val_split = 0);
+  /* data.test_split holds out part of data.train: only without a test file */
+  BAD((strcpy(c.test, "t10k.idx"), c.test_split = 0.2), "data.test_split = 0.2",
+      "0 when data.test names a test file");
+  GOOD((c.test[0] = '\0', c.test_split = 0.2));
+  BAD(c.test_split = 1, "data.test_split", "[0, 1)");
   BAD(c.lr = 0, "optim.lr");
   BAD(c.lr = -1, "optim.lr");
   BAD(c.momentum = 1, "optim.momentum");
@@ -911,8 +919,10 @@ typedef struct {
 static const range_case range_cases[] = {
     RI("run.threads", threads, 0, 1024, "[0, 1024]"),
     RI("run.log_every", log_every, 0, 1e9, "[0, 1000000000]"),
+    RD("run.log_seconds", log_seconds, 0, 86400, "[0, 86400]"),
     RI("run.hash_every", hash_every, 0, 1e9, "[0, 1000000000]"),
     RD("data.val_split", val_split, 0, 1, "[0, 1)"),
+    RD("data.test_split", test_split, 0, 1, "[0, 1)"),
     RI("data.csv_label_col", csv_label_col, -1, 1e6, "[-1, 1000000]"),
     RL("data.max_train", max_train, 0, 1e12, "[0, 1000000000000]"),
     RL("data.max_test", max_test, 0, 1e12, "[0, 1000000000000]"),

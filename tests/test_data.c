@@ -1044,6 +1044,141 @@ static void test_split(void **state) {
   assert_int_equal(nest_dataset_split(5, NAN, 1, &tr, &nt, &va, &nv), NEST_ERR_ARG);
 }
 
+/* ---- data.test_split, the label map, data without labels --------------------------------------- */
+
+/* data.test_split holds out a seeded share of the training file: the two sets partition it
+ * (rows, labels, classes), keep file order, agree for the same seed, differ from the
+ * validation split of the same seed; image shards and empty sides are refused. */
+static void test_take_test(void **state) {
+  nest_dataset *ds, *orig, *te;
+  assert_ok(nest_dataset_synthetic(200, (nest_shape){5, 1, 1}, 3, 0.5f, 9, 0, &orig));
+  assert_ok(nest_dataset_synthetic(200, (nest_shape){5, 1, 1}, 3, 0.5f, 9, 0, &ds));
+  snprintf(ds->format, sizeof ds->format, "csv");
+  assert_ok(nest_dataset_take_test(&ds, 0.25, 4, &te));
+  assert_int_equal(te->n, 50);
+  assert_int_equal(ds->n, 150);
+  assert_int_equal(te->nclasses, 3);
+  assert_string_equal(te->format, "csv");
+  assert_non_null(strstr(te->path, "(test split)"));
+  /* Each row of the original is in exactly one set, in file order. */
+  int64_t a = 0, b = 0;
+  for (int64_t i = 0; i < orig->n; ++i) {
+    const float *row = orig->f32 + i * 5;
+    if (b < te->n && memcmp(te->f32 + b * 5, row, 5 * sizeof(float)) == 0 &&
+        te->labels[b] == orig->labels[i])
+      ++b;
+    else if (a < ds->n && memcmp(ds->f32 + a * 5, row, 5 * sizeof(float)) == 0 &&
+             ds->labels[a] == orig->labels[i])
+      ++a;
+    else
+      fail_msg("row %lld is in neither set (in order)", (long long)i);
+  }
+  assert_int_equal(a, 150);
+  assert_int_equal(b, 50);
+  /* Not the rows the validation split of the same seed would take. */
+  int64_t *tr, *va, nt, nv;
+  assert_ok(nest_dataset_split(200, 0.25, 4, &tr, &nt, &va, &nv));
+  int64_t same = 0;
+  nest_dataset *again, *te2;
+  assert_ok(nest_dataset_synthetic(200, (nest_shape){5, 1, 1}, 3, 0.5f, 9, 0, &again));
+  assert_ok(nest_dataset_take_test(&again, 0.25, 4, &te2));
+  assert_memory_equal(te->f32, te2->f32, sizeof(float) * 50 * 5); /* same seed, same split */
+  for (int64_t k = 0; k < nv; ++k)
+    same += memcmp(orig->f32 + va[k] * 5, te->f32 + k * 5, 5 * sizeof(float)) == 0;
+  assert_true(same < nv);
+  free(tr);
+  free(va);
+  nest_dataset_destroy(&again);
+  nest_dataset_destroy(&te2);
+  /* 0: nothing; empty sides and bad fractions refused. */
+  nest_dataset *keep = ds;
+  assert_ok(nest_dataset_take_test(&ds, 0.0, 4, &te2));
+  assert_null(te2);
+  assert_true(ds == keep);
+  nest_dataset *tiny;
+  assert_ok(nest_dataset_synthetic(3, (nest_shape){2, 1, 1}, 2, 0.5f, 1, 0, &tiny));
+  expect_error(nest_dataset_take_test(&tiny, 0.1, 1, &te2), NEST_ERR_CONFIG, "synthetic",
+               "leaves no test sample");
+  expect_error(nest_dataset_take_test(&tiny, 0.9, 1, &te2), NEST_ERR_CONFIG, "synthetic",
+               "leaves no training sample");
+  assert_int_equal(nest_dataset_take_test(&tiny, 1.0, 1, &te2), NEST_ERR_ARG);
+  assert_int_equal(tiny->n, 3);
+  nest_dataset_destroy(&tiny);
+  nest_dataset_destroy(&te);
+  nest_dataset_destroy(&ds);
+  nest_dataset_destroy(&orig);
+}
+
+static void test_label_map(void **state) {
+  char buf[256];
+  nest_dataset *ds;
+  assert_ok(nest_dataset_synthetic(10, (nest_shape){2, 1, 1}, 12, 0.5f, 1, 0, &ds));
+  nest_dataset_label_map(ds, 3, buf, sizeof buf);
+  assert_string_equal(buf, "0 -> 0, 1 -> 1, 2 -> 2, ... (12 classes)");
+  nest_dataset_destroy(&ds);
+  const char *p = tmp("labelmap.csv");
+  write_text(p, "1,M,0.5\n2,B,0.25\n3,M,1\n");
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = p;
+  o.csv_label_col = 1;
+  o.csv_drop_cols = "0";
+  assert_ok(nest_dataset_load(&o, NULL, &ds));
+  nest_dataset_label_map(ds, 20, buf, sizeof buf);
+  assert_string_equal(buf, "B -> 0, M -> 1");
+  char small[8];
+  nest_dataset_label_map(ds, 20, small, sizeof small);
+  assert_string_equal(small, "B -> 0,");
+  nest_dataset_destroy(&ds);
+}
+
+/* New samples to predict: a CSV without its label column (every other column not dropped is
+ * a feature), IDX images without a labels file; labels all 0, marked unlabeled, the class
+ * count the reference's. Without no_labels, such files are refused as before. */
+static void test_no_labels(void **state) {
+  const char *p = tmp("nolab.csv");
+  write_text(p, "id,a,b,c\n7,0.5,1.5,2.5\n8,1,2,3\n");
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = p;
+  o.csv_header = 1;
+  o.csv_drop_cols = "0";
+  o.no_labels = 1;
+  nest_dataset *ref, *ds;
+  assert_ok(nest_dataset_synthetic(4, (nest_shape){3, 1, 1}, 5, 0.5f, 1, 0, &ref));
+  assert_ok(nest_dataset_load(&o, ref, &ds));
+  assert_int_equal(ds->unlabeled, 1);
+  assert_int_equal(ds->n, 2);
+  assert_int_equal(nest_dataset_dim(ds), 3);
+  assert_int_equal(ds->nclasses, 5);
+  assert_true(ds->f32[0] == 0.5f && ds->f32[5] == 3.0f);
+  assert_int_equal(ds->labels[0] + ds->labels[1], 0);
+  nest_dataset_destroy(&ds);
+  o.no_labels = 0; /* the same file with labels: column 0 (dropped) */
+  expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_ARG, p, "drops the label column");
+
+  const uint8_t labels[3] = {1, 2, 0};
+  const char *img = tmp("nolab-img.idx"), *lab = tmp("nolab-lab.idx");
+  write_idx_pair(img, lab, 3, 2, 2, labels, 3, 0, 0, 0x00000803);
+  nest_data_opts_default(&o);
+  o.path = img;
+  expect_error(nest_dataset_load(&o, NULL, &ds), NEST_ERR_ARG, img, "need a labels file");
+  o.no_labels = 1;
+  assert_ok(nest_dataset_load(&o, ref, &ds));
+  assert_int_equal(ds->unlabeled, 1);
+  assert_int_equal(ds->n, 3);
+  assert_int_equal(ds->nclasses, 5);
+  assert_string_equal(ds->format, "idx");
+  nest_dataset_destroy(&ds);
+  /* with a labels file given too: read, and not used */
+  o.labels_path = lab;
+  assert_ok(nest_dataset_load(&o, NULL, &ds));
+  assert_int_equal(ds->unlabeled, 1);
+  assert_int_equal(ds->labels[1], 0);
+  nest_dataset_destroy(&ds);
+  nest_dataset_destroy(&ref);
+}
+
 /* ---- synthetic --------------------------------------------------------------------------- */
 
 static void test_synthetic(void **state) {
@@ -1113,6 +1248,8 @@ int main(void) {
       cmocka_unit_test(test_real_letter),       cmocka_unit_test(test_norm_gather),
       cmocka_unit_test(test_norm_threads),      cmocka_unit_test(test_norm_constant),     cmocka_unit_test(test_mnist_gather_speed),
       cmocka_unit_test(test_split),             cmocka_unit_test(test_synthetic),
+      cmocka_unit_test(test_take_test),         cmocka_unit_test(test_label_map),
+      cmocka_unit_test(test_no_labels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

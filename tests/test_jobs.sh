@@ -91,4 +91,15 @@ if [ -f "$src/inputs/data/mnist/train-images-idx3-ubyte.gz" ]; then
 else
   expect_mnist_dir "default config"
 fi
+# 7. jobs/nest.slurm (any config as a one-node job): the config comes first; outside a Slurm job
+# it stops with nest_job's message instead of running anything.
+slurm_err() {
+  if (cd "$src" && env -u SLURM_JOB_ID bash jobs/nest.slurm "$@") > /dev/null 2> "$tmp/err"; then
+    fail "jobs/nest.slurm $* ran"
+  fi
+  cat "$tmp/err"
+}
+case $(slurm_err) in *"no config: sbatch jobs/nest.slurm CONFIG.ini"*) ;; *) fail "nest.slurm without a config: $(cat "$tmp/err")" ;; esac
+case $(slurm_err --set run.seed=2) in *"the config comes first"*) ;; *) fail "nest.slurm --set first: $(cat "$tmp/err")" ;; esac
+case $(slurm_err "$tmp/letters.ini" --set run.seed=2) in *"not inside a Slurm job"*) ;; *) fail "nest.slurm outside Slurm: $(cat "$tmp/err")" ;; esac
 echo "test_jobs: ok"

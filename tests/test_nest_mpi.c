@@ -21,19 +21,29 @@
 static const char *dir;
 static char out[65536], err[65536];
 
-/* Run `timeout 120 mpiexec -n 2 nest_mpi ARGS`; capture stdout/stderr; return the exit code
- * (124 = timed out: a rank hung). */
-static int run(const char *args) {
+/* Run `ENV timeout 120 mpiexec -n 2 nest_mpi ARGS` (ENV: "VAR=value ..." or ""); capture
+ * stdout/stderr; return the exit code (124 = timed out: a rank hung). */
+static int run_env(const char *env, const char *args) {
   char cmd[4096];
   snprintf(cmd, sizeof cmd,
-           "cd '%s' && timeout 120 mpiexec -n 2 --oversubscribe %s/nest_mpi %s >'%s/out.txt' "
+           "cd '%s' && %s timeout 120 mpiexec -n 2 --oversubscribe %s/nest_mpi %s >'%s/out.txt' "
            "2>'%s/err.txt'",
-           dir, NEST_BINARY_DIR, args, dir, dir);
+           dir, env, NEST_BINARY_DIR, args, dir, dir);
   int rc = system(cmd);
   int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : 255;
   nest_test_slurp(nest_test_path(dir, "out.txt"), out, sizeof out);
   nest_test_slurp(nest_test_path(dir, "err.txt"), err, sizeof err);
   return code;
+}
+
+static int run(const char *args) { return run_env("", args); }
+
+/* Lines of `text` that start with `prefix`. */
+static int count_lines(const char *text, const char *prefix) {
+  int n = 0;
+  for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+    n += strncmp(p, prefix, strlen(prefix)) == 0;
+  return n;
 }
 
 /* Our error line (Open MPI may add its own notice after it): exactly one, containing `want`. */
@@ -76,7 +86,8 @@ static int setup(void **state) {
 static void test_good_run_and_no_overwrite(void **state) {
   int code = run("good.ini --set run.run_dir=runs/r1");
   if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
-  assert_non_null(strstr(out, "epoch   3/3"));
+  /* the last epoch's summary line stays in the log, with the throughput */
+  assert_non_null(strstr(out, "epoch 3/3  train loss"));
   assert_non_null(strstr(out, "img/s"));
   /* Run directory: effective config, one metrics row per epoch, summary. */
   char path[1024];
@@ -87,12 +98,21 @@ static void test_good_run_and_no_overwrite(void **state) {
   int rows = 0;
   assert_non_null(fgets(line, sizeof line, f));
   assert_non_null(strstr(line, "val_acc"));
-  while (fgets(line, sizeof line, f)) ++rows;
+  assert_non_null(strstr(line, ",phase,val_top5_error,test_top5_error,iteration\n"));
+  while (fgets(line, sizeof line, f)) {
+    ++rows;
+    /* 3 classes: no top-5 error (empty fields); a training epoch has no iteration */
+    if (!strstr(line, ",train,,,\n")) fail_msg("metrics row: %s", line);
+  }
   fclose(f);
   assert_int_equal(rows, 3);
   struct stat sb;
   snprintf(path, sizeof path, "%s/runs/r1/summary.txt", dir);
   assert_int_equal(stat(path, &sb), 0);
+  char summary[4096];
+  nest_test_slurp(path, summary, sizeof summary);
+  assert_non_null(strstr(summary, "test_error = "));
+  assert_null(strstr(summary, "top5")); /* top-5 of 3 classes says nothing */
   snprintf(path, sizeof path, "%s/runs/r1/config.ini", dir);
   assert_int_equal(stat(path, &sb), 0);
   /* The effective config reproduces the run: it loads and runs again. */
@@ -242,10 +262,86 @@ static void test_growth(void **state) {
   assert_non_null(strstr(summary, "1.0000"));
 }
 
+/* Field `col` (0-based) of CSV line `line` into out ("" when absent). */
+static void csv_field(const char *line, int col, char *out, size_t cap) {
+  const char *p = line;
+  for (int c = 0; c < col && p; ++c) p = strchr(p, ','), p = p ? p + 1 : NULL;
+  size_t n = p ? strcspn(p, ",\n") : 0;
+  snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p ? p : "");
+}
+
+/* The 0-based column named `name` in a CSV header line, -1 if none. */
+static int csv_col(const char *header, const char *name) {
+  char f[64];
+  for (int c = 0; c < 64; ++c) {
+    csv_field(header, c, f, sizeof f);
+    if (strcmp(f, name) == 0) return c;
+    if (!f[0] && !strchr(header, ',')) break;
+  }
+  return -1;
+}
+
+/* A run's metrics.csv: one row per pruning iteration (phase prune, iteration 1..n, validation
+ * and test error, active weights), after the epochs' rows; growth epochs carry their iteration. */
+static void check_metrics_rows(const char *run_dir, int prune_iterations) {
+  char path[1024], text[65536];
+  snprintf(path, sizeof path, "%s/%s/metrics.csv", dir, run_dir);
+  nest_test_slurp(path, text, sizeof text);
+  const int cph = csv_col(text, "phase"), cit = csv_col(text, "iteration"),
+            cva = csv_col(text, "val_acc"), cte = csv_col(text, "test_acc"),
+            caw = csv_col(text, "active_weights");
+  assert_true(cph >= 0 && cit >= 0 && cva >= 0 && cte >= 0 && caw >= 0);
+  int prune_rows = 0, grow_rows = 0;
+  for (const char *l = strchr(text, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
+    char ph[32], it[32], va[32], te[32], aw[32];
+    csv_field(l + 1, cph, ph, sizeof ph);
+    csv_field(l + 1, cit, it, sizeof it);
+    if (strcmp(ph, "grow") == 0) {
+      ++grow_rows;
+      assert_true(atoi(it) >= 1);
+    }
+    if (strcmp(ph, "prune") != 0) continue;
+    ++prune_rows;
+    csv_field(l + 1, cva, va, sizeof va);
+    csv_field(l + 1, cte, te, sizeof te);
+    csv_field(l + 1, caw, aw, sizeof aw);
+    if (atoi(it) != prune_rows || !va[0] || !te[0] || atoll(aw) <= 0)
+      fail_msg("pruning row %d: iteration '%s', val_acc '%s', test_acc '%s', active '%s'",
+               prune_rows, it, va, te, aw);
+  }
+  assert_int_equal(prune_rows, prune_iterations);
+  assert_true(grow_rows > 0);
+}
+
+/* A run's events.csv: a phase (grow or prune here) and a time since the run started that never
+ * goes back, on every row. */
+static void check_event_rows(const char *run_dir) {
+  char path[1024], text[65536];
+  snprintf(path, sizeof path, "%s/%s/events.csv", dir, run_dir);
+  nest_test_slurp(path, text, sizeof text);
+  assert_non_null(strstr(text, ",detail,phase,time_s\n"));
+  const int cph = csv_col(text, "phase"), ct = csv_col(text, "time_s");
+  double last = 0;
+  int rows = 0, prune = 0;
+  for (const char *l = strchr(text, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
+    char ph[32], ts[32];
+    csv_field(l + 1, cph, ph, sizeof ph);
+    csv_field(l + 1, ct, ts, sizeof ts);
+    if (strcmp(ph, "grow") != 0 && strcmp(ph, "prune") != 0) fail_msg("event phase '%s'", ph);
+    prune += strcmp(ph, "prune") == 0;
+    const double t = atof(ts);
+    if (!ts[0] || t < last) fail_msg("event row %d: time_s '%s' after %g", rows + 1, ts, last);
+    last = t;
+    ++rows;
+  }
+  assert_true(rows > 0 && prune > 0);
+}
+
 /* The pipeline: bad [synthesis] / [prune] / init_from settings are one clear error with the
  * same exit code on every rank and nothing written; seed -> grow -> prune ends smaller than
  * after growth with the stage models, the report (totals = active mask entries) and summary
- * lines; a pruning-only run starts from a dense run's model.h5. */
+ * lines, a metrics.csv row per pruning iteration, events.csv with phases and times; a
+ * pruning-only run starts from a dense run's model.h5. */
 static void test_pipeline(void **state) {
   const struct {
     const char *args, *want;
@@ -277,9 +373,10 @@ static void test_pipeline(void **state) {
   if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
   assert_non_null(strstr(out, "prune phase done after"));
   assert_non_null(strstr(out, "model report"));
+  assert_non_null(strstr(out, "seed (untrained): "));
   assert_non_null(strstr(out, "final model"));
-  const char *files[] = {"model_seed.h5", "model_grown.h5", "model.h5", "report.csv",
-                         "events.csv", "summary.txt"};
+  const char *files[] = {"model_seed.h5", "model_grown.h5", "model_trained.h5", "model.h5",
+                         "report.csv", "events.csv", "summary.txt"};
   char path[1024];
   struct stat sb;
   for (size_t i = 0; i < sizeof files / sizeof files[0]; ++i) {
@@ -300,8 +397,30 @@ static void test_pipeline(void **state) {
   sscanf(w, "\nactive_weights = %lld", &active);
   if (!(after < grown)) fail_msg("pruned %lld, grown %lld", after, grown);
   assert_true(active == after);
+  /* every stage file named, with its weights: the trained network is the grown one's size */
+  long long trained = -1, final_w = -1;
+  const char *tw = strstr(summary, "stage_trained_weights = "),
+             *fw = strstr(summary, "stage_final_weights = ");
+  assert_non_null(strstr(summary, "stage_seed_file = model_seed.h5"));
+  assert_non_null(strstr(summary, "stage_grown_file = model_grown.h5"));
+  assert_non_null(strstr(summary, "stage_trained_file = model_trained.h5"));
+  assert_non_null(strstr(summary, "stage_trained_test_error = "));
+  assert_non_null(strstr(summary, "stage_final_file = model.h5"));
+  assert_non_null(tw);
+  assert_non_null(fw);
+  sscanf(tw, "stage_trained_weights = %lld", &trained);
+  sscanf(fw, "stage_final_weights = %lld", &final_w);
+  assert_true(trained == grown);
+  assert_true(final_w == active);
   assert_non_null(strstr(summary, "wall_s = "));
   assert_non_null(strstr(summary, "test_error = "));
+  int prune_its = -1;
+  const char *pi = strstr(summary, "prune_iterations = ");
+  assert_non_null(pi);
+  sscanf(pi, "prune_iterations = %d", &prune_its);
+  assert_true(prune_its >= 1);
+  check_metrics_rows("runs/p1", prune_its);
+  check_event_rows("runs/p1");
   /* events: pruning rows, and a guard row or kept steps */
   char events[65536];
   snprintf(path, sizeof path, "%s/runs/p1/events.csv", dir);
@@ -338,6 +457,78 @@ static void test_pipeline(void **state) {
   sscanf(b, "prune_weights_before = %lld", &before);
   sscanf(a, "prune_weights_after = %lld", &after);
   if (!(after < before)) fail_msg("pruning only: %lld -> %lld", before, after);
+}
+
+/* Lines of `text` (ending in '\n'). */
+static int lines_of(const char *text) {
+  int n = 0;
+  for (const char *p = text; *p; ++p) n += *p == '\n';
+  return n;
+}
+
+/* The run log, read by a person. Written to a file (not a terminal): no '\r' or escape
+ * sequence, one line per growth iteration and per pruning iteration, the epochs' summary lines
+ * only where a phase ends, the report at the end (the seed stage said to be untrained), and
+ * progress lines only as often as run.log_seconds allows: none within 3600 s, all of them with
+ * 0, so the log's length does not grow with the steps. On a terminal (NEST_LOG_TTY=1 stands for
+ * one) progress is drawn in place and adds no line. NEST_RUN_DIR_FILE receives the run
+ * directory. */
+static void test_log(void **state) {
+  const char *cfg = "good.ini --set grow.policy=conn,neuron --set synthesis.phases=grow,train,prune "
+                    "--set grow.iterations=2 --set grow.train_epochs=2 --set train.epochs=3 "
+                    "--set grow.neurons=4 --set prune.retrain_steps=5 --set prune.iterations=3 "
+                    "--set prune.tolerance=0.2 --set prune.epochs=2 --set run.log_every=1";
+  char args[2048], path[1024], text[4096];
+  snprintf(args, sizeof args, "%s --set run.run_dir=runs/log1 --set run.log_seconds=3600", cfg);
+  int code = run_env("NEST_RUN_DIR_FILE=rundir.txt", args);
+  if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+  nest_test_slurp(nest_test_path(dir, "rundir.txt"), text, sizeof text);
+  assert_string_equal(text, "runs/log1\n");
+  const int quiet = lines_of(out);
+  if (strchr(out, '\r') || strchr(out, '\033')) fail_msg("terminal control in a file:\n%s", out);
+  assert_int_equal(count_lines(out, "grow 1: +"), 1);
+  assert_int_equal(count_lines(out, "grow 2: +"), 1);
+  snprintf(path, sizeof path, "%s/runs/log1/summary.txt", dir);
+  nest_test_slurp(path, text, sizeof text);
+  int its = 0;
+  const char *pi = strstr(text, "prune_iterations = ");
+  assert_non_null(pi);
+  sscanf(pi, "prune_iterations = %d", &its);
+  assert_true(its >= 1);
+  for (int k = 1; k <= its + 1; ++k) {
+    char want[32];
+    snprintf(want, sizeof want, "prune %d: ", k);
+    assert_int_equal(count_lines(out, want), k <= its);
+  }
+  assert_null(strstr(out, "  step "));               /* no progress line */
+  assert_int_equal(count_lines(out, "epoch "), 1);   /* the training phase's last epoch */
+  assert_int_equal(count_lines(out, "epoch 3/3  train loss"), 1);
+  assert_int_equal(count_lines(out, "fine-tuning 2/2  train loss"), 1);
+  assert_int_equal(count_lines(out, "grow 1, epoch"), 0);
+  assert_int_equal(count_lines(out, "seed (untrained): "), 1);
+  const char *report = strstr(out, "nest: model report");
+  assert_non_null(report);
+  assert_int_equal(count_lines(report, "nest: finished "), 1);
+  /* every line here is one of a fixed set: set-up (4 + the net's 3 layers), 4 phase starts and
+   * 3 ends, 2 growth lines, at most 3 pruning lines, 2 epoch lines, the report (1 + 3 stages +
+   * 2 x 3 x 3 layer rows + blank lines) and the last line */
+  if (quiet > 45) fail_msg("%d lines:\n%s", quiet, out);
+
+  /* run.log_seconds = 0: every progress line and epoch summary */
+  snprintf(args, sizeof args, "%s --set run.run_dir=runs/log2 --set run.log_seconds=0", cfg);
+  code = run(args);
+  if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+  assert_non_null(strstr(out, "  step "));
+  assert_int_equal(count_lines(out, "grow 1, epoch 1/2  train loss"), 1);
+  assert_true(lines_of(out) > quiet + 50);
+
+  /* a terminal: progress in place ('\r', clear to the end of the line), no more lines */
+  snprintf(args, sizeof args, "%s --set run.run_dir=runs/log3", cfg);
+  code = run_env("NEST_LOG_TTY=1", args);
+  if (code != 0) fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+  assert_non_null(strstr(out, "  step "));
+  assert_non_null(strstr(out, "\r\033[K"));
+  assert_true(lines_of(out) <= quiet + 6); /* epoch summaries may stay when due */
 }
 
 /* Count the entries of dir/sub whose names start with prefix. */
@@ -418,6 +609,7 @@ int main(void) {
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_growth),
       cmocka_unit_test(test_pipeline),
+      cmocka_unit_test(test_log),
       cmocka_unit_test(test_run_dir_names),
       cmocka_unit_test(test_export),
       cmocka_unit_test(test_help),

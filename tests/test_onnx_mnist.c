@@ -1,9 +1,10 @@
 /* test_onnx_mnist.c — real models through ONNX (slow): each model file of NEST_ONNX_MODELS (the
  * CMake cache variable, or the environment variable of that name; ':'-separated paths
  * RUN/model.h5, e.g. the LeNet-300-100 and LeNet-5 NeST runs) is exported with the
- * normalisation its run trained with — recomputed as the trainer does (train.c setup(): the
- * run's data.val_split and run.seed split the training set, nest_dataset_train_norm over the
- * training part) — then python3-onnx's checker accepts it and ONNX Runtime runs it on the raw
+ * normalisation and class names its input record holds (model format 2) — for a format-1 file,
+ * the normalisation recomputed as the trainer does (the run's data.val_split and run.seed split
+ * the training set, nest_dataset_train_norm over the training part) — then python3-onnx's
+ * checker accepts it and ONNX Runtime runs it on the raw
  * pixels of the 10,000 MNIST test images: its predicted class equals nest_net_forward's on
  * every image and the logits agree within 1e-4. nest's test error is compared with the run's
  * summary.txt when it has one. Skips with a message without models, MNIST or the tools. */
@@ -93,18 +94,28 @@ static void check_model(const char *model, nest_dataset *train, nest_dataset *te
   else snprintf(run_dir, sizeof run_dir, ".");
   printf("%s\n", model);
   nest_net *net = NULL;
-  assert_ok(nest_model_load(model, BATCH, 1, &net));
+  nest_model_input in;
+  assert_ok(nest_model_load_input(model, BATCH, 1, &net, &in));
   const nest_shape s = net->in_shape;
   assert_int_equal(nest_dataset_dim(test), nest_shape_size(s));
-  nest_norm norm = {0};
-  run_norm(run_dir, train, &norm);
-  assert_ok(nest_dataset_set_norm(test, &norm));
+  nest_norm norm = {0}; /* format 1 only: recomputed */
+  const nest_norm *use = &in.norm;
+  if (in.known) {
+    test->u8_scale = in.scale;
+    printf("  normalisation and class names from the model file: mean %.6f, std %.6f\n",
+           in.norm.mean[0], in.norm.std[0]);
+  } else {
+    run_norm(run_dir, train, &norm);
+    use = &norm;
+  }
+  assert_ok(nest_dataset_set_norm(test, use));
 
   char path[1024];
   snprintf(path, sizeof path, "%s/model_%d.onnx", nest_test_tmpdir(), net->nlayers);
   const nest_onnx_prop props[] = {{"nest.source", model}};
-  nest_onnx_meta meta = {.norm = &norm, .input_scale = test->u8_scale,
-                         .labels = test->class_names, .nprops = 1, .props = props};
+  nest_onnx_meta meta = {.norm = use, .input_scale = test->u8_scale,
+                         .labels = in.known ? in.labels : test->class_names, .nprops = 1,
+                         .props = props};
   assert_ok(nest_onnx_write(net, &meta, path));
   char out[65536];
   int rc = onnx_test_check(path, out, sizeof out);
@@ -145,6 +156,7 @@ static void check_model(const char *model, nest_dataset *train, nest_dataset *te
   free(ort);
   free(raw);
   nest_norm_free(&norm);
+  nest_model_input_free(&in);
   nest_net_destroy(&net);
 }
 

@@ -140,6 +140,34 @@ static void write_events(const char *dir) {
              "2,neurons,fc1,1,0,10,1240,0.5,0.5,0.1,0.1,1 without inputs\n");
 }
 
+/* The same events as nest writes them now: a phase column and the time since the run started
+ * after detail; metrics.csv with its iteration column and a row per pruning iteration (which
+ * repeat the epoch count and leave lr, training loss and images/s empty). */
+static void write_run_now(const char *dir) {
+  write_text(nest_test_path(dir, "events.csv"),
+             "iteration,policy,layer,units_added,connections_added,connections_removed,"
+             "active_weights,loss_before,loss_after,val_error,seconds,detail,phase,time_s\n"
+             "1,conn,fc1,0,100,0,1100,2.3,2.3,0.1,0.1,|G| >= 0.1,grow,1.50\n"
+             "1,neuron,fc1,5,50,0,1150,2.3,2.1,0.1,0.1,20 pairs,grow,1.61\n"
+             "2,conn,fc1,0,200,0,1350,2.0,2.0,0.09,0.1,|G| >= 0.2,grow,9.20\n"
+             "1,magnitude,fc1,0,0,300,1050,0.5,0.6,0.12,0.1,gamma 0.2,prune,30.02\n"
+             "1,guard,fc1,0,0,0,1350,,,0.12,0.0,restored,prune,35.40\n"
+             "2,magnitude,fc1,0,0,100,1250,0.5,0.5,0.1,0.1,gamma 0.1,prune,35.41\n"
+             "2,neurons,fc1,1,0,10,1240,0.5,0.5,0.1,0.1,1 without inputs,prune,35.43\n");
+  char text[4096];
+  snprintf(text, sizeof text,
+           "%s1,10,0.1,1.2,0.5,,,,,1100,2000,0.55,100,1,grow,,,1\n"
+           "2,20,0.1,1.0,0.6,0.5,0.9,0.5,0.91,1350,2000,0.675,100,2,grow,0.01,0.01,2\n"
+           "3,30,0.1,0.8,0.7,0.3,0.95,0.3,0.96,1350,2000,0.675,100,3,train,0.01,0.01,\n"
+           "3,90,,,,0.3,0.94,0.3,0.95,1350,2000,0.675,,4,prune,0.01,0.01,1\n"
+           "3,150,,,,0.3,0.93,0.3,0.94,1240,1900,0.65,,5,prune,0.01,0.01,2\n"
+           "4,160,0.1,0.7,0.8,0.2,0.97,0.2,0.975,1240,1900,0.65,100,6,finetune,0.01,0.01,\n",
+           "epoch,step,lr,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,active_weights,"
+           "total_weights,density,images_per_s,elapsed_s,phase,val_top5_error,test_top5_error,"
+           "iteration\n");
+  write_text(nest_test_path(dir, "metrics.csv"), text);
+}
+
 /* The same events in a later layout: a phase column, one global iteration counter, a
  * timestamp, columns in another order, fewer of them. */
 static void write_events_future(const char *dir) {
@@ -298,6 +326,21 @@ static void test_future_columns(void **state) {
   check_fig8(out, "set label 'final: 1,240' at 4, 1240");
   /* rows without an epoch: x is the row's position */
   check_errors(out, "1 10 9\n2 8 7\n3 9 8.5\n4 8.5 8\n5 7 6.5\n",
+               "evaluation (metrics.csv row)", "'pruning'");
+}
+
+/* The files as nest writes them now give the same Fig. 8, and errors.png with the pruning
+ * iterations between training and fine-tuning (x: the row's position, the epochs repeat). */
+static void test_nest_layout(void **state) {
+  (void)state;
+  if (!have_gnuplot()) skip();
+  const char *run = mkdir_in(nest_test_tmpdir(), "now_run");
+  write_run_now(run);
+  const char *out = plot_ok(run, "--script --only connections,errors");
+  assert_png(out, "connections.png");
+  assert_png(out, "errors.png");
+  check_fig8(out, "set label 'so far: 1,240' at 4, 1240");
+  check_errors(out, "1 10 9\n2 5 4\n3 6 5\n4 7 6\n5 3 2.5\n",
                "evaluation (metrics.csv row)", "'pruning'");
 }
 
@@ -526,6 +569,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_run_dir),
       cmocka_unit_test(test_future_columns),
+      cmocka_unit_test(test_nest_layout),
       cmocka_unit_test(test_area),
       cmocka_unit_test(test_missing_and_no_gnuplot),
       cmocka_unit_test(test_malformed),

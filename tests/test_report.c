@@ -328,6 +328,8 @@ static void test_run_dir(void **state) {
   nest_report_print(rep, mf, 0);
   fclose(mf);
   assert_non_null(strstr(buf, "pruned: "));
+  assert_non_null(strstr(buf, "seed (untrained): "));
+  assert_null(strstr(buf, "grown (untrained)"));
   assert_null(strstr(buf, "top-5")); /* 4 classes: the report leaves top-5 out */
   assert_non_null(strstr(buf, "base lenet300 (dense: 36400 weights, 72800 FLOPs)"));
   assert_non_null(strstr(buf, "FLOPs w/ Act%"));
@@ -348,7 +350,8 @@ static void test_run_dir(void **state) {
     ++table_lines;
   }
   assert_int_equal(table_lines, 2 + 12);
-  assert_non_null(strstr(buf, "- seed: `"));
+  assert_non_null(strstr(buf, "- seed (untrained): `")); /* a seed's errors are not results */
+  assert_non_null(strstr(buf, "- pruned: `"));
   free(buf);
   nest_report_destroy(&rep);
   assert_null(rep);

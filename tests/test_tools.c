@@ -4,7 +4,10 @@
  *   nest_export from a run directory and from a checkpoint; it never writes over a run's
  *   checkpoint (the newest included, --force or not, by path, symlink, hard link or a copy
  *   elsewhere), never over its input, and --force replaces an existing output atomically (a
- *   write that fails half-way, here at a file-size limit, leaves the old output intact). */
+ *   write that fails half-way, here at a file-size limit, leaves the old output intact);
+ *   nest_export --onnx writes what nest_onnx_encode gives with the model's input record, names
+ *   and --force rules; --config recomputes the input record of a format-1 file as training
+ *   does, and must agree with a record the file has. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,9 +22,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nest/atomic.h"
 #include "nest/ckpt.h"
+#include "nest/data.h"
 #include "nest/model.h"
 #include "nest/net.h"
+#include "nest/onnx.h"
 #include "test_util.h"
 
 #define JACCARD NEST_BINARY_DIR "/nest_jaccard"
@@ -31,19 +37,12 @@ static char out_text[8192], err_text[8192];
 
 /* Run `prog args`; its exit code (stdout, stderr in out_text, err_text). */
 static int tool(const char *prog, const char *args) {
-  char cmd[16384];
-  snprintf(cmd, sizeof cmd, "'%s' %s", prog, args);
-  const int code = nest_test_run(cmd, out_text, sizeof out_text, err_text, sizeof err_text);
+  const int code = nest_test_tool(prog, args, out_text, sizeof out_text, err_text, sizeof err_text);
   assert_true(code >= 0);
   return code;
 }
 
-/* stderr is exactly one line starting with `prefix` and containing `word`. */
-static void assert_one_error(const char *prefix, const char *word) {
-  if (strncmp(err_text, prefix, strlen(prefix)) != 0 || !strstr(err_text, word) ||
-      strchr(err_text, '\n') != err_text + strlen(err_text) - 1)
-    fail_msg("expected one line '%s...%s...', got '%s'", prefix, word, err_text);
-}
+#define assert_one_error(prefix, word) assert_one_error_line(err_text, prefix, word)
 
 /* ---- nest_jaccard, run as a program ------------------------------------------------------------- */
 
@@ -196,7 +195,7 @@ static void test_jaccard_tool(void **state) {
   nest_net_destroy(&d);
 }
 
-/* A model file missing one mask dataset is refused (it used to be compared on the tensors it
+/* A model file missing one mask dataset (compact form: the active indices) is refused (it used to be compared on the tensors it
  * still had: exit 0, similarity 1.000000), in either position, naming file and dataset. */
 static void test_jaccard_missing_mask(void **state) {
   const char *dir = nest_test_tmpdir();
@@ -210,17 +209,17 @@ static void test_jaccard_missing_mask(void **state) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
   assert_true(f >= 0);
-  assert_true(H5Ldelete(f, "/layers/000_fc1/W_mask", H5P_DEFAULT) >= 0);
+  assert_true(H5Ldelete(f, "/layers/000_fc1/W_index", H5P_DEFAULT) >= 0);
   H5Fclose(f);
   snprintf(args, sizeof args, "'%s' '%s'", good, bad);
   assert_int_equal(jaccard(args), 1);
   char want[2048];
   snprintf(want, sizeof want, "nest_jaccard: error: %s: ", bad);
-  assert_one_error(want, "/layers/000_fc1/W_mask");
+  assert_one_error(want, "/layers/000_fc1/W_index");
   assert_null(strstr(out_text, "1.000000"));
   snprintf(args, sizeof args, "'%s' '%s'", bad, good);
   assert_int_equal(jaccard(args), 1);
-  assert_one_error(want, "/layers/000_fc1/W_mask");
+  assert_one_error(want, "/layers/000_fc1/W_index");
   /* the good file against itself still compares */
   snprintf(args, sizeof args, "'%s' '%s'", good, good);
   assert_int_equal(jaccard(args), 0);
@@ -378,12 +377,191 @@ static void test_export_force_atomic(void **state) {
   nest_net_destroy(&large);
 }
 
+/* ---- nest_export --onnx, --config ---------------------------------------------------------- */
+
+/* A model with an input record (per-feature statistics, class names) at path. */
+static nest_net *save_with_input(const char *path, const nest_model_input *in) {
+  nest_net *net = nest_test_net("mlp:6-5-3", (nest_shape){6, 1, 1}, 3, NULL, NULL, 0);
+  assert_ok(nest_net_init(net, 4, 0.6, -1));
+  const nest_model_info info = {.val_error = NAN, .test_error = NAN, .input = in};
+  assert_ok(nest_model_save_info(net, &info, path));
+  return net;
+}
+
+static size_t slurp_bytes(const char *path, uint8_t *buf, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  const size_t n = fread(buf, 1, cap, f);
+  fclose(f);
+  assert_true(n < cap);
+  return n;
+}
+
+/* --onnx writes exactly what nest_onnx_encode gives for the net with the model's normalisation
+ * and class names (and nest.source etc.); the output name must end in .onnx with --onnx and not
+ * without it; an existing output needs --force; a run's checkpoints/ stays off limits. */
+static void test_export_onnx(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char model[1024], onnx[1100], args[8192], want[4096];
+  snprintf(model, sizeof model, "%s/onnx-src.h5", dir);
+  snprintf(onnx, sizeof onnx, "%s/exported.onnx", dir);
+  float mean[6] = {0.1f, 0.2f, 0.3f, -1.0f, 2.0f, 0.0f}, sd[6] = {1, 2, 3, 0.5f, 0.25f, 1};
+  char *names[3] = {"setosa", "versicolor", "virginica"};
+  const nest_model_input in = {.known = 1, .data_shape = {6, 1, 1}, .scale = 1.0f,
+                               .norm = {6, mean, sd}, .nlabels = 3, .labels = names,
+                               .format = "csv", .csv_delim = ','};
+  nest_net *net = save_with_input(model, &in);
+  snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
+  if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
+  const nest_onnx_prop props[] = {
+      {"nest.source", model}, {"nest.data_shape", "6x1x1"}, {"nest.center_crop", "0"}};
+  const nest_onnx_meta meta = {.norm = &in.norm, .input_scale = 1.0f, .labels = names,
+                               .nprops = 3, .props = props};
+  uint8_t *enc;
+  size_t len;
+  assert_ok(nest_onnx_encode(net, &meta, &enc, &len));
+  static uint8_t file[1 << 20];
+  assert_int_equal(slurp_bytes(onnx, file, sizeof file), len);
+  assert_memory_equal(file, enc, len);
+  free(enc);
+  /* names and --force */
+  const char *bad_names[][2] = {{"--onnx", "model.h5"}, {"", "model.onnx"}, {"--onnx", "x.ONNX"}};
+  for (int k = 0; k < 3; ++k) {
+    snprintf(args, sizeof args, "%s '%s' '%s/%s'", bad_names[k][0], model, dir, bad_names[k][1]);
+    assert_int_equal(export_(args), 2);
+    assert_non_null(strstr(err_text, bad_names[k][1]));
+    assert_non_null(strstr(err_text, ".onnx"));
+  }
+  snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
+  assert_int_equal(export_(args), 1);
+  snprintf(want, sizeof want, "nest_export: error: %s: ", onnx);
+  assert_one_error(want, "--force");
+  snprintf(args, sizeof args, "--onnx '%s' '%s' --force", model, onnx);
+  assert_int_equal(export_(args), 0);
+  char cks[1100], inside[1200];
+  snprintf(cks, sizeof cks, "%s/onnxrun/checkpoints", dir);
+  assert_ok(nest_atomic_mkdirs(cks));
+  snprintf(inside, sizeof inside, "%s/m.onnx", cks);
+  snprintf(args, sizeof args, "--onnx '%s' '%s' --force", model, inside);
+  assert_int_equal(export_(args), 1);
+  snprintf(want, sizeof want, "nest_export: error: %s: ", inside);
+  assert_one_error(want, "checkpoints");
+  /* a run directory stands for its model.h5 (a finished run), not its newest checkpoint */
+  char run[1100], runmodel[1200], ck[1300], cmd[4096];
+  snprintf(run, sizeof run, "%s/onnx-run", dir);
+  snprintf(runmodel, sizeof runmodel, "%s/model.h5", run);
+  snprintf(ck, sizeof ck, "%s/checkpoints/ckpt-00000001.h5", run);
+  snprintf(cmd, sizeof cmd, "%s/checkpoints", run);
+  assert_ok(nest_atomic_mkdirs(cmd));
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", model, runmodel);
+  assert_int_equal(system(cmd), 0);
+  nest_net *other = nest_test_net("mlp:6-4-3", (nest_shape){6, 1, 1}, 3, NULL, NULL, 0);
+  assert_ok(nest_net_init(other, 9, 1.0, -1));
+  write_ckpt(other, ck, 1);
+  nest_net_destroy(&other);
+  snprintf(args, sizeof args, "--onnx '%s' '%s' --force", run, onnx);
+  assert_int_equal(export_(args), 0);
+  snprintf(want, sizeof want, "nest_export: %s -> %s: 6-5-3", runmodel, onnx);
+  if (strncmp(out_text, want, strlen(want)) != 0) fail_msg("want '%s', got '%s'", want, out_text);
+  /* the HDF5 export keeps the record */
+  char h5[1100];
+  snprintf(h5, sizeof h5, "%s/with-record.h5", dir);
+  snprintf(args, sizeof args, "'%s' '%s'", model, h5);
+  assert_int_equal(export_(args), 0);
+  nest_model_input back;
+  assert_ok(nest_model_read_input(h5, &back));
+  assert_int_equal(back.known, 1);
+  assert_string_equal(back.labels[2], "virginica");
+  assert_true(back.norm.std[4] == 0.25f);
+  nest_model_input_free(&back);
+  nest_net_destroy(&net);
+}
+
+/* --config recomputes the input record of a format-1 file from the run's config as training
+ * does (data.test_split, then the data.val_split / run.seed split, statistics over the training
+ * part); for a file that has one, it must agree. */
+static void test_export_config(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char csv[1024], cfg[1024], cfg2[1024], old[1024], out[1100], out2[1100], args[8192];
+  snprintf(csv, sizeof csv, "%s/train.csv", dir);
+  snprintf(cfg, sizeof cfg, "%s/run.ini", dir);
+  snprintf(cfg2, sizeof cfg2, "%s/other-seed.ini", dir);
+  snprintf(old, sizeof old, "%s/old.h5", dir);
+  snprintf(out, sizeof out, "%s/upgraded.h5", dir);
+  snprintf(out2, sizeof out2, "%s/again.h5", dir);
+  /* 60 rows "label,f0..f5" with labels cat / dog / emu */
+  char text[8192];
+  size_t used = 0;
+  for (int i = 0; i < 60; ++i)
+    used += (size_t)snprintf(text + used, sizeof text - used, "%s,%d,%g,%g,%d,%g,%g\n",
+                             i % 3 == 0 ? "cat" : i % 3 == 1 ? "dog" : "emu", i, 0.5 * (i % 7),
+                             100.0 + i * i, i % 2, -0.25 * i, 3.0);
+  assert_int_equal(nest_test_write_file(csv, text, used), 0);
+  const char *ini = "[data]\ntrain = %s\nval_split = 0.2\ntest_split = 0.25\n"
+                    "[model]\narch = mlp:6-5-3\n[run]\nseed = %d\n";
+  snprintf(text, sizeof text, ini, csv, 7);
+  assert_int_equal(nest_test_write_file(cfg, text, strlen(text)), 0);
+  snprintf(text, sizeof text, ini, csv, 8);
+  assert_int_equal(nest_test_write_file(cfg2, text, strlen(text)), 0);
+  nest_net *net = nest_test_net("mlp:6-5-3", (nest_shape){6, 1, 1}, 3, NULL, NULL, 0);
+  assert_ok(nest_net_init(net, 4, 0.6, -1));
+  assert_ok(nest_model_save(net, old));
+
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s'", cfg, old, out);
+  if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
+  assert_non_null(strstr(out_text, "input record from the run's data"));
+  /* what the trainer computes: the same functions in the same order */
+  nest_data_opts o;
+  nest_data_opts_default(&o);
+  o.path = csv;
+  nest_dataset *train, *test;
+  assert_ok(nest_dataset_load(&o, NULL, &train));
+  assert_ok(nest_dataset_take_test(&train, 0.25, 7, &test));
+  assert_int_equal(train->n, 45);
+  int64_t *tr, *va, ntr, nva;
+  assert_ok(nest_dataset_split(train->n, 0.2, 7, &tr, &ntr, &va, &nva));
+  nest_norm norm;
+  assert_ok(nest_norm_compute(train, tr, ntr, &norm));
+  nest_model_input back;
+  assert_ok(nest_model_read_input(out, &back));
+  assert_int_equal(back.norm.nch, 6);
+  assert_memory_equal(back.norm.mean, norm.mean, 6 * sizeof(float));
+  assert_memory_equal(back.norm.std, norm.std, 6 * sizeof(float));
+  assert_string_equal(back.labels[0], "cat");
+  assert_string_equal(back.labels[2], "emu");
+  assert_string_equal(back.format, "csv");
+  assert_true(back.test_split == 0.25 && back.val_split == 0.2 && back.split_seed == 7);
+  nest_model_input_free(&back);
+  /* a file that has a record: the same config agrees, another seed does not */
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s'", cfg, out, out2);
+  assert_int_equal(export_(args), 0);
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s' --force", cfg2, out, out2);
+  assert_int_equal(export_(args), 1);
+  char want[2048];
+  snprintf(want, sizeof want, "nest_export: error: %s: ", out);
+  assert_one_error(want, "differs from what");
+  /* a config whose data cannot be read: its error */
+  snprintf(text, sizeof text, "[data]\ntrain = %s/missing.csv\n", dir);
+  assert_int_equal(nest_test_write_file(cfg2, text, strlen(text)), 0);
+  snprintf(args, sizeof args, "--config '%s' '%s' '%s' --force", cfg2, old, out2);
+  assert_int_equal(export_(args), 1);
+  assert_non_null(strstr(err_text, "missing.csv"));
+  nest_norm_free(&norm);
+  free(tr);
+  free(va);
+  nest_dataset_destroy(&train);
+  nest_dataset_destroy(&test);
+  nest_net_destroy(&net);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_jaccard_tool),
       cmocka_unit_test(test_jaccard_missing_mask),
       cmocka_unit_test(test_export),
       cmocka_unit_test(test_export_force_atomic),
+      cmocka_unit_test(test_export_onnx),
+      cmocka_unit_test(test_export_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,7 +113,7 @@ void nest_test_slurp(const char *path, char *buf, size_t cap) {
 
 int nest_test_run(const char *command, char *out, size_t out_cap, char *err, size_t err_cap) {
   const char *dir = nest_test_tmpdir();
-  char cmd[8192], o[1024], e[1024];
+  char cmd[20000], o[1024], e[1024];
   snprintf(o, sizeof o, "%s/run.out", dir);
   snprintf(e, sizeof e, "%s/run.err", dir);
   snprintf(cmd, sizeof cmd, "%s >'%s' 2>'%s'", command, o, e);
@@ -121,6 +121,19 @@ int nest_test_run(const char *command, char *out, size_t out_cap, char *err, siz
   if (out) nest_test_slurp(o, out, out_cap);
   if (err) nest_test_slurp(e, err, err_cap);
   return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int nest_test_tool(const char *prog, const char *args, char *out, size_t out_cap, char *err,
+                   size_t err_cap) {
+  char cmd[16384];
+  snprintf(cmd, sizeof cmd, "'%s' %s", prog, args);
+  return nest_test_run(cmd, out, out_cap, err, err_cap);
+}
+
+int nest_test_one_error_line(const char *err, const char *prefix, const char *word) {
+  const size_t n = strlen(err);
+  return strncmp(err, prefix, strlen(prefix)) == 0 && strstr(err, word) && n > 0 &&
+         strchr(err, '\n') == err + n - 1;
 }
 
 uint64_t nest_test_hash_bytes(const void *p, size_t n) {

@@ -31,6 +31,17 @@ void nest_test_slurp(const char *path, char *buf, size_t cap);
  * NULL); returns its exit code, or -1 if it did not exit normally. */
 int nest_test_run(const char *command, char *out, size_t out_cap, char *err, size_t err_cap);
 
+/* Run the program `prog` (quoted) with `args` (shell words) as nest_test_run does. */
+int nest_test_tool(const char *prog, const char *args, char *out, size_t out_cap, char *err,
+                   size_t err_cap);
+/* 1 if err is exactly one line that starts with `prefix` and contains `word` (a tool's error). */
+int nest_test_one_error_line(const char *err, const char *prefix, const char *word);
+#define assert_one_error_line(err, prefix, word)                                             \
+  do {                                                                                       \
+    if (!nest_test_one_error_line((err), (prefix), (word)))                                  \
+      fail_msg("expected one line '%s...%s...', got '%s'", (prefix), (word), (err));         \
+  } while (0)
+
 /* Fail the CMocka test with the call, the status name and nest's message unless expr is
  * NEST_OK. Use after <cmocka.h>. */
 #define assert_ok(expr)                                                                      \

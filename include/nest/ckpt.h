@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "nest/model.h"
 #include "nest/net.h"
 #include "nest/status.h"
 
@@ -27,6 +28,10 @@ nest_status nest_ckpt_create(const char *path, nest_ckpt **out);
 /* The net as a model file's layout (root attributes + /layers) under `group` (NULL = the root),
  * with one "<param>_momentum" dataset per parameter when momentum = 1. */
 nest_status nest_ckpt_put_net(nest_ckpt *w, const char *group, const nest_net *net, int momentum);
+/* How data reach the checkpoint's root net (model.h's input record, /input and /labels at the
+ * root): so that a checkpoint is as self-contained as a model file (nest_export, nest_infer).
+ * Checked against net (NEST_ERR_ARG); nothing written when in is NULL or not known. */
+nest_status nest_ckpt_put_input(nest_ckpt *w, const nest_net *net, const nest_model_input *in);
 /* /state/<name>: n elements (n may be 0) of type `type` from v. */
 nest_status nest_ckpt_put(nest_ckpt *w, const char *name, nest_ck_type type, const void *v,
                           size_t n);

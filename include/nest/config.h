@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include "nest/data.h"
+#include "nest/model.h"
 #include "nest/status.h"
 
 #define NEST_PATH_LEN 1024
@@ -26,6 +28,8 @@ typedef struct nest_config {
   uint64_t seed;               /* 1 */
   int threads;                 /* OpenMP/BLAS threads per rank; 0 = cores in affinity mask */
   int log_every;               /* steps between progress lines; 0 = about 10 per epoch */
+  double log_seconds;          /* seconds between progress lines kept in a log that is not a
+                                  terminal (runlog.h): 10 */
   int hash_every;              /* steps between cross-rank weight/mask hash checks; 0 = off */
   int check_masks;             /* 0/1: compare a mask hash across ranks after every architecture
                                   change (growth, pruning): 1 */
@@ -37,6 +41,8 @@ typedef struct nest_config {
   char test_labels[NEST_PATH_LEN];  /* IDX label file for test */
   char format[16];                  /* auto | idx | csv | h5 */
   double val_split;                 /* fraction of train held out for validation: 0.1 */
+  double test_split;                /* without data.test: fraction of the training file held
+                                       out as the test set (seeded by run.seed): 0 */
   int csv_label_col;                /* 0-based; -1 = last column */
   char csv_delim[4];                /* one character (in files also tab|space|comma|semicolon) */
   int csv_header;                   /* 0/1 */
@@ -172,6 +178,26 @@ int nest_config_diff(const nest_config *a, const nest_config *b, const char *ign
                      size_t cap);
 /* The key table as help text: section.key, type, default, meaning. */
 void nest_config_print_help(FILE *f);
+
+/* ---- what the data keys mean to the readers ---------------------------------------------- */
+
+/* The file names of one data set, resolved against data.dir (absolute names and an empty
+ * data.dir: as given). */
+typedef struct {
+  char path[NEST_PATH_LEN];
+  char labels[NEST_PATH_LEN]; /* "" = none */
+} nest_config_paths;
+/* The reader options of the training (test = 0: data.train, data.train_labels,
+ * data.max_train) or test set (test = 1) from the data keys: what nest_dataset_load takes.
+ * o points into paths and c. NEST_ERR_CONFIG for a path too long once data.dir is prefixed. */
+nest_status nest_config_data_opts(const nest_config *c, int test, nest_config_paths *paths,
+                                  nest_data_opts *o);
+/* The input record a run's model files carry (model.h): nest_model_input_from_data(train) —
+ * train as the trainer prepared it: normalisation set, crop applied — plus the CSV options,
+ * data.val_split, data.test_split and run.seed of c. Borrows from train, like
+ * nest_model_input_from_data. */
+void nest_config_model_input(const nest_config *c, const nest_dataset *train,
+                             nest_model_input *out);
 
 /* Command line of nest_mpi: CONFIG.ini [--set section.key=value ...] [--help].
  * Starts from nest_config_defaults, then the file, then the overrides in order; an empty

@@ -14,6 +14,7 @@
 #define NEST_DATA_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include "nest/layer.h"
 #include "nest/status.h"
 
@@ -37,6 +38,10 @@ typedef struct nest_dataset {
   struct nest_shards *shards; /* image shards read on demand, or NULL (in memory). Then u8 and
                                  f32 are NULL and `shape` is the shape delivered to the net:
                                  the stored shape, or crop x crop after nest_dataset_set_crop */
+  int unlabeled;         /* 1: the file has no labels (nest_data_opts.no_labels): labels all
+                           0, only predictions make sense */
+  char format[8];        /* the reader that loaded it: "idx", "csv", "h5", "shards" ("" for
+                           synthetic sets) */
   uint64_t source_hash; /* image shards: hash of the files' base names, sizes and sample counts
                            (restart's data fingerprint; no pixel is hashed); 0 in memory */
 } nest_dataset;
@@ -51,6 +56,9 @@ typedef struct {
   int csv_header;            /* 1: the first line is a header and is skipped */
   const char *csv_drop_cols; /* comma-separated 0-based columns to ignore (e.g. an ID), or "" */
   int64_t max_samples;       /* > 0: keep only the first max_samples; 0: all */
+  int no_labels;             /* 1: the data have no labels (new samples to predict): CSV
+                                without a label column, IDX images without a labels file;
+                                other formats keep their labels unused. ds->unlabeled = 1 */
 } nest_data_opts;
 
 /* Fill opts with defaults (format auto, label col 0, ',', no header, no drops, all samples). */
@@ -99,6 +107,26 @@ void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, floa
  * every rank): n_val = round(val_fraction * n). Both lists are sorted ascending and allocated. */
 nest_status nest_dataset_split(int64_t n, double val_fraction, uint64_t seed, int64_t **train_idx,
                                int64_t *n_train, int64_t **val_idx, int64_t *n_val);
+
+/* Write s as one CSV field: as it is, or quoted (RFC 4180: in double quotes, quotes doubled)
+ * when it holds a comma, a double quote or a line break. For every CSV nest writes with text in
+ * it (report.csv, nest_infer's predictions). */
+void nest_csv_put_field(FILE *f, const char *s);
+
+/* data.test_split: hold out round(fraction * n) samples of *train, chosen by a seeded random
+ * permutation (the split stream of `seed`, index 1: independent of the validation split's), as
+ * a new test set *test; *train is replaced by a set of the remaining samples. Both keep file
+ * order, the class list and names, scale and format; the test set's path is "PATH (test
+ * split)". fraction 0: nothing happens (*test = NULL). In-memory sets only: NEST_ERR_CONFIG
+ * naming data.test_split for image shards, for a split that leaves either side empty, and
+ * NEST_ERR_ARG for a fraction outside [0, 1). Identical on every rank. */
+nest_status nest_dataset_take_test(nest_dataset **train, double fraction, uint64_t seed,
+                                   nest_dataset **test);
+
+/* The class mapping as text for the run log: "B -> 0, M -> 1" (names as the data have them,
+ * then the class id); a set without names (IDX) "0 -> 0, 1 -> 1, ...". At most `max` entries,
+ * then ", ... (N classes)". Always NUL-terminated in buf[cap]. */
+void nest_dataset_label_map(const nest_dataset *ds, int max, char *buf, size_t cap);
 
 /* ---- image shards (docs/data-format.md) ---------------------------------------------------- */
 

@@ -19,7 +19,9 @@
  *
  * Every event — one (policy, target) step — goes to events.csv in the run directory
  * (iteration, policy, layer, units and connections added/removed, active weights after, loss
- * on the scoring batch before/after, validation error, seconds, detail) and to a progress line.
+ * on the scoring batch before/after, validation error, seconds, detail, phase, time since the
+ * run started); the log gets one line per growth iteration: what it grew, the errors after its
+ * epochs, the run's ETA.
  * After every event all ranks compare a hash of the masks (run.check_masks). */
 #ifndef NEST_GROW_H
 #define NEST_GROW_H
@@ -71,6 +73,15 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
 
 const nest_grow_result *nest_grow_result_of(const nest_grow *g);
 
+/* The phase whose events are written next: events.csv's phase column ("grow", "train",
+ * "prune", "area"; the growth phase sets "grow" itself). */
+void nest_grow_set_phase(nest_grow *g, const char *phase);
+/* An estimate of the growth iterations still to come after iteration `it` (0: before the
+ * first), for the run's ETA only: grow.iterations at most, fewer when the validation error's
+ * latest fall (it falls roughly geometrically) or the weights' mean growth reach
+ * grow.target_error or grow.max_weights sooner. */
+int nest_grow_iterations_left(const nest_trainer *t, const nest_grow *g, int it);
+
 /* ---- the driver's parts, for the pruning phases (prune.h) -------------------------------- */
 
 /* What one nest_grow_run_one event did. */
@@ -81,7 +92,7 @@ typedef struct {
 /* Start an iteration: draw its scoring batch (event losses), drop the shared pass. */
 nest_status nest_grow_begin(nest_trainer *t, nest_grow *g, int64_t iteration);
 /* One (policy, target) step with r->fraction = fraction: score/select/apply, the mask-hash
- * check, one buffered event row and a progress line. Collective. */
+ * check, one buffered event row (no log line: the caller's). Collective. */
 nest_status nest_grow_run_one(nest_trainer *t, nest_grow *g, const nest_policy_ops *ops,
                               int target, int64_t iteration, double fraction,
                               nest_grow_event *done);

@@ -97,6 +97,10 @@ herr_t nest_h5_put_fixed_str(hid_t obj, const char *name, const char *s);
 
 /* [n] variable-length UTF-8 strings as an attribute (as_attr = 1) or a 1-D dataset. */
 herr_t nest_h5_put_strs(hid_t loc, const char *name, char *const *s, int n, int as_attr);
+/* [n] strings as a 1-D dataset of fixed-length UTF-8 strings, NUL-padded to the longest (at
+ * least 1 byte): no global heap (a variable-length string dataset costs a 4 KiB heap collection
+ * of its own; h5py reads these as bytes). */
+herr_t nest_h5_put_fixed_strs(hid_t loc, const char *name, char *const *s, int n);
 /* Read `n` strings (variable- or fixed-length) of attribute (is_attr) or dataset NAME of loc,
  * each malloc'd, into a malloc'd array (*out, free both). FORMAT "PATH: <object> must be N
  * strings" otherwise. */

@@ -31,9 +31,12 @@ void nest_loss_distill(const float *logits, const float *teacher, const int32_t 
  * top >= k: every row is a hit. O(n k). */
 int64_t nest_loss_topk_hits(const float *logits, const int32_t *labels, int n, int k, int top);
 
-/* Progress lines and the model report show top-5 error only for models with more classes than
- * this: with 10 classes (MNIST) top-5 is half the classes and says little. metrics.csv and
- * summary.txt always have it. */
-#define NEST_TOP5_MIN_CLASSES 10
+/* top-5 error means something only with more than 5 classes (with 5 or fewer every label is
+ * among the 5 largest logits): metrics.csv, summary.txt, the model files and report.csv have it
+ * only for models with more classes than NEST_TOP5_MIN_CLASSES (metrics.csv and report.csv keep
+ * the columns, empty). Progress lines and the model report show it only with more than
+ * NEST_TOP5_SHOW_CLASSES: with 10 classes (MNIST) top-5 is half the classes and says little. */
+#define NEST_TOP5_MIN_CLASSES 5
+#define NEST_TOP5_SHOW_CLASSES 10
 
 #endif

@@ -56,6 +56,10 @@ typedef struct {
                               the last one */
   const nest_train_hooks *hooks; /* run after every step and epoch (the training phase's
                                     growth policies); NULL = none */
+  const char *label;       /* progress lines' name of an epoch (nest_epoch_plan); NULL = by phase */
+  int64_t iteration;       /* metrics.csv's iteration column; 0 = none */
+  int keep_last;           /* the last epoch's summary line: 1 stays in the log, 0 when due,
+                              -1 a progress line only (the caller logs the result) */
 } nest_phase_epochs;
 
 /* Epochs cur.epoch (resuming) or 0 .. epochs - 1 of the loop: a checkpoint point before every

@@ -18,6 +18,8 @@
  * area phase (partial-area convolution): every conv layer of prune.layers first gets an
  *   all-ones area mask (surgery), then targets = those layers, policy "area", gamma from
  *   prune.area_gamma_start down to prune.area_gamma, scores over prune.calib samples.
+ * After every iteration the validation and test error are measured for metrics.csv (a row per
+ * iteration) and the log (a line per iteration; each step's rows are in events.csv).
  * The target error is prune.target_error, or (prune.guard) the validation error at the start
  * of the phase or the best the run has seen before it; the limit adds prune.tolerance (area:
  * prune.area_tolerance) and prune.guard_z standard errors of the target on the validation set:
@@ -81,5 +83,12 @@ nest_status nest_prune_teacher(nest_trainer *t);
 /* Run the prune phase (area = 0) or the area phase (area = 1) on x->t's net, logging through g
  * (events.csv); s->res[area] receives the result, s->ran[area] = 1. Collective. */
 nest_status nest_prune_phase(nest_phase_ctx *x, nest_grow *g, nest_prune_state *s, int area);
+/* An estimate of the optimizer steps (retraining) the prune (area = 0) or area phase still
+ * takes, fine-tuning aside, for the run's ETA only: every live target's guard trips left (its
+ * gamma halves down to the smallest step) times the kept steps per trip and the retraining
+ * steps per step this phase has shown so far (priors before it showed any). started = 0: the
+ * phase has not begun (s holds no targets of it yet). */
+int64_t nest_prune_steps_left(const nest_trainer *t, const nest_prune_state *s, int area,
+                              int started);
 
 #endif

@@ -69,7 +69,8 @@ typedef struct nest_report {
 nest_status nest_report_create(const char *run_dir_or_model, nest_report **out);
 
 /* The table: one line per stage describing it (file, widths, errors — top-5 too for a model
- * with more than NEST_TOP5_MIN_CLASSES classes (loss.h) — base), then one table with
+ * with more than NEST_TOP5_SHOW_CLASSES classes (loss.h) — base; "seed (untrained)" for the
+ * seed stage, whose errors are chance level), then one table with
  * a row per stage x layer and a total row per stage. markdown = 0: aligned plain text, stages
  * separated by a blank line; 1: a Markdown list and table (for docs/results.md). */
 void nest_report_print(const nest_report *r, FILE *f, int markdown);

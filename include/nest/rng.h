@@ -14,7 +14,7 @@ typedef enum {
   NEST_RNG_INIT = 1,      /* weight initialisation: index = layer, step = param slot */
   NEST_RNG_MASK = 2,      /* seed connectivity masks: index = layer, step = param slot */
   NEST_RNG_SHUFFLE = 3,   /* per-epoch sample permutation: step = epoch */
-  NEST_RNG_SPLIT = 4,     /* train/validation split */
+  NEST_RNG_SPLIT = 4,     /* splits: index 0 train/validation, index 1 data.test_split */
   NEST_RNG_DROPOUT = 5,   /* dropout: index = global sample id, step = optimizer step */
   NEST_RNG_SYNTH = 6,     /* synthetic data for tests and benchmarks */
   NEST_RNG_GROW = 7,      /* growth policies */

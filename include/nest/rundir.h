@@ -44,7 +44,8 @@ nest_status nest_rundir_newest(const char *run_dir, char *path, size_t cap, int 
  * for appending into *f (closing *f first). A missing file with bytes = 0 is created. */
 nest_status nest_rundir_truncate(const char *path, int64_t bytes, FILE **f);
 
-/* One metrics.csv row (NaN: an empty field). */
+/* One metrics.csv row (NaN: an empty field): an epoch's, or a pruning iteration's (no epoch
+ * ran: lr, training loss and accuracy and images_per_s NaN). */
 typedef struct {
   int64_t epoch, step;       /* completed epochs, optimizer steps */
   double lr, train_loss, train_acc, val_loss, val_acc, test_loss, test_acc;
@@ -52,6 +53,7 @@ typedef struct {
   double images_per_s, elapsed_s;
   const char *phase;
   double val_top5_error, test_top5_error;
+  int64_t iteration;         /* the growth or pruning iteration (from 1) of the row; 0 = none */
 } nest_metrics_row;
 /* Append the row to f and flush it (a crash loses at most the row being written); an error
  * names `path`. */

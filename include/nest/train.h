@@ -23,6 +23,7 @@
 #include "nest/data.h"
 #include "nest/net.h"
 #include "nest/optim.h"
+#include "nest/runlog.h"
 
 struct nest_augment;
 struct nest_prefetch;
@@ -94,10 +95,16 @@ typedef struct nest_trainer {
   int dropout_set;
   float dropout_rate;
 
-  /* Output: one metrics.csv row per epoch (rank 0; NULL = none), progress lines. */
+  /* Output: one metrics.csv row per epoch (rank 0; NULL = none), the console log. */
   FILE *metrics;     /* owned (closed by destroy) */
   char metrics_path[NEST_PATH_LEN + 32];
   int quiet; /* 1: no progress lines (tests) */
+  nest_runlog log; /* rank 0's console log (runlog.h): use it through nest_trainer_log */
+  /* The optimizer steps the whole run has left, estimated by its driver (the pipeline: every
+   * phase still to come, growth and pruning iterations estimated); NULL = those of the
+   * current epoch loop. Only for the ETA of progress lines. */
+  int64_t (*steps_left)(void *arg);
+  void *steps_left_arg;
   nest_step_times *times; /* NULL, or where nest_trainer_step adds its per-part seconds */
 } nest_trainer;
 
@@ -116,6 +123,12 @@ typedef struct {
 /* One epoch (nest_trainer_epoch). */
 struct nest_epoch_plan {
   const char *phase;       /* metrics.csv column and progress lines ("epoch 3/20" for "train") */
+  const char *label;       /* what progress lines call the epoch ("grow 2, epoch"); NULL = by
+                              the phase */
+  int64_t iteration;       /* metrics.csv's iteration column (the growth iteration, from 1);
+                              0 = none */
+  int keep;                /* the epoch's summary line: 1 stays in the log (the last epoch of a
+                              phase), 0 when due (runlog.h), -1 a progress line only */
   const nest_optim *sched; /* the learning-rate schedule this epoch follows */
   double t0;               /* schedule time (epochs) at this epoch's first step */
   int64_t index;     /* this epoch's number within the phase, 0-based */
@@ -190,6 +203,16 @@ nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n);
  * receive the evaluation (NaN when not evaluated). Collective. */
 nest_status nest_trainer_epoch(nest_trainer *t, const nest_epoch_plan *plan, nest_eval *val,
                                nest_eval *test);
+/* Rank 0's console log, NULL on other ranks and when quiet (runlog.h functions print nothing
+ * for NULL). */
+nest_runlog *nest_trainer_log(nest_trainer *t);
+/* "elapsed 1m46s, ETA 3m10s" of the run: t->steps_left when set, else `fallback` steps left
+ * (< 0: unknown). */
+void nest_trainer_clock(nest_trainer *t, int64_t fallback, char *out, size_t cap);
+/* 1 if t's net has more classes than NEST_TOP5_MIN_CLASSES (loss.h): only then is its top-5
+ * error written to files. */
+int nest_trainer_has_top5(const nest_trainer *t);
+
 /* Without sync BN: average the BN running statistics over ranks with the by-construction sum
  * (comm.h), so that they are identical on every rank (each epoch's end does this; the pruning
  * phases before every decision). Collective. */

@@ -1,4 +1,5 @@
-/* csv.c — tabular CSV reader: one sample per line, one label column, float32 features.
+/* csv.c — tabular CSV reader: one sample per line, one label column, float32 features; and
+ * the CSV field writer (nest_csv_put_field).
  *
  * The whole file is read into memory (through zlib, so a gzip-compressed CSV also works when
  * the format is forced to "csv"), split into lines (LF or CRLF; the last line may lack its
@@ -6,7 +7,8 @@
  * one pair of surrounding double quotes are stripped; quoted delimiters are NOT supported).
  * The first non-blank line fixes the column count (the header, when csv_header = 1).
  *
- * Result: shape (D, 1, 1) with D = columns - 1 (label) - dropped columns, f32 [n, D].
+ * Result: shape (D, 1, 1) with D = columns - 1 (label) - dropped columns, f32 [n, D]; with
+ * no_labels (new rows to predict), D = columns - dropped columns and the set is unlabeled.
  * Label mapping (decided over ALL rows of the file, so max_samples never changes class ids):
  *   - every label a non-negative integer (digits only, <= NEST_CSV_MAX_INT_LABEL):
  *     class = that integer, nclasses = max + 1, class_names = "0", "1", ... (decimal);
@@ -299,12 +301,13 @@ static nest_status csv_layout(const nest_data_opts *o, const char *text, char de
   for (const char *t = text; *t; ++t) nf += *t == delim;
   r->ncols = nf;
   r->label_col = o->csv_label_col < 0 ? nf + o->csv_label_col : o->csv_label_col;
-  if (r->label_col < 0 || r->label_col >= nf)
+  if (o->no_labels) r->label_col = -1; /* every column not dropped is a feature */
+  else if (r->label_col < 0 || r->label_col >= nf)
     return NEST_ERR(NEST_ERR_ARG, "%s: label column %d out of range (file has %d columns)", path,
                     o->csv_label_col, nf);
   NEST_CALL(nest_calloc((void **)&r->drop, (size_t)nf, 1, "CSV drop flags"));
   NEST_CALL(csv_drops(path, o->csv_drop_cols, nf, r->drop));
-  if (r->drop[r->label_col])
+  if (r->label_col >= 0 && r->drop[r->label_col])
     return NEST_ERR(NEST_ERR_ARG, "%s: csv_drop_cols drops the label column %d", path,
                     r->label_col);
   for (int c = 0; c < nf; ++c) r->dim += c != r->label_col && !r->drop[c];
@@ -445,7 +448,13 @@ nest_status nest_data_csv_read(const nest_data_opts *o, const nest_dataset *labe
   ds->f32 = r.feat; /* [maxrows, dim] allocation, first keep rows used */
   r.feat = NULL;
   ds->u8_scale = 1.0f;
-  NEST_CALL_GOTO(st, csv_labels(ds, label_ref, &r), done);
+  if (o->no_labels) { /* labels all 0 (ds->unlabeled); the class list is the reference's */
+    memset(ds->labels, 0, sizeof(int32_t) * (size_t)keep);
+    ds->unlabeled = 1;
+    ds->nclasses = label_ref ? label_ref->nclasses : 1;
+  } else {
+    NEST_CALL_GOTO(st, csv_labels(ds, label_ref, &r), done);
+  }
   *out = ds;
   ds = NULL;
 done:
@@ -453,4 +462,17 @@ done:
   csv_rows_free(&r);
   nest_dataset_destroy(&ds);
   return st;
+}
+
+void nest_csv_put_field(FILE *f, const char *s) {
+  if (!strpbrk(s, ",\"\r\n")) {
+    fputs(s, f);
+    return;
+  }
+  fputc('"', f);
+  for (; *s; ++s) {
+    if (*s == '"') fputc('"', f);
+    fputc(*s, f);
+  }
+  fputc('"', f);
 }

@@ -190,6 +190,7 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
   if (pattern || (!labels && strcmp(fmt, "auto") == 0 && nest_data_is_shard(path)) ||
       (strcmp(fmt, "h5") == 0 && nest_data_is_shard(path))) {
     NEST_CALL(nest_data_shards_open(path, opts->max_samples, &ds));
+    fmt = "shards";
     goto loaded;
   }
 
@@ -204,7 +205,7 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
                     path, labels, fmt);
 
   if (strcmp(fmt, "idx") == 0) {
-    if (!labels)
+    if (!labels && !opts->no_labels)
       return NEST_ERR(NEST_ERR_ARG, "%s: IDX images need a labels file too", path);
     NEST_CALL(nest_data_idx_read(path, labels, opts->max_samples, &ds));
   } else if (strcmp(fmt, "h5") == 0) {
@@ -214,6 +215,15 @@ nest_status nest_dataset_load(const nest_data_opts *opts, const nest_dataset *la
     label_ref = NULL; /* already applied, with line numbers in messages */
   }
 loaded:
+  snprintf(ds->format, sizeof ds->format, "%s", fmt);
+  if (opts->no_labels && !ds->unlabeled) { /* labels in the file (h5, shards): not used */
+    memset(ds->labels, 0, sizeof(int32_t) * (size_t)ds->n);
+    ds->unlabeled = 1;
+  }
+  if (label_ref && ds->unlabeled) {
+    ds->nclasses = label_ref->nclasses;
+    label_ref = NULL;
+  }
   if (label_ref) {
     nest_status st = apply_label_ref(ds, label_ref);
     if (st != NEST_OK) {
@@ -418,8 +428,19 @@ void nest_dataset_gather(const nest_dataset *ds, const int64_t *idx, int n, floa
 
 /* ---- split ------------------------------------------------------------------------------- */
 
+/* The split of 0..n-1 drawn from stream (seed, SPLIT, index). */
+static nest_status split_keyed(int64_t n, double val_fraction, uint64_t seed, uint64_t index,
+                               int64_t **train_idx, int64_t *n_train, int64_t **val_idx,
+                               int64_t *n_val);
+
 nest_status nest_dataset_split(int64_t n, double val_fraction, uint64_t seed, int64_t **train_idx,
                                int64_t *n_train, int64_t **val_idx, int64_t *n_val) {
+  return split_keyed(n, val_fraction, seed, 0, train_idx, n_train, val_idx, n_val);
+}
+
+static nest_status split_keyed(int64_t n, double val_fraction, uint64_t seed, uint64_t index,
+                               int64_t **train_idx, int64_t *n_train, int64_t **val_idx,
+                               int64_t *n_val) {
   *train_idx = *val_idx = NULL;
   *n_train = *n_val = 0;
   if (n < 0 || !(val_fraction >= 0.0 && val_fraction <= 1.0))
@@ -436,7 +457,7 @@ nest_status nest_dataset_split(int64_t n, double val_fraction, uint64_t seed, in
   NEST_CALL_GOTO(st, nest_malloc((void **)&va, sizeof(int64_t) * (size_t)nv, "validation indices"), fail);
   /* Partial Fisher-Yates: the first nv positions of a uniform random permutation. */
   nest_rng r;
-  nest_rng_init(&r, seed, NEST_RNG_SPLIT, 0, 0);
+  nest_rng_init(&r, seed, NEST_RNG_SPLIT, index, 0);
   for (int64_t i = 0; i < n; ++i) perm[i] = i;
   for (int64_t i = 0; i < nv; ++i) {
     int64_t j = i + (int64_t)nest_rng_below(&r, (uint64_t)(n - i));
@@ -463,6 +484,87 @@ fail:
   free(tr);
   free(va);
   return st;
+}
+
+/* ---- data.test_split and the label map ------------------------------------------------- */
+
+/* A new in-memory set of rows idx[0..n) of ds: samples, labels, classes, scale, format. */
+static nest_status subset(const nest_dataset *ds, const int64_t *idx, int64_t n,
+                          const char *suffix, nest_dataset **out) {
+  const size_t d = (size_t)nest_dataset_dim(ds);
+  nest_dataset *s = NULL;
+  NEST_CALL(nest_data_new(ds->path, n, ds->shape, ds->u8 ? 1 : 2, &s));
+  snprintf(s->path, sizeof s->path, "%.1000s%s", ds->path, suffix);
+  s->nclasses = ds->nclasses;
+  s->u8_scale = ds->u8_scale;
+  s->unlabeled = ds->unlabeled;
+  memcpy(s->format, ds->format, sizeof s->format);
+  for (int64_t i = 0; i < n; ++i) {
+    s->labels[i] = ds->labels[idx[i]];
+    if (ds->u8) memcpy(s->u8 + (size_t)i * d, ds->u8 + (size_t)idx[i] * d, d);
+    else memcpy(s->f32 + (size_t)i * d, ds->f32 + (size_t)idx[i] * d, d * sizeof(float));
+  }
+  nest_status st = copy_names(ds->class_names, ds->nclasses, &s->class_names);
+  if (st == NEST_OK) st = nest_dataset_set_norm(s, &ds->norm);
+  if (st != NEST_OK) {
+    nest_dataset_destroy(&s);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
+  *out = s;
+  return NEST_OK;
+}
+
+nest_status nest_dataset_take_test(nest_dataset **train, double fraction, uint64_t seed,
+                                   nest_dataset **test) {
+  *test = NULL;
+  nest_dataset *ds = *train;
+  if (fraction == 0.0) return NEST_OK;
+  if (!(fraction > 0.0 && fraction < 1.0))
+    return NEST_ERR(NEST_ERR_ARG, "data.test_split = %g must be in [0, 1)", fraction);
+  if (nest_dataset_is_sharded(ds))
+    return NEST_ERR(NEST_ERR_CONFIG, "data.test_split: %s: image shards are not split (give "
+                    "data.test, e.g. a second set written by nest_prep)", ds->path);
+  int64_t *keep = NULL, *held = NULL, nk = 0, nh = 0;
+  NEST_CALL(split_keyed(ds->n, fraction, seed, 1, &keep, &nk, &held, &nh));
+  nest_status st = NEST_OK;
+  nest_dataset *tr = NULL, *te = NULL;
+  if (nh < 1 || nk < 1)
+    st = NEST_ERR(NEST_ERR_CONFIG, "data.test_split = %g of the %lld samples of %s leaves %s",
+                  fraction, (long long)ds->n, ds->path,
+                  nh < 1 ? "no test sample" : "no training sample");
+  if (st == NEST_OK) st = subset(ds, held, nh, " (test split)", &te);
+  if (st == NEST_OK) st = subset(ds, keep, nk, "", &tr);
+  free(keep);
+  free(held);
+  if (st != NEST_OK) {
+    nest_dataset_destroy(&te);
+    nest_error_trace(__FILE__, __LINE__);
+    return st;
+  }
+  nest_dataset_destroy(train);
+  *train = tr;
+  *test = te;
+  return NEST_OK;
+}
+
+void nest_dataset_label_map(const nest_dataset *ds, int max, char *buf, size_t cap) {
+  if (!cap) return;
+  buf[0] = '\0';
+  size_t used = 0;
+  for (int k = 0; k < ds->nclasses && used < cap; ++k) {
+    int w;
+    if (k == max) {
+      w = snprintf(buf + used, cap - used, ", ... (%d classes)", ds->nclasses);
+      break;
+    }
+    if (ds->class_names)
+      w = snprintf(buf + used, cap - used, "%s%s -> %d", k ? ", " : "", ds->class_names[k], k);
+    else
+      w = snprintf(buf + used, cap - used, "%s%d -> %d", k ? ", " : "", k, k);
+    if (w < 0) break;
+    used += (size_t)w;
+  }
 }
 
 /* ---- synthetic data ---------------------------------------------------------------------- */

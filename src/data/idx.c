@@ -129,9 +129,8 @@ static nest_status idx_expect_end(gzFile f, const char *path, int64_t records) {
 nest_status nest_data_idx_read(const char *images_path, const char *labels_path,
                                int64_t max_samples, nest_dataset **out) {
   *out = NULL;
-  if (!images_path || !labels_path || !*labels_path)
-    return NEST_ERR(NEST_ERR_ARG, "%s: IDX images need a labels file too",
-                    images_path ? images_path : "(null)");
+  if (!images_path) return NEST_ERR(NEST_ERR_ARG, "nest_data_idx_read: no images file");
+  const int labelled = labels_path && *labels_path; /* else: images to predict, no labels */
   gzFile fi = NULL, fl = NULL;
   uint8_t *pix = NULL, *lab = NULL;
   nest_dataset *ds = NULL;
@@ -139,11 +138,13 @@ nest_status nest_data_idx_read(const char *images_path, const char *labels_path,
   unsigned char hi[16], hl[8];
 
   NEST_CALL_GOTO(st, idx_open(images_path, &fi), done);
-  NEST_CALL_GOTO(st, idx_open(labels_path, &fl), done);
+  if (labelled) NEST_CALL_GOTO(st, idx_open(labels_path, &fl), done);
   NEST_CALL_GOTO(st, idx_header(fi, images_path, IDX_IMAGES_MAGIC, "u8 images", hi, 16), done);
-  NEST_CALL_GOTO(st, idx_header(fl, labels_path, IDX_LABELS_MAGIC, "u8 labels", hl, 8), done);
+  if (labelled)
+    NEST_CALL_GOTO(st, idx_header(fl, labels_path, IDX_LABELS_MAGIC, "u8 labels", hl, 8), done);
 
-  uint32_t n = be32(hi + 4), rows = be32(hi + 8), cols = be32(hi + 12), nl = be32(hl + 4);
+  uint32_t n = be32(hi + 4), rows = be32(hi + 8), cols = be32(hi + 12);
+  uint32_t nl = labelled ? be32(hl + 4) : n;
   if (n == 0 || rows == 0 || cols == 0 || rows > (1u << 15) || cols > (1u << 15)) {
     st = NEST_ERR(NEST_ERR_FORMAT, "%s: bad dimensions %u x %u x %u (count x rows x cols)",
                   images_path, n, rows, cols);
@@ -157,20 +158,21 @@ nest_status nest_data_idx_read(const char *images_path, const char *labels_path,
   int64_t keep = (max_samples > 0 && max_samples < (int64_t)n) ? max_samples : (int64_t)n;
   int64_t dim = (int64_t)rows * cols;
   NEST_CALL_GOTO(st, idx_body(fi, images_path, 16, keep * dim, &pix), done);
-  NEST_CALL_GOTO(st, idx_body(fl, labels_path, 8, keep, &lab), done);
+  if (labelled) NEST_CALL_GOTO(st, idx_body(fl, labels_path, 8, keep, &lab), done);
   if (keep == (int64_t)n) {
     NEST_CALL_GOTO(st, idx_expect_end(fi, images_path, keep), done);
-    NEST_CALL_GOTO(st, idx_expect_end(fl, labels_path, keep), done);
+    if (labelled) NEST_CALL_GOTO(st, idx_expect_end(fl, labels_path, keep), done);
   }
 
   nest_shape shape = {1, (int)rows, (int)cols};
   NEST_CALL_GOTO(st, nest_data_new(images_path, keep, shape, 0, &ds), done);
   int maxl = 0;
   for (int64_t i = 0; i < keep; ++i) {
-    ds->labels[i] = lab[i];
-    if (lab[i] > maxl) maxl = lab[i];
+    ds->labels[i] = labelled ? lab[i] : 0;
+    if (ds->labels[i] > maxl) maxl = ds->labels[i];
   }
   ds->nclasses = maxl + 1 > 10 ? maxl + 1 : 10;
+  ds->unlabeled = !labelled;
   ds->u8 = pix;
   ds->u8_scale = 1.0f / 255.0f;
   pix = NULL;
