@@ -5,8 +5,8 @@
 # letter-test.data (rows 16001-20000), CSV as the original (column 0 the letter).
 #   bash inputs/split_letter.sh [SRC_DIR] [OUT_DIR]
 # SRC_DIR: where letter-recognition.data is (default ../shared/data/uci/letter-recognition);
-# OUT_DIR: default inputs/data/uci/letter (git-ignored). Used by inputs/letter_lenet300_nest.ini's
-# comment and docs/results.md ("the same config on a second data set").
+# OUT_DIR: default inputs/data/uci/letter (git-ignored). Used by docs/results.md ("The same
+# config on a second data set": the shipped LeNet-300-100 NeST config and the dense one on it).
 set -euo pipefail
 src=${1:-../shared/data/uci/letter-recognition}
 out=${2:-inputs/data/uci/letter}

@@ -574,12 +574,16 @@ int nest_grow_iterations_left(const nest_trainer *t, const nest_grow *g, int it)
 /* The phase's first log line. */
 static void print_start(nest_trainer *t, double lr) {
   const nest_config *c = &t->cfg;
-  char stop[160] = "";
+  char stop[256] = "";
   if (c->grow_target_error > 0)
     snprintf(stop, sizeof stop, ", until validation error <= %.2f%%", 100 * c->grow_target_error);
   if (c->grow_max_weights > 0)
     snprintf(stop + strlen(stop), sizeof stop - strlen(stop), ", at most %lld weights",
              (long long)c->grow_max_weights);
+  if (c->grow_patience > 0)
+    snprintf(stop + strlen(stop), sizeof stop - strlen(stop),
+             ", until %d iteration%s bring no gain over %g standard errors", c->grow_patience,
+             c->grow_patience == 1 ? "" : "s", c->grow_patience_z);
   nest_log_line(nest_trainer_log(t),
                 "nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g "
                 "%s}%s; one line per iteration, its events in events.csv",
