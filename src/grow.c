@@ -110,6 +110,7 @@ nest_status nest_grow_create(const nest_trainer *t, int events, nest_grow **out)
   nest_net_count(net, &aw, NULL, NULL);
   g->res.seed_weights = aw;
   g->res.val_error = g->res.test_error = g->val_prev = NAN;
+  g->res.best_val = NAN;
   snprintf(g->phase, sizeof g->phase, "grow");
   if (c->grow_max_weights > 0 && c->grow_max_weights < aw) {
     st = NEST_ERR(NEST_ERR_CONFIG,
@@ -455,6 +456,22 @@ nest_status nest_grow_hook(nest_trainer *t, nest_grow *g, nest_policy_when when,
   return NEST_OK;
 }
 
+/* The patience rule after an iteration with validation error verr (identical on every rank:
+ * integer counts): an improvement is an error below best - z SE(best), SE the binomial standard
+ * error on the validation set; 1 when grow.patience iterations in a row brought none. */
+static int patience(const nest_trainer *t, nest_grow *g, double verr) {
+  const nest_config *c = &t->cfg;
+  nest_grow_result *r = &g->res;
+  if (c->grow_patience <= 0 || isnan(verr)) return 0;
+  const double e = r->best_val;
+  if (isnan(e) || verr < e - c->grow_patience_z * sqrt(e * (1.0 - e) / (double)t->n_val)) {
+    r->best_val = verr;
+    r->stale = 0;
+    return 0;
+  }
+  return ++r->stale >= c->grow_patience;
+}
+
 /* What growth iteration `it` grew (its event rows, g->rows[0..nrows)) into out: units per layer,
  * connections, the size and widths after it. */
 static void growth_text(const nest_trainer *t, const nest_grow *g, char *out, size_t cap) {
@@ -507,11 +524,15 @@ static nest_status iteration_done(nest_trainer *t, nest_grow *g, int it, const n
   const int64_t aw = active_weights(t->net);
   *stop = 0;
   /* 1e-9 slack: 1 - 0.992 is 0.008000000000000007, and 0.80% must meet a target of 0.008 */
+  const int stale = patience(t, g, verr);
   if (c->grow_target_error > 0 && !isnan(verr) && verr <= c->grow_target_error + 1e-9) {
     snprintf(g->res.stop, sizeof g->res.stop, "target error");
     *stop = 1;
   } else if (c->grow_max_weights > 0 && aw >= c->grow_max_weights) {
     snprintf(g->res.stop, sizeof g->res.stop, "size cap");
+    *stop = 1;
+  } else if (stale) {
+    snprintf(g->res.stop, sizeof g->res.stop, "patience");
     *stop = 1;
   }
   if (log) {
@@ -553,12 +574,16 @@ int nest_grow_iterations_left(const nest_trainer *t, const nest_grow *g, int it)
 /* The phase's first log line. */
 static void print_start(nest_trainer *t, double lr) {
   const nest_config *c = &t->cfg;
-  char stop[160] = "";
+  char stop[256] = "";
   if (c->grow_target_error > 0)
     snprintf(stop, sizeof stop, ", until validation error <= %.2f%%", 100 * c->grow_target_error);
   if (c->grow_max_weights > 0)
     snprintf(stop + strlen(stop), sizeof stop - strlen(stop), ", at most %lld weights",
              (long long)c->grow_max_weights);
+  if (c->grow_patience > 0)
+    snprintf(stop + strlen(stop), sizeof stop - strlen(stop),
+             ", until %d iteration%s bring no gain over %g standard errors", c->grow_patience,
+             c->grow_patience == 1 ? "" : "s", c->grow_patience_z);
   nest_log_line(nest_trainer_log(t),
                 "nest: growth phase: %s, up to %d iterations of {grow, train %d epoch%s, lr %g "
                 "%s}%s; one line per iteration, its events in events.csv",
@@ -649,6 +674,8 @@ nest_status nest_grow_save(const nest_grow *g, nest_ckpt *w) {
   NEST_CALL(nest_ckpt_put(w, "grow_result_counts", NEST_CK_I64, gi, 3));
   NEST_CALL(nest_ckpt_put(w, "grow_result_values", NEST_CK_F64, gv, 3));
   NEST_CALL(nest_ckpt_put_strs(w, "grow_result_stop", g->res.stop, 0, 1, sizeof g->res.stop));
+  const double gp[2] = {g->res.best_val, (double)g->res.stale};
+  NEST_CALL(nest_ckpt_put(w, "grow_patience", NEST_CK_F64, gp, 2));
   /* event rows not yet written (they wait for the iteration's validation error) */
   const size_t n = (size_t)g->nrows;
   int64_t *iv = NULL;
@@ -696,6 +723,9 @@ nest_status nest_grow_load(nest_grow *g, nest_ckpt *r) {
   g->res.seed_weights = gi[1];
   g->res.grown_weights = gi[2];
   g->res.val_error = gv[0], g->res.test_error = gv[1], g->res.seconds = gv[2];
+  double gp[2] = {NAN, 0}; /* absent in checkpoints of earlier versions */
+  if (nest_ckpt_has(r, "grow_patience")) NEST_CALL(nest_ckpt_get(r, "grow_patience", NEST_CK_F64, gp, 2));
+  g->res.best_val = gp[0], g->res.stale = (int)gp[1];
   char *tab[4] = {NULL, NULL, NULL, NULL};
   size_t n = 0, w[4], m;
   nest_status st = nest_ckpt_get_strs(r, "grow_result_stop", &tab[0], &m, &w[0]);

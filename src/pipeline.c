@@ -102,6 +102,12 @@ static nest_status check_phases(const nest_pipeline *p) {
                     "data.val_split = %g leaves no validation sample of the %lld in %s: raise "
                     "data.val_split or set grow.target_error = 0",
                     c->grow_target_error, c->val_split, (long long)t->train->n, t->train->path);
+  if (p->phase_has[NEST_PHASE_GROW] && c->grow_patience > 0 && t->n_val == 0)
+    return NEST_ERR(NEST_ERR_CONFIG,
+                    "grow.patience = %d stops growth on the validation error, but "
+                    "data.val_split = %g leaves no validation sample of the %lld in %s: raise "
+                    "data.val_split or set grow.patience = 0",
+                    c->grow_patience, c->val_split, (long long)t->train->n, t->train->path);
   return NEST_OK;
 }
 
@@ -528,10 +534,23 @@ static nest_status train_phase(nest_pipeline *p, int first) {
 
 /* A pruning phase (area = 0: prune, 1: area), then its fine-tuning epochs: a cosine from
  * prune.lr down to optim.min_lr. */
+/* The pruning phases' training: distillation from the network the first pruning phase starts
+ * from (captured once; a resumed run has it back from its checkpoint), the dropout override. */
+static nest_status prune_training(nest_pipeline *p) {
+  nest_trainer *t = p->t;
+  const nest_config *c = &t->cfg;
+  if (c->prune_distill > 0 && !t->teacher) NEST_CALL(nest_prune_teacher(t));
+  t->distill = c->prune_distill > 0;
+  t->dropout_set = c->prune_dropout >= 0;
+  t->dropout_rate = (float)c->prune_dropout;
+  return NEST_OK;
+}
+
 static nest_status prune_phase(nest_pipeline *p, int area) {
   nest_trainer *t = p->t;
   const nest_config *c = &t->cfg;
   nest_cursor *cur = &p->run.cur;
+  NEST_CALL(prune_training(p));
   /* resumed in the fine-tuning (cursor part 2): the phase itself is done */
   if (!(p->run.resuming && cur->part == 2)) {
     NEST_CALL(nest_prune_phase(&p->run, p->grow, &p->prune, area));
@@ -573,8 +592,12 @@ static nest_status run_phase(nest_pipeline *p, int i) {
           p->phases[k] == NEST_PHASE_SCANN)
         return save_stage(p, "model_trained.h5", "trained", &p->last_val, &p->last_test);
     return NEST_OK;
-  case NEST_PHASE_PRUNE: return prune_phase(p, 0);
-  case NEST_PHASE_AREA: return prune_phase(p, 1);
+  case NEST_PHASE_PRUNE:
+  case NEST_PHASE_AREA: {
+    const nest_status st = prune_phase(p, p->phases[i] == NEST_PHASE_AREA);
+    p->t->distill = p->t->dropout_set = 0; /* a later phase trains as configured */
+    return st;
+  }
   case NEST_PHASE_SCANN: {
     nest_grow_set_phase(p->grow, "scann");
     NEST_CALL(nest_scann_phase(&p->run, p->grow, &p->scann));

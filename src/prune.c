@@ -163,6 +163,16 @@ static double conv_flops(const nest_net *net) {
   return f;
 }
 
+double nest_prune_se_margin(double e, int64_t n, double z) {
+  if (!(z > 0) || n <= 0 || !(e >= 0)) return 0;
+  return z * sqrt(e * (1.0 - e) / (double)n);
+}
+
+nest_status nest_prune_teacher(nest_trainer *t) {
+  nest_net_destroy(&t->teacher);
+  return nest_net_clone(t->net, &t->teacher);
+}
+
 /* ---- the phase -------------------------------------------------------------------------- */
 
 /* What one phase run needs everywhere. */
@@ -206,18 +216,30 @@ static nest_status phase_start(phase_run *p) {
   NEST_CALL(nest_trainer_sync_buffers(t));
   double verr;
   NEST_CALL(validate(t, &verr));
-  res->target = c->prune_target_error > 0 ? c->prune_target_error : verr;
-  res->limit = res->target + p->tol;
+  /* The guard's target: the key, or the best validation error the run has seen (validate just
+   * measured this one, so the best is at most verr), or verr. The margin: the tolerance plus z
+   * standard errors of a validation error of that size on this validation set. */
+  const int best = strcmp(c->prune_guard, "best") == 0 && !isnan(t->best_val_error);
+  res->target = c->prune_target_error > 0 ? c->prune_target_error
+                : best                    ? t->best_val_error
+                                          : verr;
+  res->limit = res->target + p->tol + nest_prune_se_margin(res->target, t->n_val,
+                                                           c->prune_guard_z);
   nest_net_count(t->net, &res->weights_before, NULL, NULL);
   res->flops_before = nest_net_flops(t->net);
   res->conv_flops_before = conv_flops(t->net);
+  char distil[64] = "";
+  if (t->teacher && t->distill)
+    snprintf(distil, sizeof distil, "; distillation alpha %g, T %g", c->prune_distill,
+             c->prune_distill_temp);
   nest_log_line(nest_trainer_log(t),
                 "nest: %s phase: %d targets, steps %g down to %g, %d retraining steps at lr %g; "
-                "guard: validation error <= %.2f%% (target %.2f%% + %.2f); one line per "
+                "guard: validation error <= %.2f%% (%s %.2f%% + %.2f points)%s; one line per "
                 "iteration, each step in events.csv",
                 p->label, p->ps->npts, p->area ? c->prune_area_gamma_start : c->prune_gamma_start,
                 p->gamma_min, c->prune_retrain_steps, c->prune_lr, 100 * res->limit,
-                100 * res->target, 100 * p->tol);
+                c->prune_target_error > 0 ? "target" : best ? "best" : "start", 100 * res->target,
+                100 * (res->limit - res->target), distil);
   p->ps->rkey = p->area ? 1 << 20 : 0, p->ps->rpos = 0; /* the two phases draw different streams */
   nest_cursor *cur = &p->x->cur;
   cur->iter = 1, cur->target = 0, cur->part = 0, cur->live = 0;
@@ -313,12 +335,29 @@ static nest_status target_step(phase_run *p, int it, nest_prune_target *tg, cons
                                int *go) {
   nest_trainer *t = p->x->t;
   const int64_t iter = p->it0 + it;
+  double fraction = tg->gamma;
+  if (!p->area && t->cfg.prune_target_weights > 0) { /* the size target: a step never passes it */
+    int64_t aw = 0;
+    nest_net_count(t->net, &aw, NULL, NULL);
+    const int64_t room = aw - t->cfg.prune_target_weights;
+    if (room <= 0) { /* reached: every target stops */
+      *go = 0;
+      for (int k = 0; k < p->ps->npts; ++k)
+        if (!p->ps->pts[k].stopped) p->ps->pts[k].stopped = 2;
+      NEST_CALL(nest_grow_note(t, p->g, iter, "stop", layer, "prune.target_weights reached"));
+      return nest_grow_flush(t, p->g, NAN);
+    }
+    const nest_param *w = t->net->tensors[tg->target].param;
+    const int64_t act = nest_tensor_active(t->net->masks + w->offset, w->count);
+    /* the policy takes ceil(fraction x active) weights: at most `room` of them */
+    if (act > 0 && (double)room < fraction * (double)act) fraction = ((double)room - 0.5) / (double)act;
+  }
   NEST_CALL(nest_grow_begin(t, p->g, iter));
   NEST_CALL(nest_net_clone(t->net, &p->ps->snap));
   int64_t before = 0, after = 0;
   nest_net_count(t->net, &before, NULL, NULL);
   nest_grow_event ev;
-  NEST_CALL(nest_grow_run_one(t, p->g, p->ops, tg->target, iter, tg->gamma, &ev));
+  NEST_CALL(nest_grow_run_one(t, p->g, p->ops, tg->target, iter, fraction, &ev));
   *go = !(ev.removed == 0 && ev.units == 0);
   if (!*go) { /* at the floor: nothing left to take */
     nest_net_destroy(&p->ps->snap);

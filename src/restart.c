@@ -146,9 +146,9 @@ static void data_fingerprint(const nest_trainer *t, int64_t fp[NFP]) {
 /* A checkpoint's contents as arrays: filled from the run before writing (pack), read from the
  * file before any of it is put into the run (unpack, after the checks). */
 typedef struct {
-  nest_net *net, *snap, *best; /* loaded: owned; packed: the run's (best: scann's) */
+  nest_net *net, *snap, *best, *teacher; /* loaded: owned; packed: the run's (best: scann's) */
   int64_t cur[8], prog[5], rs[2], pran[2], pc[2 * NPRC], files[2], fp[NFP];
-  double times[2], ep_acc[3], evals[4], pv[2 * NPRV];
+  double times[2], ep_acc[3], evals[4], pv[2 * NPRV], bestval[1];
   int64_t sc[NSCC];     /* the scann phase's counts and values (scann.h) */
   double sv[NSCV];
   double *sums;         /* [6 x ranks]: per rank the epoch window and the retraining sums */
@@ -166,6 +166,7 @@ static void image_free(image *m) {
     nest_net_destroy(&m->net);
     nest_net_destroy(&m->snap);
     nest_net_destroy(&m->best);
+    nest_net_destroy(&m->teacher);
     free(m->norm_mean);
     free(m->norm_std);
   }
@@ -177,7 +178,7 @@ static void image_free(image *m) {
   memset(m, 0, sizeof *m);
 }
 
-enum { K_ARRAY, K_NET, K_SNAPSHOT, K_GROW, K_BEST };     /* what an entry is */
+enum { K_ARRAY, K_NET, K_SNAPSHOT, K_TEACHER, K_GROW, K_BEST }; /* what an entry is */
 enum { V_FIXED, V_RANKS, V_BUFFERS, V_TARGETS, V_CHANNELS }; /* what its length is */
 
 /* One object of a checkpoint, in file order: a /state dataset of `type` holding per x (the
@@ -196,13 +197,17 @@ typedef struct {
 
 #define FIXED(n, ty, a) {K_ARRAY, n, ty, a, NULL, sizeof(a) / sizeof(a[0]), V_FIXED, 0}
 #define VAR(n, ty, p, per, v, opt) {K_ARRAY, n, ty, NULL, (void **)(p), per, v, opt}
-#define NSTATE 23
+/* a fixed array that checkpoints of earlier versions lack (the reader keeps its preset) */
+#define FIXED_OPT(n, ty, a) {K_ARRAY, n, ty, a, NULL, sizeof(a) / sizeof(a[0]), V_FIXED, 1}
+#define NSTATE 25
 
 /* THE table: every object of a checkpoint, in the order of the file. */
 static void state_table(image *m, state_entry e[NSTATE]) {
   const state_entry tab[NSTATE] = {
       {K_NET, NULL, 0, NULL, NULL, 0, 0, 0},
       {K_SNAPSHOT, "snapshot", 0, NULL, NULL, 0, 0, 1},
+      /* the distillation teacher (prune.distill), once the first pruning phase captured it */
+      {K_TEACHER, "teacher", 0, NULL, NULL, 0, 0, 1},
       FIXED("cursor", NEST_CK_I64, m->cur),
       FIXED("progress", NEST_CK_I64, m->prog),
       FIXED("retrain_stream", NEST_CK_I64, m->rs),
@@ -211,6 +216,7 @@ static void state_table(image *m, state_entry e[NSTATE]) {
       VAR("rank_sums", NEST_CK_F64, &m->sums, 6, V_RANKS, 0),
       VAR("rank_buffers", NEST_CK_F32, &m->bufs, 1, V_BUFFERS, 1),
       FIXED("evals", NEST_CK_F64, m->evals),
+      FIXED_OPT("best_val_error", NEST_CK_F64, m->bestval),
       FIXED("prune_ran", NEST_CK_I64, m->pran),
       FIXED("prune_result_counts", NEST_CK_I64, m->pc),
       FIXED("prune_result_values", NEST_CK_F64, m->pv),
@@ -290,6 +296,7 @@ static nest_status pack(const nest_restart *r, int64_t seq, image *m) {
   const double evals[4] = {r->src.last_val->loss, r->src.last_val->acc, r->src.last_test->loss,
                            r->src.last_test->acc};
   memcpy(m->evals, evals, sizeof evals);
+  m->bestval[0] = t->best_val_error;
   for (int k = 0; k < 2; ++k) {
     m->pran[k] = ps->ran[k];
     prune_pack(&ps->res[k], m->pc + k * NPRC, m->pv + k * NPRV);
@@ -314,6 +321,7 @@ static nest_status pack(const nest_restart *r, int64_t seq, image *m) {
     memcpy(m->sv, val, sizeof val);
     m->best = sc->best;
   }
+  m->teacher = t->teacher;
   m->norm_mean = t->train->norm.mean;
   m->norm_std = t->train->norm.std;
   m->nch = (size_t)t->train->norm.nch;
@@ -341,6 +349,9 @@ static nest_status put_all(const nest_restart *r, image *m, nest_ckpt *w, const 
       break;
     case K_BEST:
       if (m->best) NEST_CALL(nest_ckpt_put_net(w, e->name, m->best, 1));
+      break;
+    case K_TEACHER: /* inference only: no momentum */
+      if (m->teacher) NEST_CALL(nest_ckpt_put_net(w, e->name, m->teacher, 0));
       break;
     case K_GROW: NEST_CALL(nest_grow_save(r->src.grow, w)); break;
     default: {
@@ -469,6 +480,7 @@ static nest_status read_file(const nest_restart *r, const char *path, image *m, 
   *rp = ck;
   NEST_CALL(nest_ckpt_len(ck, "prune_gamma", &m->npts));
   NEST_CALL(nest_ckpt_len(ck, "norm_mean", &m->nch));
+  m->bestval[0] = NAN; /* none measured, or a checkpoint without it */
   state_entry tab[NSTATE];
   state_table(m, tab);
   for (int i = 0; i < NSTATE; ++i) {
@@ -479,6 +491,8 @@ static nest_status read_file(const nest_restart *r, const char *path, image *m, 
       NEST_CALL(nest_ckpt_get_net(ck, e->name, t->max_local, t->nthreads, 1, &m->snap));
     if (e->kind == K_BEST && nest_ckpt_has_group(ck, e->name))
       NEST_CALL(nest_ckpt_get_net(ck, e->name, t->max_local, t->nthreads, 1, &m->best));
+    if (e->kind == K_TEACHER && nest_ckpt_has_group(ck, e->name))
+      NEST_CALL(nest_ckpt_get_net(ck, e->name, t->max_local, t->nthreads, 0, &m->teacher));
     if (e->kind != K_ARRAY || (e->optional && !nest_ckpt_has(ck, e->name))) continue;
     size_t n;
     NEST_CALL(entry_count(m, e, path, &n));
@@ -596,6 +610,9 @@ static nest_status unpack(nest_restart *r, image *m, nest_ckpt *ck, int64_t file
     sc->best_val = m->sv[0], sc->best_test = m->sv[1], sc->min_val = m->sv[2];
     sc->res.val_error = m->sv[3], sc->res.test_error = m->sv[4], sc->res.seconds = m->sv[5];
   }
+  nest_net_destroy(&t->teacher);
+  t->teacher = m->teacher, m->teacher = NULL;
+  t->best_val_error = m->bestval[0];
   x->cur = (nest_cursor){(int32_t)m->cur[0], (int32_t)m->cur[1], (int32_t)m->cur[2],
                          (int32_t)m->cur[3], (int32_t)m->cur[4], m->cur[5], m->cur[6],
                          (int32_t)m->cur[7]};

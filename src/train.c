@@ -175,6 +175,7 @@ nest_status nest_trainer_create_from(const nest_config *cfg, const char *net_fil
   t->nranks = nest_comm_size(comm);
   t->nthreads = omp_get_max_threads();
   t->top5[0] = t->top5[1] = NAN;
+  t->best_val_error = NAN;
   nest_runlog_init(&t->log, stdout, cfg->log_seconds);
   t->train = train;
   t->test = test;
@@ -236,6 +237,7 @@ void nest_trainer_destroy(nest_trainer **tp) {
   if (t->metrics) fclose(t->metrics);
   nest_augment_destroy(&t->aug);
   nest_net_destroy(&t->net);
+  nest_net_destroy(&t->teacher);
   nest_prefetch_destroy(&t->pf); /* its thread may be reading the datasets */
   nest_dataset_destroy(&t->train);
   nest_dataset_destroy(&t->test);
@@ -262,7 +264,9 @@ nest_ctx nest_trainer_ctx(nest_trainer *t, int n, int train, int64_t global_n) {
                   .sample_ids = t->ids,
                   .allreduce = (train && t->cfg.sync_bn) ? comm_sum_same_f64 : NULL,
                   .comm = t->comm,
-                  .global_n = global_n};
+                  .global_n = global_n,
+                  .dropout_set = t->dropout_set,
+                  .dropout_rate = t->dropout_rate};
   return ctx;
 }
 
@@ -336,8 +340,17 @@ nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t s, d
   tm[0] = t->times ? nest_comm_wtime() : 0;
   NEST_CALL(nest_net_forward(t->net, &ctx, t->x, &logits));
   /* scale 1/global_rows: the sum over ranks of the per-rank gradients is the mean-loss gradient. */
-  nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
-                         t->dlogits, loss_sum, correct);
+  if (t->distill && t->teacher) {
+    nest_ctx tctx = nest_trainer_ctx(t, count, 0, 0); /* inference mode: no dropout, running BN */
+    const float *soft;
+    NEST_CALL(nest_net_forward(t->teacher, &tctx, t->x, &soft));
+    nest_loss_distill(logits, soft, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
+                      t->cfg.prune_distill, t->cfg.prune_distill_temp, t->dlogits, loss_sum,
+                      correct);
+  } else {
+    nest_loss_softmax_xent(logits, t->y, count, t->net->nclasses, 1.0f / (float)global_rows,
+                           t->dlogits, loss_sum, correct);
+  }
   *rows += count;
   tm[1] = t->times ? nest_comm_wtime() : 0;
   /* The sum of the gradient arena over ranks, bit-identical on every rank by construction
@@ -403,6 +416,10 @@ nest_status nest_trainer_evaluate(nest_trainer *t, const nest_dataset *ds, const
   out->acc = acc[2] > 0 ? acc[1] / acc[2] : NAN;
   out->acc5 = acc[2] > 0 ? acc[3] / acc[2] : NAN;
   if (ds == t->test || (ds == t->train && idx == t->val_idx)) t->top5[ds == t->test] = out->acc5;
+  /* from integer counts: the same on every rank */
+  if (ds == t->train && idx == t->val_idx && out->n > 0 &&
+      !(1.0 - out->acc >= t->best_val_error))
+    t->best_val_error = 1.0 - out->acc;
   return NEST_OK;
 }
 

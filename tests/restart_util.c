@@ -63,17 +63,21 @@ int rt_write_config(const char *dir, const char *name, const char *extra) {
   char text[8192];
   snprintf(text, sizeof text,
            "; restart tests: grow -> prune -> area on synthetic 28x28 images (restart_util.c)\n"
+           /* the pruning phases distil from the grown net (its teacher in every checkpoint
+            * from then on), with the dropout override; the guard's target is the best
+            * validation error seen (checkpointed); growth has the patience rule */
            /* threads = 1: ranks x threads <= 2 cores; every_minutes = 0: the checkpoints
             * depend on the steps alone, so every run of this config writes the same ones */
            "[run]\nseed = 3\nthreads = 1\nout_dir = runs\n"
            "[data]\ntrain = train.h5\ntest = test.h5\nformat = h5\nval_split = 0.2\n"
-           "[model]\narch = lenet5\nwidth = 0.25\ndensity = 0.3\n"
+           "[model]\narch = lenet5\nwidth = 0.25\ndensity = 0.3\ndropout = 0.2\n"
            "[synthesis]\nphases = grow, prune, area\n"
            "[train]\nbatch = 50\n"
            "[optim]\nlr = 0.02\nmomentum = 0.9\n"
-           "[grow]\npolicy = conn\niterations = 2\ntrain_epochs = 1\n"
+           "[grow]\npolicy = conn\niterations = 2\ntrain_epochs = 1\npatience = 2\n"
            "[prune]\nretrain_steps = 6\niterations = 2\ntolerance = 0.05\n"
            "area_tolerance = 0.05\nepochs = 1\n"
+           "distill = 0.5\ndistill_temp = 3\ndropout = 0.1\nguard = best\nguard_z = 1\n"
            "[checkpoint]\nevery_steps = 5\nkeep = 1000\nevery_minutes = 0\n"
            "%s",
            extra ? extra : "");
@@ -549,6 +553,7 @@ int rt_read_info(const char *path, rt_ckpt_info *info) {
   info->step = prog[1];
   info->nranks = (int)prog[4];
   info->has_snapshot = nest_ckpt_has_group(r, "snapshot");
+  info->has_teacher = nest_ckpt_has_group(r, "teacher");
   for (int i = 0; i < net->nlayers; ++i)
     if (net->layers[i]->kind == NEST_LAYER_CONV2D && net->layers[i]->hp.area) info->has_area = 1;
   rc = 0;

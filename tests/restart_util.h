@@ -88,6 +88,7 @@ typedef struct {
   int64_t epoch, step; /* completed epochs, global optimizer steps */
   int nranks;          /* ranks of the run that wrote it */
   int has_snapshot;    /* a /snapshot group (a pruning step being retrained) */
+  int has_teacher;     /* a /teacher group (prune.distill, from the first pruning phase on) */
   int has_area;        /* a conv layer with hp.area = 1 */
 } rt_ckpt_info;
 /* Read `path` with nest_ckpt_open / nest_ckpt_get_net; 0 on success. */

@@ -68,6 +68,72 @@ static void test_large_logits_stable(void **state) {
   assert_int_equal(c, 0);
 }
 
+/* ---- distillation ---- */
+
+/* Naive reference twin of the distillation loss in double, straight from the definition:
+ * (1 - a) (-log softmax(z)[y]) + a T^2 sum_j q_j log(q_j / p_j), q = softmax(v/T), p = softmax(z/T). */
+static double ref_distill(const double *z, const double *v, const int32_t *y, int n, int k,
+                          double a, double temp) {
+  double total = 0;
+  for (int i = 0; i < n; ++i) {
+    double s = 0, sz = 0, sv = 0;
+    for (int j = 0; j < k; ++j) {
+      s += exp(z[i * k + j]);
+      sz += exp(z[i * k + j] / temp);
+      sv += exp(v[i * k + j] / temp);
+    }
+    double kl = 0;
+    for (int j = 0; j < k; ++j) {
+      const double q = exp(v[i * k + j] / temp) / sv, p = exp(z[i * k + j] / temp) / sz;
+      kl += q * log(q / p);
+    }
+    total += (1 - a) * (log(s) - z[i * k + y[i]]) + a * temp * temp * kl;
+  }
+  return total;
+}
+
+static void test_distill_reference_and_fd(void **state) {
+  enum { N = 4, K = 6 };
+  float z[N * K], v[N * K], d[N * K], d0[N * K];
+  double zd[N * K], vd[N * K];
+  int32_t y[N] = {2, 0, 5, 2};
+  nest_test_fill_normal(z, N * K, 11, 2.0f);
+  nest_test_fill_normal(v, N * K, 12, 3.0f);
+  for (int i = 0; i < N * K; ++i) zd[i] = z[i], vd[i] = v[i];
+  const float scale = 1.0f / 8;
+  const double alphas[3] = {0.0, 0.7, 1.0}, temps[3] = {1.0, 4.0, 2.5};
+  for (int c = 0; c < 3; ++c) {
+    double loss = 0;
+    int64_t hits = 0;
+    nest_loss_distill(z, v, y, N, K, scale, alphas[c], temps[c], d, &loss, &hits);
+    const double want = ref_distill(zd, vd, y, N, K, alphas[c], temps[c]);
+    assert_true(fabs(loss - want) < 1e-5 * fmax(1, fabs(want)));
+    for (int i = 0; i < N * K; ++i) {
+      const double h = 1e-6, save = zd[i];
+      zd[i] = save + h;
+      const double lp = ref_distill(zd, vd, y, N, K, alphas[c], temps[c]);
+      zd[i] = save - h;
+      const double lm = ref_distill(zd, vd, y, N, K, alphas[c], temps[c]);
+      zd[i] = save;
+      assert_true(fabs(d[i] - scale * (lp - lm) / (2 * h)) < 1e-5);
+    }
+    double l0 = 0;
+    int64_t h0 = 0;
+    nest_loss_softmax_xent(z, y, N, K, scale, d0, &l0, &h0);
+    assert_int_equal(hits, h0); /* the argmax count does not depend on the teacher */
+    if (alphas[c] == 0.0) {     /* alpha 0: exactly the cross-entropy's gradient, same loss */
+      assert_true(fabs(loss - l0) < 1e-9 * fmax(1, l0));
+      for (int i = 0; i < N * K; ++i) assert_true(fabs(d[i] - d0[i]) < 1e-7);
+    }
+  }
+  /* a student equal to its teacher has no soft-target gradient: alpha = 1 gives zero */
+  double loss = 0;
+  int64_t hits = 0;
+  nest_loss_distill(v, v, y, N, K, 1.0f, 1.0, 4.0, d, &loss, &hits);
+  assert_true(fabs(loss) < 1e-9);
+  for (int i = 0; i < N * K; ++i) assert_true(fabs(d[i]) < 1e-7);
+}
+
 /* ---- top-k hits ---- */
 
 /* Naive reference twin: sort the class indices by (logit descending, index ascending) and look
@@ -148,6 +214,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matches_reference_and_fd),
       cmocka_unit_test(test_large_logits_stable),
+      cmocka_unit_test(test_distill_reference_and_fd),
       cmocka_unit_test(test_topk_matches_reference),
       cmocka_unit_test(test_topk_ties_and_nan),
   };

@@ -6,6 +6,8 @@
  * same final model (nest_net_hash over weights, masks and buffers, and the architecture),
  * metrics.csv (timing columns aside) and events.csv (its seconds column aside):
  *   - round trip of checkpoints through nest_ckpt_* (net, momentum, snapshot, area masks);
+ *   - the distillation teacher (prune.distill) in every checkpoint from the prune phase on,
+ *     equal to the grown model (the resumes below then check that it is used as saved);
  *   - resume from checkpoints all over the run (mid-growth, end of a growth iteration,
  *     mid-pruning with the guard's snapshot, mid-area, fine-tuning, the final one);
  *   - SIGUSR1: checkpoint, exit 10, --resume; also at the moment the ranks start, 50 ms and
@@ -281,6 +283,45 @@ static void test_round_trip(void **state) {
   round_trip(must_pick(is_mid_pruning, 1, "mid-pruning"), 1, 0);
   round_trip(must_pick(is_mid_area, 1, "mid-area"), 1, 1);
   end("round_trip");
+}
+
+/* prune.distill: the teacher is the network the prune phase started from — here the grown one
+ * (phases grow, prune, area), model_grown.h5 — bit for bit in every checkpoint from the prune
+ * phase on, through the area phase and the final checkpoint; none before. */
+static void test_teacher(void **state) {
+  begin("teacher");
+  char path[1100];
+  snprintf(path, sizeof path, "%s/model_grown.h5", ref_dir);
+  nest_net *grown = NULL;
+  assert_ok(nest_model_load(path, 16, 1, &grown));
+  const uint64_t want = nest_net_hash(grown, NEST_HASH_ALL);
+  int with = 0;
+  for (int i = 0; i < nref; ++i) {
+    const rt_ckpt_info *c = &ref_info[i];
+    const int due = c->cur.phase >= PRUNE;
+    if (c->has_teacher != due)
+      fail_msg("checkpoint %lld (phase %d): teacher %s", (long long)ref_seq[i], c->cur.phase,
+               due ? "missing" : "present before the prune phase");
+    if (!due) continue;
+    nest_ckpt *r = NULL;
+    nest_net *teacher = NULL;
+    assert_ok(nest_ckpt_open(rt_ckpt_path(ref_dir, ref_seq[i]), &r));
+    assert_ok(nest_ckpt_get_net(r, "teacher", 16, 1, 0, &teacher));
+    nest_ckpt_close(&r);
+    if (nest_net_hash(teacher, NEST_HASH_ALL) != want)
+      fail_msg("checkpoint %lld: the teacher is not model_grown.h5", (long long)ref_seq[i]);
+    nest_net_destroy(&teacher);
+    ++with;
+  }
+  /* the final model was trained away from its teacher */
+  snprintf(path, sizeof path, "%s/model.h5", ref_dir);
+  nest_net *final = NULL;
+  assert_ok(nest_model_load(path, 16, 1, &final));
+  assert_true(nest_net_hash(final, NEST_HASH_ALL) != want);
+  nest_net_destroy(&final);
+  nest_net_destroy(&grown);
+  printf("  %d checkpoints hold the teacher, equal to model_grown.h5\n", with);
+  end("teacher");
 }
 
 /* ---- resume from anywhere ------------------------------------------------------------------ */
@@ -792,7 +833,8 @@ static void test_h5dump(void **state) {
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_h5dump),
+      cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_teacher),
+      cmocka_unit_test(test_h5dump),
       cmocka_unit_test(test_resume_everywhere), cmocka_unit_test(test_sigusr1),
       cmocka_unit_test(test_sigusr1_early), cmocka_unit_test(test_init_from_moved),
       cmocka_unit_test(test_corruption),   cmocka_unit_test(test_io_error_not_damage),

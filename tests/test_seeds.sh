@@ -81,13 +81,17 @@ expect_line "$out" " 0.20     3       50.0 s            60,000       4,000      
 expect_line "$out" " 1.00     2       12.0 s           130,000           -       1.65%     1.60% - 1.70%"
 
 # ---- --dry-run -----------------------------------------------------------------------------------
+# (a name no run in the checkout's outputs/ has: a finished run there is not run again)
+name=test_seeds_$$
 out=$(bash "$seeds" "$src/inputs/mnist_lenet300_nest.ini" --dry-run --seeds 2,3 --ranks 3 \
-  --set prune.epochs=1)
+  --name "$name" --set prune.epochs=1)
 expect_has "$out" "mpirun -n 3"
 expect_has "$out" "--set data.dir="
-expect_has "$out" "--set prune.epochs=1 --set run.seed=2 --set run.run_dir=outputs/mnist_lenet300_nest-s2"
-expect_has "$out" "--set run.seed=3 --set run.run_dir=outputs/mnist_lenet300_nest-s3"
+expect_has "$out" "--set prune.epochs=1 --set run.seed=2 --set run.run_dir=outputs/$name-s2"
+expect_has "$out" "--set run.seed=3 --set run.run_dir=outputs/$name-s3"
 [ "$(wc -l <<< "$out")" -eq 2 ] || fail "expected two commands, got: $out"
+# the other dry runs below go to a directory of their own, whatever outputs/ holds
+export NEST_OUT_DIR="$tmp/out"
 # the user's data.dir is theirs
 out=$(bash "$seeds" "$src/inputs/mnist_lenet300_nest.ini" --dry-run --seeds 1 --set data.dir=/mine)
 expect_has "$out" "--set data.dir=/mine --set run.seed=1"

@@ -1,6 +1,7 @@
 /* test_train_mpi.c — data parallelism is exact: a few steps on P ranks give the loss and the
  * weights of one process running the same global batches, and every rank holds identical
- * weights and masks. Covers dense+BN+dropout and conv+pool nets, batch % P != 0.
+ * weights and masks. Covers dense+BN+dropout and conv+pool nets, batch % P != 0, and steps that
+ * distil from a teacher network (with the pruning phases' dropout override).
  * Run under mpiexec -n 1/2/4. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "nest/comm.h"
+#include "nest/prune.h"
 #include "nest/rng.h"
 #include "nest/shard.h"
 #include "nest/train.h"
@@ -31,7 +33,10 @@ static nest_trainer *make(nest_comm *c, const nest_config *cfg, nest_shape shape
   return t;
 }
 
-static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, double dropout) {
+/* distill > 0: the second epoch distils (weight distill, T = 3) from the network after the
+ * first, captured by nest_prune_teacher, with the dropout override at half the rate. */
+static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, double dropout,
+                            double distill) {
   nest_config cfg;
   nest_config_defaults(&cfg);
   snprintf(cfg.arch, sizeof cfg.arch, "%s", arch);
@@ -46,6 +51,8 @@ static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, d
   cfg.lr = 0.05;
   cfg.seed = 5;
   cfg.val_split = 0.1;
+  cfg.prune_distill = distill;
+  cfg.prune_distill_temp = 3;
   const int n = 57;
 
   nest_comm *self;
@@ -57,6 +64,15 @@ static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, d
   /* Two epochs' worth of steps, crossing an epoch boundary with a short last batch. */
   const int64_t spe = par->steps_per_epoch;
   for (int64_t e = 0; e < 2; ++e) {
+    if (e == 1 && distill > 0) {
+      nest_trainer *both[2] = {par, ref};
+      for (int k = 0; k < 2; ++k) {
+        assert_int_equal(nest_prune_teacher(both[k]), NEST_OK);
+        both[k]->distill = 1;
+        both[k]->dropout_set = 1;
+        both[k]->dropout_rate = (float)(dropout / 2);
+      }
+    }
     nest_shard_permute(cfg.seed, e, par->train_idx, par->n_train, par->perm);
     nest_shard_permute(cfg.seed, e, ref->train_idx, ref->n_train, ref->perm);
     for (int64_t s = 0; s < spe; ++s) {
@@ -94,11 +110,18 @@ static void run_equivalence(const char *arch, nest_shape shape, int batchnorm, d
 }
 
 static void test_mlp_bn_dropout(void **state) {
-  run_equivalence("mlp:36-20-12-4", (nest_shape){1, 6, 6}, 1, 0.3);
+  run_equivalence("mlp:36-20-12-4", (nest_shape){1, 6, 6}, 1, 0.3, 0);
 }
 
 static void test_conv(void **state) {
-  run_equivalence("lenet5", (nest_shape){1, 16, 16}, 1, 0.0);
+  run_equivalence("lenet5", (nest_shape){1, 16, 16}, 1, 0.0, 0);
+}
+
+/* Distillation (prune.distill): the teacher's soft targets are computed per rank on its own
+ * rows, so P ranks still follow one process; with the dropout override. */
+static void test_distill(void **state) {
+  run_equivalence("mlp:36-20-12-4", (nest_shape){1, 6, 6}, 1, 0.3, 0.7);
+  run_equivalence("lenet5", (nest_shape){1, 16, 16}, 1, 0.0, 0.5);
 }
 
 
@@ -200,6 +223,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mlp_bn_dropout),
       cmocka_unit_test(test_conv),
+      cmocka_unit_test(test_distill),
       cmocka_unit_test(test_bucketed_steps_equal_fused),
       cmocka_unit_test(test_bn_average_by_construction),
   };

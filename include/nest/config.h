@@ -101,6 +101,8 @@ typedef struct nest_config {
   char grow_schedule[8];   /* cosine | const: each iteration's epochs anneal from grow.lr */
   double grow_target_error;/* stop growing at this validation error; 0 = never */
   int64_t grow_max_weights;/* stop growing at this many active weights; 0 = no cap */
+  int grow_patience;       /* stop after this many iterations without improvement; 0 = off */
+  double grow_patience_z;  /* improvement margin in standard errors of the best val error: 1 */
   int grow_batches;        /* growth set: this many global batches; 0 = the whole training set */
   int grow_score_batch;    /* samples of the fixed scoring batch (losses, feature-map candidates) */
   double grow_conn_ratio;  /* connection growth: k = ceil(ratio x active) per tensor: 0.25 */
@@ -129,6 +131,12 @@ typedef struct nest_config {
   double prune_lr;          /* retraining learning rate (cosine to optim.min_lr): 0.01 */
   double prune_target_error;/* guard target; 0 = validation error at the start of the phase */
   double prune_tolerance;   /* guard: allowed validation error above the target: 0.001 */
+  char prune_guard[8];      /* start | best: the guard's target error (docs/pruning.md) */
+  double prune_guard_z;     /* guard margin in standard errors of the target: 0 */
+  double prune_distill;     /* distillation weight alpha during retraining / fine-tuning: 0 */
+  double prune_distill_temp;/* distillation temperature T: 4 */
+  double prune_dropout;     /* dropout rate in the pruning phases; -1 = the model's */
+  int64_t prune_target_weights; /* prune phase: stop at this many active weights; 0 = none */
   double prune_floor;       /* a layer stops at this density (active / size): 0 */
   int prune_iterations;     /* pruning iterations at most: 200 */
   double prune_neuron_thresh; /* remove units with mean |output| below this; 0 = only units

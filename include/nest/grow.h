@@ -6,7 +6,10 @@
  *       optim.min_lr with a cosine, a warm restart, or keeps grow.lr);
  *     evaluate the validation (and test) error;
  * until the validation error is <= grow.target_error, the active weights reach
- * grow.max_weights, or grow.iterations iterations are done. The training phase (train.epochs
+ * grow.max_weights, grow.patience iterations in a row have not lowered the best validation
+ * error by more than grow.patience_z standard errors (the binomial standard error of the best
+ * error on the validation set: a rule relative to the run, not an absolute target), or
+ * grow.iterations iterations are done. The training phase (train.epochs
  * with the optim schedule) follows; EPOCH and STEP policies (set, rigl) act during it.
  *
  * The growth set of an iteration is the whole training set (grow.batches = 0) or the first
@@ -32,11 +35,15 @@ typedef struct nest_grow nest_grow;
 /* What the growth phase did (for summary.txt). */
 typedef struct {
   int iterations;         /* growth iterations run */
-  char stop[64];          /* why it stopped: "target error", "size cap", "iterations", "" */
+  char stop[64];          /* why it stopped: "target error", "size cap", "patience",
+                             "iterations", "" */
   double val_error, test_error; /* after the last iteration (NaN if not measured) */
   int64_t seed_weights;   /* active weights before growth */
   int64_t grown_weights;  /* active weights after the growth phase */
   double seconds;
+  double best_val;        /* patience: the best validation error that counted as an
+                             improvement (NaN: none yet) */
+  int stale;              /* patience: iterations since it (in checkpoints, as the above) */
 } nest_grow_result;
 
 /* events = 1: create the driver even without grow.policy (the pruning phases log through it).

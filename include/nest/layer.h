@@ -117,6 +117,10 @@ typedef struct nest_ctx {
    * running statistics are left untouched, and dropout is the identity, so the pass changes
    * nothing in the network and its result does not depend on a step counter. */
   int grad_only;
+  /* 1: dropout layers whose rate is > 0 use dropout_rate instead (the pruning phases'
+   * prune.dropout; 0 turns them off); 0: each layer's own rate. */
+  int dropout_set;
+  float dropout_rate;
 } nest_ctx;
 
 typedef struct nest_layer nest_layer;

@@ -11,6 +11,18 @@
 void nest_loss_softmax_xent(const float *logits, const int32_t *labels, int n, int k, float scale,
                             float *dlogits, double *loss_sum, int64_t *correct);
 
+/* Knowledge distillation (Hinton et al. 2015): logits [n, k] of the network trained, teacher
+ * [n, k] the logits of a teacher network on the same rows, labels [n]. For each row:
+ *   loss = (1 - alpha) CE(softmax(logits), label) + alpha T^2 KL(q || p_T),
+ *   q = softmax(teacher / T), p_T = softmax(logits / T)   (T = temp > 0, alpha in [0, 1]);
+ * the T^2 keeps the soft term's gradient on the scale of the hard one's. Adds the summed loss
+ * to *loss_sum and the argmax hits (as nest_loss_softmax_xent) to *correct; dlogits (if not
+ * NULL) = scale ((1 - alpha) (p - onehot) + alpha T (p_T - q)). alpha = 0 is the cross-entropy
+ * of nest_loss_softmax_xent. */
+void nest_loss_distill(const float *logits, const float *teacher, const int32_t *labels, int n,
+                       int k, float scale, double alpha, double temp, float *dlogits,
+                       double *loss_sum, int64_t *correct);
+
 /* logits [n, k], labels [n]: the number of rows whose label is among the `top` largest logits
  * (top-5 accuracy with top = 5). Logit j ranks above the label's logit z[l] when z[j] > z[l],
  * or z[j] == z[l] and j < l (ties by lowest index, as the argmax above: top = 1 counts exactly

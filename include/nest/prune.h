@@ -20,7 +20,9 @@
  *   prune.area_gamma_start down to prune.area_gamma, scores over prune.calib samples.
  * After every iteration the validation and test error are measured for metrics.csv (a row per
  * iteration) and the log (a line per iteration; each step's rows are in events.csv).
- * The target error is prune.target_error, or the validation error at the start of the phase:
+ * The target error is prune.target_error, or (prune.guard) the validation error at the start
+ * of the phase or the best the run has seen before it; the limit adds prune.tolerance (area:
+ * prune.area_tolerance) and prune.guard_z standard errors of the target on the validation set:
  * the guard needs validation samples (the pipeline refuses a pruning phase without them).
  * Large steps first, halving on failure: a layer that tolerates a lot loses 20% per step, and
  * the 1% steps the paper takes are only spent near each layer's limit.
@@ -72,6 +74,12 @@ void nest_prune_state_free(nest_prune_state *s);
  * phase: names exist and have weights (prune) / there is a conv layer (area). NEST_ERR_CONFIG
  * naming the key; called when the run is set up, before anything is written. */
 nest_status nest_prune_check(const nest_trainer *t, int area);
+/* The guard's statistical margin: z standard errors of an error rate e measured on n samples,
+ * z sqrt(e (1 - e) / n) (the binomial standard error); 0 when z <= 0 or n <= 0. */
+double nest_prune_se_margin(double e, int64_t n, double z);
+/* Distillation (prune.distill): t->teacher = a copy of t->net (weights, masks, buffers), the
+ * network every later retraining and fine-tuning step distils from. */
+nest_status nest_prune_teacher(nest_trainer *t);
 /* Run the prune phase (area = 0) or the area phase (area = 1) on x->t's net, logging through g
  * (events.csv); s->res[area] receives the result, s->ran[area] = 1. Collective. */
 nest_status nest_prune_phase(nest_phase_ctx *x, nest_grow *g, nest_prune_state *s, int area);

@@ -85,6 +85,18 @@ typedef struct nest_trainer {
                         test set, i.e. of the network now (NaN: none since start or resume;
                         not in checkpoints) */
 
+  double best_val_error; /* the lowest validation error any evaluation of this run measured
+                            (NaN: none yet; in checkpoints): the pruning guard's "best" target */
+
+  /* The pruning phases' training (the pipeline sets these around them): distillation from
+   * `teacher` (owned; kept once captured, in checkpoints) while `distill` is set, with weight
+   * cfg.prune_distill and temperature cfg.prune_distill_temp; and the dropout override of
+   * nest_ctx (dropout_set, dropout_rate) in training steps. */
+  nest_net *teacher;
+  int distill;
+  int dropout_set;
+  float dropout_rate;
+
   /* Output: one metrics.csv row per epoch (rank 0; NULL = none), the console log. */
   FILE *metrics;     /* owned (closed by destroy) */
   char metrics_path[NEST_PATH_LEN + 32];
@@ -153,7 +165,10 @@ nest_status nest_trainer_load_data(const nest_config *cfg, nest_comm *comm, nest
 void nest_trainer_destroy(nest_trainer **t);
 
 /* One optimizer step: global batch `step_in_epoch` of the epoch's permutation `perm`
- * (length n_train). Adds local loss sum / correct count / rows to the accumulators. */
+ * (length n_train). Adds local loss sum / correct count / rows to the accumulators. With
+ * t->distill and a teacher, the loss is the distillation loss (loss.h): the teacher's logits
+ * come from its forward pass in inference mode over the same (distorted) local rows, so each
+ * rank computes its own rows' soft targets and the gradient sum is unchanged in form. */
 nest_status nest_trainer_step(nest_trainer *t, const int64_t *perm, int64_t step_in_epoch,
                               double lr, double *loss_sum, int64_t *correct, int64_t *rows);
 /* This rank's rows ids[0..n) of ds (train or test) into t->x [n, C, H, W] and t->y through the

@@ -27,9 +27,15 @@ static nest_status dropout_setup(nest_layer *l, int max_batch, int nthreads) {
   return NEST_OK;
 }
 
+/* The rate of this pass: the layer's, or the context's override (a layer built without
+ * dropout has no mask cache and stays off). */
+static float dropout_rate(const nest_layer *l, const nest_ctx *ctx) {
+  return l->hp.rate > 0.0f && ctx->dropout_set ? ctx->dropout_rate : l->hp.rate;
+}
+
 /* Dropout acts in training steps only: not in evaluation, not in gradient-only passes. */
 static int dropout_active(const nest_layer *l, const nest_ctx *ctx) {
-  return ctx->train && !ctx->grad_only && l->hp.rate > 0.0f;
+  return ctx->train && !ctx->grad_only && dropout_rate(l, ctx) > 0.0f;
 }
 
 /* The RNG purpose of this layer's masks. */
@@ -49,8 +55,10 @@ static nest_status dropout_forward(nest_layer *l, const nest_ctx *ctx, const flo
   /* Masks keyed by batch position would differ between rank counts: ids are required. */
   NEST_ASSERT(n == 0 || ctx->sample_ids != NULL);
   uint8_t *keep = (uint8_t *)l->cache;
-  const uint64_t thr = (uint64_t)((double)l->hp.rate * 4294967296.0);
-  const float scale = 1.0f / (1.0f - l->hp.rate);
+  const float rate = dropout_rate(l, ctx);
+  NEST_ASSERT(rate < 1.0f);
+  const uint64_t thr = (uint64_t)((double)rate * 4294967296.0);
+  const float scale = 1.0f / (1.0f - rate);
   const uint32_t purpose = dropout_purpose(l);
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)n * d > 16384)
   for (int i = 0; i < n; ++i) {
@@ -80,7 +88,7 @@ static nest_status dropout_backward(nest_layer *l, const nest_ctx *ctx, const fl
     return NEST_OK;
   }
   const uint8_t *keep = (const uint8_t *)l->cache;
-  const float scale = 1.0f / (1.0f - l->hp.rate);
+  const float scale = 1.0f / (1.0f - dropout_rate(l, ctx));
 #pragma omp parallel for simd schedule(static) num_threads(nt) if (total > 65536)
   for (size_t j = 0; j < total; ++j) dx[j] = keep[j] ? dy[j] * scale : 0.0f;
   return NEST_OK;
