@@ -576,7 +576,20 @@ int64_t nest_prune_steps_left(const nest_trainer *t, const nest_prune_state *ps,
             (1 + k0);
   }
   /* at most one step per live target and iteration left */
-  const double most = (double)live * (c->prune_iterations - done);
+  double most = (double)live * (c->prune_iterations - done);
+  if (!area && c->prune_target_weights > 0 && live > 0) {
+    /* A size target ends the phase sooner: from active weights A to the target T, each
+     * iteration removing about gamma of them (the largest live gamma, gamma_start before the
+     * phase starts), takes log(T / A) / log(1 - gamma) iterations. */
+    int64_t aw, tw;
+    nest_net_count(t->net, &aw, &tw, NULL);
+    double g = started && ps->pts ? 0 : c->prune_gamma_start;
+    for (int i = 0; started && ps->pts && i < ps->npts; ++i)
+      if (!ps->pts[i].stopped && ps->pts[i].gamma > g) g = ps->pts[i].gamma;
+    const double T = (double)c->prune_target_weights, A = (double)aw;
+    const double iters = A <= T ? 0 : g > 0 && g < 1 ? ceil(log(T / A) / log(1.0 - g)) : 1;
+    if (live * iters < most) most = live * iters;
+  }
   if (steps > most) steps = most;
   return (int64_t)(steps * (retrained + r0) / (kept + restored + 1));
 }
