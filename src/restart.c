@@ -229,8 +229,8 @@ static void state_table(image *m, state_entry e[NSTATE]) {
       VAR("norm_std", NEST_CK_F32, &m->norm_std, 1, V_CHANNELS, 0),
       /* the scann phase (scann.h); absent in checkpoints of runs before it existed */
       {K_BEST, "scann_best", 0, NULL, NULL, 0, 0, 1},
-      {K_ARRAY, "scann_counts", NEST_CK_I64, m->sc, NULL, NSCC, V_FIXED, 1},
-      {K_ARRAY, "scann_values", NEST_CK_F64, m->sv, NULL, NSCV, V_FIXED, 1},
+      FIXED_OPT("scann_counts", NEST_CK_I64, m->sc),
+      FIXED_OPT("scann_values", NEST_CK_F64, m->sv),
   };
   memcpy(e, tab, sizeof tab);
 }

@@ -89,37 +89,39 @@ static void put_progress(nest_runlog *l, const char *text) {
   l->last = t;
 }
 
-void nest_log_line(nest_runlog *l, const char *fmt, ...) {
-  if (!l || !l->out) return;
+/* Format a line, then keep it (keep > 0), draw it as progress (keep < 0), or keep it only when
+ * the interval since the last kept line has passed (keep == 0). */
+static void vlog(nest_runlog *l, int keep, const char *fmt, va_list ap) {
   char buf[2048];
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  put_kept(l, buf);
-}
-
-void nest_log_progress(nest_runlog *l, const char *fmt, ...) {
-  if (!l || !l->out) return;
-  char buf[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  put_progress(l, buf);
-}
-
-void nest_log_summary(nest_runlog *l, int keep, const char *fmt, ...) {
-  if (!l || !l->out) return;
-  char buf[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
   if (keep > 0 || (keep == 0 && now_s() - l->last_kept >= interval(l)))
     put_kept(l, buf);
   else
     put_progress(l, buf);
+}
+
+void nest_log_line(nest_runlog *l, const char *fmt, ...) {
+  if (!l || !l->out) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(l, 1, fmt, ap);
+  va_end(ap);
+}
+
+void nest_log_progress(nest_runlog *l, const char *fmt, ...) {
+  if (!l || !l->out) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(l, -1, fmt, ap);
+  va_end(ap);
+}
+
+void nest_log_summary(nest_runlog *l, int keep, const char *fmt, ...) {
+  if (!l || !l->out) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(l, keep, fmt, ap);
+  va_end(ap);
 }
 
 void nest_log_break(nest_runlog *l) {
