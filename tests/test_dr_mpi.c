@@ -29,25 +29,6 @@ static nest_comm *comm;
 static int R;
 static char dir[256];
 
-/* label, then 12 features: 3 latent factors mixed, plus noise; class by the first factor */
-static void write_csv(const char *path, int n, uint64_t seed) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  nest_rng rng;
-  nest_rng_init(&rng, seed, 99, 0, 0);
-  for (int i = 0; i < n; ++i) {
-    double z[3];
-    for (int j = 0; j < 3; ++j) z[j] = nest_rng_normal_f64(&rng);
-    const int y = z[0] < -0.4 ? 0 : z[0] < 0.4 ? 1 : 2;
-    fprintf(f, "c%d", y);
-    for (int j = 0; j < 12; ++j)
-      fprintf(f, ",%.5f", 10 * (j + 1) * (z[j % 3] + 0.3 * z[(j + 1) % 3]) +
-                              0.5 * nest_rng_normal_f64(&rng));
-    fprintf(f, "\n");
-  }
-  fclose(f);
-}
-
 static void base_config(nest_config *c) {
   nest_config_defaults(c);
   snprintf(c->arch, sizeof c->arch, "mlp:12-24-3");
@@ -204,9 +185,9 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s", tmpl);
     char p[300];
     snprintf(p, sizeof p, "%s/train.csv", dir);
-    write_csv(p, 400, 1);
+    assert_int_equal(nest_test_write_factor_csv(p, 400, 1), 0);
     snprintf(p, sizeof p, "%s/test.csv", dir);
-    write_csv(p, 120, 2);
+    assert_int_equal(nest_test_write_factor_csv(p, 120, 2), 0);
   }
   if (nest_comm_bcast(comm, dir, sizeof dir, 0) != NEST_OK) return 1;
   const struct CMUnitTest tests[] = {

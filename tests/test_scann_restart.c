@@ -7,7 +7,10 @@
  *   - resume from checkpoints inside an operation's training, at the end of an operation and
  *     the final one: final model, metrics.csv and events.csv identical to the reference;
  *   - killed (SIGKILL) four times at random moments and restarted with the same command:
- *     identical to the reference. */
+ *     identical to the reference;
+ *   - DR+SCANN (dr.h): a run that reduces a synthetic 12-feature CSV to 4 (PCA or a sparse
+ *     projection, the better by the baseline) before scheme C, resumed from checkpoints inside
+ *     the scann phase, identical to its uninterrupted run (the reduction is the same one). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -165,11 +168,69 @@ static void test_kills(void **state) {
     fail_msg("the run killed 4 times differs from the reference: %s", why);
 }
 
+/* DR+SCANN on a CSV: reduce 12 -> 4 features, then train -> scann (scheme C) */
+static const char dr_ini[] =
+    "[run]\nseed = 2\nthreads = 1\nout_dir = runs\n"
+    "[data]\ntrain = train.csv\ntest = test.csv\nformat = csv\ncsv_label_col = 0\n"
+    "val_split = 0.2\n"
+    "[model]\narch = mlp:12-16-8-3\n"
+    "[dr]\nreduce = pca, sparse\nk = 4\nbaseline_epochs = 2\n"
+    "[synthesis]\nscheme = C\n"
+    "[scann]\niterations = 3\nepochs = 1\nkeep_tolerance = 0.05\n"
+    "[train]\nepochs = 2\nbatch = 20\n"
+    "[optim]\nlr = 0.05\nmomentum = 0.9\n"
+    "[checkpoint]\nevery_steps = 5\nkeep = 1000\nevery_minutes = 0\n";
+
+static void test_dr_resume(void **state) {
+  (void)state;
+  assert_int_equal(nest_test_write_factor_csv(nest_test_path(dir, "train.csv"), 400, 1), 0);
+  assert_int_equal(nest_test_write_factor_csv(nest_test_path(dir, "test.csv"), 120, 2), 0);
+  assert_int_equal(nest_test_write_file(nest_test_path(dir, "dr.ini"), dr_ini, strlen(dr_ini)), 0);
+  const char *ref = run_path("dr_ref");
+  int code = rt_mpi(dir, 2, "dr.ini --set run.run_dir=runs/dr_ref", "dr_ref", out, sizeof out,
+                    err, sizeof err);
+  if (code != 0) fail_msg("DR reference run: exit %d\n%s", code, err);
+  { /* the run did reduce: its model applies a 12 -> 4 reduction to raw rows */
+    char mp[1100];
+    snprintf(mp, sizeof mp, "%s/model.h5", ref);
+    nest_model_input in;
+    assert_int_equal(nest_model_read_input(mp, &in), NEST_OK);
+    assert_non_null(in.reduce);
+    assert_int_equal(in.reduce->k, 4);
+    nest_model_input_free(&in);
+  }
+  int64_t seq[MAXCK], picks[2] = {-1, -1};
+  const int n = rt_list_ckpts(ref, seq, MAXCK);
+  for (int i = 0; i < n; ++i) { /* the first mid-epoch and the last end-of-operation one */
+    rt_ckpt_info info;
+    assert_int_equal(rt_read_info(rt_ckpt_path(ref, seq[i]), &info), 0);
+    if (info.cur.phase != SCANN) continue;
+    if (info.cur.step > 0 && picks[0] < 0) picks[0] = seq[i];
+    if (info.cur.step == 0 && i < n - 1) picks[1] = seq[i];
+  }
+  for (int j = 0; j < 2; ++j) {
+    if (picks[j] < 0) fail_msg("DR run: no checkpoint %s in the scann phase",
+                               j ? "at an operation's end" : "inside an operation");
+    char name[64], args[256], why[4096];
+    snprintf(name, sizeof name, "dr_at%lld", (long long)picks[j]);
+    assert_int_equal(rt_cut_copy(ref, run_path(name), picks[j]), 0);
+    snprintf(args, sizeof args, "dr.ini --set run.run_dir=runs/%s", name);
+    code = rt_mpi(dir, 2, args, name, out, sizeof out, err, sizeof err);
+    if (code != 0) fail_msg("%s: exit %d\n%s", name, code, err);
+    if (rt_compare_runs(ref, run_path(name), why, sizeof why) != 0)
+      fail_msg("DR run resumed from checkpoint %lld differs: %s", (long long)picks[j], why);
+    printf("  DR+SCANN resumed from checkpoint %lld (%s): identical to the reference\n",
+           (long long)picks[j], j ? "at an operation's end" : "inside an operation");
+    fflush(stdout);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_resume),
       cmocka_unit_test(test_kills),
+      cmocka_unit_test(test_dr_resume),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -67,6 +67,24 @@ int nest_test_write_file(const char *path, const void *data, size_t bytes) {
   return (fclose(f) == 0 && w == bytes) ? 0 : -1;
 }
 
+int nest_test_write_factor_csv(const char *path, int n, uint64_t seed) {
+  FILE *f = fopen(path, "w");
+  if (!f) return -1;
+  nest_rng rng;
+  nest_rng_init(&rng, seed, 99, 0, 0);
+  for (int i = 0; i < n; ++i) {
+    double z[3];
+    for (int j = 0; j < 3; ++j) z[j] = nest_rng_normal_f64(&rng);
+    const int y = z[0] < -0.4 ? 0 : z[0] < 0.4 ? 1 : 2;
+    fprintf(f, "c%d", y);
+    for (int j = 0; j < 12; ++j)
+      fprintf(f, ",%.5f", 10 * (j + 1) * (z[j % 3] + 0.3 * z[(j + 1) % 3]) +
+                              0.5 * nest_rng_normal_f64(&rng));
+    fprintf(f, "\n");
+  }
+  return fclose(f) == 0 ? 0 : -1;
+}
+
 double nest_test_max_rel_diff(const float *a, const double *b, size_t n) {
   double m = 0;
   for (size_t i = 0; i < n; ++i) {

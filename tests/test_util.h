@@ -23,6 +23,10 @@ const char *nest_test_data(const char *relpath);
 void nest_test_fill_normal(float *x, size_t n, uint64_t seed, float scale);
 /* Write bytes to a file (for crafting bad inputs); returns 0 on success. */
 int nest_test_write_file(const char *path, const void *data, size_t bytes);
+/* A CSV of n rows for the DR tests: the label ("c0".."c2", by the first of 3 latent normal
+ * factors), then 12 features mixing the factors plus noise, so a 3-4 dimensional reduction keeps
+ * what matters; rows from a counter RNG keyed by seed. Returns 0 on success. */
+int nest_test_write_factor_csv(const char *path, int n, uint64_t seed);
 /* Max |a - b| / max(1, |b|) over n elements. */
 double nest_test_max_rel_diff(const float *a, const double *b, size_t n);
 
