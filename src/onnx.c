@@ -7,7 +7,10 @@
  * at the end, so the emitting functions below only build and never free. Tensor data goes into
  * raw_data as little-endian bytes (what the ONNX format prescribes, whatever the host).
  * The builder tracks the current tensor (its name and whether it is [N, C, H, W] or [N, D]);
- * each layer reads it and leaves its own output there. */
+ * each layer reads it and leaves its own output there. The input steps come first, in
+ * nest_infer's order: the input scale, a DR+SCANN reduction (raw [N, d] -> [N, k], reduce.h's
+ * arrays as the model file holds them: nest_model_load_input reads them, never this file), the
+ * normalisation. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -352,10 +355,42 @@ static nest_status ensure_rank2(onnx_builder *b, const char *prefix) {
   return NEST_OK;
 }
 
-/* ---- the input normalisation ----------------------------------------------------------------- */
+/* ---- the input: scale, reduction, normalisation ---------------------------------------------- */
 
-/* x * input_scale (if not 1), then (x - mean[c]) / std[c] with constants shaped [C, 1, 1]
- * (broadcast over N, H, W) or [D] (tabular). */
+/* DR+SCANN (reduce.h) on the scaled raw rows b->cur [N, d]:
+ *   z [N, d] = (x - min) * s - mean      min, s, mean [d] (broadcast over N)
+ *   y [N, k] = z · componentsᵀ           componentsᵀ [d, k] (nest stores components [k, d])
+ * the float steps nest_reduce_apply takes, in its order (s from nest_reduce_scales, 0 for a
+ * constant feature), so ONNX and nest_infer differ only by the summation order of the MatMul. */
+static nest_status emit_reduce(onnx_builder *b, const nest_reduce *r) {
+  const int d = r->d, k = r->k;
+  const int64_t vd[1] = {d}, td[2] = {d, k};
+  float *s = ob_alloc(b, sizeof(float) * (size_t)d);
+  float *ct = ob_alloc(b, sizeof(float) * (size_t)d * (size_t)k); /* [d, k] */
+  if (b->st != NEST_OK) return b->st;
+  nest_reduce_scales(r, s);
+  for (int j = 0; j < k; ++j)
+    for (int i = 0; i < d; ++i) ct[(size_t)i * k + j] = r->components[(size_t)j * d + i];
+  NEST_CALL(ob_init_f32(b, "reduce.min", 1, vd, r->min));
+  NEST_CALL(ob_init_f32(b, "reduce.scale", 1, vd, s));
+  NEST_CALL(ob_init_f32(b, "reduce.mean", 1, vd, r->mean));
+  NEST_CALL(ob_init_f32(b, "reduce.components_t", 2, td, ct));
+  if (!ob_node(b, "Sub", "reduce.shift", 2, (const char *[]){b->cur, "reduce.min"},
+               "reduce.shifted") ||
+      !ob_node(b, "Mul", "reduce.scale", 2, (const char *[]){"reduce.shifted", "reduce.scale"},
+               "reduce.z") ||
+      !ob_node(b, "Sub", "reduce.centre", 2, (const char *[]){"reduce.z", "reduce.mean"},
+               "reduce.centred") ||
+      !ob_node(b, "MatMul", "reduce.project", 2,
+               (const char *[]){"reduce.centred", "reduce.components_t"}, "reduce.out"))
+    return b->st;
+  b->cur = "reduce.out";
+  return NEST_OK;
+}
+
+/* x * input_scale (if not 1); the reduction (meta->reduce); then (x - mean[c]) / std[c] with
+ * constants shaped [C, 1, 1] (broadcast over N, H, W) or [D] (tabular). The order of nest_infer
+ * (scale, reduce, normalise). */
 static nest_status emit_input(onnx_builder *b, const nest_net *net, const nest_onnx_meta *meta) {
   const int c = net->in_shape.c;
   const int64_t cdims[3] = {c, 1, 1};
@@ -369,6 +404,7 @@ static nest_status emit_input(onnx_builder *b, const nest_net *net, const nest_o
       return b->st;
     b->cur = "input.scaled";
   }
+  if (meta->reduce) NEST_CALL(emit_reduce(b, meta->reduce));
   if (!meta->norm || meta->norm->nch == 0) return NEST_OK;
   NEST_CALL(ob_init_f32(b, "input.mean", cnd, cdims, meta->norm->mean));
   NEST_CALL(ob_init_f32(b, "input.std", cnd, cdims, meta->norm->std));
@@ -692,6 +728,13 @@ static nest_status check_meta(const onnx_builder *b, const nest_net *net, const 
                         "%s: normalisation of channel %d: mean %g, std %g (need finite, std > 0)",
                         b->what, c, nm->mean[c], nm->std[c]);
   }
+  if (m->reduce) {
+    if (!nest_onnx_input_is_tabular(net) || m->reduce->k != net->in_shape.c)
+      return NEST_ERR(NEST_ERR_ARG, "%s: the reduction gives %d features, the model's input is "
+                      "%dx%dx%d (need %d, 1, 1 and no conv2d / maxpool)", b->what, m->reduce->k,
+                      net->in_shape.c, net->in_shape.h, net->in_shape.w, m->reduce->k);
+    NEST_CALL(nest_reduce_validate(m->reduce, b->what));
+  }
   if (!isfinite(m->input_scale) || m->input_scale < 0.0f)
     return NEST_ERR(NEST_ERR_ARG, "%s: input scale %g (need finite, > 0; 0 = 1)", b->what,
                     m->input_scale);
@@ -757,7 +800,9 @@ static nest_status emit_metadata(onnx_builder *b, const nest_net *net, const nes
   str_add(&t, "]");
   NEST_CALL_GOTO(st, ob_prop_str(b, "nest.labels", &t), done);
   NEST_CALL_GOTO(st, ob_prop(b, "nest.input_layout", tab ? "NF" : "NCHW"), done);
-  if (tab)
+  if (m->reduce)
+    str_add(&t, "[%d]", m->reduce->d);
+  else if (tab)
     str_add(&t, "[%d]", in.c);
   else
     str_add(&t, "[%d, %d, %d]", in.c, in.h, in.w);
@@ -772,6 +817,11 @@ static nest_status emit_metadata(onnx_builder *b, const nest_net *net, const nes
     NEST_CALL_GOTO(st, ob_prop_str(b, "nest.norm_mean", &t), done);
     str_floats(&t, m->norm->std, m->norm->nch);
     NEST_CALL_GOTO(st, ob_prop_str(b, "nest.norm_std", &t), done);
+  }
+  if (m->reduce) {
+    NEST_CALL_GOTO(st, ob_prop(b, "nest.reduce", nest_reduce_kind_name(m->reduce->kind)), done);
+    snprintf(num, sizeof num, "%d", m->reduce->k);
+    NEST_CALL_GOTO(st, ob_prop(b, "nest.reduce_k", num), done);
   }
   const size_t na = (size_t)nest_net_arch_string(net, NULL, 0) + 1;
   const size_t nw = (size_t)nest_net_widths_string(net, NULL, 0) + 1;
@@ -803,18 +853,22 @@ done:
 static nest_status build_and_pack(onnx_builder *b, const nest_net *net, const nest_onnx_meta *m,
                                   uint8_t **out, size_t *len) {
   const nest_shape in = net->in_shape;
-  b->capnodes = (size_t)net->nlayers * OB_NODES_PER_LAYER + 2 * (size_t)net->nskips + 8;
-  b->capinits = (size_t)net->nlayers * OB_INITS_PER_LAYER + (size_t)net->nskips + 8;
+  /* + the input's nodes (scale 1, reduction 4, normalisation 2) and initializers (1, 4, 2),
+   * and the output's node */
+  b->capnodes = (size_t)net->nlayers * OB_NODES_PER_LAYER + 2 * (size_t)net->nskips + 16;
+  b->capinits = (size_t)net->nlayers * OB_INITS_PER_LAYER + (size_t)net->nskips + 16;
   b->net = net;
   b->act = ob_alloc(b, sizeof(*b->act) * ((size_t)net->nlayers + 1));
-  b->capprops = (size_t)m->nprops + 16;
+  b->capprops = (size_t)m->nprops + 24; /* nest's own: 15 at most (emit_metadata) */
   b->nodes = ob_alloc(b, sizeof(*b->nodes) * b->capnodes);
   b->inits = ob_alloc(b, sizeof(*b->inits) * b->capinits);
   b->props = ob_alloc(b, sizeof(*b->props) * b->capprops);
   if (b->st != NEST_OK) return b->st;
   b->cur = "input";
   b->rank4 = !nest_onnx_input_is_tabular(net);
-  const int64_t in_dims[3] = {in.c, in.h, in.w}, out_dims[1] = {net->nclasses};
+  /* the graph's input: [N, C, H, W], [N, D], or with a reduction the raw [N, d] */
+  const int64_t in_dims[3] = {m->reduce ? m->reduce->d : in.c, in.h, in.w};
+  const int64_t out_dims[1] = {net->nclasses};
   Onnx__ValueInfoProto *vin = ob_value_info(b, "input", b->rank4 ? 3 : 1, in_dims);
   if (!vin) return b->st;
   NEST_CALL(emit_metadata(b, net, m));

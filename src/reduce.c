@@ -392,7 +392,7 @@ nest_status nest_reduce_fit(const nest_reduce_opts *o, const float *x, int64_t n
   NEST_CALL(nest_reduce_create(o->kind, d, o->k, o->seed, &r));
   NEST_CALL_GOTO(st, nest_malloc((void **)&sc, sizeof(float) * (size_t)d, "reduce scale"), fail);
   NEST_CALL_GOTO(st, fit_minmax(&f, r, o->ctx), fail);
-  for (int i = 0; i < d; ++i) sc[i] = scale_of(r->min[i], r->max[i]);
+  nest_reduce_scales(r, sc);
   NEST_CALL_GOTO(st, fit_mean(&f, r, sc), fail);
   if (o->kind == NEST_REDUCE_PCA)
     NEST_CALL_GOTO(st, fit_pca(&f, r, sc, o->ctx), fail);
@@ -414,7 +414,7 @@ nest_status nest_reduce_apply(const nest_reduce *r, const float *x, int64_t n, f
   NEST_CALL(nest_malloc_aligned((void **)&buf, sizeof(float) * (slot * (size_t)nt + (size_t)d),
                                 "reduce apply rows"));
   float *sc = buf + slot * (size_t)nt;
-  for (int i = 0; i < d; ++i) sc[i] = scale_of(r->min[i], r->max[i]);
+  nest_reduce_scales(r, sc);
 #pragma omp parallel num_threads(nt)
   {
     omp_set_num_threads(1); /* single-threaded sgemv, also in a team of one */
@@ -429,6 +429,10 @@ nest_status nest_reduce_apply(const nest_reduce *r, const float *x, int64_t n, f
   }
   nest_free_aligned(buf);
   return NEST_OK;
+}
+
+void nest_reduce_scales(const nest_reduce *r, float *s) {
+  for (int i = 0; i < r->d; ++i) s[i] = scale_of(r->min[i], r->max[i]);
 }
 
 void nest_reduce_normalise(const nest_reduce *r, const float *x, int64_t n, float *z) {

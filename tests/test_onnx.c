@@ -20,6 +20,7 @@
 #include "nest/net.h"
 #include "nest/arch.h"
 #include "nest/onnx.h"
+#include "nest/reduce.h"
 #include "nest/rng.h"
 #include "onnx/onnx.pb-c.h"
 #include "onnx_util.h"
@@ -110,43 +111,37 @@ static void make_inputs(const nest_net *net, const nest_norm *nm, float scale, i
     }
 }
 
-/* Export net (with norm / scale), check the file, run it with ONNX Runtime on raw inputs and
- * compare with nest's forward pass. ops: substrings the checker's op list must contain. */
-static void export_and_compare(const char *name, nest_net *net, const nest_norm *nm, float scale,
-                               int pixels, const char *const *ops) {
-  const nest_shape s = net->in_shape;
-  const size_t d = nest_shape_size(s);
-  nest_onnx_meta meta = {.norm = nm, .input_scale = scale};
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s.onnx", nest_test_tmpdir(), name);
-  assert_ok(nest_onnx_write(net, &meta, path));
-
+/* python3-onnx's checker on the file at path: valid, opset 13, nest's IR version, and every
+ * substring of ops (NULL-terminated) in its summary. */
+static void check_file(const char *name, const char *path, const char *const *ops) {
   char out[65536];
   int rc = onnx_test_check(path, out, sizeof out);
   if (rc == 77) {
     printf("SKIP (checker): %s", out);
-  } else {
-    if (rc != 0) fail_msg("%s: the ONNX checker rejects the file: %s", name, out);
-    assert_non_null(strstr(out, "\"opset\": {\"ai.onnx\": 13}"));
-    char ir[64];
-    snprintf(ir, sizeof ir, "\"ir_version\": %d", (int)ONNX__VERSION__IR_VERSION);
-    assert_non_null(strstr(out, ir));
-    for (int i = 0; ops && ops[i]; ++i)
-      if (!strstr(out, ops[i])) fail_msg("%s: no %s in the graph: %s", name, ops[i], out);
+    return;
   }
+  if (rc != 0) fail_msg("%s: the ONNX checker rejects the file: %s", name, out);
+  assert_non_null(strstr(out, "\"opset\": {\"ai.onnx\": 13}"));
+  char ir[64];
+  snprintf(ir, sizeof ir, "\"ir_version\": %d", (int)ONNX__VERSION__IR_VERSION);
+  assert_non_null(strstr(out, ir));
+  for (int i = 0; ops && ops[i]; ++i)
+    if (!strstr(out, ops[i])) fail_msg("%s: no %s in the graph: %s", name, ops[i], out);
+}
 
+/* ONNX Runtime on the raw rows raw [ROWS, dims...] (ndims 1: tabular) against nest's forward
+ * pass on x, nest's input for the same rows: every logit within TOL. Skips when ONNX Runtime
+ * cannot be installed. */
+static void ort_compare(const char *name, const char *path, nest_net *net, const float *raw,
+                        const float *x, int ndims, const int *dims) {
   char why[1024];
   if (!onnx_test_ort_ready(why, sizeof why)) {
     printf("SKIP (ONNX Runtime): %s\n", why);
     skip();
   }
-  float *raw = nest_test_falloc((size_t)ROWS * d), *x = nest_test_falloc((size_t)ROWS * d);
   float *ort = nest_test_falloc((size_t)ROWS * net->nclasses);
-  make_inputs(net, nm, scale, pixels, 42, raw, x);
-  const int tab = nest_onnx_input_is_tabular(net);
-  const int dims[3] = {s.c, s.h, s.w};
   char err[8192];
-  if (onnx_test_ort_run(path, raw, ROWS, tab ? 1 : 3, dims, 10, ort, net->nclasses, err,
+  if (onnx_test_ort_run(path, raw, ROWS, ndims, dims, 10, ort, net->nclasses, err,
                         sizeof err) != 0)
     fail_msg("%s: ONNX Runtime failed: %s", name, err);
   nest_ctx ctx = {.n = ROWS, .train = 0, .nthreads = 1};
@@ -159,9 +154,27 @@ static void export_and_compare(const char *name, nest_net *net, const nest_norm 
          diff, big);
   assert_true(big > 0.1); /* a net whose logits vanish would compare nothing */
   assert_true(diff <= TOL);
+  free(ort);
+}
+
+/* Export net (with norm / scale), check the file, run it with ONNX Runtime on raw inputs and
+ * compare with nest's forward pass. ops: substrings the checker's op list must contain. */
+static void export_and_compare(const char *name, nest_net *net, const nest_norm *nm, float scale,
+                               int pixels, const char *const *ops) {
+  const nest_shape s = net->in_shape;
+  const size_t d = nest_shape_size(s);
+  nest_onnx_meta meta = {.norm = nm, .input_scale = scale};
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s.onnx", nest_test_tmpdir(), name);
+  assert_ok(nest_onnx_write(net, &meta, path));
+  check_file(name, path, ops);
+  float *raw = nest_test_falloc((size_t)ROWS * d), *x = nest_test_falloc((size_t)ROWS * d);
+  make_inputs(net, nm, scale, pixels, 42, raw, x);
+  const int tab = nest_onnx_input_is_tabular(net);
+  const int dims[3] = {s.c, s.h, s.w};
+  ort_compare(name, path, net, raw, x, tab ? 1 : 3, dims);
   free(raw);
   free(x);
-  free(ort);
 }
 
 /* The model nest_onnx_encode writes, read back with protobuf-c (onnx__model_proto__free_unpacked
@@ -510,6 +523,133 @@ static void test_errors(void **state) {
   nest_net_destroy(&net);
 }
 
+/* ---- DR+SCANN: a reduction before the net ------------------------------------------------- */
+
+#define RD 9     /* raw features */
+#define RK 4     /* after the reduction: the net's input */
+#define RFIT 60  /* rows the reduction is fitted on */
+#define RCONST 2 /* a feature constant in the fitted rows: its scale is 0 */
+
+/* Raw rows [n, RD]: feature i is 10 i + N(1, 3^2); feature RCONST is 5 in every row when
+ * `constant` (the fitted rows), random like the others otherwise (the compared rows: it must
+ * not matter). */
+static void raw_rows(float *x, int n, int constant, uint64_t seed) {
+  nest_rng r;
+  nest_rng_init(&r, seed, NEST_RNG_TEST, 11, 0);
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < RD; ++i)
+      x[t * RD + i] = constant && i == RCONST ? 5.0f : 10.0f * i + 1.0f + 3.0f * nest_rng_normal(&r);
+}
+
+static float init_float(const Onnx__TensorProto *t, size_t j) {
+  const uint8_t *p = t->raw_data.data + 4 * j;
+  const uint32_t u =
+      (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+  float v;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
+/* The reduction's part of the graph read back: nodes in nest_infer's order, the constants bit
+ * for bit (componentsᵀ [d, k], a zero scale for the constant feature). */
+static void check_reduce_nodes(const nest_net *net, const nest_onnx_meta *meta) {
+  const nest_reduce *r = meta->reduce;
+  Onnx__ModelProto *m = encode_unpack(net, meta);
+  const Onnx__GraphProto *g = m->graph;
+  const char *want[] = {"Mul", "Sub", "Mul", "Sub", "MatMul", "Sub", "Div", "Gemm"};
+  assert_true(g->n_node >= 8);
+  for (int i = 0; i < 8; ++i) assert_string_equal(g->node[i]->op_type, want[i]);
+  assert_int_equal(g->input[0]->type->tensor_type->shape->dim[1]->dim_value, RD);
+  const Onnx__TensorProto *ct = find_init(g, "reduce.components_t"),
+                          *sc = find_init(g, "reduce.scale"), *mn = find_init(g, "reduce.min");
+  assert_non_null(ct);
+  assert_non_null(sc);
+  assert_non_null(mn);
+  assert_int_equal(ct->n_dims, 2);
+  assert_int_equal(ct->dims[0], RD);
+  assert_int_equal(ct->dims[1], RK);
+  for (int i = 0; i < RD; ++i) {
+    for (int j = 0; j < RK; ++j)
+      assert_true(init_float(ct, (size_t)i * RK + j) == r->components[j * RD + i]);
+    assert_true(init_float(mn, (size_t)i) == r->min[i]);
+    if (i == RCONST) assert_true(init_float(sc, (size_t)i) == 0.0f);
+    else assert_true(fabsf(init_float(sc, (size_t)i) * (r->max[i] - r->min[i]) - 1.0f) < 1e-6f);
+  }
+  onnx__model_proto__free_unpacked(m, NULL);
+}
+
+/* A reduction of kind `kind` fitted on scaled raw rows (what training reduces: raw * scale),
+ * a small net on its RK outputs with a per-feature normalisation; the ONNX model takes the raw
+ * [N, RD] rows. Reference: nest_infer's steps — raw * scale, nest_reduce_apply, (y - mean) /
+ * std — then nest_net_forward. */
+static void reduce_case(const char *name, nest_reduce_kind kind, float scale) {
+  float fit[RFIT * RD], raw[ROWS * RD], scaled[ROWS * RD], y[ROWS * RK], x[ROWS * RK];
+  const float sc = scale != 0.0f ? scale : 1.0f;
+  raw_rows(fit, RFIT, 1, 21);
+  for (int i = 0; i < RFIT * RD; ++i) fit[i] *= sc;
+  const nest_reduce_opts o = {.kind = kind, .k = RK, .seed = 5};
+  nest_reduce *r = NULL;
+  assert_ok(nest_reduce_fit(&o, fit, RFIT, RD, NULL, RFIT, &r));
+  const nest_layer_spec specs[] = {
+      {NEST_LAYER_DENSE, "fc1", {.units = 7}},
+      {NEST_LAYER_RELU, "fc1.relu", {0}},
+      {NEST_LAYER_DENSE, "fc2", {.units = 3}},
+  };
+  nest_net *net = make_net(specs, 3, (nest_shape){RK, 1, 1}, 3, 1.0, 3);
+  nest_norm nm;
+  random_norm(&nm, RK, 3);
+  const nest_onnx_meta meta = {.norm = &nm, .input_scale = scale, .reduce = r};
+  check_reduce_nodes(net, &meta);
+  char path[1024], in_shape[64], kind_meta[64];
+  snprintf(path, sizeof path, "%s/%s.onnx", nest_test_tmpdir(), name);
+  assert_ok(nest_onnx_write(net, &meta, path));
+  snprintf(in_shape, sizeof in_shape, "\"input\": [\"N\", %d]", RD);
+  snprintf(kind_meta, sizeof kind_meta, "\"nest.reduce\": \"%s\"", nest_reduce_kind_name(kind));
+  const char *ops[] = {in_shape, "\"logits\": [\"N\", 3]", "\"MatMul\"", kind_meta,
+                       "\"nest.reduce_k\": \"4\"", "\"nest.input_shape\": \"[9]\"", NULL};
+  check_file(name, path, ops);
+  raw_rows(raw, ROWS, 0, 22);
+  for (int i = 0; i < ROWS * RD; ++i) scaled[i] = raw[i] * sc;
+  assert_ok(nest_reduce_apply(r, scaled, ROWS, y));
+  for (int t = 0; t < ROWS; ++t)
+    for (int j = 0; j < RK; ++j) x[t * RK + j] = (y[t * RK + j] - nm.mean[j]) / nm.std[j];
+  const int dims[1] = {RD};
+  ort_compare(name, path, net, raw, x, 1, dims);
+  nest_norm_free(&nm);
+  nest_net_destroy(&net);
+  nest_reduce_destroy(&r);
+}
+
+static void test_reduce_pca(void **state) { reduce_case("reduce_pca", NEST_REDUCE_PCA, 0.5f); }
+static void test_reduce_gaussian(void **state) {
+  reduce_case("reduce_gaussian", NEST_REDUCE_GAUSSIAN, 0.25f);
+}
+static void test_reduce_sparse(void **state) {
+  reduce_case("reduce_sparse", NEST_REDUCE_SPARSE, 2.0f);
+}
+
+/* A reduction whose k is not the net's input, or whose arrays are not finite, is refused. */
+static void test_reduce_errors(void **state) {
+  float fit[RFIT * RD];
+  raw_rows(fit, RFIT, 1, 23);
+  const nest_reduce_opts o = {.kind = NEST_REDUCE_GAUSSIAN, .k = RK, .seed = 5};
+  nest_reduce *r = NULL;
+  assert_ok(nest_reduce_fit(&o, fit, RFIT, RD, NULL, RFIT, &r));
+  const nest_layer_spec specs[] = {{NEST_LAYER_DENSE, "fc1", {.units = 2}}};
+  nest_net *net = make_net(specs, 1, (nest_shape){RK + 1, 1, 1}, 2, 1.0, 3);
+  const nest_onnx_meta meta = {.reduce = r};
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  expect_error(nest_onnx_encode(net, &meta, &buf, &len), NEST_ERR_ARG, "reduction gives 4");
+  nest_net_destroy(&net);
+  net = make_net(specs, 1, (nest_shape){RK, 1, 1}, 2, 1.0, 3);
+  r->mean[3] = NAN;
+  expect_error(nest_onnx_encode(net, &meta, &buf, &len), NEST_ERR_FORMAT, "reduce/mean[3]");
+  assert_null(buf);
+  nest_net_destroy(&net);
+  nest_reduce_destroy(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_encoding),       cmocka_unit_test(test_errors),
@@ -517,6 +657,8 @@ int main(void) {
       cmocka_unit_test(test_cnn),            cmocka_unit_test(test_partial_area),
       cmocka_unit_test(test_shape_changes),
       cmocka_unit_test(test_skips),
+      cmocka_unit_test(test_reduce_pca),     cmocka_unit_test(test_reduce_gaussian),
+      cmocka_unit_test(test_reduce_sparse),  cmocka_unit_test(test_reduce_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,8 +6,9 @@
  *   elsewhere), never over its input, and --force replaces an existing output atomically (a
  *   write that fails half-way, here at a file-size limit, leaves the old output intact);
  *   nest_export --onnx writes what nest_onnx_encode gives with the model's input record, names
- *   and --force rules; --config recomputes the input record of a format-1 file as training
- *   does, and must agree with a record the file has. */
+ *   and --force rules, and exports a DR+SCANN model (reduction and all); --config recomputes
+ *   the input record of a format-1 file as training does, and must agree with a record the
+ *   file has. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include "nest/model.h"
 #include "nest/net.h"
 #include "nest/onnx.h"
+#include "nest/reduce.h"
 #include "test_util.h"
 
 #define JACCARD NEST_BINARY_DIR "/nest_jaccard"
@@ -397,6 +399,24 @@ static size_t slurp_bytes(const char *path, uint8_t *buf, size_t cap) {
   return n;
 }
 
+/* The file at onnx holds exactly what nest_onnx_encode gives for net with the input record in
+ * (a 6-feature tabular record: scale, reduction, normalisation, class names) and the metadata
+ * nest_export adds for the model file `model`. */
+static void assert_onnx_is_encoding(const char *onnx, const nest_net *net,
+                                    const nest_model_input *in, const char *model) {
+  const nest_onnx_prop props[] = {
+      {"nest.source", model}, {"nest.data_shape", "6x1x1"}, {"nest.center_crop", "0"}};
+  const nest_onnx_meta meta = {.norm = &in->norm, .input_scale = in->scale, .labels = in->labels,
+                               .reduce = in->reduce, .nprops = 3, .props = props};
+  uint8_t *enc;
+  size_t len;
+  assert_ok(nest_onnx_encode(net, &meta, &enc, &len));
+  static uint8_t file[1 << 20];
+  assert_int_equal(slurp_bytes(onnx, file, sizeof file), len);
+  assert_memory_equal(file, enc, len);
+  free(enc);
+}
+
 /* --onnx writes exactly what nest_onnx_encode gives for the net with the model's normalisation
  * and class names (and nest.source etc.); the output name must end in .onnx with --onnx and not
  * without it; an existing output needs --force; a run's checkpoints/ stays off limits. */
@@ -413,17 +433,7 @@ static void test_export_onnx(void **state) {
   nest_net *net = save_with_input(model, &in);
   snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
   if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
-  const nest_onnx_prop props[] = {
-      {"nest.source", model}, {"nest.data_shape", "6x1x1"}, {"nest.center_crop", "0"}};
-  const nest_onnx_meta meta = {.norm = &in.norm, .input_scale = 1.0f, .labels = names,
-                               .nprops = 3, .props = props};
-  uint8_t *enc;
-  size_t len;
-  assert_ok(nest_onnx_encode(net, &meta, &enc, &len));
-  static uint8_t file[1 << 20];
-  assert_int_equal(slurp_bytes(onnx, file, sizeof file), len);
-  assert_memory_equal(file, enc, len);
-  free(enc);
+  assert_onnx_is_encoding(onnx, net, &in, model);
   /* names and --force */
   const char *bad_names[][2] = {{"--onnx", "model.h5"}, {"", "model.onnx"}, {"--onnx", "x.ONNX"}};
   for (int k = 0; k < 3; ++k) {
@@ -475,6 +485,37 @@ static void test_export_onnx(void **state) {
   assert_true(back.norm.std[4] == 0.25f);
   nest_model_input_free(&back);
   nest_net_destroy(&net);
+}
+
+/* A DR+SCANN model (its input record holds a reduction, /input/reduce: 6 raw features -> 3)
+ * exports: the file is what nest_onnx_encode gives with that reduction (test_onnx checks such a
+ * graph against nest's forward pass with ONNX Runtime), its input the raw 6 features. Until the
+ * export wrote the reduction, nest_export refused such a model. */
+static void test_export_onnx_reduce(void **state) {
+  const char *dir = nest_test_tmpdir();
+  char model[1024], onnx[1100], args[8192];
+  snprintf(model, sizeof model, "%s/onnx-dr.h5", dir);
+  snprintf(onnx, sizeof onnx, "%s/dr.onnx", dir);
+  float rows[40 * 6];
+  for (int t = 0; t < 40; ++t)
+    for (int i = 0; i < 6; ++i) rows[t * 6 + i] = (float)((t * (i + 3)) % 11) + 0.5f * i;
+  const nest_reduce_opts ro = {.kind = NEST_REDUCE_PCA, .k = 3};
+  nest_reduce *r = NULL;
+  assert_ok(nest_reduce_fit(&ro, rows, 40, 6, NULL, 40, &r));
+  float mean[3] = {0.1f, -0.2f, 0.0f}, sd[3] = {0.5f, 1.5f, 2.0f};
+  char *names[2] = {"B", "M"};
+  const nest_model_input in = {.known = 1, .data_shape = {6, 1, 1}, .scale = 1.0f,
+                               .norm = {3, mean, sd}, .nlabels = 2, .labels = names,
+                               .format = "csv", .csv_delim = ',', .reduce = r};
+  nest_net *net = nest_test_net("mlp:3-5-2", (nest_shape){3, 1, 1}, 2, NULL, NULL, 0);
+  assert_ok(nest_net_init(net, 4, 1.0, -1));
+  const nest_model_info info = {.val_error = NAN, .test_error = NAN, .input = &in};
+  assert_ok(nest_model_save_info(net, &info, model));
+  snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
+  if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
+  assert_onnx_is_encoding(onnx, net, &in, model);
+  nest_net_destroy(&net);
+  nest_reduce_destroy(&r);
 }
 
 /* --config recomputes the input record of a format-1 file from the run's config as training
@@ -561,6 +602,7 @@ int main(void) {
       cmocka_unit_test(test_export),
       cmocka_unit_test(test_export_force_atomic),
       cmocka_unit_test(test_export_onnx),
+      cmocka_unit_test(test_export_onnx_reduce),
       cmocka_unit_test(test_export_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,8 +7,13 @@
  *   input  "input"  float [N, C, H, W] (images) or [N, D] (tabular: an input of shape (D, 1, 1)
  *                   and no conv2d / maxpool layer), the raw values as the data hold them
  *                   (pixels 0..255 for IDX / image data: meta->input_scale takes them to the
- *                   units the normalisation was computed in)
+ *                   units the normalisation was computed in); with meta->reduce [N, d], the d
+ *                   raw features the reduction takes (D = reduce->k is then the net's input)
  *   "input.scale"   Mul by input_scale (only when it is not 1)
+ *   "reduce.*"      with meta->reduce (DR+SCANN, reduce.h), on the scaled rows [N, d]: Sub min,
+ *                   Mul s (s = 1 / (max - min), 0 for a constant feature), Sub mean (all [d]),
+ *                   MatMul componentsᵀ [d, k] -> [N, k]: nest_reduce_apply's float steps, in its
+ *                   order (scale, reduce, normalise: what nest_infer does, model.h)
  *   "input.norm"    Sub mean[c], Div std[c] (per channel [C, 1, 1] or per feature [D]), when
  *                   meta->norm is given: exactly nest's (v * u8_scale - mean) / std (data.h)
  *   then per layer, in order:
@@ -31,11 +36,14 @@
  * Metadata (metadata_props): nest.format, nest.format_version, nest.labels (a JSON array of the
  * class names, index = logit), nest.input_layout ("NCHW" / "NF"), nest.input_shape,
  * nest.input_scale, nest.normalization ("per_channel", "per_feature", "none"), nest.norm_mean,
- * nest.norm_std (JSON arrays), nest.arch, nest.widths, nest.active_weights, nest.total_weights,
- * then the caller's own (meta->props).
+ * nest.norm_std (JSON arrays), with a reduction nest.reduce (its kind) and nest.reduce_k,
+ * nest.arch, nest.widths, nest.active_weights, nest.total_weights, then the caller's own
+ * (meta->props).
  * Errors: NEST_ERR_ARG for what cannot be exported (an unknown layer kind, a model over the
  * 2 GiB a single protobuf may hold, a normalisation whose channel count is not the input's,
- * a missing label, a duplicate metadata key) naming the layer or the key; NEST_ERR_NUMERIC for
+ * a reduction whose k is not the net's input features or on a net that is not tabular, a
+ * missing label, a duplicate metadata key) naming the layer or the key; NEST_ERR_FORMAT for a
+ * reduction whose arrays fail nest_reduce_validate; NEST_ERR_NUMERIC for
  * a NaN / Inf value naming the layer and tensor; NEST_ERR_IO naming the file. */
 #ifndef NEST_ONNX_H
 #define NEST_ONNX_H
@@ -45,6 +53,7 @@
 
 #include "nest/data.h"
 #include "nest/net.h"
+#include "nest/reduce.h"
 #include "nest/status.h"
 
 #define NEST_ONNX_OPSET 13
@@ -65,6 +74,9 @@ typedef struct {
                                  dataset's u8_scale); 0 = 1 */
   char *const *labels;        /* [net->nclasses] class names (the dataset's class_names) or
                                  NULL: the class indices "0", "1", ... */
+  const nest_reduce *reduce;  /* DR+SCANN: raw [d] features -> the net's reduce->k, applied to
+                                 the scaled input before the normalisation (whose nch is then
+                                 k); NULL: none. Needs a tabular net (input (k, 1, 1)) */
   const char *doc;            /* the model's doc_string, or NULL */
   int nprops;                 /* extra metadata entries; keys must not repeat nest's own */
   const nest_onnx_prop *props;

@@ -94,6 +94,11 @@ nest_status nest_reduce_fit(const nest_reduce_opts *o, const float *x, int64_t n
  * in a hot loop). */
 nest_status nest_reduce_apply(const nest_reduce *r, const float *x, int64_t n, float *y);
 
+/* The min-max scales s[i] = 1 / (max_i - min_i) apply and normalise multiply by, s [d]: computed
+ * in double and rounded once; 0 for a constant feature (or a range whose reciprocal overflows a
+ * float). What an exporter writes as a constant (onnx.h). */
+void nest_reduce_scales(const nest_reduce *r, float *s);
+
 /* Min-max normalisation alone: z[r, :] = (x[r, :] - min) * s for r < n (no centring, no
  * projection); x and z [n, d] (may alias). The same float formula apply uses. */
 void nest_reduce_normalise(const nest_reduce *r, const float *x, int64_t n, float *z);

@@ -5,8 +5,9 @@
  *
  *   nest_export outputs/run/checkpoints/ckpt-00000042.h5 grown.h5
  *   nest_export outputs/run grown.h5          the run's model.h5, else its newest checkpoint
- *   nest_export --onnx outputs/run model.onnx the same network as ONNX, normalisation and class
- *                                             names from the model's input record
+ *   nest_export --onnx outputs/run model.onnx the same network as ONNX, scale, DR+SCANN
+ *                                             reduction, normalisation and class names from
+ *                                             the model's input record
  *   nest_export --config outputs/old/config.ini outputs/old/model.h5 new.h5
  *                                             a file from before format 2 with its input record
  *                                             recomputed from the run's data, as training did
@@ -158,14 +159,14 @@ static int parse_args(int argc, char **argv, opts *o) {
       printf("%s\nWrite the network of a model file, a restart checkpoint or a run directory\n"
              "(its model.h5; a run that has not finished: its newest checkpoint) as a model\n"
              "file (docs/model-format.md), or with --onnx as an ONNX model (docs/onnx.md) whose\n"
-             "graph starts with the model's input normalisation and whose metadata holds its\n"
-             "class names. OUT must not exist unless --force, which replaces it atomically; OUT\n"
-             "is never a restart checkpoint, nor in a run's checkpoints/ directory, nor the\n"
-             "input. --onnx needs an OUT ending in .onnx; without --onnx OUT must not end so.\n"
-             "--config RUN/config.ini recomputes the input record (normalisation, class names)\n"
-             "from the run's data as training did, for files from before format 2; for a file\n"
-             "that has one, it must agree. Data paths are relative to the current directory,\n"
-             "as for the run.\n", usage_line);
+             "graph starts with the model's input scale, DR+SCANN reduction (if any) and\n"
+             "normalisation, and whose metadata holds its class names. OUT must not exist\n"
+             "unless --force, which replaces it atomically; OUT is never a restart checkpoint,\n"
+             "nor in a run's checkpoints/ directory, nor the input. --onnx needs an OUT ending\n"
+             "in .onnx; without --onnx OUT must not end so. --config RUN/config.ini recomputes\n"
+             "the input record (normalisation, class names) from the run's data as training\n"
+             "did, for files from before format 2; for a file that has one, it must agree.\n"
+             "Data paths are relative to the current directory, as for the run.\n", usage_line);
       return 1;
     }
     if (strcmp(argv[i], "--force") == 0) {
@@ -253,6 +254,7 @@ static nest_status write_onnx(const nest_net *net, const nest_model_input *in, c
   const nest_onnx_meta meta = {.norm = in->norm.nch ? &in->norm : NULL,
                                .input_scale = in->scale,
                                .labels = in->labels,
+                               .reduce = in->reduce,
                                .nprops = 3,
                                .props = props};
   return nest_onnx_write(net, &meta, out);
@@ -280,11 +282,6 @@ int main(int argc, char **argv) {
   nest_status st = nest_model_load_input(src, 1, 1, &net, &file_in);
   if (st == NEST_OK) st = nest_model_read_info(src, &info);
   if (st == NEST_OK) st = choose_input(&o, src, &file_in, &train, &cfg_in, &use);
-  if (st == NEST_OK && o.onnx && use->reduce)
-    st = NEST_ERR(NEST_ERR_ARG, "%s: the model reduces its %d raw features to %d first "
-                  "(DR+SCANN, /input/reduce); the ONNX export does not write that step yet: "
-                  "use nest_infer, or reduce the rows yourself (docs/scann.md)", src,
-                  use->reduce->d, use->reduce->k);
   if (st == NEST_OK && o.onnx) {
     st = write_onnx(net, use, src, o.out);
   } else if (st == NEST_OK) {
