@@ -6,7 +6,8 @@
  *   alike), and every rank holds it;
  * - the baseline scored every candidate and the winner has the best validation accuracy;
  * - the model file records the reduction (/input/reduce, the same arrays) and nest_infer, given
- *   the RAW test CSV, applies it: its error count is the run's test error;
+ *   the RAW test CSV, applies it: its error count is the run's test error; so does the Python
+ *   example docs/examples/infer_numpy.py (the net has a dense skip tensor in>fc2 too);
  * - bad dr keys (k not below the features, an unknown reduction) are refused at set-up naming
  *   the key, the same message on every rank.
  * Run under mpiexec -n 1/2. */
@@ -32,6 +33,9 @@ static char dir[256];
 static void base_config(nest_config *c) {
   nest_config_defaults(c);
   snprintf(c->arch, sizeof c->arch, "mlp:12-24-3");
+  /* a dense skip tensor from the (reduced) input to the output layer: readers must apply it */
+  snprintf(c->skips, sizeof c->skips, "in>fc2");
+  c->skip_density = 1;
   snprintf(c->dir, sizeof c->dir, "%s", dir);
   snprintf(c->train, sizeof c->train, "train.csv");
   snprintf(c->test, sizeof c->test, "test.csv");
@@ -140,6 +144,24 @@ static void test_reduce_then_train(void **state) {
     assert_int_equal(n, ntest);
     const long want = lround((1.0 - te.acc) * (double)ntest);
     if (wrong != want) fail_msg("nest_infer: %ld wrong of %ld, the run: %ld", wrong, n, want);
+    /* and so does the Python example (h5py + numpy: the reduction and the skip tensor) */
+    if (system("/usr/bin/python3 -c 'import h5py, numpy' 2>/dev/null") != 0) {
+      printf("SKIP (python): /usr/bin/python3 lacks h5py or numpy\n");
+    } else {
+      snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/docs/examples/infer_numpy.py %s %s/test.csv",
+               NEST_SOURCE_DIR, mpath, dir);
+      char pyout[4096], pyerr[4096];
+      if (nest_test_run(cmd, pyout, sizeof pyout, pyerr, sizeof pyerr) != 0)
+        fail_msg("%s failed: %s", cmd, pyerr);
+      long pw = -1, pn = -1;
+      const char *t = strstr(pyout, "test_error = ");
+      if (!t || sscanf(t, "test_error = %*f (%ld / %ld)", &pw, &pn) != 2)
+        fail_msg("no test_error line from infer_numpy.py:\n%s", pyout);
+      if (pw != want || pn != ntest)
+        fail_msg("infer_numpy.py: %ld wrong of %ld, the run: %ld of %lld", pw, pn, want,
+                 (long long)ntest);
+      printf("infer_numpy.py on the raw rows: %ld wrong of %ld, as the run\n", pw, pn);
+    }
   }
   nest_reduce_destroy(&mine);
   free(tri);

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""infer_numpy.py - run a nest model file with h5py and numpy alone (docs/model-format.md).
+"""infer_numpy.py - run a nest model file with h5py and numpy alone (docs/model-format.md):
+conv, pooling, batch norm, partial-area masks, SCANN skip tensors and a DR+SCANN reduction.
 
     python3 infer_numpy.py RUN/model.h5 t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
     python3 infer_numpy.py RUN/model.h5 new-rows.csv          # CSV read as the training CSV was
@@ -33,13 +34,33 @@ def windows(x, kh, kw, stride, pad, fill):
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :p, :q]
 
 
+def text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def skip_input(order, inputs, src):
+    """What a skip tensor from `src` reads: the net's input ("in"), else the input of the first
+    dense / conv layer after layer `src` (its ReLU's output, after any dropout)."""
+    if src == "in":
+        return inputs[-1]
+    names = [n.split("_", 1)[1] for n in order]
+    after = [i for i in range(names.index(src) + 1, len(order)) if i in inputs]
+    return inputs[after[0]]
+
+
 def forward(layers, x):
     """Logits [N, classes] of normalised inputs x [N, C, H, W], the layers in index order."""
-    for name in sorted(layers):  # "000_fc1", "001_fc1.relu", ...
+    order = sorted(layers)  # "000_fc1", "001_fc1.relu", ...
+    inputs = {-1: x.reshape(len(x), -1)}  # flattened inputs of the dense / conv layers so far
+    for i, name in enumerate(order):
         g, a = layers[name], layers[name].attrs
         kind = a["kind"]
+        if kind in ("dense", "conv2d"):
+            inputs[i] = x.reshape(len(x), -1)
         if kind == "dense":  # y = x W^T + b, x flattened in C, H, W order
             x = x.reshape(len(x), -1) @ param(g, "W").T + param(g, "b")
+            for src in filter(None, (s.strip() for s in text(a.get("skips", "")).split(","))):
+                x = x + skip_input(order, inputs, src) @ param(g, "skip_" + src).T  # SCANN
         elif kind == "conv2d":  # y[o] = b[o] + sum_m area[o, m] * (W[o, m] correlated with x[m])
             W, b = param(g, "W"), param(g, "b")
             (oc, c, kh, kw), n = W.shape, len(x)
@@ -76,6 +97,14 @@ def prepare(f, raw):
         top, left = (raw.shape[2] - crop) // 2, (raw.shape[3] - crop) // 2
         raw = raw[:, :, top:top + crop, left:left + crop]
     x = raw.astype(np.float32) * np.float32(inp.attrs["scale"])
+    if "reduce" in inp:  # DR+SCANN: y = components ((x - min) s - mean), s = 1 / (max - min)
+        r = inp["reduce"]
+        lo, hi = r["min"][()], r["max"][()]
+        span = hi.astype(np.float64) - lo.astype(np.float64)  # 1 / span in double, as nest
+        s = np.where(hi > lo, 1.0 / np.where(hi > lo, span, 1.0), 0.0).astype(np.float32)
+        z = (x.reshape(len(x), -1) - lo) * s - r["mean"][()]
+        comps = r["components"][()].reshape(int(r.attrs["k"]), -1)  # [k, d] row-major
+        x = (z @ comps.T).reshape(len(x), -1, 1, 1)
     if inp.attrs["normalization"] != "none":  # per channel (per feature for tabular data)
         shape = (1, -1, 1, 1)
         x = (x - inp["mean"][()].reshape(shape)) / inp["std"][()].reshape(shape)
