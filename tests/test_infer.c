@@ -6,6 +6,8 @@
  *     bytes at 1 and 2 threads and any batch size) and the dense path (--dense; the same bytes
  *     at 1 and 2 threads); a run directory stands for its model.h5; --out needs --force to
  *     replace a file;
+ *   - a model with SCANN skip tensors: the sparse program by default (no dense fallback), its
+ *     predictions those of nest_net_forward, the same bytes at any thread count and batch size;
  *   - CSV with string labels: the training CSV's options from the model, an unknown label named,
  *     new rows without labels, a feature count that does not match;
  *   - usage and data errors: one line, exit 2 / 1;
@@ -29,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nest/arch.h"
 #include "nest/data.h"
 #include "nest/loss.h"
 #include "nest/model.h"
@@ -107,8 +110,19 @@ static void perturb(nest_net *net, uint64_t seed) {
 static char *digit_names[10] = {"zero", "one", "two", "three", "four",
                                 "five", "six", "seven", "eight", "nine"};
 
-/* A LeNet-5-shaped model for 1x16x16 bytes: batch norm, dropout, partial-area conv2; its input
- * record (scale 1/255, per-channel statistics, class names). */
+/* net (for 1x16x16 bytes, destroyed) saved with its input record (scale 1/255, per-channel
+ * statistics, class names). */
+static void save_idx_model(nest_net *net, const char *path) {
+  float mean = 0.47f, sd = 0.29f;
+  const nest_model_input in = {.known = 1, .data_shape = {1, 16, 16}, .is_u8 = 1,
+                               .scale = 1.0f / 255, .norm = {1, &mean, &sd}, .nlabels = 10,
+                               .labels = digit_names, .format = "idx", .csv_delim = ','};
+  const nest_model_info info = {.val_error = NAN, .test_error = NAN, .input = &in};
+  assert_ok(nest_model_save_info(net, &info, path));
+  nest_net_destroy(&net);
+}
+
+/* A LeNet-5-shaped model for 1x16x16 bytes: batch norm, dropout, partial-area conv2. */
 static void save_conv_model(const char *path) {
   const nest_arch_opts o = {.width = 0.3, .batchnorm = 1, .dropout = 0.3};
   nest_net *net = nest_test_net("lenet5", (nest_shape){1, 16, 16}, 10, &o, NULL, 0);
@@ -117,13 +131,24 @@ static void save_conv_model(const char *path) {
   assert_non_null(c2);
   assert_ok(nest_surgery_set_area(&net, c2->index, 1));
   perturb(net, 11);
-  float mean = 0.47f, sd = 0.29f;
-  const nest_model_input in = {.known = 1, .data_shape = {1, 16, 16}, .is_u8 = 1,
-                               .scale = 1.0f / 255, .norm = {1, &mean, &sd}, .nlabels = 10,
-                               .labels = digit_names, .format = "idx", .csv_delim = ','};
-  const nest_model_info info = {.val_error = NAN, .test_error = NAN, .input = &in};
-  assert_ok(nest_model_save_info(net, &info, path));
-  nest_net_destroy(&net);
+  save_idx_model(net, path);
+}
+
+/* A LeNet-300-100-shaped SCANN model for 1x16x16 bytes with skip tensors in>fc2 and fc1>fc3
+ * (chain 30% dense, skips 20%), batch norm and dropout. */
+static void save_skip_model(const char *path) {
+  const nest_arch_opts o = {.width = 0.3, .batchnorm = 1, .dropout = 0.3};
+  nest_layer_spec *specs;
+  int n;
+  assert_ok(nest_arch_build("lenet300", &o, (nest_shape){1, 16, 16}, 10, &specs, &n));
+  assert_ok(nest_arch_skips(specs, n, "in>fc2, fc1>fc3"));
+  nest_net *net;
+  assert_ok(nest_net_create(specs, n, (nest_shape){1, 16, 16}, 10, 4, 1, &net));
+  free(specs);
+  assert_ok(nest_net_init_ex(net, 4, 0.3, 0.2, -1));
+  assert_int_equal(net->nskips, 2);
+  perturb(net, 12);
+  save_idx_model(net, path);
 }
 
 /* What nest_infer must print and write: the model loaded again, the data read and normalised
@@ -263,23 +288,37 @@ static void check_python(const char *args, const expected *e, char *const *names
 
 /* ---- IDX images ------------------------------------------------------------------------------ */
 
-static void test_infer_idx(void **state) {
-  char model[1024], img[1024], lab[1024], csv[1024], csv2[1024], args[8192];
-  snprintf(model, sizeof model, "%s/conv.h5", dir);
-  snprintf(img, sizeof img, "%s/img.idx", dir);
-  snprintf(lab, sizeof lab, "%s/lab.idx", dir);
-  snprintf(csv, sizeof csv, "%s/pred.csv", dir);
-  snprintf(csv2, sizeof csv2, "%s/pred2.csv", dir);
-  save_conv_model(model);
-  write_idx(img, lab, 300, 16, 16);
+/* An IDX case: the model dir/TAG.h5 written by save, 300 images of 16x16 with labels
+ * (dir/TAG-img.idx, dir/TAG-lab.idx), two prediction CSV paths, and what nest_infer must print
+ * for them into e. */
+typedef struct {
+  char model[1024], img[1024], lab[1024], csv[1024], csv2[1024];
+} idx_case;
+
+static void idx_case_setup(idx_case *c, const char *tag, void (*save)(const char *),
+                           expected *e) {
+  snprintf(c->model, sizeof c->model, "%s/%s.h5", dir, tag);
+  snprintf(c->img, sizeof c->img, "%s/%s-img.idx", dir, tag);
+  snprintf(c->lab, sizeof c->lab, "%s/%s-lab.idx", dir, tag);
+  snprintf(c->csv, sizeof c->csv, "%s/%s-pred.csv", dir, tag);
+  snprintf(c->csv2, sizeof c->csv2, "%s/%s-pred2.csv", dir, tag);
+  save(c->model);
+  write_idx(c->img, c->lab, 300, 16, 16);
   nest_data_opts o;
   nest_data_opts_default(&o);
-  o.path = img, o.labels_path = lab;
+  o.path = c->img, o.labels_path = c->lab;
   nest_dataset *ds;
   assert_ok(nest_dataset_load(&o, NULL, &ds));
-  expected e;
-  expect_from(model, ds, &e);
+  expect_from(c->model, ds, e);
   nest_dataset_destroy(&ds);
+}
+
+static void test_infer_idx(void **state) {
+  idx_case c;
+  expected e;
+  idx_case_setup(&c, "conv", save_conv_model, &e);
+  const char *model = c.model, *img = c.img, *lab = c.lab, *csv = c.csv, *csv2 = c.csv2;
+  char args[8192];
 
   /* the sparse program (the default) */
   snprintf(args, sizeof args, "'%s' '%s' '%s' --out '%s' --threads 1 --batch 64", model, img,
@@ -339,6 +378,35 @@ static void test_infer_idx(void **state) {
 
   snprintf(args, sizeof args, "'%s' '%s' '%s'", model, img, lab);
   check_python(args, &e, digit_names);
+  expected_free(&e);
+}
+
+/* A model with SCANN skip tensors runs on the sparse path (no note of a dense fallback) and
+ * predicts what nest_net_forward predicts, the same bytes at 1 and 2 threads and any batch size;
+ * --dense still runs the dense path. */
+static void test_infer_skips(void **state) {
+  idx_case c;
+  expected e;
+  idx_case_setup(&c, "skips", save_skip_model, &e);
+  char args[8192];
+  static char first[1 << 16], again[1 << 16];
+  const char *mode[3][2] = {{"1", "64"}, {"2", "100"}, {"2", "1"}};
+  for (int m = 0; m < 3; ++m) {
+    snprintf(args, sizeof args, "'%s' '%s' '%s' --out '%s' --force --threads %s --batch %s",
+             c.model, c.img, c.lab, c.csv, mode[m][0], mode[m][1]);
+    if (tool(INFER, args) != 0) fail_msg("nest_infer %s: %s", args, err_text);
+    assert_non_null(strstr(out_text, "sparse path"));
+    if (err_text[0]) fail_msg("nest_infer %s wrote to stderr: %s", args, err_text);
+    check_error_line(e.wrong, e.n, e.top5_wrong);
+    check_predictions(c.csv, &e, digit_names, 1);
+    nest_test_slurp(c.csv, m == 0 ? first : again, sizeof first);
+    if (m > 0) assert_string_equal(first, again);
+  }
+  snprintf(args, sizeof args, "'%s' '%s' '%s' --dense --out '%s' --force", c.model, c.img, c.lab,
+           c.csv2);
+  assert_int_equal(tool(INFER, args), 0);
+  assert_non_null(strstr(out_text, "dense path"));
+  check_predictions(c.csv2, &e, digit_names, 1);
   expected_free(&e);
 }
 
@@ -688,6 +756,7 @@ static int setup(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_infer_idx),
+      cmocka_unit_test(test_infer_skips),
       cmocka_unit_test(test_infer_csv),
       cmocka_unit_test(test_infer_shards),
       cmocka_unit_test(test_infer_errors),

@@ -17,7 +17,6 @@
 #include "nest/model.h"
 #include "nest/net.h"
 #include "nest/optim.h"
-#include "nest/sparse.h"
 #include "nest/surgery.h"
 #include "test_util.h"
 
@@ -386,18 +385,6 @@ static void test_model_round_trip(void **state) {
   nest_net_destroy(&net);
 }
 
-/* Sparse inference follows the chain only: a net with skips is refused with a clear error. */
-static void test_sparse_refuses(void **state) {
-  nest_net *net = net_of("mlp:10-8-6-5", (nest_shape){10, 1, 1}, 5, "in>fc3", 2, 0.5, 0.5, 1);
-  nest_sparse *sp = NULL;
-  assert_int_equal(nest_sparse_create(net, 2, 1, NULL, &sp), NEST_ERR_ARG);
-  assert_null(sp);
-  assert_non_null(strstr(nest_error_message(), "skip connections"));
-  assert_non_null(strstr(nest_error_message(), "in>fc3"));
-  nest_error_clear();
-  nest_net_destroy(&net);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_skips_parse),
@@ -407,7 +394,6 @@ int main(void) {
       cmocka_unit_test(test_skip_seed),
       cmocka_unit_test(test_surgery_with_skips),
       cmocka_unit_test(test_model_round_trip),
-      cmocka_unit_test(test_sparse_refuses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

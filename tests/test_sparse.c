@@ -6,7 +6,10 @@
  * (their constants must be folded: non-zero biases, zero padding and area masks make the folded
  * term vary over a conv plane) and units without outputs; logits must agree within float
  * tolerance for several batch sizes, and be bit-identical across thread counts, tile sizes and
- * batch sizes. On MNIST (when ../shared/data/mnist and the real model files exist: CMake
+ * batch sizes. The same with SCANN skip tensors (net.h "Skip connections": from the input, from a
+ * hidden layer behind batch norm / ReLU / dropout, from a conv base's flattened features, into
+ * several layers), with units that only a skip tensor reads and dead units a skip tensor folds
+ * into its consumer's bias. On MNIST (when ../shared/data/mnist and the real model files exist: CMake
  * NEST_SPARSE_MODELS or the environment variable of that name, ':'-separated) the argmax must
  * be identical on all 10,000 test images, normalised as the trainer does (train.c setup():
  * nest_dataset_split with the run's data.val_split and run.seed, nest_dataset_train_norm). */
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nest/arch.h"
 #include "nest/model.h"
 #include "nest/config.h"
 #include "nest/data.h"
@@ -48,7 +52,9 @@ static float uni(nest_rng *r) { return nest_rng_uniform(r); }
 
 /* Random values everywhere a weight is active, random biases, BN statistics and area masks
  * (each kernel's mask all ones, all zeros or mixed), then the prunings of `dead`:
- * dead = 1 zeroes whole kernels / rows / columns so that units lose all inputs or outputs. */
+ * dead = 1 zeroes whole kernels / rows / columns so that units lose all inputs or outputs
+ * (row 1 of skip tensors too: unit 1 has no input at all; their columns stay, so a unit the
+ * chain no longer reads may still be read by a skip tensor). */
 static void randomise(nest_net *net, uint64_t seed, int dead) {
   nest_rng r;
   nest_rng_init(&r, seed, NEST_RNG_TEST, 7, 0);
@@ -78,6 +84,8 @@ static void randomise(nest_net *net, uint64_t seed, int dead) {
     /* output 1 loses every input (a constant unit / map); for the last layer too. Its bias
      * makes it positive after BN and ReLU, so that the folded constant matters */
     memset(M + (size_t)1 * C * kk, 0, sizeof(float) * C * kk);
+    for (int sl = 2; sl < l->nparams; ++sl) /* skip tensors [units, S] */
+      memset(l->m[sl] + l->param[sl].dims[1], 0, sizeof(float) * l->param[sl].dims[1]);
     l->p[1][1] = 1.0f;
     /* whole kernels pruned at random (conv), input 0 read by nobody (its producer loses its
      * outputs) */
@@ -89,11 +97,20 @@ static void randomise(nest_net *net, uint64_t seed, int dead) {
   nest_net_apply_masks(net);
 }
 
-/* A net from specs with seed density 0.5, randomised and pruned. */
+/* The skip tensors of the next make_net (model.skips syntax; "" = none). */
+static const char *next_skips = "";
+
+/* A net from specs (with next_skips' skip tensors) with seed density 0.5 (skip tensors too),
+ * randomised and pruned. */
 static nest_net *make_net(const nest_layer_spec *specs, int ns, nest_shape in, int ncls,
                           int max_batch, uint64_t seed, int dead) {
+  nest_layer_spec sp[16];
+  assert_true(ns <= 16);
+  memcpy(sp, specs, sizeof(nest_layer_spec) * (size_t)ns);
+  assert_ok(nest_arch_skips(sp, ns, next_skips));
+  next_skips = "";
   nest_net *net;
-  assert_ok(nest_net_create(specs, ns, in, ncls, max_batch, 2, &net));
+  assert_ok(nest_net_create(sp, ns, in, ncls, max_batch, 2, &net));
   assert_ok(nest_net_init(net, seed, 0.5, -1));
   randomise(net, seed, dead);
   return net;
@@ -147,6 +164,40 @@ static nest_net *oddnet(int max_batch, uint64_t seed, int dead) {
       spec(NEST_LAYER_DENSE, "fc", (nest_layer_hparams){.units = 4}),
   };
   return make_net(s, 8, (nest_shape){2, 13, 11}, 4, max_batch, seed, dead);
+}
+
+/* Batch norm on the input (an affine op) before the first dense layer, so that a skip tensor
+ * from the input reads what the affine op also transforms; with dead, an input channel that
+ * only skip tensors read (the affine op must still carry it: its channels in and out agree). */
+static nest_net *inbn_mlp(int max_batch, uint64_t seed, int dead) {
+  const nest_layer_spec s[] = {
+      spec(NEST_LAYER_BATCHNORM, "in.bn", (nest_layer_hparams){0}),
+      spec(NEST_LAYER_DENSE, "fc1", (nest_layer_hparams){.units = 24}),
+      spec(NEST_LAYER_RELU, "fc1.relu", (nest_layer_hparams){0}),
+      spec(NEST_LAYER_DENSE, "fc2", (nest_layer_hparams){.units = 16}),
+      spec(NEST_LAYER_RELU, "fc2.relu", (nest_layer_hparams){0}),
+      spec(NEST_LAYER_DENSE, "fc3", (nest_layer_hparams){.units = 6}),
+  };
+  nest_net *net = make_net(s, 6, (nest_shape){3, 4, 4}, 6, max_batch, seed, dead);
+  if (dead) { /* fc1 no longer reads input channel 2: only skip tensors do */
+    nest_layer *fc1 = nest_net_find_layer(net, "fc1");
+    for (int o = 0; o < 24; ++o) memset(fc1->m[0] + (size_t)o * 48 + 32, 0, sizeof(float) * 16);
+    nest_net_apply_masks(net);
+  }
+  return net;
+}
+
+/* Nets with skip tensors: the MLP with two skips and with every skip, the conv net with skips
+ * from its flattened features and the input-BN MLP with skips from the raw input (before the
+ * batch norm) and from fc1; `which` 0 .. 3. */
+#define NSKIPNETS 4
+static nest_net *skipnet(int which, int max_batch, uint64_t seed, int dead) {
+  switch (which) {
+  case 0: next_skips = "in>fc2, fc1>fc3"; return mlp(max_batch, seed, dead);
+  case 1: next_skips = "all"; return mlp(max_batch, seed, dead);
+  case 2: next_skips = "pool2>fc2"; return convnet(max_batch, seed, dead, 1);
+  default: next_skips = "in>fc2, in>fc3, fc1>fc3"; return inbn_mlp(max_batch, seed, dead);
+  }
 }
 
 /* ---- comparing ------------------------------------------------------------------------------- */
@@ -231,6 +282,65 @@ static void test_odd_shapes(void **state) {
   }
 }
 
+static void test_skips(void **state) {
+  for (int which = 0; which < NSKIPNETS; ++which)
+    for (int dead = 0; dead <= 1; ++dead) {
+      nest_net *net = skipnet(which, 90, 91 + 2 * which + dead, dead);
+      assert_true(net->nskips > 0);
+      check_net(net, 2e-5);
+      nest_net_destroy(&net);
+    }
+}
+
+/* A dense op with skip tensors: its column parts name the buffers they read, it multiplies every
+ * active skip weight (nothing removed at dead = 0), and a unit that only a skip tensor reads
+ * (fc1 unit 0 at dead = 1: fc2 no longer reads it) is kept. */
+static void test_skip_program(void **state) {
+  nest_net *net = skipnet(0, 8, 52, 0);
+  nest_sparse *s;
+  assert_ok(nest_sparse_create(net, 8, 1, NULL, &s));
+  nest_sparse_stats st;
+  nest_sparse_get_stats(s, &st);
+  assert_int_equal(st.units_removed, 0);
+  assert_int_equal(st.nnz, st.source_weights);
+  assert_int_equal(nest_sparse_nops(s), 3);
+  nest_sparse_op op;
+  nest_sparse_get_op(s, 1, &op); /* fc2 <in: part 1 = the program input, 50 features */
+  assert_int_equal(op.nsrc, 2);
+  assert_int_equal(op.src_op[0], 1);
+  assert_int_equal(op.src_op[1], 0);
+  assert_int_equal(op.src_cols[1], 50);
+  assert_int_equal(op.cols, op.src_cols[0] + 50);
+  nest_sparse_get_op(s, 2, &op); /* fc3 <fc1: the input of op 1 */
+  assert_int_equal(op.nsrc, 2);
+  assert_int_equal(op.src_op[1], 1);
+  nest_sparse_get_op(s, 0, &op);
+  assert_int_equal(op.nsrc, 1);
+  nest_sparse_destroy(&s);
+  nest_net_destroy(&net);
+
+  net = skipnet(0, 8, 53, 1);
+  const nest_layer *fc3 = nest_net_find_layer(net, "fc3");
+  const float *sk = fc3->m[2]; /* skip_fc1 [7, 40] */
+  int read = 0;
+  for (int o = 0; o < 7; ++o) read |= sk[(size_t)o * 40] != 0.0f;
+  assert_true(read); /* the seed keeps a skip weight from fc1 unit 0 */
+  assert_ok(nest_sparse_create(net, 8, 1, NULL, &s));
+  nest_sparse_get_op(s, 1, &op);
+  assert_int_equal(op.in.c, 40 - 1); /* fc1 unit 1 (no inputs) folded, unit 0 kept for fc3 */
+  nest_sparse_destroy(&s);
+  nest_net_destroy(&net);
+
+  net = skipnet(3, 8, 54, 1); /* input channel 2: read by the skips only, through the BN op too */
+  assert_ok(nest_sparse_create(net, 8, 1, NULL, &s));
+  nest_sparse_get_op(s, 0, &op);
+  assert_int_equal(op.kind, NEST_SPARSE_AFFINE);
+  assert_int_equal(op.in.c, 3);
+  assert_int_equal(op.out.c, 3);
+  nest_sparse_destroy(&s);
+  nest_net_destroy(&net);
+}
+
 /* What compaction removed: a unit without inputs is folded (and its constant matters: the
  * outputs still agree above), a unit without outputs is dropped, both layers shrink; the
  * output layer keeps all its units. */
@@ -263,8 +373,9 @@ static void test_compaction(void **state) {
 
 /* The same bits for any thread count, tile and batch size (a sample alone or in a batch). */
 static void test_bit_identical(void **state) {
-  nest_net *nets[3] = {mlp(150, 61, 1), convnet(150, 62, 1, 1), oddnet(150, 63, 1)};
-  for (int i = 0; i < 3; ++i) {
+  nest_net *nets[5] = {mlp(150, 61, 1), convnet(150, 62, 1, 1), oddnet(150, 63, 1),
+                       skipnet(1, 150, 64, 1), skipnet(2, 150, 65, 1)};
+  for (int i = 0; i < 5; ++i) {
     nest_net *net = nets[i];
     const int n = 150, k = net->nclasses;
     const size_t d = nest_shape_size(net->in_shape);
@@ -473,6 +584,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mlp),          cmocka_unit_test(test_conv),
       cmocka_unit_test(test_conv_area),    cmocka_unit_test(test_odd_shapes),
+      cmocka_unit_test(test_skips),        cmocka_unit_test(test_skip_program),
       cmocka_unit_test(test_compaction),   cmocka_unit_test(test_bit_identical),
       cmocka_unit_test(test_area_export),  cmocka_unit_test(test_bad_args),
       cmocka_unit_test(test_mnist_models),

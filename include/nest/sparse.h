@@ -9,7 +9,11 @@
  *     and folded into the bias of each consumer (a per-position bias plane for a conv consumer
  *     whose zero padding or partial-area mask makes the folded term vary over the plane), so
  *     the outputs stay those of the net. The output layer keeps all its units;
- *   - dense layers: CSR over output units (compact input columns, ascending);
+ *   - dense layers: CSR over output units (compact input columns, ascending); a layer with
+ *     SCANN skip tensors (net.h "Skip connections") is one op whose rows hold the chain's
+ *     entries, then each skip tensor's (columns of its source activation, kept alive for it),
+ *     summed by the same kernel into one accumulator; compaction follows the skip tensors too
+ *     (a unit read only by a skip tensor stays, a dead source folds through it);
  *   - conv2d: per output map, the active taps of the active kernels (CSR over
  *     [OC, C*kh*kw]); a kernel with partial-area mask (hp.area) is executed only over the runs
  *     of output positions its mask keeps, pruned kernels and masked positions are never
@@ -25,7 +29,7 @@
  * Nothing in nest_sparse_forward allocates: per-thread tile buffers are sized at create.
  *
  * The dense masked path (nest_net_forward in eval mode) is the reference twin
- * (tests/test_sparse.c): outputs equal within float tolerance. */
+ * (tests/test_sparse.c, skip tensors included): outputs equal within float tolerance. */
 #ifndef NEST_SPARSE_H
 #define NEST_SPARSE_H
 
@@ -85,7 +89,8 @@ void nest_sparse_get_stats(const nest_sparse *s, nest_sparse_stats *out);
 /* One op of the compact program, for describing and exporting it (bench_infer rebuilds it in
  * PyTorch from this). Pointers are into s and live as long as it does. */
 typedef enum {
-  NEST_SPARSE_DENSE, /* y[out] = W x + bias (x = the flattened [C, H, W] input) */
+  NEST_SPARSE_DENSE, /* y[out] = W x + bias (x = the flattened [C, H, W] input, then the skip
+                        sources' features: nsrc below) */
   NEST_SPARSE_CONV,  /* y = conv(x, W) + bias (+ bias_plane), gated by the area runs */
   NEST_SPARSE_POOL,  /* max pooling (kh, kw, stride, pad; padding never wins) */
   NEST_SPARSE_AFFINE /* y[c] = x[c] * scale[c] + shift[c] (batch norm not foldable) */
@@ -100,6 +105,15 @@ typedef struct {
   /* dense, conv: W as CSR over rows = out.c, columns = in features (dense) or
    * (m * kh + ki) * kw + kj (conv, m a compact input map), ascending per row */
   int rows, cols;
+  /* dense: where its columns come from. Part 0 is the op's input, parts 1 .. nsrc-1 its skip
+   * tensors' sources, each the input of op src_op[p] (0 = the program input; an earlier op's
+   * input: the activation the skip tensor reads, compact); feature f of part p is column
+   * src_col0[p] + f, f < src_cols[p]; a row lists part 0's entries, then part 1's, ... (each
+   * ascending). Without skips nsrc = 1 and src_col0[0] = 0; with skips the parts' columns are
+   * offsets into the program's activation arena (disjoint, not contiguous); cols = the sum of
+   * src_cols. */
+  int nsrc;
+  const int32_t *src_op, *src_col0, *src_cols;
   int64_t nnz;
   const int32_t *rowptr;      /* [rows + 1] */
   const int32_t *colidx;      /* [nnz] */
@@ -116,7 +130,8 @@ void nest_sparse_get_op(const nest_sparse *s, int i, nest_sparse_op *out);
  * contributes at output position p (rebuilt from the runs; kernels with no active tap are 0).
  * NEST_ERR_ARG for an op that is not a conv. */
 nest_status nest_sparse_get_area(const nest_sparse *s, int i, uint8_t *area);
-/* One line per op to `file` (a FILE *): "fc1 dense 784 -> 216 relu, 7351 nnz (4.3%)". */
+/* One line per op to `file` (a FILE *): "fc1 dense 784 -> 216 relu, 7351 nnz (4.3%)", a dense
+ * op with skip tensors also its sources ("<in,fc1": the program input, the output of op fc1). */
 void nest_sparse_describe(const nest_sparse *s, void *file);
 
 #endif

@@ -12,6 +12,12 @@
  *     Dense / conv layers get their kept rows and the columns of kept inputs; active weights
  *     from dead inputs are folded into the bias (a bias plane where the folded term varies
  *     over a conv output). Batch norm folds into the op before it, ReLU fuses into it.
+ * Skip tensors (net.h "Skip connections") are parts of their destination dense layer: in pass 1
+ * a unit is live when its chain or a skip tensor reads a live channel (dead sources fold into
+ * its bias through the skip weights too), in pass 2 a needed row marks what its skip tensors
+ * read in their source tensors as needed, and in pass 3 the op's CSR rows hold the chain's
+ * entries, then each skip tensor's, as columns of one concatenated input (dense_part below:
+ * the one row builder for both), rebased onto the activation arena at layout.
  * Everything here runs once per create and may allocate; nothing here is on the hot path. */
 #include <math.h>
 #include <stdio.h>
@@ -39,7 +45,9 @@ typedef struct {
   const nest_net *net;
   int nt; /* tensors: nlayers + 1 */
   tensor *t;
-  int last_lin; /* index of the last dense / conv layer */
+  int last_lin;    /* index of the last dense / conv layer */
+  int32_t *buf_of; /* [nt] the program buffer holding t[j] (the input of the op built for layer
+                      j; set in pass 3, for the layers that get an op) */
 } analysis;
 
 static int is_linear(const nest_layer *l) {
@@ -103,14 +111,45 @@ static void conv_fold(const nest_layer *l, const tensor *in, int o, double *acc)
   }
 }
 
-/* Sum of the active weights of dense row o times the values of its dead inputs. */
-static double dense_fold(const nest_layer *l, const tensor *in, int o) {
-  const size_t D = nest_shape_size(l->in), hw = plane(l->in);
-  const float *W = l->p[0] + (size_t)o * D, *M = l->m[0] + (size_t)o * D;
+/* One weight tensor into a dense layer: the chain's W (part 0) or a skip tensor (parts 1..),
+ * W, M [units, |src|] reading tensor src (t[j] of the analysis: j = the layer's own input for
+ * the chain, the skip's act index otherwise). */
+typedef struct {
+  const float *W, *M;
+  const tensor *src;
+  int j;
+} dense_part;
+
+/* The parts of dense layer i: the chain, then its skip tensors in slot order. Returns the count. */
+static int dense_parts(const nest_net *net, const tensor *t, int i, dense_part *parts) {
+  const nest_layer *l = net->layers[i];
+  parts[0] = (dense_part){l->p[0], l->m[0], &t[i], i};
+  int n = 1;
+  for (int s = 2; s < l->nparams; ++s) {
+    const nest_skip *sk = nest_net_skip(net, i, s);
+    NEST_ASSERT(sk && n < 1 + NEST_MAX_SKIPS);
+    parts[n++] = (dense_part){l->p[s], l->m[s], &t[sk->src], sk->src};
+  }
+  return n;
+}
+
+/* Sum of the active weights of row o of part p times the values of its dead inputs. */
+static double dense_fold(const dense_part *p, int o) {
+  const size_t D = nest_shape_size(p->src->sh), hw = plane(p->src->sh);
+  const float *W = p->W + (size_t)o * D, *M = p->M + (size_t)o * D;
   double v = 0.0;
   for (size_t j = 0; j < D; ++j)
-    if (M[j] != 0.0f && !in->live[j / hw]) v += (double)W[j] * in->cval[j];
+    if (M[j] != 0.0f && !p->src->live[j / hw]) v += (double)W[j] * p->src->cval[j];
   return v;
+}
+
+/* Row o of part p reads a live input through an active weight. */
+static int dense_row_live(const dense_part *p, int o) {
+  const size_t D = nest_shape_size(p->src->sh), hw = plane(p->src->sh);
+  const float *M = p->M + (size_t)o * D;
+  for (size_t j = 0; j < D; ++j)
+    if (M[j] != 0.0f && p->src->live[j / hw]) return 1;
+  return 0;
 }
 
 /* Batch norm in eval mode, the layer's own formula (batchnorm.c), in double. */
@@ -136,19 +175,25 @@ static void pool_plane(const nest_layer *l, const double *x, double *y) {
     }
 }
 
-/* Pass 1 through layer l: liveness and the values of dead channels of `out`. */
-static nest_status live_layer(const nest_layer *l, const tensor *in, tensor *out) {
+/* Pass 1 through layer i: liveness and the values of dead channels of its output. */
+static nest_status live_layer(const analysis *a, int i) {
+  const nest_layer *l = a->net->layers[i];
+  const tensor *in = &a->t[i];
+  tensor *out = &a->t[i + 1];
   const size_t hw = plane(out->sh);
   double *pl = NULL;
+  dense_part parts[1 + NEST_MAX_SKIPS];
+  int np;
   switch (l->kind) {
-  case NEST_LAYER_DENSE:
+  case NEST_LAYER_DENSE: /* live through the chain or a skip tensor; dead: b + every part's fold */
+    np = dense_parts(a->net, a->t, i, parts);
     for (int o = 0; o < out->sh.c; ++o) {
-      const size_t D = nest_shape_size(l->in), hwi = plane(l->in);
-      const float *M = l->m[0] + (size_t)o * D;
       int live = 0;
-      for (size_t j = 0; j < D && !live; ++j) live = M[j] != 0.0f && in->live[j / hwi];
+      for (int p = 0; p < np && !live; ++p) live = dense_row_live(&parts[p], o);
       out->live[o] = (uint8_t)live;
-      if (!live) out->cval[o] = (double)l->p[1][o] + dense_fold(l, in, o);
+      if (live) continue;
+      out->cval[o] = (double)l->p[1][o];
+      for (int p = 0; p < np; ++p) out->cval[o] += dense_fold(&parts[p], o);
     }
     return NEST_OK;
   case NEST_LAYER_CONV2D:
@@ -189,16 +234,24 @@ static nest_status live_layer(const nest_layer *l, const tensor *in, tensor *out
   return NEST_OK;
 }
 
-/* Pass 2 through layer l: which channels of `in` a needed channel of `out` reads. */
-static void need_layer(const nest_layer *l, const tensor *in, const tensor *out) {
-  memset(in->need, 0, (size_t)in->sh.c);
+/* Pass 2 through layer i: the channels of its input (and of its skip tensors' sources) a
+ * needed channel of its output reads are needed (or-ed in: a tensor may be read by the chain
+ * and by skip tensors of later layers, which pass 2 visits first). */
+static void need_layer(const analysis *a, int i) {
+  const nest_layer *l = a->net->layers[i];
+  const tensor *in = &a->t[i], *out = &a->t[i + 1];
   if (l->kind == NEST_LAYER_DENSE) {
-    const size_t D = nest_shape_size(l->in), hw = plane(l->in);
-    for (int o = 0; o < out->sh.c; ++o) {
-      if (!out->need[o] || !out->live[o]) continue;
-      const float *M = l->m[0] + (size_t)o * D;
-      for (size_t j = 0; j < D; ++j)
-        if (M[j] != 0.0f && in->live[j / hw]) in->need[j / hw] = 1;
+    dense_part parts[1 + NEST_MAX_SKIPS];
+    const int np = dense_parts(a->net, a->t, i, parts);
+    for (int p = 0; p < np; ++p) {
+      const tensor *src = parts[p].src;
+      const size_t D = nest_shape_size(src->sh), hw = plane(src->sh);
+      for (int o = 0; o < out->sh.c; ++o) {
+        if (!out->need[o] || !out->live[o]) continue;
+        const float *M = parts[p].M + (size_t)o * D;
+        for (size_t j = 0; j < D; ++j)
+          if (M[j] != 0.0f && src->live[j / hw]) src->need[j / hw] = 1;
+      }
     }
   } else if (l->kind == NEST_LAYER_CONV2D) {
     for (int o = 0; o < out->sh.c; ++o) {
@@ -207,7 +260,7 @@ static void need_layer(const nest_layer *l, const tensor *in, const tensor *out)
         if (in->live[m] && !in->need[m] && kernel_used(l, o, m)) in->need[m] = 1;
     }
   } else {
-    memcpy(in->need, out->need, (size_t)in->sh.c);
+    for (int c = 0; c < in->sh.c; ++c) in->need[c] |= out->need[c];
   }
 }
 
@@ -222,12 +275,14 @@ static void analysis_free(analysis *a) {
   }
   free(a->t);
   a->t = NULL;
+  free(a->buf_of);
 }
 
 static nest_status analysis_alloc(analysis *a, const nest_net *net) {
   a->net = net;
   a->nt = net->nlayers + 1;
   NEST_CALL(nest_calloc((void **)&a->t, (size_t)a->nt, sizeof(tensor), "sparse analysis"));
+  NEST_CALL(nest_calloc((void **)&a->buf_of, (size_t)a->nt, sizeof(int32_t), "sparse analysis"));
   for (int i = 0; i < a->nt; ++i) {
     tensor *t = &a->t[i];
     t->sh = i < net->nlayers ? net->layers[i]->in : net->layers[net->nlayers - 1]->out;
@@ -250,10 +305,14 @@ static nest_status analyse(analysis *a) {
   if (a->last_lin < 0)
     return NEST_ERR(NEST_ERR_ARG, "sparse inference needs a net with a dense or conv layer");
   memset(a->t[0].live, 1, (size_t)a->t[0].sh.c);
-  for (int i = 0; i < net->nlayers; ++i)
-    NEST_CALL(live_layer(net->layers[i], &a->t[i], &a->t[i + 1]));
+  for (int i = 0; i < net->nlayers; ++i) NEST_CALL(live_layer(a, i));
   for (int i = a->last_lin + 1; i < a->nt; ++i) memset(a->t[i].need, 1, (size_t)a->t[i].sh.c);
-  for (int i = a->last_lin; i >= 0; --i) need_layer(net->layers[i], &a->t[i], &a->t[i + 1]);
+  for (int i = a->last_lin; i >= 0; --i) need_layer(a, i);
+  /* A per-channel layer's input and output keep the same channels (its op maps channel c to
+   * c): what a skip tensor needs in a layer's input is computed on through it too. */
+  for (int i = 0; i < a->last_lin; ++i)
+    if (!is_linear(net->layers[i]))
+      for (int c = 0; c < a->t[i].sh.c; ++c) a->t[i + 1].need[c] |= a->t[i].need[c];
   for (int i = 0; i < a->nt; ++i) {
     tensor *t = &a->t[i];
     t->kept = 0;
@@ -300,37 +359,68 @@ static nest_status op_alloc_csr(sp_op *op, int rows, int64_t nnz) {
   return NEST_OK;
 }
 
-/* A dense layer: rows = kept units, CSR over kept input features; dead inputs folded. */
-static nest_status build_dense(sp_op *op, const nest_layer *l, const tensor *in,
-                               const tensor *out) {
-  const size_t D = nest_shape_size(l->in), hw = plane(l->in);
-  const float *W = l->p[0], *M = l->m[0];
-  op->kind = NEST_SPARSE_DENSE;
-  op->cols = (int)((size_t)in->kept * hw);
-  int64_t nnz = 0;
-  for (int r = 0; r < out->kept; ++r) {
-    const float *Mr = M + (size_t)out->inv[r] * D;
-    for (size_t j = 0; j < D; ++j) nnz += Mr[j] != 0.0f && in->map[j / hw] >= 0;
+/* Row o of part p into the CSR: its active weights from kept channels, at columns col0 + the
+ * compact feature (ascending). The number of entries, or -1 if it reads a live channel that was
+ * dropped (pass 2 keeps what a kept row reads: an internal error). With values NULL: counted. */
+static int64_t dense_row(const dense_part *p, int o, int32_t col0, int32_t *colidx,
+                         float *values) {
+  const tensor *in = p->src;
+  const size_t D = nest_shape_size(in->sh), hw = plane(in->sh);
+  const float *Wr = p->W + (size_t)o * D, *Mr = p->M + (size_t)o * D;
+  int64_t k = 0;
+  for (size_t j = 0; j < D; ++j) {
+    if (Mr[j] == 0.0f) continue;
+    const int32_t c = in->map[j / hw];
+    if (c < 0) {
+      if (in->live[j / hw]) return -1;
+      continue; /* dead: folded into the bias */
+    }
+    if (values) {
+      colidx[k] = col0 + (int32_t)((size_t)c * hw + j % hw);
+      values[k] = Wr[j];
+    }
+    ++k;
   }
+  return k;
+}
+
+/* Dense layer i: rows = kept units; CSR over the kept features of its input, then of each skip
+ * tensor's source (sp_op.src_*: part p at columns [src_col0[p], + src_cols[p])); dead inputs of
+ * every part folded into the bias. */
+static nest_status build_dense(sp_op *op, const analysis *a, int i) {
+  const nest_layer *l = a->net->layers[i];
+  const tensor *out = &a->t[i + 1];
+  dense_part parts[1 + NEST_MAX_SKIPS];
+  const int np = dense_parts(a->net, a->t, i, parts);
+  op->kind = NEST_SPARSE_DENSE;
+  op->nsrc = np;
+  op->cols = 0;
+  for (int p = 0; p < np; ++p) {
+    op->src_buf[p] = parts[p].j == 0 ? 0 : a->buf_of[parts[p].j]; /* sparse_internal.h */
+    op->src_col0[p] = op->cols;
+    op->src_cols[p] = (int32_t)((size_t)parts[p].src->kept * plane(parts[p].src->sh));
+    op->cols += op->src_cols[p];
+  }
+  int64_t nnz = 0;
+  for (int r = 0; r < out->kept; ++r)
+    for (int p = 0; p < np; ++p) {
+      const int64_t n = dense_row(&parts[p], out->inv[r], 0, NULL, NULL);
+      if (n < 0) /* a kept row reads only kept or dead channels (pass 2) */
+        return NEST_ERR(NEST_ERR_INTERNAL, "%s: row %d reads a dropped live input", l->name,
+                        out->inv[r]);
+      nnz += n;
+    }
   NEST_CALL(op_alloc_csr(op, out->kept, nnz));
   int64_t k = 0;
   for (int r = 0; r < out->kept; ++r) {
     const int o = out->inv[r];
-    const float *Wr = W + (size_t)o * D, *Mr = M + (size_t)o * D;
-    for (size_t j = 0; j < D; ++j) {
-      if (Mr[j] == 0.0f) continue;
-      const int32_t c = in->map[j / hw];
-      if (c < 0) {
-        /* a kept row reads only kept or dead channels (pass 2) */
-        if (in->live[j / hw] && out->live[o])
-          return NEST_ERR(NEST_ERR_INTERNAL, "%s: row %d reads a dropped live input", l->name, o);
-        continue;
-      }
-      op->colidx[k] = (int32_t)((size_t)c * hw + j % hw);
-      op->values[k++] = Wr[j];
+    double b = (double)l->p[1][o];
+    for (int p = 0; p < np; ++p) {
+      k += dense_row(&parts[p], o, op->src_col0[p], op->colidx + k, op->values + k);
+      b += dense_fold(&parts[p], o);
     }
     op->rowptr[r + 1] = (int32_t)k;
-    op->bias[r] = (float)((double)l->p[1][o] + dense_fold(l, in, o));
+    op->bias[r] = (float)b;
   }
   return NEST_OK;
 }
@@ -673,7 +763,7 @@ static sp_op *new_op(nest_sparse *s, const nest_layer *l, const tensor *in, cons
 }
 
 /* Pass 3: the ops, layer by layer. */
-static nest_status build_ops(nest_sparse *s, const analysis *a) {
+static nest_status build_ops(nest_sparse *s, analysis *a) {
   const nest_net *net = a->net;
   NEST_CALL(nest_calloc((void **)&s->ops, (size_t)net->nlayers + 1, sizeof(sp_op), "sparse ops"));
   for (int i = 0; i < net->nlayers; ++i) {
@@ -681,8 +771,9 @@ static nest_status build_ops(nest_sparse *s, const analysis *a) {
     const tensor *in = &a->t[i], *out = &a->t[i + 1];
     sp_op *last = s->nops ? &s->ops[s->nops - 1] : NULL;
     sp_op *op;
+    a->buf_of[i] = s->nops; /* the op built next, if any, reads t[i] as its input buffer */
     switch (l->kind) {
-    case NEST_LAYER_DENSE: NEST_CALL(build_dense(new_op(s, l, in, out), l, in, out)); break;
+    case NEST_LAYER_DENSE: NEST_CALL(build_dense(new_op(s, l, in, out), a, i)); break;
     case NEST_LAYER_CONV2D: NEST_CALL(build_conv(new_op(s, l, in, out), l, in, out)); break;
     case NEST_LAYER_MAXPOOL:
       op = new_op(s, l, in, out);
@@ -718,6 +809,29 @@ static nest_status build_ops(nest_sparse *s, const analysis *a) {
 
 static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
 
+/* A dense op with skip tensors: its columns from the concatenated parts onto the arena, part p
+ * at buf_pos[src_buf[p]] (per-sample floats; a tile of T samples has element f of buffer b at
+ * T * (buf_pos[b] + f)), so the kernels read every part from the arena base. */
+static nest_status rebase(nest_sparse *s, sp_op *op) {
+  int32_t base[1 + NEST_MAX_SKIPS];
+  for (int p = 0; p < op->nsrc; ++p) {
+    if (s->ops[op->src_buf[p]].bin != 0 || s->buf_pos[op->src_buf[p] + 1] > INT32_MAX)
+      return NEST_ERR(NEST_ERR_INTERNAL, "%s: skip source buffer %d cannot be read as dense",
+                      op->name, op->src_buf[p]);
+    base[p] = (int32_t)s->buf_pos[op->src_buf[p]];
+    s->in_arena |= op->src_buf[p] == 0;
+  }
+  for (int r = 0; r < op->rows; ++r) {
+    int p = 0; /* the parts' columns are in order in every row */
+    for (int32_t k = op->rowptr[r]; k < op->rowptr[r + 1]; ++k) {
+      while (op->colidx[k] >= op->src_col0[p] + op->src_cols[p]) ++p;
+      op->colidx[k] += base[p] - op->src_col0[p];
+    }
+  }
+  for (int p = 0; p < op->nsrc; ++p) op->src_col0[p] = base[p];
+  return NEST_OK;
+}
+
 /* Borders, buffer offsets per sample, the tile cap and the arena. */
 static nest_status layout(nest_sparse *s) {
   /* Per-thread activation budget of the automatic tile. Measured (docs/performance.md, "Sparse
@@ -725,9 +839,8 @@ static nest_status layout(nest_sparse *s) {
    * tiles, LeNet-5 (64 KB) in 32-sample ones (2 MB; 64 were slower at batch 64, equal at 256),
    * the tiles' activations then staying in L2. */
   const size_t budget = (size_t)2 << 20;
-  for (int k = 0; k < s->nops; ++k) { /* the weights are final now (BN folded) */
+  for (int k = 0; k < s->nops; ++k) {
     sp_op *op = &s->ops[k];
-    if (op->kind == NEST_SPARSE_DENSE && s->sell) NEST_CALL(build_sell(op));
     op->bin = op->kind == NEST_SPARSE_CONV ? op->pad : 0;
     if (k > 0) s->ops[k - 1].bout = op->bin;
   }
@@ -737,6 +850,11 @@ static nest_status layout(nest_sparse *s) {
     const nest_shape sh = k < s->nops ? s->ops[k].in : s->ops[s->nops - 1].out;
     const int b = k < s->nops ? s->ops[k].bin : 0;
     s->buf_pos[k + 1] = s->buf_pos[k] + round16((size_t)sh.c * (sh.h + 2 * b) * (sh.w + 2 * b));
+  }
+  for (int k = 0; k < s->nops; ++k) { /* the weights are final now (BN folded) */
+    sp_op *op = &s->ops[k];
+    if (op->kind == NEST_SPARSE_DENSE && op->nsrc > 1) NEST_CALL(rebase(s, op));
+    if (op->kind == NEST_SPARSE_DENSE && s->sell) NEST_CALL(build_sell(op));
   }
   const size_t per_sample = s->buf_pos[s->nops + 1];
   s->tile_cap = 1;
@@ -842,13 +960,6 @@ nest_status nest_sparse_create(const nest_net *net, int max_batch, int nthreads,
                     "nest_sparse_create: need a net, max_batch >= 1 and "
                     "nthreads >= 1 (got max_batch %d, nthreads %d)",
                     max_batch, nthreads);
-  if (net->nskips > 0) /* the compaction follows the chain only (docs/scann.md) */
-    return NEST_ERR(NEST_ERR_ARG,
-                    "nest_sparse_create: the network has %d skip tensor%s (first %s>%s): sparse "
-                    "inference does not support skip connections; use the dense forward pass or "
-                    "the ONNX export",
-                    net->nskips, net->nskips == 1 ? "" : "s", net->skips[0].from,
-                    net->layers[net->skips[0].layer]->name);
   const int single = opts ? opts->single : 0;
   if (single < 0 || single > 2)
     return NEST_ERR(NEST_ERR_ARG, "nest_sparse_create: single must be 0, 1 or 2 (got %d)", single);

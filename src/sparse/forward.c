@@ -3,7 +3,10 @@
  *
  * Kernels (x = the op's input buffer, y = its output buffer, tile layout [C, H, W, T]):
  *   dense   y[r, 0..T) = bias[r] + Σ_k values[k] · x[colidx[k], 0..T)   (column-tiled CSR:
- *           one weight times T samples; T = 1 is per-sample CSR)
+ *           one weight times T samples; T = 1 is per-sample CSR). An op with skip tensors
+ *           gets x = the tile's arena base, its columns rebased onto the buffers its parts
+ *           read (sparse_internal.h): the same kernels sum the chain's and the skip tensors'
+ *           entries into one accumulator
  *   conv    y[r] = bias[r] (+ bias_plane[r]), then per segment and per run of output positions
  *           (p, q0..q1): y[r, p, q, :] = fma(w, x[tap + (p*s, q*s), :], y[...]) for the taps in
  *           order, y held in registers over chunks of SP_W consecutive (q, t) elements (stride 1:
@@ -443,12 +446,14 @@ static void run_tile(nest_sparse *s, int tid, int T, int s0, int nt, const float
   const size_t D = nest_shape_size(s->in_shape), ncls = (size_t)s->nclasses;
   const int direct = T == 1; /* tile layout == row-major: read x, write logits in place */
   const float *in = x + (size_t)s0 * D;
-  if (!direct || s->ops[0].bin != 0 || s->in_c != s->in_shape.c) {
+  if (!direct || s->ops[0].bin != 0 || s->in_c != s->in_shape.c || s->in_arena) {
     load_input(s, in, nt, T, base);
     in = base;
   }
   for (int k = 0; k < s->nops; ++k) {
-    const float *xk = k == 0 ? in : base + (size_t)T * s->buf_pos[k];
+    const float *xk = k == 0           ? in
+                      : s->ops[k].nsrc > 1 ? base /* columns rebased onto the arena */
+                                           : base + (size_t)T * s->buf_pos[k];
     float *yk = direct && k == s->nops - 1 ? logits + (size_t)s0 * ncls
                                            : base + (size_t)T * s->buf_pos[k + 1];
 #ifdef SP_PROFILE

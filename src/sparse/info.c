@@ -24,6 +24,10 @@ void nest_sparse_get_op(const nest_sparse *s, int i, nest_sparse_op *out) {
   out->pad = op->pad;
   out->rows = op->rows;
   out->cols = op->cols;
+  out->nsrc = op->nsrc;
+  out->src_op = op->src_buf; /* buffer k = op k's input */
+  out->src_col0 = op->src_col0;
+  out->src_cols = op->src_cols;
   out->nnz = op->nnz;
   out->rowptr = op->rowptr;
   out->colidx = op->colidx;
@@ -80,6 +84,9 @@ void nest_sparse_describe(const nest_sparse *s, void *file) {
       fprintf(f, ", %lld nnz (%.1f%%)", (long long)op->nnz,
               dense > 0 ? 100.0 * op->nnz / dense : 0.0);
     }
+    for (int p = 1; p < op->nsrc; ++p) /* skip sources: buffer b is op b-1's output */
+      fprintf(f, "%s%s", p == 1 ? ", skips <" : ",",
+              op->src_buf[p] == 0 ? "in" : s->ops[op->src_buf[p] - 1].name);
     if (op->kind == NEST_SPARSE_CONV)
       fprintf(f, ", %lld segments, %lld runs%s", (long long)op->nsegs, (long long)op->nruns,
               op->bias_plane ? ", bias plane" : "");

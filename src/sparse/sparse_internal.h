@@ -4,7 +4,9 @@
  * Activation buffers: buffer k (k = 0..nops) is op k's input, buffer nops the logits. A tile of
  * T samples stores buffer k as [C, H + 2b, W + 2b, T] (sample innermost) with a zero border b =
  * the padding of the conv that reads it (0 otherwise), so taps never need bounds checks; a
- * dense op reads the same memory as [C*H*W, T] (flatten is free). */
+ * dense op reads the same memory as [C*H*W, T] (flatten is free). Every buffer has its own
+ * place in a thread's arena (buf_pos), so each stays alive for the whole tile: the skip tensors
+ * of a dense op read earlier buffers (its skip sources) long after the ops that wrote them. */
 #ifndef NEST_SPARSE_INTERNAL_H
 #define NEST_SPARSE_INTERNAL_H
 
@@ -51,6 +53,13 @@ typedef struct {
   int kh, kw, stride, pad;
   /* dense, conv: CSR [rows = out.c, cols] */
   int rows, cols;
+  /* dense: the parts of its columns, part 0 its input buffer, parts 1 .. nsrc-1 its skip
+   * tensors' sources (slot order); part p = feature f of buffer src_buf[p] at column
+   * src_col0[p] + f, f < src_cols[p], the parts' columns in order in every row. With skips
+   * (nsrc > 1) layout() rebases the columns onto the arena (src_col0[p] = buf_pos[src_buf[p]]),
+   * and the op reads its tile's arena base as x: one CSR, one kernel, several buffers. */
+  int nsrc;
+  int32_t src_buf[1 + NEST_MAX_SKIPS], src_col0[1 + NEST_MAX_SKIPS], src_cols[1 + NEST_MAX_SKIPS];
   int64_t nnz;
   int32_t *rowptr, *colidx;
   float *values;
@@ -91,6 +100,7 @@ struct nest_sparse {
   int tmax;     /* the largest tile any call may use: buffers are sized for it */
   int nops;
   sp_op *ops;
+  int in_arena;     /* a skip tensor reads buffer 0: it is always loaded into the arena */
   int in_c;         /* input channels buffer 0 holds ... */
   int32_t *in_chan; /* ... [in_c]: their source channels */
   size_t *buf_pos;  /* [nops + 2] floats per sample before buffer k (16-float aligned) */

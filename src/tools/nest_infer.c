@@ -11,8 +11,8 @@
  * options). One process, OpenMP threads, no MPI.
  *
  * The forward path is one function pointer: by default the compact sparse program (sparse.h:
- * units that cannot matter removed, CSR dense layers, sparse and partial-area convolutions;
- * its logits are the same bits for any thread count and batch size), with --dense the dense
+ * units that cannot matter removed, CSR dense layers (SCANN skip tensors included), sparse and
+ * partial-area convolutions; its logits are the same bits for any thread count and batch size), with --dense the dense
  * masked path it is tested against (nest_net_forward in evaluation mode).
  *
  * Exit codes: 0 success, 1 a model or data error, 2 usage error; every error is one line
@@ -61,8 +61,7 @@ static void print_help(void) {
       "  --max N            only the first N samples\n"
       "  --threads N        OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
       "  --batch N          samples per forward pass (default 256)\n"
-      "  --dense            the dense masked forward path (the reference; always for models\n"
-      "                     with skip connections) instead of the\n"
+      "  --dense            the dense masked forward path (the reference) instead of the\n"
       "                     compact sparse program\n"
       "  --force            replace an existing --out file\n"
       "  -h, --help         this help\n"
@@ -425,11 +424,6 @@ int main(int argc, char **argv) {
   if (o.dense) e.name = "dense", e.forward = engine_dense;
   nest_model_input in;
   if (nest_model_load_input(mpath, o.batch, e.nthreads, &e.net, &in) != NEST_OK) return fail();
-  if (!o.dense && e.net->nskips > 0) { /* sparse.h has no skip tensors: the dense path */
-    fprintf(stderr, "nest_infer: note: %s has skip connections (SCANN), which the sparse path "
-                    "does not run: the dense path (--dense)\n", mpath);
-    o.dense = 1, e.name = "dense", e.forward = engine_dense;
-  }
   if (!o.dense && nest_sparse_create(e.net, o.batch, e.nthreads, NULL, &e.sparse) != NEST_OK) {
     nest_model_input_free(&in);
     nest_net_destroy(&e.net);

@@ -5,7 +5,8 @@
  * torch.sparse CSR) on the same compact layers, and prints the table of docs/performance.md.
  *
  * usage: bench_infer [options] MODEL.h5...   (or synthetic:lenet300 / synthetic:lenet5: random
- *        5%-dense nets at width 0.5, the conv layers with partial-area masks; smoke runs)
+ *        5%-dense nets at width 0.5, the conv layers with partial-area masks; smoke runs;
+ *        synthetic:lenet300+skips: with SCANN skip tensors, model.skips = all, also 5% dense)
  *   --threads 1,2       thread counts (default 1,2)
  *   --batches 1,256     batch sizes (default 1,256)
  *   --reps R1,RN        timed calls per case at batch 1 / larger batches (default 400,40)
@@ -102,16 +103,22 @@ typedef struct {
 
 /* "synthetic:ARCH" (lenet300, lenet5): the architecture at width 0.5, a 5%-dense random seed,
  * the conv layers with random partial-area masks — something to run without a model file
- * (the ctest smoke runs). */
-static void synthetic(const char *arch, nest_net **out) {
+ * (the ctest smoke runs). "ARCH+skips": with skip tensors from every source into every later
+ * dense layer (model.skips = all), seeded at the same density. */
+static void synthetic(const char *name, nest_net **out) {
   nest_layer_spec *specs;
   int ns;
+  char arch[64];
+  snprintf(arch, sizeof arch, "%s", name);
+  char *plus = strstr(arch, "+skips");
+  if (plus) *plus = '\0';
   const nest_arch_opts ao = {.width = 0.5, .dropout = 0.2};
   if (nest_arch_build(arch, &ao, (nest_shape){1, 28, 28}, 10, &specs, &ns) != NEST_OK) die(arch);
+  if (plus && nest_arch_skips(specs, ns, "all") != NEST_OK) die(name);
   for (int i = 0; i < ns; ++i) specs[i].hp.area = specs[i].kind == NEST_LAYER_CONV2D;
   if (nest_net_create(specs, ns, (nest_shape){1, 28, 28}, 10, MAXB, MAXT, out) != NEST_OK ||
       nest_net_init(*out, 1, 0.05, -1) != NEST_OK)
-    die(arch);
+    die(name);
   free(specs);
   nest_rng r;
   nest_rng_init(&r, 1, NEST_RNG_SYNTH, 1, 0);
@@ -289,6 +296,11 @@ static void export_model(model *m, const char *dir) {
   for (int i = 0; i < nest_sparse_nops(m->sp); ++i) {
     nest_sparse_op op;
     nest_sparse_get_op(m->sp, i, &op);
+    if (op.nsrc > 1) { /* bench_infer.py rebuilds an nn.Sequential: no skip tensors */
+      fprintf(stderr, "bench_infer: --export: %s: op %s has skip tensors, which the PyTorch "
+                      "rebuild does not support\n", m->name, op.name);
+      exit(1);
+    }
     fprintf(f,
             "op %d kind=%s name=%s in=%d,%d,%d out=%d,%d,%d relu=%d k=%d,%d stride=%d pad=%d "
             "rows=%d cols=%d nnz=%lld bias_plane=%d area=%d\n",
