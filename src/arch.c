@@ -375,6 +375,9 @@ nest_status nest_arch_skips(nest_layer_spec *specs, int n, const char *list) {
           continue;
         if (j == 0) snprintf(from, sizeof from, "in");
         else nest_skip_source(specs, n, specs[j - 1].name, from); /* act[j]'s name */
+        /* a name that means another act (a batch norm on the input: act[1] is named "in" like
+         * act[0], which "in" reads) is that act's source, already listed */
+        if (j > 0 && nest_skip_source(specs, n, from, NULL) != j) continue;
         if (!nest_skip_valid(specs, n, from, dest, NULL)) continue;
         NEST_CALL(add_skip(specs, n, list, from, dest));
         any = 1;

@@ -89,6 +89,21 @@ static void test_skips_parse(void **state) {
   assert_string_equal(s[fc3].skip_from[0], "in");
   assert_string_equal(s[fc3].skip_from[1], "fc1");
   free(s);
+  /* a batch norm on the input: "in" (the raw input) once per destination, not twice */
+  {
+    nest_layer_spec b[6] = {{.kind = NEST_LAYER_BATCHNORM, .name = "in.bn"},
+                            {.kind = NEST_LAYER_DENSE, .name = "fc1", .hp = {.units = 8}},
+                            {.kind = NEST_LAYER_RELU, .name = "fc1.relu"},
+                            {.kind = NEST_LAYER_DENSE, .name = "fc2", .hp = {.units = 6}},
+                            {.kind = NEST_LAYER_RELU, .name = "fc2.relu"},
+                            {.kind = NEST_LAYER_DENSE, .name = "fc3", .hp = {.units = 5}}};
+    if (nest_arch_skips(b, 6, "all") != NEST_OK) fail_msg("all: %s", nest_error_message());
+    assert_int_equal(b[3].nskips, 1);
+    assert_string_equal(b[3].skip_from[0], "in");
+    assert_int_equal(b[5].nskips, 2);
+    assert_string_equal(b[5].skip_from[0], "in");
+    assert_string_equal(b[5].skip_from[1], "fc1");
+  }
   /* a layer's ReLU names its output too (canonical: the dense layer) */
   s = specs_of("mlp:10-8-6-5", (nest_shape){10, 1, 1}, 5, " fc1.relu > fc3 ", &n);
   assert_int_equal(s[fc3].nskips, 1);
