@@ -514,6 +514,13 @@ static void test_export_onnx_reduce(void **state) {
   snprintf(args, sizeof args, "--onnx '%s' '%s'", model, onnx);
   if (export_(args) != 0) fail_msg("nest_export %s: %s", args, err_text);
   assert_onnx_is_encoding(onnx, net, &in, model);
+  /* --config cannot recompute a fitted reduction: one line, nothing written */
+  char h5[1100];
+  snprintf(h5, sizeof h5, "%s/dr-again.h5", dir);
+  snprintf(args, sizeof args, "--config '%s/none.ini' '%s' '%s'", dir, model, h5);
+  assert_true(export_(args) != 0);
+  assert_true(nest_test_one_error_line(err_text, "nest_export: error: ", "DR+SCANN reduction"));
+  assert_int_equal(access(h5, F_OK), -1);
   nest_net_destroy(&net);
   nest_reduce_destroy(&r);
 }

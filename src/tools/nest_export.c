@@ -230,6 +230,9 @@ static nest_status choose_input(const opts *o, const char *src, nest_model_input
                                 const nest_model_input **use) {
   *use = file_in;
   if (!o->config) return NEST_OK;
+  if (file_in->known && file_in->reduce) /* fitted during the run: no config recomputes it */
+    return NEST_ERR(NEST_ERR_ARG, "%s: its input record holds a DR+SCANN reduction, which "
+                    "--config cannot recompute; export it without --config", src);
   NEST_CALL(input_from_config(o->config, train, cfg_in));
   if (file_in->known) {
     const char *d = input_diff(file_in, cfg_in);
