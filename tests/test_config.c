@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1265,6 +1266,31 @@ static void test_docs_rows_match_table(void **state) {
 
 /* ---- help ---- */
 
+/* Every shipped config (inputs/NAME.ini) loads and validates: a misspelt key or a value out of
+ * range in a file users run as it is would otherwise show only when they run it. */
+static void test_shipped_configs_load(void **state) {
+  (void)state;
+  char dirpath[1024];
+  snprintf(dirpath, sizeof dirpath, "%s/inputs", NEST_SOURCE_DIR);
+  DIR *d = opendir(dirpath);
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    const size_t len = strlen(e->d_name);
+    if (len < 5 || strcmp(e->d_name + len - 4, ".ini") != 0) continue;
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s", dirpath, e->d_name);
+    nest_config c;
+    nest_config_defaults(&c);
+    if (nest_config_load(&c, path) != NEST_OK || nest_config_validate(&c) != NEST_OK)
+      fail_msg("%s: %s", path, nest_error_message());
+    ++n;
+  }
+  closedir(d);
+  printf("%d shipped configs load and validate\n", n);
+  assert_true(n >= 10);
+}
+
 static void test_help_mentions_every_key(void **state) {
   (void)state;
   char *text = nest_test_capture(nest_config_print_help);
@@ -1332,6 +1358,7 @@ int main(void) {
       cmocka_unit_test(test_docs_list_ranges),
       cmocka_unit_test(test_docs_rows_match_table),
       cmocka_unit_test(test_help_mentions_every_key),
+      cmocka_unit_test(test_shipped_configs_load),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
