@@ -464,7 +464,7 @@ static int patience(const nest_trainer *t, nest_grow *g, double verr) {
   nest_grow_result *r = &g->res;
   if (c->grow_patience <= 0 || isnan(verr)) return 0;
   const double e = r->best_val;
-  if (isnan(e) || verr < e - c->grow_patience_z * sqrt(e * (1.0 - e) / (double)t->n_val)) {
+  if (isnan(e) || verr < e - nest_trainer_val_margin(t, e, c->grow_patience_z)) {
     r->best_val = verr;
     r->stale = 0;
     return 0;

@@ -83,31 +83,25 @@ static nest_status check_phases(const nest_pipeline *p) {
   for (int area = 0; area < 2; ++area) {
     if (!p->phase_has[area ? NEST_PHASE_AREA : NEST_PHASE_PRUNE]) continue;
     NEST_CALL(nest_prune_check(t, area));
-    if (t->n_val == 0)
-      return NEST_ERR(NEST_ERR_CONFIG,
-                      "synthesis.phases = %s: the %s phase's guard checks the validation error "
-                      "after every step, but data.val_split = %g leaves no validation sample of "
-                      "the %lld in %s: raise data.val_split",
-                      c->phases[0] ? c->phases : "(default)", area ? "area" : "prune",
-                      c->val_split, (long long)t->train->n, t->train->path);
+    NEST_CALL(nest_trainer_need_val(t, "raise data.val_split",
+                                    "synthesis.phases = %s: the %s phase's guard checks the "
+                                    "validation error after every step",
+                                    c->phases[0] ? c->phases : "(default)",
+                                    area ? "area" : "prune"));
   }
   if (p->phase_has[NEST_PHASE_SCANN]) NEST_CALL(nest_scann_check(t));
   else if (strcmp(c->scheme, "none") != 0)
     return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = %s, but synthesis.phases = %s has no "
                     "scann phase to run it (add scann, or leave synthesis.phases empty)",
                     c->scheme, c->phases);
-  if (p->phase_has[NEST_PHASE_GROW] && c->grow_target_error > 0 && t->n_val == 0)
-    return NEST_ERR(NEST_ERR_CONFIG,
-                    "grow.target_error = %g stops growth on the validation error, but "
-                    "data.val_split = %g leaves no validation sample of the %lld in %s: raise "
-                    "data.val_split or set grow.target_error = 0",
-                    c->grow_target_error, c->val_split, (long long)t->train->n, t->train->path);
-  if (p->phase_has[NEST_PHASE_GROW] && c->grow_patience > 0 && t->n_val == 0)
-    return NEST_ERR(NEST_ERR_CONFIG,
-                    "grow.patience = %d stops growth on the validation error, but "
-                    "data.val_split = %g leaves no validation sample of the %lld in %s: raise "
-                    "data.val_split or set grow.patience = 0",
-                    c->grow_patience, c->val_split, (long long)t->train->n, t->train->path);
+  if (p->phase_has[NEST_PHASE_GROW] && c->grow_target_error > 0)
+    NEST_CALL(nest_trainer_need_val(t, "raise data.val_split or set grow.target_error = 0",
+                                    "grow.target_error = %g stops growth on the validation error",
+                                    c->grow_target_error));
+  if (p->phase_has[NEST_PHASE_GROW] && c->grow_patience > 0)
+    NEST_CALL(nest_trainer_need_val(t, "raise data.val_split or set grow.patience = 0",
+                                    "grow.patience = %d stops growth on the validation error",
+                                    c->grow_patience));
   return NEST_OK;
 }
 
@@ -532,8 +526,6 @@ static nest_status train_phase(nest_pipeline *p, int first) {
   return nest_phase_run_epochs(&p->run, &loop, &p->last_val, &p->last_test);
 }
 
-/* A pruning phase (area = 0: prune, 1: area), then its fine-tuning epochs: a cosine from
- * prune.lr down to optim.min_lr. */
 /* The pruning phases' training: distillation from the network the first pruning phase starts
  * from (captured once; a resumed run has it back from its checkpoint), the dropout override. */
 static nest_status prune_training(nest_pipeline *p) {
@@ -546,6 +538,8 @@ static nest_status prune_training(nest_pipeline *p) {
   return NEST_OK;
 }
 
+/* A pruning phase (area = 0: prune, 1: area), then its fine-tuning epochs: a cosine from
+ * prune.lr down to optim.min_lr. */
 static nest_status prune_phase(nest_pipeline *p, int area) {
   nest_trainer *t = p->t;
   const nest_config *c = &t->cfg;

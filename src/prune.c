@@ -163,11 +163,6 @@ static double conv_flops(const nest_net *net) {
   return f;
 }
 
-double nest_prune_se_margin(double e, int64_t n, double z) {
-  if (!(z > 0) || n <= 0 || !(e >= 0)) return 0;
-  return z * sqrt(e * (1.0 - e) / (double)n);
-}
-
 nest_status nest_prune_teacher(nest_trainer *t) {
   nest_net_destroy(&t->teacher);
   return nest_net_clone(t->net, &t->teacher);
@@ -223,8 +218,7 @@ static nest_status phase_start(phase_run *p) {
   res->target = c->prune_target_error > 0 ? c->prune_target_error
                 : best                    ? t->best_val_error
                                           : verr;
-  res->limit = res->target + p->tol + nest_prune_se_margin(res->target, t->n_val,
-                                                           c->prune_guard_z);
+  res->limit = res->target + p->tol + nest_trainer_val_margin(t, res->target, c->prune_guard_z);
   nest_net_count(t->net, &res->weights_before, NULL, NULL);
   res->flops_before = nest_net_flops(t->net);
   res->conv_flops_before = conv_flops(t->net);

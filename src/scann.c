@@ -54,11 +54,9 @@ nest_status nest_scann_check(const nest_trainer *t) {
     return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = %s: scann.iterations = 0%s leaves no "
                     "operation to run", c->scheme,
                     c->scheme[0] == 'A' ? " and scann.prune_iterations = 0" : "");
-  if (t->n_val == 0)
-    return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = %s keeps the best validation network, "
-                    "but data.val_split = %g leaves no validation sample of the %lld in %s: "
-                    "raise data.val_split", c->scheme, c->val_split, (long long)t->train->n,
-                    t->train->path);
+  NEST_CALL(nest_trainer_need_val(t, "raise data.val_split",
+                                  "synthesis.scheme = %s keeps the best validation network",
+                                  c->scheme));
   NEST_CALL(nest_prune_check(t, 0));
   if (c->scheme[0] == 'C' && c->skips[0])
     return NEST_ERR(NEST_ERR_CONFIG, "synthesis.scheme = C keeps adjacent layers only, but "

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <omp.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -481,6 +483,23 @@ void nest_trainer_clock(nest_trainer *t, int64_t fallback, char *out, size_t cap
 
 int nest_trainer_has_top5(const nest_trainer *t) {
   return t->net->nclasses > NEST_TOP5_MIN_CLASSES;
+}
+
+double nest_trainer_val_margin(const nest_trainer *t, double e, double z) {
+  if (!(z > 0) || t->n_val <= 0 || !(e >= 0)) return 0;
+  return z * sqrt(e * (1.0 - e) / (double)t->n_val);
+}
+
+nest_status nest_trainer_need_val(const nest_trainer *t, const char *fix, const char *why, ...) {
+  if (t->n_val > 0) return NEST_OK;
+  char text[512];
+  va_list ap;
+  va_start(ap, why);
+  vsnprintf(text, sizeof text, why, ap);
+  va_end(ap);
+  return NEST_ERR(NEST_ERR_CONFIG, "%s, but data.val_split = %g leaves no validation sample of "
+                  "the %lld in %s: %s", text, t->cfg.val_split, (long long)t->train->n,
+                  t->train->path, fix);
 }
 
 /* What a log point needs besides the trainer. */

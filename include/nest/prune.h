@@ -74,9 +74,6 @@ void nest_prune_state_free(nest_prune_state *s);
  * phase: names exist and have weights (prune) / there is a conv layer (area). NEST_ERR_CONFIG
  * naming the key; called when the run is set up, before anything is written. */
 nest_status nest_prune_check(const nest_trainer *t, int area);
-/* The guard's statistical margin: z standard errors of an error rate e measured on n samples,
- * z sqrt(e (1 - e) / n) (the binomial standard error); 0 when z <= 0 or n <= 0. */
-double nest_prune_se_margin(double e, int64_t n, double z);
 /* Distillation (prune.distill): t->teacher = a copy of t->net (weights, masks, buffers), the
  * network every later retraining and fine-tuning step distils from. */
 nest_status nest_prune_teacher(nest_trainer *t);

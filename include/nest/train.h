@@ -220,6 +220,15 @@ void nest_trainer_clock(nest_trainer *t, int64_t fallback, char *out, size_t cap
 /* 1 if t's net has more classes than NEST_TOP5_MIN_CLASSES (loss.h): only then is its top-5
  * error written to files. */
 int nest_trainer_has_top5(const nest_trainer *t);
+/* The statistical margin of a validation error e (growth's patience rule, the pruning guard):
+ * z binomial standard errors on t's validation set, z sqrt(e (1 - e) / n_val); 0 when z <= 0 or
+ * there are no validation samples. */
+double nest_trainer_val_margin(const nest_trainer *t, double e, double z);
+/* NEST_OK when t holds validation samples; else NEST_ERR_CONFIG "<why, printf-style>, but
+ * data.val_split = V leaves no validation sample of the N in FILE: <fix>" (set-up checks of the
+ * phases that judge a validation error). */
+nest_status nest_trainer_need_val(const nest_trainer *t, const char *fix, const char *why, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Without sync BN: average the BN running statistics over ranks with the by-construction sum
  * (comm.h), so that they are identical on every rank (each epoch's end does this; the pruning

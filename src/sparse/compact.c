@@ -396,7 +396,7 @@ static nest_status build_dense(sp_op *op, const analysis *a, int i) {
   op->nsrc = np;
   op->cols = 0;
   for (int p = 0; p < np; ++p) {
-    op->src_buf[p] = parts[p].j == 0 ? 0 : a->buf_of[parts[p].j]; /* sparse_internal.h */
+    op->src_buf[p] = a->buf_of[parts[p].j]; /* sparse_internal.h; buf_of[0] = 0, the input */
     op->src_col0[p] = op->cols;
     op->src_cols[p] = (int32_t)((size_t)parts[p].src->kept * plane(parts[p].src->sh));
     op->cols += op->src_cols[p];
